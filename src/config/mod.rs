@@ -1,0 +1,485 @@
+//! Configuration: one TOML file, every key optional with a documented default
+//! (see `etc/clamsentry.toml`, which lists them all).
+//!
+//! Parsing rejects unknown keys (`deny_unknown_fields`) so that a typo is an
+//! error instead of a silently ignored setting; semantic checks run after
+//! parsing and name the file, the line and the key.
+#![forbid(unsafe_code)]
+
+mod size;
+
+pub use size::ByteSize;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where the daemon looks when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/clamsentry/clamsentry.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}:{line}: {key}: {message}")]
+    Invalid {
+        path: String,
+        line: usize,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub listen: ListenConfig,
+    pub limits: LimitsConfig,
+    pub scan: ScanConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct DatabaseConfig {
+    /// Signature directory (what freshclam fills).
+    pub directory: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ListenConfig {
+    /// Unix socket path; empty string disables it.
+    pub unix: Option<PathBuf>,
+    /// Octal permission bits of the Unix socket.
+    pub unix_mode: String,
+    /// TCP listen addresses, "addr:port".
+    pub tcp: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct LimitsConfig {
+    pub stream_max_length: ByteSize,
+    pub max_threads: u32,
+    pub max_queue: u32,
+    pub max_connections: u32,
+    pub command_read_timeout: u64,
+    pub read_timeout: u64,
+    pub idle_timeout: u64,
+    pub max_command_length: ByteSize,
+    pub max_session_commands: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ScanConfig {
+    pub temporary_directory: PathBuf,
+    pub max_scan_size: ByteSize,
+    pub max_file_size: ByteSize,
+    pub max_recursion: u32,
+    pub max_files: u32,
+    pub max_scan_time: u32,
+    pub max_embedded_pe: ByteSize,
+    pub max_html_normalize: ByteSize,
+    pub max_html_no_tags: ByteSize,
+    pub max_script_normalize: ByteSize,
+    pub max_zip_type_rcg: ByteSize,
+    pub max_partitions: u32,
+    pub max_icons_pe: u32,
+    pub max_rec_hwp3: u32,
+    pub pcre_match_limit: u32,
+    pub pcre_recmatch_limit: u32,
+    pub pcre_max_file_size: ByteSize,
+    pub bytecode: bool,
+    pub bytecode_unsigned: bool,
+    pub bytecode_timeout: u32,
+    pub official_database_only: bool,
+    pub detect_pua: bool,
+    pub heuristic_alerts: bool,
+    pub heuristic_scan_precedence: bool,
+    pub scan_archive: bool,
+    pub scan_pe: bool,
+    pub scan_elf: bool,
+    pub scan_ole2: bool,
+    pub scan_pdf: bool,
+    pub scan_swf: bool,
+    pub scan_html: bool,
+    pub scan_xmldocs: bool,
+    pub scan_hwp3: bool,
+    pub scan_onenote: bool,
+    pub scan_mail: bool,
+    pub scan_partial_messages: bool,
+    pub scan_image: bool,
+    pub scan_image_fuzzy_hash: bool,
+    pub phishing_signatures: bool,
+    pub phishing_scan_urls: bool,
+    pub alert_broken_executables: bool,
+    pub alert_broken_media: bool,
+    pub alert_encrypted: bool,
+    pub alert_encrypted_archive: bool,
+    pub alert_encrypted_doc: bool,
+    pub alert_ole2_macros: bool,
+    pub alert_exceeds_max: bool,
+    pub alert_phishing_ssl_mismatch: bool,
+    pub alert_phishing_cloak: bool,
+    pub alert_partition_intersection: bool,
+    pub structured_data_detection: bool,
+    pub structured_min_credit_card_count: u32,
+    pub structured_min_ssn_count: u32,
+    pub allow_all_match_scan: bool,
+    pub follow_directory_symlinks: bool,
+    pub follow_file_symlinks: bool,
+    pub cross_filesystems: bool,
+    pub max_directory_recursion: u32,
+    pub exclude_path: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct LogConfig {
+    /// error, warn, info, debug or trace.
+    pub level: String,
+    /// Log clean scan results at info (otherwise at debug).
+    pub clean: bool,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            directory: PathBuf::from("/var/lib/clamav"),
+        }
+    }
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        ListenConfig {
+            unix: Some(PathBuf::from("/run/clamsentry/clamd.sock")),
+            unix_mode: "0660".into(),
+            tcp: Vec::new(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            stream_max_length: ByteSize(25 << 20),
+            max_threads: 10,
+            max_queue: 100,
+            max_connections: 1024,
+            command_read_timeout: 30,
+            read_timeout: 120,
+            idle_timeout: 120,
+            max_command_length: ByteSize(4104),
+            max_session_commands: 10_000,
+        }
+    }
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig {
+            temporary_directory: std::env::temp_dir(),
+            max_scan_size: ByteSize(100 << 20),
+            max_file_size: ByteSize(25 << 20),
+            max_recursion: 16,
+            max_files: 10_000,
+            max_scan_time: 120_000,
+            max_embedded_pe: ByteSize(40 << 20),
+            max_html_normalize: ByteSize(40 << 20),
+            max_html_no_tags: ByteSize(8 << 20),
+            max_script_normalize: ByteSize(20 << 20),
+            max_zip_type_rcg: ByteSize(1 << 20),
+            max_partitions: 50,
+            max_icons_pe: 100,
+            max_rec_hwp3: 16,
+            pcre_match_limit: 100_000,
+            pcre_recmatch_limit: 2_000,
+            pcre_max_file_size: ByteSize(100 << 20),
+            bytecode: true,
+            bytecode_unsigned: false,
+            bytecode_timeout: 60_000,
+            official_database_only: false,
+            detect_pua: false,
+            heuristic_alerts: true,
+            heuristic_scan_precedence: false,
+            scan_archive: true,
+            scan_pe: true,
+            scan_elf: true,
+            scan_ole2: true,
+            scan_pdf: true,
+            scan_swf: true,
+            scan_html: true,
+            scan_xmldocs: true,
+            scan_hwp3: true,
+            scan_onenote: true,
+            scan_mail: true,
+            scan_partial_messages: false,
+            scan_image: true,
+            scan_image_fuzzy_hash: true,
+            phishing_signatures: true,
+            phishing_scan_urls: true,
+            alert_broken_executables: false,
+            alert_broken_media: false,
+            alert_encrypted: false,
+            alert_encrypted_archive: false,
+            alert_encrypted_doc: false,
+            alert_ole2_macros: false,
+            alert_exceeds_max: false,
+            alert_phishing_ssl_mismatch: false,
+            alert_phishing_cloak: false,
+            alert_partition_intersection: false,
+            structured_data_detection: false,
+            structured_min_credit_card_count: 3,
+            structured_min_ssn_count: 3,
+            allow_all_match_scan: true,
+            follow_directory_symlinks: false,
+            follow_file_symlinks: false,
+            cross_filesystems: true,
+            max_directory_recursion: 15,
+            exclude_path: Vec::new(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            clean: false,
+        }
+    }
+}
+
+/// A loaded configuration and where it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    /// The file read, or `None` for built-in defaults.
+    pub source: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads `path`, or [`DEFAULT_PATH`] if present, or built-in defaults.
+    pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
+        let path = match path {
+            Some(p) => p.to_path_buf(),
+            None if Path::new(DEFAULT_PATH).exists() => PathBuf::from(DEFAULT_PATH),
+            None => {
+                return Ok(Loaded {
+                    config: Config::default(),
+                    source: None,
+                })
+            }
+        };
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let config = Config::parse(&text, &shown)?;
+        Ok(Loaded {
+            config,
+            source: Some(path),
+        })
+    }
+
+    /// Parses and validates TOML text; `shown` names the file in errors.
+    pub fn parse(text: &str, shown: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: shown.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                path: shown.to_string(),
+                line: line_of(text, key),
+                key: key.to_string(),
+                message,
+            })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let l = &self.limits;
+        if l.max_threads == 0 || l.max_threads > 1024 {
+            return Err(("limits.max-threads", "must be between 1 and 1024".into()));
+        }
+        if l.max_queue == 0 {
+            return Err(("limits.max-queue", "must be at least 1".into()));
+        }
+        if l.max_connections == 0 {
+            return Err(("limits.max-connections", "must be at least 1".into()));
+        }
+        if l.stream_max_length.0 == 0 || l.stream_max_length.0 > u64::from(u32::MAX) {
+            return Err((
+                "limits.stream-max-length",
+                "must be between 1 byte and 4G - 1 (the protocol's chunk counter is 32 bits)"
+                    .into(),
+            ));
+        }
+        if l.max_command_length.0 < 64 || l.max_command_length.0 > 1 << 20 {
+            return Err((
+                "limits.max-command-length",
+                "must be between 64 bytes and 1M (clamd uses 4104)".into(),
+            ));
+        }
+        for (key, v) in [
+            ("limits.command-read-timeout", l.command_read_timeout),
+            ("limits.read-timeout", l.read_timeout),
+            ("limits.idle-timeout", l.idle_timeout),
+        ] {
+            if v == 0 || v > 86_400 {
+                return Err((key, "must be between 1 and 86400 seconds".into()));
+            }
+        }
+        if l.max_session_commands == 0 {
+            return Err(("limits.max-session-commands", "must be at least 1".into()));
+        }
+        self.unix_mode().map_err(|m| ("listen.unix-mode", m))?;
+        self.tcp_addrs().map_err(|m| ("listen.tcp", m))?;
+        for pattern in &self.scan.exclude_path {
+            regex::bytes::Regex::new(pattern).map_err(|e| {
+                (
+                    "scan.exclude-path",
+                    format!("{pattern:?} is not a valid regular expression: {e}"),
+                )
+            })?;
+        }
+        if !matches!(
+            self.log.level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace"
+        ) {
+            return Err((
+                "log.level",
+                format!(
+                    "{:?} is not a level: use error, warn, info, debug or trace",
+                    self.log.level
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The Unix socket path, if one is configured.
+    pub fn unix_path(&self) -> Option<&Path> {
+        self.listen
+            .unix
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty())
+    }
+
+    pub fn unix_mode(&self) -> Result<u32, String> {
+        let m = self.listen.unix_mode.trim_start_matches("0o");
+        u32::from_str_radix(m, 8)
+            .ok()
+            .filter(|v| *v <= 0o777)
+            .ok_or_else(|| {
+                format!(
+                    "{:?} is not an octal mode like \"0660\"",
+                    self.listen.unix_mode
+                )
+            })
+    }
+
+    pub fn tcp_addrs(&self) -> Result<Vec<SocketAddr>, String> {
+        self.listen
+            .tcp
+            .iter()
+            .map(|a| {
+                a.parse::<SocketAddr>().map_err(|_| {
+                    format!("{a:?} is not an address like \"127.0.0.1:3310\" or \"[::1]:3310\"")
+                })
+            })
+            .collect()
+    }
+}
+
+/// The 1-based line where `table.key` is set, or 0 if the file does not set it.
+fn line_of(text: &str, dotted: &str) -> usize {
+    let (table, key) = dotted.split_once('.').unwrap_or(("", dotted));
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            current = name.trim().to_string();
+            continue;
+        }
+        if current == table {
+            if let Some((k, _)) = t.split_once('=') {
+                if k.trim().trim_matches('"') == key {
+                    return i + 1;
+                }
+            }
+        }
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_defaults() {
+        let c = Config::parse("", "t.toml").unwrap();
+        assert_eq!(c.limits.stream_max_length, ByteSize(25 << 20));
+        assert_eq!(c.unix_mode().unwrap(), 0o660);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let err = Config::parse("[limits]\nmax-thread = 4\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("t.toml: "), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("max-thread"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_line() {
+        let err = Config::parse(
+            "[log]\nlevel = \"info\"\n[limits]\n\nmax-threads = 0\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "t.toml:5: limits.max-threads: must be between 1 and 1024"
+        );
+    }
+
+    #[test]
+    fn sizes_accept_suffixes() {
+        let c = Config::parse("[limits]\nstream-max-length = \"10M\"\n", "t").unwrap();
+        assert_eq!(c.limits.stream_max_length.0, 10 << 20);
+        let c = Config::parse("[limits]\nstream-max-length = 1000\n", "t").unwrap();
+        assert_eq!(c.limits.stream_max_length.0, 1000);
+    }
+
+    #[test]
+    fn bad_tcp_address() {
+        let err = Config::parse("[listen]\ntcp = [\"localhost\"]\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen.tcp"), "{err}");
+    }
+
+    #[test]
+    fn shipped_example_parses() {
+        let text = include_str!("../../etc/clamsentry.toml");
+        Config::parse(text, "etc/clamsentry.toml").unwrap();
+    }
+}

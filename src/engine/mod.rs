@@ -1,0 +1,427 @@
+//! The only door to libclamav. Every `unsafe` block of the scanning path lives
+//! in this module, each with a `// SAFETY:` comment.
+//!
+//! An [`Engine`] is loaded and compiled once, then shared read-only by any
+//! number of scanning threads (libclamav allows concurrent scans on a
+//! compiled engine). A reload builds a new `Engine` next to the old one; the
+//! old one is freed when the last scan holding an `Arc` to it finishes.
+//!
+//! Decisions:
+//! * INSTREAM data is scanned straight from memory (`cl_fmap_open_memory` +
+//!   `cl_scanmap_callback`): no temporary file, no copy.
+//! * Files are scanned through descriptors the caller opened
+//!   (`cl_scandesc_callback`), so the caller decides what may be opened.
+//! * ALLMATCH results come from the virus-found callback, which libclamav
+//!   calls once per match; other scans use the name libclamav returns.
+#![allow(unsafe_code)]
+
+mod options;
+
+pub use options::{EngineSettings, ScanFlags};
+
+use std::ffi::{c_char, c_int, c_uint, c_ulong, c_void, CStr, CString};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::ptr::NonNull;
+use std::sync::OnceLock;
+
+use clamav_sys as sys;
+
+/// Why an engine could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("libclamav failed to initialise: {0}")]
+    Init(String),
+    #[error("libclamav could not allocate a new engine (out of memory?)")]
+    Alloc,
+    #[error("cannot load signatures from {dir}: {reason}. Check that the directory exists, is readable, and holds valid .cvd/.cld/.hdb/.ndb/.ldb files (freshclam fills it)")]
+    Load { dir: String, reason: String },
+    #[error("no signatures found in {dir}: run freshclam, or put signature files there")]
+    Empty { dir: String },
+    #[error("cannot compile the signature database: {0}")]
+    Compile(String),
+    #[error("invalid engine setting {name}: {reason}")]
+    Setting { name: &'static str, reason: String },
+}
+
+/// Facts about a loaded engine, for VERSION, STATS and logs.
+#[derive(Debug, Clone)]
+pub struct EngineInfo {
+    /// Number of signatures loaded.
+    pub signatures: u32,
+    /// Database version from the daily/main headers; 0 when none was loaded.
+    pub db_version: u32,
+    /// Database build time (seconds since the epoch); 0 when unknown.
+    pub db_time: u64,
+}
+
+/// The outcome of one scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Clean,
+    /// One name, or every name with ALLMATCH.
+    Found(Vec<String>),
+    /// libclamav's own message for the error (`cl_strerror`).
+    Error {
+        code: u32,
+        message: String,
+    },
+}
+
+impl Verdict {
+    /// libclamav could not open the file because of its permissions.
+    pub fn is_access_denied(&self) -> bool {
+        matches!(self, Verdict::Error { code, .. } if *code == sys::cl_error_t::CL_EACCES.0)
+    }
+}
+
+static INIT: OnceLock<u32> = OnceLock::new();
+
+/// Initialises libclamav once per process and routes its messages to our log.
+fn init() -> Result<(), EngineError> {
+    let code = *INIT.get_or_init(|| {
+        // SAFETY: cl_init and cl_set_clcb_msg run once (guarded by OnceLock)
+        // before any other libclamav function is used; on_message is a plain
+        // function that lives for the whole program.
+        unsafe {
+            sys::cl_set_clcb_msg(Some(on_message));
+            sys::cl_init(sys::CL_INIT_DEFAULT).0
+        }
+    });
+    if code == sys::cl_error_t::CL_SUCCESS.0 {
+        Ok(())
+    } else {
+        Err(EngineError::Init(strerror(code)))
+    }
+}
+
+/// libclamav's version string, e.g. `1.4.6`.
+pub fn version() -> String {
+    // SAFETY: cl_retver returns a pointer to a static NUL-terminated string.
+    unsafe { CStr::from_ptr(sys::cl_retver()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// libclamav's message for an error code.
+pub fn strerror(code: u32) -> String {
+    // SAFETY: cl_strerror returns a pointer to a static NUL-terminated string
+    // for any code, known or not.
+    unsafe { CStr::from_ptr(sys::cl_strerror(sys::cl_error_t(code))) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A compiled, immutable libclamav engine.
+pub struct Engine {
+    raw: NonNull<sys::cl_engine>,
+    flags: ScanFlags,
+    info: EngineInfo,
+}
+
+// SAFETY: a compiled cl_engine is documented as safe to share between threads
+// for scanning; it is only mutated before compile (in `load`) and freed once
+// in Drop, when no other reference exists.
+unsafe impl Send for Engine {}
+// SAFETY: see Send; scanning functions take `const struct cl_engine *`.
+unsafe impl Sync for Engine {}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from cl_engine_new and is freed exactly once here;
+        // no scan can be running because scans borrow `&self`.
+        unsafe {
+            sys::cl_engine_free(self.raw.as_ptr());
+        }
+    }
+}
+
+impl Engine {
+    /// Loads every signature file in `dir`, applies the limits, compiles.
+    pub fn load(dir: &Path, settings: &EngineSettings) -> Result<Engine, EngineError> {
+        init()?;
+        // SAFETY: cl_init succeeded; cl_engine_new returns NULL or a fresh engine.
+        let raw = NonNull::new(unsafe { sys::cl_engine_new() }).ok_or(EngineError::Alloc)?;
+        let mut engine = Engine {
+            raw,
+            flags: settings.flags,
+            info: EngineInfo {
+                signatures: 0,
+                db_version: 0,
+                db_time: 0,
+            },
+        };
+        engine.apply(settings)?;
+        engine.load_dir(dir, settings.db_options)?;
+        // SAFETY: the engine is fully configured and loaded, and not shared yet.
+        let rc = unsafe { sys::cl_engine_compile(engine.raw.as_ptr()) };
+        if rc != sys::cl_error_t::CL_SUCCESS {
+            return Err(EngineError::Compile(strerror(rc.0)));
+        }
+        engine.info.db_version = engine.get_num(sys::cl_engine_field::CL_ENGINE_DB_VERSION) as u32;
+        engine.info.db_time = engine.get_num(sys::cl_engine_field::CL_ENGINE_DB_TIME);
+        Ok(engine)
+    }
+
+    pub fn info(&self) -> &EngineInfo {
+        &self.info
+    }
+
+    fn apply(&mut self, settings: &EngineSettings) -> Result<(), EngineError> {
+        for &(name, field, value) in &settings.numbers {
+            // SAFETY: the engine is not compiled nor shared; field is a valid
+            // cl_engine_field taken from the bindings.
+            let rc = unsafe { sys::cl_engine_set_num(self.raw.as_ptr(), field, value) };
+            if rc != sys::cl_error_t::CL_SUCCESS {
+                return Err(EngineError::Setting {
+                    name,
+                    reason: strerror(rc.0),
+                });
+            }
+        }
+        if let Some(tmp) = &settings.temp_dir {
+            let c = CString::new(tmp.as_os_str().as_bytes()).map_err(|_| EngineError::Setting {
+                name: "temporary-directory",
+                reason: "contains a NUL byte".into(),
+            })?;
+            // SAFETY: libclamav copies the string; `c` outlives the call.
+            let rc = unsafe {
+                sys::cl_engine_set_str(
+                    self.raw.as_ptr(),
+                    sys::cl_engine_field::CL_ENGINE_TMPDIR,
+                    c.as_ptr(),
+                )
+            };
+            if rc != sys::cl_error_t::CL_SUCCESS {
+                return Err(EngineError::Setting {
+                    name: "temporary-directory",
+                    reason: strerror(rc.0),
+                });
+            }
+        }
+        // SAFETY: installs a plain function pointer; the engine is not shared.
+        unsafe {
+            sys::cl_engine_set_clcb_virus_found(self.raw.as_ptr(), Some(on_virus_found));
+        }
+        Ok(())
+    }
+
+    fn load_dir(&mut self, dir: &Path, db_options: u32) -> Result<(), EngineError> {
+        let shown = dir.display().to_string();
+        let c = CString::new(dir.as_os_str().as_bytes()).map_err(|_| EngineError::Load {
+            dir: shown.clone(),
+            reason: "path contains a NUL byte".into(),
+        })?;
+        let mut sigs: c_uint = 0;
+        LOAD_ERRORS.with(|k| *k.borrow_mut() = Some(Vec::new()));
+        // SAFETY: `c` is a valid C string, `sigs` a valid out-pointer, and the
+        // engine is not compiled nor shared.
+        let rc = unsafe { sys::cl_load(c.as_ptr(), self.raw.as_ptr(), &mut sigs, db_options) };
+        let details = LOAD_ERRORS
+            .with(|k| k.borrow_mut().take())
+            .unwrap_or_default();
+        if rc != sys::cl_error_t::CL_SUCCESS {
+            let mut reason = strerror(rc.0);
+            if !details.is_empty() {
+                reason = format!("{reason} ({})", details.join("; "));
+            }
+            return Err(EngineError::Load { dir: shown, reason });
+        }
+        for d in details {
+            tracing::warn!(source = "libclamav", "{d}");
+        }
+        if sigs == 0 {
+            return Err(EngineError::Empty { dir: shown });
+        }
+        self.info.signatures = sigs;
+        Ok(())
+    }
+
+    fn get_num(&self, field: sys::cl_engine_field) -> u64 {
+        let mut err: c_int = 0;
+        // SAFETY: reading a numeric field of a valid engine.
+        let v = unsafe { sys::cl_engine_get_num(self.raw.as_ptr(), field, &mut err) };
+        if err != 0 {
+            0
+        } else {
+            v as u64
+        }
+    }
+
+    /// Scans a buffer in memory (INSTREAM).
+    pub fn scan_bytes(&self, data: &[u8], allmatch: bool) -> Verdict {
+        if data.is_empty() {
+            // libclamav refuses an empty map; clamd answers OK for an empty stream.
+            return Verdict::Clean;
+        }
+        // SAFETY: `data` stays borrowed (alive and unmodified) until the map is
+        // closed below; cl_fmap_open_memory does not take ownership.
+        let map = unsafe { sys::cl_fmap_open_memory(data.as_ptr().cast::<c_void>(), data.len()) };
+        if map.is_null() {
+            return Verdict::Error {
+                code: sys::cl_error_t::CL_EMEM.0,
+                message: strerror(sys::cl_error_t::CL_EMEM.0),
+            };
+        }
+        let verdict = self.scan_with(allmatch, |virname, opts, ctx| {
+            // SAFETY: map is a valid fmap; the out-pointers and ctx are valid
+            // for the duration of the call; the engine is compiled.
+            unsafe {
+                sys::cl_scanmap_callback(
+                    map,
+                    c"stream".as_ptr(),
+                    virname,
+                    std::ptr::null_mut::<c_ulong>(),
+                    self.raw.as_ptr(),
+                    opts,
+                    ctx,
+                )
+            }
+        });
+        // SAFETY: map was opened above and is closed exactly once.
+        unsafe { sys::cl_fmap_close(map) };
+        verdict
+    }
+
+    /// Scans an open file descriptor (FILDES and path scans).
+    pub fn scan_fd(&self, fd: BorrowedFd<'_>, name: &Path, allmatch: bool) -> Verdict {
+        let cname = CString::new(name.as_os_str().as_bytes()).unwrap_or_default();
+        self.scan_with(allmatch, |virname, opts, ctx| {
+            // SAFETY: fd is a valid open descriptor borrowed for the call;
+            // cname, the out-pointers and ctx are valid for the call.
+            unsafe {
+                sys::cl_scandesc_callback(
+                    fd.as_raw_fd(),
+                    cname.as_ptr(),
+                    virname,
+                    std::ptr::null_mut::<c_ulong>(),
+                    self.raw.as_ptr(),
+                    opts,
+                    ctx,
+                )
+            }
+        })
+    }
+
+    fn scan_with(
+        &self,
+        allmatch: bool,
+        scan: impl FnOnce(*mut *const c_char, *mut sys::cl_scan_options, *mut c_void) -> sys::cl_error_t,
+    ) -> Verdict {
+        let mut opts = self.flags.to_options(allmatch);
+        let mut found = Matches {
+            names: Vec::new(),
+            limit: MAX_MATCHES,
+        };
+        let mut virname: *const c_char = std::ptr::null();
+        let rc = scan(
+            &mut virname,
+            &mut opts,
+            (&mut found as *mut Matches).cast::<c_void>(),
+        );
+        if rc == sys::cl_error_t::CL_CLEAN {
+            if allmatch && !found.names.is_empty() {
+                return Verdict::Found(found.names);
+            }
+            return Verdict::Clean;
+        }
+        if rc == sys::cl_error_t::CL_VIRUS {
+            if allmatch && !found.names.is_empty() {
+                return Verdict::Found(found.names);
+            }
+            if virname.is_null() {
+                return Verdict::Error {
+                    code: sys::cl_error_t::CL_EMEM.0,
+                    message: strerror(sys::cl_error_t::CL_EMEM.0),
+                };
+            }
+            // SAFETY: on CL_VIRUS libclamav sets virname to a NUL-terminated
+            // string owned by the engine, valid while the engine lives.
+            let name = unsafe { CStr::from_ptr(virname) }
+                .to_string_lossy()
+                .into_owned();
+            return Verdict::Found(vec![name]);
+        }
+        Verdict::Error {
+            code: rc.0,
+            message: strerror(rc.0),
+        }
+    }
+}
+
+/// ALLMATCH can report at most this many names per scan; the rest are counted
+/// but not kept (a crafted file must not make the reply grow without bound).
+const MAX_MATCHES: usize = 1000;
+
+struct Matches {
+    names: Vec<String>,
+    limit: usize,
+}
+
+thread_local! {
+    /// While loading, libclamav's error messages are kept here so that a load
+    /// failure can name the file and line libclamav complained about.
+    static LOAD_ERRORS: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+unsafe extern "C" fn on_message(
+    severity: sys::cl_msg,
+    _full: *const c_char,
+    msg: *const c_char,
+    _ctx: *mut c_void,
+) {
+    if msg.is_null() {
+        return;
+    }
+    // SAFETY: libclamav passes a valid NUL-terminated message.
+    let text = unsafe { CStr::from_ptr(msg) }.to_string_lossy();
+    let text = text.trim_end();
+    if severity == sys::cl_msg::CL_MSG_ERROR {
+        let kept = LOAD_ERRORS.with(|k| match k.borrow_mut().as_mut() {
+            Some(v) if v.len() < 8 => {
+                v.push(text.to_string());
+                true
+            }
+            Some(_) => true,
+            None => false,
+        });
+        if !kept {
+            tracing::warn!(source = "libclamav", "{text}");
+        }
+    } else if severity == sys::cl_msg::CL_MSG_WARN {
+        tracing::info!(source = "libclamav", "{text}");
+    } else {
+        tracing::trace!(source = "libclamav", "{text}");
+    }
+}
+
+unsafe extern "C" fn on_virus_found(_fd: c_int, virname: *const c_char, context: *mut c_void) {
+    if virname.is_null() || context.is_null() {
+        return;
+    }
+    // SAFETY: context is the `Matches` passed by `scan_with`, alive and
+    // exclusively ours for the duration of the scan call that invokes us.
+    let found = unsafe { &mut *context.cast::<Matches>() };
+    if found.names.len() < found.limit {
+        // SAFETY: libclamav passes a valid NUL-terminated name.
+        let name = unsafe { CStr::from_ptr(virname) };
+        found.names.push(name.to_string_lossy().into_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_looks_like_libclamav() {
+        let v = version();
+        assert!(v.starts_with("1."), "{v}");
+    }
+
+    #[test]
+    fn strerror_has_text() {
+        assert_eq!(strerror(0), "No viruses detected");
+    }
+}

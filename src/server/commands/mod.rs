@@ -1,0 +1,238 @@
+//! The work behind each command, once the connection has read it.
+//!
+//! [`respond`] runs a prepared [`Work`] and writes its replies. It owns no
+//! socket reading, so the same code serves single commands and IDSESSION
+//! (where it runs as a task per command).
+
+mod pathscan;
+mod stats;
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::stream::Writer;
+use super::Shared;
+use crate::engine::{self, Verdict};
+use crate::proto::reply::{self, ReplyTo};
+use crate::proto::CommandKind;
+
+/// What a task needs to answer on a connection.
+#[derive(Clone)]
+pub struct Ctx {
+    pub shared: Arc<Shared>,
+    pub writer: Writer,
+}
+
+/// A command ready to run.
+pub enum Work {
+    Ping,
+    Version,
+    VersionCommands,
+    Stats,
+    Stream(Vec<u8>),
+    Fd(OwnedFd),
+    Path { kind: CommandKind, path: Vec<u8> },
+}
+
+impl Work {
+    /// Answered at once, without a scanning thread.
+    pub fn is_immediate(&self) -> bool {
+        matches!(self, Work::Ping | Work::Version | Work::VersionCommands)
+    }
+}
+
+/// Reply text for a full queue (the client retries; nothing hangs).
+pub(crate) const QUEUE_FULL: &[u8] = b"Scan queue full (limits.max-queue), retry later.";
+
+pub async fn respond(ctx: &Ctx, work: Work, to: ReplyTo) {
+    let shared = &ctx.shared;
+    let text: Vec<u8> = match work {
+        Work::Ping => reply::PONG.to_vec(),
+        Work::Version => version_text(shared),
+        Work::VersionCommands => reply::version_commands(
+            &version_text(shared),
+            CommandKind::all().map(CommandKind::word),
+        ),
+        Work::Stats => {
+            // STATS is its own multi-line block; only END carries the terminator.
+            let mut out = Vec::new();
+            if let Some(id) = to.id {
+                out.extend_from_slice(format!("{id}: ").as_bytes());
+            }
+            stats::render(shared, &mut out);
+            out.push(to.term);
+            let _ = ctx.writer.send(&out).await;
+            return;
+        }
+        Work::Stream(data) => scan_stream(ctx, data).await,
+        Work::Fd(fd) => scan_fd(ctx, fd).await,
+        Work::Path { kind, path } => return pathscan::respond(ctx, kind, path, to).await,
+    };
+    let _ = ctx.writer.send(&to.to_vec(&text)).await;
+}
+
+fn version_text(shared: &Shared) -> Vec<u8> {
+    let engine = shared.engine();
+    let info = engine.info();
+    let time;
+    let db = if info.db_version != 0 {
+        time = ctime(info.db_time);
+        Some((info.db_version, time.as_str()))
+    } else {
+        None
+    };
+    reply::version(&engine::version(), db)
+}
+
+/// `ctime(3)` without its newline, in local time: `Fri Nov 27 12:27:41 2026`.
+fn ctime(secs: u64) -> String {
+    use chrono::TimeZone;
+    match chrono::Local.timestamp_opt(secs as i64, 0).single() {
+        Some(t) => t.format("%a %b %e %H:%M:%S %Y").to_string(),
+        None => secs.to_string(),
+    }
+}
+
+async fn scan_stream(ctx: &Ctx, data: Vec<u8>) -> Vec<u8> {
+    let engine = ctx.shared.engine();
+    let bytes = data.len();
+    let started = Instant::now();
+    let result = ctx
+        .shared
+        .pool
+        .run(move |slot| {
+            slot.begin("INSTREAM", "");
+            engine.scan_bytes(&data, false)
+        })
+        .await;
+    finish(ctx, "stream", "INSTREAM", result, bytes as u64, started)
+}
+
+async fn scan_fd(ctx: &Ctx, fd: OwnedFd) -> Vec<u8> {
+    let name = format!("fd[{}]", fd.as_raw_fd());
+    let engine = ctx.shared.engine();
+    let started = Instant::now();
+    let shown = name.clone();
+    let result = ctx
+        .shared
+        .pool
+        .run(move |slot| {
+            let meta = nix::sys::stat::fstat(fd.as_raw_fd());
+            let regular = matches!(meta, Ok(st) if (st.st_mode & libc::S_IFMT) == libc::S_IFREG);
+            if !regular {
+                return (None, 0);
+            }
+            let size = meta.map(|st| st.st_size as u64).unwrap_or(0);
+            let target = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                .unwrap_or_else(|_| PathBuf::from(&shown));
+            slot.begin("FILDES", &shown);
+            (Some(engine.scan_fd(fd.as_fd(), &target, false)), size)
+        })
+        .await;
+    match result {
+        Ok((None, _)) => {
+            tracing::info!(
+                command = "FILDES",
+                scan_result = "error",
+                "descriptor is not a regular file"
+            );
+            reply::error(name.as_bytes(), b"Not a regular file")
+        }
+        Ok((Some(v), size)) => finish(ctx, &name, "FILDES", Ok(v), size, started),
+        Err(busy) => finish(ctx, &name, "FILDES", Err(busy), 0, started),
+    }
+}
+
+/// Turns a verdict into the reply text, counts it and logs it.
+fn finish(
+    ctx: &Ctx,
+    name: &str,
+    command: &'static str,
+    result: Result<Verdict, super::pool::Busy>,
+    bytes: u64,
+    started: Instant,
+) -> Vec<u8> {
+    let verdict = match result {
+        Ok(v) => v,
+        Err(_) => {
+            tracing::warn!(command, scan_result = "error", "scan refused: queue full");
+            return reply::error(name.as_bytes(), QUEUE_FULL);
+        }
+    };
+    let duration_ms = started.elapsed().as_millis() as u64;
+    record(&ctx.shared, name, command, &verdict, bytes, duration_ms);
+    verdict_text(name.as_bytes(), &verdict)
+}
+
+pub(crate) fn verdict_text(name: &[u8], verdict: &Verdict) -> Vec<u8> {
+    match verdict {
+        Verdict::Clean => reply::ok(name),
+        Verdict::Found(names) => {
+            reply::found(name, names.first().map(String::as_bytes).unwrap_or(b""))
+        }
+        Verdict::Error { message, .. } => reply::error(name, message.as_bytes()),
+    }
+}
+
+/// Counters and the structured log line of one scan.
+pub(crate) fn record(
+    shared: &Shared,
+    name: &str,
+    command: &str,
+    verdict: &Verdict,
+    bytes: u64,
+    duration_ms: u64,
+) {
+    let c = &shared.counters;
+    c.scans.fetch_add(1, Ordering::Relaxed);
+    match verdict {
+        Verdict::Clean => {
+            if shared.config.log.clean {
+                tracing::info!(
+                    command,
+                    target = name,
+                    scan_result = "clean",
+                    bytes,
+                    duration_ms,
+                    "scan clean"
+                );
+            } else {
+                tracing::debug!(
+                    command,
+                    target = name,
+                    scan_result = "clean",
+                    bytes,
+                    duration_ms,
+                    "scan clean"
+                );
+            }
+        }
+        Verdict::Found(names) => {
+            c.found.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                command,
+                target = name,
+                scan_result = "found",
+                virus_name = names.join(",").as_str(),
+                bytes,
+                duration_ms,
+                "virus found"
+            );
+        }
+        Verdict::Error { message, .. } => {
+            c.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                command,
+                target = name,
+                scan_result = "error",
+                error = message.as_str(),
+                bytes,
+                duration_ms,
+                "scan error"
+            );
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! One client connection: framing, the single-command flow, IDSESSION.
+//!
+//! Reading happens here and only here; the work of a command (scanning,
+//! formatting replies) is in [`super::commands`]. Inside IDSESSION each
+//! command's work runs as its own task, so replies may complete out of order
+//! as in clamd, each prefixed with its id.
+//!
+//! Timeouts: `command-read-timeout` for the first command, `read-timeout` for
+//! the rest of a command or stream, `idle-timeout` between session commands.
+//! A timeout answers `COMMAND READ TIMED OUT\n` and closes, like clamd.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::commands::{self, Ctx, Work};
+pub use super::stream::Stream;
+use super::stream::{Reader, Writer};
+use super::{Peer, Shared};
+use crate::proto::instream::{ChunkDecoder, ChunkHeader};
+use crate::proto::reply::{self, ReplyTo};
+use crate::proto::{self, fildes_payload, Command, CommandKind, FildesPayload, Framing};
+
+pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: Peer, id: u64) {
+    let limits = &shared.config.limits;
+    let (reader, w) = stream.split();
+    let writer = Writer::new(w, Duration::from_secs(limits.read_timeout));
+    let span = tracing::info_span!("conn", id, peer = %peer);
+    let mut conn = Conn {
+        buf: vec![0; limits.max_command_length.0 as usize],
+        len: 0,
+        fresh: false,
+        fds: Vec::new(),
+        reader,
+        ctx: Ctx { shared, writer },
+    };
+    async {
+        tracing::debug!("connected");
+        conn.run().await;
+        conn.ctx.writer.close().await;
+        tracing::debug!("closed");
+    }
+    .instrument(span)
+    .await;
+}
+
+struct Conn {
+    reader: Reader,
+    buf: Vec<u8>,
+    len: usize,
+    /// True until a command is decoded after the last read (legacy framing).
+    fresh: bool,
+    fds: Vec<OwnedFd>,
+    ctx: Ctx,
+}
+
+struct Frame {
+    framing: Framing,
+    cmd: Command,
+}
+
+/// Why a connection stops reading.
+enum End {
+    Eof,
+    TimedOut,
+    TooLong,
+    Shutdown,
+    Io(io::Error),
+}
+
+/// Why a stream could not be read to its end.
+enum StreamError {
+    TooLarge(u32),
+    End(End),
+}
+
+impl Conn {
+    fn shared(&self) -> &Shared {
+        &self.ctx.shared
+    }
+
+    fn secs(&self, s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    async fn run(&mut self) {
+        let first = self.secs(self.shared().config.limits.command_read_timeout);
+        let frame = match self.next_frame(first, true).await {
+            Ok(f) => f,
+            Err(end) => return self.end(end, b'\n').await,
+        };
+        let to = ReplyTo::new(None, frame.framing.terminator());
+        if self.unclaimed_fd(&frame, to).await {
+            return;
+        }
+        let kind = frame.cmd.kind;
+        if kind == CommandKind::IdSession {
+            return self.session(to.term).await;
+        }
+        // clamd accepts one command per connection outside IDSESSION. For
+        // commands it hands to a scanning thread, bytes already received
+        // after the command are answered with an error first (as clamd's
+        // receive thread does); the others just close.
+        let dispatched = matches!(
+            kind,
+            CommandKind::Scan
+                | CommandKind::ContScan
+                | CommandKind::MultiScan
+                | CommandKind::AllMatchScan
+                | CommandKind::Fildes
+                | CommandKind::Stats
+        );
+        if dispatched && self.len > 0 {
+            tracing::warn!(bytes = self.len, "client sent bytes after its command");
+            let _ = self
+                .ctx
+                .writer
+                .send(&to.to_vec(reply::ERROR_PROCESSING))
+                .await;
+        }
+        let Some(work) = self.prepare(frame, to).await else {
+            return;
+        };
+        commands::respond(&self.ctx, work, to).await;
+    }
+
+    /// Turns a frame into work, answering directly the commands that need
+    /// no work. `None` means the connection is done.
+    async fn prepare(&mut self, frame: Frame, to: ReplyTo) -> Option<Work> {
+        let Frame { cmd, .. } = frame;
+        let shared = Arc::clone(&self.ctx.shared);
+        tracing::debug!(command = cmd.kind.word(), "command");
+        match cmd.kind {
+            CommandKind::Ping => Some(Work::Ping),
+            CommandKind::Version => Some(Work::Version),
+            CommandKind::VersionCommands => Some(Work::VersionCommands),
+            CommandKind::Stats => Some(Work::Stats),
+            CommandKind::Scan
+            | CommandKind::ContScan
+            | CommandKind::MultiScan
+            | CommandKind::AllMatchScan => Some(Work::Path {
+                kind: cmd.kind,
+                path: cmd.arg.unwrap_or_default(),
+            }),
+            CommandKind::Fildes => match (!self.fds.is_empty()).then(|| self.fds.remove(0)) {
+                Some(fd) => Some(Work::Fd(fd)),
+                None => {
+                    tracing::warn!("FILDES without a descriptor");
+                    let _ = self
+                        .ctx
+                        .writer
+                        .send(&to.to_vec(reply::NO_FD_RECEIVED))
+                        .await;
+                    None
+                }
+            },
+            CommandKind::Instream => match self.read_stream().await {
+                Ok(data) => Some(Work::Stream(data)),
+                Err(StreamError::TooLarge(len)) => {
+                    tracing::warn!(
+                        chunk = len,
+                        limit = shared.config.limits.stream_max_length.0,
+                        "INSTREAM refused: limits.stream-max-length exceeded"
+                    );
+                    let _ = self
+                        .ctx
+                        .writer
+                        .send(&to.to_vec(reply::SIZE_LIMIT_EXCEEDED))
+                        .await;
+                    None
+                }
+                Err(StreamError::End(end)) => {
+                    self.end(end, to.term).await;
+                    None
+                }
+            },
+            CommandKind::Reload => {
+                tracing::info!(command = "RELOAD", "reload requested by client");
+                let _ = self.ctx.writer.send(&to.to_vec(reply::RELOADING)).await;
+                shared.request_reload();
+                None
+            }
+            CommandKind::Shutdown | CommandKind::Quit => {
+                tracing::info!(command = cmd.kind.word(), "shutdown requested by client");
+                shared.request_shutdown();
+                None
+            }
+            CommandKind::DetStats | CommandKind::DetStatsClear => None,
+            CommandKind::End | CommandKind::Unknown | CommandKind::IdSession => {
+                tracing::debug!("unknown command");
+                let _ = self
+                    .ctx
+                    .writer
+                    .send(&to.to_vec(reply::UNKNOWN_COMMAND))
+                    .await;
+                None
+            }
+        }
+    }
+
+    async fn session(&mut self, mut term: u8) {
+        let limits = self.shared().config.limits.clone();
+        let idle = self.secs(limits.idle_timeout);
+        let in_flight_cap = (limits.max_queue as usize).max(1);
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut id: u32 = 1;
+        loop {
+            // Backpressure: a session may not queue more than max-queue commands.
+            while tasks.len() >= in_flight_cap {
+                let _ = tasks.join_next().await;
+            }
+            let frame = match self.next_frame(idle, true).await {
+                Ok(f) => f,
+                Err(End::Eof) => {
+                    tasks.abort_all();
+                    break;
+                }
+                Err(end) => {
+                    self.end(end, term).await;
+                    tasks.abort_all();
+                    break;
+                }
+            };
+            if frame.framing.is_legacy() {
+                // clamd answers with the id and terminator already in force.
+                tracing::warn!("unprefixed command inside IDSESSION");
+                let to = ReplyTo::new(Some(id), term);
+                let _ = self
+                    .ctx
+                    .writer
+                    .send(&to.to_vec(reply::ONLY_PREFIXED_IN_SESSION))
+                    .await;
+                let _ = self
+                    .ctx
+                    .writer
+                    .send(&to.to_vec(reply::ERROR_PROCESSING))
+                    .await;
+                break;
+            }
+            let to = ReplyTo::new(Some(id), frame.framing.terminator());
+            term = to.term;
+            if self.unclaimed_fd(&frame, to).await {
+                break;
+            }
+            let kind = frame.cmd.kind;
+            if !kind.allowed_in_session() {
+                tracing::warn!(
+                    command = kind.word(),
+                    "command not allowed inside IDSESSION"
+                );
+                let _ = self
+                    .ctx
+                    .writer
+                    .send(&to.to_vec(reply::INVALID_IN_SESSION))
+                    .await;
+                break;
+            }
+            if kind == CommandKind::End {
+                break;
+            }
+            if id >= limits.max_session_commands {
+                tracing::warn!(
+                    limit = limits.max_session_commands,
+                    "IDSESSION closed: limits.max-session-commands reached"
+                );
+                let _ = self
+                    .ctx
+                    .writer
+                    .send(&to.to_vec(
+                        b"Session command limit reached (limits.max-session-commands). ERROR",
+                    ))
+                    .await;
+                break;
+            }
+            let Some(work) = self.prepare(frame, to).await else {
+                break;
+            };
+            if work.is_immediate() {
+                // clamd answers these on its receive thread, in order.
+                commands::respond(&self.ctx, work, to).await;
+            } else {
+                let ctx = self.ctx.clone();
+                tasks.spawn(
+                    async move { commands::respond(&ctx, work, to).await }.in_current_span(),
+                );
+            }
+            id += 1;
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// A descriptor arrived with something other than FILDES: clamd's
+    /// protocol error. Returns true if the connection must end.
+    async fn unclaimed_fd(&mut self, frame: &Frame, to: ReplyTo) -> bool {
+        if self.fds.is_empty() || frame.cmd.kind == CommandKind::Fildes {
+            return false;
+        }
+        self.fds.clear();
+        tracing::warn!(
+            command = frame.cmd.kind.word(),
+            "descriptor sent without FILDES"
+        );
+        let _ = self
+            .ctx
+            .writer
+            .send(&to.to_vec(reply::FD_WITHOUT_FILDES))
+            .await;
+        true
+    }
+
+    async fn end(&mut self, end: End, term: u8) {
+        match end {
+            End::Eof | End::Shutdown => {}
+            End::TimedOut => {
+                tracing::info!("client timed out");
+                let _ = self.ctx.writer.send(reply::COMMAND_READ_TIMED_OUT).await;
+            }
+            End::TooLong => {
+                let limit = self.buf.len();
+                tracing::warn!(limit, "command longer than limits.max-command-length");
+                let text = format!(
+                    "Command too long (limit {limit} bytes, limits.max-command-length). ERROR"
+                );
+                let _ = self
+                    .ctx
+                    .writer
+                    .send(&ReplyTo::new(None, term).to_vec(text.as_bytes()))
+                    .await;
+            }
+            End::Io(e) => tracing::debug!(error = %e, "read failed"),
+        }
+    }
+
+    /// The next complete command. `interruptible`: shutdown may end the wait.
+    async fn next_frame(&mut self, timeout: Duration, interruptible: bool) -> Result<Frame, End> {
+        loop {
+            if self.len > 0 {
+                if let Some(d) = proto::decode(&mut self.buf[..self.len], self.fresh) {
+                    self.fresh = false;
+                    let cmd =
+                        proto::command::parse(&self.buf[d.text.clone()], d.framing.is_legacy());
+                    let mut consumed = d.consumed;
+                    if cmd.kind == CommandKind::Fildes {
+                        match fildes_payload(self.len, &d) {
+                            FildesPayload::Consume(n) => consumed = n,
+                            FildesPayload::Wait => {
+                                // The descriptor comes with one more byte: wait for it.
+                                d.restore(&mut self.buf);
+                                self.read_more(timeout, interruptible).await?;
+                                continue;
+                            }
+                        }
+                    }
+                    self.consume(consumed);
+                    return Ok(Frame {
+                        framing: d.framing,
+                        cmd,
+                    });
+                }
+                if self.len == self.buf.len() {
+                    return Err(End::TooLong);
+                }
+            }
+            self.read_more(timeout, interruptible).await?;
+        }
+    }
+
+    async fn read_more(&mut self, timeout: Duration, interruptible: bool) -> Result<(), End> {
+        if self.len == self.buf.len() {
+            return Err(End::TooLong);
+        }
+        let mut stop = self.ctx.shared.shutdown_signal();
+        let read = self
+            .reader
+            .read_some(&mut self.buf[self.len..], &mut self.fds);
+        let n = tokio::select! {
+            r = tokio::time::timeout(timeout, read) => match r {
+                Err(_) => return Err(End::TimedOut),
+                Ok(Err(e)) => return Err(End::Io(e)),
+                Ok(Ok(n)) => n,
+            },
+            _ = stop.wait_for(|s| *s), if interruptible && self.len == 0 => return Err(End::Shutdown),
+        };
+        if n == 0 {
+            return Err(End::Eof);
+        }
+        self.len += n;
+        self.fresh = true;
+        Ok(())
+    }
+
+    fn consume(&mut self, n: usize) {
+        let n = n.min(self.len);
+        self.buf.copy_within(n..self.len, 0);
+        self.len -= n;
+    }
+
+    /// Reads INSTREAM chunks into memory. Every chunk header is checked
+    /// against the remaining limit before its data is read; data goes from
+    /// the socket straight into the stream buffer.
+    async fn read_stream(&mut self) -> Result<Vec<u8>, StreamError> {
+        let limits = &self.ctx.shared.config.limits;
+        let timeout = Duration::from_secs(limits.read_timeout);
+        let mut chunks = ChunkDecoder::new(limits.stream_max_length.0);
+        let mut data: Vec<u8> = Vec::new();
+        loop {
+            let mut header = [0u8; 4];
+            self.read_exact_buffered(&mut header, timeout)
+                .await
+                .map_err(StreamError::End)?;
+            let len = match chunks.header(header) {
+                ChunkHeader::End => return Ok(data),
+                ChunkHeader::TooLarge(len) => return Err(StreamError::TooLarge(len)),
+                ChunkHeader::Data(len) => len as usize,
+            };
+            data.reserve(len);
+            let from_buf = len.min(self.len);
+            data.extend_from_slice(&self.buf[..from_buf]);
+            self.consume(from_buf);
+            let mut rest = (len - from_buf) as u64;
+            while rest > 0 {
+                let mut take = (&mut self.reader).take(rest);
+                let n = match tokio::time::timeout(timeout, take.read_buf(&mut data)).await {
+                    Err(_) => return Err(StreamError::End(End::TimedOut)),
+                    Ok(Err(e)) => return Err(StreamError::End(End::Io(e))),
+                    Ok(Ok(0)) => return Err(StreamError::End(End::Eof)),
+                    Ok(Ok(n)) => n,
+                };
+                rest -= n as u64;
+            }
+        }
+    }
+
+    async fn read_exact_buffered(&mut self, out: &mut [u8], timeout: Duration) -> Result<(), End> {
+        while self.len < out.len() {
+            self.read_more(timeout, false).await?;
+        }
+        out.copy_from_slice(&self.buf[..out.len()]);
+        self.consume(out.len());
+        Ok(())
+    }
+}

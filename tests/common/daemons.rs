@@ -1,0 +1,215 @@
+//! The daemons under test: the real clamsentry binary and the real clamd 1.4.6.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::client::{talk, Addr};
+
+pub const CLAMD: &str = "/usr/sbin/clamd";
+
+/// A running daemon, killed when dropped.
+pub struct Daemon {
+    pub child: Child,
+    pub unix: PathBuf,
+    pub tcp: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub name: &'static str,
+}
+
+/// A free TCP port on loopback (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Daemon {
+    /// Starts the clamsentry binary. `settings` are `(table, "key = value")`
+    /// lines added to the generated configuration.
+    pub fn clamsentry(db: &Path, settings: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::Builder::new().prefix("cs-run").tempdir().unwrap();
+        let unix = dir.path().join("clamsentry.sock");
+        let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut tables: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        tables
+            .entry("database")
+            .or_default()
+            .push(format!("directory = {:?}", db.display().to_string()));
+        tables
+            .entry("listen")
+            .or_default()
+            .push(format!("unix = {:?}", unix.display().to_string()));
+        tables
+            .entry("listen")
+            .or_default()
+            .push("unix-mode = \"0666\"".into());
+        tables
+            .entry("listen")
+            .or_default()
+            .push(format!("tcp = [\"{tcp}\"]"));
+        tables
+            .entry("log")
+            .or_default()
+            .push("level = \"debug\"".into());
+        for (table, line) in settings {
+            let lines = tables.entry(table).or_default();
+            let key = line.split('=').next().unwrap().trim();
+            lines.retain(|l| l.split('=').next().unwrap().trim() != key);
+            lines.push(line.to_string());
+        }
+        let mut text = String::new();
+        for (table, lines) in &tables {
+            text.push_str(&format!("[{table}]\n{}\n", lines.join("\n")));
+        }
+        let config = dir.path().join("clamsentry.toml");
+        std::fs::write(&config, text).unwrap();
+        let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_clamsentry"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start clamsentry");
+        let d = Daemon {
+            child,
+            unix,
+            tcp,
+            dir,
+            name: "clamsentry",
+        };
+        d.wait_ready();
+        d
+    }
+
+    /// Starts the real clamd with the same database; `extra` are clamd.conf lines.
+    pub fn clamd(db: &Path, extra: &[&str]) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("clamd-run")
+            .tempdir()
+            .unwrap();
+        let unix = dir.path().join("clamd.sock");
+        let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut conf = format!(
+            "Foreground yes\nLocalSocket {}\nLocalSocketMode 666\nTCPSocket {}\nTCPAddr 127.0.0.1\n\
+             DatabaseDirectory {}\nTemporaryDirectory {}\nPidFile {}/clamd.pid\nLogFile {}/clamd.log\n\
+             MaxThreads 4\nStreamMaxLength 25M\nMaxScanSize 100M\nMaxFileSize 25M\nMaxRecursion 16\n\
+             SelfCheck 0\n",
+            unix.display(),
+            tcp.port(),
+            db.display(),
+            std::env::temp_dir().display(),
+            dir.path().display(),
+            dir.path().display(),
+        );
+        for line in extra {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        let config = dir.path().join("clamd.conf");
+        std::fs::write(&config, conf).unwrap();
+        let child = Command::new(CLAMD)
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start clamd (apt-get install clamav-daemon)");
+        let d = Daemon {
+            child,
+            unix,
+            tcp,
+            dir,
+            name: "clamd",
+        };
+        d.wait_ready();
+        d
+    }
+
+    pub fn unix_addr(&self) -> Addr {
+        Addr::Unix(self.unix.clone())
+    }
+
+    pub fn tcp_addr(&self) -> Addr {
+        Addr::Tcp(self.tcp)
+    }
+
+    /// Waits until both sockets answer PING.
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for addr in [self.unix_addr(), self.tcp_addr()] {
+            loop {
+                if talk(&addr, &[b"zPING\0"], Duration::from_secs(2))
+                    .ok()
+                    .as_deref()
+                    == Some(b"PONG\0")
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} did not answer PING; log:\n{}",
+                    self.name,
+                    self.log()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// clamsentry's stderr (or clamd's log file).
+    pub fn log(&self) -> String {
+        let name = if self.name == "clamd" {
+            "clamd.log"
+        } else {
+            "daemon.log"
+        };
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    /// Resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

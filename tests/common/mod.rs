@@ -1,0 +1,53 @@
+//! Shared test support: signature databases built at test time, the EICAR
+//! string generated in code, the real clamsentry binary and the real clamd.
+#![allow(dead_code)]
+
+pub mod client;
+pub mod daemons;
+
+use std::path::{Path, PathBuf};
+
+/// Debian's clamav-testfiles.
+pub const TESTFILES: &str = "/usr/share/clamav-testfiles";
+
+/// The EICAR test string, assembled so no source or data file contains it whole.
+pub fn eicar() -> Vec<u8> {
+    let mut v = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$".to_vec();
+    v.extend_from_slice(b"EICAR-STANDARD-ANTIVIRUS-");
+    v.extend_from_slice(b"TEST-FILE!$H+H*");
+    v
+}
+
+/// A signature directory made for the tests: MD5 (.hdb) of EICAR and of
+/// clam.exe, a body signature (.ndb) and a logical signature (.ldb) that match
+/// clam.exe and everything in clamav-testfiles that contains it.
+pub struct TestDb {
+    dir: tempfile::TempDir,
+}
+
+pub const HDB: &str = "44d88612fea8a8f36de82e1278abb02f:68:Win.Test.EICAR_HDB-1\n\
+aa15bcf478d165efd2065190eb473bcb:544:ClamAV-Test-File\n";
+pub const NDB: &str = "Clamsentry.Test.Body-1:0:*:434c414d65737361676542\n";
+pub const LDB: &str =
+    "Clamsentry.Test.Logical-1;Engine:51-255,Target:0;0&1;434c414d4156;4b45524e454c33322e444c4c\n";
+
+impl TestDb {
+    pub fn new() -> TestDb {
+        let dir = tempfile::Builder::new()
+            .prefix("cs-db")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::write(dir.path().join("test.hdb"), HDB).unwrap();
+        std::fs::write(dir.path().join("test.ndb"), NDB).unwrap();
+        std::fs::write(dir.path().join("test.ldb"), LDB).unwrap();
+        TestDb { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path_buf(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}

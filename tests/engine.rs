@@ -1,0 +1,71 @@
+//! The engine module against the real libclamav with a database built here.
+
+mod common;
+
+use std::io::Write;
+
+use clamsentry::config::Config;
+use clamsentry::engine::{Engine, EngineSettings, Verdict};
+
+fn engine() -> Engine {
+    let db = common::TestDb::new();
+    Engine::load(db.path(), &EngineSettings::from_config(&Config::default())).expect("engine loads")
+}
+
+#[test]
+fn memory_scan_finds_eicar_and_passes_clean_data() {
+    let e = engine();
+    assert_eq!(
+        e.scan_bytes(&common::eicar(), false),
+        Verdict::Found(vec!["Win.Test.EICAR_HDB-1.UNOFFICIAL".into()])
+    );
+    assert_eq!(e.scan_bytes(b"just some text", false), Verdict::Clean);
+    assert_eq!(e.scan_bytes(b"", false), Verdict::Clean);
+}
+
+#[test]
+fn allmatch_reports_every_signature() {
+    let e = engine();
+    let data = std::fs::read(common::TESTFILES.to_string() + "/clam.exe").unwrap();
+    let Verdict::Found(mut names) = e.scan_bytes(&data, true) else {
+        panic!("clam.exe must be detected")
+    };
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            "ClamAV-Test-File.UNOFFICIAL".to_string(),
+            "Clamsentry.Test.Body-1.UNOFFICIAL".to_string(),
+            "Clamsentry.Test.Logical-1.UNOFFICIAL".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn fd_scan_matches_memory_scan() {
+    let e = engine();
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(&common::eicar()).unwrap();
+    let fd = std::fs::File::open(f.path()).unwrap();
+    let v = e.scan_fd(std::os::fd::AsFd::as_fd(&fd), f.path(), false);
+    assert_eq!(v, e.scan_bytes(&common::eicar(), false));
+}
+
+#[test]
+fn load_failure_names_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let Err(err) = Engine::load(dir.path(), &EngineSettings::from_config(&Config::default()))
+    else {
+        panic!("an empty directory must not load")
+    };
+    let msg = err.to_string();
+    assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+    std::fs::write(dir.path().join("bad.ndb"), "not a signature\n").unwrap();
+    let Err(err) = Engine::load(dir.path(), &EngineSettings::from_config(&Config::default()))
+    else {
+        panic!("a malformed database must not load")
+    };
+    let msg = err.to_string();
+    assert!(msg.contains("cannot load signatures"), "{msg}");
+    assert!(msg.contains("bad.ndb"), "the failing file is named: {msg}");
+}
