@@ -70,6 +70,9 @@ enum End {
     TimedOut,
     TooLong,
     Shutdown,
+    /// Inside IDSESSION: every buffered command is handled and a passed
+    /// descriptor is left over.
+    StrayFd,
     Io(io::Error),
 }
 
@@ -95,10 +98,15 @@ impl Conn {
             Err(end) => return self.end(end, b'\n').await,
         };
         let to = ReplyTo::new(None, frame.framing.terminator());
-        if self.unclaimed_fd(&frame, to).await {
-            return;
-        }
         let kind = frame.cmd.kind;
+        if !matches!(kind, CommandKind::Fildes | CommandKind::IdSession) && !self.fds.is_empty() {
+            // One command per connection: a descriptor it did not ask for is dropped.
+            tracing::warn!(
+                command = kind.word(),
+                "descriptor sent without FILDES, closed"
+            );
+            self.fds.clear();
+        }
         if kind == CommandKind::IdSession {
             return self.session(to.term).await;
         }
@@ -220,6 +228,19 @@ impl Conn {
                     tasks.abort_all();
                     break;
                 }
+                Err(End::StrayFd) => {
+                    // As clamd: the buffered commands are used up and a
+                    // descriptor is left that no FILDES claimed.
+                    tracing::warn!("descriptor sent without FILDES");
+                    self.fds.clear();
+                    let to = ReplyTo::new(Some(id), term);
+                    let _ = self
+                        .ctx
+                        .writer
+                        .send(&to.to_vec(reply::FD_WITHOUT_FILDES))
+                        .await;
+                    break;
+                }
                 Err(end) => {
                     self.end(end, term).await;
                     tasks.abort_all();
@@ -235,18 +256,18 @@ impl Conn {
                     .writer
                     .send(&to.to_vec(reply::ONLY_PREFIXED_IN_SESSION))
                     .await;
-                let _ = self
-                    .ctx
-                    .writer
-                    .send(&to.to_vec(reply::ERROR_PROCESSING))
-                    .await;
+                // clamd then reports a stray descriptor, or else a generic error.
+                let second = if self.fds.is_empty() {
+                    reply::ERROR_PROCESSING
+                } else {
+                    self.fds.clear();
+                    reply::FD_WITHOUT_FILDES
+                };
+                let _ = self.ctx.writer.send(&to.to_vec(second)).await;
                 break;
             }
             let to = ReplyTo::new(Some(id), frame.framing.terminator());
             term = to.term;
-            if self.unclaimed_fd(&frame, to).await {
-                break;
-            }
             let kind = frame.cmd.kind;
             if !kind.allowed_in_session() {
                 tracing::warn!(
@@ -294,28 +315,9 @@ impl Conn {
         while tasks.join_next().await.is_some() {}
     }
 
-    /// A descriptor arrived with something other than FILDES: clamd's
-    /// protocol error. Returns true if the connection must end.
-    async fn unclaimed_fd(&mut self, frame: &Frame, to: ReplyTo) -> bool {
-        if self.fds.is_empty() || frame.cmd.kind == CommandKind::Fildes {
-            return false;
-        }
-        self.fds.clear();
-        tracing::warn!(
-            command = frame.cmd.kind.word(),
-            "descriptor sent without FILDES"
-        );
-        let _ = self
-            .ctx
-            .writer
-            .send(&to.to_vec(reply::FD_WITHOUT_FILDES))
-            .await;
-        true
-    }
-
     async fn end(&mut self, end: End, term: u8) {
         match end {
-            End::Eof | End::Shutdown => {}
+            End::Eof | End::Shutdown | End::StrayFd => {}
             End::TimedOut => {
                 tracing::info!("client timed out");
                 let _ = self.ctx.writer.send(reply::COMMAND_READ_TIMED_OUT).await;
@@ -365,6 +367,9 @@ impl Conn {
                 if self.len == self.buf.len() {
                     return Err(End::TooLong);
                 }
+            }
+            if !self.fds.is_empty() {
+                return Err(End::StrayFd);
             }
             self.read_more(timeout, interruptible).await?;
         }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -9,6 +10,18 @@ use std::time::{Duration, Instant};
 use super::client::{talk, Addr};
 
 pub const CLAMD: &str = "/usr/sbin/clamd";
+
+/// Makes a daemon die with the test process, even if the test panics or is killed.
+fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    // SAFETY: the closure runs between fork and exec and only calls prctl,
+    // which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        })
+    }
+}
 
 /// A running daemon, killed when dropped.
 pub struct Daemon {
@@ -69,7 +82,7 @@ impl Daemon {
         let config = dir.path().join("clamsentry.toml");
         std::fs::write(&config, text).unwrap();
         let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_clamsentry"))
+        let child = die_with_parent(&mut Command::new(env!("CARGO_BIN_EXE_clamsentry")))
             .arg("--config")
             .arg(&config)
             .stdout(Stdio::null())
@@ -113,7 +126,7 @@ impl Daemon {
         }
         let config = dir.path().join("clamd.conf");
         std::fs::write(&config, conf).unwrap();
-        let child = Command::new(CLAMD)
+        let child = die_with_parent(&mut Command::new(CLAMD))
             .arg("-c")
             .arg(&config)
             .stdout(Stdio::null())

@@ -1,0 +1,263 @@
+//! Real clients, unchanged, against clamsentry — and against the real clamd
+//! with the same database, so that "works the same" is checked, not assumed.
+//!
+//! Clients: clamdscan 1.4.6 (paths, --stream, --fdpass, -m, --allmatch, exit
+//! codes), python `clamd` 1.0.2 (PyPI), pyclamd 0.4.0 (Debian
+//! python3-pyclamd), Perl ClamAV::Client 0.11 (Debian libclamav-client-perl),
+//! and clamdtop's request pattern (in differential.rs: clamdtop itself needs
+//! a terminal).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::daemons::Daemon;
+use common::{eicar, TestDb};
+
+struct Setup {
+    clamd: Daemon,
+    ours: Daemon,
+    files: tempfile::TempDir,
+    _db: TestDb,
+}
+
+fn setup() -> Setup {
+    let db = TestDb::new();
+    let clamd = Daemon::clamd(db.path(), &[]);
+    let ours = Daemon::clamsentry(db.path(), &[("limits", "max-threads = 4")]);
+    let files = tempfile::Builder::new()
+        .prefix("cs-files")
+        .tempdir()
+        .unwrap();
+    let p = files.path();
+    std::fs::create_dir_all(p.join("dir/nested")).unwrap();
+    std::fs::write(p.join("dir/eicar.txt"), eicar()).unwrap();
+    std::fs::write(p.join("dir/clean.txt"), b"nothing to see").unwrap();
+    std::fs::write(p.join("dir/nested/clean2.txt"), b"still nothing").unwrap();
+    std::fs::copy(
+        Path::new(common::TESTFILES).join("clam.exe"),
+        p.join("dir/nested/clam.exe"),
+    )
+    .unwrap();
+    std::fs::write(p.join("clean-only.txt"), b"clean").unwrap();
+    std::fs::write(p.join("eicar.bin"), eicar()).unwrap();
+    Setup {
+        clamd,
+        ours,
+        files,
+        _db: db,
+    }
+}
+
+/// A clamd.conf that points clients at a daemon's socket.
+fn client_conf(d: &Daemon, tcp: bool) -> tempfile::NamedTempFile {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    let text = if tcp {
+        format!("TCPSocket {}\nTCPAddr 127.0.0.1\n", d.tcp.port())
+    } else {
+        format!("LocalSocket {}\n", d.unix.display())
+    };
+    std::fs::write(f.path(), text).unwrap();
+    f
+}
+
+/// Runs clamdscan; returns (exit code, sorted output lines).
+fn clamdscan(d: &Daemon, tcp: bool, args: &[&str], paths: &[&Path]) -> (i32, Vec<String>) {
+    let conf = client_conf(d, tcp);
+    let out = Command::new("clamdscan")
+        .arg(format!("--config-file={}", conf.path().display()))
+        .arg("--no-summary")
+        .args(args)
+        .args(paths)
+        .output()
+        .expect("clamdscan (apt-get install clamdscan)");
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    (out.status.code().unwrap_or(-1), lines)
+}
+
+#[test]
+fn clamdscan_behaves_as_with_clamd() {
+    let s = setup();
+    let dir = s.files.path().join("dir");
+    let clean = s.files.path().join("clean-only.txt");
+    let infected = s.files.path().join("eicar.bin");
+    let modes: &[&[&str]] = &[
+        &[],
+        &["--stream"],
+        &["--fdpass"],
+        &["-m"],
+        &["-m", "--stream"],
+        &["-m", "--fdpass"],
+        &["--allmatch"],
+    ];
+    for args in modes {
+        for paths in [
+            vec![dir.as_path()],
+            vec![clean.as_path()],
+            vec![infected.as_path(), clean.as_path()],
+        ] {
+            let theirs = clamdscan(&s.clamd, false, args, &paths);
+            let ours = clamdscan(&s.ours, false, args, &paths);
+            assert_eq!(theirs, ours, "clamdscan {args:?} {paths:?}");
+        }
+    }
+    // Exit codes: 0 clean, 1 found, 2 error.
+    assert_eq!(clamdscan(&s.ours, false, &[], &[&clean]).0, 0);
+    assert_eq!(clamdscan(&s.ours, false, &[], &[&dir]).0, 1);
+    let missing = s.files.path().join("missing");
+    let theirs = clamdscan(&s.clamd, false, &[], &[&missing]);
+    let ours = clamdscan(&s.ours, false, &[], &[&missing]);
+    assert_eq!(ours.0, 2, "{ours:?}");
+    assert_eq!(theirs, ours);
+    // Over TCP, --stream is what remote clients use.
+    let theirs = clamdscan(&s.clamd, true, &["--stream"], &[&dir]);
+    let ours = clamdscan(&s.ours, true, &["--stream"], &[&dir]);
+    assert_eq!(ours.0, 1);
+    assert_eq!(theirs, ours);
+    // --ping and -V.
+    for args in [&["--ping", "1"][..], &["-V"][..]] {
+        let theirs = clamdscan(&s.clamd, false, args, &[]);
+        let ours = clamdscan(&s.ours, false, args, &[]);
+        assert_eq!(theirs, ours, "clamdscan {args:?}");
+    }
+}
+
+fn python(interpreter: &str, script: &str, args: &[&str]) -> String {
+    let out = Command::new(interpreter)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{interpreter}: {e}"));
+    assert!(
+        out.status.success(),
+        "{interpreter} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const PY_CLAMD: &str = r#"
+import sys, io, clamd
+sock, d = sys.argv[1], sys.argv[2]
+eicar = open(d + "/eicar.bin", "rb").read()
+for c in (clamd.ClamdUnixSocket(path=sock), clamd.ClamdNetworkSocket(host="127.0.0.1", port=int(sys.argv[3]))):
+    print(c.ping())
+    print(c.version().split("/")[0])
+    print(c.instream(io.BytesIO(eicar)))
+    print(c.instream(io.BytesIO(b"clean" * 1000)))
+    print(c.instream(io.BytesIO(b"")))
+    print(c.scan(d + "/dir/eicar.txt"))
+    print(c.scan(d + "/clean-only.txt"))
+    print(sorted(c.contscan(d + "/dir").items()))
+    print(sorted(c.multiscan(d + "/dir").items()))
+    print(c.stats().split("\n")[0])
+"#;
+
+#[test]
+fn python_clamd_library() {
+    let s = setup();
+    let d = s.files.path().display().to_string();
+    let run = |daemon: &Daemon| {
+        python(
+            "python3",
+            PY_CLAMD,
+            &[
+                &daemon.unix.display().to_string(),
+                &d,
+                &daemon.tcp.port().to_string(),
+            ],
+        )
+    };
+    let theirs = run(&s.clamd);
+    let ours = run(&s.ours);
+    assert!(
+        ours.contains("'stream': ('FOUND', 'Win.Test.EICAR_HDB-1.UNOFFICIAL')"),
+        "{ours}"
+    );
+    assert_eq!(theirs, ours);
+}
+
+const PY_PYCLAMD: &str = r#"
+import sys, pyclamd
+sock, d = sys.argv[1], sys.argv[2]
+eicar = open(d + "/eicar.bin", "rb").read()
+for c in (pyclamd.ClamdUnixSocket(filename=sock), pyclamd.ClamdNetworkSocket(host="127.0.0.1", port=int(sys.argv[3]))):
+    print(c.ping())
+    print(c.version().split("/")[0])
+    print(c.scan_stream(eicar))
+    print(c.scan_stream(b"clean" * 1000))
+    print(c.scan_stream(b"x" * 4096))
+    print(c.scan_file(d + "/dir/eicar.txt"))
+    print(c.scan_file(d + "/clean-only.txt"))
+    print(sorted(c.contscan_file(d + "/dir").items()))
+    print(sorted(c.multiscan_file(d + "/dir").items()))
+    print(c.stats().split("\n")[0])
+"#;
+
+#[test]
+fn pyclamd_library() {
+    let s = setup();
+    let d = s.files.path().display().to_string();
+    let run = |daemon: &Daemon| {
+        python(
+            "/usr/bin/python3",
+            PY_PYCLAMD,
+            &[
+                &daemon.unix.display().to_string(),
+                &d,
+                &daemon.tcp.port().to_string(),
+            ],
+        )
+    };
+    let theirs = run(&s.clamd);
+    let ours = run(&s.ours);
+    assert!(
+        ours.contains("{'stream': ('FOUND', 'Win.Test.EICAR_HDB-1.UNOFFICIAL')}"),
+        "{ours}"
+    );
+    assert_eq!(theirs, ours);
+}
+
+const PERL_CLIENT: &str = r#"
+use strict; use warnings; use ClamAV::Client;
+my ($sock, $d) = @ARGV;
+my $c = ClamAV::Client->new(socket_name => $sock);
+print $c->ping ? "ping ok\n" : "ping failed\n";
+my $v = $c->version; $v =~ s{/.*}{}; print "$v\n";
+my ($path, $result) = $c->scan_path("$d/dir/eicar.txt"); print "$path: ", ($result // 'clean'), "\n";
+($path, $result) = $c->scan_path("$d/clean-only.txt"); print "$path: ", ($result // 'clean'), "\n";
+"#;
+
+#[test]
+fn perl_clamav_client() {
+    let s = setup();
+    let d = s.files.path().display().to_string();
+    let run = |daemon: &Daemon| {
+        let out = Command::new("perl")
+            .arg("-e")
+            .arg(PERL_CLIENT)
+            .arg(daemon.unix.display().to_string())
+            .arg(&d)
+            .output()
+            .expect("perl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let theirs = run(&s.clamd);
+    let ours = run(&s.ours);
+    assert!(ours.contains("ping ok"), "{ours}");
+    assert!(ours.contains("Win.Test.EICAR_HDB-1.UNOFFICIAL"), "{ours}");
+    assert_eq!(theirs, ours);
+}
