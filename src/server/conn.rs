@@ -324,6 +324,12 @@ impl Conn {
             }
             End::TooLong => {
                 let limit = self.buf.len();
+                // Answer in the framing the unfinished command started with.
+                let term = match self.buf.first() {
+                    Some(b'z') => 0,
+                    Some(b'n') => b'\n',
+                    _ => term,
+                };
                 tracing::warn!(limit, "command longer than limits.max-command-length");
                 let text = format!(
                     "Command too long (limit {limit} bytes, limits.max-command-length). ERROR"

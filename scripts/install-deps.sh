@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what building and testing clamsentry needs on Debian 12 (run as root).
+# The test suite compares clamsentry with the real clamd 1.4.6 and real clients,
+# so those are installed too.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+# Keep package scripts from starting services (clamd, freshclam) on this machine.
+policy=/usr/sbin/policy-rc.d
+created_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' > "$policy"
+  chmod +x "$policy"
+  created_policy=1
+fi
+apt-get update -q
+apt-get install -y -q --no-install-recommends \
+  build-essential pkg-config libclang-dev libclamav-dev \
+  clamav clamav-daemon clamdscan clamav-testfiles \
+  python3 python3-pyclamd libclamav-client-perl perl \
+  systemd
+if [ "$created_policy" = 1 ]; then rm -f "$policy"; fi
+# python `clamd` 1.0.2 from PyPI, for the interpreter the tests call as python3.
+python3 -m pip install --quiet --disable-pip-version-check clamd==1.0.2 2>/dev/null \
+  || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages clamd==1.0.2

@@ -1,0 +1,221 @@
+//! Bad input: each case gets clamd's reply (or a clear ERROR), is logged, and
+//! the daemon keeps serving everyone else.
+
+mod common;
+
+use std::time::Duration;
+
+use common::client::{instream, show, talk, Conn};
+use common::daemons::Daemon;
+use common::{eicar, TestDb};
+
+fn daemon(extra: &[(&str, &str)]) -> (Daemon, TestDb) {
+    let db = TestDb::new();
+    let mut settings = vec![
+        ("limits", "command-read-timeout = 1"),
+        ("limits", "read-timeout = 1"),
+        ("limits", "idle-timeout = 1"),
+        ("limits", "stream-max-length = 1000"),
+    ];
+    settings.extend_from_slice(extra);
+    (Daemon::clamsentry(db.path(), &settings), db)
+}
+
+fn still_serving(d: &Daemon) {
+    let t = Duration::from_secs(5);
+    assert_eq!(talk(&d.unix_addr(), &[b"zPING\0"], t).unwrap(), b"PONG\0");
+    let reply = talk(&d.tcp_addr(), &[&instream(b"zINSTREAM\0", &eicar(), 10)], t).unwrap();
+    assert_eq!(
+        show(&reply),
+        "stream: Win.Test.EICAR_HDB-1.UNOFFICIAL FOUND\\0"
+    );
+}
+
+#[test]
+fn oversized_command_gets_an_error_and_the_connection_closes() {
+    let (d, _db) = daemon(&[("limits", "max-command-length = 100")]);
+    let long = [b"zSCAN /".as_slice(), &[b'a'; 200]].concat();
+    let reply = talk(&d.unix_addr(), &[&long], Duration::from_secs(3)).unwrap();
+    assert_eq!(
+        show(&reply),
+        "Command too long (limit 100 bytes, limits.max-command-length). ERROR\\0"
+    );
+    assert!(d
+        .log()
+        .contains("command longer than limits.max-command-length"));
+    still_serving(&d);
+}
+
+#[test]
+fn stream_limits_are_exact() {
+    let (d, _db) = daemon(&[]);
+    let t = Duration::from_secs(3);
+    let ok = talk(
+        &d.unix_addr(),
+        &[&instream(b"zINSTREAM\0", &[b'a'; 1000], 300)],
+        t,
+    )
+    .unwrap();
+    assert_eq!(show(&ok), "stream: OK\\0");
+    let over = talk(
+        &d.unix_addr(),
+        &[&instream(b"zINSTREAM\0", &[b'a'; 1001], 300)],
+        t,
+    )
+    .unwrap();
+    assert_eq!(show(&over), "INSTREAM size limit exceeded. ERROR\\0");
+    let huge = talk(&d.unix_addr(), &[b"zINSTREAM\0\xff\xff\xff\xff"], t).unwrap();
+    assert_eq!(show(&huge), "INSTREAM size limit exceeded. ERROR\\0");
+    let session = talk(&d.unix_addr(), &[b"zIDSESSION\0zINSTREAM\0\0\0\x10\0"], t).unwrap();
+    assert_eq!(show(&session), "1: INSTREAM size limit exceeded. ERROR\\0");
+    assert!(d.log().contains("limits.stream-max-length exceeded"));
+    still_serving(&d);
+}
+
+#[test]
+fn silent_clients_time_out() {
+    let (d, _db) = daemon(&[]);
+    let t = Duration::from_secs(5);
+    // No command at all.
+    let reply = talk(&d.unix_addr(), &[], t).unwrap();
+    assert_eq!(reply, b"COMMAND READ TIMED OUT\n");
+    // Half a command.
+    let reply = talk(&d.tcp_addr(), &[b"zPIN"], t).unwrap();
+    assert_eq!(reply, b"COMMAND READ TIMED OUT\n");
+    // A stream that stops between chunks: the reply still ends in \n, as clamd's.
+    let reply = talk(&d.unix_addr(), &[b"zINSTREAM\0\0\0\0\x05hello"], t).unwrap();
+    assert_eq!(reply, b"COMMAND READ TIMED OUT\n");
+    // A chunk that promises more than it sends.
+    let reply = talk(&d.unix_addr(), &[b"zINSTREAM\0\0\0\0\x64only ten!!"], t).unwrap();
+    assert_eq!(reply, b"COMMAND READ TIMED OUT\n");
+    // An idle session.
+    let reply = talk(&d.unix_addr(), &[b"zIDSESSION\0zPING\0"], t).unwrap();
+    assert_eq!(reply, b"1: PONG\0COMMAND READ TIMED OUT\n");
+    assert!(d.log().contains("client timed out"));
+    still_serving(&d);
+}
+
+#[test]
+fn clients_that_vanish_mid_stream_do_not_disturb_others() {
+    let (d, _db) = daemon(&[]);
+    for _ in 0..20 {
+        let mut c = Conn::open(&d.unix_addr()).unwrap();
+        c.send(b"zINSTREAM\0\0\0\x01\0partial").unwrap();
+        drop(c);
+        let mut c = Conn::open(&d.tcp_addr()).unwrap();
+        c.send(b"zIDSESSION\0zSCAN /etc\0").unwrap();
+        drop(c);
+    }
+    still_serving(&d);
+}
+
+#[test]
+fn garbage_gets_unknown_command() {
+    let (d, _db) = daemon(&[]);
+    let t = Duration::from_secs(3);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..50 {
+        let mut junk = Vec::new();
+        for _ in 0..64 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            junk.push((seed % 256) as u8);
+        }
+        // Keep the first byte away from the z/n prefixes so the reply is fixed.
+        junk[0] = b'#';
+        let reply = talk(&d.tcp_addr(), &[&junk], t).unwrap();
+        assert_eq!(show(&reply), "UNKNOWN COMMAND\\n", "{}", show(&junk));
+    }
+    for bytes in [&b"z\xff\xfe\0"[..], b"n\x00\x01\n", b"\0\0\0\0"] {
+        let reply = talk(&d.unix_addr(), &[bytes], t).unwrap();
+        assert!(reply.starts_with(b"UNKNOWN COMMAND"), "{}", show(&reply));
+    }
+    still_serving(&d);
+}
+
+#[test]
+fn forbidden_commands_inside_idsession() {
+    let (d, _db) = daemon(&[]);
+    let t = Duration::from_secs(3);
+    for (req, want) in [
+        (
+            &b"zIDSESSION\0zPING\0zRELOAD\0"[..],
+            "1: PONG\\02: Command invalid inside IDSESSION. ERROR\\0",
+        ),
+        (
+            b"nIDSESSION\nnMULTISCAN /tmp\n",
+            "1: Command invalid inside IDSESSION. ERROR\\n",
+        ),
+        (
+            b"zIDSESSION\0zSHUTDOWN\0",
+            "1: Command invalid inside IDSESSION. ERROR\\0",
+        ),
+    ] {
+        let reply = talk(&d.unix_addr(), &[req], t).unwrap();
+        assert_eq!(show(&reply), want);
+    }
+    assert!(d.log().contains("command not allowed inside IDSESSION"));
+    still_serving(&d);
+}
+
+#[test]
+fn session_command_cap() {
+    let (d, _db) = daemon(&[("limits", "max-session-commands = 3")]);
+    let reply = talk(
+        &d.unix_addr(),
+        &[b"zIDSESSION\0zPING\0zPING\0zPING\0zPING\0"],
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    assert_eq!(
+        show(&reply),
+        "1: PONG\\02: PONG\\03: Session command limit reached (limits.max-session-commands). ERROR\\0"
+    );
+    still_serving(&d);
+}
+
+#[test]
+fn connection_cap_refuses_extra_clients_and_recovers() {
+    let (d, _db) = daemon(&[
+        ("limits", "max-connections = 4"),
+        ("limits", "command-read-timeout = 30"),
+    ]);
+    let idle: Vec<Conn> = (0..4)
+        .map(|_| Conn::open(&d.unix_addr()).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let refused = talk(&d.unix_addr(), &[b"zPING\0"], Duration::from_secs(3)).unwrap();
+    assert_eq!(
+        refused, b"",
+        "over the cap the connection is closed at once"
+    );
+    assert!(d.log().contains("limits.max-connections reached"));
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(200));
+    still_serving(&d);
+}
+
+#[test]
+fn memory_stays_bounded_under_many_streams() {
+    let (d, _db) = daemon(&[("limits", "stream-max-length = \"1M\"")]);
+    let before = d.rss_kib();
+    let payload = vec![b'q'; 1 << 20];
+    let handles: Vec<_> = (0..20)
+        .map(|_| {
+            let addr = d.unix_addr();
+            let req = instream(b"zINSTREAM\0", &payload, 65536);
+            std::thread::spawn(move || talk(&addr, &[&req], Duration::from_secs(30)).unwrap())
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(show(&h.join().unwrap()), "stream: OK\\0");
+    }
+    let after = d.rss_kib();
+    // 20 streams of 1 MiB may all be in memory at once; nothing beyond that.
+    assert!(
+        after < before + 64 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+    still_serving(&d);
+}
