@@ -53,6 +53,7 @@ pub fn run(config_path: Option<&Path>) -> Result<(), StartError> {
         Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
         None => tracing::info!("no configuration file, using built-in defaults"),
     }
+    raise_fd_limit();
     let started = Instant::now();
     tracing::info!(directory = %config.database.directory.display(), libclamav = %engine::version(), "loading signatures");
     let engine = Engine::load(
@@ -90,6 +91,17 @@ pub fn run(config_path: Option<&Path>) -> Result<(), StartError> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Connections need descriptors: raise the soft RLIMIT_NOFILE to the hard
+/// limit (what systemd's LimitNOFILE= or the shell allows).
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+            tracing::debug!(from = soft, to = hard, "raised the open file limit");
+        }
+    }
 }
 
 async fn handle_signals(shared: Arc<Shared>) {

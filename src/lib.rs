@@ -15,6 +15,7 @@
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod policy;
 pub mod privsep;
 pub mod proto;
 pub mod server;

@@ -25,7 +25,7 @@ struct Setup {
 fn setup() -> Setup {
     let db = TestDb::new();
     let clamd = Daemon::clamd(db.path(), &[]);
-    let ours = Daemon::clamsentry(db.path(), &[("limits", "max-threads = 4")]);
+    let ours = Daemon::clamsentry(db.path(), &common::COMPAT_SETTINGS);
     let files = tempfile::Builder::new()
         .prefix("cs-files")
         .tempdir()

@@ -29,7 +29,7 @@ struct Pair {
 fn pair() -> Pair {
     let db = TestDb::new();
     let clamd = Daemon::clamd(db.path(), &[]);
-    let ours = Daemon::clamsentry(db.path(), &[("limits", "max-threads = 4")]);
+    let ours = Daemon::clamsentry(db.path(), &common::COMPAT_SETTINGS);
     let tree = scan_tree();
     Pair {
         clamd,
@@ -419,4 +419,37 @@ fn testfiles_detected_with_the_same_names() {
     }
     assert!(compared >= 40, "clamav-testfiles has {compared} files");
     assert_eq!(found, compared, "the test database detects every test file");
+}
+
+/// With the default policy, what TCP still allows answers exactly as clamd.
+#[test]
+fn default_tcp_policy_keeps_clamd_replies_for_allowed_commands() {
+    let db = TestDb::new();
+    let clamd = Daemon::clamd(db.path(), &[]);
+    let ours = Daemon::clamsentry(db.path(), &[("limits", "max-threads = 4")]);
+    let e = eicar();
+    let cases: Vec<Vec<u8>> = vec![
+        b"zPING\0".to_vec(),
+        b"PING".to_vec(),
+        b"nVERSION\n".to_vec(),
+        instream(b"zINSTREAM\0", &e, 4096),
+        instream(b"nINSTREAM\n", b"clean", 2),
+        b"zINSTREAM\0\xff\xff\xff\xff".to_vec(),
+        b"zIDSESSION\0zPING\0zVERSION\0zEND\0".to_vec(),
+        [
+            b"zIDSESSION\0".as_slice(),
+            &instream(b"zINSTREAM\0", &e, 10),
+            b"zPING\0zEND\0",
+        ]
+        .concat(),
+        b"zHELLO\0".to_vec(),
+        b"zEND\0".to_vec(),
+        b"nPINGx\n".to_vec(),
+    ];
+    for req in cases {
+        let t = Duration::from_secs(3);
+        let theirs = talk(&clamd.tcp_addr(), &[&req], t).unwrap();
+        let mine = talk(&ours.tcp_addr(), &[&req], t).unwrap();
+        assert_eq!(show(&theirs), show(&mine), "{}", show(&req));
+    }
 }

@@ -121,7 +121,7 @@ fn shutdown_command_finishes_in_flight_work_and_exits_zero() {
     slow.send(&req[..20]).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(
-        talk(&d.tcp_addr(), &[b"zSHUTDOWN\0"], Duration::from_secs(5)).unwrap(),
+        talk(&d.unix_addr(), &[b"zSHUTDOWN\0"], Duration::from_secs(5)).unwrap(),
         b""
     );
     std::thread::sleep(Duration::from_millis(200));

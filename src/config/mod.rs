@@ -43,6 +43,7 @@ pub struct Config {
     pub listen: ListenConfig,
     pub limits: LimitsConfig,
     pub scan: ScanConfig,
+    pub policy: PolicyConfig,
     pub log: LogConfig,
 }
 
@@ -62,6 +63,8 @@ pub struct ListenConfig {
     pub unix_mode: String,
     /// TCP listen addresses, "addr:port".
     pub tcp: Vec<String>,
+    /// Networks (CIDR) that may connect to the TCP listeners.
+    pub tcp_allow: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +74,8 @@ pub struct LimitsConfig {
     pub max_threads: u32,
     pub max_queue: u32,
     pub max_connections: u32,
+    pub max_connections_per_address: u32,
+    pub stream_memory: ByteSize,
     pub command_read_timeout: u64,
     pub read_timeout: u64,
     pub idle_timeout: u64,
@@ -142,6 +147,53 @@ pub struct ScanConfig {
     pub exclude_path: Vec<String>,
 }
 
+/// Command profiles of the two listener kinds.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct PolicyConfig {
+    pub unix: UnixPolicy,
+    pub tcp: TcpPolicy,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct UnixPolicy {
+    /// Commands the Unix socket accepts.
+    pub commands: Vec<String>,
+    /// Users (besides root and the daemon's own user) allowed RELOAD/SHUTDOWN/QUIT.
+    pub admin_users: Vec<String>,
+    /// Groups whose members are allowed RELOAD/SHUTDOWN/QUIT.
+    pub admin_groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct TcpPolicy {
+    /// Commands TCP listeners accept.
+    pub commands: Vec<String>,
+}
+
+impl Default for UnixPolicy {
+    fn default() -> Self {
+        UnixPolicy {
+            commands: crate::policy::commands::all_words(),
+            admin_users: vec!["clamav".into()],
+            admin_groups: Vec::new(),
+        }
+    }
+}
+
+impl Default for TcpPolicy {
+    fn default() -> Self {
+        TcpPolicy {
+            commands: crate::policy::commands::TCP_DEFAULT
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct LogConfig {
@@ -165,6 +217,7 @@ impl Default for ListenConfig {
             unix: Some(PathBuf::from("/run/clamsentry/clamd.sock")),
             unix_mode: "0660".into(),
             tcp: Vec::new(),
+            tcp_allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
         }
     }
 }
@@ -176,6 +229,8 @@ impl Default for LimitsConfig {
             max_threads: 10,
             max_queue: 100,
             max_connections: 1024,
+            max_connections_per_address: 64,
+            stream_memory: ByteSize(256 << 20),
             command_read_timeout: 30,
             read_timeout: 120,
             idle_timeout: 120,
@@ -346,8 +401,55 @@ impl Config {
         if l.max_session_commands == 0 {
             return Err(("limits.max-session-commands", "must be at least 1".into()));
         }
+        if l.max_connections_per_address == 0 {
+            return Err((
+                "limits.max-connections-per-address",
+                "must be at least 1".into(),
+            ));
+        }
+        if l.stream_memory < l.stream_max_length {
+            return Err((
+                "limits.stream-memory",
+                format!(
+                    "must be at least limits.stream-max-length ({}), or no stream could reach its limit",
+                    l.stream_max_length
+                ),
+            ));
+        }
         self.unix_mode().map_err(|m| ("listen.unix-mode", m))?;
-        self.tcp_addrs().map_err(|m| ("listen.tcp", m))?;
+        let addrs = self.tcp_addrs().map_err(|m| ("listen.tcp", m))?;
+        let allow = self.tcp_allow().map_err(|m| ("listen.tcp-allow", m))?;
+        if !addrs.is_empty() && allow.is_empty() {
+            return Err((
+                "listen.tcp-allow",
+                "is empty, so no client could connect over TCP: list the networks that may (e.g. [\"127.0.0.0/8\"])".into(),
+            ));
+        }
+        if let Some(open) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+            if allow.iter().all(|n| n.addr().is_loopback()) {
+                return Err((
+                    "listen.tcp-allow",
+                    format!(
+                        "listen.tcp binds {open}, reachable from the network, but only loopback may connect: \
+                         list the client networks in listen.tcp-allow (e.g. [\"192.0.2.0/24\"])"
+                    ),
+                ));
+            }
+        }
+        for (key, words) in [
+            ("policy.unix.commands", &self.policy.unix.commands),
+            ("policy.tcp.commands", &self.policy.tcp.commands),
+        ] {
+            if let Some(bad) = words
+                .iter()
+                .find(|w| crate::policy::commands::parse_word(w).is_none())
+            {
+                return Err((
+                    key,
+                    format!("{bad:?} is not a clamd command (use the words VERSIONCOMMANDS lists, in capitals)"),
+                ));
+            }
+        }
         for pattern in &self.scan.exclude_path {
             regex::bytes::Regex::new(pattern).map_err(|e| {
                 (
@@ -392,6 +494,20 @@ impl Config {
             })
     }
 
+    pub fn tcp_allow(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.listen
+            .tcp_allow
+            .iter()
+            .map(|n| {
+                n.parse::<ipnet::IpNet>()
+                    .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        format!("{n:?} is not a network like \"127.0.0.0/8\" or an address")
+                    })
+            })
+            .collect()
+    }
+
     pub fn tcp_addrs(&self) -> Result<Vec<SocketAddr>, String> {
         self.listen
             .tcp
@@ -407,7 +523,7 @@ impl Config {
 
 /// The 1-based line where `table.key` is set, or 0 if the file does not set it.
 fn line_of(text: &str, dotted: &str) -> usize {
-    let (table, key) = dotted.split_once('.').unwrap_or(("", dotted));
+    let (table, key) = dotted.rsplit_once('.').unwrap_or(("", dotted));
     let mut current = String::new();
     for (i, line) in text.lines().enumerate() {
         let t = line.trim();
@@ -475,6 +591,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listen.tcp"), "{err}");
+    }
+
+    #[test]
+    fn public_tcp_needs_an_allow_list() {
+        let err = Config::parse("[listen]\ntcp = [\"0.0.0.0:3310\"]\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen.tcp-allow"), "{err}");
+        Config::parse(
+            "[listen]\ntcp = [\"0.0.0.0:3310\"]\ntcp-allow = [\"192.0.2.0/24\"]\n",
+            "t",
+        )
+        .unwrap();
+        let err = Config::parse(
+            "[listen]\ntcp = [\"127.0.0.1:3310\"]\ntcp-allow = []\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("is empty"), "{err}");
+    }
+
+    #[test]
+    fn policy_words_are_checked() {
+        let err = Config::parse("[policy.tcp]\ncommands = [\"PING\", \"scan\"]\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "t:2: policy.tcp.commands: \"scan\" is not a clamd command (use the words VERSIONCOMMANDS lists, in capitals)");
     }
 
     #[test]

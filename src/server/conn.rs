@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -22,6 +23,7 @@ use super::commands::{self, Ctx, Work};
 pub use super::stream::Stream;
 use super::stream::{Reader, Writer};
 use super::{Peer, Shared};
+use crate::policy::Decision;
 use crate::proto::instream::{ChunkDecoder, ChunkHeader};
 use crate::proto::reply::{self, ReplyTo};
 use crate::proto::{self, fildes_payload, Command, CommandKind, FildesPayload, Framing};
@@ -30,14 +32,18 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: Peer, id: u64) {
     let limits = &shared.config.limits;
     let (reader, w) = stream.split();
     let writer = Writer::new(w, Duration::from_secs(limits.read_timeout));
-    let span = tracing::info_span!("conn", id, peer = %peer);
+    let span = tracing::info_span!("conn", id, listener = peer.listener.as_str(), peer = %peer);
     let mut conn = Conn {
         buf: vec![0; limits.max_command_length.0 as usize],
         len: 0,
         fresh: false,
         fds: Vec::new(),
         reader,
-        ctx: Ctx { shared, writer },
+        ctx: Ctx {
+            shared,
+            writer,
+            peer: Arc::new(peer),
+        },
     };
     async {
         tracing::debug!("connected");
@@ -79,6 +85,9 @@ enum End {
 /// Why a stream could not be read to its end.
 enum StreamError {
     TooLarge(u32),
+    /// The global stream memory budget could not cover the next chunk
+    /// (carries the bytes this stream already held).
+    Budget(usize),
     End(End),
 }
 
@@ -106,6 +115,9 @@ impl Conn {
                 "descriptor sent without FILDES, closed"
             );
             self.fds.clear();
+        }
+        if self.refused(&frame.cmd, to).await {
+            return;
         }
         if kind == CommandKind::IdSession {
             return self.session(to.term).await;
@@ -135,6 +147,42 @@ impl Conn {
             return;
         };
         commands::respond(&self.ctx, work, to).await;
+    }
+
+    /// Applies the listener's command profile; answers and logs a refusal.
+    async fn refused(&mut self, cmd: &Command, to: ReplyTo) -> bool {
+        let peer = Arc::clone(&self.ctx.peer);
+        let decision = self
+            .shared()
+            .profile(peer.listener)
+            .decide(cmd.kind, &peer.creds);
+        let (text, reason) = match decision {
+            Decision::Allow => return false,
+            Decision::NotOnListener => (
+                format!("{} command not allowed on this listener.", cmd.kind.word()),
+                "not in this listener's command profile",
+            ),
+            Decision::NotAdmin => (
+                format!(
+                    "{} command requires an administrator (root, the service user or policy.unix.admin-users).",
+                    cmd.kind.word()
+                ),
+                "administrative command from a non-administrator",
+            ),
+        };
+        tracing::warn!(
+            listener = peer.listener.as_str(),
+            peer = %peer,
+            command = cmd.kind.word(),
+            reason,
+            "command refused"
+        );
+        let reply = match (&cmd.arg, cmd.kind.is_path_scan()) {
+            (Some(path), true) => reply::error(path, text.as_bytes()),
+            _ => format!("{text} ERROR").into_bytes(),
+        };
+        let _ = self.ctx.writer.send(&to.to_vec(&reply)).await;
+        true
     }
 
     /// Turns a frame into work, answering directly the commands that need
@@ -168,7 +216,18 @@ impl Conn {
                 }
             },
             CommandKind::Instream => match self.read_stream().await {
-                Ok(data) => Some(Work::Stream(data)),
+                Ok((data, budget)) => Some(Work::Stream(data, budget)),
+                Err(StreamError::Budget(held)) => {
+                    tracing::warn!(
+                        held,
+                        budget = shared.config.limits.stream_memory.0,
+                        "INSTREAM refused: limits.stream-memory exhausted"
+                    );
+                    let text = reply::error(b"stream", super::commands::STREAM_BUDGET);
+                    let _ = self.ctx.writer.send(&to.to_vec(&text)).await;
+                    self.linger().await;
+                    None
+                }
                 Err(StreamError::TooLarge(len)) => {
                     tracing::warn!(
                         chunk = len,
@@ -180,6 +239,7 @@ impl Conn {
                         .writer
                         .send(&to.to_vec(reply::SIZE_LIMIT_EXCEEDED))
                         .await;
+                    self.linger().await;
                     None
                 }
                 Err(StreamError::End(end)) => {
@@ -283,6 +343,10 @@ impl Conn {
             }
             if kind == CommandKind::End {
                 break;
+            }
+            if self.refused(&frame.cmd, to).await {
+                id += 1;
+                continue;
             }
             if id >= limits.max_session_commands {
                 tracing::warn!(
@@ -414,22 +478,46 @@ impl Conn {
     /// Reads INSTREAM chunks into memory. Every chunk header is checked
     /// against the remaining limit before its data is read; data goes from
     /// the socket straight into the stream buffer.
-    async fn read_stream(&mut self) -> Result<Vec<u8>, StreamError> {
+    ///
+    /// Memory: the buffer grows geometrically up to the stream limit, and
+    /// every growth is first paid for from the global budget
+    /// (`limits.stream-memory`); the permit travels with the data and is
+    /// returned when the scan is done.
+    async fn read_stream(
+        &mut self,
+    ) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), StreamError> {
         let limits = &self.ctx.shared.config.limits;
         let timeout = Duration::from_secs(limits.read_timeout);
+        let max = usize::try_from(limits.stream_max_length.0).unwrap_or(usize::MAX);
+        let budget = Arc::clone(&self.ctx.shared.stream_budget);
         let mut chunks = ChunkDecoder::new(limits.stream_max_length.0);
         let mut data: Vec<u8> = Vec::new();
+        let mut held: Option<OwnedSemaphorePermit> = None;
         loop {
             let mut header = [0u8; 4];
             self.read_exact_buffered(&mut header, timeout)
                 .await
                 .map_err(StreamError::End)?;
             let len = match chunks.header(header) {
-                ChunkHeader::End => return Ok(data),
+                ChunkHeader::End => return Ok((data, held)),
                 ChunkHeader::TooLarge(len) => return Err(StreamError::TooLarge(len)),
                 ChunkHeader::Data(len) => len as usize,
             };
-            data.reserve(len);
+            let need = data.len() + len;
+            if need > data.capacity() {
+                let new_cap = need
+                    .max(data.capacity().saturating_mul(2))
+                    .min(max.max(need));
+                let extra = u32::try_from(new_cap - data.capacity()).unwrap_or(u32::MAX);
+                match Arc::clone(&budget).try_acquire_many_owned(extra) {
+                    Ok(p) => match held.as_mut() {
+                        Some(h) => h.merge(p),
+                        None => held = Some(p),
+                    },
+                    Err(_) => return Err(StreamError::Budget(data.capacity())),
+                }
+                data.reserve_exact(new_cap - data.len());
+            }
             let from_buf = len.min(self.len);
             data.extend_from_slice(&self.buf[..from_buf]);
             self.consume(from_buf);
@@ -443,6 +531,22 @@ impl Conn {
                     Ok(Ok(n)) => n,
                 };
                 rest -= n as u64;
+            }
+        }
+    }
+
+    /// After refusing a stream the client is still sending: stop writing,
+    /// then read and drop its bytes for a moment, so that it gets the error
+    /// reply instead of a connection reset (bounded in time and bytes).
+    async fn linger(&mut self) {
+        self.ctx.writer.close().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let mut scratch = vec![0u8; 64 * 1024];
+        let mut budget: usize = 64 << 20;
+        while budget > 0 {
+            match tokio::time::timeout_at(deadline, self.reader.read(&mut scratch)).await {
+                Ok(Ok(n)) if n > 0 => budget = budget.saturating_sub(n),
+                _ => break,
             }
         }
     }

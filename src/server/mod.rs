@@ -23,6 +23,8 @@ use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::config::Config;
 use crate::engine::{Engine, EngineSettings};
+use crate::policy::network::{AllowList, PerAddress, RateLimit};
+use crate::policy::{ListenerKind, PeerCreds, Profile};
 use pool::ScanPool;
 
 /// Bound listeners handed to [`run`].
@@ -55,6 +57,13 @@ pub struct Shared {
     pub(crate) excludes: Vec<regex::bytes::Regex>,
     pub started: Instant,
     next_conn: AtomicU64,
+    unix_profile: Profile,
+    tcp_profile: Profile,
+    tcp_allow: AllowList,
+    per_address: Arc<PerAddress>,
+    refusals: RateLimit,
+    /// Bytes of stream data all connections may hold at once (limits.stream-memory).
+    pub(crate) stream_budget: Arc<Semaphore>,
 }
 
 impl Shared {
@@ -69,7 +78,37 @@ impl Shared {
             .filter_map(|p| regex::bytes::Regex::new(p).ok())
             .collect();
         let (shutdown, _) = watch::channel(false);
+        let policy = &config.policy;
+        let admin_uids: Vec<u32> = policy
+            .unix
+            .admin_users
+            .iter()
+            .filter_map(|u| resolve_user(u))
+            .collect();
+        let admin_gids: Vec<u32> = policy
+            .unix
+            .admin_groups
+            .iter()
+            .filter_map(|g| resolve_group(g))
+            .collect();
+        let unix_profile = Profile::new(
+            ListenerKind::Unix,
+            &policy.unix.commands,
+            &admin_uids,
+            &admin_gids,
+        );
+        let tcp_profile = Profile::new(ListenerKind::Tcp, &policy.tcp.commands, &[], &[]);
+        let tcp_allow = AllowList::new(config.tcp_allow().unwrap_or_default());
+        let budget = usize::try_from(limits.stream_memory.0)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
         Ok(Arc::new(Shared {
+            unix_profile,
+            tcp_profile,
+            tcp_allow,
+            per_address: Arc::new(PerAddress::default()),
+            refusals: RateLimit::new(20, Duration::from_secs(60)),
+            stream_budget: Arc::new(Semaphore::new(budget)),
             connections: Arc::new(Semaphore::new(limits.max_connections as usize)),
             config,
             engine: RwLock::new(Arc::new(engine)),
@@ -112,6 +151,14 @@ impl Shared {
         self.shutdown.subscribe()
     }
 
+    /// The command profile of a listener kind.
+    pub fn profile(&self, kind: ListenerKind) -> &Profile {
+        match kind {
+            ListenerKind::Unix => &self.unix_profile,
+            ListenerKind::Tcp => &self.tcp_profile,
+        }
+    }
+
     fn swap_engine(&self, engine: Engine) {
         *self
             .engine
@@ -120,27 +167,52 @@ impl Shared {
     }
 }
 
-/// Who is on the other end of a connection, for logs and replies.
+/// Who is on the other end of a connection, and through which listener.
 #[derive(Debug, Clone)]
-pub enum Peer {
-    Unix { uid: Option<u32>, pid: Option<i32> },
-    Tcp(SocketAddr),
+pub struct Peer {
+    pub listener: ListenerKind,
+    pub creds: PeerCreds,
+    pub addr: Option<SocketAddr>,
 }
 
 impl std::fmt::Display for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Peer::Unix { uid, pid } => {
-                write!(f, "unix")?;
-                if let Some(uid) = uid {
-                    write!(f, " uid={uid}")?;
-                }
-                if let Some(pid) = pid {
-                    write!(f, " pid={pid}")?;
-                }
-                Ok(())
-            }
-            Peer::Tcp(addr) => write!(f, "{addr}"),
+        if let Some(addr) = self.addr {
+            return write!(f, "{addr}");
+        }
+        write!(f, "unix")?;
+        if let Some(uid) = self.creds.uid {
+            write!(f, " uid={uid}")?;
+        }
+        if let Some(pid) = self.creds.pid {
+            write!(f, " pid={pid}")?;
+        }
+        Ok(())
+    }
+}
+
+fn resolve_user(name: &str) -> Option<u32> {
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(u)) => Some(u.uid.as_raw()),
+        _ => {
+            tracing::debug!(
+                user = name,
+                "policy.unix.admin-users: no such user, ignored"
+            );
+            None
+        }
+    }
+}
+
+fn resolve_group(name: &str) -> Option<u32> {
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Some(g.gid.as_raw()),
+        _ => {
+            tracing::warn!(
+                group = name,
+                "policy.unix.admin-groups: no such group, ignored"
+            );
+            None
         }
     }
 }
@@ -177,12 +249,16 @@ async fn accept_unix(listener: UnixListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let cred = stream.peer_cred().ok();
-        let peer = Peer::Unix {
-            uid: cred.map(|c| c.uid()),
-            pid: cred.and_then(|c| c.pid()),
+        let creds = match stream.peer_cred() {
+            Ok(c) => PeerCreds::unix(c.uid(), c.gid(), c.pid()),
+            Err(_) => PeerCreds::remote(),
         };
-        admit(&shared, conn::Stream::Unix(stream), peer);
+        let peer = Peer {
+            listener: ListenerKind::Unix,
+            creds,
+            addr: None,
+        };
+        admit(&shared, conn::Stream::Unix(stream), peer, None);
     }
 }
 
@@ -196,18 +272,48 @@ async fn accept_tcp(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
+        // Refused connections are closed before a byte is read.
+        if !shared.tcp_allow.admits(addr.ip()) {
+            refuse(&shared, addr, "address not in listen.tcp-allow");
+            continue;
+        }
+        let max = shared.config.limits.max_connections_per_address;
+        let Some(slot) = shared.per_address.try_take(addr.ip(), max) else {
+            refuse(&shared, addr, "limits.max-connections-per-address reached");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        admit(&shared, conn::Stream::Tcp(stream), Peer::Tcp(addr));
+        let peer = Peer {
+            listener: ListenerKind::Tcp,
+            creds: PeerCreds::remote(),
+            addr: Some(addr),
+        };
+        admit(&shared, conn::Stream::Tcp(stream), peer, Some(slot));
     }
 }
 
-fn admit(shared: &Arc<Shared>, stream: conn::Stream, peer: Peer) {
+/// Logs a refused TCP connection, at most 20 lines a minute.
+fn refuse(shared: &Shared, addr: SocketAddr, reason: &'static str) {
+    if let Some(suppressed) = shared.refusals.allow() {
+        tracing::warn!(listener = "tcp", peer = %addr, reason, suppressed, "connection refused");
+    }
+}
+
+fn admit(
+    shared: &Arc<Shared>,
+    stream: conn::Stream,
+    peer: Peer,
+    slot: Option<crate::policy::network::AddressSlot>,
+) {
     let Ok(permit) = Arc::clone(&shared.connections).try_acquire_owned() else {
-        tracing::warn!(
-            peer = %peer,
-            limit = shared.config.limits.max_connections,
-            "connection refused: limits.max-connections reached"
-        );
+        if shared.refusals.allow().is_some() {
+            tracing::warn!(
+                listener = peer.listener.as_str(),
+                peer = %peer,
+                limit = shared.config.limits.max_connections,
+                "connection refused: limits.max-connections reached"
+            );
+        }
         return;
     };
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -215,6 +321,7 @@ fn admit(shared: &Arc<Shared>, stream: conn::Stream, peer: Peer) {
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
         conn::serve(shared, stream, peer, id).await;
+        drop(slot);
         drop(permit);
     });
 }

@@ -149,3 +149,39 @@ pub fn show(bytes: &[u8]) -> String {
         .replace('\0', "\\0")
         .replace('\n', "\\n")
 }
+
+/// Sends `bytes` from a separate thread (ignoring send errors, as a client
+/// that keeps streaming after the daemon refused would) while reading every
+/// reply; for requests the daemon may refuse part-way.
+pub fn talk_streaming(addr: &Addr, bytes: Vec<u8>, timeout: Duration) -> Vec<u8> {
+    let mut c = match Conn::open(addr) {
+        Ok(c) => c,
+        Err(_) => return b"<CONNECT FAILED>".to_vec(),
+    };
+    let mut w = match &c {
+        Conn::Unix(s) => Conn::Unix(s.try_clone().unwrap()),
+        Conn::Tcp(s) => Conn::Tcp(s.try_clone().unwrap()),
+    };
+    let writer = std::thread::spawn(move || {
+        for part in bytes.chunks(64 * 1024) {
+            if w.send(part).is_err() {
+                break;
+            }
+        }
+    });
+    let out = c.read_all(timeout);
+    let _ = writer.join();
+    out
+}
+
+/// Connects from a chosen local address (e.g. 127.0.0.2) to a TCP daemon.
+pub fn connect_from(local: std::net::IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(to),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    s.bind(&SocketAddr::new(local, 0).into())?;
+    s.connect_timeout(&to.into(), Duration::from_secs(5))?;
+    Ok(s.into())
+}

@@ -7,6 +7,17 @@ pub mod daemons;
 
 use std::path::{Path, PathBuf};
 
+/// Settings for comparing with clamd: the TCP listener accepts every command,
+/// as clamd's does (the default TCP policy refuses path and admin commands;
+/// `tests/policy.rs` tests that).
+pub const COMPAT_SETTINGS: [(&str, &str); 2] = [
+    ("limits", "max-threads = 4"),
+    (
+        "policy.tcp",
+        "commands = [\"SCAN\", \"QUIT\", \"RELOAD\", \"PING\", \"CONTSCAN\", \"VERSIONCOMMANDS\", \"VERSION\", \"END\", \"SHUTDOWN\", \"MULTISCAN\", \"FILDES\", \"STATS\", \"IDSESSION\", \"INSTREAM\", \"DETSTATSCLEAR\", \"DETSTATS\", \"ALLMATCHSCAN\"]",
+    ),
+];
+
 /// Debian's clamav-testfiles.
 pub const TESTFILES: &str = "/usr/share/clamav-testfiles";
 

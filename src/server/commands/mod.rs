@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::stream::Writer;
-use super::Shared;
+use super::{Peer, Shared};
 use crate::engine::{self, Verdict};
 use crate::proto::reply::{self, ReplyTo};
 use crate::proto::CommandKind;
@@ -24,6 +24,7 @@ use crate::proto::CommandKind;
 pub struct Ctx {
     pub shared: Arc<Shared>,
     pub writer: Writer,
+    pub peer: Arc<Peer>,
 }
 
 /// A command ready to run.
@@ -32,9 +33,13 @@ pub enum Work {
     Version,
     VersionCommands,
     Stats,
-    Stream(Vec<u8>),
+    /// Stream data and the share of `limits.stream-memory` it holds.
+    Stream(Vec<u8>, Option<tokio::sync::OwnedSemaphorePermit>),
     Fd(OwnedFd),
-    Path { kind: CommandKind, path: Vec<u8> },
+    Path {
+        kind: CommandKind,
+        path: Vec<u8>,
+    },
 }
 
 impl Work {
@@ -47,15 +52,20 @@ impl Work {
 /// Reply text for a full queue (the client retries; nothing hangs).
 pub(crate) const QUEUE_FULL: &[u8] = b"Scan queue full (limits.max-queue), retry later.";
 
+/// Reply text when all stream memory is in use.
+pub(crate) const STREAM_BUDGET: &[u8] =
+    b"Stream memory in use by other clients (limits.stream-memory), retry later.";
+
 pub async fn respond(ctx: &Ctx, work: Work, to: ReplyTo) {
     let shared = &ctx.shared;
     let text: Vec<u8> = match work {
         Work::Ping => reply::PONG.to_vec(),
         Work::Version => version_text(shared),
-        Work::VersionCommands => reply::version_commands(
-            &version_text(shared),
-            CommandKind::all().map(CommandKind::word),
-        ),
+        Work::VersionCommands => {
+            // Only what this listener accepts.
+            let profile = shared.profile(ctx.peer.listener);
+            reply::version_commands(&version_text(shared), profile.words())
+        }
         Work::Stats => {
             // STATS is its own multi-line block; only END carries the terminator.
             let mut out = Vec::new();
@@ -67,7 +77,11 @@ pub async fn respond(ctx: &Ctx, work: Work, to: ReplyTo) {
             let _ = ctx.writer.send(&out).await;
             return;
         }
-        Work::Stream(data) => scan_stream(ctx, data).await,
+        Work::Stream(data, budget) => {
+            let text = scan_stream(ctx, data).await;
+            drop(budget);
+            text
+        }
         Work::Fd(fd) => scan_fd(ctx, fd).await,
         Work::Path { kind, path } => return pathscan::respond(ctx, kind, path, to).await,
     };

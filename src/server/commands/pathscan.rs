@@ -14,6 +14,12 @@
 //! * `<path>: OK` ends the reply only if nothing was found and not every
 //!   entry failed.
 //!
+//! Path commands answer only about what the asking peer could read itself
+//! (see `policy::access`): a top-level path it cannot reach gets exactly the
+//! reply of a missing file; inside a directory it may list, a file it cannot
+//! read answers `Access denied. ERROR` and a directory it cannot list
+//! `File path check failure: Permission denied. ERROR`, without being scanned.
+//!
 //! The walk runs on a scanning thread and sends finished reply lines through
 //! a bounded channel; when the client goes away the channel closes and the
 //! walk stops.
@@ -33,6 +39,8 @@ use super::super::pool::TaskSlot;
 use super::super::Shared;
 use super::{record, Ctx, QUEUE_FULL};
 use crate::engine::{Engine, Verdict};
+use crate::policy::access::{self, Want};
+use crate::policy::PeerCreds;
 use crate::proto::reply::{self, ReplyTo};
 use crate::proto::CommandKind;
 
@@ -82,10 +90,11 @@ pub async fn respond(ctx: &Ctx, kind: CommandKind, path: Vec<u8>, to: ReplyTo) {
     let engine = shared.engine();
     let job_shared = Arc::clone(&shared);
     let top = path.clone();
+    let peer = ctx.peer.creds.clone();
     let submitted = shared.pool.submit(Box::new(move |slot: &TaskSlot| {
         let _guard = multiscan_guard;
         slot.begin(mode.word(), &String::from_utf8_lossy(&top));
-        Walker::new(&job_shared, engine, mode, to, tx, slot).run(&top);
+        Walker::new(&job_shared, engine, mode, to, tx, slot, peer).run(&top);
     }));
     if submitted.is_err() {
         tracing::warn!(command = kind.word(), "scan refused: queue full");
@@ -168,6 +177,8 @@ struct Walker<'a> {
     top_dev: Option<u64>,
     /// MULTISCAN: results of dispatched file jobs.
     jobs: Option<(mpsc::Sender<FileResult>, mpsc::Receiver<FileResult>, u64)>,
+    /// The asking peer; `None` for root, who is not checked.
+    peer: Option<PeerCreds>,
 }
 
 impl<'a> Walker<'a> {
@@ -178,6 +189,7 @@ impl<'a> Walker<'a> {
         to: ReplyTo,
         tx: Sender<Vec<u8>>,
         slot: &'a TaskSlot,
+        peer: PeerCreds,
     ) -> Self {
         let jobs = (mode == Mode::Multi).then(|| {
             let (s, r) = mpsc::channel();
@@ -195,6 +207,7 @@ impl<'a> Walker<'a> {
             infected: 0,
             top_dev: None,
             jobs,
+            peer: (!peer.is_root()).then_some(peer),
         }
     }
 
@@ -256,7 +269,30 @@ impl<'a> Walker<'a> {
         );
     }
 
+    /// May the peer read this file, or list this directory?
+    fn peer_may(&self, path: &[u8], dir: bool) -> bool {
+        match &self.peer {
+            None => true,
+            Some(peer) => {
+                let want = if dir { Want::List } else { Want::Read };
+                access::allowed(peer, Path::new(OsStr::from_bytes(path)), want)
+            }
+        }
+    }
+
     fn visit_top(&mut self, path: &[u8], top_is_original: bool, max_depth: i64) -> Flow {
+        if self.peer.is_some() {
+            let is_dir = fs::metadata(OsStr::from_bytes(path)).is_ok_and(|m| m.is_dir());
+            if !self.peer_may(path, is_dir) {
+                // Exactly what a missing path answers: no oracle.
+                tracing::info!(
+                    command = self.mode.word(),
+                    "path refused: the client could not read it itself"
+                );
+                let missing = std::io::Error::from_raw_os_error(libc::ENOENT);
+                return self.stat_failed(path, &missing);
+            }
+        }
         match self.kind(path, None) {
             Kind::Failed(e) => self.stat_failed(path, &e),
             Kind::SkippedLink => self.count(),
@@ -414,7 +450,9 @@ impl<'a> Walker<'a> {
         // clamd: files before directories, then lower inodes first.
         found.sort_by_key(|(is_dir, ino, _, _)| (*is_dir, *ino));
         for (is_dir, _, name, meta) in found {
-            let flow = if is_dir {
+            let flow = if !self.peer_may(&name, is_dir) {
+                self.peer_denied(&name, is_dir)
+            } else if is_dir {
                 self.walk_dir(&name, depth - 1)
             } else {
                 self.visit_file(&name, meta)
@@ -424,6 +462,24 @@ impl<'a> Walker<'a> {
             }
         }
         Flow::Go
+    }
+
+    /// An entry of a directory the peer may list, that it may not open.
+    fn peer_denied(&mut self, name: &[u8], is_dir: bool) -> Flow {
+        if is_dir {
+            let denied = std::io::Error::from_raw_os_error(libc::EACCES);
+            return self.stat_failed(name, &denied);
+        }
+        if let Flow::Stop = self.count() {
+            return Flow::Stop;
+        }
+        self.errors += 1;
+        // As clamd after EACCES: reported, and the walk goes on.
+        if self.send(&reply::error(name, b"Access denied.")) {
+            Flow::Go
+        } else {
+            Flow::Stop
+        }
     }
 
     fn visit_file(&mut self, name: &[u8], meta: Option<Metadata>) -> Flow {
