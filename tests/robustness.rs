@@ -185,7 +185,9 @@ fn connection_cap_refuses_extra_clients_and_recovers() {
         .map(|_| Conn::open(&d.unix_addr()).unwrap())
         .collect();
     std::thread::sleep(Duration::from_millis(200));
-    let refused = talk(&d.unix_addr(), &[b"zPING\0"], Duration::from_secs(3)).unwrap();
+    // Over the cap the connection is closed at once: no reply (the write
+    // may even fail if the close came first).
+    let refused = talk(&d.unix_addr(), &[b"zPING\0"], Duration::from_secs(3)).unwrap_or_default();
     assert_eq!(
         refused, b"",
         "over the cap the connection is closed at once"

@@ -147,12 +147,24 @@ pub struct ScanConfig {
     pub exclude_path: Vec<String>,
 }
 
-/// Command profiles of the two listener kinds.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Command profiles of the two listener kinds, and where path commands may look.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct PolicyConfig {
+    /// Path commands only reach files that resolve inside these directories.
+    pub scan_roots: Vec<PathBuf>,
     pub unix: UnixPolicy,
     pub tcp: TcpPolicy,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            scan_roots: vec![PathBuf::from("/")],
+            unix: UnixPolicy::default(),
+            tcp: TcpPolicy::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

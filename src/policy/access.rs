@@ -118,6 +118,31 @@ pub fn allowed(peer: &PeerCreds, path: &Path, want: Want) -> bool {
     traversable(peer, &absolute) && traversable(peer, &resolved) && target_ok(peer, &resolved, want)
 }
 
+/// May `peer` reach `path` at all (search permission on every directory
+/// above it, as written and as resolved)? Says nothing about the target.
+pub fn reachable(peer: &PeerCreds, path: &Path) -> bool {
+    if peer.is_root() {
+        return true;
+    }
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        match std::env::current_dir() {
+            Ok(cwd) => cwd.join(path),
+            Err(_) => return false,
+        }
+    };
+    if !traversable(peer, &absolute) {
+        return false;
+    }
+    // The resolved parent must be reachable too (symlinks on the way).
+    match absolute.parent().map(std::fs::canonicalize) {
+        Some(Ok(parent)) => traversable(peer, &parent.join("x")),
+        Some(Err(_)) => false,
+        None => true,
+    }
+}
+
 /// Search permission on every existing directory above `path`, as written.
 fn traversable(peer: &PeerCreds, path: &Path) -> bool {
     let mut dir = PathBuf::new();

@@ -6,4 +6,7 @@
 //! here.
 #![allow(unsafe_code)]
 
+pub mod broker;
+pub mod channel;
 pub mod fdpass;
+pub mod messages;

@@ -202,6 +202,7 @@ impl Conn {
             | CommandKind::AllMatchScan => Some(Work::Path {
                 kind: cmd.kind,
                 path: cmd.arg.unwrap_or_default(),
+                client: self.reader.socket_copy(),
             }),
             CommandKind::Fildes => match (!self.fds.is_empty()).then(|| self.fds.remove(0)) {
                 Some(fd) => Some(Work::Fd(fd)),

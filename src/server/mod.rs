@@ -9,6 +9,7 @@
 
 mod commands;
 mod conn;
+pub mod files;
 pub mod pool;
 mod stream;
 
@@ -64,6 +65,15 @@ pub struct Shared {
     refusals: RateLimit,
     /// Bytes of stream data all connections may hold at once (limits.stream-memory).
     pub(crate) stream_budget: Arc<Semaphore>,
+    file_access: FileAccess,
+}
+
+/// How path commands reach files.
+pub enum FileAccess {
+    /// Apply the broker's policy in this process.
+    Local(Arc<crate::privsep::broker::FilePolicy>),
+    /// Ask the supervisor's broker (sandboxed worker).
+    Broker(Arc<files::BrokerClient>),
 }
 
 impl Shared {
@@ -109,6 +119,9 @@ impl Shared {
             per_address: Arc::new(PerAddress::default()),
             refusals: RateLimit::new(20, Duration::from_secs(60)),
             stream_budget: Arc::new(Semaphore::new(budget)),
+            file_access: FileAccess::Local(Arc::new(crate::privsep::broker::FilePolicy::new(
+                &config.policy.scan_roots,
+            ))),
             connections: Arc::new(Semaphore::new(limits.max_connections as usize)),
             config,
             engine: RwLock::new(Arc::new(engine)),
@@ -149,6 +162,37 @@ impl Shared {
 
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// Sends path commands through the supervisor's broker (set once, by
+    /// the worker, before serving).
+    pub fn use_broker(self: &mut Arc<Self>, client: files::BrokerClient) {
+        if let Some(s) = Arc::get_mut(self) {
+            s.file_access = FileAccess::Broker(Arc::new(client));
+        }
+    }
+
+    /// The file access of one path command for `peer`; `client` is a copy of
+    /// the client's socket, which the broker needs to read the client's identity.
+    pub fn files(
+        &self,
+        peer: &Peer,
+        client: Option<std::os::fd::OwnedFd>,
+    ) -> Box<dyn files::Files> {
+        match (&self.file_access, client) {
+            (FileAccess::Broker(b), Some(socket)) => Box::new(files::RemoteFiles {
+                client: Arc::clone(b),
+                socket,
+            }),
+            (FileAccess::Local(policy), _) => Box::new(files::LocalFiles {
+                policy: Arc::clone(policy),
+                peer: peer.creds.clone(),
+            }),
+            (FileAccess::Broker(_), None) => Box::new(files::LocalFiles {
+                policy: Arc::new(crate::privsep::broker::FilePolicy::new(&[])),
+                peer: peer.creds.clone(),
+            }),
+        }
     }
 
     /// The command profile of a listener kind.

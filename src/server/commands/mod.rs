@@ -36,9 +36,11 @@ pub enum Work {
     /// Stream data and the share of `limits.stream-memory` it holds.
     Stream(Vec<u8>, Option<tokio::sync::OwnedSemaphorePermit>),
     Fd(OwnedFd),
+    /// A path command; `client` is a copy of the client's socket for the broker.
     Path {
         kind: CommandKind,
         path: Vec<u8>,
+        client: Option<OwnedFd>,
     },
 }
 
@@ -83,7 +85,9 @@ pub async fn respond(ctx: &Ctx, work: Work, to: ReplyTo) {
             text
         }
         Work::Fd(fd) => scan_fd(ctx, fd).await,
-        Work::Path { kind, path } => return pathscan::respond(ctx, kind, path, to).await,
+        Work::Path { kind, path, client } => {
+            return pathscan::respond(ctx, kind, path, client, to).await
+        }
     };
     let _ = ctx.writer.send(&to.to_vec(&text)).await;
 }

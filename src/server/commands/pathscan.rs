@@ -14,6 +14,8 @@
 //! * `<path>: OK` ends the reply only if nothing was found and not every
 //!   entry failed.
 //!
+//! Every file system call goes through [`Files`] — the broker's policy
+//! (scan roots, the client's own rights), in process or in the supervisor.
 //! Path commands answer only about what the asking peer could read itself
 //! (see `policy::access`): a top-level path it cannot reach gets exactly the
 //! reply of a missing file; inside a directory it may list, a file it cannot
@@ -25,9 +27,8 @@
 //! walk stops.
 
 use std::ffi::OsStr;
-use std::fs::{self, Metadata};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
@@ -39,13 +40,20 @@ use super::super::pool::TaskSlot;
 use super::super::Shared;
 use super::{record, Ctx, QUEUE_FULL};
 use crate::engine::{Engine, Verdict};
-use crate::policy::access::{self, Want};
-use crate::policy::PeerCreds;
+use crate::privsep::messages::{FileKind, Meta};
 use crate::proto::reply::{self, ReplyTo};
 use crate::proto::CommandKind;
+use crate::server::files::Files;
 
-pub async fn respond(ctx: &Ctx, kind: CommandKind, path: Vec<u8>, to: ReplyTo) {
+pub async fn respond(
+    ctx: &Ctx,
+    kind: CommandKind,
+    path: Vec<u8>,
+    client: Option<OwnedFd>,
+    to: ReplyTo,
+) {
     let shared = Arc::clone(&ctx.shared);
+    let files: Arc<dyn Files> = Arc::from(shared.files(&ctx.peer, client));
     if kind == CommandKind::AllMatchScan && !shared.config.scan.allow_all_match_scan {
         tracing::info!(
             command = "ALLMATCHSCAN",
@@ -67,8 +75,10 @@ pub async fn respond(ctx: &Ctx, kind: CommandKind, path: Vec<u8>, to: ReplyTo) {
     let mut multiscan_guard = None;
     if mode == Mode::Multi {
         // clamd uses MULTISCAN only for directories.
-        let is_dir = fs::metadata(OsStr::from_bytes(&path)).map(|m| m.is_dir());
-        if matches!(is_dir, Ok(false)) {
+        let (f, p) = (Arc::clone(&files), path.clone());
+        let is_dir =
+            tokio::task::spawn_blocking(move || f.stat(&p).map(|m| m.kind == FileKind::Dir)).await;
+        if matches!(is_dir, Ok(Ok(false))) {
             mode = Mode::Cont;
         } else {
             let max = shared.pool.threads();
@@ -90,11 +100,11 @@ pub async fn respond(ctx: &Ctx, kind: CommandKind, path: Vec<u8>, to: ReplyTo) {
     let engine = shared.engine();
     let job_shared = Arc::clone(&shared);
     let top = path.clone();
-    let peer = ctx.peer.creds.clone();
+
     let submitted = shared.pool.submit(Box::new(move |slot: &TaskSlot| {
         let _guard = multiscan_guard;
         slot.begin(mode.word(), &String::from_utf8_lossy(&top));
-        Walker::new(&job_shared, engine, mode, to, tx, slot, peer).run(&top);
+        Walker::new(&job_shared, engine, mode, to, tx, slot, files).run(&top);
     }));
     if submitted.is_err() {
         tracing::warn!(command = kind.word(), "scan refused: queue full");
@@ -150,8 +160,8 @@ enum Flow {
 
 /// What a directory entry is, as `cli_ftw`'s `get_filetype` decides.
 enum Kind {
-    Dir(Option<Metadata>),
-    File(Option<Metadata>),
+    Dir(Option<Meta>),
+    File(Option<Meta>),
     SkippedLink,
     SkippedSpecial,
     Failed(std::io::Error),
@@ -177,8 +187,8 @@ struct Walker<'a> {
     top_dev: Option<u64>,
     /// MULTISCAN: results of dispatched file jobs.
     jobs: Option<(mpsc::Sender<FileResult>, mpsc::Receiver<FileResult>, u64)>,
-    /// The asking peer; `None` for root, who is not checked.
-    peer: Option<PeerCreds>,
+    files: Arc<dyn Files>,
+    proc_dev: Option<u64>,
 }
 
 impl<'a> Walker<'a> {
@@ -189,7 +199,7 @@ impl<'a> Walker<'a> {
         to: ReplyTo,
         tx: Sender<Vec<u8>>,
         slot: &'a TaskSlot,
-        peer: PeerCreds,
+        files: Arc<dyn Files>,
     ) -> Self {
         let jobs = (mode == Mode::Multi).then(|| {
             let (s, r) = mpsc::channel();
@@ -207,7 +217,8 @@ impl<'a> Walker<'a> {
             infected: 0,
             top_dev: None,
             jobs,
-            peer: (!peer.is_root()).then_some(peer),
+            proc_dev: files.stat(b"/proc").ok().map(|m| m.dev),
+            files,
         }
     }
 
@@ -228,7 +239,7 @@ impl<'a> Walker<'a> {
         let path = trim_slashes(requested);
         let top_is_original = path.len() == requested.len() || !requested.starts_with(b"//");
         if !self.shared.config.scan.cross_filesystems {
-            self.top_dev = fs::metadata(OsStr::from_bytes(&path)).ok().map(|m| m.dev());
+            self.top_dev = self.files.stat(&path).ok().map(|m| m.dev);
         }
         if !self.excluded(&path) {
             let max_depth = match self.shared.config.scan.max_directory_recursion {
@@ -271,27 +282,19 @@ impl<'a> Walker<'a> {
 
     /// May the peer read this file, or list this directory?
     fn peer_may(&self, path: &[u8], dir: bool) -> bool {
-        match &self.peer {
-            None => true,
-            Some(peer) => {
-                let want = if dir { Want::List } else { Want::Read };
-                access::allowed(peer, Path::new(OsStr::from_bytes(path)), want)
-            }
-        }
+        self.files.may(path, dir)
     }
 
     fn visit_top(&mut self, path: &[u8], top_is_original: bool, max_depth: i64) -> Flow {
-        if self.peer.is_some() {
-            let is_dir = fs::metadata(OsStr::from_bytes(path)).is_ok_and(|m| m.is_dir());
-            if !self.peer_may(path, is_dir) {
-                // Exactly what a missing path answers: no oracle.
-                tracing::info!(
-                    command = self.mode.word(),
-                    "path refused: the client could not read it itself"
-                );
-                let missing = std::io::Error::from_raw_os_error(libc::ENOENT);
-                return self.stat_failed(path, &missing);
-            }
+        let is_dir = self.files.stat(path).is_ok_and(|m| m.kind == FileKind::Dir);
+        if !self.peer_may(path, is_dir) && self.files.lstat(path).is_ok() {
+            // Exactly what a missing path answers: no oracle.
+            tracing::info!(
+                command = self.mode.word(),
+                "path refused: outside the scan roots or unreadable for the client"
+            );
+            let missing = std::io::Error::from_raw_os_error(libc::ENOENT);
+            return self.stat_failed(path, &missing);
         }
         match self.kind(path, None) {
             Kind::Failed(e) => self.stat_failed(path, &e),
@@ -343,8 +346,8 @@ impl<'a> Walker<'a> {
             return true;
         }
         if let Some(dev) = self.top_dev {
-            if let Ok(m) = fs::metadata(OsStr::from_bytes(path)) {
-                if m.dev() != dev {
+            if let Ok(m) = self.files.stat(path) {
+                if m.dev != dev {
                     if self.mode != Mode::Multi {
                         self.send(&reply::status(path, b"Excluded (another filesystem)"));
                     }
@@ -356,53 +359,48 @@ impl<'a> Walker<'a> {
     }
 
     /// `get_filetype`: `hint` is the directory entry's type, if known.
-    fn kind(&self, path: &[u8], hint: Option<fs::FileType>) -> Kind {
-        let p = Path::new(OsStr::from_bytes(path));
+    fn kind(&self, path: &[u8], hint: Option<FileKind>) -> Kind {
         let need_stat = self.mode != Mode::Multi;
         let follow_any = self.follow_dirs() || self.follow_files();
         let (meta, is_link) = match hint {
-            Some(t) if t.is_dir() || t.is_file() => {
+            Some(t @ (FileKind::Dir | FileKind::File)) => {
                 let meta = if need_stat {
-                    match fs::metadata(p) {
+                    match self.files.stat(path) {
                         Ok(m) => Some(m),
                         Err(e) => return Kind::Failed(e),
                     }
                 } else {
                     None
                 };
-                return if t.is_dir() {
+                return if t == FileKind::Dir {
                     Kind::Dir(meta)
                 } else {
                     Kind::File(meta)
                 };
             }
-            Some(t) if !t.is_symlink() => return Kind::SkippedSpecial,
+            Some(FileKind::Other) => return Kind::SkippedSpecial,
             _ => {
-                let lmeta = match fs::symlink_metadata(p) {
+                let lmeta = match self.files.lstat(path) {
                     Ok(m) => m,
                     Err(e) => return Kind::Failed(e),
                 };
-                if !lmeta.file_type().is_symlink() {
+                if lmeta.kind != FileKind::Symlink {
                     (lmeta, false)
                 } else if !follow_any {
                     return Kind::SkippedLink;
                 } else {
-                    match fs::metadata(p) {
+                    match self.files.stat(path) {
                         Ok(m) => (m, true),
                         Err(e) => return Kind::Failed(e),
                     }
                 }
             }
         };
-        let t = meta.file_type();
-        if t.is_dir() && (!is_link || self.follow_dirs()) {
-            Kind::Dir(Some(meta))
-        } else if t.is_file() && (!is_link || self.follow_files()) {
-            Kind::File(Some(meta))
-        } else if t.is_symlink() {
-            Kind::SkippedLink
-        } else {
-            Kind::SkippedSpecial
+        match meta.kind {
+            FileKind::Dir if !is_link || self.follow_dirs() => Kind::Dir(Some(meta)),
+            FileKind::File if !is_link || self.follow_files() => Kind::File(Some(meta)),
+            FileKind::Symlink => Kind::SkippedLink,
+            _ => Kind::SkippedSpecial,
         }
     }
 
@@ -411,15 +409,15 @@ impl<'a> Walker<'a> {
             tracing::warn!(path = %String::from_utf8_lossy(dir), "scan.max-directory-recursion reached, skipping");
             return self.count();
         }
-        let entries = match fs::read_dir(OsStr::from_bytes(dir)) {
+        let entries = match self.files.list(dir) {
             Ok(e) => e,
             Err(e) => return self.stat_failed(dir, &e),
         };
         let follow_any = self.follow_dirs() || self.follow_files();
-        let mut found: Vec<(bool, u64, Vec<u8>, Option<Metadata>)> = Vec::new();
-        for entry in entries.flatten() {
-            let hint = entry.file_type().ok();
-            if hint.is_some_and(|t| t.is_symlink()) && !follow_any {
+        let mut found: Vec<(bool, u64, Vec<u8>, Option<Meta>)> = Vec::new();
+        for entry in entries {
+            let hint = entry.kind;
+            if hint == Some(FileKind::Symlink) && !follow_any {
                 continue;
             }
             let mut name = if dir == b"/" {
@@ -428,7 +426,7 @@ impl<'a> Walker<'a> {
                 dir.to_vec()
             };
             name.push(b'/');
-            name.extend_from_slice(entry.file_name().as_bytes());
+            name.extend_from_slice(&entry.name);
             if self.excluded(&name) {
                 continue;
             }
@@ -443,8 +441,8 @@ impl<'a> Walker<'a> {
                         return Flow::Stop;
                     }
                 }
-                Kind::Dir(meta) => found.push((true, entry.ino(), name, meta)),
-                Kind::File(meta) => found.push((false, entry.ino(), name, meta)),
+                Kind::Dir(meta) => found.push((true, entry.ino, name, meta)),
+                Kind::File(meta) => found.push((false, entry.ino, name, meta)),
             }
         }
         // clamd: files before directories, then lower inodes first.
@@ -482,16 +480,17 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn visit_file(&mut self, name: &[u8], meta: Option<Metadata>) -> Flow {
+    fn visit_file(&mut self, name: &[u8], meta: Option<Meta>) -> Flow {
         if let Flow::Stop = self.count() {
             return Flow::Stop;
         }
         if let Some(m) = &meta {
-            if m.len() == 0 || is_procfs(m) {
+            // clamd skips empty files and anything on /proc.
+            if m.size == 0 || Some(m.dev) == self.proc_dev {
                 return Flow::Go;
             }
         }
-        let real = match fs::canonicalize(OsStr::from_bytes(name)) {
+        let real = match self.files.canonicalize(name) {
             Ok(r) => r,
             Err(e) => {
                 self.errors += 1;
@@ -506,6 +505,7 @@ impl<'a> Walker<'a> {
             let job = FileJob {
                 shared: Arc::clone(self.shared),
                 engine: Arc::clone(&self.engine),
+                files: Arc::clone(&self.files),
                 to: self.to,
                 tx: self.tx.clone(),
                 name: name.to_vec(),
@@ -525,6 +525,7 @@ impl<'a> Walker<'a> {
         let job = FileJob {
             shared: Arc::clone(self.shared),
             engine: Arc::clone(&self.engine),
+            files: Arc::clone(&self.files),
             to: self.to,
             tx: self.tx.clone(),
             name: name.to_vec(),
@@ -558,9 +559,11 @@ struct FileJob {
     shared: Arc<Shared>,
     engine: Arc<Engine>,
     to: ReplyTo,
+    files: Arc<dyn Files>,
     tx: Sender<Vec<u8>>,
     name: Vec<u8>,
-    real: std::path::PathBuf,
+    /// The resolved path (what is opened); `name` is what the client sees.
+    real: Vec<u8>,
 }
 
 impl FileJob {
@@ -571,16 +574,12 @@ impl FileJob {
         let send = |text: Vec<u8>| {
             let _ = self.tx.blocking_send(self.to.to_vec(&text));
         };
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY)
-            .open(&self.real);
-        let (verdict, bytes) = match file {
-            Ok(f) => {
-                let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let (verdict, bytes) = match self.files.open(&self.real) {
+            Ok((f, size)) => {
+                let real = Path::new(OsStr::from_bytes(&self.real));
                 (
                     self.engine
-                        .scan_fd(std::os::fd::AsFd::as_fd(&f), &self.real, allmatch),
+                        .scan_fd(std::os::fd::AsFd::as_fd(&f), real, allmatch),
                     size,
                 )
             }
@@ -633,13 +632,6 @@ fn trim_slashes(path: &[u8]) -> Vec<u8> {
         }
     }
     p.to_vec()
-}
-
-/// clamd skips files on /proc.
-fn is_procfs(m: &Metadata) -> bool {
-    static PROC_DEV: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
-    let proc_dev = *PROC_DEV.get_or_init(|| fs::metadata("/proc").ok().map(|m| m.dev()));
-    proc_dev == Some(m.dev())
 }
 
 /// The C library's text for an I/O error, as clamd prints it.

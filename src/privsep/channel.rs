@@ -1,0 +1,197 @@
+//! A SEQPACKET socket pair between supervisor and worker: one datagram is one
+//! message (at most [`MAX_MESSAGE`] bytes), descriptors travel as SCM_RIGHTS.
+//! A datagram that was truncated (too long) is an error, never a partial
+//! message.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+
+use super::messages::MAX_MESSAGE;
+
+/// Most descriptors one message may carry.
+const MAX_FDS: usize = 4;
+
+/// One end of a channel.
+#[derive(Debug)]
+pub struct Channel {
+    fd: OwnedFd,
+}
+
+impl Channel {
+    /// A connected pair (close-on-exec; the spawner hands one end to the child).
+    pub fn pair() -> std::io::Result<(Channel, Channel)> {
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        Ok((Channel { fd: a }, Channel { fd: b }))
+    }
+
+    pub fn from_fd(fd: OwnedFd) -> Channel {
+        Channel { fd }
+    }
+
+    pub fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let flags = OFlag::from_bits_truncate(fcntl(self.fd.as_raw_fd(), FcntlArg::F_GETFL)?);
+        let flags = if on {
+            flags | OFlag::O_NONBLOCK
+        } else {
+            flags & !OFlag::O_NONBLOCK
+        };
+        fcntl(self.fd.as_raw_fd(), FcntlArg::F_SETFL(flags))?;
+        Ok(())
+    }
+
+    /// Sends one message with optional descriptors.
+    pub fn send(&self, msg: &[u8], fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
+        if msg.len() > MAX_MESSAGE {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "message too long",
+            ));
+        }
+        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let cmsg = [ControlMessage::ScmRights(&raw)];
+        let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
+        let iov = [IoSlice::new(msg)];
+        sendmsg::<()>(
+            self.fd.as_raw_fd(),
+            &iov,
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// Receives one message; `Ok(None)` when the other end has closed.
+    pub fn recv(&self) -> std::io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
+        let (n, flags, raw) = {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let msg = recvmsg::<()>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            )?;
+            let mut raw = Vec::new();
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for c in cmsgs {
+                    if let ControlMessageOwned::ScmRights(fds) = c {
+                        raw.extend(fds);
+                    }
+                }
+            }
+            (msg.bytes, msg.flags, raw)
+        };
+        // SAFETY: the kernel installed these descriptors in our table for this
+        // message and nothing else refers to them; we take ownership.
+        let fds: Vec<OwnedFd> = raw
+            .into_iter()
+            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+            .collect();
+        if flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "message longer than the channel allows",
+            ));
+        }
+        if n == 0 && fds.is_empty() {
+            return Ok(None);
+        }
+        buf.truncate(n);
+        Ok(Some((buf, fds)))
+    }
+}
+
+impl AsFd for Channel {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Channel {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl From<Channel> for OwnedFd {
+    fn from(c: Channel) -> OwnedFd {
+        c.fd
+    }
+}
+
+/// The async face of a channel (tokio), for the control loops.
+pub struct AsyncChannel {
+    inner: tokio::io::unix::AsyncFd<Channel>,
+}
+
+impl AsyncChannel {
+    pub fn new(ch: Channel) -> std::io::Result<AsyncChannel> {
+        ch.set_nonblocking(true)?;
+        // SAFETY: `Channel` owns its descriptor for its whole life and
+        // `as_raw_fd` always returns that same descriptor, as `register` requires.
+        let inner = unsafe { tokio::io::unix::AsyncFd::register(ch)? };
+        Ok(AsyncChannel { inner })
+    }
+
+    pub async fn recv(&self) -> std::io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+        loop {
+            let mut guard = self.inner.readable().await?;
+            match guard.try_io(|inner| inner.get_ref().recv()) {
+                Ok(r) => return r,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    pub async fn send(&self, msg: &[u8]) -> std::io::Result<()> {
+        loop {
+            let mut guard = self.inner.writable().await?;
+            match guard.try_io(|inner| inner.get_ref().send(msg, &[])) {
+                Ok(r) => return r,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_and_descriptors_cross() {
+        let (a, b) = Channel::pair().unwrap();
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        a.send(b"hello", &[file.as_fd()]).unwrap();
+        let (msg, fds) = b.recv().unwrap().unwrap();
+        assert_eq!(msg, b"hello");
+        assert_eq!(fds.len(), 1);
+        drop(a);
+        assert!(b.recv().unwrap().is_none());
+    }
+
+    #[test]
+    fn oversized_messages_are_refused() {
+        let (a, b) = Channel::pair().unwrap();
+        assert!(a.send(&vec![0u8; MAX_MESSAGE + 1], &[]).is_err());
+        // A peer that bypasses `send` still cannot make us accept a cut message.
+        let big = vec![1u8; MAX_MESSAGE + 10];
+        let iov = [IoSlice::new(&big)];
+        if sendmsg::<()>(a.as_raw_fd(), &iov, &[], MsgFlags::empty(), None).is_ok() {
+            assert!(b.recv().is_err());
+        }
+    }
+}
