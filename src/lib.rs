@@ -18,4 +18,5 @@ pub mod engine;
 pub mod policy;
 pub mod privsep;
 pub mod proto;
+pub mod sandbox;
 pub mod server;

@@ -24,6 +24,14 @@ struct Cli {
 enum Cmd {
     /// Validate the configuration and exit (0 when valid).
     CheckConfig,
+    /// Start a worker as in production and show what its sandbox denies.
+    SandboxCheck,
+    /// Internal: the scanning worker, started by the supervisor.
+    #[command(name = "__worker", hide = true)]
+    Worker {
+        #[arg(long)]
+        probe: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -37,6 +45,21 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("clamsentry: {e}");
                 ExitCode::from(2)
+            }
+        },
+        Some(Cmd::Worker { probe }) => {
+            let mode = if probe {
+                clamsentry::privsep::worker::Mode::Probe
+            } else {
+                clamsentry::privsep::worker::Mode::Serve
+            };
+            ExitCode::from(clamsentry::privsep::worker::main(mode).clamp(0, 255) as u8)
+        }
+        Some(Cmd::SandboxCheck) => match clamsentry::daemon::sandbox_check(cli.config.as_deref()) {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("clamsentry: {e}");
+                ExitCode::FAILURE
             }
         },
         None => match clamsentry::daemon::run(cli.config.as_deref()) {

@@ -80,7 +80,7 @@ fn daemon_start_failure_says_what_to_do() {
     std::fs::write(
         &cfg,
         format!(
-            "[database]\ndirectory = {:?}\n[listen]\nunix = {:?}\n",
+            "[database]\ndirectory = {:?}\n[listen]\nunix = {:?}\n[sandbox]\nuser = \"nobody\"\n",
             dir.path().display().to_string(),
             dir.path().join("s").display().to_string()
         ),
@@ -95,4 +95,30 @@ fn daemon_start_failure_says_what_to_do() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("No supported database files found"), "{err}");
     assert!(err.contains("(freshclam fills it)"), "{err}");
+}
+
+#[test]
+fn missing_service_user_says_how_to_create_it() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: the service user is only used when started as root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[sandbox]\nuser = \"no-such-user-here\"\n[listen]\nunix = \"\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_clamsentry"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("service user \"no-such-user-here\" does not exist"),
+        "{err}"
+    );
 }

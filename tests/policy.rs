@@ -375,16 +375,8 @@ fn stream_memory_budget_holds_under_parallel_streams() {
         let pid = d.pid();
         std::thread::spawn(move || {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let status =
-                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                if let Some(kib) = status
-                    .lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse::<u64>().ok())
-                {
-                    peak.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
-                }
+                let kib = common::daemons::tree_rss_kib(pid);
+                peak.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(5));
             }
         })

@@ -44,7 +44,24 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub scan: ScanConfig,
     pub policy: PolicyConfig,
+    pub sandbox: SandboxConfig,
     pub log: LogConfig,
+}
+
+/// The scanning worker's identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct SandboxConfig {
+    /// The user the worker runs as when the daemon starts as root.
+    pub user: String,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            user: "clamsentry".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -333,6 +350,8 @@ pub struct Loaded {
     pub config: Config,
     /// The file read, or `None` for built-in defaults.
     pub source: Option<PathBuf>,
+    /// The text read (empty for defaults), handed to workers as is.
+    pub text: String,
 }
 
 impl Config {
@@ -345,6 +364,7 @@ impl Config {
                 return Ok(Loaded {
                     config: Config::default(),
                     source: None,
+                    text: String::new(),
                 })
             }
         };
@@ -357,6 +377,7 @@ impl Config {
         Ok(Loaded {
             config,
             source: Some(path),
+            text,
         })
     }
 

@@ -10,3 +10,5 @@ pub mod broker;
 pub mod channel;
 pub mod fdpass;
 pub mod messages;
+pub mod supervisor;
+pub mod worker;

@@ -66,6 +66,15 @@ pub struct Shared {
     /// Bytes of stream data all connections may hold at once (limits.stream-memory).
     pub(crate) stream_budget: Arc<Semaphore>,
     file_access: FileAccess,
+    /// Set in a sandboxed worker: RELOAD and SHUTDOWN go to the supervisor.
+    upstream: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Upstream>>,
+}
+
+/// Requests a worker passes to its supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    Reload,
+    Shutdown,
 }
 
 /// How path commands reach files.
@@ -119,6 +128,7 @@ impl Shared {
             per_address: Arc::new(PerAddress::default()),
             refusals: RateLimit::new(20, Duration::from_secs(60)),
             stream_budget: Arc::new(Semaphore::new(budget)),
+            upstream: std::sync::OnceLock::new(),
             file_access: FileAccess::Local(Arc::new(crate::privsep::broker::FilePolicy::new(
                 &config.policy.scan_roots,
             ))),
@@ -147,13 +157,35 @@ impl Shared {
     }
 
     /// Asks for a signature reload; requests made while one runs are merged.
+    /// In a worker, the supervisor does it (a new worker, blue/green).
     pub fn request_reload(&self) {
-        self.reload.notify_one();
+        match self.upstream.get() {
+            Some(up) => {
+                let _ = up.send(Upstream::Reload);
+            }
+            None => self.reload.notify_one(),
+        }
     }
 
-    /// Starts a graceful shutdown.
+    /// What SHUTDOWN asks for: the whole daemon stops. In a worker, the
+    /// supervisor decides and drains every worker.
     pub fn request_shutdown(&self) {
+        match self.upstream.get() {
+            Some(up) => {
+                let _ = up.send(Upstream::Shutdown);
+            }
+            None => self.drain(),
+        }
+    }
+
+    /// Stop accepting, finish in-flight requests, let [`run`] return.
+    pub fn drain(&self) {
         self.shutdown.send_replace(true);
+    }
+
+    /// Routes RELOAD and SHUTDOWN to a supervisor (sandboxed worker).
+    pub fn set_upstream(&self, tx: tokio::sync::mpsc::UnboundedSender<Upstream>) {
+        let _ = self.upstream.set(tx);
     }
 
     pub fn shutdown_requested(&self) -> bool {

@@ -69,6 +69,12 @@ impl Daemon {
             .entry("log")
             .or_default()
             .push("level = \"debug\"".into());
+        // Tests run as root in CI: the worker becomes nobody (the default
+        // service user, clamsentry, exists only where the .deb is installed).
+        tables
+            .entry("sandbox")
+            .or_default()
+            .push("user = \"nobody\"".into());
         for (table, line) in settings {
             let lines = tables.entry(table).or_default();
             let key = line.split('=').next().unwrap().trim();
@@ -89,7 +95,7 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("start clamsentry");
-        let d = Daemon {
+        let mut d = Daemon {
             child,
             unix,
             tcp,
@@ -133,7 +139,7 @@ impl Daemon {
             .stderr(Stdio::null())
             .spawn()
             .expect("start clamd (apt-get install clamav-daemon)");
-        let d = Daemon {
+        let mut d = Daemon {
             child,
             unix,
             tcp,
@@ -153,10 +159,17 @@ impl Daemon {
     }
 
     /// Waits until both sockets answer PING.
-    pub fn wait_ready(&self) {
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         for addr in [self.unix_addr(), self.tcp_addr()] {
             loop {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    panic!(
+                        "{} exited ({status}) before it answered; log:\n{}",
+                        self.name,
+                        self.log()
+                    );
+                }
                 if talk(&addr, &[b"zPING\0"], Duration::from_secs(2))
                     .ok()
                     .as_deref()
@@ -207,17 +220,42 @@ impl Daemon {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
 
-    /// Resident memory in KiB, from /proc.
+    /// Resident memory in KiB of the daemon and its workers, from /proc.
     pub fn rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        tree_rss_kib(self.pid())
     }
+
+    /// The pids of the workers (children of the supervisor).
+    pub fn children(&self) -> Vec<i32> {
+        children(self.pid())
+    }
+}
+
+/// Children of a process, from /proc/PID/task/*/children.
+pub fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let list = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            out.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+/// VmRSS in KiB of a process and all its descendants.
+pub fn tree_rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let own: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    own + children(pid).into_iter().map(tree_rss_kib).sum::<u64>()
 }
 
 impl Drop for Daemon {

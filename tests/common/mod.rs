@@ -51,6 +51,9 @@ impl TestDb {
         std::fs::write(dir.path().join("test.hdb"), HDB).unwrap();
         std::fs::write(dir.path().join("test.ndb"), NDB).unwrap();
         std::fs::write(dir.path().join("test.ldb"), LDB).unwrap();
+        // Readable by the sandboxed worker, which runs as nobody under root.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         TestDb { dir }
     }
 

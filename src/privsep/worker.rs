@@ -1,0 +1,249 @@
+//! The scanning worker: the only process that reads client bytes and file
+//! contents. Started by the supervisor as `clamsentry __worker` with:
+//!
+//! * fd 3: the control channel, fd 4: the broker channel,
+//! * fd 5…: the listening sockets, their kinds in `CLAMSENTRY_LISTENERS`
+//!   (`unix,tcp,…`).
+//!
+//! Start-up is single-threaded until the sandbox is in place: read the
+//! configuration from the supervisor, demote (identity, capabilities,
+//! no-new-privs, rlimits, Landlock — all per-thread, so before any thread
+//! exists), load the engine, report Ready, and only then start tokio and
+//! serve. RELOAD and SHUTDOWN from clients go to the supervisor; Drain from
+//! the supervisor stops this worker gracefully.
+
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::channel::{AsyncChannel, Channel};
+use super::messages::{ToSupervisor, ToWorker};
+use crate::config::Config;
+use crate::engine::{self, Engine, EngineSettings};
+use crate::sandbox;
+use crate::server::files::BrokerClient;
+use crate::server::{self, Listeners, Shared, Upstream};
+
+pub const CONTROL_FD: RawFd = 3;
+pub const BROKER_FD: RawFd = 4;
+pub const FIRST_LISTENER_FD: RawFd = 5;
+pub const LISTENERS_ENV: &str = "CLAMSENTRY_LISTENERS";
+pub const TEMP_DIR_ENV: &str = "CLAMSENTRY_WORKER_TMP";
+
+/// Takes an inherited descriptor, checking it is open.
+fn inherited(fd: RawFd) -> Result<OwnedFd, String> {
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).map_err(|_| {
+        format!("descriptor {fd} was not passed: run the worker only through the supervisor")
+    })?;
+    // SAFETY: the supervisor placed this descriptor here for us (checked open
+    // above) and nothing else in this fresh process owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| format!("descriptor {fd}: {e}"))?;
+    Ok(owned)
+}
+
+/// What the worker was asked to do after demotion.
+pub enum Mode {
+    Serve,
+    /// `sandbox-check`: try forbidden things, print the results, exit.
+    Probe,
+}
+
+/// The worker's `main`. Returns the process exit code.
+pub fn main(mode: Mode) -> i32 {
+    match run(mode) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("clamsentry worker: {e}");
+            1
+        }
+    }
+}
+
+fn run(mode: Mode) -> Result<(), String> {
+    let control = Channel::from_fd(inherited(CONTROL_FD)?);
+    let broker = Channel::from_fd(inherited(BROKER_FD)?);
+    let kinds = std::env::var(LISTENERS_ENV).unwrap_or_default();
+    let mut listener_fds = Vec::new();
+    for (i, kind) in kinds.split(',').filter(|k| !k.is_empty()).enumerate() {
+        listener_fds.push((kind.to_string(), inherited(FIRST_LISTENER_FD + i as RawFd)?));
+    }
+    let temp_dir = std::env::var_os(TEMP_DIR_ENV).map(PathBuf::from);
+
+    let toml = match control.recv() {
+        Ok(Some((msg, _))) => match ToWorker::decode(&msg) {
+            Ok(ToWorker::Config { toml }) => toml,
+            other => return Err(format!("expected the configuration first, got {other:?}")),
+        },
+        Ok(None) => return Err("the supervisor went away".into()),
+        Err(e) => return Err(format!("control channel: {e}")),
+    };
+    let mut config =
+        Config::parse(&toml, "configuration from the supervisor").map_err(|e| e.to_string())?;
+    if let Some(t) = &temp_dir {
+        config.scan.temporary_directory = t.clone();
+    }
+    crate::daemon::init_logging(&config.log.level);
+
+    let plan = sandbox_plan(&config);
+    let status = sandbox::demote(&plan).map_err(|e| format!("cannot sandbox the worker: {e}"))?;
+    tracing::info!(sandbox = %status, "worker sandboxed");
+
+    if let Mode::Probe = mode {
+        println!("sandbox: {status}");
+        let attempts = sandbox::probe(&plan);
+        let mut bad = 0;
+        for a in &attempts {
+            println!(
+                "{:<8} {} ({})",
+                if a.denied { "denied" } else { "ALLOWED" },
+                a.what,
+                a.detail
+            );
+            if !a.denied && !a.what.starts_with("control:") {
+                bad += 1;
+            }
+        }
+        return if bad == 0 {
+            Ok(())
+        } else {
+            Err(format!("{bad} forbidden attempts succeeded"))
+        };
+    }
+
+    let engine = match Engine::load(
+        &config.database.directory,
+        &EngineSettings::from_config(&config),
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = control.send(
+                &ToSupervisor::LoadFailed {
+                    error: e.to_string(),
+                }
+                .encode(),
+                &[],
+            );
+            return Err(e.to_string());
+        }
+    };
+    let info = engine.info().clone();
+    let ready = ToSupervisor::Ready {
+        engine_version: engine::version(),
+        signatures: info.signatures,
+        db_version: info.db_version,
+        db_time: info.db_time,
+        sandbox: status.to_string(),
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("clamsentry-io")
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let listeners = adopt(listener_fds)?;
+        let mut shared = Shared::new(Arc::new(config), engine).map_err(|e| e.to_string())?;
+        shared.use_broker(BrokerClient::new(broker));
+        let control = Arc::new(AsyncChannel::new(control).map_err(|e| e.to_string())?);
+        control
+            .send(&ready.encode())
+            .await
+            .map_err(|e| e.to_string())?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        shared.set_upstream(tx);
+        tokio::spawn(forward_upstream(Arc::clone(&control), rx));
+        tokio::spawn(control_loop(Arc::clone(&control), Arc::clone(&shared)));
+        server::run(listeners, shared)
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+fn sandbox_plan(config: &Config) -> sandbox::Plan {
+    let root = nix::unistd::geteuid().is_root();
+    sandbox::Plan {
+        user: root.then(|| config.sandbox.user.clone()),
+        read_only: vec![config.database.directory.clone()],
+        read_write: vec![config.scan.temporary_directory.clone()],
+        max_open_files: u64::from(config.limits.max_connections) * 3 + 256,
+    }
+}
+
+fn adopt(fds: Vec<(String, OwnedFd)>) -> Result<Listeners, String> {
+    let mut l = Listeners::default();
+    for (kind, fd) in fds {
+        match kind.as_str() {
+            "unix" => {
+                let std = std::os::unix::net::UnixListener::from(fd);
+                std.set_nonblocking(true).map_err(|e| e.to_string())?;
+                l.unix
+                    .push(tokio::net::UnixListener::from_std(std).map_err(|e| e.to_string())?);
+            }
+            "tcp" => {
+                let std = std::net::TcpListener::from(fd);
+                std.set_nonblocking(true).map_err(|e| e.to_string())?;
+                l.tcp
+                    .push(tokio::net::TcpListener::from_std(std).map_err(|e| e.to_string())?);
+            }
+            other => return Err(format!("unknown listener kind {other:?}")),
+        }
+    }
+    Ok(l)
+}
+
+async fn forward_upstream(
+    control: Arc<AsyncChannel>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Upstream>,
+) {
+    while let Some(up) = rx.recv().await {
+        let msg = match up {
+            Upstream::Reload => ToSupervisor::ReloadRequest,
+            Upstream::Shutdown => ToSupervisor::ShutdownRequest,
+        };
+        if control.send(&msg.encode()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Messages from the supervisor. If the supervisor goes away, drain: a
+/// worker never serves without its broker and its keeper.
+async fn control_loop(control: Arc<AsyncChannel>, shared: Arc<Shared>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    loop {
+        let msg = match control.recv().await {
+            Ok(Some((msg, _))) => msg,
+            _ => {
+                tracing::warn!("supervisor gone; draining");
+                shared.drain();
+                return;
+            }
+        };
+        match ToWorker::decode(&msg) {
+            Ok(ToWorker::Drain) => {
+                tracing::info!("draining: no new connections, finishing in-flight requests");
+                shared.drain();
+            }
+            Ok(ToWorker::Ping { seq }) => {
+                let c = &shared.counters;
+                let pong = ToSupervisor::Pong {
+                    seq,
+                    scans: c.scans.load(Relaxed),
+                    found: c.found.load(Relaxed),
+                    errors: c.errors.load(Relaxed),
+                };
+                if control.send(&pong.encode()).await.is_err() {
+                    shared.drain();
+                    return;
+                }
+            }
+            Ok(other) => tracing::warn!(message = ?other, "unexpected control message ignored"),
+            Err(e) => tracing::warn!(error = %e, "undecodable control message ignored"),
+        }
+    }
+}
