@@ -59,6 +59,10 @@ const TESTS: &[Test] = &[
         "supervisor_keeps_only_the_listed_capabilities",
         supervisor_keeps_only_the_listed_capabilities,
     ),
+    (
+        "supervisor_started_worker_demotes_with_the_kept_capabilities",
+        supervisor_started_worker_demotes_with_the_kept_capabilities,
+    ),
     ("status_display_is_one_line", status_display_is_one_line),
 ];
 
@@ -193,10 +197,15 @@ fn run_child(scenario: &str, env: &[(&str, String)]) -> Outcome {
     let stdout = BufReader::new(child.stdout.take().unwrap());
     let mut lines = Vec::new();
     let mut proc_status = String::new();
+    // The process that demotes: the child, or a worker it started.
+    let mut pid = child.id();
     for line in stdout.lines() {
         let line = line.unwrap();
+        if let Some(p) = line.strip_prefix("pid=") {
+            pid = p.parse().unwrap();
+        }
         if line == "demoted" {
-            proc_status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+            proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
             stdin.write_all(b"go\n").unwrap();
         }
         lines.push(line);
@@ -458,6 +467,47 @@ fn supervisor_keeps_only_the_listed_capabilities() {
     );
 }
 
+/// The production path: a supervisor trimmed by `restrict_supervisor`
+/// re-executes itself as the worker (root keeps the supervisor's bounding set
+/// as its capabilities across exec), and the worker demotes. Without
+/// CAP_SETPCAP in the kept set the worker cannot empty its bounding set, and
+/// says so; with it, everything is empty.
+fn supervisor_started_worker_demotes_with_the_kept_capabilities() {
+    if !needs_root() {
+        return;
+    }
+    for (keep_setpcap, status_caps, bnd) in [
+        (
+            false,
+            "caps=none(bounding kept)",
+            format!("{:016x}", (1u64 << 5) | (1 << 6) | (1 << 7) | (1 << 2)),
+        ),
+        (true, "caps=none", "0000000000000000".to_string()),
+    ] {
+        let dirs = Dirs::new(Some(NOBODY));
+        let mut env = demote_env(&dirs, Some("nobody"), 2, false);
+        if keep_setpcap {
+            env.push(("CS_KEEP_SETPCAP", "1".into()));
+        }
+        let out = run_child("supervisor_then_worker", &env);
+        assert!(out.success, "{:#?}", out.lines);
+        assert_eq!(out.must("worker_exit"), "0");
+        assert_eq!(out.proc_field("Uid"), "65534 65534 65534 65534");
+        for key in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+            assert_eq!(out.proc_field(key), "0000000000000000", "{key}");
+        }
+        assert_eq!(out.proc_field("CapBnd"), bnd);
+        assert_eq!(out.proc_field("NoNewPrivs"), "1");
+        let status = out.must("status");
+        assert!(
+            status.contains(&format!(" no_new_privs {status_caps} net=denied")),
+            "{status}"
+        );
+        check_attempts(&out);
+        check_engine(&out);
+    }
+}
+
 fn status_display_is_one_line() {
     let s = sandbox::Status {
         uid: 105,
@@ -503,6 +553,7 @@ mod child {
             "demote" => demote(),
             "threaded" => threaded(),
             "supervisor" => supervisor(),
+            "supervisor_then_worker" => supervisor_then_worker(),
             other => panic!("unknown scenario {other}"),
         }
     }
@@ -547,6 +598,7 @@ mod child {
             }
         };
         println!("status={status}");
+        println!("pid={}", std::process::id());
         println!(
             "rlimit_core={}",
             limit(nix::sys::resource::Resource::RLIMIT_CORE)
@@ -681,6 +733,21 @@ mod child {
         println!("nnp_after={}", nix::sys::prctl::get_no_new_privs().unwrap());
         drop(tx);
         t.join().unwrap();
+    }
+
+    fn supervisor_then_worker() {
+        use clamsentry::sandbox::Capability::*;
+        let mut keep = vec![CAP_SETUID, CAP_SETGID, CAP_DAC_READ_SEARCH, CAP_KILL];
+        if std::env::var("CS_KEEP_SETPCAP").is_ok() {
+            keep.push(CAP_SETPCAP);
+        }
+        sandbox::restrict_supervisor(&keep).unwrap();
+        // The worker inherits stdin/stdout: the parent talks to it directly.
+        let st = Command::new(std::env::current_exe().unwrap())
+            .env(CHILD_ENV, "demote")
+            .status()
+            .unwrap();
+        println!("worker_exit={}", st.code().unwrap_or(-1));
     }
 
     fn supervisor() {
