@@ -107,6 +107,23 @@
 //! demotion keep working: open what the worker needs (journald socket, log
 //! files, `/dev/null` if needed) before calling [`demote`].
 
+//! # Calling it (worker)
+//!
+//! 1. One thread only: read the inherited descriptors and the config, set up
+//!    logging (open the journald socket or log file now), run `cl_init`
+//!    (see above), create the private temp directory and give it to the
+//!    service user, open anything else the worker will need.
+//! 2. [`demote`] with the signature directory in `read_only`, the temp
+//!    directory in `read_write` (and in the engine's `temp_dir`), and
+//!    `max_threads` ≥ every thread the worker will ever have alive at once
+//!    (tokio workers + blocking pool + scan pool + slack): a thread spawn
+//!    beyond it fails with `EAGAIN`. Log the returned [`Status`].
+//! 3. Load the engine, report Ready, start tokio.
+//!
+//! The supervisor calls [`restrict_supervisor`] once, early; keeping
+//! `CAP_SETPCAP` lets its re-executed workers empty their bounding sets.
+//! `sandbox-check`: [`demote`] with `max_threads: 0`, then [`probe`].
+
 mod caps_set;
 mod identity;
 mod landlock_rules;
@@ -132,7 +149,9 @@ pub struct Plan {
     pub read_only: Vec<PathBuf>,
     /// Directories readable and writable — the worker's private temp dir.
     pub read_write: Vec<PathBuf>,
-    /// RLIMIT_NOFILE to set (soft = hard = this).
+    /// RLIMIT_NOFILE to set (soft = hard = this). Set after the capabilities
+    /// are gone, so it must not exceed the current hard limit (systemd's
+    /// default hard limit is 524288); lowering is always possible.
     pub max_open_files: u64,
     /// Threads the process may still create after demotion (tokio workers,
     /// blocking pool, scan pool). `RLIMIT_NPROC` becomes the number of tasks
