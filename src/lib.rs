@@ -6,6 +6,7 @@
 //! * [`server`]: listeners, connections, sessions, commands, the scan pool;
 //! * [`config`]: the TOML configuration, defaults and validation;
 //! * [`privsep`]: descriptor passing across the process boundary;
+//! * [`sandbox`]: demotion of the worker (identity, capabilities, rlimits, Landlock);
 //! * [`daemon`]: start-up, logging, signals — what `main` calls.
 //!
 //! `unsafe` is denied crate-wide and allowed only in `engine` and `privsep`,

@@ -204,7 +204,8 @@ fn unix_peers_get_no_file_oracle_and_no_admin_commands() {
         return;
     }
     let db = TestDb::new();
-    let d = Daemon::clamsentry(db.path(), &[]);
+    // The worker runs as "daemon" here, so that nobody is just a local user.
+    let d = Daemon::clamsentry(db.path(), &[("sandbox", "user = \"daemon\"")]);
     std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let files = tempfile::Builder::new()
         .prefix("cs-oracle")

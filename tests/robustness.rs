@@ -181,6 +181,11 @@ fn connection_cap_refuses_extra_clients_and_recovers() {
         ("limits", "max-connections = 4"),
         ("limits", "command-read-timeout = 30"),
     ]);
+    // The start-up PINGs must have released their connection slots first.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while d.log().matches("closed").count() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let idle: Vec<Conn> = (0..4)
         .map(|_| Conn::open(&d.unix_addr()).unwrap())
         .collect();

@@ -79,7 +79,7 @@ impl Verdict {
 static INIT: OnceLock<u32> = OnceLock::new();
 
 /// Initialises libclamav once per process and routes its messages to our log.
-fn init() -> Result<(), EngineError> {
+pub fn init() -> Result<(), EngineError> {
     let code = *INIT.get_or_init(|| {
         // SAFETY: cl_init and cl_set_clcb_msg run once (guarded by OnceLock)
         // before any other libclamav function is used; on_message is a plain

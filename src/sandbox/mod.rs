@@ -1,74 +1,280 @@
-//! PLACEHOLDER until the sandbox branch lands: the interface the worker uses.
-#![allow(dead_code)]
+//! Demotion of the scanning worker, and capability trimming of the supervisor.
+//!
+//! The worker parses hostile bytes (client commands, and every file format
+//! libclamav unpacks). [`demote`] takes away what a compromised worker could
+//! use, in a fixed order, verifying each step by reading the state back; any
+//! failure is an error and the caller aborts the worker.
+//!
+//! # Order, and why
+//!
+//! Capabilities, the no-new-privs bit and the Landlock domain are properties
+//! of a *thread*; a thread created later inherits them from its creator, but
+//! threads that already exist keep theirs. So demotion runs while the process
+//! has exactly one thread (checked through `/proc/self/status`, an error
+//! otherwise), before tokio or the scan pool exist. (Credentials are per
+//! thread in the kernel too; rlimits are per process.)
+//!
+//! 0. Check single-threaded; count the tasks the target user already runs
+//!    (for `RLIMIT_NPROC`, below) while `/proc` is still readable.
+//! 1. Bounding set: dropped first, because dropping it needs `CAP_SETPCAP`,
+//!    which the identity switch below takes away. Skipped (not an error) when
+//!    the process does not hold `CAP_SETPCAP` (started unprivileged, or by a
+//!    supervisor that did not keep it): the bounding set only limits what an
+//!    `execve` can grant, and after step 4 and 6 no `execve` can grant
+//!    anything and none is allowed. [`Status::bounding_set_cleared`] says
+//!    which case happened.
+//! 2. Identity, when [`Plan::user`] is set and we are root:
+//!    `setgroups([gid])` → `setresgid(gid, gid, gid)` → `setresuid(uid, uid,
+//!    uid)`. Verified: real/effective/saved ids all equal the target,
+//!    `getgroups() == [gid]`, and `setuid(0)` fails. Without root, naming a
+//!    user other than ourselves is an error.
+//! 3. Capabilities: effective, permitted, inheritable and ambient sets
+//!    cleared (the uid change already emptied them for a root start; this
+//!    also covers a start with file or ambient capabilities). Verified from
+//!    `/proc/self/status`, which also shows capabilities the `caps` crate
+//!    does not know.
+//! 4. `PR_SET_NO_NEW_PRIVS`: no `execve` can ever gain privileges again
+//!    (setuid binaries, file capabilities). Also a precondition for an
+//!    unprivileged Landlock. Verified with `PR_GET_NO_NEW_PRIVS`.
+//! 5. Rlimits: `RLIMIT_CORE = 0` (no core dump full of scanned data),
+//!    `RLIMIT_NOFILE = plan.max_open_files`, and `RLIMIT_NPROC`. Linux counts
+//!    *threads* against `RLIMIT_NPROC` (every `clone`, not only `fork`), per
+//!    real uid, system-wide: `RLIMIT_NPROC = 0` would make tokio unable to
+//!    start. So the limit is the number of tasks the user already runs plus
+//!    [`Plan::max_threads`]; with `max_threads = 0` the process can create
+//!    neither processes nor threads. The kernel does not apply
+//!    `RLIMIT_NPROC` to uid 0 (nor to holders of `CAP_SYS_RESOURCE` or
+//!    `CAP_SYS_ADMIN`, which step 3 removed), so a worker left as root
+//!    (`user: None` while running as root) is not bounded by it; Landlock
+//!    still denies every `execve`. Verified with `getrlimit`.
+//! 6. Landlock with the newest ABI the `landlock` crate knows, best effort
+//!    (the kernel's ABI decides what is enforced): every filesystem access
+//!    right is handled; `read_only` directories get read-file and read-dir;
+//!    `read_write` directories additionally write-file, truncate, make and
+//!    remove regular files and directories; [`EXTRA_READ_ONLY`] files get
+//!    read-file; nothing else anywhere (no execute, no other read, no write,
+//!    no device ioctl, no special files, no symlinks, no cross-directory
+//!    rename). TCP bind and connect are handled with no rule, so both are
+//!    denied (ABI ≥ 4). Abstract Unix sockets and signals are scoped to the
+//!    sandbox (ABI ≥ 6). On ABI ≥ 9, connecting to path Unix sockets is
+//!    denied except [`UNIX_SOCKETS`] (journald).
+//!
+//! # What a compromised worker can and cannot do afterwards
+//!
+//! It cannot: read any file outside the signature directory and its temp
+//! directory (not `/etc/passwd`, not `/etc/shadow`, not the scanned files
+//! of other clients: it only sees descriptors the supervisor passes it);
+//! write anywhere but its temp directory; execute anything; gain privileges
+//! (setuid binaries, `setuid(0)`, capabilities); open TCP connections or
+//! listening TCP sockets; signal or connect (abstract sockets) to processes
+//! outside its sandbox; create more tasks than [`Plan::max_threads`].
+//!
+//! It can still: use every descriptor it holds (listening sockets, the
+//! control socket, client connections, passed files), so it can answer
+//! clients falsely and send the supervisor any control message (the
+//! supervisor must treat those as hostile); read and write its temp
+//! directory and read the signatures; use UDP and other non-TCP sockets
+//! (Landlock only filters TCP); connect to path Unix sockets its uid may
+//! write to, on kernels below Landlock ABI 9 (e.g. the journald socket, the
+//! D-Bus system bus); `fork` itself (same sandbox) within the task budget;
+//! exercise the kernel's system calls (a seccomp filter and systemd's
+//! `RestrictNamespaces=`/`SystemCallFilter=` are the layers for that);
+//! consume CPU and memory up to the unit's limits.
+//!
+//! # What libclamav needs
+//!
+//! Found by loading an engine and scanning archives after demotion, under
+//! strace (see `tests/sandbox.rs`):
+//! * the signature directory (read) and the directory configured as
+//!   `CL_ENGINE_TMPDIR` (read-write: libclamav unpacks archives into
+//!   `*-scantemp.*` subdirectories there and removes them). The engine must
+//!   be given a temp dir inside [`Plan::read_write`]; its default, `$TMPDIR`
+//!   or `/tmp`, is denied.
+//! * `/etc/localtime` for its local-time stamps: allowed, see
+//!   [`EXTRA_READ_ONLY`].
+//! * `cl_init` (run by the first `Engine::load`) also reads
+//!   `/usr/lib/ssl/openssl.cnf` and tries to `dlopen` `libclamunrar_iface.so`
+//!   (RAR support, Debian's non-free `libclamunrar`). Both are denied when
+//!   `cl_init` runs after demotion: OpenSSL then keeps its built-in defaults
+//!   (fine), but RAR support would be silently missing where that package
+//!   is installed. So `cl_init` should run *before* [`demote`]; everything
+//!   else (loading, compiling, scanning) works after it.
+//!
+//! # Other things the sandbox takes away
+//!
+//! `/proc` (including `/proc/self`), `/dev/null` (so `Stdio::null()` fails)
+//! and every other path not listed above. Descriptors opened before
+//! demotion keep working: open what the worker needs (journald socket, log
+//! files, `/dev/null` if needed) before calling [`demote`].
 
+//! # Calling it (worker)
+//!
+//! 1. One thread only: read the inherited descriptors and the config, set up
+//!    logging (open the journald socket or log file now), run `cl_init`
+//!    (see above), create the private temp directory and give it to the
+//!    service user, open anything else the worker will need.
+//! 2. [`demote`] with the signature directory in `read_only`, the temp
+//!    directory in `read_write` (and in the engine's `temp_dir`), and
+//!    `max_threads` ≥ every thread the worker will ever have alive at once
+//!    (tokio workers + blocking pool + scan pool + slack): a thread spawn
+//!    beyond it fails with `EAGAIN`. Log the returned [`Status`].
+//! 3. Load the engine, report Ready, start tokio.
+//!
+//! The supervisor calls [`restrict_supervisor`] once, early; keeping
+//! `CAP_SETPCAP` lets its re-executed workers empty their bounding sets.
+//! `sandbox-check`: [`demote`] with `max_threads: 0`, then [`probe`].
+
+mod caps_set;
+mod identity;
+mod landlock_rules;
+mod limits;
+mod probe;
+
+use std::fmt;
 use std::path::PathBuf;
 
+pub use caps::Capability;
+pub use caps_set::restrict_supervisor;
+pub use identity::lookup_user;
+pub use landlock_rules::{EXTRA_READ_ONLY, UNIX_SOCKETS};
+pub use probe::{probe, Attempt};
+
+/// What the worker is allowed after demotion.
+#[derive(Debug, Clone)]
 pub struct Plan {
+    /// Service user to become (with its primary group, no supplementary groups).
+    /// `None`: keep the current identity (used when not started as root).
     pub user: Option<String>,
+    /// Directories readable (recursively) — the signature directory.
     pub read_only: Vec<PathBuf>,
+    /// Directories readable and writable — the worker's private temp dir.
     pub read_write: Vec<PathBuf>,
+    /// RLIMIT_NOFILE to set (soft = hard = this). Set after the capabilities
+    /// are gone, so it must not exceed the current hard limit (systemd's
+    /// default hard limit is 524288); lowering is always possible.
     pub max_open_files: u64,
+    /// Threads the process may still create after demotion (tokio workers,
+    /// blocking pool, scan pool). `RLIMIT_NPROC` becomes the number of tasks
+    /// the target user already runs plus this. 0: the process stays
+    /// single-threaded and cannot fork (what `sandbox-check` uses).
+    pub max_threads: u64,
 }
 
+/// How much of the Landlock ruleset the kernel enforces.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LandlockState {
+    /// Filesystem (including truncate and device ioctl) and TCP rules all
+    /// enforced: Landlock ABI ≥ 5.
     Full { abi: i32 },
+    /// Enforced, but the kernel's ABI lacks some of them (ABI 1–4: no
+    /// network rules below 4, no truncate control below 3, …).
     Partial { abi: i32 },
+    /// Not enforced at all, and why.
     NotEnforced { reason: String },
 }
 
+/// What [`demote`] achieved, verified.
+#[derive(Debug, Clone)]
 pub struct Status {
     pub uid: u32,
     pub gid: u32,
     pub landlock: LandlockState,
     pub no_new_privs: bool,
+    /// Effective, permitted, inheritable and ambient sets are empty.
     pub capabilities_cleared: bool,
+    /// The bounding set is empty too (false when we lacked `CAP_SETPCAP`).
+    pub bounding_set_cleared: bool,
+    /// TCP bind and connect are denied by Landlock.
     pub network_restricted: bool,
 }
 
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "uid={} gid={} landlock=not enforced", self.uid, self.gid)
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "uid={} gid={} landlock=", self.uid, self.gid)?;
+        match &self.landlock {
+            LandlockState::Full { abi } => write!(f, "full(abi {abi})")?,
+            LandlockState::Partial { abi } => write!(f, "partial(abi {abi})")?,
+            LandlockState::NotEnforced { reason } => write!(f, "off({reason})")?,
+        }
+        if self.no_new_privs {
+            f.write_str(" no_new_privs")?;
+        }
+        f.write_str(
+            match (self.capabilities_cleared, self.bounding_set_cleared) {
+                (true, true) => " caps=none",
+                (true, false) => " caps=none(bounding kept)",
+                (false, _) => " caps=SOME",
+            },
+        )?;
+        f.write_str(if self.network_restricted {
+            " net=denied"
+        } else {
+            " net=allowed"
+        })
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Why demotion (or supervisor trimming) failed. The caller must abort.
+#[derive(thiserror::Error, Debug)]
 pub enum SandboxError {
-    #[error("{0}")]
-    Other(String),
+    #[error("service user \"{0}\" does not exist: create it with `adduser --system --group --no-create-home {0}` or set sandbox.user")]
+    NoSuchUser(String),
+    #[error("cannot look up service user \"{user}\": {reason}")]
+    UserLookup { user: String, reason: String },
+    #[error("cannot switch to user \"{user}\" (uid {uid}) without root: start as root, or leave sandbox.user unset to keep the current user")]
+    NotRoot { user: String, uid: u32 },
+    #[error("demotion must run while the process is single-threaded, but it has {threads} threads: call it before starting any runtime or thread")]
+    NotSingleThreaded { threads: u64 },
+    #[error("{step} failed: {reason}")]
+    Step { step: &'static str, reason: String },
+    #[error("{step} did not hold after it was applied: {detail}")]
+    Verify { step: &'static str, detail: String },
+    #[error("Landlock: {0}")]
+    Landlock(String),
 }
 
-pub fn lookup_user(name: &str) -> Result<(u32, u32), SandboxError> {
-    match nix::unistd::User::from_name(name) {
-        Ok(Some(u)) => Ok((u.uid.as_raw(), u.gid.as_raw())),
-        _ => Err(SandboxError::Other(format!(
-            "service user {name:?} does not exist"
-        ))),
+impl SandboxError {
+    fn step(step: &'static str, reason: impl fmt::Display) -> Self {
+        SandboxError::Step {
+            step,
+            reason: reason.to_string(),
+        }
+    }
+    fn verify(step: &'static str, detail: impl Into<String>) -> Self {
+        SandboxError::Verify {
+            step,
+            detail: detail.into(),
+        }
     }
 }
 
-pub fn demote(_plan: &Plan) -> Result<Status, SandboxError> {
+/// Demotes the calling process; see the module documentation for the order.
+/// Irreversible. Must be called while the process has one thread.
+pub fn demote(plan: &Plan) -> Result<Status, SandboxError> {
+    identity::check_single_threaded()?;
+    let target = identity::resolve_target(plan.user.as_deref())?;
+    let tasks_now = limits::count_tasks_of(target.uid);
+
+    let bounding_set_cleared = caps_set::drop_bounding_set()?;
+    identity::switch(&target)?;
+    caps_set::clear_all(bounding_set_cleared)?;
+    limits::set_no_new_privs()?;
+    limits::set_rlimits(plan, tasks_now)?;
+    let landlock = landlock_rules::restrict(plan)?;
+    // Landlock needs no_new_privs, which it would set itself; read it back
+    // once more after everything.
+    let no_new_privs = limits::no_new_privs()?;
+    let network_restricted = match landlock {
+        LandlockState::Full { abi } | LandlockState::Partial { abi } => abi >= 4,
+        LandlockState::NotEnforced { .. } => false,
+    };
     Ok(Status {
-        uid: nix::unistd::getuid().as_raw(),
-        gid: nix::unistd::getgid().as_raw(),
-        landlock: LandlockState::NotEnforced {
-            reason: "placeholder".into(),
-        },
-        no_new_privs: false,
-        capabilities_cleared: false,
-        network_restricted: false,
+        uid: target.uid,
+        gid: target.gid,
+        landlock,
+        no_new_privs,
+        capabilities_cleared: true,
+        bounding_set_cleared,
+        network_restricted,
     })
-}
-
-pub fn restrict_supervisor(_keep: &[caps::Capability]) -> Result<(), SandboxError> {
-    Ok(())
-}
-
-pub struct Attempt {
-    pub what: String,
-    pub denied: bool,
-    pub detail: String,
-}
-
-pub fn probe(_plan: &Plan) -> Vec<Attempt> {
-    Vec::new()
 }
