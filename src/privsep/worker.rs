@@ -64,7 +64,22 @@ pub fn main(mode: Mode) -> i32 {
     }
 }
 
+/// Rust's runtime catches SIGSEGV and SIGBUS to report stack overflows, and
+/// survives one sent with kill(2). A worker must die on any of them, at once,
+/// so that the supervisor replaces it: restore the default disposition.
+fn fatal_signals_kill() -> Result<(), String> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in [Signal::SIGSEGV, Signal::SIGBUS] {
+        // SAFETY: installing SIG_DFL runs no handler code; nothing else in
+        // this single-threaded process relies on the previous disposition.
+        unsafe { sigaction(sig, &default) }.map_err(|e| format!("sigaction({sig}): {e}"))?;
+    }
+    Ok(())
+}
+
 fn run(mode: Mode) -> Result<(), String> {
+    fatal_signals_kill()?;
     let control = Channel::from_fd(inherited(CONTROL_FD)?);
     let broker = Channel::from_fd(inherited(BROKER_FD)?);
     let kinds = std::env::var(LISTENERS_ENV).unwrap_or_default();

@@ -70,6 +70,9 @@ struct Frame {
     cmd: Command,
 }
 
+/// How long a draining worker still waits for a command from an idle client.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
 /// Why a connection stops reading.
 enum End {
     Eof,
@@ -460,7 +463,16 @@ impl Conn {
                 Ok(Err(e)) => return Err(End::Io(e)),
                 Ok(Ok(n)) => n,
             },
-            _ = stop.wait_for(|s| *s), if interruptible && self.len == 0 => return Err(End::Shutdown),
+            _ = async { drop(stop.wait_for(|s| *s).await) }, if interruptible && self.len == 0 => {
+                // Draining: a client that just connected (or is between
+                // session commands) may already be sending; give it a moment
+                // before closing, so a reload never costs a request.
+                let read = self.reader.read_some(&mut self.buf[self.len..], &mut self.fds);
+                match tokio::time::timeout(DRAIN_GRACE.min(timeout), read).await {
+                    Ok(Ok(n)) if n > 0 => n,
+                    _ => return Err(End::Shutdown),
+                }
+            }
         };
         if n == 0 {
             return Err(End::Eof);
