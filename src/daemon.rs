@@ -1,4 +1,9 @@
 //! Start-up and lifecycle: configuration, logging, engine, sockets, signals.
+//!
+//! Order: configuration → logging → take systemd's sockets (before any
+//! thread exists, as they come through environment variables) → load the
+//! engine (reporting progress to systemd) → bind configured sockets when
+//! not activated → serve; READY=1 goes out only then.
 #![forbid(unsafe_code)]
 
 use std::path::Path;
@@ -7,7 +12,11 @@ use std::time::Instant;
 
 use crate::config::{Config, ConfigError};
 use crate::engine::{self, Engine, EngineError, EngineSettings};
-use crate::server::{self, Shared};
+use crate::server::{self, Listeners, Named, Origin, Shared};
+use crate::service;
+use crate::systemd::activation::{self, ActivationError, Socket};
+use crate::systemd::notify::{LoadReporter, Notifier};
+use crate::systemd::{journal, status};
 
 /// Why the daemon could not start; main prints it and exits non-zero.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +29,8 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("nothing to listen on: set listen.unix or listen.tcp in the configuration")]
     NoListeners,
+    #[error(transparent)]
+    Activation(#[from] ActivationError),
 }
 
 /// `clamsentry check-config`: validates and prints a one-line summary.
@@ -32,31 +43,79 @@ pub fn check_config(path: Option<&Path>) -> Result<String, ConfigError> {
     Ok(format!("{source}: configuration OK"))
 }
 
-/// Sets up logging to stderr at the configured level (RUST_LOG overrides).
-pub fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("clamsentry={level},warn")));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+/// Sets up logging at the configured level (RUST_LOG overrides) to
+/// journald or stderr, as `log.target` says.
+///
+/// Our spans are always enabled, whatever the level: they carry the
+/// connection fields (PEER, LISTENER) that a FOUND warning must show even
+/// when info lines are turned off.
+pub fn init_logging(level: &str, target: &str) {
+    use tracing_subscriber::filter::{filter_fn, Targets};
+    use tracing_subscriber::prelude::*;
+    let targets: Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            format!("clamsentry={level},warn")
+                .parse()
+                .unwrap_or_default()
+        });
+    let filter = filter_fn(move |meta| {
+        (meta.is_span() && meta.target().starts_with("clamsentry"))
+            || targets.would_enable(meta.target(), meta.level())
+    });
+    let want_journal = match target {
+        "journald" => true,
+        "stderr" => false,
+        _ => journal::stderr_is_journal(),
+    };
+    let journald = if want_journal {
+        match journal::layer() {
+            Ok(layer) => Some(layer),
+            Err(e) => {
+                eprintln!("clamsentry: cannot log to journald ({e}); logging to stderr");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let registry = tracing_subscriber::registry();
+    let _ = match journald {
+        Some(layer) => registry.with(layer.with_filter(filter)).try_init(),
+        None => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(false)
+                    .with_filter(filter),
+            )
+            .try_init(),
+    };
 }
 
-/// Runs the daemon in the foreground until SIGTERM/SIGINT or SHUTDOWN.
+/// Runs the daemon in the foreground until SIGTERM/SIGINT, SHUTDOWN or
+/// `service.exit-when-idle`.
 pub fn run(config_path: Option<&Path>) -> Result<(), StartError> {
     let loaded = Config::load(config_path)?;
-    init_logging(&loaded.config.log.level);
+    init_logging(&loaded.config.log.level, &loaded.config.log.target);
     let config = Arc::new(loaded.config);
     match &loaded.source {
         Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
         None => tracing::info!("no configuration file, using built-in defaults"),
     }
+    let notifier = Notifier::from_env();
+    let activated = activation::take(&config)?;
     let started = Instant::now();
-    tracing::info!(directory = %config.database.directory.display(), libclamav = %engine::version(), "loading signatures");
-    let engine = Engine::load(
+    let dir = config.database.directory.display().to_string();
+    tracing::info!(directory = %dir, libclamav = %engine::version(), "loading signatures");
+    notifier.loading_started(&dir);
+    let fingerprint = service::dbwatch::Fingerprint::of(&config.database.directory);
+    let mut reporter = LoadReporter::new(notifier, true);
+    let engine = Engine::load_with_progress(
         &config.database.directory,
         &EngineSettings::from_config(&config),
+        &mut |p| reporter.report(p),
     )?;
     let info = engine.info().clone();
     tracing::info!(
@@ -70,25 +129,87 @@ pub fn run(config_path: Option<&Path>) -> Result<(), StartError> {
         .thread_name("clamsentry-io")
         .build()?;
     runtime.block_on(async move {
-        let listeners = server::bind_from_config(&config).await?;
-        if listeners.unix.is_empty() && listeners.tcp.is_empty() {
+        let listeners = if activated.is_empty() {
+            server::bind_from_config(&config).await?
+        } else {
+            if config.unix_path().is_some() || !config.listen.tcp.is_empty() {
+                tracing::info!("sockets come from systemd: [listen] unix and tcp are not bound");
+            }
+            from_systemd(activated)?
+        };
+        if listeners.is_empty() {
             return Err(StartError::NoListeners);
         }
-        if let Some(p) = config.unix_path() {
-            tracing::info!(path = %p.display(), "listening on Unix socket");
+        log_listeners(&listeners);
+        let activated = listeners.unix.iter().any(|l| l.origin == Origin::Systemd)
+            || listeners.tcp.iter().any(|l| l.origin == Origin::Systemd);
+        if config.service.exit_when_idle > 0 && !activated {
+            tracing::warn!(
+                "service.exit-when-idle is set but the sockets are not from systemd: nothing will start clamsentry again after it exits"
+            );
         }
-        for a in &config.listen.tcp {
-            tracing::info!(address = %a, "listening on TCP");
-        }
+        let bound_unix = listeners.unix.iter().any(|l| l.origin == Origin::Config);
         let shared = Shared::new(Arc::clone(&config), engine)?;
         tokio::spawn(handle_signals(Arc::clone(&shared)));
-        server::run(listeners, shared).await?;
-        if let Some(p) = config.unix_path() {
-            let _ = std::fs::remove_file(p);
+        tokio::spawn(service::dbwatch::run(Arc::clone(&shared), fingerprint));
+        tokio::spawn(service::idle::run(Arc::clone(&shared)));
+        let served = tokio::spawn(server::run(listeners, Arc::clone(&shared)));
+        let notifying = tokio::spawn(status::run(Arc::clone(&shared), notifier));
+        served.await.map_err(std::io::Error::other)??;
+        let _ = notifying.await;
+        if bound_unix {
+            if let Some(p) = config.unix_path() {
+                let _ = std::fs::remove_file(p);
+            }
         }
-        tracing::info!("stopped");
+        tracing::info!(
+            scans = shared.counters.scans.load(std::sync::atomic::Ordering::Relaxed),
+            found = shared.counters.found.load(std::sync::atomic::Ordering::Relaxed),
+            uptime_s = shared.started.elapsed().as_secs(),
+            "stopped"
+        );
         Ok(())
     })
+}
+
+/// systemd's sockets as listeners (they must be non-blocking for tokio).
+fn from_systemd(activated: Vec<activation::Activated>) -> std::io::Result<Listeners> {
+    let mut listeners = Listeners::default();
+    for a in activated {
+        match a.socket {
+            Socket::Unix(l) => {
+                l.set_nonblocking(true)?;
+                let l = tokio::net::UnixListener::from_std(l)?;
+                listeners.unix.push(Named::new(l, &a.name, Origin::Systemd));
+            }
+            Socket::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                let l = tokio::net::TcpListener::from_std(l)?;
+                listeners.tcp.push(Named::new(l, &a.name, Origin::Systemd));
+            }
+        }
+    }
+    Ok(listeners)
+}
+
+fn log_listeners(listeners: &Listeners) {
+    for l in &listeners.unix {
+        let address = l
+            .listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+            .unwrap_or_default();
+        tracing::info!(listener = %l.name, origin = %l.origin, address, "listening on Unix socket (Unix listener settings)");
+    }
+    for l in &listeners.tcp {
+        let address = l
+            .listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(listener = %l.name, origin = %l.origin, address, "listening on TCP (TCP listener settings)");
+    }
 }
 
 async fn handle_signals(shared: Arc<Shared>) {

@@ -6,6 +6,8 @@
 //! * [`server`]: listeners, connections, sessions, commands, the scan pool;
 //! * [`config`]: the TOML configuration, defaults and validation;
 //! * [`privsep`]: descriptor passing across the process boundary;
+//! * [`systemd`]: socket activation, sd-notify and watchdog, journald;
+//! * [`service`]: signature directory watching, exit when idle;
 //! * [`daemon`]: start-up, logging, signals — what `main` calls.
 //!
 //! `unsafe` is denied crate-wide and allowed only in `engine` and `privsep`,
@@ -18,3 +20,5 @@ pub mod engine;
 pub mod privsep;
 pub mod proto;
 pub mod server;
+pub mod service;
+pub mod systemd;

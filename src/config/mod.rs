@@ -44,6 +44,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub scan: ScanConfig,
     pub log: LogConfig,
+    pub service: ServiceConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +52,9 @@ pub struct Config {
 pub struct DatabaseConfig {
     /// Signature directory (what freshclam fills).
     pub directory: PathBuf,
+    /// Seconds between checks of the directory for changed signature files
+    /// (clamd's SelfCheck); 0 turns the check off.
+    pub self_check: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,12 +153,29 @@ pub struct LogConfig {
     pub level: String,
     /// Log clean scan results at info (otherwise at debug).
     pub clean: bool,
+    /// Where log lines go: "auto" (journald when stderr is connected to the
+    /// journal, else stderr), "journald" or "stderr".
+    pub target: String,
+}
+
+/// Running as a service: socket activation, on-demand mode.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ServiceConfig {
+    /// Seconds without any connection after which the daemon exits cleanly
+    /// (socket activation starts it again); 0 = never.
+    pub exit_when_idle: u64,
+    /// Extra `FileDescriptorName=` values of activated sockets and the
+    /// listener settings they get: "unix" or "tcp". The names "unix" and
+    /// "tcp" are always known.
+    pub sockets: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
             directory: PathBuf::from("/var/lib/clamav"),
+            self_check: 60,
         }
     }
 }
@@ -256,6 +277,7 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             clean: false,
+            target: "auto".into(),
         }
     }
 }
@@ -367,6 +389,29 @@ impl Config {
                     self.log.level
                 ),
             ));
+        }
+        if !matches!(self.log.target.as_str(), "auto" | "journald" | "stderr") {
+            return Err((
+                "log.target",
+                format!(
+                    "{:?} is not a log target: use auto, journald or stderr",
+                    self.log.target
+                ),
+            ));
+        }
+        if self.database.self_check > 86_400 {
+            return Err((
+                "database.self-check",
+                "must be between 0 (off) and 86400 seconds".into(),
+            ));
+        }
+        for (name, kind) in &self.service.sockets {
+            if !matches!(kind.as_str(), "unix" | "tcp") {
+                return Err((
+                    "service.sockets",
+                    format!("socket {name:?} maps to {kind:?}: use \"unix\" or \"tcp\""),
+                ));
+            }
         }
         Ok(())
     }

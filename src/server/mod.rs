@@ -22,14 +22,57 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::config::Config;
-use crate::engine::{Engine, EngineSettings};
+use crate::engine::{Engine, EngineSettings, LoadProgress};
 use pool::ScanPool;
 
-/// Bound listeners handed to [`run`].
+/// Bound listeners handed to [`run`]. A Unix listener gets the Unix
+/// listener settings, a TCP one the TCP settings.
 #[derive(Default)]
 pub struct Listeners {
-    pub unix: Vec<UnixListener>,
-    pub tcp: Vec<TcpListener>,
+    pub unix: Vec<Named<UnixListener>>,
+    pub tcp: Vec<Named<TcpListener>>,
+}
+
+impl Listeners {
+    pub fn is_empty(&self) -> bool {
+        self.unix.is_empty() && self.tcp.is_empty()
+    }
+}
+
+/// Where a listening socket came from (logged at start-up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Bound by clamsentry from `[listen]`.
+    Config,
+    /// Handed over by systemd (socket activation).
+    Systemd,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Origin::Config => "configuration",
+            Origin::Systemd => "systemd",
+        })
+    }
+}
+
+/// A listener with its name (systemd's `FileDescriptorName=`, or "unix" /
+/// "tcp" when bound from the configuration; logs show it as LISTENER).
+pub struct Named<L> {
+    pub listener: L,
+    pub name: Arc<str>,
+    pub origin: Origin,
+}
+
+impl<L> Named<L> {
+    pub fn new(listener: L, name: &str, origin: Origin) -> Named<L> {
+        Named {
+            listener,
+            name: Arc::from(name),
+            origin,
+        }
+    }
 }
 
 /// Counters since start, for STATUS lines and logs.
@@ -40,6 +83,15 @@ pub struct Counters {
     pub found: AtomicU64,
     pub errors: AtomicU64,
     pub reloads: AtomicU64,
+}
+
+/// What the daemon is doing, published for systemd's status and readiness
+/// ([`Shared::phase`]); shutdown has its own signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Serving,
+    /// A reload is loading new signatures (progress once libclamav reports it).
+    Reloading(Option<LoadProgress>),
 }
 
 /// State shared by every connection.
@@ -55,6 +107,9 @@ pub struct Shared {
     pub(crate) excludes: Vec<regex::bytes::Regex>,
     pub started: Instant,
     next_conn: AtomicU64,
+    phase: watch::Sender<Phase>,
+    /// Bumped when a connection closes (for `service.exit-when-idle`).
+    pub(crate) closed_conns: AtomicU64,
 }
 
 impl Shared {
@@ -81,6 +136,8 @@ impl Shared {
             excludes,
             started: Instant::now(),
             next_conn: AtomicU64::new(1),
+            closed_conns: AtomicU64::new(0),
+            phase: watch::channel(Phase::Serving).0,
         }))
     }
 
@@ -108,8 +165,24 @@ impl Shared {
         *self.shutdown.borrow()
     }
 
+    /// Follows the daemon's [`Phase`] (serving, reloading).
+    pub fn phase(&self) -> watch::Receiver<Phase> {
+        self.phase.subscribe()
+    }
+
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// Connections open right now.
+    pub fn active_connections(&self) -> u64 {
+        let opened = self.next_conn.load(Ordering::Relaxed) - 1;
+        opened.saturating_sub(self.closed_conns.load(Ordering::Relaxed))
+    }
+
+    /// Connections opened or closed so far: changes whenever anything happens.
+    pub fn connection_events(&self) -> u64 {
+        self.next_conn.load(Ordering::Relaxed) + self.closed_conns.load(Ordering::Relaxed)
     }
 
     fn swap_engine(&self, engine: Engine) {
@@ -149,10 +222,10 @@ impl std::fmt::Display for Peer {
 pub async fn run(listeners: Listeners, shared: Arc<Shared>) -> std::io::Result<()> {
     let mut accepts = tokio::task::JoinSet::new();
     for l in listeners.unix {
-        accepts.spawn(accept_unix(l, Arc::clone(&shared)));
+        accepts.spawn(accept_unix(l.listener, l.name, Arc::clone(&shared)));
     }
     for l in listeners.tcp {
-        accepts.spawn(accept_tcp(l, Arc::clone(&shared)));
+        accepts.spawn(accept_tcp(l.listener, l.name, Arc::clone(&shared)));
     }
     let reloader = tokio::spawn(reload_loop(Arc::clone(&shared)));
     let mut stop = shared.shutdown_signal();
@@ -167,7 +240,7 @@ pub async fn run(listeners: Listeners, shared: Arc<Shared>) -> std::io::Result<(
     Ok(())
 }
 
-async fn accept_unix(listener: UnixListener, shared: Arc<Shared>) {
+async fn accept_unix(listener: UnixListener, name: Arc<str>, shared: Arc<Shared>) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -182,11 +255,11 @@ async fn accept_unix(listener: UnixListener, shared: Arc<Shared>) {
             uid: cred.map(|c| c.uid()),
             pid: cred.and_then(|c| c.pid()),
         };
-        admit(&shared, conn::Stream::Unix(stream), peer);
+        admit(&shared, conn::Stream::Unix(stream), peer, &name);
     }
 }
 
-async fn accept_tcp(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_tcp(listener: TcpListener, name: Arc<str>, shared: Arc<Shared>) {
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(s) => s,
@@ -197,11 +270,11 @@ async fn accept_tcp(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let _ = stream.set_nodelay(true);
-        admit(&shared, conn::Stream::Tcp(stream), Peer::Tcp(addr));
+        admit(&shared, conn::Stream::Tcp(stream), Peer::Tcp(addr), &name);
     }
 }
 
-fn admit(shared: &Arc<Shared>, stream: conn::Stream, peer: Peer) {
+fn admit(shared: &Arc<Shared>, stream: conn::Stream, peer: Peer, listener: &Arc<str>) {
     let Ok(permit) = Arc::clone(&shared.connections).try_acquire_owned() else {
         tracing::warn!(
             peer = %peer,
@@ -213,8 +286,10 @@ fn admit(shared: &Arc<Shared>, stream: conn::Stream, peer: Peer) {
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     shared.counters.connections.fetch_add(1, Ordering::Relaxed);
     let shared = Arc::clone(shared);
+    let listener = Arc::clone(listener);
     tokio::spawn(async move {
-        conn::serve(shared, stream, peer, id).await;
+        conn::serve(Arc::clone(&shared), stream, peer, id, &listener).await;
+        shared.closed_conns.fetch_add(1, Ordering::Relaxed);
         drop(permit);
     });
 }
@@ -225,10 +300,15 @@ async fn reload_loop(shared: Arc<Shared>) {
         let started = Instant::now();
         let config = Arc::clone(&shared.config);
         tracing::info!(directory = %config.database.directory.display(), "reloading signatures");
+        shared.phase.send_replace(Phase::Reloading(None));
+        let progress_to = Arc::clone(&shared);
         let loaded = tokio::task::spawn_blocking(move || {
-            Engine::load(
+            Engine::load_with_progress(
                 &config.database.directory,
                 &EngineSettings::from_config(&config),
+                &mut |p| {
+                    progress_to.phase.send_replace(Phase::Reloading(Some(p)));
+                },
             )
         })
         .await;
@@ -251,6 +331,7 @@ async fn reload_loop(shared: Arc<Shared>) {
                 tracing::error!(error = %e, "reload crashed; still serving with the previous signatures");
             }
         }
+        shared.phase.send_replace(Phase::Serving);
     }
 }
 
@@ -259,9 +340,8 @@ async fn reload_loop(shared: Arc<Shared>) {
 pub async fn bind_from_config(config: &Config) -> std::io::Result<Listeners> {
     let mut listeners = Listeners::default();
     if let Some(path) = config.unix_path() {
-        listeners
-            .unix
-            .push(bind_unix(path, config.unix_mode().unwrap_or(0o660))?);
+        let l = bind_unix(path, config.unix_mode().unwrap_or(0o660))?;
+        listeners.unix.push(Named::new(l, "unix", Origin::Config));
     }
     for addr in config.tcp_addrs().unwrap_or_default() {
         let l = TcpListener::bind(addr).await.map_err(|e| {
@@ -270,7 +350,7 @@ pub async fn bind_from_config(config: &Config) -> std::io::Result<Listeners> {
                 format!("cannot listen on TCP {addr}: {e} (listen.tcp)"),
             )
         })?;
-        listeners.tcp.push(l);
+        listeners.tcp.push(Named::new(l, "tcp", Origin::Config));
     }
     Ok(listeners)
 }
