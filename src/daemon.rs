@@ -87,6 +87,7 @@ pub fn init_logging(level: &str, target: &str) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                     .with_target(false)
                     .with_filter(filter),
             )
