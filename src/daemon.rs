@@ -96,8 +96,17 @@ pub fn init_logging(level: &str, target: &str) {
 }
 
 /// Runs the daemon in the foreground until SIGTERM/SIGINT, SHUTDOWN or
-/// `service.exit-when-idle`.
+/// `service.exit-when-idle`. A start-up failure is also shown in systemd's
+/// status line (`systemctl status clamsentry`).
 pub fn run(config_path: Option<&Path>) -> Result<(), StartError> {
+    let result = serve(config_path);
+    if let Err(e) = &result {
+        Notifier::from_env().status(&format!("Failed to start: {e}"));
+    }
+    result
+}
+
+fn serve(config_path: Option<&Path>) -> Result<(), StartError> {
     let loaded = Config::load(config_path)?;
     init_logging(&loaded.config.log.level, &loaded.config.log.target);
     let config = Arc::new(loaded.config);

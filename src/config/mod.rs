@@ -523,6 +523,34 @@ mod tests {
     }
 
     #[test]
+    fn service_keys_are_checked() {
+        let c = Config::parse(
+            "[service]\nexit-when-idle = 30\nsockets = { scanners = \"tcp\" }\n[database]\nself-check = 0\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.service.exit_when_idle, 30);
+        assert_eq!(c.service.sockets["scanners"], "tcp");
+        assert_eq!(c.database.self_check, 0);
+        assert_eq!(Config::default().database.self_check, 60);
+        assert_eq!(Config::default().log.target, "auto");
+        let err = Config::parse("[service]\nsockets = { x = \"udp\" }\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("service.sockets") && err.contains("\"udp\""),
+            "{err}"
+        );
+        let err = Config::parse("[log]\ntarget = \"syslog\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "t:2: log.target: \"syslog\" is not a log target: use auto, journald or stderr"
+        );
+    }
+
+    #[test]
     fn shipped_example_parses() {
         let text = include_str!("../../etc/clamsentry.toml");
         Config::parse(text, "etc/clamsentry.toml").unwrap();

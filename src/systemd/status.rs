@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::notify::{progress_text, serving_status, LoadReporter, Notifier};
-use super::watchdog::{PoolHealth, STALL_MARGIN};
+use super::watchdog::{stall_limit, PoolHealth};
 use crate::server::{Phase, Shared};
 
 /// How often the status line is refreshed when there is no watchdog.
@@ -23,8 +23,8 @@ pub async fn run(shared: Arc<Shared>, notifier: Notifier) {
     } else {
         STATUS_EVERY
     };
-    let max_scan = Duration::from_millis(u64::from(shared.config.scan.max_scan_time));
-    let mut health = PoolHealth::new(max_scan + STALL_MARGIN, Instant::now());
+    let stall = stall_limit(shared.config.scan.max_scan_time);
+    let mut health = PoolHealth::new(stall, Instant::now());
     let mut phase = shared.phase();
     let mut stop = shared.shutdown_signal();
     let mut ticks = tokio::time::interval(period);
@@ -78,7 +78,7 @@ pub async fn run(shared: Arc<Shared>, notifier: Notifier) {
                     } else if !wedged {
                         wedged = true;
                         tracing::error!(
-                            stall_limit_ms = (max_scan + STALL_MARGIN).as_millis() as u64,
+                            stall_limit_ms = stall.as_millis() as u64,
                             "scan pool shows no progress: watchdog pings stop, systemd will restart the service"
                         );
                     }

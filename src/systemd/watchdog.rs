@@ -18,6 +18,19 @@ use crate::server::pool::{ScanPool, Task};
 /// wedged.
 pub const STALL_MARGIN: Duration = Duration::from_secs(30);
 
+/// Stall limit when `scan.max-scan-time` is 0 (no limit): a single scan may
+/// then legitimately run long, so only a pool still for this long is wedged.
+pub const UNLIMITED_SCAN_STALL: Duration = Duration::from_secs(600);
+
+/// How long the pool may show no movement before it counts as wedged.
+pub fn stall_limit(max_scan_time_ms: u32) -> Duration {
+    if max_scan_time_ms == 0 {
+        UNLIMITED_SCAN_STALL
+    } else {
+        Duration::from_millis(u64::from(max_scan_time_ms)) + STALL_MARGIN
+    }
+}
+
 /// Tracks the pool's movement between checks.
 pub struct PoolHealth {
     stall_limit: Duration,
@@ -79,6 +92,12 @@ fn key(t: Task) -> (&'static str, Instant, String) {
 mod tests {
     use super::*;
     use std::sync::mpsc;
+
+    #[test]
+    fn stall_limit_follows_max_scan_time() {
+        assert_eq!(stall_limit(120_000), Duration::from_secs(150));
+        assert_eq!(stall_limit(0), UNLIMITED_SCAN_STALL);
+    }
 
     #[test]
     fn idle_pool_is_healthy_and_wedged_pool_is_not() {
