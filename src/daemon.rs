@@ -132,7 +132,8 @@ fn serve(config_path: Option<&Path>) -> Result<(), StartError> {
         signatures = info.signatures,
         db_version = info.db_version,
         duration_ms = started.elapsed().as_millis() as u64,
-        "engine ready"
+        "engine ready: {} signatures from {dir}",
+        info.signatures
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -210,7 +211,13 @@ fn log_listeners(listeners: &Listeners) {
             .ok()
             .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
             .unwrap_or_default();
-        tracing::info!(listener = %l.name, origin = %l.origin, address, "listening on Unix socket (Unix listener settings)");
+        tracing::info!(
+            listener = %l.name,
+            origin = %l.origin,
+            "listening on Unix socket {address} from {} (listener {}, Unix listener settings)",
+            l.origin,
+            l.name
+        );
     }
     for l in &listeners.tcp {
         let address = l
@@ -218,7 +225,13 @@ fn log_listeners(listeners: &Listeners) {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        tracing::info!(listener = %l.name, origin = %l.origin, address, "listening on TCP (TCP listener settings)");
+        tracing::info!(
+            listener = %l.name,
+            origin = %l.origin,
+            "listening on TCP {address} from {} (listener {}, TCP listener settings)",
+            l.origin,
+            l.name
+        );
     }
 }
 

@@ -9,7 +9,8 @@ use super::notify::{progress_text, serving_status, LoadReporter, Notifier};
 use super::watchdog::{stall_limit, PoolHealth};
 use crate::server::{Phase, Shared};
 
-/// How often the status line is refreshed when there is no watchdog.
+/// How often the status line is refreshed (more often when the watchdog
+/// asks for it).
 const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs until shutdown; sends READY=1 first (call it once the engine is
@@ -18,8 +19,8 @@ pub async fn run(shared: Arc<Shared>, notifier: Notifier) {
     let mut watchdog_usec = 0u64;
     let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
     let period = if watchdog {
-        // Ping twice per WatchdogSec, as sd_watchdog_enabled(3) advises.
-        (Duration::from_micros(watchdog_usec) / 2).max(Duration::from_millis(10))
+        // At least twice per WatchdogSec, as sd_watchdog_enabled(3) advises.
+        (Duration::from_micros(watchdog_usec) / 2).clamp(Duration::from_millis(10), STATUS_EVERY)
     } else {
         STATUS_EVERY
     };
@@ -31,8 +32,9 @@ pub async fn run(shared: Arc<Shared>, notifier: Notifier) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reporter: Option<LoadReporter> = None;
     let mut wedged = false;
-    notifier.ready(&serving_status(&shared));
-    tracing::info!(watchdog_usec, "ready");
+    let line = serving_status(&shared);
+    notifier.ready(&line);
+    tracing::info!(watchdog_usec, "ready: {line}");
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => {
