@@ -331,7 +331,12 @@ wait || true
     .unwrap();
     let store = journal.path().join("store");
     std::fs::create_dir(&store).unwrap();
-    let mut d = Daemon::launch(db.path(), &[("log", "target = \"journald\"")], |l| {
+    // log.target is "auto" (the default): as under systemd, JOURNAL_STREAM
+    // names the stream on stderr (here the daemon's log file), so clamsentry
+    // picks journald.
+    let mut d = Daemon::launch(db.path(), &[], |l| {
+        use std::os::unix::fs::MetadataExt;
+        let stderr = std::fs::metadata(l.dir.join("daemon.log")).unwrap();
         let mut c = Command::new(&unshare);
         c.args(["--mount", "--propagation", "private", "bash"])
             .arg(&script)
@@ -339,11 +344,20 @@ wait || true
             .arg(&journald)
             .arg(&l.bin)
             .arg("--config")
-            .arg(&l.config);
+            .arg(&l.config)
+            .env(
+                "JOURNAL_STREAM",
+                format!("{}:{}", stderr.dev(), stderr.ino()),
+            );
         c
     });
     let got = scan_eicar(&d.tcp_addr());
     assert_eq!(got, EICAR_FOUND, "{}", show(&got));
+    assert!(
+        !d.log().contains("virus found"),
+        "events go to journald, not stderr: {}",
+        d.log()
+    );
 
     let mut found = None;
     eventually("the FOUND entry in the journal", || {
