@@ -210,7 +210,7 @@ fn notify_messages_come_in_order() {
     let db = common::TestDb::new();
     let mut notify = NotifySocket::new();
     let socket = notify.path.clone();
-    let mut d = Daemon::launch(db.path(), &[], |l| {
+    let mut d = Daemon::launch(db.path(), &[("database", "self-check = 0")], |l| {
         // WATCHDOG_PID must be the daemon's own pid: exec keeps the shell's.
         let mut c = Command::new("sh");
         c.arg("-c")
@@ -227,6 +227,11 @@ fn notify_messages_come_in_order() {
     d.signal(nix::sys::signal::Signal::SIGHUP);
     let reloading = notify.wait_for("RELOADING=1");
     let ready_again = notify.wait_for("READY=1");
+    // A reload that fails still ends in READY=1, and the status says so.
+    std::fs::write(db.path().join("broken.ndb"), "not a signature\n").unwrap();
+    d.signal(nix::sys::signal::Signal::SIGUSR2);
+    let failed_reload = notify.wait_for("RELOADING=1");
+    let ready_after_failure = notify.wait_for("READY=1");
     d.signal(nix::sys::signal::Signal::SIGTERM);
     let stopping = notify.wait_for("STOPPING=1");
     assert_eq!(d.wait_exit(Duration::from_secs(60)), Some(0), "{}", d.log());
@@ -234,7 +239,12 @@ fn notify_messages_come_in_order() {
     let seen = &notify.seen;
     assert!(ready < watchdog && watchdog < reloading, "{seen:#?}");
     assert!(
-        reloading < ready_again && ready_again < stopping,
+        reloading < ready_again && ready_again < failed_reload,
+        "{seen:#?}"
+    );
+    assert!(failed_reload < ready_after_failure && ready_after_failure < stopping);
+    assert!(
+        seen[ready_after_failure].contains("1 failed reloads"),
         "{seen:#?}"
     );
     let loading = seen

@@ -83,6 +83,8 @@ pub struct Counters {
     pub found: AtomicU64,
     pub errors: AtomicU64,
     pub reloads: AtomicU64,
+    /// Reloads that failed (the previous signatures stayed in use).
+    pub reload_failures: AtomicU64,
 }
 
 /// What the daemon is doing, published for systemd's status and readiness
@@ -325,9 +327,17 @@ async fn reload_loop(shared: Arc<Shared>) {
                 );
             }
             Ok(Err(e)) => {
+                shared
+                    .counters
+                    .reload_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "reload failed; still serving with the previous signatures");
             }
             Err(e) => {
+                shared
+                    .counters
+                    .reload_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "reload crashed; still serving with the previous signatures");
             }
         }

@@ -141,7 +141,7 @@ pub fn serving_status(shared: &Shared) -> String {
     let engine = shared.engine();
     let info = engine.info();
     let c = &shared.counters;
-    format!(
+    let mut line = format!(
         "Serving: {} signatures, database version {}, up {}, {} scans, {} found, {} reloads",
         info.signatures,
         info.db_version,
@@ -149,7 +149,14 @@ pub fn serving_status(shared: &Shared) -> String {
         c.scans.load(Ordering::Relaxed),
         c.found.load(Ordering::Relaxed),
         c.reloads.load(Ordering::Relaxed),
-    )
+    );
+    let failed = c.reload_failures.load(Ordering::Relaxed);
+    if failed > 0 {
+        line.push_str(&format!(
+            ", {failed} failed reloads (see the log; the previous signatures stay in use)"
+        ));
+    }
+    line
 }
 
 /// `3d 4h`, `2h 5m`, `7m 12s`, `40s`.
