@@ -79,13 +79,17 @@ pub async fn run(shared: Arc<Shared>, notifier: Notifier) {
                         continue;
                     } else if !wedged {
                         wedged = true;
+                        notifier.status(&format!(
+                            "Stalled: the scanning threads have shown no progress for {} s; watchdog pings stopped",
+                            stall.as_secs()
+                        ));
                         tracing::error!(
                             stall_limit_ms = stall.as_millis() as u64,
                             "scan pool shows no progress: watchdog pings stop, systemd will restart the service"
                         );
                     }
                 }
-                if !reloading {
+                if !reloading && !wedged {
                     notifier.status(&line);
                 }
             }
