@@ -89,11 +89,23 @@ pub struct Counters {
 
 /// What the daemon is doing, published for systemd's status and readiness
 /// ([`Shared::phase`]); shutdown has its own signal.
+///
+/// A watch channel keeps only the latest value, so a quick reload (one that
+/// fails at once) can go from `Reloading` back to `Serving` before anyone
+/// looks: [`Lifecycle::reloads_started`] lets the observer see that a
+/// reload happened all the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     Serving,
     /// A reload is loading new signatures (progress once libclamav reports it).
     Reloading(Option<LoadProgress>),
+}
+
+/// The current [`Phase`] and how many reloads have started so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifecycle {
+    pub reloads_started: u64,
+    pub phase: Phase,
 }
 
 /// State shared by every connection.
@@ -109,7 +121,7 @@ pub struct Shared {
     pub(crate) excludes: Vec<regex::bytes::Regex>,
     pub started: Instant,
     next_conn: AtomicU64,
-    phase: watch::Sender<Phase>,
+    phase: watch::Sender<Lifecycle>,
     /// Bumped when a connection closes (for `service.exit-when-idle`).
     pub(crate) closed_conns: AtomicU64,
 }
@@ -139,7 +151,11 @@ impl Shared {
             started: Instant::now(),
             next_conn: AtomicU64::new(1),
             closed_conns: AtomicU64::new(0),
-            phase: watch::channel(Phase::Serving).0,
+            phase: watch::channel(Lifecycle {
+                reloads_started: 0,
+                phase: Phase::Serving,
+            })
+            .0,
         }))
     }
 
@@ -167,9 +183,18 @@ impl Shared {
         *self.shutdown.borrow()
     }
 
-    /// Follows the daemon's [`Phase`] (serving, reloading).
-    pub fn phase(&self) -> watch::Receiver<Phase> {
+    /// Follows the daemon's [`Lifecycle`] (serving, reloading).
+    pub fn phase(&self) -> watch::Receiver<Lifecycle> {
         self.phase.subscribe()
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        self.phase.send_modify(|l| {
+            if phase == Phase::Reloading(None) {
+                l.reloads_started += 1;
+            }
+            l.phase = phase;
+        });
     }
 
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
@@ -302,14 +327,14 @@ async fn reload_loop(shared: Arc<Shared>) {
         let started = Instant::now();
         let config = Arc::clone(&shared.config);
         tracing::info!(directory = %config.database.directory.display(), "reloading signatures");
-        shared.phase.send_replace(Phase::Reloading(None));
+        shared.set_phase(Phase::Reloading(None));
         let progress_to = Arc::clone(&shared);
         let loaded = tokio::task::spawn_blocking(move || {
             Engine::load_with_progress(
                 &config.database.directory,
                 &EngineSettings::from_config(&config),
                 &mut |p| {
-                    progress_to.phase.send_replace(Phase::Reloading(Some(p)));
+                    progress_to.set_phase(Phase::Reloading(Some(p)));
                 },
             )
         })
@@ -341,7 +366,7 @@ async fn reload_loop(shared: Arc<Shared>) {
                 tracing::error!(error = %e, "reload crashed; still serving with the previous signatures");
             }
         }
-        shared.phase.send_replace(Phase::Serving);
+        shared.set_phase(Phase::Serving);
     }
 }
 

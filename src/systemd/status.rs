@@ -27,6 +27,7 @@ pub async fn run(shared: Arc<Shared>, notifier: Notifier) {
     let stall = stall_limit(shared.config.scan.max_scan_time);
     let mut health = PoolHealth::new(stall, Instant::now());
     let mut phase = shared.phase();
+    let mut announced = phase.borrow_and_update().reloads_started;
     let mut stop = shared.shutdown_signal();
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -46,18 +47,22 @@ pub async fn run(shared: Arc<Shared>, notifier: Notifier) {
                     return;
                 }
                 let now = *phase.borrow_and_update();
-                match now {
-                    Phase::Reloading(None) => {
-                        notifier.reloading();
-                        reporter = Some(LoadReporter::new(notifier, false));
-                    }
+                // Announce every reload, even one already over (see Lifecycle).
+                if now.reloads_started > announced {
+                    announced = now.reloads_started;
+                    notifier.reloading();
+                    reporter = Some(LoadReporter::new(notifier, false));
+                }
+                match now.phase {
+                    Phase::Reloading(None) => {}
                     Phase::Reloading(Some(p)) => match reporter.as_mut() {
                         Some(r) => r.report(p),
                         None => notifier.status(&progress_text(p, true)),
                     },
                     Phase::Serving => {
-                        reporter = None;
-                        notifier.ready(&serving_status(&shared));
+                        if reporter.take().is_some() {
+                            notifier.ready(&serving_status(&shared));
+                        }
                     }
                 }
             }
