@@ -1,18 +1,26 @@
-//! Start-up and lifecycle: configuration, logging, engine, sockets, signals.
+//! Start-up and lifecycle of the main process (the supervisor).
+//!
+//! Order: configuration → logging → systemd's sockets (taken before any
+//! thread exists, as they come through environment variables) → the service
+//! user → bind configured sockets when not activated → the workers' temp
+//! directory → drop capabilities → supervise workers; READY=1 goes to
+//! systemd only once the first worker has loaded its engine.
 #![forbid(unsafe_code)]
 
-use std::path::Path;
-use std::sync::Arc;
-
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
 use crate::engine::{self, EngineError};
 use crate::privsep::broker::FilePolicy;
-use crate::privsep::supervisor::{self, Lifecycle, Setup, SupervisorError};
+use crate::privsep::supervisor::{self, Setup, SupervisorError};
 use crate::sandbox::{self, SandboxError};
-use crate::server;
+use crate::server::{self, Listeners, Named, Origin};
+use crate::systemd::activation::{self, ActivationError, Socket};
+use crate::systemd::journal;
+use crate::systemd::notify::Notifier;
+use crate::systemd::status::ServiceStatus;
 
 /// Why the daemon could not start; main prints it and exits non-zero.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +33,8 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("nothing to listen on: set listen.unix or listen.tcp in the configuration")]
     NoListeners,
+    #[error(transparent)]
+    Activation(#[from] ActivationError),
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
     #[error(transparent)]
@@ -41,23 +51,73 @@ pub fn check_config(path: Option<&Path>) -> Result<String, ConfigError> {
     Ok(format!("{source}: configuration OK"))
 }
 
-/// Sets up logging to stderr at the configured level (RUST_LOG overrides).
-pub fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("clamsentry={level},warn")));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+/// Sets up logging at the configured level (RUST_LOG overrides) to
+/// journald or stderr, as `log.target` says.
+///
+/// Our spans are always enabled, whatever the level: they carry the
+/// connection fields (PEER, LISTENER) that a FOUND warning must show even
+/// when info lines are turned off.
+pub fn init_logging(level: &str, target: &str) {
+    use tracing_subscriber::filter::{filter_fn, Targets};
+    use tracing_subscriber::prelude::*;
+    let targets: Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            format!("clamsentry={level},warn")
+                .parse()
+                .unwrap_or_default()
+        });
+    let filter = filter_fn(move |meta| {
+        (meta.is_span() && meta.target().starts_with("clamsentry"))
+            || targets.would_enable(meta.target(), meta.level())
+    });
+    let want_journal = match target {
+        "journald" => true,
+        "stderr" => false,
+        _ => journal::stderr_is_journal(),
+    };
+    let journald = if want_journal {
+        match journal::layer() {
+            Ok(layer) => Some(layer),
+            Err(e) => {
+                eprintln!("clamsentry: cannot log to journald ({e}); logging to stderr");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let registry = tracing_subscriber::registry();
+    let _ = match journald {
+        Some(layer) => registry.with(layer.with_filter(filter)).try_init(),
+        None => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_target(false)
+                    .with_filter(filter),
+            )
+            .try_init(),
+    };
 }
 
-/// Runs the daemon in the foreground until SIGTERM/SIGINT or SHUTDOWN: the
-/// supervisor binds the sockets, then scanning happens in sandboxed workers
-/// (see `privsep`).
+/// Runs the daemon in the foreground until SIGTERM/SIGINT, SHUTDOWN or
+/// `service.exit-when-idle`: the supervisor holds the sockets, scanning
+/// happens in sandboxed workers (see `privsep`). A start-up failure is also
+/// shown in systemd's status line (`systemctl status clamsentry`).
 pub fn run(config_path: Option<&Path>) -> Result<(), StartError> {
+    let result = serve(config_path);
+    if let Err(e) = &result {
+        Notifier::from_env().status(&format!("Failed to start: {e}"));
+    }
+    result
+}
+
+fn serve(config_path: Option<&Path>) -> Result<(), StartError> {
     let prepared = prepare(config_path)?;
+    let activated = activation::take(&prepared.config)?;
     let runtime = runtime()?;
     runtime.block_on(async move {
         let Prepared {
@@ -65,28 +125,43 @@ pub fn run(config_path: Option<&Path>) -> Result<(), StartError> {
             text,
             worker_ids,
         } = prepared;
-        let listeners = server::bind_from_config(&config).await?;
-        if listeners.unix.is_empty() && listeners.tcp.is_empty() {
+        let listeners = if activated.is_empty() {
+            server::bind_from_config(&config).await?
+        } else {
+            if config.unix_path().is_some() || !config.listen.tcp.is_empty() {
+                tracing::info!("sockets come from systemd: [listen] unix and tcp are not bound");
+            }
+            from_systemd(activated)?
+        };
+        if listeners.is_empty() {
             return Err(StartError::NoListeners);
         }
-        if let Some(p) = config.unix_path() {
-            tracing::info!(path = %p.display(), "listening on Unix socket");
+        log_listeners(&listeners);
+        let activated = listeners.unix.iter().any(|l| l.origin == Origin::Systemd)
+            || listeners.tcp.iter().any(|l| l.origin == Origin::Systemd);
+        if config.service.exit_when_idle > 0 && !activated {
+            tracing::warn!(
+                "service.exit-when-idle is set but the sockets are not from systemd: nothing will start clamsentry again after it exits"
+            );
         }
-        for a in &config.listen.tcp {
-            tracing::info!(address = %a, "listening on TCP");
-        }
+        let bound_unix = listeners.unix.iter().any(|l| l.origin == Origin::Config);
         let fds = into_fds(listeners)?;
         let temp_dir = worker_temp_dir(&config, worker_ids)?;
         keep_supervisor_capabilities()?;
+        let notifier = Notifier::from_env();
+        notifier.loading_started(&config.database.directory.display().to_string());
+        let mut status = ServiceStatus::new(notifier);
         let setup = Setup {
             config_text: text,
             listeners: fds,
             temp_dir: temp_dir.clone(),
             policy: Arc::new(FilePolicy::new(&config.policy.scan_roots)),
         };
-        let result = supervisor::run(setup, log_lifecycle).await;
-        if let Some(p) = config.unix_path() {
-            let _ = std::fs::remove_file(p);
+        let result = supervisor::run(setup, |event| status.observe(event)).await;
+        if bound_unix {
+            if let Some(p) = config.unix_path() {
+                let _ = std::fs::remove_file(p);
+            }
         }
         let _ = std::fs::remove_dir_all(&temp_dir);
         result?;
@@ -129,7 +204,7 @@ struct Prepared {
 
 fn prepare(config_path: Option<&Path>) -> Result<Prepared, StartError> {
     let loaded = Config::load(config_path)?;
-    init_logging(&loaded.config.log.level);
+    init_logging(&loaded.config.log.level, &loaded.config.log.target);
     match &loaded.source {
         Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
         None => tracing::info!("no configuration file, using built-in defaults"),
@@ -156,13 +231,74 @@ fn runtime() -> Result<tokio::runtime::Runtime, StartError> {
         .build()?)
 }
 
-fn into_fds(listeners: server::Listeners) -> Result<Vec<(&'static str, OwnedFd)>, StartError> {
+/// systemd's sockets as listeners, with their names.
+fn from_systemd(activated: Vec<activation::Activated>) -> std::io::Result<Listeners> {
+    let mut listeners = Listeners::default();
+    for a in activated {
+        match a.socket {
+            Socket::Unix(l) => {
+                l.set_nonblocking(true)?;
+                let l = tokio::net::UnixListener::from_std(l)?;
+                listeners.unix.push(Named::new(l, &a.name, Origin::Systemd));
+            }
+            Socket::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                let l = tokio::net::TcpListener::from_std(l)?;
+                listeners.tcp.push(Named::new(l, &a.name, Origin::Systemd));
+            }
+        }
+    }
+    Ok(listeners)
+}
+
+fn log_listeners(listeners: &Listeners) {
+    for l in &listeners.unix {
+        let address = l
+            .listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+            .unwrap_or_default();
+        tracing::info!(
+            listener = %l.name,
+            origin = %l.origin,
+            "listening on Unix socket {address} from {} (listener {}, Unix listener settings)",
+            l.origin,
+            l.name
+        );
+    }
+    for l in &listeners.tcp {
+        let address = l
+            .listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(
+            listener = %l.name,
+            origin = %l.origin,
+            "listening on TCP {address} from {} (listener {}, TCP listener settings)",
+            l.origin,
+            l.name
+        );
+    }
+}
+
+/// The listening sockets as descriptors for the workers: (kind, name, fd).
+fn into_fds(listeners: Listeners) -> Result<Vec<supervisor::Inherited>, StartError> {
     let mut fds = Vec::new();
     for l in listeners.unix {
-        fds.push(("unix", OwnedFd::from(l.into_std()?)));
+        fds.push(supervisor::Inherited {
+            kind: "unix",
+            name: l.name.to_string(),
+            fd: OwnedFd::from(l.listener.into_std()?),
+        });
     }
     for l in listeners.tcp {
-        fds.push(("tcp", OwnedFd::from(l.into_std()?)));
+        fds.push(supervisor::Inherited {
+            kind: "tcp",
+            name: l.name.to_string(),
+            fd: OwnedFd::from(l.listener.into_std()?),
+        });
     }
     Ok(fds)
 }
@@ -208,20 +344,6 @@ fn keep_supervisor_capabilities() -> Result<(), StartError> {
         CAP_KILL,
     ])?;
     Ok(())
-}
-
-fn log_lifecycle(event: Lifecycle) {
-    match event {
-        Lifecycle::Ready {
-            signatures,
-            db_version,
-            sandbox,
-        } => tracing::info!(signatures, db_version, sandbox = %sandbox, "ready"),
-        Lifecycle::Reloading => tracing::info!("reloading"),
-        Lifecycle::Reloaded { ok, .. } => tracing::debug!(ok, "reload finished"),
-        Lifecycle::Stopping => tracing::info!("stopping"),
-        Lifecycle::Alive { .. } => {}
-    }
 }
 
 /// Connections need descriptors: raise the soft RLIMIT_NOFILE to the hard

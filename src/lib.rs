@@ -7,6 +7,8 @@
 //! * [`config`]: the TOML configuration, defaults and validation;
 //! * [`privsep`]: descriptor passing across the process boundary;
 //! * [`sandbox`]: demotion of the worker (identity, capabilities, rlimits, Landlock);
+//! * [`systemd`]: socket activation, sd-notify and watchdog, journald;
+//! * [`service`]: signature directory watching, exit when idle;
 //! * [`daemon`]: start-up, logging, signals — what `main` calls.
 //!
 //! `unsafe` is denied crate-wide and allowed only in `engine` and `privsep`,
@@ -21,3 +23,5 @@ pub mod privsep;
 pub mod proto;
 pub mod sandbox;
 pub mod server;
+pub mod service;
+pub mod systemd;

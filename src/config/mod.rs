@@ -46,6 +46,7 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub sandbox: SandboxConfig,
     pub log: LogConfig,
+    pub service: ServiceConfig,
 }
 
 /// The scanning worker's identity.
@@ -69,6 +70,9 @@ impl Default for SandboxConfig {
 pub struct DatabaseConfig {
     /// Signature directory (what freshclam fills).
     pub directory: PathBuf,
+    /// Seconds between checks of the directory for changed signature files
+    /// (clamd's SelfCheck); 0 turns the check off.
+    pub self_check: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -230,12 +234,29 @@ pub struct LogConfig {
     pub level: String,
     /// Log clean scan results at info (otherwise at debug).
     pub clean: bool,
+    /// Where log lines go: "auto" (journald when stderr is connected to the
+    /// journal, else stderr), "journald" or "stderr".
+    pub target: String,
+}
+
+/// Running as a service: socket activation, on-demand mode.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ServiceConfig {
+    /// Seconds without any connection after which the daemon exits cleanly
+    /// (socket activation starts it again); 0 = never.
+    pub exit_when_idle: u64,
+    /// Extra `FileDescriptorName=` values of activated sockets and the
+    /// listener settings they get: "unix" or "tcp". The names "unix" and
+    /// "tcp" are always known.
+    pub sockets: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
             directory: PathBuf::from("/var/lib/clamav"),
+            self_check: 60,
         }
     }
 }
@@ -340,6 +361,7 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             clean: false,
+            target: "auto".into(),
         }
     }
 }
@@ -503,6 +525,29 @@ impl Config {
                 ),
             ));
         }
+        if !matches!(self.log.target.as_str(), "auto" | "journald" | "stderr") {
+            return Err((
+                "log.target",
+                format!(
+                    "{:?} is not a log target: use auto, journald or stderr",
+                    self.log.target
+                ),
+            ));
+        }
+        if self.database.self_check > 86_400 {
+            return Err((
+                "database.self-check",
+                "must be between 0 (off) and 86400 seconds".into(),
+            ));
+        }
+        for (name, kind) in &self.service.sockets {
+            if !matches!(kind.as_str(), "unix" | "tcp") {
+                return Err((
+                    "service.sockets",
+                    format!("socket {name:?} maps to {kind:?}: use \"unix\" or \"tcp\""),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -652,6 +697,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "t:2: policy.tcp.commands: \"scan\" is not a clamd command (use the words VERSIONCOMMANDS lists, in capitals)");
+    }
+
+    #[test]
+    fn service_keys_are_checked() {
+        let c = Config::parse(
+            "[service]\nexit-when-idle = 30\nsockets = { scanners = \"tcp\" }\n[database]\nself-check = 0\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.service.exit_when_idle, 30);
+        assert_eq!(c.service.sockets["scanners"], "tcp");
+        assert_eq!(c.database.self_check, 0);
+        assert_eq!(Config::default().database.self_check, 60);
+        assert_eq!(Config::default().log.target, "auto");
+        let err = Config::parse("[service]\nsockets = { x = \"udp\" }\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("service.sockets") && err.contains("\"udp\""),
+            "{err}"
+        );
+        let err = Config::parse("[log]\ntarget = \"syslog\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "t:2: log.target: \"syslog\" is not a log target: use auto, journald or stderr"
+        );
     }
 
     #[test]

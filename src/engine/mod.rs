@@ -56,6 +56,35 @@ pub struct EngineInfo {
     pub db_time: u64,
 }
 
+/// How far a load has got, for status lines and start-up timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadProgress {
+    pub phase: LoadPhase,
+    /// Items done so far (libclamav's own unit: signatures while loading,
+    /// a rough estimate of work while compiling).
+    pub done: u64,
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadPhase {
+    Loading,
+    Compiling,
+}
+
+impl LoadProgress {
+    /// Percent done, 0..=100.
+    pub fn percent(&self) -> u64 {
+        (self.done.min(self.total) * 100)
+            .checked_div(self.total)
+            .unwrap_or(0)
+    }
+}
+
+/// Receives [`LoadProgress`] reports, on the loading thread, while
+/// [`Engine::load_with_progress`] runs.
+pub type ProgressFn<'a> = dyn FnMut(LoadProgress) + 'a;
+
 /// The outcome of one scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -140,6 +169,16 @@ impl Drop for Engine {
 impl Engine {
     /// Loads every signature file in `dir`, applies the limits, compiles.
     pub fn load(dir: &Path, settings: &EngineSettings) -> Result<Engine, EngineError> {
+        Engine::load_with_progress(dir, settings, &mut |_| {})
+    }
+
+    /// Like [`load`](Self::load), reporting progress to `progress` while
+    /// libclamav loads and compiles (systemd status and start-up timeouts).
+    pub fn load_with_progress(
+        dir: &Path,
+        settings: &EngineSettings,
+        progress: &mut ProgressFn<'_>,
+    ) -> Result<Engine, EngineError> {
         init()?;
         // SAFETY: cl_init succeeded; cl_engine_new returns NULL or a fresh engine.
         let raw = NonNull::new(unsafe { sys::cl_engine_new() }).ok_or(EngineError::Alloc)?;
@@ -153,9 +192,42 @@ impl Engine {
             },
         };
         engine.apply(settings)?;
-        engine.load_dir(dir, settings.db_options)?;
+        let mut reporter = Reporter { progress };
+        // From here on `reporter` is reached only through `ctx`.
+        let ctx = (&mut reporter as *mut Reporter<'_, '_>).cast::<c_void>();
+        // SAFETY: `reporter` outlives every call that may invoke the
+        // callbacks (cl_load and cl_engine_compile below, on this thread);
+        // the callbacks are removed again before `reporter` goes away.
+        unsafe {
+            sys::cl_engine_set_clcb_sigload_progress(engine.raw.as_ptr(), Some(on_load), ctx);
+            sys::cl_engine_set_clcb_engine_compile_progress(
+                engine.raw.as_ptr(),
+                Some(on_compile),
+                ctx,
+            );
+        }
+        let loaded = engine.load_dir(dir, settings.db_options);
         // SAFETY: the engine is fully configured and loaded, and not shared yet.
-        let rc = unsafe { sys::cl_engine_compile(engine.raw.as_ptr()) };
+        let rc = if loaded.is_ok() {
+            unsafe { sys::cl_engine_compile(engine.raw.as_ptr()) }
+        } else {
+            sys::cl_error_t::CL_SUCCESS
+        };
+        // SAFETY: removes the callbacks installed above, so libclamav keeps
+        // no pointer to `reporter`; the engine is not shared yet.
+        unsafe {
+            sys::cl_engine_set_clcb_sigload_progress(
+                engine.raw.as_ptr(),
+                None,
+                std::ptr::null_mut(),
+            );
+            sys::cl_engine_set_clcb_engine_compile_progress(
+                engine.raw.as_ptr(),
+                None,
+                std::ptr::null_mut(),
+            );
+        }
+        loaded?;
         if rc != sys::cl_error_t::CL_SUCCESS {
             return Err(EngineError::Compile(strerror(rc.0)));
         }
@@ -394,6 +466,50 @@ unsafe extern "C" fn on_message(
     } else {
         tracing::trace!(source = "libclamav", "{text}");
     }
+}
+
+/// What the progress callbacks reach through their context pointer.
+struct Reporter<'a, 'b> {
+    progress: &'a mut ProgressFn<'b>,
+}
+
+unsafe extern "C" fn on_load(total: usize, done: usize, context: *mut c_void) -> sys::cl_error_t {
+    // SAFETY: libclamav passes back the context of `load_with_progress`.
+    unsafe { report(LoadPhase::Loading, total, done, context) }
+}
+
+unsafe extern "C" fn on_compile(
+    total: usize,
+    done: usize,
+    context: *mut c_void,
+) -> sys::cl_error_t {
+    // SAFETY: libclamav passes back the context of `load_with_progress`.
+    unsafe { report(LoadPhase::Compiling, total, done, context) }
+}
+
+/// # Safety
+/// `context` is null or the `Reporter` installed by `load_with_progress`.
+unsafe fn report(
+    phase: LoadPhase,
+    total: usize,
+    done: usize,
+    context: *mut c_void,
+) -> sys::cl_error_t {
+    if context.is_null() {
+        return sys::cl_error_t::CL_SUCCESS;
+    }
+    // SAFETY: context is the `Reporter` installed by `load_with_progress`,
+    // alive for the whole load, reached only through this pointer, and used
+    // only from the loading thread (libclamav calls back synchronously).
+    let reporter = unsafe { &mut *context.cast::<Reporter<'_, '_>>() };
+    let report = LoadProgress {
+        phase,
+        done: done as u64,
+        total: total as u64,
+    };
+    // A panic must not unwind into libclamav.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (reporter.progress)(report)));
+    sys::cl_error_t::CL_SUCCESS
 }
 
 unsafe extern "C" fn on_virus_found(_fd: c_int, virname: *const c_char, context: *mut c_void) {

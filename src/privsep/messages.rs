@@ -29,12 +29,20 @@ pub enum ToSupervisor {
     ReloadRequest,
     /// A client sent SHUTDOWN or QUIT.
     ShutdownRequest,
-    /// Answer to [`ToWorker::Ping`], with counters since the worker started.
+    /// Signature loading progress (while starting).
+    Progress {
+        compiling: bool,
+        done: u64,
+        total: u64,
+    },
+    /// Answer to [`ToWorker::Ping`], with counters since the worker started;
+    /// `healthy` is false when the scan pool shows no progress (watchdog).
     Pong {
         seq: u64,
         scans: u64,
         found: u64,
         errors: u64,
+        healthy: bool,
     },
 }
 
@@ -176,6 +184,13 @@ impl<'a> In<'a> {
     fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
+    fn bool(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError::BadValue),
+        }
+    }
     fn u32(&mut self) -> Result<u32, DecodeError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -235,7 +250,18 @@ impl ToSupervisor {
                 scans,
                 found,
                 errors,
-            } => Out::new(5).u64(*seq).u64(*scans).u64(*found).u64(*errors),
+                healthy,
+            } => Out::new(5)
+                .u64(*seq)
+                .u64(*scans)
+                .u64(*found)
+                .u64(*errors)
+                .u8(u8::from(*healthy)),
+            ToSupervisor::Progress {
+                compiling,
+                done,
+                total,
+            } => Out::new(6).u8(u8::from(*compiling)).u64(*done).u64(*total),
         }
         .0
     }
@@ -260,6 +286,12 @@ impl ToSupervisor {
                 scans: r.u64()?,
                 found: r.u64()?,
                 errors: r.u64()?,
+                healthy: r.bool()?,
+            },
+            6 => ToSupervisor::Progress {
+                compiling: r.bool()?,
+                done: r.u64()?,
+                total: r.u64()?,
             },
             t => return Err(DecodeError::UnknownTag(t)),
         };
@@ -432,6 +464,12 @@ mod tests {
                 scans: 1,
                 found: 2,
                 errors: 3,
+                healthy: true,
+            },
+            ToSupervisor::Progress {
+                compiling: false,
+                done: 5,
+                total: 10,
             },
         ];
         for m in sup {

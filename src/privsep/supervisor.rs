@@ -28,13 +28,23 @@ use super::broker::{self, FilePolicy};
 use super::channel::{AsyncChannel, Channel};
 use super::messages::{ToSupervisor, ToWorker};
 use super::worker::{BROKER_FD, CONTROL_FD, FIRST_LISTENER_FD, LISTENERS_ENV, TEMP_DIR_ENV};
+use crate::engine::{LoadPhase, LoadProgress};
+
+/// A listening socket the workers inherit.
+pub struct Inherited {
+    /// `unix` or `tcp`.
+    pub kind: &'static str,
+    /// The listener's name (systemd's FileDescriptorName=, or the kind).
+    pub name: String,
+    pub fd: OwnedFd,
+}
 
 /// What the supervisor needs to start workers.
 pub struct Setup {
     /// The configuration text, passed to each worker as is.
     pub config_text: String,
-    /// Listening sockets and their kinds (`unix`, `tcp`).
-    pub listeners: Vec<(&'static str, OwnedFd)>,
+    /// Listening sockets, with their kinds and names.
+    pub listeners: Vec<Inherited>,
     /// The workers' private temporary directory.
     pub temp_dir: PathBuf,
     pub policy: Arc<FilePolicy>,
@@ -43,6 +53,8 @@ pub struct Setup {
 /// What the worker-facing side tells the daemon's lifecycle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lifecycle {
+    /// A starting worker reports signature loading progress.
+    Progress(LoadProgress),
     /// The first worker is serving.
     Ready {
         signatures: u32,
@@ -57,10 +69,12 @@ pub enum Lifecycle {
         db_version: u32,
     },
     Stopping,
-    /// Health: the serving worker answered a ping.
+    /// Health: the serving worker answered a ping (`healthy`: its scan
+    /// pool moves).
     Alive {
         scans: u64,
         found: u64,
+        healthy: bool,
     },
 }
 
@@ -103,7 +117,7 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 
 /// Runs workers until shutdown. `notify` hears lifecycle changes (logging,
 /// systemd). Must run inside a tokio runtime.
-pub async fn run(setup: Setup, notify: impl Fn(Lifecycle)) -> Result<(), SupervisorError> {
+pub async fn run(setup: Setup, mut notify: impl FnMut(Lifecycle)) -> Result<(), SupervisorError> {
     let setup = Arc::new(setup);
     let (tx, mut rx) = unbounded_channel::<Event>();
     spawn_signal_task(tx.clone());
@@ -207,12 +221,38 @@ pub async fn run(setup: Setup, notify: impl Fn(Lifecycle)) -> Result<(), Supervi
                 ToSupervisor::ShutdownRequest => {
                     let _ = tx.send(Event::Stop("SHUTDOWN command"));
                 }
-                ToSupervisor::Pong { scans, found, .. } => {
+                ToSupervisor::Pong {
+                    scans,
+                    found,
+                    healthy,
+                    ..
+                } => {
                     if let Some(w) = workers.get_mut(&gen) {
                         w.last_pong = Instant::now();
                         if w.state == State::Serving {
-                            notify(Lifecycle::Alive { scans, found });
+                            notify(Lifecycle::Alive {
+                                scans,
+                                found,
+                                healthy,
+                            });
                         }
+                    }
+                }
+                ToSupervisor::Progress {
+                    compiling,
+                    done,
+                    total,
+                } => {
+                    if workers
+                        .get(&gen)
+                        .is_some_and(|w| w.state == State::Starting)
+                    {
+                        let phase = if compiling {
+                            LoadPhase::Compiling
+                        } else {
+                            LoadPhase::Loading
+                        };
+                        notify(Lifecycle::Progress(LoadProgress { phase, done, total }));
                     }
                 }
             },
@@ -361,14 +401,14 @@ fn start(
             setup
                 .listeners
                 .iter()
-                .map(|(k, _)| *k)
+                .map(|l| format!("{}:{}", l.kind, l.name))
                 .collect::<Vec<_>>()
                 .join(","),
         )
         .env(TEMP_DIR_ENV, &setup.temp_dir)
         .stdin(std::process::Stdio::null());
     let mut sources: Vec<RawFd> = vec![control_child.as_raw_fd(), broker_child.as_raw_fd()];
-    sources.extend(setup.listeners.iter().map(|(_, fd)| fd.as_raw_fd()));
+    sources.extend(setup.listeners.iter().map(|l| l.fd.as_raw_fd()));
     place_fds(&mut cmd, sources);
     let mut child = cmd.spawn()?;
     drop(control_child);

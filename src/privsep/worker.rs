@@ -19,10 +19,12 @@ use std::sync::Arc;
 use super::channel::{AsyncChannel, Channel};
 use super::messages::{ToSupervisor, ToWorker};
 use crate::config::Config;
-use crate::engine::{self, Engine, EngineSettings};
+use crate::engine::{self, Engine, EngineSettings, LoadPhase, LoadProgress};
 use crate::sandbox;
 use crate::server::files::BrokerClient;
-use crate::server::{self, Listeners, Shared, Upstream};
+use crate::server::{self, Listeners, Named, Origin, Shared, Upstream};
+use crate::service;
+use crate::systemd::watchdog;
 
 pub const CONTROL_FD: RawFd = 3;
 pub const BROKER_FD: RawFd = 4;
@@ -82,10 +84,16 @@ fn run(mode: Mode) -> Result<(), String> {
     fatal_signals_kill()?;
     let control = Channel::from_fd(inherited(CONTROL_FD)?);
     let broker = Channel::from_fd(inherited(BROKER_FD)?);
+    // "kind:name,kind:name" in descriptor order.
     let kinds = std::env::var(LISTENERS_ENV).unwrap_or_default();
     let mut listener_fds = Vec::new();
-    for (i, kind) in kinds.split(',').filter(|k| !k.is_empty()).enumerate() {
-        listener_fds.push((kind.to_string(), inherited(FIRST_LISTENER_FD + i as RawFd)?));
+    for (i, entry) in kinds.split(',').filter(|k| !k.is_empty()).enumerate() {
+        let (kind, name) = entry.split_once(':').unwrap_or((entry, entry));
+        listener_fds.push((
+            kind.to_string(),
+            name.to_string(),
+            inherited(FIRST_LISTENER_FD + i as RawFd)?,
+        ));
     }
     let temp_dir = std::env::var_os(TEMP_DIR_ENV).map(PathBuf::from);
 
@@ -102,7 +110,7 @@ fn run(mode: Mode) -> Result<(), String> {
     if let Some(t) = &temp_dir {
         config.scan.temporary_directory = t.clone();
     }
-    crate::daemon::init_logging(&config.log.level);
+    crate::daemon::init_logging(&config.log.level, &config.log.target);
 
     // Everything that needs the file system happens before demotion:
     // libclamav's own initialisation (OpenSSL config, unrar module).
@@ -130,10 +138,14 @@ fn run(mode: Mode) -> Result<(), String> {
         };
     }
 
-    let engine = match Engine::load(
+    let fingerprint = service::dbwatch::Fingerprint::of(&config.database.directory);
+    let mut progress = ProgressSender::default();
+    let loaded = Engine::load_with_progress(
         &config.database.directory,
         &EngineSettings::from_config(&config),
-    ) {
+        &mut |p| progress.send(&control, p),
+    );
+    let engine = match loaded {
         Ok(e) => e,
         Err(e) => {
             let _ = control.send(
@@ -175,6 +187,10 @@ fn run(mode: Mode) -> Result<(), String> {
         shared.set_upstream(tx);
         tokio::spawn(forward_upstream(Arc::clone(&control), rx));
         tokio::spawn(control_loop(Arc::clone(&control), Arc::clone(&shared)));
+        // freshclam's updates and the on-demand mode: both end up as
+        // requests to the supervisor (a blue/green reload, a shutdown).
+        tokio::spawn(service::dbwatch::run(Arc::clone(&shared), fingerprint));
+        tokio::spawn(service::idle::run(Arc::clone(&shared)));
         server::run(listeners, shared)
             .await
             .map_err(|e| e.to_string())
@@ -208,21 +224,22 @@ fn sandbox_plan(config: &Config, mode: &Mode) -> sandbox::Plan {
     }
 }
 
-fn adopt(fds: Vec<(String, OwnedFd)>) -> Result<Listeners, String> {
+fn adopt(fds: Vec<(String, String, OwnedFd)>) -> Result<Listeners, String> {
     let mut l = Listeners::default();
-    for (kind, fd) in fds {
+    for (kind, name, fd) in fds {
         match kind.as_str() {
             "unix" => {
                 let std = std::os::unix::net::UnixListener::from(fd);
                 std.set_nonblocking(true).map_err(|e| e.to_string())?;
-                l.unix
-                    .push(tokio::net::UnixListener::from_std(std).map_err(|e| e.to_string())?);
+                let listener =
+                    tokio::net::UnixListener::from_std(std).map_err(|e| e.to_string())?;
+                l.unix.push(Named::new(listener, &name, Origin::Supervisor));
             }
             "tcp" => {
                 let std = std::net::TcpListener::from(fd);
                 std.set_nonblocking(true).map_err(|e| e.to_string())?;
-                l.tcp
-                    .push(tokio::net::TcpListener::from_std(std).map_err(|e| e.to_string())?);
+                let listener = tokio::net::TcpListener::from_std(std).map_err(|e| e.to_string())?;
+                l.tcp.push(Named::new(listener, &name, Origin::Supervisor));
             }
             other => return Err(format!("unknown listener kind {other:?}")),
         }
@@ -245,10 +262,37 @@ async fn forward_upstream(
     }
 }
 
+/// Loading progress for the supervisor (systemd's status line), at most
+/// every half second or when the phase changes.
+#[derive(Default)]
+struct ProgressSender {
+    last: Option<(std::time::Instant, LoadPhase)>,
+}
+
+impl ProgressSender {
+    fn send(&mut self, control: &Channel, p: LoadProgress) {
+        let now = std::time::Instant::now();
+        if let Some((at, phase)) = self.last {
+            if phase == p.phase && now.duration_since(at) < std::time::Duration::from_millis(500) {
+                return;
+            }
+        }
+        self.last = Some((now, p.phase));
+        let msg = ToSupervisor::Progress {
+            compiling: p.phase == LoadPhase::Compiling,
+            done: p.done,
+            total: p.total,
+        };
+        let _ = control.send(&msg.encode(), &[]);
+    }
+}
+
 /// Messages from the supervisor. If the supervisor goes away, drain: a
 /// worker never serves without its broker and its keeper.
 async fn control_loop(control: Arc<AsyncChannel>, shared: Arc<Shared>) {
     use std::sync::atomic::Ordering::Relaxed;
+    let stall = watchdog::stall_limit(shared.config.scan.max_scan_time);
+    let mut health = watchdog::PoolHealth::new(stall, std::time::Instant::now());
     loop {
         let msg = match control.recv().await {
             Ok(Some((msg, _))) => msg,
@@ -270,6 +314,7 @@ async fn control_loop(control: Arc<AsyncChannel>, shared: Arc<Shared>) {
                     scans: c.scans.load(Relaxed),
                     found: c.found.load(Relaxed),
                     errors: c.errors.load(Relaxed),
+                    healthy: health.check(&shared.pool, std::time::Instant::now()),
                 };
                 if control.send(&pong.encode()).await.is_err() {
                     shared.drain();

@@ -28,11 +28,11 @@ use crate::proto::instream::{ChunkDecoder, ChunkHeader};
 use crate::proto::reply::{self, ReplyTo};
 use crate::proto::{self, fildes_payload, Command, CommandKind, FildesPayload, Framing};
 
-pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: Peer, id: u64) {
+pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: Peer, id: u64, listener: &str) {
     let limits = &shared.config.limits;
     let (reader, w) = stream.split();
     let writer = Writer::new(w, Duration::from_secs(limits.read_timeout));
-    let span = tracing::info_span!("conn", id, listener = peer.listener.as_str(), peer = %peer);
+    let span = tracing::info_span!("conn", id, peer = %peer, listener);
     let mut conn = Conn {
         buf: vec![0; limits.max_command_length.0 as usize],
         len: 0,

@@ -28,11 +28,57 @@ use crate::policy::network::{AllowList, PerAddress, RateLimit};
 use crate::policy::{ListenerKind, PeerCreds, Profile};
 use pool::ScanPool;
 
-/// Bound listeners handed to [`run`].
+/// Bound listeners handed to [`run`]. A Unix listener gets the Unix
+/// listener settings, a TCP one the TCP settings.
 #[derive(Default)]
 pub struct Listeners {
-    pub unix: Vec<UnixListener>,
-    pub tcp: Vec<TcpListener>,
+    pub unix: Vec<Named<UnixListener>>,
+    pub tcp: Vec<Named<TcpListener>>,
+}
+
+impl Listeners {
+    pub fn is_empty(&self) -> bool {
+        self.unix.is_empty() && self.tcp.is_empty()
+    }
+}
+
+/// Where a listening socket came from (logged at start-up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Bound by clamsentry from `[listen]`.
+    Config,
+    /// Handed over by systemd (socket activation).
+    Systemd,
+    /// Inherited from the supervisor (in a worker).
+    Supervisor,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Origin::Config => "configuration",
+            Origin::Systemd => "systemd",
+            Origin::Supervisor => "the supervisor",
+        })
+    }
+}
+
+/// A listener with its name (systemd's `FileDescriptorName=`, or "unix" /
+/// "tcp" when bound from the configuration; logs show it as LISTENER).
+pub struct Named<L> {
+    pub listener: L,
+    pub name: Arc<str>,
+    pub origin: Origin,
+}
+
+impl<L> Named<L> {
+    pub fn new(listener: L, name: &str, origin: Origin) -> Named<L> {
+        Named {
+            listener,
+            name: Arc::from(name),
+            origin,
+        }
+    }
 }
 
 /// Counters since start, for STATUS lines and logs.
@@ -43,6 +89,8 @@ pub struct Counters {
     pub found: AtomicU64,
     pub errors: AtomicU64,
     pub reloads: AtomicU64,
+    /// Reloads that failed (the previous signatures stayed in use).
+    pub reload_failures: AtomicU64,
 }
 
 /// State shared by every connection.
@@ -58,6 +106,9 @@ pub struct Shared {
     pub(crate) excludes: Vec<regex::bytes::Regex>,
     pub started: Instant,
     next_conn: AtomicU64,
+
+    /// Bumped when a connection closes (for `service.exit-when-idle`).
+    pub(crate) closed_conns: AtomicU64,
     unix_profile: Profile,
     tcp_profile: Profile,
     tcp_allow: AllowList,
@@ -143,6 +194,7 @@ impl Shared {
             excludes,
             started: Instant::now(),
             next_conn: AtomicU64::new(1),
+            closed_conns: AtomicU64::new(0),
         }))
     }
 
@@ -235,6 +287,17 @@ impl Shared {
         }
     }
 
+    /// Connections open right now.
+    pub fn active_connections(&self) -> u64 {
+        let opened = self.next_conn.load(Ordering::Relaxed) - 1;
+        opened.saturating_sub(self.closed_conns.load(Ordering::Relaxed))
+    }
+
+    /// Connections opened or closed so far: changes whenever anything happens.
+    pub fn connection_events(&self) -> u64 {
+        self.next_conn.load(Ordering::Relaxed) + self.closed_conns.load(Ordering::Relaxed)
+    }
+
     fn swap_engine(&self, engine: Engine) {
         *self
             .engine
@@ -297,10 +360,10 @@ fn resolve_group(name: &str) -> Option<u32> {
 pub async fn run(listeners: Listeners, shared: Arc<Shared>) -> std::io::Result<()> {
     let mut accepts = tokio::task::JoinSet::new();
     for l in listeners.unix {
-        accepts.spawn(accept_unix(l, Arc::clone(&shared)));
+        accepts.spawn(accept_unix(l.listener, l.name, Arc::clone(&shared)));
     }
     for l in listeners.tcp {
-        accepts.spawn(accept_tcp(l, Arc::clone(&shared)));
+        accepts.spawn(accept_tcp(l.listener, l.name, Arc::clone(&shared)));
     }
     let reloader = tokio::spawn(reload_loop(Arc::clone(&shared)));
     let mut stop = shared.shutdown_signal();
@@ -315,7 +378,7 @@ pub async fn run(listeners: Listeners, shared: Arc<Shared>) -> std::io::Result<(
     Ok(())
 }
 
-async fn accept_unix(listener: UnixListener, shared: Arc<Shared>) {
+async fn accept_unix(listener: UnixListener, name: Arc<str>, shared: Arc<Shared>) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -334,11 +397,11 @@ async fn accept_unix(listener: UnixListener, shared: Arc<Shared>) {
             creds,
             addr: None,
         };
-        admit(&shared, conn::Stream::Unix(stream), peer, None);
+        admit(&shared, conn::Stream::Unix(stream), peer, None, &name);
     }
 }
 
-async fn accept_tcp(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_tcp(listener: TcpListener, name: Arc<str>, shared: Arc<Shared>) {
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(s) => s,
@@ -364,7 +427,7 @@ async fn accept_tcp(listener: TcpListener, shared: Arc<Shared>) {
             creds: PeerCreds::remote(),
             addr: Some(addr),
         };
-        admit(&shared, conn::Stream::Tcp(stream), peer, Some(slot));
+        admit(&shared, conn::Stream::Tcp(stream), peer, Some(slot), &name);
     }
 }
 
@@ -380,6 +443,7 @@ fn admit(
     stream: conn::Stream,
     peer: Peer,
     slot: Option<crate::policy::network::AddressSlot>,
+    listener: &Arc<str>,
 ) {
     let Ok(permit) = Arc::clone(&shared.connections).try_acquire_owned() else {
         if shared.refusals.allow().is_some() {
@@ -395,8 +459,10 @@ fn admit(
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     shared.counters.connections.fetch_add(1, Ordering::Relaxed);
     let shared = Arc::clone(shared);
+    let listener = Arc::clone(listener);
     tokio::spawn(async move {
-        conn::serve(shared, stream, peer, id).await;
+        conn::serve(Arc::clone(&shared), stream, peer, id, &listener).await;
+        shared.closed_conns.fetch_add(1, Ordering::Relaxed);
         drop(slot);
         drop(permit);
     });
@@ -408,6 +474,7 @@ async fn reload_loop(shared: Arc<Shared>) {
         let started = Instant::now();
         let config = Arc::clone(&shared.config);
         tracing::info!(directory = %config.database.directory.display(), "reloading signatures");
+
         let loaded = tokio::task::spawn_blocking(move || {
             Engine::load(
                 &config.database.directory,
@@ -428,9 +495,17 @@ async fn reload_loop(shared: Arc<Shared>) {
                 );
             }
             Ok(Err(e)) => {
+                shared
+                    .counters
+                    .reload_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "reload failed; still serving with the previous signatures");
             }
             Err(e) => {
+                shared
+                    .counters
+                    .reload_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "reload crashed; still serving with the previous signatures");
             }
         }
@@ -442,9 +517,8 @@ async fn reload_loop(shared: Arc<Shared>) {
 pub async fn bind_from_config(config: &Config) -> std::io::Result<Listeners> {
     let mut listeners = Listeners::default();
     if let Some(path) = config.unix_path() {
-        listeners
-            .unix
-            .push(bind_unix(path, config.unix_mode().unwrap_or(0o660))?);
+        let l = bind_unix(path, config.unix_mode().unwrap_or(0o660))?;
+        listeners.unix.push(Named::new(l, "unix", Origin::Config));
     }
     for addr in config.tcp_addrs().unwrap_or_default() {
         let l = TcpListener::bind(addr).await.map_err(|e| {
@@ -453,7 +527,7 @@ pub async fn bind_from_config(config: &Config) -> std::io::Result<Listeners> {
                 format!("cannot listen on TCP {addr}: {e} (listen.tcp)"),
             )
         })?;
-        listeners.tcp.push(l);
+        listeners.tcp.push(Named::new(l, "tcp", Origin::Config));
     }
     Ok(listeners)
 }

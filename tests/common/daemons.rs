@@ -41,56 +41,102 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// What a launch command needs: the binary, its generated configuration,
+/// and the addresses the test will talk to.
+pub struct Launch {
+    pub bin: PathBuf,
+    pub config: PathBuf,
+    pub unix: PathBuf,
+    pub tcp: SocketAddr,
+    /// The daemon's scratch directory (removed with the [`Daemon`]).
+    pub dir: PathBuf,
+}
+
+/// Writes clamsentry's configuration for a test into `dir`: the database,
+/// `unix` (mode 0666) and `tcp` listeners, debug logging, then `settings`
+/// (`(table, "key = value")`, replacing a generated key of the same name).
+pub fn write_config(
+    dir: &Path,
+    db: &Path,
+    unix: &Path,
+    tcp: SocketAddr,
+    settings: &[(&str, &str)],
+) -> PathBuf {
+    let mut tables: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    tables
+        .entry("database")
+        .or_default()
+        .push(format!("directory = {:?}", db.display().to_string()));
+    tables
+        .entry("listen")
+        .or_default()
+        .push(format!("unix = {:?}", unix.display().to_string()));
+    tables
+        .entry("listen")
+        .or_default()
+        .push("unix-mode = \"0666\"".into());
+    tables
+        .entry("listen")
+        .or_default()
+        .push(format!("tcp = [\"{tcp}\"]"));
+    tables
+        .entry("log")
+        .or_default()
+        .push("level = \"debug\"".into());
+    // Tests run as root in CI: the worker becomes nobody (the default
+    // service user, clamsentry, exists only where the .deb is installed).
+    tables
+        .entry("sandbox")
+        .or_default()
+        .push("user = \"nobody\"".into());
+    for (table, line) in settings {
+        let lines = tables.entry(table).or_default();
+        let key = line.split('=').next().unwrap().trim();
+        lines.retain(|l| l.split('=').next().unwrap().trim() != key);
+        lines.push(line.to_string());
+    }
+    let mut text = String::new();
+    for (table, lines) in &tables {
+        text.push_str(&format!("[{table}]\n{}\n", lines.join("\n")));
+    }
+    let config = dir.join("clamsentry.toml");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
 impl Daemon {
     /// Starts the clamsentry binary. `settings` are `(table, "key = value")`
     /// lines added to the generated configuration.
     pub fn clamsentry(db: &Path, settings: &[(&str, &str)]) -> Daemon {
+        Daemon::launch(db, settings, |l| {
+            let mut c = Command::new(&l.bin);
+            c.arg("--config").arg(&l.config);
+            c
+        })
+    }
+
+    /// Starts clamsentry with a command built by `command` (for example
+    /// under `systemd-socket-activate`), then waits until the Unix socket
+    /// and the TCP address in [`Launch`] answer PING. stdout is discarded,
+    /// stderr goes to the daemon log.
+    pub fn launch(
+        db: &Path,
+        settings: &[(&str, &str)],
+        command: impl FnOnce(&Launch) -> Command,
+    ) -> Daemon {
         let dir = tempfile::Builder::new().prefix("cs-run").tempdir().unwrap();
         let unix = dir.path().join("clamsentry.sock");
         let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut tables: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        tables
-            .entry("database")
-            .or_default()
-            .push(format!("directory = {:?}", db.display().to_string()));
-        tables
-            .entry("listen")
-            .or_default()
-            .push(format!("unix = {:?}", unix.display().to_string()));
-        tables
-            .entry("listen")
-            .or_default()
-            .push("unix-mode = \"0666\"".into());
-        tables
-            .entry("listen")
-            .or_default()
-            .push(format!("tcp = [\"{tcp}\"]"));
-        tables
-            .entry("log")
-            .or_default()
-            .push("level = \"debug\"".into());
-        // Tests run as root in CI: the worker becomes nobody (the default
-        // service user, clamsentry, exists only where the .deb is installed).
-        tables
-            .entry("sandbox")
-            .or_default()
-            .push("user = \"nobody\"".into());
-        for (table, line) in settings {
-            let lines = tables.entry(table).or_default();
-            let key = line.split('=').next().unwrap().trim();
-            lines.retain(|l| l.split('=').next().unwrap().trim() != key);
-            lines.push(line.to_string());
-        }
-        let mut text = String::new();
-        for (table, lines) in &tables {
-            text.push_str(&format!("[{table}]\n{}\n", lines.join("\n")));
-        }
-        let config = dir.path().join("clamsentry.toml");
-        std::fs::write(&config, text).unwrap();
+        let config = write_config(dir.path(), db, &unix, tcp, settings);
+        let launch = Launch {
+            bin: PathBuf::from(env!("CARGO_BIN_EXE_clamsentry")),
+            config,
+            unix: unix.clone(),
+            tcp,
+            dir: dir.path().to_path_buf(),
+        };
         let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-        let child = die_with_parent(&mut Command::new(env!("CARGO_BIN_EXE_clamsentry")))
-            .arg("--config")
-            .arg(&config)
+        let child = die_with_parent(&mut command(&launch))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

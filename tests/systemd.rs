@@ -1,0 +1,558 @@
+//! systemd and journald integration, with the real tools: socket activation
+//! under `systemd-socket-activate`, the sd-notify messages on a datagram
+//! socket of our own, a real journald in a private mount namespace, the
+//! signature directory self-check, exit-when-idle, and the shipped units
+//! under `systemd-analyze`.
+//!
+//! Tests that need a tool or root print why they skip when it is missing;
+//! CI (Debian 12, root, systemd installed) runs them all.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::client::{instream, show, talk, Addr};
+use common::daemons::{free_port, Daemon};
+
+const T: Duration = Duration::from_secs(20);
+
+/// The tool's path, or `None` after printing why the test skips.
+fn tool(name: &str) -> Option<PathBuf> {
+    for dir in [
+        "/usr/bin",
+        "/bin",
+        "/usr/sbin",
+        "/sbin",
+        "/lib/systemd",
+        "/usr/lib/systemd",
+    ] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return Some(p);
+        }
+    }
+    eprintln!("SKIP: {name} not found (apt-get install systemd)");
+    None
+}
+
+fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+fn scan_eicar(addr: &Addr) -> Vec<u8> {
+    talk(addr, &[&instream(b"zINSTREAM\0", &common::eicar(), 16)], T).unwrap()
+}
+
+const EICAR_FOUND: &[u8] = b"stream: Win.Test.EICAR_HDB-1.UNOFFICIAL FOUND\0";
+
+/// Runs until `pred` holds, checking every 50 ms, failing after a generous
+/// deadline (a deadline for hangs, not a performance threshold).
+fn eventually(what: &str, mut pred: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pred() {
+        assert!(Instant::now() < deadline, "gave up waiting: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn socket_activation_serves_named_unix_and_tcp_sockets() {
+    let Some(activate) = tool("systemd-socket-activate") else {
+        return;
+    };
+    let db = common::TestDb::new();
+    // The configuration names other sockets: systemd's must win.
+    let own = tempfile::tempdir().unwrap();
+    let config_sock = own.path().join("from-config.sock");
+    let config_tcp = format!("127.0.0.1:{}", free_port());
+    let unix_line = format!("unix = {:?}", config_sock.display().to_string());
+    let tcp_line = format!("tcp = [{config_tcp:?}]");
+    let d = Daemon::launch(
+        db.path(),
+        &[("listen", &unix_line), ("listen", &tcp_line)],
+        |l| {
+            let mut c = Command::new(&activate);
+            c.arg("-l")
+                .arg(&l.unix)
+                .arg("-l")
+                .arg(l.tcp.to_string())
+                .arg("--fdname=unix:tcp")
+                .arg(&l.bin)
+                .arg("--config")
+                .arg(&l.config);
+            c
+        },
+    );
+    for addr in [d.unix_addr(), d.tcp_addr()] {
+        assert_eq!(talk(&addr, &[b"zPING\0"], T).unwrap(), b"PONG\0");
+        let got = scan_eicar(&addr);
+        assert_eq!(got, EICAR_FOUND, "{addr:?}: {}", show(&got));
+    }
+    let log = d.log();
+    assert!(
+        log.contains(&format!(
+            "listening on Unix socket {} from systemd (listener unix, Unix listener settings)",
+            d.unix.display()
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "listening on TCP {} from systemd (listener tcp, TCP listener settings)",
+            d.tcp
+        )),
+        "{log}"
+    );
+    assert!(log.contains("sockets come from systemd"), "{log}");
+    assert!(
+        log.contains("listener=\"tcp\""),
+        "TCP connections are tagged: {log}"
+    );
+    assert!(
+        !config_sock.exists(),
+        "the configured socket must not be bound"
+    );
+    assert!(std::net::TcpStream::connect(&config_tcp).is_err());
+}
+
+#[test]
+fn an_unexpected_activated_socket_is_an_error_that_names_it() {
+    let Some(activate) = tool("systemd-socket-activate") else {
+        return;
+    };
+    let db = common::TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s.sock");
+    let config = common::daemons::write_config(
+        dir.path(),
+        db.path(),
+        &dir.path().join("cfg.sock"),
+        format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        &[],
+    );
+    let child = Command::new(&activate)
+        .arg("-l")
+        .arg(&sock)
+        .arg("--fdname=scanners")
+        .arg(env!("CARGO_BIN_EXE_clamsentry"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // systemd-socket-activate starts the program on the first connection.
+    eventually("the socket", || sock.exists());
+    let _ = std::os::unix::net::UnixStream::connect(&sock);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("FileDescriptorName=scanners"), "{err}");
+    assert!(err.contains("[service] sockets"), "says what to do: {err}");
+}
+
+/// Collects sd-notify datagrams on a socket the test owns.
+struct NotifySocket {
+    path: PathBuf,
+    rx: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl NotifySocket {
+    fn new() -> NotifySocket {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf) {
+                if tx
+                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        NotifySocket {
+            path,
+            rx,
+            seen: Vec::new(),
+            _dir: dir,
+        }
+    }
+
+    /// Waits for a message with line `line`; returns its index in `seen`.
+    fn wait_for(&mut self, line: &str) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = self
+                .rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {line} in {:#?}", self.seen));
+            self.seen.push(msg);
+            if self.seen.last().unwrap().lines().any(|l| l == line) {
+                return self.seen.len() - 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn notify_messages_come_in_order() {
+    let db = common::TestDb::new();
+    let mut notify = NotifySocket::new();
+    let socket = notify.path.clone();
+    let mut d = Daemon::launch(db.path(), &[("database", "self-check = 0")], |l| {
+        // WATCHDOG_PID must be the daemon's own pid: exec keeps the shell's.
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
+            .arg(&l.bin)
+            .arg("--config")
+            .arg(&l.config)
+            .env("NOTIFY_SOCKET", &socket)
+            .env("WATCHDOG_USEC", "200000");
+        c
+    });
+    let ready = notify.wait_for("READY=1");
+    let watchdog = notify.wait_for("WATCHDOG=1");
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let reloading = notify.wait_for("RELOADING=1");
+    let ready_again = notify.wait_for("READY=1");
+    // A reload that fails still ends in READY=1, and the status says so.
+    std::fs::write(db.path().join("broken.ndb"), "not a signature\n").unwrap();
+    d.signal(nix::sys::signal::Signal::SIGUSR2);
+    let failed_reload = notify.wait_for("RELOADING=1");
+    let ready_after_failure = notify.wait_for("READY=1");
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    let stopping = notify.wait_for("STOPPING=1");
+    assert_eq!(d.wait_exit(Duration::from_secs(60)), Some(0), "{}", d.log());
+
+    let seen = &notify.seen;
+    assert!(ready < watchdog && watchdog < reloading, "{seen:#?}");
+    assert!(
+        reloading < ready_again && ready_again < failed_reload,
+        "{seen:#?}"
+    );
+    assert!(failed_reload < ready_after_failure && ready_after_failure < stopping);
+    assert!(
+        seen[ready_after_failure].contains("1 failed reloads"),
+        "{seen:#?}"
+    );
+    let loading = seen
+        .iter()
+        .position(|m| m.contains("STATUS=Loading signatures"))
+        .expect("a loading status");
+    assert!(loading < ready, "{seen:#?}");
+    assert!(
+        seen[..ready]
+            .iter()
+            .any(|m| m.contains("EXTEND_TIMEOUT_USEC=")),
+        "the start-up timeout is extended while loading: {seen:#?}"
+    );
+    assert!(
+        seen[ready].contains("STATUS=Serving: 4 signatures"),
+        "{seen:#?}"
+    );
+    assert!(seen[reloading].contains("MONOTONIC_USEC="), "{seen:#?}");
+    assert!(
+        seen[ready_again].contains("1 reloads"),
+        "status after the reload: {seen:#?}"
+    );
+    // WATCHDOG=1 only while serving: none between STOPPING and the end.
+    assert!(
+        !seen[stopping..].iter().any(|m| m.contains("WATCHDOG=1")),
+        "{seen:#?}"
+    );
+}
+
+/// One journal entry from `journalctl -o json`.
+#[derive(Debug)]
+struct Entry(serde_json::Map<String, serde_json::Value>);
+
+impl Entry {
+    /// The value of a field (the first one when journald holds several).
+    fn get(&self, key: &str) -> Option<&str> {
+        match self.0.get(key)? {
+            serde_json::Value::String(s) => Some(s),
+            serde_json::Value::Array(a) => a.first()?.as_str(),
+            _ => None,
+        }
+    }
+}
+
+/// The JSON journal entries of clamsentry, from a journal directory.
+fn journal_entries(journalctl: &Path, dir: &Path) -> Vec<Entry> {
+    let out = Command::new(journalctl)
+        .arg("--directory")
+        .arg(dir)
+        .arg("-o")
+        .arg("json")
+        .arg("SYSLOG_IDENTIFIER=clamsentry")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok().map(Entry))
+        .collect()
+}
+
+#[test]
+fn journald_gets_structured_fields_of_a_found_scan() {
+    if !is_root() {
+        eprintln!("SKIP: a private journald needs root (mount namespaces)");
+        return;
+    }
+    let (Some(journald), Some(journalctl), Some(unshare)) = (
+        tool("systemd-journald"),
+        tool("journalctl"),
+        tool("unshare"),
+    ) else {
+        return;
+    };
+    let db = common::TestDb::new();
+    let journal = tempfile::tempdir().unwrap();
+    let script = journal.path().join("run.sh");
+    std::fs::write(
+        &script,
+        r#"set -e
+journal="$1"; journald="$2"; shift 2
+mount -t tmpfs tmpfs /run
+mkdir -p /var/log/journal
+mount --bind "$journal/store" /var/log/journal
+timeout 300 "$journald" &
+while [ ! -S /run/systemd/journal/socket ]; do sleep 0.05; done
+journalctl --flush
+timeout 300 "$@" &
+echo $! > "$journal/daemon.pid"
+wait $! || true
+kill %1 || true
+wait || true
+"#,
+    )
+    .unwrap();
+    let store = journal.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    // log.target is "auto" (the default): as under systemd, JOURNAL_STREAM
+    // names the stream on stderr (here the daemon's log file), so clamsentry
+    // picks journald.
+    let mut d = Daemon::launch(db.path(), &[], |l| {
+        use std::os::unix::fs::MetadataExt;
+        let stderr = std::fs::metadata(l.dir.join("daemon.log")).unwrap();
+        let mut c = Command::new(&unshare);
+        c.args(["--mount", "--propagation", "private", "bash"])
+            .arg(&script)
+            .arg(journal.path())
+            .arg(&journald)
+            .arg(&l.bin)
+            .arg("--config")
+            .arg(&l.config)
+            .env(
+                "JOURNAL_STREAM",
+                format!("{}:{}", stderr.dev(), stderr.ino()),
+            );
+        c
+    });
+    let got = scan_eicar(&d.tcp_addr());
+    assert_eq!(got, EICAR_FOUND, "{}", show(&got));
+    assert!(
+        !d.log().contains("virus found"),
+        "events go to journald, not stderr: {}",
+        d.log()
+    );
+
+    let mut found = None;
+    eventually("the FOUND entry in the journal", || {
+        found = journal_entries(&journalctl, &store)
+            .into_iter()
+            .find(|e| e.get("SCAN_RESULT") == Some("found"));
+        found.is_some()
+    });
+    let e = found.unwrap();
+    assert_eq!(e.get("COMMAND"), Some("INSTREAM"), "{e:?}");
+    assert_eq!(e.get("LISTENER"), Some("tcp"), "{e:?}");
+    assert!(
+        e.get("PEER").is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.get("VIRUS_NAME"),
+        Some("Win.Test.EICAR_HDB-1.UNOFFICIAL"),
+        "{e:?}"
+    );
+    assert_eq!(e.get("BYTES"), Some("68"), "{e:?}");
+    assert!(
+        e.get("DURATION_MS")
+            .is_some_and(|v| v.parse::<u64>().is_ok()),
+        "{e:?}"
+    );
+    assert_eq!(e.get("PRIORITY"), Some("4"), "FOUND is a warning: {e:?}");
+    assert_eq!(e.get("MESSAGE"), Some("virus found"), "{e:?}");
+
+    // Stop the daemon inside the namespace; the script then stops journald.
+    let pid: i32 = std::fs::read_to_string(journal.path().join("daemon.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(d.wait_exit(Duration::from_secs(60)).is_some());
+    let entries = journal_entries(&journalctl, &store);
+    assert!(
+        entries.iter().any(|e| e
+            .get("MESSAGE")
+            .is_some_and(|m| m.starts_with("worker ready"))
+            && e.get("SIGNATURES") == Some("4")),
+        "lifecycle events carry their numbers"
+    );
+}
+
+#[test]
+fn new_signature_files_are_loaded_without_a_signal() {
+    let db = common::TestDb::new();
+    let d = Daemon::clamsentry(db.path(), &[("database", "self-check = 1")]);
+    let body = b"clamsentry database watch marker one";
+    let hashed = b"clamsentry database watch marker two";
+    let scan =
+        |data: &[u8]| talk(&d.tcp_addr(), &[&instream(b"zINSTREAM\0", data, 64)], T).unwrap();
+    assert_eq!(scan(body), b"stream: OK\0");
+    assert_eq!(scan(hashed), b"stream: OK\0");
+    // What freshclam does: new files appear, several at once.
+    let hex: String = body.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(
+        db.path().join("watch.ndb"),
+        format!("Clamsentry.Test.Watch-1:0:*:{hex}\n"),
+    )
+    .unwrap();
+    let md5 = Command::new("md5sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(hashed)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let md5 = String::from_utf8_lossy(&md5.stdout);
+    let md5 = md5.split_whitespace().next().unwrap().to_string();
+    std::fs::write(
+        db.path().join("watch.hdb"),
+        format!("{md5}:{}:Clamsentry.Test.WatchHash-1\n", hashed.len()),
+    )
+    .unwrap();
+    eventually("the new signatures", || {
+        scan(body) == b"stream: Clamsentry.Test.Watch-1.UNOFFICIAL FOUND\0"
+    });
+    assert_eq!(
+        scan(hashed),
+        b"stream: Clamsentry.Test.WatchHash-1.UNOFFICIAL FOUND\0"
+    );
+    let log = d.log();
+    assert_eq!(
+        log.matches("signature files changed").count(),
+        1,
+        "one reload for the burst: {log}"
+    );
+    assert_eq!(log.matches("reload complete").count(), 1, "{log}");
+}
+
+#[test]
+fn exits_cleanly_when_idle() {
+    let db = common::TestDb::new();
+    let mut d = Daemon::clamsentry(db.path(), &[("service", "exit-when-idle = 1")]);
+    assert_eq!(d.wait_exit(Duration::from_secs(60)), Some(0), "{}", d.log());
+    let log = d.log();
+    assert!(log.contains("service.exit-when-idle"), "{log}");
+    assert!(!d.unix.exists(), "the socket it bound is removed");
+}
+
+/// The shipped units, with ExecStart pointing at the binary under test
+/// (systemd-analyze checks that the program exists).
+fn units_for_analysis() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/systemd");
+    let service = std::fs::read_to_string(root.join("clamsentry.service")).unwrap();
+    assert!(service.contains("ExecStart=/usr/bin/clamsentry\n"));
+    let service = service.replace(
+        "ExecStart=/usr/bin/clamsentry",
+        &format!("ExecStart={}", env!("CARGO_BIN_EXE_clamsentry")),
+    );
+    std::fs::write(dir.path().join("clamsentry.service"), service).unwrap();
+    std::fs::copy(
+        root.join("clamsentry.socket"),
+        dir.path().join("clamsentry.socket"),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn shipped_units_verify_cleanly() {
+    let Some(analyze) = tool("systemd-analyze") else {
+        return;
+    };
+    let dir = units_for_analysis();
+    let out = Command::new(&analyze)
+        .current_dir(dir.path())
+        .args([
+            "verify",
+            "--man=no",
+            "clamsentry.socket",
+            "clamsentry.service",
+        ])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        !text.contains("clamsentry"),
+        "systemd-analyze verify has remarks: {text}"
+    );
+}
+
+#[test]
+fn shipped_service_exposure_is_at_most_2() {
+    let Some(analyze) = tool("systemd-analyze") else {
+        return;
+    };
+    let dir = units_for_analysis();
+    let out = Command::new(&analyze)
+        .current_dir(dir.path())
+        .args([
+            "security",
+            "--offline=true",
+            "--threshold=20",
+            "--no-pager",
+            "clamsentry.service",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or("(none)");
+    eprintln!("{score}");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
