@@ -21,6 +21,7 @@ pub struct ServiceStatus {
     found: u64,
     reloads: u64,
     failed_reloads: u64,
+    sandbox: String,
     ready: bool,
     reloading: bool,
     wedged: bool,
@@ -38,6 +39,7 @@ impl ServiceStatus {
             found: 0,
             reloads: 0,
             failed_reloads: 0,
+            sandbox: String::new(),
             ready: false,
             reloading: false,
             wedged: false,
@@ -62,6 +64,10 @@ impl ServiceStatus {
                 self.failed_reloads
             ));
         }
+        if !self.sandbox.is_empty() {
+            line.push_str("; worker ");
+            line.push_str(&self.sandbox);
+        }
         line
     }
 
@@ -82,6 +88,7 @@ impl ServiceStatus {
             } => {
                 self.signatures = signatures;
                 self.db_version = db_version;
+                self.sandbox = sandbox.clone();
                 self.ready = true;
                 self.loading = None;
                 let line = self.line();

@@ -211,7 +211,7 @@ pub(crate) fn record(
             if shared.config.log.clean {
                 tracing::info!(
                     command,
-                    target = name,
+                    scan_target = name,
                     scan_result = "clean",
                     bytes,
                     duration_ms,
@@ -220,7 +220,7 @@ pub(crate) fn record(
             } else {
                 tracing::debug!(
                     command,
-                    target = name,
+                    scan_target = name,
                     scan_result = "clean",
                     bytes,
                     duration_ms,
@@ -232,7 +232,7 @@ pub(crate) fn record(
             c.found.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 command,
-                target = name,
+                scan_target = name,
                 scan_result = "found",
                 virus_name = names.join(",").as_str(),
                 bytes,
@@ -244,7 +244,7 @@ pub(crate) fn record(
             c.errors.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 command,
-                target = name,
+                scan_target = name,
                 scan_result = "error",
                 error = message.as_str(),
                 bytes,
