@@ -97,6 +97,16 @@ pub enum Want {
     List,
 }
 
+/// `path` made absolute against the daemon's directory (clamd resolves
+/// relative paths the same way).
+fn absolute(path: &Path) -> Option<PathBuf> {
+    if path.is_absolute() {
+        Some(path.to_path_buf())
+    } else {
+        std::env::current_dir().ok().map(|cwd| cwd.join(path))
+    }
+}
+
 /// May `peer` reach `path` and do `want` with it? `path` is taken as the
 /// client wrote it (relative paths are relative to the daemon's directory,
 /// as in clamd). Anything that does not exist is a "no".
@@ -104,13 +114,8 @@ pub fn allowed(peer: &PeerCreds, path: &Path, want: Want) -> bool {
     if peer.is_root() {
         return true;
     }
-    let absolute = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        match std::env::current_dir() {
-            Ok(cwd) => cwd.join(path),
-            Err(_) => return false,
-        }
+    let Some(absolute) = absolute(path) else {
+        return false;
     };
     let Ok(resolved) = std::fs::canonicalize(&absolute) else {
         return false;
@@ -124,13 +129,8 @@ pub fn reachable(peer: &PeerCreds, path: &Path) -> bool {
     if peer.is_root() {
         return true;
     }
-    let absolute = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        match std::env::current_dir() {
-            Ok(cwd) => cwd.join(path),
-            Err(_) => return false,
-        }
+    let Some(absolute) = absolute(path) else {
+        return false;
     };
     if !traversable(peer, &absolute) {
         return false;

@@ -392,35 +392,8 @@ fn start(
 ) -> std::io::Result<()> {
     let gen = *next_gen;
     *next_gen += 1;
-    let (control, control_child) = Channel::pair()?;
-    let (brokers, broker_child) = Channel::pair()?;
-    let mut cmd = tokio::process::Command::new("/proc/self/exe");
-    cmd.arg("__worker")
-        .env(
-            LISTENERS_ENV,
-            setup
-                .listeners
-                .iter()
-                .map(|l| format!("{}:{}", l.kind, l.name))
-                .collect::<Vec<_>>()
-                .join(","),
-        )
-        .env(TEMP_DIR_ENV, &setup.temp_dir)
-        .stdin(std::process::Stdio::null());
-    let mut sources: Vec<RawFd> = vec![control_child.as_raw_fd(), broker_child.as_raw_fd()];
-    sources.extend(setup.listeners.iter().map(|l| l.fd.as_raw_fd()));
-    place_fds(&mut cmd, sources);
-    let mut child = cmd.spawn()?;
-    drop(control_child);
-    drop(broker_child);
+    let (mut child, control, brokers) = spawn(setup, &["__worker"], &setup.listeners)?;
     let pid = child.id().map_or(0, |p| p as i32);
-    control.send(
-        &ToWorker::Config {
-            toml: setup.config_text.clone(),
-        }
-        .encode(),
-        &[],
-    )?;
     let control = Arc::new(AsyncChannel::new(control)?);
     tracing::info!(worker = gen, pid, "worker started");
 
@@ -515,26 +488,37 @@ fn place_fds(cmd: &mut tokio::process::Command, sources: Vec<RawFd>) {
 /// in probe mode: it demotes itself, tries forbidden things, prints one line
 /// per attempt and exits (0 if everything forbidden was denied).
 pub async fn probe(setup: Setup) -> std::io::Result<std::process::ExitStatus> {
+    let (mut child, _control, _brokers) = spawn(&setup, &["__worker", "--probe"], &[])?;
+    child.wait().await
+}
+
+/// Starts `clamsentry <args>` with the control and broker channels at fds 3
+/// and 4, `listeners` from fd 5 on, and sends it the configuration.
+fn spawn(
+    setup: &Setup,
+    args: &[&str],
+    listeners: &[Inherited],
+) -> std::io::Result<(tokio::process::Child, Channel, Channel)> {
     let (control, control_child) = Channel::pair()?;
-    let (_brokers, broker_child) = Channel::pair()?;
+    let (brokers, broker_child) = Channel::pair()?;
+    let names: Vec<String> = listeners
+        .iter()
+        .map(|l| format!("{}:{}", l.kind, l.name))
+        .collect();
     let mut cmd = tokio::process::Command::new("/proc/self/exe");
-    cmd.args(["__worker", "--probe"])
-        .env(LISTENERS_ENV, "")
+    cmd.args(args)
+        .env(LISTENERS_ENV, names.join(","))
         .env(TEMP_DIR_ENV, &setup.temp_dir)
         .stdin(std::process::Stdio::null());
-    place_fds(
-        &mut cmd,
-        vec![control_child.as_raw_fd(), broker_child.as_raw_fd()],
-    );
-    let mut child = cmd.spawn()?;
+    let mut sources: Vec<RawFd> = vec![control_child.as_raw_fd(), broker_child.as_raw_fd()];
+    sources.extend(listeners.iter().map(|l| l.fd.as_raw_fd()));
+    place_fds(&mut cmd, sources);
+    let child = cmd.spawn()?;
     drop(control_child);
     drop(broker_child);
-    control.send(
-        &ToWorker::Config {
-            toml: setup.config_text.clone(),
-        }
-        .encode(),
-        &[],
-    )?;
-    child.wait().await
+    let config = ToWorker::Config {
+        toml: setup.config_text.clone(),
+    };
+    control.send(&config.encode(), &[])?;
+    Ok((child, control, brokers))
 }

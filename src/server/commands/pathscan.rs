@@ -462,6 +462,18 @@ impl<'a> Walker<'a> {
         Flow::Go
     }
 
+    fn file_job(&self, name: &[u8], real: Vec<u8>) -> FileJob {
+        FileJob {
+            shared: Arc::clone(self.shared),
+            engine: Arc::clone(&self.engine),
+            files: Arc::clone(&self.files),
+            to: self.to,
+            tx: self.tx.clone(),
+            name: name.to_vec(),
+            real,
+        }
+    }
+
     /// An entry of a directory the peer may list, that it may not open.
     fn peer_denied(&mut self, name: &[u8], is_dir: bool) -> Flow {
         if is_dir {
@@ -501,15 +513,10 @@ impl<'a> Walker<'a> {
                 };
             }
         };
-        if let Some((sender, _, dispatched)) = &mut self.jobs {
-            let job = FileJob {
-                shared: Arc::clone(self.shared),
-                engine: Arc::clone(&self.engine),
-                files: Arc::clone(&self.files),
-                to: self.to,
-                tx: self.tx.clone(),
-                name: name.to_vec(),
-                real,
+        if self.jobs.is_some() {
+            let job = self.file_job(name, real);
+            let Some((sender, _, dispatched)) = &mut self.jobs else {
+                return Flow::Go;
             };
             let results = sender.clone();
             *dispatched += 1;
@@ -522,15 +529,7 @@ impl<'a> Walker<'a> {
             }
             return Flow::Go;
         }
-        let job = FileJob {
-            shared: Arc::clone(self.shared),
-            engine: Arc::clone(&self.engine),
-            files: Arc::clone(&self.files),
-            to: self.to,
-            tx: self.tx.clone(),
-            name: name.to_vec(),
-            real,
-        };
+        let job = self.file_job(name, real);
         self.slot.set_file(&String::from_utf8_lossy(name));
         match job.run(self.slot, self.mode == Mode::AllMatch) {
             FileResult::Clean => Flow::Go,
