@@ -453,3 +453,45 @@ fn default_tcp_policy_keeps_clamd_replies_for_allowed_commands() {
         assert_eq!(show(&theirs), show(&mine), "{}", show(&req));
     }
 }
+
+/// A database container with a version (what freshclam's daily.cvd carries),
+/// built here with sigtool: VERSION shows its number and build time exactly
+/// as clamd does (ctime format, local time).
+#[test]
+fn database_version_matches_clamd() {
+    use std::io::Write;
+    let db = TestDb::new();
+    let build = tempfile::tempdir().unwrap();
+    std::fs::write(build.path().join("daily.hdb"), common::HDB).unwrap();
+    std::fs::write(build.path().join("COPYING"), "test database\n").unwrap();
+    let mut sigtool = std::process::Command::new("sigtool")
+        .args(["--build=daily.cud", "--unsigned", "--cvd-version=27999"])
+        .arg(format!("--datadir={}", build.path().display()))
+        .current_dir(build.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sigtool (package clamav)");
+    sigtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"clamsentry tests\n")
+        .unwrap();
+    assert!(sigtool.wait().unwrap().success());
+    std::fs::copy(build.path().join("daily.cud"), db.path().join("daily.cud")).unwrap();
+    let clamd = Daemon::clamd(db.path(), &[]);
+    let ours = Daemon::clamsentry(db.path(), &[]);
+    let t = Duration::from_secs(3);
+    for req in [
+        &b"zVERSION\0"[..],
+        b"nVERSIONCOMMANDS\n",
+        b"zIDSESSION\0zVERSION\0zEND\0",
+    ] {
+        let theirs = talk(&clamd.unix_addr(), &[req], t).unwrap();
+        let mine = talk(&ours.unix_addr(), &[req], t).unwrap();
+        assert!(show(&theirs).contains("/27999/"), "{}", show(&theirs));
+        assert_eq!(show(&theirs), show(&mine));
+    }
+}
