@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tokio::sync::mpsc::{channel, Sender};
 
 use super::broker::{self, FilePolicy};
 use super::channel::{AsyncChannel, Channel};
@@ -119,7 +119,10 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// systemd). Must run inside a tokio runtime.
 pub async fn run(setup: Setup, mut notify: impl FnMut(Lifecycle)) -> Result<(), SupervisorError> {
     let setup = Arc::new(setup);
-    let (tx, mut rx) = unbounded_channel::<Event>();
+    // Bounded: a worker that floods its control channel waits, it does not
+    // grow the supervisor's memory.
+    let (tx, mut rx) = channel::<Event>(256);
+    let mut pending: std::collections::VecDeque<Event> = std::collections::VecDeque::new();
     spawn_signal_task(tx.clone());
     let mut workers: HashMap<u64, Worker> = HashMap::new();
     let mut next_gen = 1u64;
@@ -132,8 +135,10 @@ pub async fn run(setup: Setup, mut notify: impl FnMut(Lifecycle)) -> Result<(), 
 
     start(&setup, &tx, &mut workers, &mut next_gen).map_err(SupervisorError::Spawn)?;
     loop {
-        let event = tokio::select! {
-            e = rx.recv() => match e { Some(e) => e, None => break },
+        let event = match pending.pop_front() {
+            Some(e) => e,
+            None => tokio::select! {
+                e = rx.recv() => match e { Some(e) => e, None => break },
             _ = tick.tick() => {
                 if let Some(at) = restart_at {
                     if Instant::now() >= at && !stopping {
@@ -156,6 +161,7 @@ pub async fn run(setup: Setup, mut notify: impl FnMut(Lifecycle)) -> Result<(), 
                 ping_seq += 1;
                 continue;
             }
+            },
         };
         match event {
             Event::Message(gen, msg) => match msg {
@@ -216,10 +222,10 @@ pub async fn run(setup: Setup, mut notify: impl FnMut(Lifecycle)) -> Result<(), 
                     });
                 }
                 ToSupervisor::ReloadRequest => {
-                    let _ = tx.send(Event::Reload("RELOAD command"));
+                    pending.push_back(Event::Reload("RELOAD command"));
                 }
                 ToSupervisor::ShutdownRequest => {
-                    let _ = tx.send(Event::Stop("SHUTDOWN command"));
+                    pending.push_back(Event::Stop("SHUTDOWN command"));
                 }
                 ToSupervisor::Pong {
                     scans,
@@ -357,7 +363,7 @@ fn signal_name(sig: i32) -> String {
         .map_or_else(|_| sig.to_string(), |s| s.as_str().to_string())
 }
 
-fn spawn_signal_task(tx: UnboundedSender<Event>) {
+fn spawn_signal_task(tx: Sender<Event>) {
     use tokio::signal::unix::{signal, SignalKind};
     tokio::spawn(async move {
         let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr2)) = (
@@ -376,7 +382,7 @@ fn spawn_signal_task(tx: UnboundedSender<Event>) {
                 _ = hup.recv() => Event::Reload("SIGHUP"),
                 _ = usr2.recv() => Event::Reload("SIGUSR2"),
             };
-            if tx.send(e).is_err() {
+            if tx.send(e).await.is_err() {
                 return;
             }
         }
@@ -386,7 +392,7 @@ fn spawn_signal_task(tx: UnboundedSender<Event>) {
 /// Starts one worker generation.
 fn start(
     setup: &Arc<Setup>,
-    tx: &UnboundedSender<Event>,
+    tx: &Sender<Event>,
     workers: &mut HashMap<u64, Worker>,
     next_gen: &mut u64,
 ) -> std::io::Result<()> {
@@ -404,7 +410,7 @@ fn start(
         .name(format!("broker-{gen}"))
         .spawn(move || {
             if let Err(why) = broker::serve(&brokers, &policy) {
-                let _ = btx.send(Event::Violation(gen, why));
+                let _ = btx.blocking_send(Event::Violation(gen, why));
             }
         })?;
     // Control messages.
@@ -422,13 +428,15 @@ fn start(
                         (Err(e), _) => Event::Violation(gen, format!("control message: {e}")),
                     };
                     let violation = matches!(event, Event::Violation(..));
-                    if ctx.send(event).is_err() || violation {
+                    if ctx.send(event).await.is_err() || violation {
                         return;
                     }
                 }
                 Ok(None) => return,
                 Err(e) => {
-                    let _ = ctx.send(Event::Violation(gen, format!("control channel: {e}")));
+                    let _ = ctx
+                        .send(Event::Violation(gen, format!("control channel: {e}")))
+                        .await;
                     return;
                 }
             }
@@ -438,7 +446,7 @@ fn start(
     let etx = tx.clone();
     tokio::spawn(async move {
         if let Ok(status) = child.wait().await {
-            let _ = etx.send(Event::Exited(gen, status));
+            let _ = etx.send(Event::Exited(gen, status)).await;
         }
     });
     workers.insert(
