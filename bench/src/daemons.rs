@@ -31,6 +31,9 @@ pub struct Settings {
     pub max_file_size: u64,
     pub max_scan_size: u64,
     pub max_connections: u32,
+    /// TemporaryDirectory / scan.temporary-directory (libclamav makes a
+    /// directory here for every scan; clamd also writes every stream here).
+    pub temp_dir: PathBuf,
 }
 
 /// clamd.conf for the benchmark.
@@ -58,7 +61,7 @@ pub fn clamd_conf(dir: &Path, db: &Path, socket: &Path, s: &Settings) -> String 
          SelfCheck 0\n",
         socket = socket.display(),
         db = db.display(),
-        tmp = std::env::temp_dir().display(),
+        tmp = s.temp_dir.display(),
         dir = dir.display(),
         threads = s.threads,
         queue = s.max_queue,
@@ -81,7 +84,7 @@ pub fn clamsentry_toml(db: &Path, socket: &Path, s: &Settings) -> String {
          [log]\nlevel = \"info\"\n",
         db = db.display().to_string(),
         socket = socket.display().to_string(),
-        tmp = std::env::temp_dir().display().to_string(),
+        tmp = s.temp_dir.display().to_string(),
         sml = s.stream_max_length,
         threads = s.threads,
         queue = s.max_queue,

@@ -47,6 +47,11 @@ pub struct Options {
     pub workdir: Option<PathBuf>,
     /// Daemons to run, in order.
     pub daemons: Vec<String>,
+    /// Temporary directory of both daemons and the engine-only run (None: a
+    /// fresh directory on tmpfs under /dev/shm, else under the work directory).
+    pub tmpdir: Option<PathBuf>,
+    /// Run only the scenarios with these names (all when empty).
+    pub only: Vec<String>,
 }
 
 impl Options {
@@ -67,6 +72,8 @@ impl Options {
             clamsentry: default_clamsentry(),
             workdir: None,
             daemons: vec!["clamd".into(), "clamsentry".into()],
+            tmpdir: None,
+            only: Vec::new(),
         }
     }
 
@@ -82,8 +89,9 @@ impl Options {
         }
     }
 
-    fn settings(&self) -> Settings {
+    fn settings(&self, temp_dir: PathBuf) -> Settings {
         Settings {
+            temp_dir,
             threads: self.threads,
             // Above the largest client count: both queue instead of refusing.
             max_queue: 512,
@@ -232,7 +240,10 @@ pub fn run(opts: &Options) -> Result<Report, String> {
     let dbdir = work.join("db");
     let _ = std::fs::remove_dir_all(&dbdir);
     std::fs::create_dir_all(&dbdir).map_err(|e| e.to_string())?;
-    let scenarios = scenarios(opts.identical);
+    let scenarios: Vec<Scenario> = scenarios(opts.identical)
+        .into_iter()
+        .filter(|s| opts.only.is_empty() || opts.only.contains(&s.name))
+        .collect();
     let mut sizes: Vec<usize> = scenarios.iter().map(|s| s.size).collect();
     sizes.dedup();
     eprintln!(
@@ -242,7 +253,25 @@ pub fn run(opts: &Options) -> Result<Report, String> {
         dbdir.display()
     );
     let db = db::generate(&dbdir, opts.hdb, opts.ndb, &sizes).map_err(|e| e.to_string())?;
-    let settings = opts.settings();
+    let tmp_holder;
+    let temp_dir = match &opts.tmpdir {
+        Some(p) => p.clone(),
+        None => {
+            let shm = Path::new("/dev/shm");
+            tmp_holder = if shm.is_dir() {
+                tempfile::Builder::new()
+                    .prefix("clamsentry-bench-tmp")
+                    .tempdir_in(shm)
+            } else {
+                tempfile::Builder::new()
+                    .prefix("clamsentry-bench-tmp")
+                    .tempdir_in(&work)
+            }
+            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+            tmp_holder.path().to_path_buf()
+        }
+    };
+    let settings = opts.settings(temp_dir);
     let warmup = Duration::from_secs_f64(opts.warmup_s);
     let duration = Duration::from_secs_f64(opts.duration_s);
     let counter = Arc::new(AtomicU64::new(1));

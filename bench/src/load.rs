@@ -4,7 +4,7 @@
 //! generator takes at most one core from the daemon under test.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -131,6 +131,11 @@ pub async fn request(path: &Path, req: &[u8], deadline: Instant) -> std::io::Res
 }
 
 /// Runs one scenario against the daemon listening on `socket`.
+///
+/// The window opens after `warmup` and closes once `duration` has passed and
+/// every client has completed at least two requests in it (so a slow 16 MiB
+/// scenario still measures something), or at `3 * duration`. Throughput is
+/// completions inside the window divided by its length.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     daemon: &Daemon,
@@ -142,102 +147,108 @@ pub async fn run(
     duration: Duration,
 ) -> LoadResult {
     let socket: PathBuf = daemon.socket.clone();
-    let start = Instant::now();
-    let measure_from = start + warmup;
-    let end = measure_from + duration;
+    let measure_from = Instant::now() + warmup;
+    let stop = Arc::new(AtomicBool::new(false));
+    let completed = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..scenario.clients {
         let socket = socket.clone();
         let base = Arc::clone(base);
         let counter = Arc::clone(counter);
+        let stop = Arc::clone(&stop);
+        let completed = Arc::clone(&completed);
         let identical = scenario.identical;
         tasks.spawn(async move {
             let mut req = Request::new(&base, chunk);
             if identical {
                 req.stamp(u64::MAX);
             }
-            let mut lat: Vec<u32> = Vec::with_capacity(4096);
-            let mut errors = 0u64;
-            let mut first_error: Option<String> = None;
-            loop {
-                let now = Instant::now();
-                if now >= end {
-                    break;
-                }
+            // (completion time, latency in µs, reply or error when not OK)
+            let mut done_at: Vec<(Instant, u32, Option<String>)> = Vec::with_capacity(4096);
+            while !stop.load(Ordering::Relaxed) {
                 if !identical {
                     req.stamp(counter.fetch_add(1, Ordering::Relaxed));
                 }
                 let t = Instant::now();
-                let res = request(&socket, &req.bytes, end + Duration::from_secs(60)).await;
+                let res = request(&socket, &req.bytes, t + Duration::from_secs(120)).await;
                 let done = Instant::now();
-                let ok = matches!(&res, Ok(r) if r.as_slice() == b"stream: OK\0");
-                // Completions inside the window count (a closed loop's throughput).
-                if done >= measure_from && done <= end {
-                    if ok {
-                        lat.push((done - t).as_micros().min(u32::MAX as u128) as u32);
-                    } else {
-                        errors += 1;
-                        if first_error.is_none() {
-                            first_error = Some(match &res {
-                                Ok(r) => String::from_utf8_lossy(r).into_owned(),
-                                Err(e) => e.to_string(),
-                            });
-                        }
-                    }
+                if done < measure_from {
+                    continue;
                 }
+                completed.fetch_add(1, Ordering::Relaxed);
+                let us = (done - t).as_micros().min(u32::MAX as u128) as u32;
+                let err = match &res {
+                    Ok(r) if r.as_slice() == b"stream: OK\0" => None,
+                    Ok(r) => Some(String::from_utf8_lossy(r).into_owned()),
+                    Err(e) => Some(e.to_string()),
+                };
+                done_at.push((done, us, err));
             }
-            (lat, errors, first_error)
+            done_at
         });
     }
     // Sample memory while the load runs; CPU is read at the window's edges.
     let sampler = {
         let pid = daemon.pid();
+        let stop = Arc::clone(&stop);
         tokio::spawn(async move {
             let mut peak = 0u64;
-            let mut tick = tokio::time::interval(Duration::from_millis(50));
-            loop {
-                tick.tick().await;
+            while !stop.load(Ordering::Relaxed) {
                 let rss: u64 = daemons::tree(pid)
                     .iter()
                     .map(|&p| daemons::rss_kib(p))
                     .sum();
                 peak = peak.max(rss);
-                if Instant::now() >= end {
-                    return peak;
-                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            peak
         })
     };
     tokio::time::sleep_until(measure_from.into()).await;
-    let (d0, c0, m0, t0) = (
+    let (d0, c0, m0) = (
+        daemon.cpu_s(),
+        daemons::self_cpu_s(),
+        daemons::machine_busy_s(),
+    );
+    let min_done = 2 * scenario.clients as u64;
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let open = measure_from.elapsed();
+        if (open >= duration && completed.load(Ordering::Relaxed) >= min_done)
+            || open >= 3 * duration
+        {
+            break;
+        }
+    }
+    let (d1, c1, m1, end) = (
         daemon.cpu_s(),
         daemons::self_cpu_s(),
         daemons::machine_busy_s(),
         Instant::now(),
     );
-    tokio::time::sleep_until(end.into()).await;
-    let (d1, c1, m1, t1) = (
-        daemon.cpu_s(),
-        daemons::self_cpu_s(),
-        daemons::machine_busy_s(),
-        Instant::now(),
-    );
+    stop.store(true, Ordering::Relaxed);
     let mut lat = Vec::new();
     let mut out = LoadResult::default();
     while let Some(r) = tasks.join_next().await {
-        if let Ok((l, e, f)) = r {
-            lat.extend(l);
-            out.errors += e;
-            if out.first_error.is_none() {
-                out.first_error = f;
+        let Ok(done_at) = r else { continue };
+        for (done, us, err) in done_at {
+            if done > end {
+                continue;
+            }
+            match err {
+                None => lat.push(us),
+                Some(e) => {
+                    out.errors += 1;
+                    out.first_error.get_or_insert(e);
+                }
             }
         }
     }
     out.peak_rss_kib = sampler.await.unwrap_or(0);
-    let secs = (t1 - t0).as_secs_f64().max(1e-9);
-    out.seconds = duration.as_secs_f64();
+    let secs = (end - measure_from).as_secs_f64().max(1e-9);
+    out.seconds = secs;
     out.scans = lat.len() as u64;
-    out.scans_per_s = lat.len() as f64 / duration.as_secs_f64();
+    out.scans_per_s = lat.len() as f64 / secs;
     out.mb_per_s = out.scans_per_s * scenario.size as f64 / 1e6;
     let (p50, p99, max) = percentiles(&mut lat);
     out.p50_ms = p50;

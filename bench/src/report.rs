@@ -353,7 +353,7 @@ impl Report {
         format!(
             "machine: {} x {}, {} MiB RAM, Linux {}, libclamav {}\n\
              database: {} .hdb + {} .ndb ({} with wildcards); engine load {:.1} s\n\
-             threads {} (both daemons), chunk {} B, {} s measured per scenario after {} s warm-up; total {:.0} s\n",
+             threads {} (both daemons), temporary directory {}, chunk {} B, >= {} s measured per scenario after {} s warm-up; total {:.0} s\n",
             m.nproc,
             m.cpu_model,
             m.mem_total_kib / 1024,
@@ -364,6 +364,7 @@ impl Report {
             self.database.ndb_with_wildcards,
             self.engine_load_s,
             self.settings.threads,
+            self.settings.temp_dir.display(),
             self.options.chunk,
             self.options.duration_s,
             self.options.warmup_s,
