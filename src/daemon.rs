@@ -45,6 +45,7 @@ pub fn init_logging(level: &str) {
 
 /// Runs the daemon in the foreground until SIGTERM/SIGINT or SHUTDOWN.
 pub fn run(config_path: Option<&Path>) -> Result<(), StartError> {
+    crate::malloc::tune();
     let loaded = Config::load(config_path)?;
     init_logging(&loaded.config.log.level);
     let config = Arc::new(loaded.config);

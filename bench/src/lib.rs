@@ -276,10 +276,12 @@ pub fn run(opts: &Options) -> Result<Report, String> {
     let duration = Duration::from_secs_f64(opts.duration_s);
     let counter = Arc::new(AtomicU64::new(1));
     let mut payloads: BTreeMap<usize, Arc<Vec<u8>>> = BTreeMap::new();
-    for sc in &scenarios {
+    // 10 KiB is also the correctness check and the single-thread engine figure.
+    let sizes = scenarios.iter().map(|s| s.size).chain([10 << 10]);
+    for size in sizes {
         payloads
-            .entry(sc.size)
-            .or_insert_with(|| Arc::new(db::payload(sc.size, 0xDA7A ^ sc.size as u64)));
+            .entry(size)
+            .or_insert_with(|| Arc::new(db::payload(size, 0xDA7A ^ size as u64)));
     }
 
     // The engine-only limit, with the settings clamsentry gets.
