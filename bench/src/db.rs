@@ -115,6 +115,10 @@ pub fn generate(
             bytes += line.len() as u64;
         }
         w.flush()?;
+        // Written back before anything is measured: without this the
+        // write-back of ~120 MB overlapped the engine-only window (other CPU
+        // 46 % instead of 22 %, engine-only 10 KiB 2651 instead of 3360/s).
+        w.get_ref().sync_all()?;
     }
     let mut wild = 0u64;
     {
@@ -153,6 +157,10 @@ pub fn generate(
             bytes += line.len() as u64;
         }
         w.flush()?;
+        // Written back before anything is measured: without this the
+        // write-back of ~120 MB overlapped the engine-only window (other CPU
+        // 46 % instead of 22 %, engine-only 10 KiB 2651 instead of 3360/s).
+        w.get_ref().sync_all()?;
     }
     std::fs::write(
         dir.join("control.ndb"),

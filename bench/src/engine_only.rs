@@ -22,6 +22,8 @@ pub struct EngineResult {
     pub errors: u64,
     /// CPU used by other processes meanwhile, % of one core.
     pub other_cpu_pct: f64,
+    /// CPU used by the scanning threads (this process), % of one core.
+    pub cpu_pct: f64,
 }
 
 /// Scans `base` (stamped unique per scan unless `identical`) on `threads`
@@ -101,5 +103,6 @@ pub fn measure(
         p99_ms: p99,
         errors,
         other_cpu_pct,
+        cpu_pct: (c1 - c0) / duration.as_secs_f64() * 100.0,
     }
 }

@@ -104,7 +104,7 @@ pub fn build(
     let cd = daemons.get("clamd");
     let cs = daemons.get("clamsentry");
     let row = |scenario: &str, metric: &str, a: Option<f64>, b: Option<f64>, e: Option<f64>| {
-        let throughput = metric == "scans/s" || metric == "MB/s";
+        let throughput = matches!(metric, "scans/s" | "MB/s" | "scans per CPU-s");
         let pct = |v: Option<f64>| match (v, e) {
             (Some(v), Some(e)) if throughput && e > 0.0 => Some(v / e * 100.0),
             _ => None,
@@ -146,6 +146,23 @@ pub fn build(
             get(cd, &|r| r.mb_per_s),
             get(cs, &|r| r.mb_per_s),
             eng.map(|e| e.mb_per_s),
+        ));
+        // Throughput per CPU-second of the daemon (or of the engine-only
+        // threads): what each spends per scan, whatever else the machine ran.
+        let per_cpu = |r: &crate::load::LoadResult| {
+            if r.daemon_cpu_pct > 0.0 {
+                r.scans_per_s / (r.daemon_cpu_pct / 100.0)
+            } else {
+                0.0
+            }
+        };
+        table.push(row(
+            &sc.name,
+            "scans per CPU-s",
+            get(cd, &per_cpu),
+            get(cs, &per_cpu),
+            eng.filter(|e| e.cpu_pct > 0.0)
+                .map(|e| e.scans_per_s / (e.cpu_pct / 100.0)),
         ));
         table.push(row(
             &sc.name,
