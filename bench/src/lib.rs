@@ -160,13 +160,18 @@ pub fn scenarios(identical_all: bool) -> Vec<Scenario> {
     ]
 }
 
-/// Warm-up and measured window of a scenario: in quick mode the 16 MiB
-/// scenario gets 3 s so that it completes a few scans.
+/// Warm-up and measured window of a scenario. A 16 MiB scan takes seconds
+/// with the default database, so that scenario gets three times the window
+/// (quick mode: at least 2 s) to complete more than a handful of scans.
 fn window(opts: &Options, sc: &Scenario) -> (Duration, Duration) {
     let (mut w, mut d) = (opts.warmup_s, opts.duration_s);
-    if opts.quick && sc.size >= 16 << 20 {
-        w = w.max(1.0);
-        d = d.max(3.0);
+    if sc.size >= 16 << 20 {
+        if opts.quick {
+            w = w.max(0.5);
+            d = d.max(2.0);
+        } else {
+            d *= 3.0;
+        }
     }
     (Duration::from_secs_f64(w), Duration::from_secs_f64(d))
 }
@@ -206,7 +211,8 @@ pub struct IdleResult {
     pub rss_before_kib: u64,
     pub rss_with_idle_kib: u64,
     pub delta_kib: i64,
-    /// PING round trip while the idle connections are open (None: no answer in 10 s).
+    /// PING round trip while the idle connections are open (None: no answer
+    /// within 5 s, 1.5 s in quick mode).
     pub ping_ms: Option<f64>,
 }
 
@@ -456,10 +462,10 @@ async fn bench_daemon(
         );
         out.scenarios.insert(sc.name.clone(), r);
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(settle(opts)).await;
     out.rss_after_load_kib = d.rss_kib();
 
-    out.idle = idle_connections(&d, opts.idle_connections).await;
+    out.idle = idle_connections(&d, opts.idle_connections, settle(opts)).await;
     eprintln!(
         "{}: {} idle connections: {:+} KiB",
         kind.name(),
@@ -492,7 +498,12 @@ async fn command(socket: &Path, cmd: &[u8], deadline: Instant) -> std::io::Resul
     .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
-async fn idle_connections(d: &Daemon, n: usize) -> IdleResult {
+/// How long memory is left to settle before it is read.
+fn settle(opts: &Options) -> Duration {
+    Duration::from_millis(if opts.quick { 300 } else { 1000 })
+}
+
+async fn idle_connections(d: &Daemon, n: usize, settle: Duration) -> IdleResult {
     let mut out = IdleResult {
         requested: n,
         rss_before_kib: d.rss_kib(),
@@ -511,17 +522,16 @@ async fn idle_connections(d: &Daemon, n: usize) -> IdleResult {
         }
     }
     out.opened = conns.len();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(2 * settle).await;
     out.rss_with_idle_kib = d.rss_kib();
     out.delta_kib = out.rss_with_idle_kib as i64 - out.rss_before_kib as i64;
     let t = Instant::now();
+    // clamd stops accepting beyond MaxQueue: a PING then waits until the idle
+    // connections time out. Give up after 5 x settle: 5 s (quick: 1.5 s).
+    let wait = 5 * settle;
     out.ping_ms = match tokio::time::timeout(
-        Duration::from_secs(10),
-        load::request(
-            &d.socket,
-            b"zPING\0",
-            Instant::now() + Duration::from_secs(10),
-        ),
+        wait,
+        load::request(&d.socket, b"zPING\0", Instant::now() + wait),
     )
     .await
     {
