@@ -5,14 +5,17 @@
 //! * [`engine`]: libclamav (the only module with FFI);
 //! * [`server`]: listeners, connections, sessions, commands, the scan pool;
 //! * [`config`]: the TOML configuration, defaults and validation;
-//! * [`privsep`]: descriptor passing across the process boundary;
+//! * [`policy`]: command profiles, the client's file access check, TCP admission;
+//! * [`privsep`]: supervisor, worker, their channels and the file broker;
 //! * [`sandbox`]: demotion of the worker (identity, capabilities, rlimits, Landlock);
 //! * [`systemd`]: socket activation, sd-notify and watchdog, journald;
 //! * [`service`]: signature directory watching, exit when idle;
 //! * [`daemon`]: start-up, logging, signals — what `main` calls.
 //!
-//! `unsafe` is denied crate-wide and allowed only in `engine` and `privsep`,
-//! where each block carries a `// SAFETY:` comment.
+//! `unsafe` is denied crate-wide and allowed only at the library and OS
+//! boundaries — `engine` (libclamav), `privsep` (descriptors, process start,
+//! signal dispositions, allocator tuning) and `sandbox` — where each block
+//! carries a `// SAFETY:` comment.
 #![deny(unsafe_code)]
 
 pub mod config;

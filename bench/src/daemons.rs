@@ -1,0 +1,278 @@
+//! Starting the two daemons with equivalent settings, and reading their
+//! memory and CPU time from /proc (summed over the daemon's process tree, so
+//! a supervisor + worker split is counted whole).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Which daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Clamd,
+    Clamsentry,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Clamd => "clamd",
+            Kind::Clamsentry => "clamsentry",
+        }
+    }
+}
+
+/// Settings both daemons get, each in its own words.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Settings {
+    pub threads: u32,
+    pub max_queue: u32,
+    pub stream_max_length: u64,
+    pub max_file_size: u64,
+    pub max_scan_size: u64,
+    pub max_connections: u32,
+    /// TemporaryDirectory / scan.temporary-directory (libclamav makes a
+    /// directory here for every scan; clamd also writes every stream here).
+    pub temp_dir: PathBuf,
+}
+
+/// clamd.conf for the benchmark.
+pub fn clamd_conf(dir: &Path, db: &Path, socket: &Path, s: &Settings) -> String {
+    format!(
+        "Foreground yes\n\
+         LocalSocket {socket}\n\
+         LocalSocketMode 600\n\
+         DatabaseDirectory {db}\n\
+         TemporaryDirectory {tmp}\n\
+         PidFile {dir}/clamd.pid\n\
+         LogFile {dir}/clamd.log\n\
+         LogTime yes\n\
+         MaxThreads {threads}\n\
+         MaxQueue {queue}\n\
+         MaxConnectionQueueLength {backlog}\n\
+         StreamMaxLength {sml}\n\
+         MaxFileSize {mfs}\n\
+         MaxScanSize {mss}\n\
+         MaxRecursion 16\n\
+         CommandReadTimeout 30\n\
+         ReadTimeout 120\n\
+         IdleTimeout 120\n\
+         ConcurrentDatabaseReload yes\n\
+         SelfCheck 0\n",
+        socket = socket.display(),
+        db = db.display(),
+        tmp = s.temp_dir.display(),
+        dir = dir.display(),
+        threads = s.threads,
+        queue = s.max_queue,
+        backlog = s.max_connections,
+        sml = s.stream_max_length,
+        mfs = s.max_file_size,
+        mss = s.max_scan_size,
+    )
+}
+
+/// clamsentry's TOML for the benchmark (also parsed in-process for the
+/// engine-only measurement, so the engine gets identical settings).
+pub fn clamsentry_toml(db: &Path, socket: &Path, s: &Settings) -> String {
+    format!(
+        "[database]\ndirectory = {db:?}\n\n\
+         [listen]\nunix = {socket:?}\nunix-mode = \"0600\"\ntcp = []\n\n\
+         [limits]\nstream-max-length = {sml}\nmax-threads = {threads}\nmax-queue = {queue}\n\
+         max-connections = {conns}\ncommand-read-timeout = 30\nread-timeout = 120\nidle-timeout = 120\n\n\
+         [scan]\ntemporary-directory = {tmp:?}\nmax-file-size = {mfs}\nmax-scan-size = {mss}\nmax-recursion = 16\n\n\
+                  [sandbox]\nuser = \"nobody\"\n\n\
+         [log]\nlevel = \"info\"\n",
+        db = db.display().to_string(),
+        socket = socket.display().to_string(),
+        tmp = s.temp_dir.display().to_string(),
+        sml = s.stream_max_length,
+        threads = s.threads,
+        queue = s.max_queue,
+        conns = s.max_connections,
+        mfs = s.max_file_size,
+        mss = s.max_scan_size,
+    )
+}
+
+/// A running daemon; killed (SIGTERM, then SIGKILL) when dropped.
+pub struct Daemon {
+    pub kind: Kind,
+    pub child: Child,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    pub started: Instant,
+}
+
+impl Daemon {
+    /// Spawns the daemon; does not wait for it to answer.
+    pub fn spawn(
+        kind: Kind,
+        program: &Path,
+        dir: &Path,
+        db: &Path,
+        s: &Settings,
+    ) -> std::io::Result<Daemon> {
+        let socket = dir.join(format!("{}.sock", kind.name()));
+        let _ = std::fs::remove_file(&socket);
+        let (conf, text) = match kind {
+            Kind::Clamd => (dir.join("clamd.conf"), clamd_conf(dir, db, &socket, s)),
+            Kind::Clamsentry => (dir.join("clamsentry.toml"), clamsentry_toml(db, &socket, s)),
+        };
+        std::fs::write(&conf, text)?;
+        let log = dir.join(format!("{}.stderr", kind.name()));
+        let mut cmd = Command::new(program);
+        match kind {
+            Kind::Clamd => cmd.arg("-c").arg(&conf),
+            Kind::Clamsentry => cmd.arg("--config").arg(&conf),
+        };
+        let started = Instant::now();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot start {}: {e}", program.display()))
+            })?;
+        Ok(Daemon {
+            kind,
+            child,
+            socket,
+            log,
+            started,
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Resident memory of the daemon and all its descendants, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        tree(self.pid()).iter().map(|&p| rss_kib(p)).sum()
+    }
+
+    /// CPU time (user + system) of the daemon and its descendants, seconds.
+    pub fn cpu_s(&self) -> f64 {
+        tree(self.pid()).iter().map(|&p| cpu_s(p)).sum()
+    }
+
+    /// The tail of the daemon's own log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let mut text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        if self.kind == Kind::Clamd {
+            let clamd_log = self.log.with_file_name("clamd.log");
+            text.push_str(&std::fs::read_to_string(clamd_log).unwrap_or_default());
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        // SAFETY: kill(2) on the pid of our own child, which we have not reaped.
+        unsafe {
+            libc::kill(self.pid(), libc::SIGTERM);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop(Duration::from_secs(5));
+        }
+    }
+}
+
+/// `pid` and every descendant, from /proc/<pid>/task/*/children.
+pub fn tree(pid: i32) -> Vec<i32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                let children =
+                    std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                out.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<i32>().ok()),
+                );
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+pub fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn cpu_s(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after ')'.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5); index 11 and 12 here.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| f.get(i).and_then(|v| v.parse::<u64>().ok()))
+        .sum();
+    ticks as f64 / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// CPU time of this process (the load generator), seconds.
+pub fn self_cpu_s() -> f64 {
+    cpu_s(std::process::id() as i32)
+}
+
+/// CPU time all processes on the machine have used since boot (user, nice,
+/// system, irq, softirq, steal), seconds, from /proc/stat.
+pub fn machine_busy_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: u64 = [0usize, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| f.get(i))
+        .sum();
+    busy as f64 / clock_ticks()
+}

@@ -1,0 +1,625 @@
+//! clamsentry against clamd 1.4.6, side by side, on the same machine, the
+//! same synthetic database and the same load generator; plus the engine-only
+//! limit (libclamav in this process, no sockets) as the ceiling both are
+//! measured against. See `docs/benchmark.md`.
+//!
+//! [`run`] does everything and returns a [`Report`]; `main` prints it and
+//! writes it as JSON. The smoke test calls [`run`] in quick mode.
+
+pub mod daemons;
+pub mod db;
+pub mod engine_only;
+pub mod load;
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use daemons::{Daemon, Kind, Settings};
+use engine_only::EngineResult;
+use load::{LoadResult, Scenario};
+pub use report::Report;
+
+/// Everything a run can be told.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Options {
+    pub quick: bool,
+    pub hdb: u64,
+    pub ndb: u64,
+    /// Seconds of measured load per scenario.
+    pub duration_s: f64,
+    /// Seconds of load before measuring starts.
+    pub warmup_s: f64,
+    /// INSTREAM chunk size the clients send.
+    pub chunk: usize,
+    /// MaxThreads / limits.max-threads for both daemons.
+    pub threads: u32,
+    /// Idle connections opened for the idle-memory measurement.
+    pub idle_connections: usize,
+    /// Send identical payloads in every scenario (cache hits everywhere).
+    pub identical: bool,
+    pub clamd: PathBuf,
+    pub clamsentry: PathBuf,
+    /// Where the database and daemon files go (a temporary directory if None).
+    pub workdir: Option<PathBuf>,
+    /// Daemons to run, in order.
+    pub daemons: Vec<String>,
+    /// Temporary directory of both daemons and the engine-only run (None: a
+    /// fresh directory on tmpfs under /dev/shm, else under the work directory).
+    pub tmpdir: Option<PathBuf>,
+    /// Run only the scenarios with these names (all when empty).
+    pub only: Vec<String>,
+}
+
+impl Options {
+    /// The full run (about 5 minutes on 2 cores).
+    pub fn full() -> Options {
+        let nproc = nproc();
+        Options {
+            quick: false,
+            hdb: 2_000_000,
+            ndb: 50_000,
+            duration_s: 8.0,
+            warmup_s: 1.0,
+            chunk: 65536,
+            threads: nproc as u32,
+            idle_connections: 1000,
+            identical: false,
+            clamd: PathBuf::from("/usr/sbin/clamd"),
+            clamsentry: default_clamsentry(),
+            workdir: None,
+            daemons: vec!["clamd".into(), "clamsentry".into()],
+            tmpdir: None,
+            only: Vec::new(),
+        }
+    }
+
+    /// Small database, short windows: well under a minute.
+    pub fn quick() -> Options {
+        Options {
+            quick: true,
+            hdb: 20_000,
+            ndb: 1_000,
+            duration_s: 1.0,
+            warmup_s: 0.3,
+            ..Options::full()
+        }
+    }
+
+    fn settings(&self, temp_dir: PathBuf) -> Settings {
+        Settings {
+            temp_dir,
+            threads: self.threads,
+            // Above the largest client count: both queue instead of refusing.
+            max_queue: 512,
+            stream_max_length: 32 << 20,
+            max_file_size: 32 << 20,
+            max_scan_size: 100 << 20,
+            max_connections: 2048,
+        }
+    }
+}
+
+/// The release binary next to this crate's workspace.
+pub fn default_clamsentry() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    target.join("release").join("clamsentry")
+}
+
+/// Builds the clamsentry release binary (a no-op when it is up to date).
+pub fn build_clamsentry() -> Result<(), String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("building clamsentry (cargo build --release -p clamsentry) ...");
+    let status = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "clamsentry",
+            "--bin",
+            "clamsentry",
+        ])
+        .current_dir(&root)
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "cargo build --release -p clamsentry failed: {status}"
+        ))
+    }
+}
+
+pub fn nproc() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The scenarios, in the order they run.
+pub fn scenarios(identical_all: bool) -> Vec<Scenario> {
+    let s = |name: &str, size: usize, clients: usize, identical: bool| Scenario {
+        name: name.into(),
+        size,
+        clients,
+        identical: identical || identical_all,
+    };
+    vec![
+        s("10KiB x16", 10 << 10, 16, false),
+        s("10KiB identical x16", 10 << 10, 16, true),
+        s("1MiB x4", 1 << 20, 4, false),
+        s("16MiB x2", 16 << 20, 2, false),
+        s("10KiB x256", 10 << 10, 256, false),
+        s("10KiB x1 (latency)", 10 << 10, 1, false),
+    ]
+}
+
+/// Warm-up and measured window of a scenario. A 16 MiB scan takes seconds
+/// with the default database, so that scenario gets three times the window
+/// (quick mode: at least 2 s) to complete more than a handful of scans.
+fn window(opts: &Options, sc: &Scenario) -> (Duration, Duration) {
+    let (mut w, mut d) = (opts.warmup_s, opts.duration_s);
+    if sc.size >= 16 << 20 {
+        if opts.quick {
+            w = w.max(0.5);
+            d = d.max(2.0);
+        } else {
+            d *= 3.0;
+        }
+    }
+    (Duration::from_secs_f64(w), Duration::from_secs_f64(d))
+}
+
+/// Engine-only results by payload kind ("10KiB", "10KiB identical", ...).
+fn engine_key(sc: &Scenario) -> String {
+    let size = match sc.size {
+        s if s >= 1 << 20 => format!("{}MiB", s >> 20),
+        s => format!("{}KiB", s >> 10),
+    };
+    if sc.identical {
+        format!("{size} identical")
+    } else {
+        size
+    }
+}
+
+/// One daemon's results.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DaemonResult {
+    pub version: String,
+    pub start_to_pong_s: f64,
+    /// Replies to a clean and to a detected payload (correctness check).
+    pub clean_reply: String,
+    pub found_reply: String,
+    pub rss_idle_kib: u64,
+    pub rss_after_load_kib: u64,
+    pub scenarios: BTreeMap<String, LoadResult>,
+    pub idle: IdleResult,
+    pub reload: ReloadResult,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct IdleResult {
+    pub requested: usize,
+    pub opened: usize,
+    pub rss_before_kib: u64,
+    pub rss_with_idle_kib: u64,
+    pub delta_kib: i64,
+    /// PING round trip while the idle connections are open (None: no answer
+    /// within 5 s, 1.5 s in quick mode).
+    pub ping_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReloadResult {
+    pub reply: String,
+    /// From sending RELOAD until a scan is answered by the new engine.
+    pub reload_s: f64,
+    pub rss_before_kib: u64,
+    pub peak_rss_kib: u64,
+    pub rss_after_kib: u64,
+}
+
+/// Runs the whole benchmark.
+pub fn run(opts: &Options) -> Result<Report, String> {
+    let started = Instant::now();
+    let tmp;
+    let work: PathBuf = match &opts.workdir {
+        Some(p) => {
+            std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            p.clone()
+        }
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("clamsentry-bench")
+                .tempdir()
+                .map_err(|e| e.to_string())?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let dbdir = work.join("db");
+    let _ = std::fs::remove_dir_all(&dbdir);
+    std::fs::create_dir_all(&dbdir).map_err(|e| e.to_string())?;
+    let scenarios: Vec<Scenario> = scenarios(opts.identical)
+        .into_iter()
+        .filter(|s| opts.only.is_empty() || opts.only.contains(&s.name))
+        .collect();
+    let mut sizes: Vec<usize> = scenarios.iter().map(|s| s.size).collect();
+    sizes.dedup();
+    eprintln!(
+        "generating {} .hdb + {} .ndb signatures in {} ...",
+        opts.hdb,
+        opts.ndb,
+        dbdir.display()
+    );
+    let db = db::generate(&dbdir, opts.hdb, opts.ndb, &sizes).map_err(|e| e.to_string())?;
+    let tmp_holder;
+    let temp_dir = match &opts.tmpdir {
+        Some(p) => p.clone(),
+        None => {
+            let shm = Path::new("/dev/shm");
+            tmp_holder = if shm.is_dir() {
+                tempfile::Builder::new()
+                    .prefix("clamsentry-bench-tmp")
+                    .tempdir_in(shm)
+            } else {
+                tempfile::Builder::new()
+                    .prefix("clamsentry-bench-tmp")
+                    .tempdir_in(&work)
+            }
+            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+            tmp_holder.path().to_path_buf()
+        }
+    };
+    // Started as root, clamsentry's scanning worker runs as nobody: it must
+    // be able to reach the signatures and its temporary directory.
+    for dir in [&work, &dbdir, &temp_dir] {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+    }
+    let settings = opts.settings(temp_dir);
+    let warmup = Duration::from_secs_f64(opts.warmup_s);
+    let duration = Duration::from_secs_f64(opts.duration_s);
+    let counter = Arc::new(AtomicU64::new(1));
+    let mut payloads: BTreeMap<usize, Arc<Vec<u8>>> = BTreeMap::new();
+    // 10 KiB is also the correctness check and the single-thread engine figure.
+    let sizes = scenarios.iter().map(|s| s.size).chain([10 << 10]);
+    for size in sizes {
+        payloads
+            .entry(size)
+            .or_insert_with(|| Arc::new(db::payload(size, 0xDA7A ^ size as u64)));
+    }
+
+    // The engine-only limit, with the settings clamsentry gets.
+    let toml = daemons::clamsentry_toml(&dbdir, &work.join("unused.sock"), &settings);
+    let config =
+        clamsentry::config::Config::parse(&toml, "bench.toml").map_err(|e| e.to_string())?;
+    eprintln!("engine-only: loading the database in-process ...");
+    let t = Instant::now();
+    let engine = clamsentry::engine::Engine::load(
+        &dbdir,
+        &clamsentry::engine::EngineSettings::from_config(&config),
+    )
+    .map_err(|e| e.to_string())?;
+    let engine_load_s = t.elapsed().as_secs_f64();
+    let mut engine_results: BTreeMap<String, EngineResult> = BTreeMap::new();
+    for sc in &scenarios {
+        let key = engine_key(sc);
+        if engine_results.contains_key(&key) {
+            continue;
+        }
+        eprintln!("engine-only: {key} on {} threads ...", nproc());
+        let (w, d) = window(opts, sc);
+        let r = engine_only::measure(
+            &engine,
+            &payloads[&sc.size],
+            sc.identical,
+            nproc(),
+            &counter,
+            w,
+            d,
+        );
+        engine_results.insert(key, r);
+    }
+    let single = engine_only::measure(
+        &engine,
+        &payloads[&(10 << 10)],
+        opts.identical,
+        1,
+        &counter,
+        warmup,
+        duration,
+    );
+    engine_results.insert("10KiB 1 thread".into(), single);
+    drop(engine);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut results: BTreeMap<String, DaemonResult> = BTreeMap::new();
+    for name in &opts.daemons {
+        let (kind, program) = match name.as_str() {
+            "clamd" => (Kind::Clamd, opts.clamd.clone()),
+            "clamsentry" => (Kind::Clamsentry, opts.clamsentry.clone()),
+            other => return Err(format!("unknown daemon {other:?}: use clamd or clamsentry")),
+        };
+        let dir = work.join(kind.name());
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_file(dbdir.join("reload.ndb"));
+        let r = rt.block_on(bench_daemon(
+            kind, &program, &dir, &dbdir, &settings, &scenarios, &payloads, &counter, opts,
+        ))?;
+        results.insert(kind.name().into(), r);
+    }
+    let _ = std::fs::remove_file(dbdir.join("reload.ndb"));
+    Ok(report::build(
+        opts,
+        &settings,
+        db,
+        engine_load_s,
+        engine_results,
+        results,
+        &scenarios,
+        started.elapsed().as_secs_f64(),
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn bench_daemon(
+    kind: Kind,
+    program: &Path,
+    dir: &Path,
+    dbdir: &Path,
+    settings: &Settings,
+    scenarios: &[Scenario],
+    payloads: &BTreeMap<usize, Arc<Vec<u8>>>,
+    counter: &Arc<AtomicU64>,
+    opts: &Options,
+) -> Result<DaemonResult, String> {
+    eprintln!("{}: starting ...", kind.name());
+    let mut d = Daemon::spawn(kind, program, dir, dbdir, settings).map_err(|e| e.to_string())?;
+    let mut out = DaemonResult::default();
+    let limit = Instant::now() + Duration::from_secs(600);
+    loop {
+        if let Ok(Some(status)) = d.child.try_wait() {
+            return Err(format!(
+                "{} exited before answering PING ({status}):\n{}",
+                kind.name(),
+                d.log_tail()
+            ));
+        }
+        if let Ok(r) = command(&d.socket, b"zPING\0", Instant::now()).await {
+            if r == b"PONG\0" {
+                break;
+            }
+        }
+        if Instant::now() > limit {
+            return Err(format!(
+                "{} did not answer PING:\n{}",
+                kind.name(),
+                d.log_tail()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    out.start_to_pong_s = d.started.elapsed().as_secs_f64();
+    eprintln!("{}: PONG after {:.2} s", kind.name(), out.start_to_pong_s);
+    let far = || Instant::now() + Duration::from_secs(60);
+    out.version = text(
+        &command(&d.socket, b"zVERSION\0", far())
+            .await
+            .unwrap_or_default(),
+    );
+    // Correctness: a clean payload is OK, the control payload is FOUND.
+    let clean = load::Request::new(&payloads[&(10 << 10)], opts.chunk);
+    out.clean_reply = text(
+        &load::request(&d.socket, &clean.bytes, far())
+            .await
+            .unwrap_or_default(),
+    );
+    let control = load::Request::new(&db::control_payload(), opts.chunk);
+    out.found_reply = text(
+        &load::request(&d.socket, &control.bytes, far())
+            .await
+            .unwrap_or_default(),
+    );
+    if out.clean_reply != "stream: OK"
+        || out.found_reply != format!("stream: {}.UNOFFICIAL FOUND", db::CONTROL_NAME)
+    {
+        return Err(format!(
+            "{} answered wrongly: clean {:?}, control {:?}",
+            kind.name(),
+            out.clean_reply,
+            out.found_reply
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    out.rss_idle_kib = d.rss_kib();
+
+    for sc in scenarios {
+        eprintln!("{}: {} ...", kind.name(), sc.name);
+        let (warmup, duration) = window(opts, sc);
+        let r = load::run(
+            &d,
+            sc,
+            &payloads[&sc.size],
+            counter,
+            opts.chunk,
+            warmup,
+            duration,
+        )
+        .await;
+        eprintln!(
+            "{}: {}: {:.0} scans/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+            kind.name(),
+            sc.name,
+            r.scans_per_s,
+            r.p50_ms,
+            r.p99_ms,
+            r.errors
+        );
+        out.scenarios.insert(sc.name.clone(), r);
+    }
+    tokio::time::sleep(settle(opts)).await;
+    out.rss_after_load_kib = d.rss_kib();
+
+    out.idle = idle_connections(&d, opts.idle_connections, settle(opts)).await;
+    eprintln!(
+        "{}: {} idle connections: {:+} KiB",
+        kind.name(),
+        out.idle.opened,
+        out.idle.delta_kib
+    );
+    out.reload = reload(&d, dbdir, opts.chunk).await?;
+    eprintln!(
+        "{}: reload {:.2} s, peak RSS {} MiB",
+        kind.name(),
+        out.reload.reload_s,
+        out.reload.peak_rss_kib >> 10
+    );
+    d.stop(Duration::from_secs(10));
+    Ok(out)
+}
+
+fn text(reply: &[u8]) -> String {
+    String::from_utf8_lossy(reply)
+        .trim_end_matches(['\0', '\n'])
+        .to_string()
+}
+
+async fn command(socket: &Path, cmd: &[u8], deadline: Instant) -> std::io::Result<Vec<u8>> {
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        load::request(socket, cmd, deadline),
+    )
+    .await
+    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+/// How long memory is left to settle before it is read.
+fn settle(opts: &Options) -> Duration {
+    Duration::from_millis(if opts.quick { 300 } else { 1000 })
+}
+
+async fn idle_connections(d: &Daemon, n: usize, settle: Duration) -> IdleResult {
+    let mut out = IdleResult {
+        requested: n,
+        rss_before_kib: d.rss_kib(),
+        ..IdleResult::default()
+    };
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        let c = tokio::time::timeout(
+            Duration::from_secs(2),
+            load::connect(&d.socket, Instant::now() + Duration::from_secs(2)),
+        )
+        .await;
+        match c {
+            Ok(Ok(c)) => conns.push(c),
+            _ => break,
+        }
+    }
+    out.opened = conns.len();
+    tokio::time::sleep(2 * settle).await;
+    out.rss_with_idle_kib = d.rss_kib();
+    out.delta_kib = out.rss_with_idle_kib as i64 - out.rss_before_kib as i64;
+    let t = Instant::now();
+    // clamd stops accepting beyond MaxQueue: a PING then waits until the idle
+    // connections time out. Give up after 5 x settle: 5 s (quick: 1.5 s).
+    let wait = 5 * settle;
+    out.ping_ms = match tokio::time::timeout(
+        wait,
+        load::request(&d.socket, b"zPING\0", Instant::now() + wait),
+    )
+    .await
+    {
+        Ok(Ok(r)) if r == b"PONG\0" => Some(t.elapsed().as_secs_f64() * 1000.0),
+        _ => None,
+    };
+    drop(conns);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    out
+}
+
+/// Adds a signature, sends RELOAD, and scans the payload it detects until
+/// the daemon finds it: that answer comes from the new engine.
+async fn reload(d: &Daemon, dbdir: &Path, chunk: usize) -> Result<ReloadResult, String> {
+    let marker = db::reload_payload();
+    std::fs::write(
+        dbdir.join("reload.ndb"),
+        db::ndb_line(db::RELOAD_NAME, &marker),
+    )
+    .map_err(|e| e.to_string())?;
+    let req = load::Request::new(&marker, chunk);
+    let want = format!("stream: {}.UNOFFICIAL FOUND", db::RELOAD_NAME);
+    let mut out = ReloadResult {
+        rss_before_kib: d.rss_kib(),
+        ..ReloadResult::default()
+    };
+    let pid = d.pid();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut peak = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let rss: u64 = daemons::tree(pid)
+                    .iter()
+                    .map(|&p| daemons::rss_kib(p))
+                    .sum();
+                peak = peak.max(rss);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            peak
+        })
+    };
+    let t = Instant::now();
+    let limit = t + Duration::from_secs(600);
+    out.reply = text(
+        &command(&d.socket, b"zRELOAD\0", limit)
+            .await
+            .unwrap_or_default(),
+    );
+    loop {
+        if let Ok(r) = load::request(&d.socket, &req.bytes, limit).await {
+            if text(&r) == want {
+                break;
+            }
+        }
+        if Instant::now() > limit {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(format!("{} did not reload within 600 s", d.kind.name()));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    out.reload_s = t.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    out.peak_rss_kib = sampler.await.unwrap_or(0);
+    out.rss_after_kib = d.rss_kib();
+    Ok(out)
+}
+
+/// Raises the soft descriptor limit to the hard one: 1,000 idle connections
+/// plus the load need more than the usual 1024, and the daemons inherit it.
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid, initialised rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max.min(65536);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
