@@ -217,13 +217,21 @@ pub fn tree(pid: i32) -> Vec<i32> {
     out
 }
 
+/// Memory of one process in KiB: its proportional set size (PSS), so that
+/// pages shared by several processes of one daemon (clamsentry's supervisor
+/// and worker both map libclamav and libc) count once in a sum, as they do
+/// in RAM; VmRSS where smaps_rollup is unavailable.
 pub fn rss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
+    let field = |file: &str, name: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    };
+    field("smaps_rollup", "Pss:")
+        .or_else(|| field("status", "VmRSS:"))
         .unwrap_or(0)
 }
 

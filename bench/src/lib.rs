@@ -480,7 +480,7 @@ async fn bench_daemon(
     );
     out.reload = reload(&d, dbdir, opts.chunk).await?;
     eprintln!(
-        "{}: reload {:.2} s, peak RSS {} MiB",
+        "{}: reload {:.2} s, peak memory (PSS) {} MiB",
         kind.name(),
         out.reload.reload_s,
         out.reload.peak_rss_kib >> 10

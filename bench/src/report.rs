@@ -180,7 +180,7 @@ pub fn build(
         ));
         table.push(row(
             &sc.name,
-            "peak RSS MiB",
+            "peak memory (PSS) MiB",
             get(cd, &|r| r.peak_rss_kib as f64 / 1024.0),
             get(cs, &|r| r.peak_rss_kib as f64 / 1024.0),
             None,
@@ -213,24 +213,24 @@ pub fn build(
         table.push(row("daemon", metric, a, b, None));
     };
     single("start to first PONG s", &|d| d.start_to_pong_s);
-    single("RSS idle after start MiB", &|d| {
+    single("memory (PSS) idle after start MiB", &|d| {
         d.rss_idle_kib as f64 / 1024.0
     });
-    single("RSS after load MiB", &|d| {
+    single("memory (PSS) after load MiB", &|d| {
         d.rss_after_load_kib as f64 / 1024.0
     });
     single("idle connections opened", &|d| d.idle.opened as f64);
-    single("RSS +idle connections MiB", &|d| {
+    single("memory (PSS) +idle connections MiB", &|d| {
         d.idle.delta_kib as f64 / 1024.0
     });
     single("PING with idle conns ms", &|d| {
         d.idle.ping_ms.unwrap_or(f64::NAN)
     });
     single("reload s", &|d| d.reload.reload_s);
-    single("peak RSS during reload MiB", &|d| {
+    single("peak memory (PSS) during reload MiB", &|d| {
         d.reload.peak_rss_kib as f64 / 1024.0
     });
-    single("RSS after reload MiB", &|d| {
+    single("memory (PSS) after reload MiB", &|d| {
         d.reload.rss_after_kib as f64 / 1024.0
     });
 
@@ -287,11 +287,11 @@ fn targets(table: &[Row], cs: Option<&DaemonResult>) -> Vec<Target> {
     };
     ratio_at_most("10KiB x16", "p99 ms", 1.0);
     ratio_at_most("10KiB x256", "p99 ms", 1.0);
-    ratio_at_most("daemon", "RSS after load MiB", 1.05);
+    ratio_at_most("daemon", "memory (PSS) after load MiB", 1.05);
     ratio_at_most("daemon", "start to first PONG s", 1.0);
     let v = cs.map(|d| d.idle.delta_kib as f64 / 1024.0);
     out.push(Target {
-        target: "clamsentry RSS cost of idle connections MiB".into(),
+        target: "clamsentry memory cost of idle connections MiB".into(),
         value: v,
         goal: "<= 32".into(),
         met: v.map(|v| v <= 32.0),

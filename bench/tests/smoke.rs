@@ -99,7 +99,13 @@ fn quick_benchmark_runs_against_both_daemons() {
         }
     }
     let rows = json["table"].as_array().unwrap();
-    for metric in ["scans/s", "MB/s", "p50 ms", "p99 ms", "peak RSS MiB"] {
+    for metric in [
+        "scans/s",
+        "MB/s",
+        "p50 ms",
+        "p99 ms",
+        "peak memory (PSS) MiB",
+    ] {
         assert!(
             rows.iter().any(|r| r["metric"] == metric),
             "table has {metric}"
@@ -108,8 +114,8 @@ fn quick_benchmark_runs_against_both_daemons() {
     for metric in [
         "start to first PONG s",
         "reload s",
-        "peak RSS during reload MiB",
-        "RSS +idle connections MiB",
+        "peak memory (PSS) during reload MiB",
+        "memory (PSS) +idle connections MiB",
     ] {
         assert!(
             rows.iter()
