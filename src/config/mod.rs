@@ -13,7 +13,7 @@ pub use size::ByteSize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Where the daemon looks when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/clamsentry/clamsentry.toml";
@@ -36,7 +36,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct Config {
     pub database: DatabaseConfig,
@@ -46,14 +46,14 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct DatabaseConfig {
     /// Signature directory (what freshclam fills).
     pub directory: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct ListenConfig {
     /// Unix socket path; empty string disables it.
@@ -64,7 +64,7 @@ pub struct ListenConfig {
     pub tcp: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct LimitsConfig {
     pub stream_max_length: ByteSize,
@@ -78,7 +78,7 @@ pub struct LimitsConfig {
     pub max_session_commands: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct ScanConfig {
     pub temporary_directory: PathBuf,
@@ -142,7 +142,7 @@ pub struct ScanConfig {
     pub exclude_path: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct LogConfig {
     /// error, warn, info, debug or trace.
@@ -308,6 +308,12 @@ impl Config {
                 message,
             })?;
         Ok(config)
+    }
+
+    /// The configuration as TOML with every key written out; [`Config::parse`]
+    /// reads it back to an equal value (checked by the `config` fuzz target).
+    pub fn to_toml(&self) -> Result<String, String> {
+        toml::to_string(self).map_err(|e| e.to_string())
     }
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
@@ -481,5 +487,15 @@ mod tests {
     fn shipped_example_parses() {
         let text = include_str!("../../etc/clamsentry.toml");
         Config::parse(text, "etc/clamsentry.toml").unwrap();
+    }
+
+    #[test]
+    fn written_config_reads_back_equal() {
+        let text = include_str!("../../etc/clamsentry.toml");
+        let c = Config::parse(text, "etc/clamsentry.toml").unwrap();
+        let again = Config::parse(&c.to_toml().unwrap(), "written").unwrap();
+        assert_eq!(again, c);
+        let d = Config::default();
+        assert_eq!(Config::parse(&d.to_toml().unwrap(), "written").unwrap(), d);
     }
 }
