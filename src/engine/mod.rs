@@ -315,11 +315,25 @@ impl Engine {
             limit: MAX_MATCHES,
         };
         let mut virname: *const c_char = std::ptr::null();
+        SCAN_TMPDIR_FAILED.with(|f| f.set(false));
         let rc = scan(
             &mut virname,
             &mut opts,
             (&mut found as *mut Matches).cast::<c_void>(),
         );
+        if SCAN_TMPDIR_FAILED.with(|f| f.replace(false)) && rc != sys::cl_error_t::CL_VIRUS {
+            // libclamav 1.4 (scanners.c scan_common) returns CL_CLEAN without
+            // scanning anything when it cannot create the scan's temporary
+            // directory: that must reach the client as an error, never as OK.
+            tracing::error!(
+                "scan not performed: libclamav cannot create its temporary directory \
+                 (check scan.temporary-directory exists and is writable)"
+            );
+            return Verdict::Error {
+                code: sys::cl_error_t::CL_ETMPDIR.0,
+                message: strerror(sys::cl_error_t::CL_ETMPDIR.0),
+            };
+        }
         if rc == sys::cl_error_t::CL_CLEAN {
             if allmatch && !found.names.is_empty() {
                 return Verdict::Found(found.names);
@@ -360,6 +374,9 @@ struct Matches {
 }
 
 thread_local! {
+    /// Set by [`on_message`] when libclamav reports, during a scan on this
+    /// thread, that it could not create the scan's temporary directory.
+    static SCAN_TMPDIR_FAILED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// While loading, libclamav's error messages are kept here so that a load
     /// failure can name the file and line libclamav complained about.
     static LOAD_ERRORS: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
@@ -378,6 +395,9 @@ unsafe extern "C" fn on_message(
     let text = unsafe { CStr::from_ptr(msg) }.to_string_lossy();
     let text = text.trim_end();
     if severity == sys::cl_msg::CL_MSG_ERROR {
+        if text.starts_with("Can't create temporary directory for scan") {
+            SCAN_TMPDIR_FAILED.with(|f| f.set(true));
+        }
         let kept = LOAD_ERRORS.with(|k| match k.borrow_mut().as_mut() {
             Some(v) if v.len() < 8 => {
                 v.push(text.to_string());
