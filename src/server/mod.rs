@@ -167,16 +167,42 @@ pub async fn run(listeners: Listeners, shared: Arc<Shared>) -> std::io::Result<(
     Ok(())
 }
 
+/// A run of accept errors (EMFILE while descriptors are exhausted repeats
+/// every 50 ms until one is freed): the first and every 100th are logged,
+/// not all of them, so an exhausted daemon does not flood the journal.
+#[derive(Default)]
+struct AcceptErrors {
+    run: u64,
+}
+
+impl AcceptErrors {
+    async fn failed(&mut self, e: &std::io::Error, socket: &str) {
+        self.run += 1;
+        if self.run == 1 || self.run % 100 == 0 {
+            tracing::warn!(error = %e, failures = self.run, "accept failed on {socket}; retrying every 50 ms");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    fn accepted(&mut self, socket: &str) {
+        if self.run > 0 {
+            tracing::info!(failures = self.run, "accepting again on {socket}");
+            self.run = 0;
+        }
+    }
+}
+
 async fn accept_unix(listener: UnixListener, shared: Arc<Shared>) {
+    let mut errors = AcceptErrors::default();
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed on the Unix socket");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                errors.failed(&e, "the Unix socket").await;
                 continue;
             }
         };
+        errors.accepted("the Unix socket");
         let cred = stream.peer_cred().ok();
         let peer = Peer::Unix {
             uid: cred.map(|c| c.uid()),
@@ -187,15 +213,16 @@ async fn accept_unix(listener: UnixListener, shared: Arc<Shared>) {
 }
 
 async fn accept_tcp(listener: TcpListener, shared: Arc<Shared>) {
+    let mut errors = AcceptErrors::default();
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed on a TCP socket");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                errors.failed(&e, "a TCP socket").await;
                 continue;
             }
         };
+        errors.accepted("a TCP socket");
         let _ = stream.set_nodelay(true);
         admit(&shared, conn::Stream::Tcp(stream), Peer::Tcp(addr));
     }
