@@ -38,7 +38,7 @@ while [[ $i -lt ${#TARGETS[@]} ]]; do
 done
 for t in "${TARGETS[@]}"; do
     echo "== $t"
-    grep -E 'INITED|^#[0-9]+ +(DONE|REDUCE|NEW|pulse)|stat::number_of_executed_units|cpu_seconds|ERROR|panicked' \
-        "$HERE/logs/$t.log" | grep -vE 'REDUCE|NEW|pulse' 
-    grep -E '^#[0-9]+ ' "$HERE/logs/$t.log" | tail -1
+    grep -E 'INITED|^#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|cpu_seconds|ERROR|panicked' \
+        "$HERE/logs/$t.log"
+    grep -E '^#[0-9]+[[:space:]]' "$HERE/logs/$t.log" | tail -1
 done

@@ -17,7 +17,7 @@ for t in $("$HERE/run.sh" list); do
     work="$(mktemp -d)"
     if FUZZ_NO_BUILD=1 FUZZ_CORPUS="$work/corpus" FUZZ_ARTIFACTS="$work/artifacts" \
         "$HERE/run.sh" "$t" "$SECS" >"$log" 2>&1; then
-        grep -E '^#[0-9]+ +DONE|stat::number_of_executed_units' "$log" || true
+        grep -E '^#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units' "$log" || true
     else
         echo "fuzz target $t FAILED:"; tail -40 "$log"; failed=1
     fi
