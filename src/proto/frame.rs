@@ -39,9 +39,18 @@ pub struct Decoded {
 impl Decoded {
     /// Undoes the terminator overwrite, for a frame that is left in the
     /// buffer to be decoded again later (FILDES waiting for its descriptor).
+    ///
+    /// Like clamd (`cmd[cmdlen] = term`), the terminator also goes where the
+    /// text ends, so a chomped `\r` becomes the terminator: legacy
+    /// `FILDES\r` waits as `FILDES\n`, and decodes as the same FILDES frame
+    /// once its payload byte arrives.
     pub fn restore(&self, buf: &mut [u8]) {
+        let term = self.framing.terminator();
         if let Some(at) = self.terminator_at {
-            buf[at] = self.framing.terminator();
+            buf[at] = term;
+        }
+        if let Some(b) = buf.get_mut(self.text.end) {
+            *b = term;
         }
     }
 }
@@ -265,5 +274,26 @@ mod tests {
         assert_eq!(encode(Framing::Legacy, b"nPING"), None);
         assert_eq!(encode(Framing::Legacy, b"zPING"), None);
         assert_eq!(encode(Framing::N, b"PING").unwrap(), b"nPING\n");
+    }
+
+    /// Regression (fuzz target `session`): legacy `FILDES\r` in one read
+    /// waits for its payload byte; the restored frame used to keep the
+    /// chomped `\r` as a NUL, so it no longer matched clamd's buffer.
+    #[test]
+    fn restore_puts_the_terminator_where_clamd_does() {
+        let mut buf = b"FILDES\r".to_vec();
+        let d = decode(&mut buf, true).unwrap();
+        assert_eq!(fildes_payload(buf.len(), &d), FildesPayload::Wait);
+        d.restore(&mut buf);
+        assert_eq!(buf, b"FILDES\n");
+        buf.push(b'X');
+        let d = decode(&mut buf, true).unwrap();
+        assert_eq!(&buf[d.text.clone()], b"FILDES");
+        assert_eq!(fildes_payload(buf.len(), &d), FildesPayload::Consume(8));
+        // Unterminated legacy FILDES: nothing to restore past the buffer.
+        let mut buf = b"FILDES".to_vec();
+        let d = decode(&mut buf, true).unwrap();
+        d.restore(&mut buf);
+        assert_eq!(buf, b"FILDES");
     }
 }
