@@ -18,8 +18,9 @@
 //! every frame consumes at least one byte and no more than the buffer holds;
 //! legacy frames only as the first frame after a read; `NeedMore` only with
 //! room left, `TooLong` only when full; FILDES frames consume their payload
-//! byte; the result equals decoding a copy with `frame::decode` and
-//! `command::parse`; the loop ends within (bytes + reads) steps.
+//! byte, and one waiting for it is restored (as clamd does) so that it
+//! decodes as the same FILDES frame; the result equals decoding a copy with
+//! `frame::decode` and `command::parse`; the loop ends within (bytes + reads) steps.
 #![no_main]
 
 use clamsentry::proto::command::{self, Command, CommandKind};
@@ -142,7 +143,18 @@ fn run(cap: usize, reads: &[Vec<u8>]) -> (Vec<(Framing, Command)>, End) {
                     let cmd = command::parse(&copy[d.text.clone()], d.framing.is_legacy());
                     assert_eq!(cmd.kind, CommandKind::Fildes);
                     assert_eq!(frame::fildes_payload(len, &d), FildesPayload::Wait);
-                    assert_eq!(buf[..len], before[..], "a waiting FILDES frame is restored");
+                    // Restored as clamd does it: the bytes as received, except
+                    // that the terminator stands where the text ends.
+                    let mut want = before.clone();
+                    if let Some(b) = want.get_mut(d.text.end) {
+                        *b = d.framing.terminator();
+                    }
+                    assert_eq!(buf[..len], want[..], "a waiting FILDES frame is restored");
+                    let mut again = buf[..len].to_vec();
+                    let d2 = frame::decode(&mut again, fresh).expect("restored frame decodes");
+                    assert_eq!(d2.framing, d.framing);
+                    let cmd2 = command::parse(&again[d2.text.clone()], d2.framing.is_legacy());
+                    assert_eq!(cmd2.kind, CommandKind::Fildes);
                 }
                 if carry.is_empty() {
                     match pending.next() {

@@ -89,6 +89,10 @@ for name, reads in TRANSCRIPTS.items():
 write("session", "structured_pings", b"\x01\x00\x00\x01\x02\x03\x80\x81")
 write("session", "structured_scan", b"\x01\x01\x04\x08/tmp/a b\x05\x05\x00")
 
+# Regression: the first failure the session target found (legacy "FILDES\r"
+# waiting for its payload byte was not restored as clamd restores it).
+write("session", "regress_legacy_fildes_cr", b"0nRFILDES\r")
+
 # instream: 3-byte limit, then the wire bytes after INSTREAM.
 def limit(n):
     return struct.pack(">I", n)[1:]
