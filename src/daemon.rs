@@ -155,6 +155,7 @@ fn serve(config_path: Option<&Path>) -> Result<(), StartError> {
             config_text: text,
             listeners: fds,
             temp_dir: temp_dir.clone(),
+            temp_owner: worker_ids,
             policy: Arc::new(FilePolicy::new(&config.policy.scan_roots)),
         };
         let result = supervisor::run(setup, |event| status.observe(event)).await;
@@ -187,6 +188,7 @@ pub fn sandbox_check(config_path: Option<&Path>) -> Result<i32, StartError> {
             config_text: text,
             listeners: Vec::new(),
             temp_dir: temp_dir.clone(),
+            temp_owner: worker_ids,
             policy: Arc::new(FilePolicy::new(&[])),
         };
         let status = supervisor::probe(setup).await?;
@@ -305,41 +307,28 @@ fn into_fds(listeners: Listeners) -> Result<Vec<supervisor::Inherited>, StartErr
 
 /// The workers' private temporary directory, owned by the worker's user.
 fn worker_temp_dir(config: &Config, ids: Option<(u32, u32)>) -> Result<PathBuf, StartError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let dir = config
         .scan
         .temporary_directory
         .join(format!("clamsentry.{}", std::process::id()));
-    if dir.exists() {
+    if dir.is_dir() {
         std::fs::remove_dir_all(&dir)?;
     }
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!(
-                    "cannot create {}: {e} (scan.temporary-directory)",
-                    dir.display()
-                ),
-            )
-        })?;
-    if let Some((uid, gid)) = ids {
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
-    }
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    supervisor::ensure_temp_dir(&dir, ids)?;
     Ok(dir)
 }
 
-/// The supervisor keeps only what starting workers and brokering files
-/// needs; everything else goes, bounding set included.
+/// The supervisor keeps only what starting workers (SETUID, SETGID,
+/// SETPCAP; CHOWN to give each new worker its temporary directory) and
+/// brokering files (DAC_READ_SEARCH) and signalling workers (KILL) need;
+/// everything else goes, bounding set included.
 fn keep_supervisor_capabilities() -> Result<(), StartError> {
     use caps::Capability::*;
     sandbox::restrict_supervisor(&[
         CAP_SETUID,
         CAP_SETGID,
         CAP_SETPCAP,
+        CAP_CHOWN,
         CAP_DAC_READ_SEARCH,
         CAP_KILL,
     ])?;

@@ -69,3 +69,24 @@ fn load_failure_names_the_directory() {
     assert!(msg.contains("cannot load signatures"), "{msg}");
     assert!(msg.contains("bad.ndb"), "the failing file is named: {msg}");
 }
+
+/// Regression: libclamav 1.4 returns CL_CLEAN without scanning when it
+/// cannot create the scan's temporary directory; the engine must turn that
+/// into an error (found by tests/faults.rs).
+#[test]
+fn unusable_temporary_directory_is_an_error_not_clean() {
+    let db = common::TestDb::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut settings = EngineSettings::from_config(&Config::default());
+    settings.temp_dir = Some(scratch.path().join("missing"));
+    let e = Engine::load(db.path(), &settings).expect("engine loads");
+    let Verdict::Error { message, .. } = e.scan_bytes(&common::eicar(), false) else {
+        panic!("a scan that could not run must not be clean");
+    };
+    assert_eq!(message, "Can't create temporary directory");
+    std::fs::create_dir(scratch.path().join("missing")).unwrap();
+    assert_eq!(
+        e.scan_bytes(&common::eicar(), false),
+        Verdict::Found(vec!["Win.Test.EICAR_HDB-1.UNOFFICIAL".into()])
+    );
+}

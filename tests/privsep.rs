@@ -54,10 +54,11 @@ fn worker_runs_as_the_service_user_with_nothing_and_supervisor_keeps_little() {
         assert_eq!(status_field(w, cap), "0000000000000000", "worker {cap}");
     }
     assert_eq!(status_field(w, "NoNewPrivs"), "1");
-    // The supervisor: CAP_DAC_READ_SEARCH, CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_SETPCAP.
+    // The supervisor: CAP_CHOWN, CAP_DAC_READ_SEARCH, CAP_KILL, CAP_SETGID,
+    // CAP_SETUID, CAP_SETPCAP.
     let kept = format!(
         "{:016x}",
-        (1u64 << 2) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8)
+        1u64 | (1 << 2) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8)
     );
     for cap in ["CapPrm", "CapEff", "CapBnd"] {
         assert_eq!(status_field(d.pid(), cap), kept, "supervisor {cap}");

@@ -13,7 +13,7 @@ pub use size::ByteSize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Where the daemon looks when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/clamsentry/clamsentry.toml";
@@ -36,7 +36,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct Config {
     pub database: DatabaseConfig,
@@ -50,7 +50,7 @@ pub struct Config {
 }
 
 /// The scanning worker's identity.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct SandboxConfig {
     /// The user the worker runs as when the daemon starts as root.
@@ -65,7 +65,7 @@ impl Default for SandboxConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct DatabaseConfig {
     /// Signature directory (what freshclam fills).
@@ -75,7 +75,7 @@ pub struct DatabaseConfig {
     pub self_check: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct ListenConfig {
     /// Unix socket path; empty string disables it.
@@ -88,7 +88,7 @@ pub struct ListenConfig {
     pub tcp_allow: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct LimitsConfig {
     pub stream_max_length: ByteSize,
@@ -104,7 +104,7 @@ pub struct LimitsConfig {
     pub max_session_commands: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct ScanConfig {
     pub temporary_directory: PathBuf,
@@ -169,7 +169,7 @@ pub struct ScanConfig {
 }
 
 /// Command profiles of the two listener kinds, and where path commands may look.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct PolicyConfig {
     /// Path commands only reach files that resolve inside these directories.
@@ -188,7 +188,7 @@ impl Default for PolicyConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct UnixPolicy {
     /// Commands the Unix socket accepts.
@@ -199,7 +199,7 @@ pub struct UnixPolicy {
     pub admin_groups: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct TcpPolicy {
     /// Commands TCP listeners accept.
@@ -227,7 +227,7 @@ impl Default for TcpPolicy {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct LogConfig {
     /// error, warn, info, debug or trace.
@@ -240,7 +240,7 @@ pub struct LogConfig {
 }
 
 /// Running as a service: socket activation, on-demand mode.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct ServiceConfig {
     /// Seconds without any connection after which the daemon exits cleanly
@@ -418,6 +418,12 @@ impl Config {
                 message,
             })?;
         Ok(config)
+    }
+
+    /// The configuration as TOML with every key written out; [`Config::parse`]
+    /// reads it back to an equal value (checked by the `config` fuzz target).
+    pub fn to_toml(&self) -> Result<String, String> {
+        toml::to_string(self).map_err(|e| e.to_string())
     }
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
@@ -731,5 +737,15 @@ mod tests {
     fn shipped_example_parses() {
         let text = include_str!("../../etc/clamsentry.toml");
         Config::parse(text, "etc/clamsentry.toml").unwrap();
+    }
+
+    #[test]
+    fn written_config_reads_back_equal() {
+        let text = include_str!("../../etc/clamsentry.toml");
+        let c = Config::parse(text, "etc/clamsentry.toml").unwrap();
+        let again = Config::parse(&c.to_toml().unwrap(), "written").unwrap();
+        assert_eq!(again, c);
+        let d = Config::default();
+        assert_eq!(Config::parse(&d.to_toml().unwrap(), "written").unwrap(), d);
     }
 }

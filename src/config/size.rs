@@ -4,7 +4,7 @@
 use std::fmt;
 
 use serde::de::{self, Deserializer, Visitor};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteSize(pub u64);
@@ -51,6 +51,14 @@ impl fmt::Display for ByteSize {
         } else {
             write!(f, "{v}")
         }
+    }
+}
+
+/// Written back as the string [`Display`](fmt::Display) gives (`"25M"`),
+/// which [`ByteSize::parse`] reads back to the same value.
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

@@ -103,6 +103,16 @@ impl Verdict {
     pub fn is_access_denied(&self) -> bool {
         matches!(self, Verdict::Error { code, .. } if *code == sys::cl_error_t::CL_EACCES.0)
     }
+
+    /// The scan failed because the temporary directory was unusable.
+    pub fn is_temp_failure(&self) -> bool {
+        matches!(self, Verdict::Error { code, .. } if [
+            sys::cl_error_t::CL_ETMPDIR.0,
+            sys::cl_error_t::CL_ETMPFILE.0,
+            sys::cl_error_t::CL_EWRITE.0,
+        ]
+        .contains(code))
+    }
 }
 
 static INIT: OnceLock<u32> = OnceLock::new();
@@ -387,11 +397,32 @@ impl Engine {
             limit: MAX_MATCHES,
         };
         let mut virname: *const c_char = std::ptr::null();
+        SCAN_TEMP_FAILURE.with(|f| f.set(None));
         let rc = scan(
             &mut virname,
             &mut opts,
             (&mut found as *mut Matches).cast::<c_void>(),
         );
+        let temp_failure = SCAN_TEMP_FAILURE.with(|f| f.take());
+        if let (Some(code), sys::cl_error_t::CL_CLEAN) = (temp_failure, rc) {
+            if !allmatch || found.names.is_empty() {
+                // libclamav 1.4 does not always stop when its temporary
+                // directory fails it: scan_common returns CL_CLEAN without
+                // scanning when it cannot create the scan's directory, and
+                // several parsers (7z, ARJ, mail, HTML) drop a member they
+                // could not write and go on. A clean verdict is then
+                // unfounded: it must reach the client as an error, never OK.
+                tracing::error!(
+                    error = strerror(code).as_str(),
+                    "scan incomplete: libclamav could not use its temporary directory \
+                     (check that scan.temporary-directory exists, is writable and has space)"
+                );
+                return Verdict::Error {
+                    code,
+                    message: strerror(code),
+                };
+            }
+        }
         if rc == sys::cl_error_t::CL_CLEAN {
             if allmatch && !found.names.is_empty() {
                 return Verdict::Found(found.names);
@@ -432,6 +463,10 @@ struct Matches {
 }
 
 thread_local! {
+    /// Set by [`on_message`] when libclamav reports, during a scan on this
+    /// thread, that it could not create or write a temporary directory or
+    /// file: the libclamav error code that failure stands for (the first).
+    static SCAN_TEMP_FAILURE: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
     /// While loading, libclamav's error messages are kept here so that a load
     /// failure can name the file and line libclamav complained about.
     static LOAD_ERRORS: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
@@ -450,6 +485,13 @@ unsafe extern "C" fn on_message(
     let text = unsafe { CStr::from_ptr(msg) }.to_string_lossy();
     let text = text.trim_end();
     if severity == sys::cl_msg::CL_MSG_ERROR {
+        if let Some(code) = temp_failure_code(text) {
+            SCAN_TEMP_FAILURE.with(|f| {
+                if f.get().is_none() {
+                    f.set(Some(code));
+                }
+            });
+        }
         let kept = LOAD_ERRORS.with(|k| match k.borrow_mut().as_mut() {
             Some(v) if v.len() < 8 => {
                 v.push(text.to_string());
@@ -512,6 +554,20 @@ unsafe fn report(
     sys::cl_error_t::CL_SUCCESS
 }
 
+/// The libclamav error a message stands for, if it says that the temporary
+/// directory failed the scan (the words of libclamav 1.4's `cli_errmsg`s).
+fn temp_failure_code(message: &str) -> Option<u32> {
+    if message.starts_with("Can't create temporary directory for scan") {
+        Some(sys::cl_error_t::CL_ETMPDIR.0)
+    } else if message.contains("reate temporary file") {
+        Some(sys::cl_error_t::CL_ETMPFILE.0)
+    } else if message.starts_with("cli_writen: write error") {
+        Some(sys::cl_error_t::CL_EWRITE.0)
+    } else {
+        None
+    }
+}
+
 unsafe extern "C" fn on_virus_found(_fd: c_int, virname: *const c_char, context: *mut c_void) {
     if virname.is_null() || context.is_null() {
         return;
@@ -539,5 +595,26 @@ mod tests {
     #[test]
     fn strerror_has_text() {
         assert_eq!(strerror(0), "No viruses detected");
+    }
+
+    #[test]
+    fn temporary_directory_failures_are_recognised() {
+        assert_eq!(
+            temp_failure_code("Can't create temporary directory for scan: /x/y."),
+            Some(sys::cl_error_t::CL_ETMPDIR.0)
+        );
+        assert_eq!(
+            temp_failure_code("cli_untar: Can't create temporary file /x: No space left on device"),
+            Some(sys::cl_error_t::CL_ETMPFILE.0)
+        );
+        assert_eq!(
+            temp_failure_code("cli_pdf: can't create temporary file /x: Permission denied"),
+            Some(sys::cl_error_t::CL_ETMPFILE.0)
+        );
+        assert_eq!(
+            temp_failure_code("cli_writen: write error: No space left on device"),
+            Some(sys::cl_error_t::CL_EWRITE.0)
+        );
+        assert_eq!(temp_failure_code("cli_scanpe: broken PE file"), None);
     }
 }

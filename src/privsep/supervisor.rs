@@ -45,8 +45,11 @@ pub struct Setup {
     pub config_text: String,
     /// Listening sockets, with their kinds and names.
     pub listeners: Vec<Inherited>,
-    /// The workers' private temporary directory.
+    /// The workers' private temporary directory (re-created before each
+    /// worker starts if it went missing).
     pub temp_dir: PathBuf,
+    /// Its owner: the worker's user and group when we run as root.
+    pub temp_owner: Option<(u32, u32)>,
     pub policy: Arc<FilePolicy>,
 }
 
@@ -141,9 +144,14 @@ pub async fn run(setup: Setup, mut notify: impl FnMut(Lifecycle)) -> Result<(), 
                 e = rx.recv() => match e { Some(e) => e, None => break },
             _ = tick.tick() => {
                 if let Some(at) = restart_at {
-                    if Instant::now() >= at && !stopping {
+                                        if Instant::now() >= at && !stopping {
                         restart_at = None;
-                        start(&setup, &tx, &mut workers, &mut next_gen).map_err(SupervisorError::Spawn)?;
+                        if let Err(e) = start(&setup, &tx, &mut workers, &mut next_gen) {
+                            crashes += 1;
+                            let delay = Duration::from_millis(250u64 << crashes.min(7)).min(Duration::from_secs(30));
+                            tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot start a worker");
+                            restart_at = Some(Instant::now() + delay);
+                        }
                     }
                 }
                 for (gen, w) in &mut workers {
@@ -278,7 +286,14 @@ pub async fn run(setup: Setup, mut notify: impl FnMut(Lifecycle)) -> Result<(), 
                 }
                 tracing::info!(trigger = why, "reloading: starting a new worker");
                 notify(Lifecycle::Reloading);
-                start(&setup, &tx, &mut workers, &mut next_gen).map_err(SupervisorError::Spawn)?;
+                if let Err(e) = start(&setup, &tx, &mut workers, &mut next_gen) {
+                    tracing::error!(error = %e, "reload failed; still serving with the previous signatures (cannot start a worker)");
+                    notify(Lifecycle::Reloaded {
+                        ok: false,
+                        signatures: 0,
+                        db_version: 0,
+                    });
+                }
             }
             Event::Stop(why) => {
                 if !stopping {
@@ -310,7 +325,7 @@ pub async fn run(setup: Setup, mut notify: impl FnMut(Lifecycle)) -> Result<(), 
                         )));
                     }
                     State::Starting => {
-                        tracing::error!(worker = gen, pid = w.pid, how = %how, "new worker died before it was ready; still serving with the previous one");
+                        tracing::error!(worker = gen, pid = w.pid, how = %how, "reload failed; still serving with the previous signatures (the new worker exited before it was ready)");
                         notify(Lifecycle::Reloaded {
                             ok: false,
                             signatures: 0,
@@ -462,6 +477,36 @@ fn start(
     Ok(())
 }
 
+/// Creates the workers' temporary directory (mode 0700, owned by the worker's
+/// user), replacing whatever stands at that path if it is not a directory.
+pub fn ensure_temp_dir(dir: &std::path::Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => std::fs::remove_file(dir)?,
+        Err(_) => {}
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot create {}: {e} (scan.temporary-directory)",
+                    dir.display()
+                ),
+            )
+        })?;
+    // Mode first: once the directory belongs to the worker's user, changing
+    // it would need CAP_FOWNER, which the supervisor does not keep.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
 /// Arranges for `sources` to appear in the child at fds 3, 4, 5…
 fn place_fds(cmd: &mut tokio::process::Command, sources: Vec<RawFd>) {
     debug_assert_eq!(CONTROL_FD, 3);
@@ -472,11 +517,13 @@ fn place_fds(cmd: &mut tokio::process::Command, sources: Vec<RawFd>) {
     // (the vectors are built before fork and only read here).
     unsafe {
         let mut high = vec![0 as RawFd; sources.len()];
+        let n = sources.len();
         cmd.pre_exec(move || {
             // First move every source above the target range, then place them,
             // so that no placement overwrites a source not yet placed.
             for (i, fd) in sources.iter().enumerate() {
-                let h = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 100);
+                // Above the target range 3..3+n, whatever RLIMIT_NOFILE is.
+                let h = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, (3 + n) as libc::c_int);
                 if h < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -507,6 +554,7 @@ fn spawn(
     args: &[&str],
     listeners: &[Inherited],
 ) -> std::io::Result<(tokio::process::Child, Channel, Channel)> {
+    ensure_temp_dir(&setup.temp_dir, setup.temp_owner)?;
     let (control, control_child) = Channel::pair()?;
     let (brokers, broker_child) = Channel::pair()?;
     let names: Vec<String> = listeners

@@ -131,7 +131,20 @@ fn run(mode: Mode) -> Result<(), String> {
     // libclamav's own initialisation (OpenSSL config, unrar module).
     engine::init().map_err(|e| e.to_string())?;
     let plan = sandbox_plan(&config, &mode);
-    let status = sandbox::demote(&plan).map_err(|e| format!("cannot sandbox the worker: {e}"))?;
+    let status = match sandbox::demote(&plan) {
+        Ok(s) => s,
+        Err(e) => {
+            let error = format!("cannot sandbox the worker: {e}");
+            let _ = control.send(
+                &ToSupervisor::LoadFailed {
+                    error: error.clone(),
+                }
+                .encode(),
+                &[],
+            );
+            return Err(error);
+        }
+    };
     tracing::info!(sandbox = %status, "worker sandboxed");
 
     if let Mode::Probe = mode {

@@ -123,6 +123,21 @@ impl Command {
             arg: None,
         }
     }
+
+    /// The command text that [`parse`] turns back into this command:
+    /// the word, then for path commands one space and the argument.
+    /// `None` for [`CommandKind::Unknown`], which has no text.
+    pub fn encode(&self) -> Option<Vec<u8>> {
+        if self.kind == CommandKind::Unknown {
+            return None;
+        }
+        let mut out = self.kind.word().as_bytes().to_vec();
+        if let Some(arg) = &self.arg {
+            out.push(b' ');
+            out.extend_from_slice(arg);
+        }
+        Some(out)
+    }
 }
 
 /// Parses the text of one command (framing already removed).
@@ -227,5 +242,17 @@ mod tests {
                 !k.is_path_scan()
             );
         }
+    }
+
+    #[test]
+    fn encode_round_trips() {
+        for k in CommandKind::all() {
+            let cmd = Command {
+                kind: k,
+                arg: k.is_path_scan().then(|| b"/tmp/a b".to_vec()),
+            };
+            assert_eq!(parse(&cmd.encode().unwrap(), false), cmd);
+        }
+        assert_eq!(Command::unknown().encode(), None);
     }
 }

@@ -39,9 +39,18 @@ pub struct Decoded {
 impl Decoded {
     /// Undoes the terminator overwrite, for a frame that is left in the
     /// buffer to be decoded again later (FILDES waiting for its descriptor).
+    ///
+    /// Like clamd (`cmd[cmdlen] = term`), the terminator also goes where the
+    /// text ends, so a chomped `\r` becomes the terminator: legacy
+    /// `FILDES\r` waits as `FILDES\n`, and decodes as the same FILDES frame
+    /// once its payload byte arrives.
     pub fn restore(&self, buf: &mut [u8]) {
+        let term = self.framing.terminator();
         if let Some(at) = self.terminator_at {
-            buf[at] = self.framing.terminator();
+            buf[at] = term;
+        }
+        if let Some(b) = buf.get_mut(self.text.end) {
+            *b = term;
         }
     }
 }
@@ -98,6 +107,38 @@ pub fn decode(buf: &mut [u8], fresh_read: bool) -> Option<Decoded> {
             })
         }
     }
+}
+
+/// Encodes one command text in `framing`, the inverse of [`decode`]:
+/// `decode(encode(f, t))` yields framing `f` and text `t`, consuming every
+/// byte. `None` when `t` cannot be sent in that framing: it contains a NUL
+/// (commands are C strings), or, for `n` and legacy, a `\n` or a trailing
+/// `\r` (clamd chomps it), or, for legacy, it starts with `z` or `n` (that
+/// would read as a prefixed frame).
+pub fn encode(framing: Framing, text: &[u8]) -> Option<Vec<u8>> {
+    if text.contains(&0) {
+        return None;
+    }
+    let line_safe = !text.contains(&b'\n') && text.last() != Some(&b'\r');
+    let mut out = Vec::with_capacity(text.len() + 2);
+    match framing {
+        Framing::Z => {
+            out.push(b'z');
+            out.extend_from_slice(text);
+            out.push(0);
+        }
+        Framing::N if line_safe => {
+            out.push(b'n');
+            out.extend_from_slice(text);
+            out.push(b'\n');
+        }
+        Framing::Legacy if line_safe && !matches!(text.first(), Some(b'z' | b'n')) => {
+            out.extend_from_slice(text);
+            out.push(b'\n');
+        }
+        Framing::N | Framing::Legacy => return None,
+    }
+    Some(out)
 }
 
 /// `cli_chomp`: the C string at the start of `buf` (up to its first NUL),
@@ -205,5 +246,54 @@ mod tests {
         let mut buf = b"nFILDES\nX".to_vec();
         let d = decode(&mut buf, true).unwrap();
         assert_eq!(fildes_payload(buf.len(), &d), FildesPayload::Consume(9));
+    }
+
+    #[test]
+    fn encode_is_the_inverse_of_decode() {
+        for (framing, text) in [
+            (Framing::Z, &b"PING"[..]),
+            (Framing::Z, b"SCAN /a\nb"),
+            (Framing::N, b"SCAN /tmp/x y"),
+            (Framing::Legacy, b"PING"),
+            (Framing::Legacy, b""),
+        ] {
+            let mut bytes = encode(framing, text).unwrap();
+            let len = bytes.len();
+            let d = decode(&mut bytes, true).unwrap();
+            assert_eq!(d.framing, framing);
+            assert_eq!(&bytes[d.text.clone()], text);
+            assert_eq!(d.consumed, len);
+        }
+    }
+
+    #[test]
+    fn encode_refuses_what_the_framing_cannot_carry() {
+        assert_eq!(encode(Framing::Z, b"PI\0NG"), None);
+        assert_eq!(encode(Framing::N, b"SCAN /a\nb"), None);
+        assert_eq!(encode(Framing::N, b"PING\r"), None);
+        assert_eq!(encode(Framing::Legacy, b"nPING"), None);
+        assert_eq!(encode(Framing::Legacy, b"zPING"), None);
+        assert_eq!(encode(Framing::N, b"PING").unwrap(), b"nPING\n");
+    }
+
+    /// Regression (fuzz target `session`): legacy `FILDES\r` in one read
+    /// waits for its payload byte; the restored frame used to keep the
+    /// chomped `\r` as a NUL, so it no longer matched clamd's buffer.
+    #[test]
+    fn restore_puts_the_terminator_where_clamd_does() {
+        let mut buf = b"FILDES\r".to_vec();
+        let d = decode(&mut buf, true).unwrap();
+        assert_eq!(fildes_payload(buf.len(), &d), FildesPayload::Wait);
+        d.restore(&mut buf);
+        assert_eq!(buf, b"FILDES\n");
+        buf.push(b'X');
+        let d = decode(&mut buf, true).unwrap();
+        assert_eq!(&buf[d.text.clone()], b"FILDES");
+        assert_eq!(fildes_payload(buf.len(), &d), FildesPayload::Consume(8));
+        // Unterminated legacy FILDES: nothing to restore past the buffer.
+        let mut buf = b"FILDES".to_vec();
+        let d = decode(&mut buf, true).unwrap();
+        d.restore(&mut buf);
+        assert_eq!(buf, b"FILDES");
     }
 }

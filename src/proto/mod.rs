@@ -13,12 +13,16 @@
 //! * INSTREAM ([`instream`]): big-endian `u32` length, then data; a zero length
 //!   ends the stream; every length is checked against what remains of the
 //!   limit *before* any data is read.
+//! * The read loop ([`framer`]): one step of a connection's framing loop
+//!   over its bounded buffer, as a pure function (what `server::conn` does
+//!   between reads).
 //! * Replies ([`reply`]): byte-exact encoders, including the `N: ` prefix
 //!   inside IDSESSION and the terminator of the request's framing.
 #![forbid(unsafe_code)]
 
 pub mod command;
 pub mod frame;
+pub mod framer;
 pub mod instream;
 pub mod reply;
 

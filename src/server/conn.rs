@@ -24,9 +24,10 @@ pub use super::stream::Stream;
 use super::stream::{Reader, Writer};
 use super::{Peer, Shared};
 use crate::policy::Decision;
+use crate::proto::framer::Step;
 use crate::proto::instream::{ChunkDecoder, ChunkHeader};
 use crate::proto::reply::{self, ReplyTo};
-use crate::proto::{self, fildes_payload, Command, CommandKind, FildesPayload, Framing};
+use crate::proto::{self, Command, CommandKind, Framing};
 
 pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: Peer, id: u64, listener: &str) {
     let limits = &shared.config.limits;
@@ -415,37 +416,28 @@ impl Conn {
     /// The next complete command. `interruptible`: shutdown may end the wait.
     async fn next_frame(&mut self, timeout: Duration, interruptible: bool) -> Result<Frame, End> {
         loop {
-            if self.len > 0 {
-                if let Some(d) = proto::decode(&mut self.buf[..self.len], self.fresh) {
+            match proto::framer::next_step(&mut self.buf, self.len, self.fresh) {
+                Step::Frame {
+                    framing,
+                    cmd,
+                    consumed,
+                } => {
                     self.fresh = false;
-                    let cmd =
-                        proto::command::parse(&self.buf[d.text.clone()], d.framing.is_legacy());
-                    let mut consumed = d.consumed;
-                    if cmd.kind == CommandKind::Fildes {
-                        match fildes_payload(self.len, &d) {
-                            FildesPayload::Consume(n) => consumed = n,
-                            FildesPayload::Wait => {
-                                // The descriptor comes with one more byte: wait for it.
-                                d.restore(&mut self.buf);
-                                self.read_more(timeout, interruptible).await?;
-                                continue;
-                            }
-                        }
-                    }
                     self.consume(consumed);
-                    return Ok(Frame {
-                        framing: d.framing,
-                        cmd,
-                    });
+                    return Ok(Frame { framing, cmd });
                 }
-                if self.len == self.buf.len() {
-                    return Err(End::TooLong);
+                Step::TooLong => return Err(End::TooLong),
+                Step::NeedMore {
+                    awaiting_descriptor,
+                } => {
+                    // As clamd: once the buffered commands are used up, a
+                    // descriptor that no FILDES claimed is a protocol error.
+                    if !awaiting_descriptor && !self.fds.is_empty() {
+                        return Err(End::StrayFd);
+                    }
+                    self.read_more(timeout, interruptible).await?
                 }
             }
-            if !self.fds.is_empty() {
-                return Err(End::StrayFd);
-            }
-            self.read_more(timeout, interruptible).await?;
         }
     }
 

@@ -117,6 +117,8 @@ pub struct Shared {
     /// Bytes of stream data all connections may hold at once (limits.stream-memory).
     pub(crate) stream_budget: Arc<Semaphore>,
     file_access: FileAccess,
+    /// When the last "temporary directory failed" reload was asked for.
+    temp_failure_reload: std::sync::Mutex<Option<Instant>>,
     /// Set in a sandboxed worker: RELOAD and SHUTDOWN go to the supervisor.
     upstream: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Upstream>>,
 }
@@ -180,6 +182,7 @@ impl Shared {
             refusals: RateLimit::new(20, Duration::from_secs(60)),
             stream_budget: Arc::new(Semaphore::new(budget)),
             upstream: std::sync::OnceLock::new(),
+            temp_failure_reload: std::sync::Mutex::new(None),
             file_access: FileAccess::Local(Arc::new(crate::privsep::broker::FilePolicy::new(
                 &config.policy.scan_roots,
             ))),
@@ -217,6 +220,26 @@ impl Shared {
             }
             None => self.reload.notify_one(),
         }
+    }
+
+    /// A scan failed because the temporary directory was unusable. libclamav
+    /// may have cached what it could not scan as clean, and in a sandboxed
+    /// worker Landlock keeps the directory as it was when the worker started:
+    /// ask for a fresh engine (a new worker, whose temporary directory the
+    /// supervisor re-creates), at most every 10 seconds.
+    pub fn temp_failure(&self) {
+        let mut last = self
+            .temp_failure_reload
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            return;
+        }
+        *last = Some(Instant::now());
+        tracing::warn!(
+            "temporary directory failed a scan: reloading for a fresh engine and directory"
+        );
+        self.request_reload();
     }
 
     /// What SHUTDOWN asks for: the whole daemon stops. In a worker, the
@@ -378,16 +401,42 @@ pub async fn run(listeners: Listeners, shared: Arc<Shared>) -> std::io::Result<(
     Ok(())
 }
 
+/// A run of accept errors (EMFILE while descriptors are exhausted repeats
+/// every 50 ms until one is freed): the first and every 100th are logged,
+/// not all of them, so an exhausted daemon does not flood the journal.
+#[derive(Default)]
+struct AcceptErrors {
+    run: u64,
+}
+
+impl AcceptErrors {
+    async fn failed(&mut self, e: &std::io::Error, socket: &str) {
+        self.run += 1;
+        if self.run == 1 || self.run % 100 == 0 {
+            tracing::warn!(error = %e, failures = self.run, "accept failed on {socket}; retrying every 50 ms");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    fn accepted(&mut self, socket: &str) {
+        if self.run > 0 {
+            tracing::info!(failures = self.run, "accepting again on {socket}");
+            self.run = 0;
+        }
+    }
+}
+
 async fn accept_unix(listener: UnixListener, name: Arc<str>, shared: Arc<Shared>) {
+    let mut errors = AcceptErrors::default();
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed on the Unix socket");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                errors.failed(&e, "the Unix socket").await;
                 continue;
             }
         };
+        errors.accepted("the Unix socket");
         let creds = match stream.peer_cred() {
             Ok(c) => PeerCreds::unix(c.uid(), c.gid(), c.pid()),
             Err(_) => PeerCreds::remote(),
@@ -402,15 +451,16 @@ async fn accept_unix(listener: UnixListener, name: Arc<str>, shared: Arc<Shared>
 }
 
 async fn accept_tcp(listener: TcpListener, name: Arc<str>, shared: Arc<Shared>) {
+    let mut errors = AcceptErrors::default();
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed on a TCP socket");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                errors.failed(&e, "a TCP socket").await;
                 continue;
             }
         };
+        errors.accepted("a TCP socket");
         // Refused connections are closed before a byte is read.
         if !shared.tcp_allow.admits(addr.ip()) {
             refuse(&shared, addr, "address not in listen.tcp-allow");

@@ -242,6 +242,9 @@ pub(crate) fn record(
         }
         Verdict::Error { message, .. } => {
             c.errors.fetch_add(1, Ordering::Relaxed);
+            if verdict.is_temp_failure() {
+                shared.temp_failure();
+            }
             tracing::info!(
                 command,
                 scan_target = name,
