@@ -325,10 +325,20 @@ fn worker_temp_dir(config: &Config, ids: Option<(u32, u32)>) -> Result<PathBuf, 
                 ),
             )
         })?;
-    if let Some((uid, gid)) = ids {
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
-    }
+    // The mode first: once the directory belongs to the worker's user,
+    // changing it would need CAP_FOWNER, which the unit does not grant.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    if let Some((uid, gid)) = ids {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot give {} to the service user (uid {uid}): {e} (needs CAP_CHOWN)",
+                    dir.display()
+                ),
+            )
+        })?;
+    }
     Ok(dir)
 }
 
