@@ -180,8 +180,15 @@ check "upgrade (apt install --reinstall): the running service restarts on the ne
     [ \"\$s\" = active ] && [ \"\$pid\" != $pid_before ] && [ \"\$(clamdscan --config-file=$conf --ping 3)\" = PONG ]"
 
 # --- stop drains ---------------------------------------------------------------
-check "systemctl stop clamsentry: drains and exits 0" bash -c '
+check "systemctl stop clamsentry: a stream in flight still gets its answer, exit 0" bash -c '
+    # The stream is half sent when the stop begins.
+    { printf "zINSTREAM\0\0\0\0\104"; sleep 2; cat /srv/e2e/eicar.com; printf "\0\0\0\0"; } \
+        | socat -t10 - UNIX-CONNECT:/run/clamsentry/clamd.sock > /tmp/inflight.out &
+    sleep 1
     systemctl stop clamsentry.service || exit 1
+    wait
+    answer=$(tr -d "\0" < /tmp/inflight.out); echo "in-flight stream: $answer"
+    [ "$answer" = "stream: Win.Test.EICAR_HDB-1.UNOFFICIAL FOUND" ] || exit 1
     r=$(svc ActiveState)/$(svc Result)/$(svc ExecMainStatus); echo "$r"
     journalctl --sync
     journalctl -b -u clamsentry --no-pager -o cat | tail -n 8
