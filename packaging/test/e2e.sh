@@ -74,7 +74,9 @@ else
         finish
     fi
 fi
-cp "$deb" "$work/src/target/debian/"
+# Under its canonical name: the documented `apt install` uses that glob.
+canonical=$(dpkg-deb -f "$deb" Package)_$(dpkg-deb -f "$deb" Version)_$(dpkg-deb -f "$deb" Architecture).deb
+cp "$deb" "$work/src/target/debian/$canonical"
 stamp "package built"
 
 # 2. lintian: every tag it still reports must be explained in the docs.
