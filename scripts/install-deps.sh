@@ -17,8 +17,15 @@ apt-get install -y -q --no-install-recommends \
   build-essential pkg-config libclang-dev libclamav-dev \
   clamav clamav-daemon clamdscan clamav-testfiles \
   python3 python3-pyclamd libclamav-client-perl perl \
-  systemd util-linux procps
+  systemd util-linux procps \
+  debootstrap systemd-container lintian dpkg-dev binutils
 if [ "$created_policy" = 1 ]; then rm -f "$policy"; fi
 # python `clamd` 1.0.2 from PyPI, for the interpreter the tests call as python3.
 python3 -m pip install --quiet --disable-pip-version-check clamd==1.0.2 2>/dev/null \
   || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages clamd==1.0.2
+# The Debian package is built with cargo-deb (tests/e2e_deb.rs builds it,
+# then boots it in a Debian 12 container with systemd-nspawn).
+CARGO_DEB_VERSION=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $CARGO_DEB_VERSION"; then
+  cargo install --locked --quiet "cargo-deb@$CARGO_DEB_VERSION"
+fi

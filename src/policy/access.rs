@@ -39,11 +39,17 @@ impl PeerCreds {
         }
     }
 
-    /// A Unix-socket peer from SO_PEERCRED; supplementary groups come from
-    /// /proc/PID/status, or from the user's entry in the group database.
-    pub fn unix(uid: u32, gid: u32, pid: Option<i32>) -> PeerCreds {
-        let mut gids = pid
-            .and_then(proc_groups)
+    /// A Unix-socket peer from SO_PEERCRED and its supplementary groups.
+    /// `kernel_groups`: SO_PEERGROUPS when the caller could read it (it works
+    /// inside the sandbox); otherwise /proc/PID/status or the group database.
+    pub fn unix(
+        uid: u32,
+        gid: u32,
+        pid: Option<i32>,
+        kernel_groups: Option<Vec<u32>>,
+    ) -> PeerCreds {
+        let mut gids = kernel_groups
+            .or_else(|| pid.and_then(proc_groups))
             .unwrap_or_else(|| db_groups(uid, gid));
         if !gids.contains(&gid) {
             gids.push(gid);

@@ -228,9 +228,12 @@ pub fn serve(channel: &Channel, policy: &FilePolicy) -> Result<(), String> {
 pub fn peer_of(socket: &OwnedFd) -> PeerCreds {
     use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
     match getsockopt(&socket.as_fd(), PeerCredentials) {
-        Ok(c) if is_unix(socket) => {
-            PeerCreds::unix(c.uid(), c.gid(), Some(c.pid()).filter(|p| *p > 0))
-        }
+        Ok(c) if is_unix(socket) => PeerCreds::unix(
+            c.uid(),
+            c.gid(),
+            Some(c.pid()).filter(|p| *p > 0),
+            super::peergroups::peer_groups(socket.as_fd()),
+        ),
         _ => PeerCreds::remote(),
     }
 }

@@ -10,5 +10,6 @@ pub mod broker;
 pub mod channel;
 pub mod fdpass;
 pub mod messages;
+pub mod peergroups;
 pub mod supervisor;
 pub mod worker;

@@ -301,6 +301,11 @@ pub async fn run(setup: Setup, mut notify: impl FnMut(Lifecycle)) -> Result<(), 
                     notify(Lifecycle::Stopping);
                     stopping = true;
                     drain_all(&mut workers).await;
+                    // No worker left to wait for (one had just died and
+                    // was waiting for its restart): done.
+                    if workers.is_empty() {
+                        break;
+                    }
                 }
             }
             Event::Exited(gen, status) => {

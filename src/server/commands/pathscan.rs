@@ -100,8 +100,12 @@ pub async fn respond(
     let engine = shared.engine();
     let job_shared = Arc::clone(&shared);
     let top = path.clone();
+    // The walk runs on a scan-pool thread: carry the connection's span
+    // (PEER, LISTENER, ID) there, so that its results are logged with them.
+    let span = tracing::Span::current();
 
     let submitted = shared.pool.submit(Box::new(move |slot: &TaskSlot| {
+        let _span = span.enter();
         let _guard = multiscan_guard;
         slot.begin(mode.word(), &String::from_utf8_lossy(&top));
         Walker::new(&job_shared, engine, mode, to, tx, slot, files).run(&top);
@@ -520,7 +524,9 @@ impl<'a> Walker<'a> {
             };
             let results = sender.clone();
             *dispatched += 1;
+            let span = tracing::Span::current();
             let run: super::super::pool::Job = Box::new(move |slot: &TaskSlot| {
+                let _span = span.enter();
                 let _ = results.send(job.run(slot, false));
             });
             if let Err(run) = self.shared.pool.submit_or_return(run) {
