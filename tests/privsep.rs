@@ -167,6 +167,17 @@ impl Load {
 
 #[test]
 fn a_crashed_worker_is_replaced_and_only_requests_in_flight_fail() {
+    crash_recovery(Signal::SIGSEGV);
+}
+
+#[test]
+fn a_killed_worker_is_replaced_too() {
+    crash_recovery(Signal::SIGKILL);
+}
+
+/// Kills the worker with `signal` while 20 clients stream; checks the
+/// supervisor survives, logs how the worker died, and a new one answers.
+fn crash_recovery(signal: Signal) {
     let db = TestDb::new();
     let d = Daemon::clamsentry(db.path(), &[]);
     let supervisor = d.pid();
@@ -176,7 +187,7 @@ fn a_crashed_worker_is_replaced_and_only_requests_in_flight_fail() {
     let load_time = started.elapsed();
     let l = load(&d, 20);
     std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(w), Signal::SIGSEGV).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(w), signal).unwrap();
     let killed = Instant::now();
     // The next PING is answered by a new worker.
     let mut answered = None;
@@ -200,11 +211,11 @@ fn a_crashed_worker_is_replaced_and_only_requests_in_flight_fail() {
             d.log()
         )
     });
-    println!("worker SIGSEGV: PING answered again after {answered:?}; {ok} streams OK, {failed} failed (in flight at the crash)");
+    println!("worker {}: PING answered again after {answered:?}; {ok} streams OK, {failed} failed (in flight at the crash)", signal.as_str());
     assert_eq!(d.pid(), supervisor);
     assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor), None).is_ok());
     assert!(
-        d.log().contains("signal SIGSEGV"),
+        d.log().contains(&format!("signal {}", signal.as_str())),
         "the crash is logged:\n{}",
         d.log()
     );
