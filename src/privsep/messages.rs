@@ -418,7 +418,7 @@ impl BrokerReply {
             3 => BrokerReply::Path(r.bytes(MAX_PATH)?),
             4 => BrokerReply::Opened { size: r.u64()? },
             5 => {
-                let more = r.u8()? != 0;
+                let more = r.bool()?;
                 let n = r.u32()? as usize;
                 if n > MAX_MESSAGE / 13 {
                     return Err(DecodeError::TooLong(n));
@@ -433,7 +433,7 @@ impl BrokerReply {
                 }
                 BrokerReply::Entries { entries, more }
             }
-            6 => BrokerReply::Allowed(r.u8()? != 0),
+            6 => BrokerReply::Allowed(r.bool()?),
             t => return Err(DecodeError::UnknownTag(t)),
         };
         r.end(m)
@@ -548,6 +548,9 @@ mod tests {
             BrokerRequest::decode(&nul.encode()),
             Err(DecodeError::BadValue)
         );
+        // Found by the fuzzer: booleans are 0 or 1, so every message has one
+        // encoding (a worker cannot smuggle variants past the round trip).
+        assert_eq!(BrokerReply::decode(&[6, 0xe6]), Err(DecodeError::BadValue));
         let mut huge = vec![5u8, 0];
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(BrokerReply::decode(&huge).is_err());
