@@ -12,7 +12,7 @@
 //! * [`service`]: signature directory watching, exit when idle;
 //! * [`daemon`]: start-up, logging, signals — what `main` calls.
 //!
-//! `unsafe` is denied crate-wide and allowed only at the library and OS
+//! `unsafe_code` is denied crate-wide and allowed only at the library and OS
 //! boundaries — `engine` (libclamav), `privsep` (descriptors, process start,
 //! signal dispositions, allocator tuning) and `sandbox` — where each block
 //! carries a `// SAFETY:` comment.

@@ -320,7 +320,9 @@ fn torture() {
     assert_healthy(&d);
     // Let the connections of the warm-up close before measuring.
     std::thread::sleep(Duration::from_millis(300));
-    let fds_before = fd_count(d.pid());
+    // The worker holds the connections (the supervisor only its sockets).
+    let worker = *d.children().first().expect("a worker process");
+    let fds_before = fd_count(worker);
     let rss_before = d.rss_kib();
 
     let tally = Arc::new(Tally {
@@ -379,10 +381,10 @@ fn torture() {
     assert_healthy(&d);
     // The daemon closes what is left by itself (2 s timeouts); wait for it.
     let deadline = Instant::now() + HANG;
-    let mut fds_after = fd_count(d.pid());
+    let mut fds_after = fd_count(worker);
     while fds_after > fds_before + 4 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
-        fds_after = fd_count(d.pid());
+        fds_after = fd_count(worker);
     }
     assert!(
         fds_after <= fds_before + 4,

@@ -1,4 +1,4 @@
-//! The clamd wire protocol as pure functions over bytes: no I/O, no `unsafe`.
+//! The clamd wire protocol as pure functions over bytes: no I/O, and `unsafe_code` is forbidden.
 //!
 //! Everything here mirrors clamd 1.4.6 (`clamd/server-th.c` `get_cmd`,
 //! `clamd/session.c` `parse_command`), including its quirks, because
