@@ -102,6 +102,8 @@ enum Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Starting,
+    /// Reported LoadFailed and is exiting: it no longer blocks a reload.
+    Failed,
     Serving,
     Draining,
 }
@@ -223,6 +225,9 @@ pub async fn run(setup: Setup, mut notify: impl FnMut(Lifecycle)) -> Result<(), 
                         return Err(SupervisorError::StartFailed(error));
                     }
                     tracing::error!(worker = gen, error = %error, "reload failed; still serving with the previous signatures");
+                    if let Some(w) = workers.get_mut(&gen) {
+                        w.state = State::Failed;
+                    }
                     notify(Lifecycle::Reloaded {
                         ok: false,
                         signatures: 0,
@@ -320,6 +325,9 @@ pub async fn run(setup: Setup, mut notify: impl FnMut(Lifecycle)) -> Result<(), 
                 match w.state {
                     State::Draining => {
                         tracing::info!(worker = gen, pid = w.pid, how = %how, "worker finished draining")
+                    }
+                    State::Failed => {
+                        tracing::info!(worker = gen, pid = w.pid, how = %how, "worker that failed to load exited")
                     }
                     _ if stopping => {
                         tracing::info!(worker = gen, pid = w.pid, how = %how, "worker stopped")
