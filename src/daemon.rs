@@ -145,19 +145,11 @@ fn serve(config_path: Option<&Path>) -> Result<(), StartError> {
             );
         }
         let bound_unix = listeners.unix.iter().any(|l| l.origin == Origin::Config);
-        let fds = into_fds(listeners)?;
-        let temp_dir = worker_temp_dir(&config, worker_ids)?;
-        keep_supervisor_capabilities()?;
+        let setup = supervisor_setup(&config, text, worker_ids, into_fds(listeners)?)?;
+        let temp_dir = setup.temp_dir.clone();
         let notifier = Notifier::from_env();
         notifier.loading_started(&config.database.directory.display().to_string());
         let mut status = ServiceStatus::new(notifier);
-        let setup = Setup {
-            config_text: text,
-            listeners: fds,
-            temp_dir: temp_dir.clone(),
-            temp_owner: worker_ids,
-            policy: Arc::new(FilePolicy::new(&config.policy.scan_roots)),
-        };
         let result = supervisor::run(setup, |event| status.observe(event)).await;
         if bound_unix {
             if let Some(p) = config.unix_path() {
@@ -182,18 +174,31 @@ pub fn sandbox_check(config_path: Option<&Path>) -> Result<i32, StartError> {
             text,
             worker_ids,
         } = prepared;
-        let temp_dir = worker_temp_dir(&config, worker_ids)?;
-        keep_supervisor_capabilities()?;
-        let setup = Setup {
-            config_text: text,
-            listeners: Vec::new(),
-            temp_dir: temp_dir.clone(),
-            temp_owner: worker_ids,
-            policy: Arc::new(FilePolicy::new(&[])),
-        };
+        let setup = supervisor_setup(&config, text, worker_ids, Vec::new())?;
+        let temp_dir = setup.temp_dir.clone();
         let status = supervisor::probe(setup).await?;
         let _ = std::fs::remove_dir_all(&temp_dir);
         Ok(status.code().unwrap_or(1))
+    })
+}
+
+/// What the supervisor needs, once the sockets are known: the workers'
+/// temporary directory is made (then the capabilities that allowed it to be
+/// given away are reduced to what the supervisor keeps).
+fn supervisor_setup(
+    config: &Config,
+    text: String,
+    worker_ids: Option<(u32, u32)>,
+    listeners: Vec<supervisor::Inherited>,
+) -> Result<Setup, StartError> {
+    let temp_dir = worker_temp_dir(config, worker_ids)?;
+    keep_supervisor_capabilities()?;
+    Ok(Setup {
+        config_text: text,
+        listeners,
+        temp_dir,
+        temp_owner: worker_ids,
+        policy: Arc::new(FilePolicy::new(&config.policy.scan_roots)),
     })
 }
 

@@ -8,7 +8,7 @@
 //! (SIGSEGV) is in tests/privsep.rs.
 //!
 //! The daemon is two processes: limits and descriptors that matter for
-//! scans are the worker's (`worker_of`), and the workers' temporary
+//! scans are the worker's (`Daemon::worker`), and the workers' temporary
 //! directory is `<scan.temporary-directory>/clamsentry.<supervisor pid>`.
 
 mod common;
@@ -40,18 +40,6 @@ fn assert_serving(d: &Daemon) {
         assert_eq!(ping(&addr), "PONG\\0", "log:\n{}", d.log());
         assert_eq!(stream_reply(&addr, &eicar()), format!("{FOUND}\\0"));
         assert_eq!(stream_reply(&addr, b"clean"), "stream: OK\\0");
-    }
-}
-
-/// The serving worker's pid (the supervisor's only child).
-fn worker_of(d: &Daemon) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(&w) = d.children().first() {
-            return w;
-        }
-        assert!(Instant::now() < deadline, "no worker process");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -345,7 +333,7 @@ fn clients_disconnecting_during_scans() {
     );
     assert_serving(&d);
     std::thread::sleep(Duration::from_millis(200));
-    let worker = worker_of(&d);
+    let worker = d.worker();
     let fds_before = fd_count(worker);
     let rss_before = d.rss_kib();
     // 16 MiB of varied bytes, and the same as an INSTREAM request.
@@ -443,7 +431,7 @@ fn descriptor_exhaustion() {
     });
     assert_serving(&d);
     std::thread::sleep(Duration::from_millis(200));
-    let worker = worker_of(&d);
+    let worker = d.worker();
     let base = fd_count(worker);
 
     // Many idle connections: more than the daemon can hold.

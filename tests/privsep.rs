@@ -24,17 +24,6 @@ fn status_field(pid: i32, field: &str) -> String {
         .unwrap_or_default()
 }
 
-fn worker_of(d: &Daemon) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(&w) = d.children().first() {
-            return w;
-        }
-        assert!(Instant::now() < deadline, "no worker process");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -47,7 +36,7 @@ fn worker_runs_as_the_service_user_with_nothing_and_supervisor_keeps_little() {
     }
     let db = TestDb::new();
     let d = Daemon::clamsentry(db.path(), &[]);
-    let w = worker_of(&d);
+    let w = d.worker();
     assert_eq!(status_field(w, "Uid"), "65534\t65534\t65534\t65534");
     assert_eq!(status_field(w, "Gid"), "65534\t65534\t65534\t65534");
     for cap in ["CapInh", "CapPrm", "CapEff", "CapAmb", "CapBnd"] {
@@ -181,7 +170,7 @@ fn crash_recovery(signal: Signal) {
     let db = TestDb::new();
     let d = Daemon::clamsentry(db.path(), &[]);
     let supervisor = d.pid();
-    let w = worker_of(&d);
+    let w = d.worker();
     let started = Instant::now();
     let _ = talk(&d.unix_addr(), &[b"zPING\0"], Duration::from_secs(5));
     let load_time = started.elapsed();
@@ -196,7 +185,7 @@ fn crash_recovery(signal: Signal) {
             .ok()
             .as_deref()
             == Some(b"PONG\0")
-            && worker_of(&d) != w
+            && d.worker() != w
         {
             answered = Some(killed.elapsed());
             break;
@@ -243,7 +232,7 @@ fn ten_reloads_under_load_lose_nothing_and_return_memory() {
     let before = tree_rss_kib(d.pid());
     let l = load(&d, 8);
     for i in 0..10 {
-        let first = worker_of(&d);
+        let first = d.worker();
         assert_eq!(
             talk(&d.unix_addr(), &[b"zRELOAD\0"], Duration::from_secs(5)).unwrap(),
             b"RELOADING\0"

@@ -321,7 +321,7 @@ fn torture() {
     // Let the connections of the warm-up close before measuring.
     std::thread::sleep(Duration::from_millis(300));
     // The worker holds the connections (the supervisor only its sockets).
-    let worker = *d.children().first().expect("a worker process");
+    let worker = d.worker();
     let fds_before = fd_count(worker);
     let rss_before = d.rss_kib();
 

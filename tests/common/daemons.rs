@@ -271,6 +271,18 @@ impl Daemon {
         tree_rss_kib(self.pid())
     }
 
+    /// The serving worker's pid (the supervisor's only child once started).
+    pub fn worker(&self) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(&w) = self.children().first() {
+                return w;
+            }
+            assert!(Instant::now() < deadline, "no worker process");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The pids of the workers (children of the supervisor).
     pub fn children(&self) -> Vec<i32> {
         children(self.pid())
