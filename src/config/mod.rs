@@ -53,15 +53,27 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct SandboxConfig {
-    /// The user the worker runs as when the daemon starts as root.
+    /// The user the engine holder and the workers run as when the daemon
+    /// starts as root.
     pub user: String,
+    /// "required": refuse to start when Landlock cannot be applied;
+    /// "best-effort": run without it and say so in the status.
+    pub landlock: String,
 }
 
 impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
             user: "clamsentry".into(),
+            landlock: "required".into(),
         }
+    }
+}
+
+impl SandboxConfig {
+    /// Whether start-up must fail when Landlock cannot be applied.
+    pub fn landlock_required(&self) -> bool {
+        self.landlock == "required"
     }
 }
 
@@ -92,16 +104,46 @@ pub struct ListenConfig {
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct LimitsConfig {
     pub stream_max_length: ByteSize,
+    /// Scanning worker processes; 0: the number of CPUs, at least 2.
+    pub workers: u32,
+    /// Scanning threads, shared out among the workers.
     pub max_threads: u32,
     pub max_queue: u32,
     pub max_connections: u32,
+    /// Connections that only Unix-socket clients may use: TCP clients can
+    /// hold at most `max_connections - unix_reserve`.
+    pub unix_reserve: u32,
     pub max_connections_per_address: u32,
     pub stream_memory: ByteSize,
+    /// Seconds from connect until the first command must be complete.
     pub command_read_timeout: u64,
+    /// Seconds from the first byte of a later command (inside IDSESSION)
+    /// until it must be complete.
+    pub command_timeout: u64,
+    /// Seconds of silence allowed inside a stream.
     pub read_timeout: u64,
+    /// Least average rate of an INSTREAM, in bytes per second, measured over
+    /// each `stream_rate_window`; 0 turns the check off.
+    pub stream_min_rate: ByteSize,
+    pub stream_rate_window: u64,
+    /// Milliseconds one reply may take to be written (clamd's SendBufTimeout).
+    pub send_timeout: u64,
     pub idle_timeout: u64,
     pub max_command_length: ByteSize,
     pub max_session_commands: u32,
+}
+
+impl LimitsConfig {
+    /// The number of worker processes `workers` stands for on this machine.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(2)
+                .max(2),
+            n => n as usize,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -232,6 +274,9 @@ impl Default for TcpPolicy {
 pub struct LogConfig {
     /// error, warn, info, debug or trace.
     pub level: String,
+    /// Refusals and client errors logged per peer and minute; more are
+    /// counted and summarised ("suppressed N").
+    pub peer_lines_per_minute: u32,
     /// Log clean scan results at info (otherwise at debug).
     pub clean: bool,
     /// Where log lines go: "auto" (journald when stderr is connected to the
@@ -276,13 +321,19 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             stream_max_length: ByteSize(25 << 20),
+            workers: 0,
             max_threads: 10,
             max_queue: 100,
             max_connections: 1024,
+            unix_reserve: 64,
             max_connections_per_address: 64,
             stream_memory: ByteSize(256 << 20),
             command_read_timeout: 30,
+            command_timeout: 30,
             read_timeout: 120,
+            stream_min_rate: ByteSize(1024),
+            stream_rate_window: 30,
+            send_timeout: 500,
             idle_timeout: 120,
             max_command_length: ByteSize(4104),
             max_session_commands: 10_000,
@@ -360,6 +411,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+            peer_lines_per_minute: 30,
             clean: false,
             target: "auto".into(),
         }
@@ -431,6 +483,12 @@ impl Config {
         if l.max_threads == 0 || l.max_threads > 1024 {
             return Err(("limits.max-threads", "must be between 1 and 1024".into()));
         }
+        if l.workers > 64 {
+            return Err((
+                "limits.workers",
+                "must be between 1 and 64, or 0 for the number of CPUs".into(),
+            ));
+        }
         if l.max_queue == 0 {
             return Err(("limits.max-queue", "must be at least 1".into()));
         }
@@ -450,10 +508,27 @@ impl Config {
                 "must be between 64 bytes and 1M (clamd uses 4104)".into(),
             ));
         }
+        if l.unix_reserve >= l.max_connections {
+            return Err((
+                "limits.unix-reserve",
+                format!(
+                    "must be below limits.max-connections ({}), or TCP clients could never connect",
+                    l.max_connections
+                ),
+            ));
+        }
+        if l.send_timeout == 0 || l.send_timeout > 3_600_000 {
+            return Err((
+                "limits.send-timeout",
+                "must be between 1 and 3600000 milliseconds".into(),
+            ));
+        }
         for (key, v) in [
             ("limits.command-read-timeout", l.command_read_timeout),
+            ("limits.command-timeout", l.command_timeout),
             ("limits.read-timeout", l.read_timeout),
             ("limits.idle-timeout", l.idle_timeout),
+            ("limits.stream-rate-window", l.stream_rate_window),
         ] {
             if v == 0 || v > 86_400 {
                 return Err((key, "must be between 1 and 86400 seconds".into()));
@@ -530,6 +605,18 @@ impl Config {
                     self.log.level
                 ),
             ));
+        }
+        if !matches!(self.sandbox.landlock.as_str(), "required" | "best-effort") {
+            return Err((
+                "sandbox.landlock",
+                format!(
+                    "{:?} is not a choice: use \"required\" or \"best-effort\"",
+                    self.sandbox.landlock
+                ),
+            ));
+        }
+        if self.log.peer_lines_per_minute == 0 {
+            return Err(("log.peer-lines-per-minute", "must be at least 1".into()));
         }
         if !matches!(self.log.target.as_str(), "auto" | "journald" | "stderr") {
             return Err((
