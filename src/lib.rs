@@ -1,30 +1,41 @@
 //! clamsentry: a clamd-compatible daemon on the real ClamAV engine.
 //!
-//! Module map (each has one job):
-//! * [`proto`]: the clamd wire protocol as pure functions over bytes;
-//! * [`engine`]: libclamav (the only module with FFI);
-//! * [`server`]: listeners, connections, sessions, commands, the scan pool;
-//! * [`config`]: the TOML configuration, defaults and validation;
-//! * [`policy`]: command profiles, the client's file access check, TCP admission;
-//! * [`privsep`]: supervisor, worker, their channels and the file broker;
-//! * [`sandbox`]: demotion of the worker (identity, capabilities, rlimits, Landlock);
-//! * [`systemd`]: socket activation, sd-notify and watchdog, journald;
-//! * [`service`]: signature directory watching, exit when idle;
-//! * [`daemon`]: start-up, logging, signals — what `main` calls.
+//! The daemon is three kinds of process; the folders say which code runs
+//! where, and imports point one way (process modules use the shared ones,
+//! never each other, except that the engine holder becomes a worker when it
+//! forks):
+//! * [`supervisor`] (root, a few capabilities): sockets, admission, the
+//!   identity of every connection, the file broker, the lifecycle;
+//! * [`zygote`] (service user, sandboxed, one thread): holds the compiled
+//!   engine and forks workers;
+//! * [`worker`] (service user, sandboxed, no new tasks): the protocol,
+//!   streams, scans.
 //!
-//! `unsafe_code` is denied crate-wide and allowed only at the library and OS
-//! boundaries — `engine` (libclamav), `privsep` (descriptors, process start,
-//! signal dispositions, allocator tuning) and `sandbox` — where each block
-//! carries a `// SAFETY:` comment.
+//! Shared, process-neutral modules:
+//! * [`ipc`]: the messages between the processes and how they travel;
+//! * [`proto`]: the clamd wire protocol as pure functions over bytes;
+//! * [`engine`]: libclamav (the only module with its FFI);
+//! * [`policy`]: command profiles, the administrator rule, TCP allow-list;
+//! * [`sandbox`]: demotion (identity, capabilities, rlimits, Landlock);
+//! * [`config`]: the TOML configuration, defaults and validation;
+//! * [`systemd`]: socket activation, sd-notify, journald detection;
+//! * [`log`]: logging setup.
+//!
+//! `unsafe_code` is denied crate-wide and allowed only in the few files at
+//! the library and OS boundaries (libclamav, descriptor passing, fork,
+//! per-thread credentials, pidfds, signal dispositions, allocator tuning),
+//! where each block carries a `// SAFETY:` comment; every other file
+//! forbids it.
 #![deny(unsafe_code)]
 
 pub mod config;
-pub mod daemon;
 pub mod engine;
+pub mod ipc;
+pub mod log;
 pub mod policy;
-pub mod privsep;
 pub mod proto;
 pub mod sandbox;
-pub mod server;
-pub mod service;
+pub mod supervisor;
 pub mod systemd;
+pub mod worker;
+pub mod zygote;

@@ -26,9 +26,9 @@ enum Cmd {
     CheckConfig,
     /// Start a worker as in production and show what its sandbox denies.
     SandboxCheck,
-    /// Internal: the scanning worker, started by the supervisor.
-    #[command(name = "__worker", hide = true)]
-    Worker {
+    /// Internal: the engine holder, started by the supervisor.
+    #[command(name = "__zygote", hide = true)]
+    Zygote {
         #[arg(long)]
         probe: bool,
     },
@@ -37,7 +37,8 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Cmd::CheckConfig) => match clamsentry::daemon::check_config(cli.config.as_deref()) {
+        Some(Cmd::CheckConfig) => match clamsentry::supervisor::check_config(cli.config.as_deref())
+        {
             Ok(summary) => {
                 println!("{summary}");
                 ExitCode::SUCCESS
@@ -47,22 +48,24 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Some(Cmd::Worker { probe }) => {
+        Some(Cmd::Zygote { probe }) => {
             let mode = if probe {
-                clamsentry::privsep::worker::Mode::Probe
+                clamsentry::zygote::Mode::Probe
             } else {
-                clamsentry::privsep::worker::Mode::Serve
+                clamsentry::zygote::Mode::Serve
             };
-            ExitCode::from(clamsentry::privsep::worker::main(mode).clamp(0, 255) as u8)
+            ExitCode::from(clamsentry::zygote::main(mode).clamp(0, 255) as u8)
         }
-        Some(Cmd::SandboxCheck) => match clamsentry::daemon::sandbox_check(cli.config.as_deref()) {
-            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
-            Err(e) => {
-                eprintln!("clamsentry: {e}");
-                ExitCode::FAILURE
+        Some(Cmd::SandboxCheck) => {
+            match clamsentry::supervisor::sandbox_check(cli.config.as_deref()) {
+                Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+                Err(e) => {
+                    eprintln!("clamsentry: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
-        None => match clamsentry::daemon::run(cli.config.as_deref()) {
+        }
+        None => match clamsentry::supervisor::run(cli.config.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("clamsentry: {e}");

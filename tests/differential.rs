@@ -276,7 +276,9 @@ fn normalize_stats(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let mut out = String::new();
     for line in text.split_inclusive('\n') {
-        if line.starts_with('\t') {
+        // Task lines differ in number; WORKERS: is clamsentry's own line
+        // (its worker processes; see the README's differences table).
+        if line.starts_with('\t') || line.starts_with("WORKERS: ") {
             continue;
         }
         let mut prev_digit = false;
@@ -307,7 +309,7 @@ fn stats_layout_matches_clamd() {
             show(req)
         );
         assert!(
-            ours.starts_with(b"POOLS: 1\n\nSTATE: VALID PRIMARY\nTHREADS: live 4  idle")
+            ours.starts_with(b"POOLS: 1\n\nSTATE: VALID PRIMARY\nTHREADS: live ")
                 || ours.starts_with(b"1: POOLS")
         );
     }

@@ -231,15 +231,20 @@ fn ten_reloads_under_load_lose_nothing_and_return_memory() {
     }
     let before = tree_rss_kib(d.pid());
     let l = load(&d, 8);
+    let workers = d.workers().len();
     for i in 0..10 {
-        let first = d.worker();
+        let old = d.workers();
         assert_eq!(
             talk(&d.unix_addr(), &[b"zRELOAD\0"], Duration::from_secs(5)).unwrap(),
             b"RELOADING\0"
         );
-        // Wait for the blue/green switch: the old worker leaves.
+        // Wait for the blue/green switch: every old worker leaves, as many
+        // new ones serve, and the old engine holder is gone.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while d.children().contains(&first) || d.children().len() != 1 {
+        while d.workers().iter().any(|w| old.contains(w))
+            || d.workers().len() != workers
+            || d.zygotes().len() != 1
+        {
             assert!(
                 Instant::now() < deadline,
                 "reload {i} did not complete:\n{}",

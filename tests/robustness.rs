@@ -186,19 +186,37 @@ fn connection_cap_refuses_extra_clients_and_recovers() {
     while d.log().matches("closed").count() < 2 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Four idle connections (no command yet): a newcomer displaces the
+    // oldest of them instead of being refused.
     let idle: Vec<Conn> = (0..4)
         .map(|_| Conn::open(&d.unix_addr()).unwrap())
         .collect();
     std::thread::sleep(Duration::from_millis(200));
-    // Over the cap the connection is closed at once: no reply (the write
-    // may even fail if the close came first).
+    let reply = talk(&d.unix_addr(), &[b"zPING\0"], Duration::from_secs(3)).unwrap_or_default();
+    assert_eq!(show(&reply), "PONG\\0", "an idle connection made room");
+    assert!(d.log().contains("closed an idle connection to make room"));
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(200));
+    // Four busy connections (inside IDSESSION): over the cap a newcomer is
+    // closed at once, no reply (the write may even fail if the close came
+    // first).
+    let busy: Vec<Conn> = (0..4)
+        .map(|_| {
+            let mut c = Conn::open(&d.unix_addr()).unwrap();
+            c.send(b"zIDSESSION\0").unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
     let refused = talk(&d.unix_addr(), &[b"zPING\0"], Duration::from_secs(3)).unwrap_or_default();
     assert_eq!(
         refused, b"",
         "over the cap the connection is closed at once"
     );
-    assert!(d.log().contains("limits.max-connections reached"));
-    drop(idle);
+    assert!(d
+        .log()
+        .contains("limit reached and no idle connection to close"));
+    drop(busy);
     std::thread::sleep(Duration::from_millis(200));
     still_serving(&d);
 }

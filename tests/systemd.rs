@@ -413,7 +413,7 @@ wait || true
     assert!(
         entries.iter().any(|e| e
             .get("MESSAGE")
-            .is_some_and(|m| m.starts_with("worker ready"))
+            .is_some_and(|m| m.starts_with("engine holder ready"))
             && e.get("SIGNATURES") == Some("4")),
         "lifecycle events carry their numbers"
     );

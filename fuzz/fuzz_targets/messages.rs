@@ -1,17 +1,30 @@
-//! The supervisor↔worker messages (`privsep::messages`): what the supervisor
-//! decodes from a possibly compromised worker, its most exposed surface.
+//! The messages between the daemon's processes (`ipc::messages`): what the
+//! supervisor decodes from a possibly compromised worker or engine holder,
+//! its most exposed surface.
 //!
 //! Input: one byte picking the decoder, then the datagram. Checks:
 //! * decoding never panics and never accepts more than MAX_MESSAGE bytes of
-//!   meaning (paths at most MAX_PATH, no NUL in a broker path);
+//!   meaning (paths at most MAX_PATH, names at most MAX_NAME, no NUL in
+//!   anything the file system will see);
 //! * round trip: whatever decodes, encoded again, is byte-identical to the
 //!   input (the encoding is canonical) and decodes to the same value.
 #![no_main]
 
-use clamsentry::privsep::messages::{
-    BrokerReply, BrokerRequest, ToSupervisor, ToWorker, MAX_MESSAGE, MAX_PATH,
+use clamsentry::ipc::messages::{
+    BrokerOp, BrokerReply, BrokerRequest, FromWorker, FromZygote, ToWorker, ToZygote,
+    MAX_MESSAGE, MAX_NAME, MAX_PATH,
 };
 use libfuzzer_sys::fuzz_target;
+
+macro_rules! round_trip {
+    ($ty:ty, $msg:expr) => {
+        if let Ok(m) = <$ty>::decode($msg) {
+            let again = m.encode();
+            assert_eq!(again, $msg, "canonical encoding");
+            assert_eq!(<$ty>::decode(&again).unwrap(), m);
+        }
+    };
+}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, msg)) = data.split_first() else {
@@ -20,36 +33,25 @@ fuzz_target!(|data: &[u8]| {
     if msg.len() > MAX_MESSAGE {
         return;
     }
-    match which % 4 {
-        0 => {
-            if let Ok(m) = ToSupervisor::decode(msg) {
-                let again = m.encode();
-                assert_eq!(again, msg, "canonical encoding");
-                assert_eq!(ToSupervisor::decode(&again).unwrap(), m);
-            }
-        }
-        1 => {
-            if let Ok(m) = ToWorker::decode(msg) {
-                let again = m.encode();
-                assert_eq!(again, msg, "canonical encoding");
-                assert_eq!(ToWorker::decode(&again).unwrap(), m);
-            }
-        }
-        2 => {
+    match which % 6 {
+        0 => round_trip!(FromWorker, msg),
+        1 => round_trip!(ToWorker, msg),
+        2 => round_trip!(FromZygote, msg),
+        3 => round_trip!(ToZygote, msg),
+        4 => {
             if let Ok(m) = BrokerRequest::decode(msg) {
-                assert!(m.path.len() <= MAX_PATH);
-                assert!(!m.path.contains(&0));
-                let again = m.encode();
-                assert_eq!(again, msg, "canonical encoding");
-                assert_eq!(BrokerRequest::decode(&again).unwrap(), m);
+                match &m.op {
+                    BrokerOp::OpenPath { path } => {
+                        assert!(path.len() <= MAX_PATH && !path.contains(&0))
+                    }
+                    BrokerOp::OpenEntry { name, .. } => {
+                        assert!(name.len() <= MAX_NAME && !name.contains(&0))
+                    }
+                    BrokerOp::ReadDir { .. } | BrokerOp::CloseDir { .. } => {}
+                }
             }
+            round_trip!(BrokerRequest, msg);
         }
-        _ => {
-            if let Ok(m) = BrokerReply::decode(msg) {
-                let again = m.encode();
-                assert_eq!(again, msg, "canonical encoding");
-                assert_eq!(BrokerReply::decode(&again).unwrap(), m);
-            }
-        }
+        _ => round_trip!(BrokerReply, msg),
     }
 });

@@ -111,7 +111,8 @@ pub struct LimitsConfig {
     pub max_queue: u32,
     pub max_connections: u32,
     /// Connections that only Unix-socket clients may use: TCP clients can
-    /// hold at most `max_connections - unix_reserve`.
+    /// hold at most `max_connections - unix_reserve` (the reserve is capped
+    /// at half of `max_connections`).
     pub unix_reserve: u32,
     pub max_connections_per_address: u32,
     pub stream_memory: ByteSize,
@@ -506,15 +507,6 @@ impl Config {
             return Err((
                 "limits.max-command-length",
                 "must be between 64 bytes and 1M (clamd uses 4104)".into(),
-            ));
-        }
-        if l.unix_reserve >= l.max_connections {
-            return Err((
-                "limits.unix-reserve",
-                format!(
-                    "must be below limits.max-connections ({}), or TCP clients could never connect",
-                    l.max_connections
-                ),
             ));
         }
         if l.send_timeout == 0 || l.send_timeout > 3_600_000 {

@@ -250,6 +250,32 @@ impl Engine {
         &self.info
     }
 
+    /// Points the engine's temporary files at `dir`. Used by a worker on its
+    /// own copy of the engine, right after it was forked and before any scan
+    /// (libclamav reads the setting at the start of each scan).
+    pub fn set_temp_dir(&mut self, dir: &Path) -> Result<(), EngineError> {
+        let c = CString::new(dir.as_os_str().as_bytes()).map_err(|_| EngineError::Setting {
+            name: "temporary-directory",
+            reason: "contains a NUL byte".into(),
+        })?;
+        // SAFETY: `&mut self` means no scan uses this engine now; libclamav
+        // copies the string (into the engine's pool); `c` outlives the call.
+        let rc = unsafe {
+            sys::cl_engine_set_str(
+                self.raw.as_ptr(),
+                sys::cl_engine_field::CL_ENGINE_TMPDIR,
+                c.as_ptr(),
+            )
+        };
+        if rc != sys::cl_error_t::CL_SUCCESS {
+            return Err(EngineError::Setting {
+                name: "temporary-directory",
+                reason: strerror(rc.0),
+            });
+        }
+        Ok(())
+    }
+
     fn apply(&mut self, settings: &EngineSettings) -> Result<(), EngineError> {
         for &(name, field, value) in &settings.numbers {
             // SAFETY: the engine is not compiled nor shared; field is a valid

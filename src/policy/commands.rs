@@ -1,9 +1,10 @@
-//! Command profiles: which commands a listener accepts, and who may use the
-//! administrative ones (RELOAD, SHUTDOWN, QUIT) on a Unix socket.
+//! Command profiles: which commands a listener accepts, and that the
+//! administrative ones (RELOAD, SHUTDOWN, QUIT) on a Unix socket need an
+//! administrator (see [`super::Admins`]).
 
 use std::collections::HashSet;
 
-use super::{ListenerKind, PeerCreds};
+use super::ListenerKind;
 use crate::proto::CommandKind;
 
 /// What the policy says about one command from one peer.
@@ -21,8 +22,6 @@ pub enum Decision {
 pub struct Profile {
     pub kind: ListenerKind,
     allowed: HashSet<CommandKind>,
-    admin_uids: HashSet<u32>,
-    admin_gids: HashSet<u32>,
 }
 
 /// Commands that change or stop the daemon.
@@ -39,31 +38,19 @@ pub fn parse_word(word: &str) -> Option<CommandKind> {
 }
 
 impl Profile {
-    /// `words` were validated by the configuration; `admin_uids`/`admin_gids`
-    /// apply to Unix peers (root and the daemon's own user are always admins).
-    pub fn new(
-        kind: ListenerKind,
-        words: &[String],
-        admin_uids: &[u32],
-        admin_gids: &[u32],
-    ) -> Profile {
+    /// `words` were validated by the configuration.
+    pub fn new(kind: ListenerKind, words: &[String]) -> Profile {
         let mut allowed: HashSet<CommandKind> =
             words.iter().filter_map(|w| parse_word(w)).collect();
         if allowed.contains(&CommandKind::IdSession) {
             allowed.insert(CommandKind::End);
         }
-        let mut admin_uids: HashSet<u32> = admin_uids.iter().copied().collect();
-        admin_uids.insert(0);
-        admin_uids.insert(nix::unistd::geteuid().as_raw());
-        Profile {
-            kind,
-            allowed,
-            admin_uids,
-            admin_gids: admin_gids.iter().copied().collect(),
-        }
+        Profile { kind, allowed }
     }
 
-    pub fn decide(&self, cmd: CommandKind, peer: &PeerCreds) -> Decision {
+    /// `admin`: the peer is an administrator (decided by the supervisor
+    /// from the identity it recorded at accept).
+    pub fn decide(&self, cmd: CommandKind, admin: bool) -> Decision {
         if cmd == CommandKind::Unknown {
             // Not a policy matter: clamd's UNKNOWN COMMAND answers it.
             return Decision::Allow;
@@ -71,18 +58,15 @@ impl Profile {
         if !self.allowed.contains(&cmd) {
             return Decision::NotOnListener;
         }
-        if is_admin(cmd) && self.kind == ListenerKind::Unix && !self.is_admin_peer(peer) {
+        if is_admin(cmd) && self.kind == ListenerKind::Unix && !admin {
             return Decision::NotAdmin;
         }
         Decision::Allow
     }
 
-    fn is_admin_peer(&self, peer: &PeerCreds) -> bool {
-        match peer.uid {
-            Some(uid) if self.admin_uids.contains(&uid) => true,
-            Some(_) => peer.gids.iter().any(|g| self.admin_gids.contains(g)),
-            None => false,
-        }
+    /// Does this listener take any command that names local files?
+    pub fn allows_paths(&self) -> bool {
+        CommandKind::all().any(|k| k.is_path_scan() && self.allowed.contains(&k))
     }
 
     /// The words VERSIONCOMMANDS lists on this listener, in clamd's order.
@@ -112,27 +96,18 @@ pub fn all_words() -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn peer(uid: u32, gids: &[u32]) -> PeerCreds {
-        PeerCreds {
-            uid: Some(uid),
-            gid: gids.first().copied(),
-            gids: gids.to_vec(),
-            pid: None,
-        }
-    }
-
     #[test]
     fn tcp_default_refuses_dangerous_commands() {
         let words: Vec<String> = TCP_DEFAULT.iter().map(|s| s.to_string()).collect();
-        let p = Profile::new(ListenerKind::Tcp, &words, &[], &[]);
-        let anyone = PeerCreds::remote();
+        let p = Profile::new(ListenerKind::Tcp, &words);
+        let anyone = false;
         for k in [
             CommandKind::Ping,
             CommandKind::Instream,
             CommandKind::IdSession,
             CommandKind::End,
         ] {
-            assert_eq!(p.decide(k, &anyone), Decision::Allow, "{k:?}");
+            assert_eq!(p.decide(k, anyone), Decision::Allow, "{k:?}");
         }
         for k in [
             CommandKind::Scan,
@@ -143,7 +118,7 @@ mod tests {
             CommandKind::Fildes,
             CommandKind::AllMatchScan,
         ] {
-            assert_eq!(p.decide(k, &anyone), Decision::NotOnListener, "{k:?}");
+            assert_eq!(p.decide(k, anyone), Decision::NotOnListener, "{k:?}");
         }
         assert_eq!(
             p.words().collect::<Vec<_>>(),
@@ -160,26 +135,13 @@ mod tests {
 
     #[test]
     fn unix_admin_commands_need_an_admin() {
-        let p = Profile::new(ListenerKind::Unix, &all_words(), &[1234], &[77]);
-        assert_eq!(
-            p.decide(CommandKind::Shutdown, &peer(0, &[0])),
-            Decision::Allow
-        );
-        assert_eq!(
-            p.decide(CommandKind::Reload, &peer(1234, &[100])),
-            Decision::Allow
-        );
-        assert_eq!(
-            p.decide(CommandKind::Reload, &peer(4321, &[100, 77])),
-            Decision::Allow
-        );
-        assert_eq!(
-            p.decide(CommandKind::Quit, &peer(65534, &[65534])),
-            Decision::NotAdmin
-        );
-        assert_eq!(
-            p.decide(CommandKind::Scan, &peer(65534, &[65534])),
-            Decision::Allow
-        );
+        let p = Profile::new(ListenerKind::Unix, &all_words());
+        assert_eq!(p.decide(CommandKind::Shutdown, true), Decision::Allow);
+        assert_eq!(p.decide(CommandKind::Reload, true), Decision::Allow);
+        assert_eq!(p.decide(CommandKind::Quit, false), Decision::NotAdmin);
+        assert_eq!(p.decide(CommandKind::Scan, false), Decision::Allow);
+        assert!(p.allows_paths());
+        let words: Vec<String> = TCP_DEFAULT.iter().map(|s| s.to_string()).collect();
+        assert!(!Profile::new(ListenerKind::Tcp, &words).allows_paths());
     }
 }

@@ -1,9 +1,9 @@
-//! TCP admission: the allow-list of networks, per-address connection counts,
-//! and rate-limited logging of refusals (a port scan must not flood the log).
+//! TCP admission: the allow-list of networks, and rate-limited logging of
+//! refusals (a port scan must not flood the log). Connection caps are the
+//! supervisor's (`supervisor::admission`).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -28,56 +28,6 @@ impl AllowList {
             v4 => v4,
         };
         self.nets.iter().any(|n| n.contains(&ip))
-    }
-}
-
-/// Counts open connections per source address.
-#[derive(Default)]
-pub struct PerAddress {
-    open: Mutex<HashMap<IpAddr, u32>>,
-}
-
-impl PerAddress {
-    /// Takes a slot for `ip`, or `None` if it already has `max` connections.
-    pub fn try_take(self: &Arc<Self>, ip: IpAddr, max: u32) -> Option<AddressSlot> {
-        let mut open = self
-            .open
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = open.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(AddressSlot {
-            owner: Arc::clone(self),
-            ip,
-        })
-    }
-
-    fn release(&self, ip: IpAddr) {
-        let mut open = self
-            .open
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = open.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&ip);
-            }
-        }
-    }
-}
-
-/// Held for the life of a connection; frees the address's slot when dropped.
-pub struct AddressSlot {
-    owner: Arc<PerAddress>,
-    ip: IpAddr,
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        self.owner.release(self.ip);
     }
 }
 
@@ -135,17 +85,6 @@ mod tests {
         assert!(!a.admits("127.0.0.2".parse().unwrap()));
         assert!(a.admits("::ffff:127.0.0.1".parse().unwrap()));
         assert!(a.admits("::1".parse().unwrap()));
-    }
-
-    #[test]
-    fn per_address_cap() {
-        let p = Arc::new(PerAddress::default());
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let a = p.try_take(ip, 2).unwrap();
-        let _b = p.try_take(ip, 2).unwrap();
-        assert!(p.try_take(ip, 2).is_none());
-        drop(a);
-        assert!(p.try_take(ip, 2).is_some());
     }
 
     #[test]

@@ -75,6 +75,16 @@ fn err(e: impl std::fmt::Display) -> SandboxError {
 /// Builds and enforces the ruleset on the calling thread (and its future
 /// threads and children).
 pub(super) fn restrict(plan: &Plan) -> Result<LandlockState, SandboxError> {
+    restrict_to(&plan.read_only, &plan.read_write)
+}
+
+/// The ruleset for these directories only (plus [`EXTRA_READ_ONLY`] and
+/// [`UNIX_SOCKETS`]). Applied on top of an existing domain it narrows it:
+/// Landlock layers only ever take rights away.
+pub(super) fn restrict_to(
+    read_only_dirs: &[std::path::PathBuf],
+    read_write_dirs: &[std::path::PathBuf],
+) -> Result<LandlockState, SandboxError> {
     let mut ruleset = Ruleset::default()
         .handle_access(AccessFs::from_all(NEWEST))
         .map_err(err)?
@@ -84,12 +94,12 @@ pub(super) fn restrict(plan: &Plan) -> Result<LandlockState, SandboxError> {
         .map_err(err)?
         .create()
         .map_err(err)?;
-    for dir in &plan.read_only {
+    for dir in read_only_dirs {
         ruleset = ruleset
             .add_rule(PathBeneath::new(open(dir)?, read_only()))
             .map_err(err)?;
     }
-    for dir in &plan.read_write {
+    for dir in read_write_dirs {
         ruleset = ruleset
             .add_rule(PathBeneath::new(open(dir)?, read_write()))
             .map_err(err)?;

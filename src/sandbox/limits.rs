@@ -72,6 +72,11 @@ fn set(resource: Resource, name: &'static str, value: u64) -> Result<(), Sandbox
     Ok(())
 }
 
+/// `RLIMIT_NPROC` = 0: no `clone` of any kind succeeds any more.
+pub(super) fn forbid_new_tasks() -> Result<(), SandboxError> {
+    set(Resource::RLIMIT_NPROC, "RLIMIT_NPROC", 0)
+}
+
 /// `RLIMIT_NPROC` counts every task of the real uid, threads included. With
 /// `plan.max_threads == 0` it is 0: no `clone` at all. Otherwise it is what
 /// the user already runs, plus us, plus `plan.max_threads`.

@@ -137,7 +137,7 @@ pub use caps::Capability;
 pub use caps_set::restrict_supervisor;
 pub use identity::lookup_user;
 pub use landlock_rules::{EXTRA_READ_ONLY, UNIX_SOCKETS};
-pub use probe::{probe, Attempt};
+pub use probe::{probe, probe_worker, Attempt};
 
 /// What the worker is allowed after demotion.
 #[derive(Debug, Clone)]
@@ -245,6 +245,50 @@ impl SandboxError {
             step,
             detail: detail.into(),
         }
+    }
+}
+
+/// A further Landlock layer for a worker forked from the engine holder: it
+/// keeps only `read_write` (the worker's own temporary directory), so a
+/// worker can neither read the signature files (the engine is already in
+/// memory) nor another worker's unpacked files. Call while the process has
+/// one thread; no-new-privs is already set by [`demote`].
+pub fn narrow_to(read_write: &std::path::Path) -> Result<LandlockState, SandboxError> {
+    identity::check_single_threaded_or_unknown()?;
+    landlock_rules::restrict_to(&[], &[read_write.to_path_buf()])
+}
+
+/// From now on this process can create neither processes nor threads
+/// (`RLIMIT_NPROC` = 0; Linux counts threads against it). The engine holder
+/// keeps its own limit, so it can still fork workers.
+pub fn forbid_new_tasks() -> Result<(), SandboxError> {
+    limits::forbid_new_tasks()
+}
+
+/// Why Landlock could not be applied, in words an operator can act on:
+/// a kernel without it, a kernel that has it but not enabled, or a seccomp
+/// filter that hides its system calls (containers). Reads `/proc` and
+/// `/sys`, so call it before [`demote`].
+pub fn landlock_diagnosis() -> String {
+    let seccomp = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Seccomp:"))
+                .map(|v| v.trim() == "2")
+        })
+        .unwrap_or(false);
+    let lsm = std::fs::read_to_string("/sys/kernel/security/lsm").ok();
+    let enabled = lsm
+        .as_deref()
+        .map(|l| l.split(',').any(|m| m.trim() == "landlock"));
+    match (enabled, seccomp) {
+        (Some(true), true) | (None, true) => "a seccomp filter hides the Landlock system calls \
+             (in a container: allow them, e.g. systemd-nspawn \
+             --system-call-filter='landlock_create_ruleset landlock_add_rule landlock_restrict_self')"
+            .into(),
+        (Some(false), _) => "this kernel does not enable Landlock (add landlock to the lsm= boot parameter)".into(),
+        _ => "this kernel has no Landlock (Linux >= 5.13 with CONFIG_SECURITY_LANDLOCK)".into(),
     }
 }
 

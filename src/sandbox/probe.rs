@@ -134,12 +134,25 @@ pub fn probe(plan: &Plan) -> Vec<Attempt> {
         .map_err(|e| e.to_string());
     out.push(attempt("setuid(0)", setuid));
 
-    let control = match file_inside(plan) {
-        Some(p) => attempt(
+    let control = match (file_inside(plan), plan.read_write.first()) {
+        (Some(p), _) => attempt(
             format!("read {} (control: must work)", p.display()),
             read_file(&p),
         ),
-        None => attempt(
+        (None, Some(dir)) if plan.read_only.is_empty() => {
+            let f = dir.join("sandbox-probe");
+            let made = std::fs::write(&f, b"x")
+                .map(|()| {
+                    let _ = std::fs::remove_file(&f);
+                    "created (and removed again)".to_string()
+                })
+                .map_err(|e| e.to_string());
+            attempt(
+                format!("create a file in {} (control: must work)", dir.display()),
+                made,
+            )
+        }
+        _ => attempt(
             "read a file in the read-only directory (control: must work)",
             Err("no regular file found there".to_string()),
         ),
@@ -148,5 +161,40 @@ pub fn probe(plan: &Plan) -> Vec<Attempt> {
         expect_denied: false,
         ..control
     });
+    out
+}
+
+/// The extra attempts of a worker forked from the engine holder: it may not
+/// read the signature files (its engine is already loaded), nor fork.
+pub fn probe_worker(plan: &Plan, signatures: &Path) -> Vec<Attempt> {
+    let mut out = probe(plan);
+    let sig = std::fs::read_dir(signatures)
+        .ok()
+        .and_then(|d| d.flatten().map(|e| e.path()).find(|p| p.is_file()));
+    out.push(match sig {
+        Some(p) => attempt(
+            format!(
+                "read the signature file {} (the engine is loaded already)",
+                p.display()
+            ),
+            read_file(&p),
+        ),
+        None => attempt(
+            format!("list the signature directory {}", signatures.display()),
+            std::fs::read_dir(signatures)
+                .map(|_| "listed".to_string())
+                .map_err(|e| e.to_string()),
+        ),
+    });
+    // A thread rather than fork(): it counts against RLIMIT_NPROC exactly as
+    // a process does, and needs no unsafe code.
+    let spawn = std::thread::Builder::new()
+        .spawn(|| ())
+        .map(|h| {
+            let _ = h.join();
+            "started a thread".to_string()
+        })
+        .map_err(|e| format!("denied (RLIMIT_NPROC): {e}"));
+    out.push(attempt("start a thread or process", spawn));
     out
 }

@@ -1,5 +1,5 @@
 //! Talking to systemd: socket activation, readiness and status (sd-notify),
-//! the watchdog, and logging to journald.
+//! and whether stderr is the journal.
 //!
 //! Decisions a newcomer would otherwise rediscover:
 //! * Activated sockets are matched to listener settings by their
@@ -11,9 +11,8 @@
 //!   family decides: Unix → "unix", TCP → "tcp".
 //! * Notifications are best effort: without `NOTIFY_SOCKET` nothing is sent
 //!   and a send error is logged at debug, never fatal.
-//! * `WATCHDOG=1` is sent only while the scan pool shows progress (see
-//!   [`watchdog`]): a wedged scanning side stops the pings and systemd
-//!   restarts the service.
+//! * `WATCHDOG=1` is sent only while a worker reports a scan pool that
+//!   moves (see `worker::watchdog` and `supervisor::status`).
 //! * systemd 252 (Debian 12) has no `Type=notify-reload`: the unit uses
 //!   `Type=notify` with `ExecReload=kill -HUP`; `RELOADING=1` carries
 //!   `MONOTONIC_USEC` anyway so newer systemd versions accept it.
@@ -25,5 +24,3 @@
 pub mod activation;
 pub mod journal;
 pub mod notify;
-pub mod status;
-pub mod watchdog;

@@ -271,11 +271,11 @@ impl Daemon {
         tree_rss_kib(self.pid())
     }
 
-    /// The serving worker's pid (the supervisor's only child once started).
+    /// A serving worker's pid (the first the supervisor lists).
     pub fn worker(&self) -> i32 {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(&w) = self.children().first() {
+            if let Some(&w) = self.workers().first() {
                 return w;
             }
             assert!(Instant::now() < deadline, "no worker process");
@@ -283,7 +283,28 @@ impl Daemon {
         }
     }
 
-    /// The pids of the workers (children of the supervisor).
+    /// The pids of the worker processes (children of the supervisor named
+    /// clamsentry-work).
+    pub fn workers(&self) -> Vec<i32> {
+        self.children_named("clamsentry-work")
+    }
+
+    /// The pids of the engine holders (zygotes).
+    pub fn zygotes(&self) -> Vec<i32> {
+        self.children_named("clamsentry-eng")
+    }
+
+    fn children_named(&self, comm: &str) -> Vec<i32> {
+        children(self.pid())
+            .into_iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim_end() == comm)
+            })
+            .collect()
+    }
+
+    /// The pids of all children of the supervisor.
     pub fn children(&self) -> Vec<i32> {
         children(self.pid())
     }

@@ -1,18 +1,19 @@
-//! Is the scanning side alive? The answer gates `WATCHDOG=1`.
+//! Is this worker's scan pool alive? The answer goes to the supervisor with
+//! every pong: a wedged worker is replaced, and systemd's `WATCHDOG=1` is
+//! sent while some worker is healthy.
 //!
 //! A tiny probe job goes through the scan pool; the pool is healthy while
 //! something moves: the probe completes, or what the scanning threads are
 //! doing changes (a walk moving to the next file, a scan finishing). A busy
 //! pool whose threads are all on long scans still moves at least once per
 //! `scan.max-scan-time`, so the stall limit is that plus a margin. A pool
-//! that shows no movement for longer is wedged: the pings stop and systemd
-//! kills and restarts the service (`WatchdogSec=`).
+//! that shows no movement for longer is wedged.
 
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::server::pool::{ScanPool, Task};
+use super::pool::{ScanPool, Task};
 
 /// Added to `scan.max-scan-time` before a pool without movement counts as
 /// wedged.

@@ -12,23 +12,23 @@
 //! * SCAN and ALLMATCHSCAN stop at the first detection or error; CONTSCAN and
 //!   MULTISCAN go on;
 //! * `<path>: OK` ends the reply only if nothing was found and not every
-//!   entry failed.
+//!   entry failed;
+//! * a path of PATH_MAX bytes or more fails as `File name too long`.
 //!
-//! Every file system call goes through [`Files`] — the broker's policy
-//! (scan roots, the client's own rights), in process or in the supervisor.
-//! Path commands answer only about what the asking peer could read itself
-//! (see `policy::access`): a top-level path it cannot reach gets exactly the
-//! reply of a missing file; inside a directory it may list, a file it cannot
+//! Files come only through the supervisor's broker ([`ConnFiles`]), which
+//! opens what the client itself could open, inside the scan roots. A
+//! top-level path it refuses — missing, in a directory the client cannot
+//! search, unreadable, outside the roots — gets exactly the reply of a
+//! missing file. Inside a directory the client may list, a file it cannot
 //! read answers `Access denied. ERROR` and a directory it cannot list
-//! `File path check failure: Permission denied. ERROR`, without being scanned.
+//! `File path check failure: Permission denied. ERROR`, without a scan.
 //!
 //! The walk runs on a scanning thread and sends finished reply lines through
 //! a bounded channel; when the client goes away the channel closes and the
-//! walk stops.
+//! walk stops at the next entry.
+#![forbid(unsafe_code)]
 
-use std::ffi::OsStr;
-use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
+use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
@@ -36,24 +36,22 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::Sender;
 
+use super::super::files::{ConnFiles, DirHandle, Opened};
 use super::super::pool::TaskSlot;
 use super::super::Shared;
 use super::{record, Ctx, QUEUE_FULL};
 use crate::engine::{Engine, Verdict};
-use crate::privsep::messages::{FileKind, Meta};
+use crate::ipc::messages::{Entry, FileKind, Meta, MAX_PATH};
 use crate::proto::reply::{self, ReplyTo};
 use crate::proto::CommandKind;
-use crate::server::files::Files;
 
-pub async fn respond(
-    ctx: &Ctx,
-    kind: CommandKind,
-    path: Vec<u8>,
-    client: Option<OwnedFd>,
-    to: ReplyTo,
-) {
+pub async fn respond(ctx: &Ctx, kind: CommandKind, path: Vec<u8>, to: ReplyTo) {
     let shared = Arc::clone(&ctx.shared);
-    let files: Arc<dyn Files> = Arc::from(shared.files(&ctx.peer, client));
+    // clamd handles the path as a C string: it ends at the first NUL.
+    let path = match path.iter().position(|b| *b == 0) {
+        Some(n) => path[..n].to_vec(),
+        None => path,
+    };
     if kind == CommandKind::AllMatchScan && !shared.config.scan.allow_all_match_scan {
         tracing::info!(
             command = "ALLMATCHSCAN",
@@ -66,36 +64,13 @@ pub async fn respond(
         let _ = ctx.writer.send(&to.to_vec(&text)).await;
         return;
     }
-    let mut mode = match kind {
+    let mode = match kind {
         CommandKind::ContScan => Mode::Cont,
         CommandKind::MultiScan => Mode::Multi,
         CommandKind::AllMatchScan => Mode::AllMatch,
         _ => Mode::Scan,
     };
-    let mut multiscan_guard = None;
-    if mode == Mode::Multi {
-        // clamd uses MULTISCAN only for directories.
-        let (f, p) = (Arc::clone(&files), path.clone());
-        let is_dir =
-            tokio::task::spawn_blocking(move || f.stat(&p).map(|m| m.kind == FileKind::Dir)).await;
-        if matches!(is_dir, Ok(Ok(false))) {
-            mode = Mode::Cont;
-        } else {
-            let max = shared.pool.threads();
-            let running = shared.multiscans.fetch_add(1, Ordering::SeqCst);
-            if running + 1 >= max {
-                shared.multiscans.fetch_sub(1, Ordering::SeqCst);
-                tracing::warn!(max_threads = max, "MULTISCAN refused: not enough threads");
-                let text = reply::error(
-                    &path,
-                    b"Not enough threads for multiscan. Increase MaxThreads.",
-                );
-                let _ = ctx.writer.send(&to.to_vec(&text)).await;
-                return;
-            }
-            multiscan_guard = Some(MultiscanGuard(Arc::clone(&shared)));
-        }
-    }
+    let files = shared.files(&ctx.guard);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
     let engine = shared.engine();
     let job_shared = Arc::clone(&shared);
@@ -106,7 +81,6 @@ pub async fn respond(
 
     let submitted = shared.pool.submit(Box::new(move |slot: &TaskSlot| {
         let _span = span.enter();
-        let _guard = multiscan_guard;
         slot.begin(mode.word(), &String::from_utf8_lossy(&top));
         Walker::new(&job_shared, engine, mode, to, tx, slot, files).run(&top);
     }));
@@ -191,8 +165,12 @@ struct Walker<'a> {
     top_dev: Option<u64>,
     /// MULTISCAN: results of dispatched file jobs.
     jobs: Option<(mpsc::Sender<FileResult>, mpsc::Receiver<FileResult>, u64)>,
-    files: Arc<dyn Files>,
-    proc_dev: Option<u64>,
+    files: ConnFiles,
+    _multiscan: Option<MultiscanGuard>,
+}
+
+fn errno(code: i32) -> std::io::Error {
+    std::io::Error::from_raw_os_error(code)
 }
 
 impl<'a> Walker<'a> {
@@ -203,12 +181,8 @@ impl<'a> Walker<'a> {
         to: ReplyTo,
         tx: Sender<Vec<u8>>,
         slot: &'a TaskSlot,
-        files: Arc<dyn Files>,
+        files: ConnFiles,
     ) -> Self {
-        let jobs = (mode == Mode::Multi).then(|| {
-            let (s, r) = mpsc::channel();
-            (s, r, 0)
-        });
         Walker {
             shared,
             engine,
@@ -220,9 +194,9 @@ impl<'a> Walker<'a> {
             errors: 0,
             infected: 0,
             top_dev: None,
-            jobs,
-            proc_dev: files.stat(b"/proc").ok().map(|m| m.dev),
+            jobs: None,
             files,
+            _multiscan: None,
         }
     }
 
@@ -242,15 +216,22 @@ impl<'a> Walker<'a> {
         let started = Instant::now();
         let path = trim_slashes(requested);
         let top_is_original = path.len() == requested.len() || !requested.starts_with(b"//");
-        if !self.shared.config.scan.cross_filesystems {
-            self.top_dev = self.files.stat(&path).ok().map(|m| m.dev);
-        }
-        if !self.excluded(&path) {
+        if !self.excluded(&path, None) {
             let max_depth = match self.shared.config.scan.max_directory_recursion {
                 0 => i64::MAX,
                 n => i64::from(n),
             };
-            let _ = self.visit_top(&path, top_is_original, max_depth);
+            let opened = if path.is_empty() {
+                Err(errno(libc::ENOENT))
+            } else if path.len() >= MAX_PATH {
+                Err(errno(libc::ENAMETOOLONG))
+            } else {
+                self.files.open_path(&path)
+            };
+            if self.mode == Mode::Multi && !self.start_multiscan(&opened, requested) {
+                return;
+            }
+            let _ = self.visit_top(&path, opened, top_is_original, max_depth);
         }
         let (ok_count, errors, total) = match self.jobs.take() {
             Some((sender, results, dispatched)) => {
@@ -284,39 +265,67 @@ impl<'a> Walker<'a> {
         );
     }
 
-    /// May the peer read this file, or list this directory?
-    fn peer_may(&self, path: &[u8], dir: bool) -> bool {
-        self.files.may(path, dir)
+    /// MULTISCAN works in parallel only on a directory (clamd does the same);
+    /// anything else is a CONTSCAN. False: the reply is already sent.
+    fn start_multiscan(&mut self, opened: &std::io::Result<Opened>, requested: &[u8]) -> bool {
+        if matches!(
+            opened,
+            Ok(Opened::File { .. } | Opened::Link | Opened::Special)
+        ) {
+            self.mode = Mode::Cont;
+            return true;
+        }
+        let max = self.shared.pool.threads();
+        let running = self.shared.multiscans.fetch_add(1, Ordering::SeqCst);
+        let guard = MultiscanGuard(Arc::clone(self.shared));
+        if running + 1 >= max {
+            tracing::warn!(max_threads = max, "MULTISCAN refused: not enough threads");
+            self.send(&reply::error(
+                requested,
+                b"Not enough threads for multiscan. Increase MaxThreads.",
+            ));
+            return false;
+        }
+        self._multiscan = Some(guard);
+        let (s, r) = mpsc::channel();
+        self.jobs = Some((s, r, 0));
+        true
     }
 
-    fn visit_top(&mut self, path: &[u8], top_is_original: bool, max_depth: i64) -> Flow {
-        let is_dir = self.files.stat(path).is_ok_and(|m| m.kind == FileKind::Dir);
-        if !self.peer_may(path, is_dir) && self.files.lstat(path).is_ok() {
-            // Exactly what a missing path answers: no oracle.
-            tracing::info!(
-                command = self.mode.word(),
-                "path refused: outside the scan roots or unreadable for the client"
-            );
-            let missing = std::io::Error::from_raw_os_error(libc::ENOENT);
-            return self.stat_failed(path, &missing);
-        }
-        match self.kind(path, None) {
-            Kind::Failed(e) => self.stat_failed(path, &e),
-            Kind::SkippedLink => self.count(),
-            Kind::SkippedSpecial => {
+    fn visit_top(
+        &mut self,
+        path: &[u8],
+        opened: std::io::Result<Opened>,
+        top_is_original: bool,
+        max_depth: i64,
+    ) -> Flow {
+        match opened {
+            Err(e) => self.stat_failed(path, &e),
+            Ok(Opened::Link) => self.count(),
+            Ok(Opened::Special) => {
                 let flow = self.count();
                 if top_is_original && !self.send(&reply::error(path, b"Not supported file type")) {
                     return Flow::Stop;
                 }
                 flow
             }
-            Kind::Dir(_) => {
+            Ok(Opened::Dir(handle)) => {
+                if !self.shared.config.scan.cross_filesystems {
+                    self.top_dev = Some(handle.dev);
+                }
                 if let Flow::Stop = self.count() {
                     return Flow::Stop;
                 }
-                self.walk_dir(path, max_depth)
+                self.walk_dir(&handle, path, max_depth)
             }
-            Kind::File(meta) => self.visit_file(path, meta),
+            Ok(Opened::File { file, size, dev }) => {
+                let meta = Meta {
+                    kind: FileKind::File,
+                    size,
+                    dev,
+                };
+                self.visit_file(path, Some(meta), Source::Opened(file, size))
+            }
         }
     }
 
@@ -342,36 +351,36 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn excluded(&self, path: &[u8]) -> bool {
+    /// `ExcludePath` and, with `scan.cross-filesystems = false`, entries on
+    /// another file system than the top.
+    fn excluded(&self, path: &[u8], meta: Option<&Meta>) -> bool {
         if self.shared.excludes.iter().any(|re| re.is_match(path)) {
             if self.mode != Mode::Multi {
                 self.send(&reply::status(path, b"Excluded"));
             }
             return true;
         }
-        if let Some(dev) = self.top_dev {
-            if let Ok(m) = self.files.stat(path) {
-                if m.dev != dev {
-                    if self.mode != Mode::Multi {
-                        self.send(&reply::status(path, b"Excluded (another filesystem)"));
-                    }
-                    return true;
+        if let (Some(dev), Some(m)) = (self.top_dev, meta) {
+            if m.dev != dev {
+                if self.mode != Mode::Multi {
+                    self.send(&reply::status(path, b"Excluded (another filesystem)"));
                 }
+                return true;
             }
         }
         false
     }
 
-    /// `get_filetype`: `hint` is the directory entry's type, if known.
-    fn kind(&self, path: &[u8], hint: Option<FileKind>) -> Kind {
+    /// `get_filetype`, from what the broker saw as the client.
+    fn kind(&self, e: &Entry) -> Kind {
         let need_stat = self.mode != Mode::Multi;
         let follow_any = self.follow_dirs() || self.follow_files();
-        let (meta, is_link) = match hint {
+        let (meta, is_link) = match e.hint {
             Some(t @ (FileKind::Dir | FileKind::File)) => {
                 let meta = if need_stat {
-                    match self.files.stat(path) {
+                    match e.lstat {
                         Ok(m) => Some(m),
-                        Err(e) => return Kind::Failed(e),
+                        Err(code) => return Kind::Failed(errno(code)),
                     }
                 } else {
                     None
@@ -384,18 +393,19 @@ impl<'a> Walker<'a> {
             }
             Some(FileKind::Other) => return Kind::SkippedSpecial,
             _ => {
-                let lmeta = match self.files.lstat(path) {
+                let lmeta = match e.lstat {
                     Ok(m) => m,
-                    Err(e) => return Kind::Failed(e),
+                    Err(code) => return Kind::Failed(errno(code)),
                 };
                 if lmeta.kind != FileKind::Symlink {
                     (lmeta, false)
                 } else if !follow_any {
                     return Kind::SkippedLink;
                 } else {
-                    match self.files.stat(path) {
-                        Ok(m) => (m, true),
-                        Err(e) => return Kind::Failed(e),
+                    match e.target {
+                        Some(Ok(m)) => (m, true),
+                        Some(Err(code)) => return Kind::Failed(errno(code)),
+                        None => return Kind::SkippedLink,
                     }
                 }
             }
@@ -408,33 +418,38 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn walk_dir(&mut self, dir: &[u8], depth: i64) -> Flow {
+    fn walk_dir(&mut self, dir: &DirHandle, path: &[u8], depth: i64) -> Flow {
         if depth < 0 {
-            tracing::warn!(path = %String::from_utf8_lossy(dir), "scan.max-directory-recursion reached, skipping");
+            tracing::warn!(path = %String::from_utf8_lossy(path), "scan.max-directory-recursion reached, skipping");
             return self.count();
         }
-        let entries = match self.files.list(dir) {
+        let entries = match self.files.read_dir(dir) {
             Ok(e) => e,
-            Err(e) => return self.stat_failed(dir, &e),
+            Err(e) => return self.stat_failed(path, &e),
         };
         let follow_any = self.follow_dirs() || self.follow_files();
-        let mut found: Vec<(bool, u64, Vec<u8>, Option<Meta>)> = Vec::new();
+        let mut found: Vec<Visit> = Vec::new();
         for entry in entries {
-            let hint = entry.kind;
-            if hint == Some(FileKind::Symlink) && !follow_any {
+            if entry.hint == Some(FileKind::Symlink) && !follow_any {
                 continue;
             }
-            let mut name = if dir == b"/" {
+            let mut name = if path == b"/" {
                 Vec::new()
             } else {
-                dir.to_vec()
+                path.to_vec()
             };
             name.push(b'/');
             name.extend_from_slice(&entry.name);
-            if self.excluded(&name) {
+            let meta = entry.target.and_then(Result::ok).or(entry.lstat.ok());
+            if self.excluded(&name, meta.as_ref()) {
                 continue;
             }
-            match self.kind(&name, hint) {
+            let kind = if name.len() >= MAX_PATH {
+                Kind::Failed(errno(libc::ENAMETOOLONG))
+            } else {
+                self.kind(&entry)
+            };
+            match kind {
                 Kind::Failed(e) => {
                     if let Flow::Stop = self.stat_failed(&name, &e) {
                         return Flow::Stop;
@@ -445,19 +460,40 @@ impl<'a> Walker<'a> {
                         return Flow::Stop;
                     }
                 }
-                Kind::Dir(meta) => found.push((true, entry.ino, name, meta)),
-                Kind::File(meta) => found.push((false, entry.ino, name, meta)),
+                Kind::Dir(meta) => found.push(Visit {
+                    is_dir: true,
+                    ino: entry.ino,
+                    name,
+                    entry: entry.name,
+                    meta,
+                }),
+                Kind::File(meta) => found.push(Visit {
+                    is_dir: false,
+                    ino: entry.ino,
+                    name,
+                    entry: entry.name,
+                    meta,
+                }),
             }
         }
         // clamd: files before directories, then lower inodes first.
-        found.sort_by_key(|(is_dir, ino, _, _)| (*is_dir, *ino));
-        for (is_dir, _, name, meta) in found {
-            let flow = if !self.peer_may(&name, is_dir) {
-                self.peer_denied(&name, is_dir)
-            } else if is_dir {
-                self.walk_dir(&name, depth - 1)
+        found.sort_by_key(|v| (v.is_dir, v.ino));
+        for Visit {
+            is_dir,
+            name,
+            entry: entry_name,
+            meta,
+            ..
+        } in found
+        {
+            let flow = if is_dir {
+                match self.files.open_entry(dir, &entry_name, true) {
+                    Ok(Opened::Dir(sub)) => self.walk_dir(&sub, &name, depth - 1),
+                    Ok(_) => self.stat_failed(&name, &errno(libc::ENOTDIR)),
+                    Err(e) => self.stat_failed(&name, &e),
+                }
             } else {
-                self.visit_file(&name, meta)
+                self.visit_file(&name, meta, Source::Entry(dir, &entry_name))
             };
             if let Flow::Stop = flow {
                 return Flow::Stop;
@@ -466,64 +502,68 @@ impl<'a> Walker<'a> {
         Flow::Go
     }
 
-    fn file_job(&self, name: &[u8], real: Vec<u8>) -> FileJob {
+    fn file_job(&self, name: &[u8], file: File, size: u64) -> FileJob {
         FileJob {
             shared: Arc::clone(self.shared),
             engine: Arc::clone(&self.engine),
-            files: Arc::clone(&self.files),
             to: self.to,
             tx: self.tx.clone(),
             name: name.to_vec(),
-            real,
+            file,
+            size,
         }
     }
 
-    /// An entry of a directory the peer may list, that it may not open.
-    fn peer_denied(&mut self, name: &[u8], is_dir: bool) -> Flow {
-        if is_dir {
-            let denied = std::io::Error::from_raw_os_error(libc::EACCES);
-            return self.stat_failed(name, &denied);
-        }
-        if let Flow::Stop = self.count() {
-            return Flow::Stop;
-        }
-        self.errors += 1;
-        // As clamd after EACCES: reported, and the walk goes on.
-        if self.send(&reply::error(name, b"Access denied.")) {
-            Flow::Go
+    /// Reports a file the broker would not open for the client.
+    fn open_failed(&self, name: &[u8], e: &std::io::Error) -> FileResult {
+        if e.raw_os_error() == Some(libc::EACCES) {
+            tracing::info!(path = %String::from_utf8_lossy(name), "access denied");
+            self.send(&reply::error(name, b"Access denied."));
         } else {
-            Flow::Stop
+            let message = crate::engine::strerror(8);
+            self.send(&reply::error(name, message.as_bytes()));
         }
+        FileResult::Error
     }
 
-    fn visit_file(&mut self, name: &[u8], meta: Option<Meta>) -> Flow {
+    fn visit_file(&mut self, name: &[u8], meta: Option<Meta>, source: Source<'_>) -> Flow {
         if let Flow::Stop = self.count() {
             return Flow::Stop;
         }
         if let Some(m) = &meta {
             // clamd skips empty files and anything on /proc.
-            if m.size == 0 || Some(m.dev) == self.proc_dev {
+            if m.size == 0 || m.dev == self.shared.proc_dev {
                 return Flow::Go;
             }
         }
-        let real = match self.files.canonicalize(name) {
-            Ok(r) => r,
-            Err(e) => {
-                self.errors += 1;
-                return if self.send(&reply::path_check_failure(name, &errno_text(&e))) {
-                    Flow::Go
-                } else {
-                    Flow::Stop
-                };
+        let opened = match source {
+            Source::Opened(file, size) => Ok((file, size)),
+            Source::Entry(dir, entry) => {
+                self.files
+                    .open_entry(dir, entry, false)
+                    .and_then(|o| match o {
+                        Opened::File { file, size, .. } => Ok((file, size)),
+                        _ => Err(errno(libc::EINVAL)),
+                    })
             }
         };
         if self.jobs.is_some() {
-            let job = self.file_job(name, real);
+            let result = match opened {
+                Ok((file, size)) => Ok(self.file_job(name, file, size)),
+                Err(e) => Err(self.open_failed(name, &e)),
+            };
             let Some((sender, _, dispatched)) = &mut self.jobs else {
                 return Flow::Go;
             };
-            let results = sender.clone();
             *dispatched += 1;
+            let results = sender.clone();
+            let job = match result {
+                Ok(job) => job,
+                Err(r) => {
+                    let _ = results.send(r);
+                    return Flow::Go;
+                }
+            };
             let span = tracing::Span::current();
             let run: super::super::pool::Job = Box::new(move |slot: &TaskSlot| {
                 let _span = span.enter();
@@ -535,9 +575,15 @@ impl<'a> Walker<'a> {
             }
             return Flow::Go;
         }
-        let job = self.file_job(name, real);
-        self.slot.set_file(&String::from_utf8_lossy(name));
-        match job.run(self.slot, self.mode == Mode::AllMatch) {
+        let result = match opened {
+            Ok((file, size)) => {
+                self.slot.set_file(&String::from_utf8_lossy(name));
+                self.file_job(name, file, size)
+                    .run(self.slot, self.mode == Mode::AllMatch)
+            }
+            Err(e) => self.open_failed(name, &e),
+        };
+        match result {
             FileResult::Clean => Flow::Go,
             FileResult::Found(n) => {
                 self.infected += n as u64;
@@ -559,16 +605,36 @@ impl<'a> Walker<'a> {
     }
 }
 
-/// Scanning one file and answering for it; used inline and as a MULTISCAN job.
+/// An entry of a directory to visit after the listing: what clamd sorts.
+struct Visit {
+    is_dir: bool,
+    ino: u64,
+    /// The path the client sees.
+    name: Vec<u8>,
+    /// The entry's own name in its directory.
+    entry: Vec<u8>,
+    meta: Option<Meta>,
+}
+
+/// Where the file a walk visits comes from.
+enum Source<'d> {
+    /// Opened already (the top-level path).
+    Opened(File, u64),
+    /// An entry of a directory, opened only if it is scanned (empty files
+    /// are skipped without a broker request).
+    Entry(&'d DirHandle, &'d [u8]),
+}
+
+/// Scanning one opened file and answering for it; inline or as a MULTISCAN job.
 struct FileJob {
     shared: Arc<Shared>,
     engine: Arc<Engine>,
     to: ReplyTo,
-    files: Arc<dyn Files>,
     tx: Sender<Vec<u8>>,
+    /// What the client sees (and libclamav is told).
     name: Vec<u8>,
-    /// The resolved path (what is opened); `name` is what the client sees.
-    real: Vec<u8>,
+    file: File,
+    size: u64,
 }
 
 impl FileJob {
@@ -579,34 +645,16 @@ impl FileJob {
         let send = |text: Vec<u8>| {
             let _ = self.tx.blocking_send(self.to.to_vec(&text));
         };
-        let (verdict, bytes) = match self.files.open(&self.real) {
-            Ok((f, size)) => {
-                let real = Path::new(OsStr::from_bytes(&self.real));
-                (
-                    self.engine
-                        .scan_fd(std::os::fd::AsFd::as_fd(&f), real, allmatch),
-                    size,
-                )
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
-                tracing::info!(path = %shown, "access denied");
-                send(reply::error(&self.name, b"Access denied."));
-                return FileResult::Error;
-            }
-            Err(_) => (
-                Verdict::Error {
-                    code: 8,
-                    message: crate::engine::strerror(8),
-                },
-                0,
-            ),
-        };
+        let named = Path::new(std::ffi::OsStr::from_bytes(&self.name));
+        let verdict = self
+            .engine
+            .scan_fd(std::os::fd::AsFd::as_fd(&self.file), named, allmatch);
         record(
             &self.shared,
             &shown,
             "SCAN",
             &verdict,
-            bytes,
+            self.size,
             started.elapsed().as_millis() as u64,
         );
         match verdict {
@@ -624,6 +672,8 @@ impl FileJob {
         }
     }
 }
+
+use std::os::unix::ffi::OsStrExt;
 
 /// `cli_ftw`'s path clean-up: drop repeated leading slashes and trailing ones.
 fn trim_slashes(path: &[u8]) -> Vec<u8> {

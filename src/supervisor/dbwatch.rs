@@ -13,11 +13,8 @@
 //! daily.cld, then main.cvd, then bytecode.cvd) causes one reload, and a
 //! file is never loaded half-written.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
-
-use crate::server::Shared;
 
 /// Time between the check that saw a change and the one that confirms the
 /// directory has settled.
@@ -106,32 +103,32 @@ impl Debounce {
     }
 }
 
-/// Checks the directory until shutdown; asks for a reload after changes.
-pub async fn run(shared: Arc<Shared>, initial: Fingerprint) {
-    let every = Duration::from_secs(shared.config.database.self_check);
+/// Checks the directory every `every` and calls `reload` after a change
+/// has settled; runs until the caller drops the task. The supervisor runs
+/// it: a worker cannot ask for a reload on its own word.
+pub async fn run(dir: PathBuf, every: Duration, mut reload: impl FnMut()) {
     if every.is_zero() {
         return;
     }
-    let dir = shared.config.database.directory.clone();
+    let d = dir.clone();
+    let initial = tokio::task::spawn_blocking(move || Fingerprint::of(&d))
+        .await
+        .unwrap_or_default();
     let mut debounce = Debounce::new(initial);
-    let mut stop = shared.shutdown_signal();
     loop {
         let wait = if debounce.settling() {
             SETTLE.min(every)
         } else {
             every
         };
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
+        tokio::time::sleep(wait).await;
         let d = dir.clone();
         let Ok(now) = tokio::task::spawn_blocking(move || Fingerprint::of(&d)).await else {
             continue;
         };
         if debounce.observe(now) {
             tracing::info!(directory = %dir.display(), "signature files changed (database.self-check)");
-            shared.request_reload();
+            reload();
         }
     }
 }

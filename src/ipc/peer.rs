@@ -1,8 +1,33 @@
-//! The supplementary groups of a Unix-socket peer, from the kernel
-//! (SO_PEERGROUPS, Linux 4.13+): no /proc or /etc/group lookup, so it works
-//! inside the worker's sandbox too.
+//! Who is on the other end of a Unix socket, from the kernel: SO_PEERCRED
+//! (uid, gid and pid at connect time) and SO_PEERGROUPS (supplementary
+//! groups, Linux 4.13+). The supervisor reads both once, when it accepts a
+//! connection, and records them; nothing later changes what it recorded.
+#![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// A Unix-socket peer as the kernel recorded it at connect time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixPeer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+    /// Supplementary groups (the primary group included when the kernel
+    /// lists it; callers add `gid` themselves).
+    pub groups: Vec<u32>,
+}
+
+/// The peer of a connected Unix stream socket; `None` for other sockets.
+pub fn unix_peer(socket: BorrowedFd<'_>) -> Option<UnixPeer> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let c = getsockopt(&socket, PeerCredentials).ok()?;
+    Some(UnixPeer {
+        uid: c.uid(),
+        gid: c.gid(),
+        pid: Some(c.pid()).filter(|p| *p > 0),
+        groups: peer_groups(socket).unwrap_or_default(),
+    })
+}
 
 /// The peer's groups as the kernel recorded them at connect time, or `None`
 /// if the socket has none (not a Unix socket, old kernel).

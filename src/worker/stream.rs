@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::{tcp, unix, TcpStream, UnixStream};
 
-use crate::privsep::fdpass;
+use crate::ipc::fdpass;
 
 pub enum Stream {
     Unix(UnixStream),
@@ -38,17 +38,6 @@ pub enum Reader {
 }
 
 impl Reader {
-    /// A copy of the connection's socket (for the broker to read the peer's
-    /// credentials from); `None` if the descriptor table is full.
-    pub fn socket_copy(&self) -> Option<OwnedFd> {
-        use std::os::fd::AsFd;
-        let fd = match self {
-            Reader::Unix(r) => r.as_ref().as_fd().try_clone_to_owned(),
-            Reader::Tcp(r) => r.as_ref().as_fd().try_clone_to_owned(),
-        };
-        fd.ok()
-    }
-
     /// Reads what is available; on a Unix socket, also collects passed descriptors.
     pub async fn read_some(&mut self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
         match self {

@@ -1,7 +1,12 @@
-//! A SEQPACKET socket pair between supervisor and worker: one datagram is one
-//! message (at most [`MAX_MESSAGE`] bytes), descriptors travel as SCM_RIGHTS.
-//! A datagram that was truncated (too long) is an error, never a partial
-//! message.
+//! A SEQPACKET socket pair between two of the daemon's processes: one
+//! datagram is one message (at most [`MAX_MESSAGE`] bytes), descriptors
+//! travel as SCM_RIGHTS. A datagram that was truncated (too long, or with
+//! more descriptors than allowed) is an error, never a partial message.
+//!
+//! With [`Channel::pass_credentials`] on, every datagram received carries the
+//! sender's pid as the kernel saw it (SCM_CREDENTIALS): the supervisor learns
+//! which process holds the other end without taking its word for it.
+#![allow(unsafe_code)]
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -36,6 +41,39 @@ impl Channel {
 
     pub fn from_fd(fd: OwnedFd) -> Channel {
         Channel { fd }
+    }
+
+    /// The channel a parent placed at descriptor `fd` before exec (checked
+    /// to be open and a SEQPACKET socket), made close-on-exec.
+    pub fn inherit(fd: RawFd) -> std::io::Result<Channel> {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        fcntl(fd, FcntlArg::F_GETFD)?;
+        let ty =
+            nix::sys::socket::getsockopt(&unsafe_borrow(fd), nix::sys::socket::sockopt::SockType)?;
+        if ty != SockType::SeqPacket {
+            return Err(std::io::Error::other("not a SEQPACKET socket"));
+        }
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+        // SAFETY: the descriptor is open (checked above) and was placed
+        // here for this process, which has no other owner for it.
+        Ok(Channel {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Asks the kernel to attach the sender's credentials to every datagram
+    /// received from now on (SO_PASSCRED); [`Channel::recv`] then returns
+    /// the sender's pid.
+    pub fn pass_credentials(&self) -> std::io::Result<()> {
+        nix::sys::socket::setsockopt(&self.fd, nix::sys::socket::sockopt::PassCred, &true)?;
+        Ok(())
+    }
+
+    /// Ends the channel in both directions for every holder of either end:
+    /// a blocked `recv` on this side returns, and the other side's sends
+    /// and receives fail. Used to revoke a worker's channels at once.
+    pub fn shutdown(&self) {
+        let _ = nix::sys::socket::shutdown(self.fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
     }
 
     pub fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
@@ -74,9 +112,15 @@ impl Channel {
 
     /// Receives one message; `Ok(None)` when the other end has closed.
     pub fn recv(&self) -> std::io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+        Ok(self.recv_from()?.map(|m| (m.bytes, m.fds)))
+    }
+
+    /// Receives one message with the sender's pid, when
+    /// [`pass_credentials`](Self::pass_credentials) is on.
+    pub fn recv_from(&self) -> std::io::Result<Option<Received>> {
         let mut buf = vec![0u8; MAX_MESSAGE];
-        let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
-        let (n, flags, raw) = {
+        let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS], nix::sys::socket::UnixCredentials);
+        let (n, flags, raw, pid) = {
             let mut iov = [IoSliceMut::new(&mut buf)];
             let msg = recvmsg::<()>(
                 self.fd.as_raw_fd(),
@@ -85,14 +129,17 @@ impl Channel {
                 MsgFlags::MSG_CMSG_CLOEXEC,
             )?;
             let mut raw = Vec::new();
+            let mut pid = None;
             if let Ok(cmsgs) = msg.cmsgs() {
                 for c in cmsgs {
-                    if let ControlMessageOwned::ScmRights(fds) = c {
-                        raw.extend(fds);
+                    match c {
+                        ControlMessageOwned::ScmRights(fds) => raw.extend(fds),
+                        ControlMessageOwned::ScmCredentials(cred) => pid = Some(cred.pid()),
+                        _ => {}
                     }
                 }
             }
-            (msg.bytes, msg.flags, raw)
+            (msg.bytes, msg.flags, raw, pid)
         };
         // SAFETY: the kernel installed these descriptors in our table for this
         // message and nothing else refers to them; we take ownership.
@@ -110,8 +157,28 @@ impl Channel {
             return Ok(None);
         }
         buf.truncate(n);
-        Ok(Some((buf, fds)))
+        Ok(Some(Received {
+            bytes: buf,
+            fds,
+            pid,
+        }))
     }
+}
+
+/// A borrow of a descriptor number that was just checked to be open.
+fn unsafe_borrow(fd: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: the caller checked `fd` is open, and it stays open while the
+    // borrow is used (only for the getsockopt right after).
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+/// One received datagram.
+#[derive(Debug)]
+pub struct Received {
+    pub bytes: Vec<u8>,
+    pub fds: Vec<OwnedFd>,
+    /// The sending process, as the kernel saw it (with SO_PASSCRED).
+    pub pid: Option<i32>,
 }
 
 impl AsFd for Channel {
@@ -147,9 +214,13 @@ impl AsyncChannel {
     }
 
     pub async fn recv(&self) -> std::io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+        Ok(self.recv_from().await?.map(|m| (m.bytes, m.fds)))
+    }
+
+    pub async fn recv_from(&self) -> std::io::Result<Option<Received>> {
         loop {
             let mut guard = self.inner.readable().await?;
-            match guard.try_io(|inner| inner.get_ref().recv()) {
+            match guard.try_io(|inner| inner.get_ref().recv_from()) {
                 Ok(r) => return r,
                 Err(_would_block) => continue,
             }
@@ -157,13 +228,27 @@ impl AsyncChannel {
     }
 
     pub async fn send(&self, msg: &[u8]) -> std::io::Result<()> {
+        self.send_with(msg, &[]).await
+    }
+
+    pub async fn send_with(&self, msg: &[u8], fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
         loop {
             let mut guard = self.inner.writable().await?;
-            match guard.try_io(|inner| inner.get_ref().send(msg, &[])) {
+            match guard.try_io(|inner| inner.get_ref().send(msg, fds)) {
                 Ok(r) => return r,
                 Err(_would_block) => continue,
             }
         }
+    }
+
+    /// Sends without waiting: `WouldBlock` when the peer's queue is full.
+    pub fn try_send(&self, msg: &[u8], fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
+        self.inner.get_ref().send(msg, fds)
+    }
+
+    /// See [`Channel::shutdown`].
+    pub fn shutdown(&self) {
+        self.inner.get_ref().shutdown();
     }
 }
 

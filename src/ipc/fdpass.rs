@@ -1,4 +1,5 @@
 //! Receiving bytes together with passed file descriptors.
+#![allow(unsafe_code)]
 
 use std::io::IoSliceMut;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::files::ConnGuard;
 use super::stream::Writer;
 use super::{Peer, Shared};
 use crate::engine::{self, Verdict};
@@ -25,6 +26,8 @@ pub struct Ctx {
     pub shared: Arc<Shared>,
     pub writer: Writer,
     pub peer: Arc<Peer>,
+    /// Held by everything that works for this connection.
+    pub guard: Arc<ConnGuard>,
 }
 
 /// A command ready to run.
@@ -36,11 +39,10 @@ pub enum Work {
     /// Stream data and the share of `limits.stream-memory` it holds.
     Stream(Vec<u8>, Option<tokio::sync::OwnedSemaphorePermit>),
     Fd(OwnedFd),
-    /// A path command; `client` is a copy of the client's socket for the broker.
+    /// A path command (files come through the supervisor's broker).
     Path {
         kind: CommandKind,
         path: Vec<u8>,
-        client: Option<OwnedFd>,
     },
 }
 
@@ -85,9 +87,7 @@ pub async fn respond(ctx: &Ctx, work: Work, to: ReplyTo) {
             text
         }
         Work::Fd(fd) => scan_fd(ctx, fd).await,
-        Work::Path { kind, path, client } => {
-            return pathscan::respond(ctx, kind, path, client, to).await
-        }
+        Work::Path { kind, path } => return pathscan::respond(ctx, kind, path, to).await,
     };
     let _ = ctx.writer.send(&to.to_vec(&text)).await;
 }

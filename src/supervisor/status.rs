@@ -1,15 +1,17 @@
 //! What systemd hears from the supervisor: READY, STATUS, RELOADING,
-//! STOPPING and WATCHDOG, driven by the workers' lifecycle
-//! ([`Lifecycle`]): loading progress from the worker that loads, Ready from
-//! the first worker, blue/green reloads, and pongs from the serving worker,
-//! which say whether its scan pool still moves (see [`super::watchdog`]).
-//! A worker that stops answering, or whose pool is wedged, gets no
-//! `WATCHDOG=1`, so systemd restarts the service.
+//! STOPPING and WATCHDOG, driven by the lifecycle's notes
+//! ([`Note`]): loading progress from the engine holder that loads, Ready
+//! from the first worker, blue/green reloads, the fleet (workers, crashes,
+//! replacement times), and pongs, which say whether a worker's scan pool
+//! still moves. `WATCHDOG=1` is sent while some worker is healthy (a wedged
+//! worker is replaced by the supervisor); if none is, systemd restarts the
+//! service.
 
 use std::time::Instant;
 
-use super::notify::{uptime, LoadReporter, Notifier};
-use crate::privsep::supervisor::Lifecycle;
+use super::lifecycle::Note;
+use crate::ipc::messages::Fleet;
+use crate::systemd::notify::{uptime, LoadReporter, Notifier};
 
 /// The supervisor's view of the service, turned into notifications.
 pub struct ServiceStatus {
@@ -22,6 +24,7 @@ pub struct ServiceStatus {
     reloads: u64,
     failed_reloads: u64,
     sandbox: String,
+    fleet: Fleet,
     ready: bool,
     reloading: bool,
     wedged: bool,
@@ -40,6 +43,7 @@ impl ServiceStatus {
             reloads: 0,
             failed_reloads: 0,
             sandbox: String::new(),
+            fleet: Fleet::default(),
             ready: false,
             reloading: false,
             wedged: false,
@@ -64,16 +68,26 @@ impl ServiceStatus {
                 self.failed_reloads
             ));
         }
+        let f = &self.fleet;
+        line.push_str(&format!("; workers {}/{}", f.serving, f.workers));
+        if f.crashes > 0 {
+            line.push_str(&format!(
+                ", {} crashes (last replaced in {:.1} ms)",
+                f.crashes,
+                f.last_replacement_us as f64 / 1000.0
+            ));
+        }
         if !self.sandbox.is_empty() {
-            line.push_str("; worker ");
+            line.push_str("; sandbox ");
             line.push_str(&self.sandbox);
         }
         line
     }
 
-    pub fn observe(&mut self, event: Lifecycle) {
-        match event {
-            Lifecycle::Progress(p) => {
+    pub fn observe(&mut self, note: Note) {
+        match note {
+            Note::Fleet(f) => self.fleet = f,
+            Note::Progress(p) => {
                 // At start-up each report also extends systemd's timeout.
                 let extend = !self.ready;
                 let notifier = self.notifier;
@@ -81,7 +95,7 @@ impl ServiceStatus {
                     .get_or_insert_with(|| LoadReporter::new(notifier, extend))
                     .report(p);
             }
-            Lifecycle::Ready {
+            Note::Ready {
                 signatures,
                 db_version,
                 sandbox,
@@ -95,12 +109,12 @@ impl ServiceStatus {
                 self.notifier.ready(&line);
                 tracing::info!(signatures, db_version, sandbox = %sandbox, "ready: {line}");
             }
-            Lifecycle::Reloading => {
+            Note::Reloading => {
                 self.reloading = true;
                 self.loading = None;
                 self.notifier.reloading();
             }
-            Lifecycle::Reloaded {
+            Note::Reloaded {
                 ok,
                 signatures,
                 db_version,
@@ -116,8 +130,8 @@ impl ServiceStatus {
                 self.loading = None;
                 self.notifier.ready(&self.line());
             }
-            Lifecycle::Stopping => self.notifier.stopping(),
-            Lifecycle::Alive {
+            Note::Stopping => self.notifier.stopping(),
+            Note::Alive {
                 scans,
                 found,
                 healthy,
@@ -138,9 +152,9 @@ impl ServiceStatus {
                 } else if !self.wedged {
                     self.wedged = true;
                     self.notifier.status(
-                        "Stalled: the scanning threads show no progress; watchdog pings stopped",
+                        "Stalled: no worker's scanning threads show progress; watchdog pings stopped",
                     );
-                    tracing::error!("scan pool shows no progress: watchdog pings stop, systemd will restart the service");
+                    tracing::error!("no worker's scan pool shows progress: watchdog pings stop, systemd will restart the service");
                 }
             }
         }
@@ -154,17 +168,17 @@ mod tests {
     #[test]
     fn status_line_counts_reloads_and_failures() {
         let mut s = ServiceStatus::new(Notifier::from_env());
-        s.observe(Lifecycle::Ready {
+        s.observe(Note::Ready {
             signatures: 10,
             db_version: 27999,
             sandbox: String::new(),
         });
-        s.observe(Lifecycle::Reloaded {
+        s.observe(Note::Reloaded {
             ok: false,
             signatures: 0,
             db_version: 0,
         });
-        s.observe(Lifecycle::Alive {
+        s.observe(Note::Alive {
             scans: 5,
             found: 2,
             healthy: true,

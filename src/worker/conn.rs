@@ -23,17 +23,22 @@ use super::commands::{self, Ctx, Work};
 pub use super::stream::Stream;
 use super::stream::{Reader, Writer};
 use super::{Peer, Shared};
+use crate::ipc::messages::{AdminCommand, ConnInfo, FromWorker};
 use crate::policy::Decision;
 use crate::proto::framer::Step;
 use crate::proto::instream::{ChunkDecoder, ChunkHeader};
 use crate::proto::reply::{self, ReplyTo};
 use crate::proto::{self, Command, CommandKind, Framing};
 
-pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: Peer, id: u64, listener: &str) {
+pub async fn serve(shared: Arc<Shared>, stream: Stream, info: ConnInfo) {
     let limits = &shared.config.limits;
     let (reader, w) = stream.split();
     let writer = Writer::new(w, Duration::from_secs(limits.read_timeout));
-    let span = tracing::info_span!("conn", id, peer = %peer, listener);
+    let peer = Peer::of(&info);
+    let id = info.id;
+    let span =
+        tracing::info_span!("conn", id, peer = %peer, listener = info.listener_name.as_str());
+    let guard = shared.conn_guard(id);
     let mut conn = Conn {
         buf: vec![0; limits.max_command_length.0 as usize],
         len: 0,
@@ -44,7 +49,9 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: Peer, id: u64, lis
             shared,
             writer,
             peer: Arc::new(peer),
+            guard,
         },
+        told_active: false,
     };
     async {
         tracing::debug!("connected");
@@ -64,6 +71,8 @@ struct Conn {
     fresh: bool,
     fds: Vec<OwnedFd>,
     ctx: Ctx,
+    /// The supervisor knows this connection sent a complete command.
+    told_active: bool,
 }
 
 struct Frame {
@@ -159,7 +168,7 @@ impl Conn {
         let decision = self
             .shared()
             .profile(peer.listener)
-            .decide(cmd.kind, &peer.creds);
+            .decide(cmd.kind, peer.admin);
         let (text, reason) = match decision {
             Decision::Allow => return false,
             Decision::NotOnListener => (
@@ -168,7 +177,7 @@ impl Conn {
             ),
             Decision::NotAdmin => (
                 format!(
-                    "{} command requires an administrator (root, the service user or policy.unix.admin-users).",
+                    "{} command requires an administrator (root, policy.unix.admin-users or admin-groups).",
                     cmd.kind.word()
                 ),
                 "administrative command from a non-administrator",
@@ -206,7 +215,6 @@ impl Conn {
             | CommandKind::AllMatchScan => Some(Work::Path {
                 kind: cmd.kind,
                 path: cmd.arg.unwrap_or_default(),
-                client: self.reader.socket_copy(),
             }),
             CommandKind::Fildes => match (!self.fds.is_empty()).then(|| self.fds.remove(0)) {
                 Some(fd) => Some(Work::Fd(fd)),
@@ -255,12 +263,18 @@ impl Conn {
             CommandKind::Reload => {
                 tracing::info!(command = "RELOAD", "reload requested by client");
                 let _ = self.ctx.writer.send(&to.to_vec(reply::RELOADING)).await;
-                shared.request_reload();
+                shared.tell(FromWorker::Admin {
+                    conn: self.ctx.guard.id,
+                    command: AdminCommand::Reload,
+                });
                 None
             }
             CommandKind::Shutdown | CommandKind::Quit => {
                 tracing::info!(command = cmd.kind.word(), "shutdown requested by client");
-                shared.request_shutdown();
+                shared.tell(FromWorker::Admin {
+                    conn: self.ctx.guard.id,
+                    command: AdminCommand::Shutdown,
+                });
                 None
             }
             CommandKind::DetStats | CommandKind::DetStatsClear => None,
@@ -424,6 +438,14 @@ impl Conn {
                 } => {
                     self.fresh = false;
                     self.consume(consumed);
+                    if !self.told_active {
+                        // No longer an idle connection that admission may
+                        // close to make room.
+                        self.told_active = true;
+                        self.ctx.shared.tell(FromWorker::Active {
+                            conn: self.ctx.guard.id,
+                        });
+                    }
                     return Ok(Frame { framing, cmd });
                 }
                 Step::TooLong => return Err(End::TooLong),

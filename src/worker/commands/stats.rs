@@ -1,12 +1,17 @@
 //! The STATS block, in clamd's `thrmgr_printstats` layout so clamdtop can
-//! read it. clamsentry has one pool, so `POOLS: 1` and one `STATE` block.
+//! read it: `POOLS: 1` and one `STATE` block, the scan pool of the worker
+//! that answers.
 //!
-//! Differences that come from being a different process: the scanning pool
+//! Differences that come from being a different daemon: the scanning pool
 //! is fixed (live = max), STATS itself runs on the connection task but is
 //! shown as one busy thread as clamd shows it, `idle-timeout` is clamsentry's
-//! session idle timeout, and the MEMSTATS pool figures report this process's
-//! resident memory, because libclamav's memory-pool statistics are not part
-//! of its public API.
+//! session idle timeout; the MEMSTATS pool figures are the proportional set
+//! size of this worker (`pools_used`) and of the whole daemon
+//! (`pools_total`), measured by the supervisor (the worker's sandbox hides
+//! /proc), because libclamav's memory-pool statistics are not public API;
+//! and one more line, `WORKERS:`, shows the fleet (serving and configured
+//! workers, engine generation, crashes, and how long the last replacement
+//! took). clamdtop ignores lines it does not know.
 
 use std::fmt::Write;
 
@@ -51,27 +56,22 @@ pub fn render(shared: &Shared, out: &mut Vec<u8>) {
         let _ = writeln!(s, "\tIDLE {:.6} ", idle.as_secs_f64());
     }
     s.push('\n');
-    let rss = resident_mib();
+    let fleet = shared.fleet();
+    let _ = writeln!(
+        s,
+        "WORKERS: live {} max {} worker {} generation {} crashes {} last-replacement-ms {:.3}",
+        fleet.serving,
+        fleet.workers,
+        shared.worker,
+        fleet.generation,
+        fleet.crashes,
+        fleet.last_replacement_us as f64 / 1000.0
+    );
+    let used = fleet.worker_pss_kib as f64 / 1024.0;
+    let total = fleet.daemon_pss_kib as f64 / 1024.0;
     let _ = write!(
         s,
-        "MEMSTATS: heap N/A mmap N/A used N/A free N/A releasable N/A pools 1 pools_used {rss:.3}M pools_total {rss:.3}M\nEND"
+        "MEMSTATS: heap N/A mmap N/A used N/A free N/A releasable N/A pools 1 pools_used {used:.3}M pools_total {total:.3}M\nEND"
     );
     out.extend_from_slice(s.as_bytes());
-}
-
-/// Resident memory of this process in MiB, from /proc/self/statm.
-fn resident_mib() -> f64 {
-    let pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .unwrap_or(0);
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .unwrap_or(4096) as u64;
-    (pages * page) as f64 / (1024.0 * 1024.0)
 }

@@ -1,0 +1,1070 @@
+//! The messages between the daemon's processes: small closed sets, each one
+//! bounded in size, encoded by hand so that decoding is easy to read, test
+//! and fuzz. Anything that does not decode is a protocol violation: the
+//! supervisor ends the process that sent it.
+//!
+//! Who talks to whom (see `supervisor::lifecycle` for which message is
+//! allowed in which state):
+//!
+//! | channel | supervisor sends | it receives |
+//! |---|---|---|
+//! | zygote control | [`ToZygote`] | [`FromZygote`] |
+//! | worker control | [`ToWorker`] (a client socket with `Conn`) | [`FromWorker`] |
+//! | worker broker | [`BrokerReply`] (a file with `File`) | [`BrokerRequest`] |
+//!
+//! Encoding: one message per SEQPACKET datagram: a tag byte, then fields in
+//! order; integers little endian; byte strings as `u32` length + bytes;
+//! booleans as 0 or 1 only, so every value has exactly one encoding (the
+//! `messages` fuzz target checks the round trip).
+#![forbid(unsafe_code)]
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::policy::ListenerKind;
+
+/// Largest datagram either side sends or accepts.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+/// Largest path in a broker request: Linux's PATH_MAX. A worker answers a
+/// longer path itself, as clamd does (`File name too long`).
+pub const MAX_PATH: usize = 4096;
+/// Largest name of a directory entry (NAME_MAX).
+pub const MAX_NAME: usize = 255;
+/// Largest virus name a worker reports.
+pub const MAX_VIRUS_NAME: usize = 1024;
+
+const TEXT: usize = 4096;
+
+// ---------------------------------------------------------------- zygote
+
+/// Supervisor → zygote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToZygote {
+    /// Always the first message: the validated configuration (TOML text),
+    /// the root-owned directory under which each worker gets its own
+    /// temporary directory, and the zygote's own one.
+    Config {
+        toml: String,
+        temp_parent: Vec<u8>,
+        temp_dir: Vec<u8>,
+    },
+    /// Fork worker `worker`; its control and broker channels travel with
+    /// this message (two descriptors).
+    Fork { worker: u64 },
+    /// Retired: exit now. Workers forked earlier are the supervisor's
+    /// children and live on.
+    Exit,
+}
+
+/// Zygote → supervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromZygote {
+    /// Signature loading progress.
+    Progress {
+        compiling: bool,
+        done: u64,
+        total: u64,
+    },
+    /// The engine is loaded and compiled; the zygote forks on request.
+    Ready(EngineReady),
+    /// The engine could not be loaded (or the sandbox applied); the zygote
+    /// exits after sending this.
+    LoadFailed { error: String },
+    /// A fork request failed (the zygote goes on).
+    ForkFailed { worker: u64, error: String },
+}
+
+/// What a ready zygote reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineReady {
+    pub engine_version: String,
+    pub signatures: u32,
+    pub db_version: u32,
+    pub db_time: u64,
+    /// The sandbox, as `sandbox::Status` displays it.
+    pub sandbox: String,
+}
+
+// ---------------------------------------------------------------- worker
+
+/// Supervisor → worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToWorker {
+    /// Always the first message (queued before the fork): who the worker
+    /// is, its private temporary directory and its share of the scan pool.
+    Start {
+        worker: u64,
+        temp_dir: Vec<u8>,
+        threads: u32,
+        queue: u32,
+        /// The device of /proc (path scans skip it, as clamd does; the
+        /// worker cannot look at /proc itself).
+        proc_dev: u64,
+    },
+    /// A client connection, accepted and admitted by the supervisor; the
+    /// socket travels with this message.
+    Conn(ConnInfo),
+    /// Health check, with what only the supervisor can see (the sandbox
+    /// hides /proc from the worker): memory and the state of the fleet.
+    Ping { seq: u64, fleet: Fleet },
+    /// Stop taking connections, finish in-flight requests, exit 0.
+    Drain,
+}
+
+/// A handed-over connection: its id (which broker requests name), where it
+/// came from, and what the supervisor recorded about the peer at accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnInfo {
+    pub id: u64,
+    pub listener: ListenerKind,
+    /// systemd's FileDescriptorName=, or "unix"/"tcp".
+    pub listener_name: String,
+    pub peer: PeerInfo,
+    /// The peer may RELOAD/SHUTDOWN (root, admin-users, admin-groups).
+    pub admin: bool,
+}
+
+/// The peer of a connection, as the kernel told the supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerInfo {
+    Unix {
+        uid: u32,
+        gid: u32,
+        pid: Option<i32>,
+    },
+    Tcp(SocketAddr),
+}
+
+/// What STATS and the status line show about the daemon as a whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fleet {
+    /// Workers serving now, and how many there should be.
+    pub serving: u32,
+    pub workers: u32,
+    /// Engine generation (1 at start, +1 per reload).
+    pub generation: u64,
+    /// Workers that died (signal or unexpected exit) since start.
+    pub crashes: u64,
+    /// Microseconds from the last crash until its replacement served.
+    pub last_replacement_us: u64,
+    /// Proportional set size of this worker and of the whole daemon, KiB.
+    pub worker_pss_kib: u64,
+    pub daemon_pss_kib: u64,
+}
+
+/// Worker → supervisor, on the control channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromWorker {
+    /// The first message: the worker serves. Its pid is not part of the
+    /// message; the supervisor takes it from the kernel (SCM_CREDENTIALS).
+    Hello { worker: u64 },
+    /// Answer to [`ToWorker::Ping`]; counters since the worker started;
+    /// `healthy` is false when the scan pool shows no progress.
+    Pong {
+        seq: u64,
+        scans: u64,
+        found: u64,
+        errors: u64,
+        healthy: bool,
+    },
+    /// The connection sent its first complete command (it is no longer a
+    /// candidate for eviction as an idle connection).
+    Active { conn: u64 },
+    /// The connection and all work for it are finished.
+    Closed { conn: u64 },
+    /// The connection's client sent RELOAD or SHUTDOWN/QUIT. The supervisor
+    /// decides from the identity it recorded at accept.
+    Admin { conn: u64, command: AdminCommand },
+    /// A scan on this connection found `virus` in `target` (VirusEvent).
+    Found {
+        conn: u64,
+        virus: String,
+        target: Vec<u8>,
+    },
+    /// This worker should be replaced (its temporary directory failed a
+    /// scan: libclamav may have cached as clean what it could not scan). It
+    /// finishes its requests; no new connection should come.
+    Retire,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminCommand {
+    Reload,
+    Shutdown,
+}
+
+// ---------------------------------------------------------------- broker
+
+/// Worker → supervisor, on the broker channel: a file system operation on
+/// behalf of the client of connection `conn`. The supervisor answers only
+/// for live connections it handed to this worker, acting as that client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerRequest {
+    pub conn: u64,
+    pub op: BrokerOp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerOp {
+    /// Resolve and open the path a path command names.
+    OpenPath {
+        path: Vec<u8>,
+    },
+    /// The next page of a directory opened earlier (the cursor is the
+    /// directory descriptor's own position).
+    ReadDir {
+        handle: u32,
+    },
+    /// Open one entry of an open directory: a subdirectory (`dir`) or a file.
+    OpenEntry {
+        handle: u32,
+        name: Vec<u8>,
+        dir: bool,
+    },
+    CloseDir {
+        handle: u32,
+    },
+}
+
+/// File kinds as the walker needs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub kind: FileKind,
+    pub size: u64,
+    pub dev: u64,
+}
+
+/// One directory entry, looked at as the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: Vec<u8>,
+    pub ino: u64,
+    /// The directory entry's type, when the file system says (DT_*).
+    pub hint: Option<FileKind>,
+    /// The entry itself (not following a symlink), or the errno of fstatat.
+    pub lstat: Result<Meta, i32>,
+    /// For a symlink, when the configuration follows symlinks: what it
+    /// leads to (inside the scan roots, as the client), or the errno.
+    pub target: Option<Result<Meta, i32>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerReply {
+    /// The operation failed with this errno. For `OpenPath` every refusal
+    /// is `ENOENT` (what a missing file answers); the supervisor logs the
+    /// real reason.
+    Errno(i32),
+    /// A regular file, opened for reading; the descriptor travels along.
+    File {
+        size: u64,
+        dev: u64,
+    },
+    /// A directory, opened for listing: name it by `handle` from now on.
+    Dir {
+        handle: u32,
+        dev: u64,
+    },
+    /// `OpenPath` named a symlink that the configuration does not follow.
+    Link,
+    /// `OpenPath` named a device, FIFO or socket (not opened).
+    Special,
+    /// A page of entries; `more` if the listing continues.
+    Entries {
+        entries: Vec<Entry>,
+        more: bool,
+    },
+    Closed,
+}
+
+// ---------------------------------------------------------------- errors
+
+/// Why bytes are not a valid message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message is empty")]
+    Empty,
+    #[error("unknown message tag {0}")]
+    UnknownTag(u8),
+    #[error("message ends early")]
+    Truncated,
+    #[error("field longer than allowed ({0} bytes)")]
+    TooLong(usize),
+    #[error("{0} bytes left over after the message")]
+    Trailing(usize),
+    #[error("text field is not UTF-8")]
+    NotUtf8,
+    #[error("invalid field value")]
+    BadValue,
+}
+
+// ---------------------------------------------------------------- encoding
+
+struct Out(Vec<u8>);
+
+impl Out {
+    fn new(tag: u8) -> Out {
+        Out(vec![tag])
+    }
+    fn u8(mut self, v: u8) -> Out {
+        self.0.push(v);
+        self
+    }
+    fn bool(self, v: bool) -> Out {
+        self.u8(u8::from(v))
+    }
+    fn u16(mut self, v: u16) -> Out {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn u32(mut self, v: u32) -> Out {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn i32(self, v: i32) -> Out {
+        self.u32(v as u32)
+    }
+    fn u64(mut self, v: u64) -> Out {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn bytes(mut self, v: &[u8]) -> Out {
+        self.0.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        self.0.extend_from_slice(v);
+        self
+    }
+    fn meta(self, m: &Meta) -> Out {
+        self.u8(kind_byte(Some(m.kind))).u64(m.size).u64(m.dev)
+    }
+    fn stat(self, r: &Result<Meta, i32>) -> Out {
+        match r {
+            Ok(m) => self.u8(0).meta(m),
+            Err(e) => self.u8(1).i32(*e),
+        }
+    }
+}
+
+struct In<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> In<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.buf.len() < n {
+            return Err(DecodeError::Truncated);
+        }
+        let (a, b) = self.buf.split_at(n);
+        self.buf = b;
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn bool(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError::BadValue),
+        }
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn i32(&mut self) -> Result<i32, DecodeError> {
+        Ok(self.u32()? as i32)
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn bytes(&mut self, max: usize) -> Result<Vec<u8>, DecodeError> {
+        let n = self.u32()? as usize;
+        if n > max {
+            return Err(DecodeError::TooLong(n));
+        }
+        Ok(self.take(n)?.to_vec())
+    }
+    /// Bytes that the file system will see: no NUL.
+    fn path(&mut self, max: usize) -> Result<Vec<u8>, DecodeError> {
+        let p = self.bytes(max)?;
+        if p.contains(&0) {
+            return Err(DecodeError::BadValue);
+        }
+        Ok(p)
+    }
+    fn text(&mut self, max: usize) -> Result<String, DecodeError> {
+        String::from_utf8(self.bytes(max)?).map_err(|_| DecodeError::NotUtf8)
+    }
+    fn meta(&mut self) -> Result<Meta, DecodeError> {
+        Ok(Meta {
+            kind: byte_kind(self.u8()?)?.ok_or(DecodeError::BadValue)?,
+            size: self.u64()?,
+            dev: self.u64()?,
+        })
+    }
+    fn stat(&mut self) -> Result<Result<Meta, i32>, DecodeError> {
+        match self.u8()? {
+            0 => Ok(Ok(self.meta()?)),
+            1 => Ok(Err(self.i32()?)),
+            _ => Err(DecodeError::BadValue),
+        }
+    }
+    fn end<T>(self, v: T) -> Result<T, DecodeError> {
+        if self.buf.is_empty() {
+            Ok(v)
+        } else {
+            Err(DecodeError::Trailing(self.buf.len()))
+        }
+    }
+}
+
+fn start(buf: &[u8]) -> Result<(u8, In<'_>), DecodeError> {
+    let (&tag, rest) = buf.split_first().ok_or(DecodeError::Empty)?;
+    Ok((tag, In { buf: rest }))
+}
+
+fn kind_byte(k: Option<FileKind>) -> u8 {
+    match k {
+        None => 0,
+        Some(FileKind::File) => 1,
+        Some(FileKind::Dir) => 2,
+        Some(FileKind::Symlink) => 3,
+        Some(FileKind::Other) => 4,
+    }
+}
+
+fn byte_kind(b: u8) -> Result<Option<FileKind>, DecodeError> {
+    Ok(match b {
+        0 => None,
+        1 => Some(FileKind::File),
+        2 => Some(FileKind::Dir),
+        3 => Some(FileKind::Symlink),
+        4 => Some(FileKind::Other),
+        _ => return Err(DecodeError::BadValue),
+    })
+}
+
+impl ToZygote {
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            ToZygote::Config {
+                toml,
+                temp_parent,
+                temp_dir,
+            } => Out::new(1)
+                .bytes(toml.as_bytes())
+                .bytes(temp_parent)
+                .bytes(temp_dir),
+            ToZygote::Fork { worker } => Out::new(2).u64(*worker),
+            ToZygote::Exit => Out::new(3),
+        }
+        .0
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
+        let (tag, mut r) = start(buf)?;
+        let m = match tag {
+            1 => ToZygote::Config {
+                toml: r.text(MAX_MESSAGE - 2 * MAX_PATH - 32)?,
+                temp_parent: r.path(MAX_PATH)?,
+                temp_dir: r.path(MAX_PATH)?,
+            },
+            2 => ToZygote::Fork { worker: r.u64()? },
+            3 => ToZygote::Exit,
+            t => return Err(DecodeError::UnknownTag(t)),
+        };
+        r.end(m)
+    }
+}
+
+impl FromZygote {
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            FromZygote::Progress {
+                compiling,
+                done,
+                total,
+            } => Out::new(1).bool(*compiling).u64(*done).u64(*total),
+            FromZygote::Ready(e) => Out::new(2)
+                .bytes(e.engine_version.as_bytes())
+                .u32(e.signatures)
+                .u32(e.db_version)
+                .u64(e.db_time)
+                .bytes(e.sandbox.as_bytes()),
+            FromZygote::LoadFailed { error } => Out::new(3).bytes(error.as_bytes()),
+            FromZygote::ForkFailed { worker, error } => {
+                Out::new(4).u64(*worker).bytes(error.as_bytes())
+            }
+        }
+        .0
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
+        let (tag, mut r) = start(buf)?;
+        let m = match tag {
+            1 => FromZygote::Progress {
+                compiling: r.bool()?,
+                done: r.u64()?,
+                total: r.u64()?,
+            },
+            2 => FromZygote::Ready(EngineReady {
+                engine_version: r.text(64)?,
+                signatures: r.u32()?,
+                db_version: r.u32()?,
+                db_time: r.u64()?,
+                sandbox: r.text(TEXT)?,
+            }),
+            3 => FromZygote::LoadFailed {
+                error: r.text(TEXT)?,
+            },
+            4 => FromZygote::ForkFailed {
+                worker: r.u64()?,
+                error: r.text(TEXT)?,
+            },
+            t => return Err(DecodeError::UnknownTag(t)),
+        };
+        r.end(m)
+    }
+}
+
+fn listener_byte(k: ListenerKind) -> u8 {
+    match k {
+        ListenerKind::Unix => 0,
+        ListenerKind::Tcp => 1,
+    }
+}
+
+impl ToWorker {
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            ToWorker::Start {
+                worker,
+                temp_dir,
+                threads,
+                queue,
+                proc_dev,
+            } => Out::new(1)
+                .u64(*worker)
+                .bytes(temp_dir)
+                .u32(*threads)
+                .u32(*queue)
+                .u64(*proc_dev),
+            ToWorker::Conn(c) => {
+                let out = Out::new(2)
+                    .u64(c.id)
+                    .u8(listener_byte(c.listener))
+                    .bytes(c.listener_name.as_bytes())
+                    .bool(c.admin);
+                match c.peer {
+                    PeerInfo::Unix { uid, gid, pid } => {
+                        out.u8(0).u32(uid).u32(gid).i32(pid.unwrap_or(0))
+                    }
+                    PeerInfo::Tcp(addr) => {
+                        let out = match addr.ip() {
+                            IpAddr::V4(ip) => {
+                                let mut o = out.u8(4);
+                                o.0.extend_from_slice(&ip.octets());
+                                o
+                            }
+                            IpAddr::V6(ip) => {
+                                let mut o = out.u8(6);
+                                o.0.extend_from_slice(&ip.octets());
+                                o
+                            }
+                        };
+                        out.u16(addr.port())
+                    }
+                }
+            }
+            ToWorker::Ping { seq, fleet } => Out::new(3)
+                .u64(*seq)
+                .u32(fleet.serving)
+                .u32(fleet.workers)
+                .u64(fleet.generation)
+                .u64(fleet.crashes)
+                .u64(fleet.last_replacement_us)
+                .u64(fleet.worker_pss_kib)
+                .u64(fleet.daemon_pss_kib),
+            ToWorker::Drain => Out::new(4),
+        }
+        .0
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
+        let (tag, mut r) = start(buf)?;
+        let m = match tag {
+            1 => ToWorker::Start {
+                worker: r.u64()?,
+                temp_dir: r.path(MAX_PATH)?,
+                threads: r.u32()?,
+                queue: r.u32()?,
+                proc_dev: r.u64()?,
+            },
+            2 => {
+                let id = r.u64()?;
+                let listener = match r.u8()? {
+                    0 => ListenerKind::Unix,
+                    1 => ListenerKind::Tcp,
+                    _ => return Err(DecodeError::BadValue),
+                };
+                let listener_name = r.text(MAX_NAME)?;
+                let admin = r.bool()?;
+                let peer = match r.u8()? {
+                    0 => {
+                        let uid = r.u32()?;
+                        let gid = r.u32()?;
+                        let pid = r.i32()?;
+                        PeerInfo::Unix {
+                            uid,
+                            gid,
+                            pid: (pid != 0).then_some(pid),
+                        }
+                    }
+                    4 => {
+                        let b = r.take(4)?;
+                        let ip = Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+                        PeerInfo::Tcp(SocketAddr::new(IpAddr::V4(ip), r.u16()?))
+                    }
+                    6 => {
+                        let mut o = [0u8; 16];
+                        o.copy_from_slice(r.take(16)?);
+                        PeerInfo::Tcp(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(o)), r.u16()?))
+                    }
+                    _ => return Err(DecodeError::BadValue),
+                };
+                ToWorker::Conn(ConnInfo {
+                    id,
+                    listener,
+                    listener_name,
+                    peer,
+                    admin,
+                })
+            }
+            3 => ToWorker::Ping {
+                seq: r.u64()?,
+                fleet: Fleet {
+                    serving: r.u32()?,
+                    workers: r.u32()?,
+                    generation: r.u64()?,
+                    crashes: r.u64()?,
+                    last_replacement_us: r.u64()?,
+                    worker_pss_kib: r.u64()?,
+                    daemon_pss_kib: r.u64()?,
+                },
+            },
+            4 => ToWorker::Drain,
+            t => return Err(DecodeError::UnknownTag(t)),
+        };
+        r.end(m)
+    }
+}
+
+impl FromWorker {
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            FromWorker::Hello { worker } => Out::new(1).u64(*worker),
+            FromWorker::Pong {
+                seq,
+                scans,
+                found,
+                errors,
+                healthy,
+            } => Out::new(2)
+                .u64(*seq)
+                .u64(*scans)
+                .u64(*found)
+                .u64(*errors)
+                .bool(*healthy),
+            FromWorker::Active { conn } => Out::new(3).u64(*conn),
+            FromWorker::Closed { conn } => Out::new(4).u64(*conn),
+            FromWorker::Admin { conn, command } => Out::new(5).u64(*conn).u8(match command {
+                AdminCommand::Reload => 0,
+                AdminCommand::Shutdown => 1,
+            }),
+            FromWorker::Found {
+                conn,
+                virus,
+                target,
+            } => Out::new(6).u64(*conn).bytes(virus.as_bytes()).bytes(target),
+            FromWorker::Retire => Out::new(7),
+        }
+        .0
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
+        let (tag, mut r) = start(buf)?;
+        let m = match tag {
+            1 => FromWorker::Hello { worker: r.u64()? },
+            2 => FromWorker::Pong {
+                seq: r.u64()?,
+                scans: r.u64()?,
+                found: r.u64()?,
+                errors: r.u64()?,
+                healthy: r.bool()?,
+            },
+            3 => FromWorker::Active { conn: r.u64()? },
+            4 => FromWorker::Closed { conn: r.u64()? },
+            5 => FromWorker::Admin {
+                conn: r.u64()?,
+                command: match r.u8()? {
+                    0 => AdminCommand::Reload,
+                    1 => AdminCommand::Shutdown,
+                    _ => return Err(DecodeError::BadValue),
+                },
+            },
+            6 => FromWorker::Found {
+                conn: r.u64()?,
+                virus: r.text(MAX_VIRUS_NAME)?,
+                target: r.bytes(MAX_PATH)?,
+            },
+            7 => FromWorker::Retire,
+            t => return Err(DecodeError::UnknownTag(t)),
+        };
+        r.end(m)
+    }
+}
+
+impl BrokerRequest {
+    pub fn encode(&self) -> Vec<u8> {
+        let out = match &self.op {
+            BrokerOp::OpenPath { path } => Out::new(1).u64(self.conn).bytes(path),
+            BrokerOp::ReadDir { handle } => Out::new(2).u64(self.conn).u32(*handle),
+            BrokerOp::OpenEntry { handle, name, dir } => Out::new(3)
+                .u64(self.conn)
+                .u32(*handle)
+                .bytes(name)
+                .bool(*dir),
+            BrokerOp::CloseDir { handle } => Out::new(4).u64(self.conn).u32(*handle),
+        };
+        out.0
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
+        let (tag, mut r) = start(buf)?;
+        let conn = r.u64()?;
+        let op = match tag {
+            1 => BrokerOp::OpenPath {
+                path: r.path(MAX_PATH)?,
+            },
+            2 => BrokerOp::ReadDir { handle: r.u32()? },
+            3 => BrokerOp::OpenEntry {
+                handle: r.u32()?,
+                name: r.path(MAX_NAME)?,
+                dir: r.bool()?,
+            },
+            4 => BrokerOp::CloseDir { handle: r.u32()? },
+            t => return Err(DecodeError::UnknownTag(t)),
+        };
+        r.end(BrokerRequest { conn, op })
+    }
+}
+
+/// Bytes one entry takes in an `Entries` reply (an upper bound), for
+/// filling a page without going over [`MAX_MESSAGE`].
+pub fn entry_size(name_len: usize) -> usize {
+    4 + name_len + 8 + 1 + (1 + 17) + (1 + 1 + 17)
+}
+
+impl BrokerReply {
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            BrokerReply::Errno(e) => Out::new(1).i32(*e),
+            BrokerReply::File { size, dev } => Out::new(2).u64(*size).u64(*dev),
+            BrokerReply::Dir { handle, dev } => Out::new(3).u32(*handle).u64(*dev),
+            BrokerReply::Link => Out::new(4),
+            BrokerReply::Special => Out::new(5),
+            BrokerReply::Entries { entries, more } => {
+                let mut out = Out::new(6).bool(*more).u32(entries.len() as u32);
+                for e in entries {
+                    out = out
+                        .bytes(&e.name)
+                        .u64(e.ino)
+                        .u8(kind_byte(e.hint))
+                        .stat(&e.lstat);
+                    out = match &e.target {
+                        None => out.u8(0),
+                        Some(t) => out.u8(1).stat(t),
+                    };
+                }
+                out
+            }
+            BrokerReply::Closed => Out::new(7),
+        }
+        .0
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
+        let (tag, mut r) = start(buf)?;
+        let m = match tag {
+            1 => BrokerReply::Errno(r.i32()?),
+            2 => BrokerReply::File {
+                size: r.u64()?,
+                dev: r.u64()?,
+            },
+            3 => BrokerReply::Dir {
+                handle: r.u32()?,
+                dev: r.u64()?,
+            },
+            4 => BrokerReply::Link,
+            5 => BrokerReply::Special,
+            6 => {
+                let more = r.bool()?;
+                let n = r.u32()? as usize;
+                if n > MAX_MESSAGE / entry_size(0) {
+                    return Err(DecodeError::TooLong(n));
+                }
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let name = r.path(MAX_NAME)?;
+                    let ino = r.u64()?;
+                    let hint = byte_kind(r.u8()?)?;
+                    let lstat = r.stat()?;
+                    let target = match r.u8()? {
+                        0 => None,
+                        1 => Some(r.stat()?),
+                        _ => return Err(DecodeError::BadValue),
+                    };
+                    entries.push(Entry {
+                        name,
+                        ino,
+                        hint,
+                        lstat,
+                        target,
+                    });
+                }
+                BrokerReply::Entries { entries, more }
+            }
+            7 => BrokerReply::Closed,
+            t => return Err(DecodeError::UnknownTag(t)),
+        };
+        r.end(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> Meta {
+        Meta {
+            kind: FileKind::Dir,
+            size: 1,
+            dev: 2,
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        for m in [
+            ToZygote::Config {
+                toml: "[log]\n".into(),
+                temp_parent: b"/tmp/clamsentry.x".to_vec(),
+                temp_dir: b"/tmp/clamsentry.x/z1.y".to_vec(),
+            },
+            ToZygote::Fork { worker: 3 },
+            ToZygote::Exit,
+        ] {
+            assert_eq!(ToZygote::decode(&m.encode()).unwrap(), m);
+        }
+        for m in [
+            FromZygote::Progress {
+                compiling: true,
+                done: 5,
+                total: 10,
+            },
+            FromZygote::Ready(EngineReady {
+                engine_version: "1.4.6".into(),
+                signatures: 7,
+                db_version: 27999,
+                db_time: 1_700_000_000,
+                sandbox: "landlock=full".into(),
+            }),
+            FromZygote::LoadFailed {
+                error: "bad.ndb".into(),
+            },
+            FromZygote::ForkFailed {
+                worker: 2,
+                error: "EAGAIN".into(),
+            },
+        ] {
+            assert_eq!(FromZygote::decode(&m.encode()).unwrap(), m);
+        }
+        for m in [
+            ToWorker::Start {
+                worker: 1,
+                temp_dir: b"/tmp/x/w1".to_vec(),
+                threads: 2,
+                queue: 50,
+                proc_dev: 22,
+            },
+            ToWorker::Conn(ConnInfo {
+                id: 9,
+                listener: ListenerKind::Unix,
+                listener_name: "unix".into(),
+                peer: PeerInfo::Unix {
+                    uid: 1000,
+                    gid: 100,
+                    pid: Some(42),
+                },
+                admin: false,
+            }),
+            ToWorker::Conn(ConnInfo {
+                id: 10,
+                listener: ListenerKind::Tcp,
+                listener_name: "tcp".into(),
+                peer: PeerInfo::Tcp("127.0.0.1:4000".parse().unwrap()),
+                admin: false,
+            }),
+            ToWorker::Conn(ConnInfo {
+                id: 11,
+                listener: ListenerKind::Tcp,
+                listener_name: "scanners".into(),
+                peer: PeerInfo::Tcp("[::1]:4000".parse().unwrap()),
+                admin: true,
+            }),
+            ToWorker::Ping {
+                seq: 4,
+                fleet: Fleet {
+                    serving: 2,
+                    workers: 2,
+                    generation: 1,
+                    crashes: 3,
+                    last_replacement_us: 4000,
+                    worker_pss_kib: 10,
+                    daemon_pss_kib: 20,
+                },
+            },
+            ToWorker::Drain,
+        ] {
+            assert_eq!(ToWorker::decode(&m.encode()).unwrap(), m);
+        }
+        for m in [
+            FromWorker::Hello { worker: 1 },
+            FromWorker::Pong {
+                seq: 9,
+                scans: 1,
+                found: 2,
+                errors: 3,
+                healthy: true,
+            },
+            FromWorker::Active { conn: 5 },
+            FromWorker::Closed { conn: 5 },
+            FromWorker::Admin {
+                conn: 5,
+                command: AdminCommand::Shutdown,
+            },
+            FromWorker::Found {
+                conn: 5,
+                virus: "Eicar".into(),
+                target: b"/tmp/x".to_vec(),
+            },
+            FromWorker::Retire,
+        ] {
+            assert_eq!(FromWorker::decode(&m.encode()).unwrap(), m);
+        }
+        for op in [
+            BrokerOp::OpenPath {
+                path: b"/tmp/x".to_vec(),
+            },
+            BrokerOp::ReadDir { handle: 3 },
+            BrokerOp::OpenEntry {
+                handle: 3,
+                name: b"f".to_vec(),
+                dir: false,
+            },
+            BrokerOp::CloseDir { handle: 3 },
+        ] {
+            let m = BrokerRequest { conn: 7, op };
+            assert_eq!(BrokerRequest::decode(&m.encode()).unwrap(), m);
+        }
+        for m in [
+            BrokerReply::Errno(2),
+            BrokerReply::File { size: 10, dev: 3 },
+            BrokerReply::Dir { handle: 1, dev: 3 },
+            BrokerReply::Link,
+            BrokerReply::Special,
+            BrokerReply::Entries {
+                entries: vec![
+                    Entry {
+                        name: b"f".to_vec(),
+                        ino: 4,
+                        hint: None,
+                        lstat: Ok(meta()),
+                        target: None,
+                    },
+                    Entry {
+                        name: b"l".to_vec(),
+                        ino: 5,
+                        hint: Some(FileKind::Symlink),
+                        lstat: Err(13),
+                        target: Some(Ok(meta())),
+                    },
+                ],
+                more: true,
+            },
+            BrokerReply::Closed,
+        ] {
+            assert_eq!(BrokerReply::decode(&m.encode()).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        assert_eq!(FromWorker::decode(b""), Err(DecodeError::Empty));
+        assert_eq!(FromWorker::decode(&[99]), Err(DecodeError::UnknownTag(99)));
+        assert_eq!(FromWorker::decode(&[2, 1, 2]), Err(DecodeError::Truncated));
+        assert_eq!(
+            FromWorker::decode(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 7]),
+            Err(DecodeError::Trailing(1))
+        );
+        let mut long = vec![3u8];
+        long.extend_from_slice(&100_000u32.to_le_bytes());
+        assert_eq!(
+            FromZygote::decode(&long),
+            Err(DecodeError::TooLong(100_000))
+        );
+        let nul = BrokerRequest {
+            conn: 1,
+            op: BrokerOp::OpenPath {
+                path: b"/a\0b".to_vec(),
+            },
+        };
+        assert_eq!(
+            BrokerRequest::decode(&nul.encode()),
+            Err(DecodeError::BadValue)
+        );
+        let long_name = BrokerRequest {
+            conn: 1,
+            op: BrokerOp::OpenEntry {
+                handle: 1,
+                name: vec![b'a'; MAX_NAME + 1],
+                dir: false,
+            },
+        };
+        assert!(BrokerRequest::decode(&long_name.encode()).is_err());
+        // Booleans are 0 or 1, so every message has one encoding.
+        assert_eq!(
+            FromWorker::decode(&[
+                2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                0, 0, 0, 0, 0, 2
+            ]),
+            Err(DecodeError::BadValue)
+        );
+        let mut huge = vec![6u8, 0];
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(BrokerReply::decode(&huge).is_err());
+    }
+}

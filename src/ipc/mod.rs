@@ -1,0 +1,22 @@
+//! What travels between the daemon's processes, and how.
+//!
+//! * [`messages`]: the closed sets of messages between the supervisor, the
+//!   engine holder (zygote) and the scanning workers, each bounded in size
+//!   and encoded canonically (one encoding per value), so that decoding what
+//!   a possibly compromised process sent is easy to read, test and fuzz.
+//! * [`channel`]: SEQPACKET socket pairs (one datagram = one message),
+//!   descriptors as SCM_RIGHTS, and the sender's pid as the kernel attaches
+//!   it (SCM_CREDENTIALS), which the supervisor uses to identify a new
+//!   worker without believing its word.
+//! * [`fdpass`]: receiving client bytes together with the descriptors a
+//!   FILDES client passes.
+//! * [`peer`]: who is on the other end of a Unix socket (SO_PEERCRED,
+//!   SO_PEERGROUPS), read once by the supervisor when it accepts.
+//!
+//! Converting descriptors the kernel installed into owned ones, and one
+//! `getsockopt` the `nix` crate does not wrap, are the only `unsafe` here.
+
+pub mod channel;
+pub mod fdpass;
+pub mod messages;
+pub mod peer;

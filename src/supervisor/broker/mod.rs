@@ -1,0 +1,179 @@
+//! The file broker: the only way path commands reach files.
+//!
+//! One thread per worker serves that worker's broker channel. A request
+//! names a connection id; it is answered only if the supervisor handed that
+//! connection to this same worker and it is still open, and only if the
+//! connection's listener allows path commands. The identity used is the one
+//! the supervisor recorded at accept ([`super::conns`]) — no descriptor or
+//! word from the worker counts as evidence of who the client is.
+//!
+//! For each request the thread takes the client's file-system identity
+//! ([`creds`]) and lets the kernel decide: the path is resolved component by
+//! component with descriptors, and what is opened is what is scanned
+//! ([`resolve`]). Directories stay in this thread as handles with their own
+//! read position, so listing a directory of n entries costs O(n) however
+//! many pages it takes ([`dirs`]).
+//!
+//! Answers to `OpenPath` refusals are always `ENOENT`, what a missing file
+//! answers, so a client learns nothing it could not find out itself; the
+//! real reason goes to the operator's log. Anything malformed, or a
+//! connection id this worker does not hold, is a protocol violation: the
+//! thread returns it and the supervisor ends the worker.
+
+pub mod creds;
+mod dirs;
+pub mod resolve;
+
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use self::creds::{FsIdentity, Own};
+use self::dirs::Dirs;
+use self::resolve::{Found, Rules};
+use super::conns::{ConnTable, WorkerId};
+use crate::ipc::channel::Channel;
+use crate::ipc::messages::{BrokerOp, BrokerReply, BrokerRequest, MAX_NAME};
+use crate::policy::Identity;
+
+/// What every broker thread shares.
+pub struct Broker {
+    pub rules: Rules,
+    pub conns: Arc<ConnTable>,
+    /// Directory handles one connection may hold at once (the walk's depth).
+    pub handles_per_conn: usize,
+}
+
+fn fs_identity(who: &Identity) -> FsIdentity {
+    match who {
+        Identity::Unix {
+            uid, gid, groups, ..
+        } => FsIdentity {
+            uid: *uid,
+            gid: *gid,
+            groups: groups.clone(),
+        },
+        Identity::Tcp(_) => FsIdentity::anonymous(),
+    }
+}
+
+/// A worker broke the broker protocol; the supervisor ends it.
+#[derive(Debug)]
+pub struct Violation(pub String);
+
+/// Serves one worker's requests until its channel closes (the worker
+/// exited, or the supervisor revoked the channel).
+pub fn serve(channel: &Channel, worker: WorkerId, broker: &Broker) -> Result<(), Violation> {
+    let own = Own::capture().map_err(|e| Violation(format!("broker thread: {e}")))?;
+    let mut dirs = Dirs::default();
+    loop {
+        let (msg, fds) = match channel.recv() {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(()),
+            // A revoked channel reads as closed or as an error: both end.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(Violation(format!("broker channel: {e}")))
+            }
+            Err(_) => return Ok(()),
+        };
+        if !fds.is_empty() {
+            return Err(Violation("descriptors sent on the broker channel".into()));
+        }
+        let req =
+            BrokerRequest::decode(&msg).map_err(|e| Violation(format!("broker request: {e}")))?;
+        let holder = broker
+            .conns
+            .lookup(req.conn, worker)
+            .map_err(|why| Violation(format!("broker request for {why} (id {})", req.conn)))?;
+        if !holder.paths_allowed {
+            return Err(Violation(format!(
+                "broker request for connection {} whose listener allows no path commands",
+                req.conn
+            )));
+        }
+        dirs.forget_finished(&broker.conns, worker);
+        let who = fs_identity(&holder.identity);
+        let (reply, fd) = {
+            let _as_client =
+                creds::act_as(&own, &who).map_err(|e| Violation(format!("broker: {e}")))?;
+            handle(broker, &mut dirs, req.conn, &holder.identity, req.op)?
+        };
+        let fds: Vec<_> = fd.iter().map(|f| f.as_fd()).collect();
+        if channel.send(&reply.encode(), &fds).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+type Answer = (BrokerReply, Option<std::os::fd::OwnedFd>);
+
+/// One request, already acting as the client.
+fn handle(
+    broker: &Broker,
+    dirs: &mut Dirs,
+    conn: u64,
+    who: &Identity,
+    op: BrokerOp,
+) -> Result<Answer, Violation> {
+    Ok(match op {
+        BrokerOp::OpenPath { path } => match resolve::open_path(&broker.rules, &path) {
+            Ok(found) => answer(dirs, conn, found, broker.handles_per_conn),
+            Err(refused) => {
+                tracing::info!(
+                    id = conn,
+                    peer = %who,
+                    path = %String::from_utf8_lossy(&path),
+                    error = %refused.errno,
+                    reason = refused.why,
+                    "path refused; the client is told it does not exist"
+                );
+                (BrokerReply::Errno(libc::ENOENT), None)
+            }
+        },
+        BrokerOp::ReadDir { handle } => {
+            let dir = dirs
+                .get(conn, handle)
+                .ok_or_else(|| Violation(format!("ReadDir of unknown handle {handle}")))?;
+            (dir.page(&broker.rules), None)
+        }
+        BrokerOp::OpenEntry { handle, name, dir } => {
+            if name.is_empty()
+                || name.len() > MAX_NAME
+                || name.contains(&b'/')
+                || name == b"."
+                || name == b".."
+            {
+                return Err(Violation(
+                    "OpenEntry with a name that is not one directory entry".into(),
+                ));
+            }
+            let parent = dirs
+                .get(conn, handle)
+                .ok_or_else(|| Violation(format!("OpenEntry in unknown handle {handle}")))?;
+            let opened = parent
+                .fd()
+                .and_then(|fd| resolve::open_entry(&broker.rules, fd, parent.path(), &name, dir));
+            match opened {
+                Ok(found) => answer(dirs, conn, found, broker.handles_per_conn),
+                Err(e) => (BrokerReply::Errno(e.raw_os_error()), None),
+            }
+        }
+        BrokerOp::CloseDir { handle } => {
+            if !dirs.close(conn, handle) {
+                return Err(Violation(format!("CloseDir of unknown handle {handle}")));
+            }
+            (BrokerReply::Closed, None)
+        }
+    })
+}
+
+fn answer(dirs: &mut Dirs, conn: u64, found: Found, per_conn: usize) -> Answer {
+    match found {
+        Found::File { fd, size, dev } => (BrokerReply::File { size, dev }, Some(fd)),
+        Found::Dir { fd, dev, path } => match dirs.open(conn, fd, path, per_conn) {
+            Some(handle) => (BrokerReply::Dir { handle, dev }, None),
+            None => (BrokerReply::Errno(libc::EMFILE), None),
+        },
+        Found::Link => (BrokerReply::Link, None),
+        Found::Special => (BrokerReply::Special, None),
+    }
+}

@@ -1,0 +1,311 @@
+//! The listening sockets, which only the supervisor holds, and the accept
+//! loops: every connection is accepted here, its peer read from the kernel
+//! once (SO_PEERCRED and SO_PEERGROUPS for Unix sockets, the address for
+//! TCP), TCP peers outside `listen.tcp-allow` closed unread, and the rest
+//! handed to the supervisor's event loop for admission.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::mpsc::Sender;
+
+use crate::config::Config;
+use crate::ipc::peer;
+use crate::policy::network::{AllowList, RateLimit};
+use crate::policy::{Identity, ListenerKind};
+use crate::systemd::activation::{Activated, Socket};
+
+/// Where a listening socket came from (logged at start-up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Bound by clamsentry from `[listen]`.
+    Config,
+    /// Handed over by systemd (socket activation).
+    Systemd,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Origin::Config => "configuration",
+            Origin::Systemd => "systemd",
+        })
+    }
+}
+
+pub enum Sock {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+/// A listener with its name (systemd's `FileDescriptorName=`, or "unix" /
+/// "tcp" when bound from the configuration; logs show it as LISTENER).
+pub struct Listener {
+    pub name: Arc<str>,
+    pub origin: Origin,
+    pub sock: Sock,
+}
+
+impl Listener {
+    pub fn kind(&self) -> ListenerKind {
+        match self.sock {
+            Sock::Unix(_) => ListenerKind::Unix,
+            Sock::Tcp(_) => ListenerKind::Tcp,
+        }
+    }
+
+    fn address(&self) -> String {
+        match &self.sock {
+            Sock::Unix(l) => l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                .unwrap_or_default(),
+            Sock::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        }
+    }
+}
+
+/// A connection accepted and not yet admitted.
+pub struct Accepted {
+    pub listener: ListenerKind,
+    pub name: Arc<str>,
+    pub socket: OwnedFd,
+    pub identity: Identity,
+}
+
+/// systemd's sockets as listeners, with their names.
+pub fn from_systemd(activated: Vec<Activated>) -> std::io::Result<Vec<Listener>> {
+    let mut out = Vec::new();
+    for a in activated {
+        let sock = match a.socket {
+            Socket::Unix(l) => {
+                l.set_nonblocking(true)?;
+                Sock::Unix(UnixListener::from_std(l)?)
+            }
+            Socket::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                Sock::Tcp(TcpListener::from_std(l)?)
+            }
+        };
+        out.push(Listener {
+            name: Arc::from(a.name.as_str()),
+            origin: Origin::Systemd,
+            sock,
+        });
+    }
+    Ok(out)
+}
+
+/// Binds the listeners the configuration names (when not socket-activated).
+pub async fn bind_from_config(config: &Config) -> std::io::Result<Vec<Listener>> {
+    let mut out = Vec::new();
+    if let Some(path) = config.unix_path() {
+        let l = bind_unix(path, config.unix_mode().unwrap_or(0o660))?;
+        out.push(Listener {
+            name: Arc::from("unix"),
+            origin: Origin::Config,
+            sock: Sock::Unix(l),
+        });
+    }
+    for addr in config.tcp_addrs().unwrap_or_default() {
+        let l = TcpListener::bind(addr).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on TCP {addr}: {e} (listen.tcp)"),
+            )
+        })?;
+        out.push(Listener {
+            name: Arc::from("tcp"),
+            origin: Origin::Config,
+            sock: Sock::Tcp(l),
+        });
+    }
+    Ok(out)
+}
+
+fn bind_unix(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let shown = path.display();
+    // Remove a stale socket left by a previous run, but never another kind of file.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        } else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "{shown} exists and is not a socket: remove it or choose another listen.unix"
+                ),
+            ));
+        }
+    }
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() && !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+    }
+    let listener = UnixListener::bind(path).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {shown}: {e} (listen.unix)"),
+        )
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+pub fn log(listeners: &[Listener]) {
+    for l in listeners {
+        let (what, settings) = match l.kind() {
+            ListenerKind::Unix => ("Unix socket", "Unix"),
+            ListenerKind::Tcp => ("TCP", "TCP"),
+        };
+        tracing::info!(
+            listener = %l.name,
+            origin = %l.origin,
+            "listening on {what} {} from {} (listener {}, {settings} listener settings)",
+            l.address(),
+            l.origin,
+            l.name
+        );
+    }
+}
+
+/// Starts one accept loop per listener; accepted connections go to `tx`.
+pub fn start(listeners: Vec<Listener>, allow: AllowList, tx: Sender<Accepted>) {
+    let allow = Arc::new(allow);
+    let refusals = Arc::new(RateLimit::new(20, Duration::from_secs(60)));
+    for l in listeners {
+        let name = Arc::clone(&l.name);
+        match l.sock {
+            Sock::Unix(u) => {
+                tokio::spawn(accept_unix(u, name, tx.clone()));
+            }
+            Sock::Tcp(t) => {
+                tokio::spawn(accept_tcp(
+                    t,
+                    name,
+                    Arc::clone(&allow),
+                    Arc::clone(&refusals),
+                    tx.clone(),
+                ));
+            }
+        }
+    }
+}
+
+/// A run of accept errors (EMFILE while descriptors are exhausted repeats
+/// every 50 ms until one is freed): the first and every 100th are logged,
+/// not all of them, so an exhausted daemon does not flood the journal.
+#[derive(Default)]
+struct AcceptErrors {
+    run: u64,
+}
+
+impl AcceptErrors {
+    async fn failed(&mut self, e: &std::io::Error, socket: &str) {
+        self.run += 1;
+        if self.run == 1 || self.run % 100 == 0 {
+            tracing::warn!(error = %e, failures = self.run, "accept failed on {socket}; retrying every 50 ms");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    fn accepted(&mut self, socket: &str) {
+        if self.run > 0 {
+            tracing::info!(failures = self.run, "accepting again on {socket}");
+            self.run = 0;
+        }
+    }
+}
+
+async fn accept_unix(listener: UnixListener, name: Arc<str>, tx: Sender<Accepted>) {
+    let mut errors = AcceptErrors::default();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                errors.failed(&e, "the Unix socket").await;
+                continue;
+            }
+        };
+        errors.accepted("the Unix socket");
+        let Some(p) = peer::unix_peer(stream.as_fd()) else {
+            continue;
+        };
+        let mut groups = p.groups;
+        if !groups.contains(&p.gid) {
+            groups.push(p.gid);
+        }
+        let identity = Identity::Unix {
+            uid: p.uid,
+            gid: p.gid,
+            groups,
+            pid: p.pid,
+        };
+        let Ok(socket) = stream.into_std().map(OwnedFd::from) else {
+            continue;
+        };
+        let accepted = Accepted {
+            listener: ListenerKind::Unix,
+            name: Arc::clone(&name),
+            socket,
+            identity,
+        };
+        if tx.send(accepted).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn accept_tcp(
+    listener: TcpListener,
+    name: Arc<str>,
+    allow: Arc<AllowList>,
+    refusals: Arc<RateLimit>,
+    tx: Sender<Accepted>,
+) {
+    let mut errors = AcceptErrors::default();
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                errors.failed(&e, "a TCP socket").await;
+                continue;
+            }
+        };
+        errors.accepted("a TCP socket");
+        // Refused connections are closed before a byte is read.
+        if !allow.admits(addr.ip()) {
+            refuse(&refusals, addr, "address not in listen.tcp-allow");
+            continue;
+        }
+        let Ok(socket) = stream.into_std().map(OwnedFd::from) else {
+            continue;
+        };
+        let accepted = Accepted {
+            listener: ListenerKind::Tcp,
+            name: Arc::clone(&name),
+            socket,
+            identity: Identity::Tcp(addr),
+        };
+        if tx.send(accepted).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Logs a refused TCP connection, at most 20 lines a minute.
+fn refuse(refusals: &RateLimit, addr: SocketAddr, reason: &'static str) {
+    if let Some(suppressed) = refusals.allow() {
+        tracing::warn!(listener = "tcp", peer = %addr, reason, suppressed, "connection refused");
+    }
+}

@@ -1,0 +1,284 @@
+//! A scanning worker: the only kind of process that reads client bytes and
+//! file contents. It is forked by the engine holder (`zygote`) with the
+//! compiled engine already in memory and two channels to the supervisor:
+//!
+//! * control: the supervisor's [`ToWorker`] messages — first `Start`, then a
+//!   `Conn` (with the client socket) for every connection it admitted,
+//!   `Ping`s and finally `Drain` — and the worker's [`FromWorker`] messages;
+//! * broker: file access for path commands ([`files`]).
+//!
+//! Start-up, still single-threaded: close the engine holder's descriptors,
+//! point the engine at the worker's own temporary directory, narrow the
+//! sandbox to that directory (a second Landlock layer: no signature files,
+//! no other worker's files), start the scan pool and the I/O runtime, then
+//! forbid new tasks (`RLIMIT_NPROC` = 0: no fork, no thread), say hello.
+//!
+//! A worker never decides anything for the daemon: RELOAD and SHUTDOWN are
+//! passed to the supervisor with the connection id, and the supervisor
+//! decides from the identity it recorded.
+
+pub mod commands;
+mod conn;
+pub mod files;
+pub mod pool;
+pub mod process;
+mod shared;
+mod stream;
+pub mod watchdog;
+
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::ipc::channel::{AsyncChannel, Channel};
+use crate::ipc::messages::{ConnInfo, FromWorker, ToWorker};
+use crate::policy::ListenerKind;
+use crate::sandbox;
+pub use shared::{Peer, Shared};
+
+/// The worker's life after the fork; returns its exit code.
+pub fn serve_forked(config: Config, engine: Engine, control: Channel, broker: Channel) -> i32 {
+    match serve(config, engine, control, broker) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(error = %e, "worker failed");
+            eprintln!("clamsentry worker: {e}");
+            1
+        }
+    }
+}
+
+struct Start {
+    worker: u64,
+    temp_dir: PathBuf,
+    threads: usize,
+    queue: usize,
+    proc_dev: u64,
+}
+
+fn read_start(control: &Channel) -> Result<Start, String> {
+    match control.recv() {
+        Ok(Some((msg, fds))) if fds.is_empty() => match ToWorker::decode(&msg) {
+            Ok(ToWorker::Start {
+                worker,
+                temp_dir,
+                threads,
+                queue,
+                proc_dev,
+            }) => Ok(Start {
+                worker,
+                temp_dir: PathBuf::from(std::ffi::OsStr::from_bytes(&temp_dir)),
+                threads: threads.max(1) as usize,
+                queue: queue.max(1) as usize,
+                proc_dev,
+            }),
+            other => Err(format!("expected Start first, got {other:?}")),
+        },
+        Ok(Some(_)) => Err("descriptors with the Start message".into()),
+        Ok(None) => Err("the supervisor went away".into()),
+        Err(e) => Err(format!("control channel: {e}")),
+    }
+}
+
+fn serve(
+    mut config: Config,
+    mut engine: Engine,
+    control: Channel,
+    broker: Channel,
+) -> Result<(), String> {
+    let _ = nix::sys::prctl::set_name(c"clamsentry-work");
+    let start = read_start(&control)?;
+    engine
+        .set_temp_dir(&start.temp_dir)
+        .map_err(|e| e.to_string())?;
+    config.scan.temporary_directory = start.temp_dir.clone();
+    let landlock = sandbox::narrow_to(&start.temp_dir).map_err(|e| e.to_string())?;
+    tracing::debug!(worker = start.worker, landlock = ?landlock, "worker narrowed its sandbox to its temporary directory");
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let config = Arc::new(config);
+    runtime.block_on(async move {
+        let control = Arc::new(AsyncChannel::new(control).map_err(|e| e.to_string())?);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let shared = Shared::new(shared::Setup {
+            config,
+            engine,
+            worker: start.worker,
+            threads: start.threads,
+            queue: start.queue,
+            proc_dev: start.proc_dev,
+            broker: files::BrokerClient::new(broker),
+            upstream: tx,
+        })
+        .map_err(|e| format!("cannot start the scan threads: {e}"))?;
+        // Every thread this worker will ever have exists now.
+        sandbox::forbid_new_tasks().map_err(|e| e.to_string())?;
+        control
+            .send(
+                &FromWorker::Hello {
+                    worker: start.worker,
+                }
+                .encode(),
+            )
+            .await
+            .map_err(|e| format!("control channel: {e}"))?;
+        tokio::spawn(forward(Arc::clone(&control), rx));
+        control_loop(control, shared).await;
+        Ok(())
+    })
+}
+
+/// Sends what connections report (active, closed, RELOAD/SHUTDOWN, found)
+/// to the supervisor, in order.
+async fn forward(
+    control: Arc<AsyncChannel>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<FromWorker>,
+) {
+    while let Some(msg) = rx.recv().await {
+        if control.send(&msg.encode()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Messages from the supervisor, until drained. If the supervisor goes
+/// away, drain: a worker never serves without its broker and its keeper.
+async fn control_loop(control: Arc<AsyncChannel>, shared: Arc<Shared>) {
+    let stall = watchdog::stall_limit(shared.config.scan.max_scan_time);
+    let mut health = watchdog::PoolHealth::new(stall, std::time::Instant::now());
+    loop {
+        let received = tokio::select! {
+            r = control.recv() => r,
+            _ = drained(&shared) => return,
+        };
+        let (msg, mut fds) = match received {
+            Ok(Some(m)) => m,
+            _ => {
+                tracing::warn!("supervisor gone; draining");
+                shared.drain();
+                drained(&shared).await;
+                return;
+            }
+        };
+        match ToWorker::decode(&msg) {
+            Ok(ToWorker::Conn(info)) if fds.len() == 1 => {
+                let socket = fds.remove(0);
+                accept(&shared, info, socket);
+            }
+            Ok(ToWorker::Ping { seq, fleet }) => {
+                shared.set_fleet(fleet);
+                let c = &shared.counters;
+                let pong = FromWorker::Pong {
+                    seq,
+                    scans: c.scans.load(Ordering::Relaxed),
+                    found: c.found.load(Ordering::Relaxed),
+                    errors: c.errors.load(Ordering::Relaxed),
+                    healthy: health.check(&shared.pool, std::time::Instant::now()),
+                };
+                if control.send(&pong.encode()).await.is_err() {
+                    shared.drain();
+                }
+            }
+            Ok(ToWorker::Drain) => {
+                tracing::info!(
+                    worker = shared.worker,
+                    "draining: finishing in-flight requests"
+                );
+                shared.drain();
+            }
+            other => tracing::warn!(message = ?other, "unexpected control message ignored"),
+        }
+    }
+}
+
+/// Resolves once draining was asked for and no connection is left.
+async fn drained(shared: &Shared) {
+    let mut stop = shared.shutdown_signal();
+    let _ = stop.wait_for(|s| *s).await;
+    while shared.open.load(Ordering::SeqCst) > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shared.pool.close();
+}
+
+fn accept(shared: &Arc<Shared>, info: ConnInfo, socket: OwnedFd) {
+    let stream = match adopt(info.listener, socket) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(id = info.id, error = %e, "cannot use a connection from the supervisor");
+            shared.tell(FromWorker::Closed { conn: info.id });
+            return;
+        }
+    };
+    shared.opened();
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        conn::serve(Arc::clone(&shared), stream, info).await;
+        shared.closed();
+    });
+}
+
+fn adopt(kind: ListenerKind, socket: OwnedFd) -> std::io::Result<stream::Stream> {
+    Ok(match kind {
+        ListenerKind::Unix => {
+            let s = std::os::unix::net::UnixStream::from(socket);
+            s.set_nonblocking(true)?;
+            stream::Stream::Unix(tokio::net::UnixStream::from_std(s)?)
+        }
+        ListenerKind::Tcp => {
+            let s = std::net::TcpStream::from(socket);
+            s.set_nonblocking(true)?;
+            let _ = s.set_nodelay(true);
+            stream::Stream::Tcp(tokio::net::TcpStream::from_std(s)?)
+        }
+    })
+}
+
+/// `sandbox-check` in a worker forked as for serving: narrow the sandbox,
+/// forbid new tasks, then try forbidden things. Returns the exit code (0
+/// when everything forbidden was denied).
+pub fn probe_forked(config: &Config) -> i32 {
+    let _ = nix::sys::prctl::set_name(c"clamsentry-work");
+    let temp = config.scan.temporary_directory.clone();
+    let landlock = match sandbox::narrow_to(&temp) {
+        Ok(l) => l,
+        Err(e) => {
+            println!("worker: cannot narrow the sandbox: {e}");
+            return 1;
+        }
+    };
+    if let Err(e) = sandbox::forbid_new_tasks() {
+        println!("worker: {e}");
+        return 1;
+    }
+    println!(
+        "worker: landlock narrowed to {} ({landlock:?}), no new tasks",
+        temp.display()
+    );
+    let plan = sandbox::Plan {
+        user: None,
+        read_only: Vec::new(),
+        read_write: vec![temp],
+        max_open_files: 0,
+        max_threads: 0,
+    };
+    let attempts = sandbox::probe_worker(&plan, &config.database.directory);
+    let mut bad = 0;
+    for a in &attempts {
+        let verdict = if a.denied { "denied" } else { "allowed" };
+        let mark = if a.as_expected() { "ok" } else { "UNEXPECTED" };
+        println!("{mark:<10} {verdict:<8} {} ({})", a.what, a.detail);
+        if !a.as_expected() {
+            bad += 1;
+        }
+    }
+    i32::from(bad != 0)
+}

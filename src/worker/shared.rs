@@ -1,0 +1,224 @@
+//! What every connection of a worker shares: the configuration, the engine,
+//! the scan pool, counters, the listener profiles, the stream memory budget,
+//! the broker client and the line to the supervisor.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use super::files::{BrokerClient, ConnFiles, ConnGuard};
+use super::pool::ScanPool;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::ipc::messages::{ConnInfo, Fleet, FromWorker, PeerInfo};
+use crate::policy::{ListenerKind, Profile};
+
+/// Counters since the worker started, for pongs and STATS.
+#[derive(Default)]
+pub struct Counters {
+    pub scans: AtomicU64,
+    pub found: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// State shared by every connection of this worker.
+pub struct Shared {
+    pub config: Arc<Config>,
+    engine: Arc<Engine>,
+    pub pool: ScanPool,
+    pub counters: Counters,
+    pub worker: u64,
+    pub started: Instant,
+    pub(crate) multiscans: AtomicUsize,
+    pub(crate) excludes: Vec<regex::bytes::Regex>,
+    /// The device of /proc, which path scans skip.
+    pub(crate) proc_dev: u64,
+    unix_profile: Profile,
+    tcp_profile: Profile,
+    /// Bytes of stream data all connections may hold at once.
+    pub(crate) stream_budget: Arc<Semaphore>,
+    broker: Arc<BrokerClient>,
+    upstream: mpsc::UnboundedSender<FromWorker>,
+    shutdown: watch::Sender<bool>,
+    /// Open connections (drain ends when it reaches 0).
+    pub(crate) open: AtomicUsize,
+    /// What the supervisor last told about the daemon (STATS).
+    fleet: Mutex<Fleet>,
+    /// Set once the worker asked to be replaced.
+    retiring: std::sync::atomic::AtomicBool,
+}
+
+/// How this worker was set up by the supervisor and the zygote.
+pub struct Setup {
+    pub config: Arc<Config>,
+    pub engine: Engine,
+    pub worker: u64,
+    pub threads: usize,
+    pub queue: usize,
+    pub proc_dev: u64,
+    pub broker: BrokerClient,
+    pub upstream: mpsc::UnboundedSender<FromWorker>,
+}
+
+impl Shared {
+    pub fn new(s: Setup) -> std::io::Result<Arc<Shared>> {
+        let config = s.config;
+        let limits = &config.limits;
+        let pool = ScanPool::new(s.threads, s.queue)?;
+        let excludes = config
+            .scan
+            .exclude_path
+            .iter()
+            .filter_map(|p| regex::bytes::Regex::new(p).ok())
+            .collect();
+        let (shutdown, _) = watch::channel(false);
+        let policy = &config.policy;
+        let unix_profile = Profile::new(ListenerKind::Unix, &policy.unix.commands);
+        let tcp_profile = Profile::new(ListenerKind::Tcp, &policy.tcp.commands);
+        let budget = usize::try_from(limits.stream_memory.0)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        Ok(Arc::new(Shared {
+            unix_profile,
+            tcp_profile,
+            stream_budget: Arc::new(Semaphore::new(budget)),
+            engine: Arc::new(s.engine),
+            pool,
+            counters: Counters::default(),
+            worker: s.worker,
+            started: Instant::now(),
+            multiscans: AtomicUsize::new(0),
+            excludes,
+            proc_dev: s.proc_dev,
+            broker: Arc::new(s.broker),
+            upstream: s.upstream,
+            shutdown,
+            open: AtomicUsize::new(0),
+            fleet: Mutex::new(Fleet::default()),
+            retiring: std::sync::atomic::AtomicBool::new(false),
+            config,
+        }))
+    }
+
+    /// The engine every scan uses (one per worker: a reload is a new worker).
+    pub fn engine(&self) -> Arc<Engine> {
+        Arc::clone(&self.engine)
+    }
+
+    /// The command profile of a listener kind.
+    pub fn profile(&self, kind: ListenerKind) -> &Profile {
+        match kind {
+            ListenerKind::Unix => &self.unix_profile,
+            ListenerKind::Tcp => &self.tcp_profile,
+        }
+    }
+
+    /// Tells the supervisor something about one of this worker's connections.
+    pub fn tell(&self, msg: FromWorker) {
+        let _ = self.upstream.send(msg);
+    }
+
+    /// The guard that reports connection `id` finished when dropped.
+    pub fn conn_guard(&self, id: u64) -> Arc<ConnGuard> {
+        Arc::new(ConnGuard::new(id, self.upstream.clone()))
+    }
+
+    /// File access for one connection, through the broker.
+    pub fn files(&self, guard: &Arc<ConnGuard>) -> ConnFiles {
+        ConnFiles::new(Arc::clone(&self.broker), Arc::clone(guard))
+    }
+
+    /// Stop taking connections; finish in-flight requests.
+    pub fn drain(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub fn shutdown_requested(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub fn set_fleet(&self, fleet: Fleet) {
+        *self
+            .fleet
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fleet;
+    }
+
+    pub fn fleet(&self) -> Fleet {
+        *self
+            .fleet
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A scan failed because the temporary directory was unusable: libclamav
+    /// may have cached what it could not scan as clean. This worker asks to
+    /// be replaced by a fresh fork (clean cache, a new directory); it
+    /// finishes its requests (the failed one gets its ERROR) and drains.
+    pub fn temp_failure(&self) {
+        if self.retiring.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::error!(
+            "temporary directory failed a scan: this worker asks to be replaced by a fresh one"
+        );
+        self.tell(FromWorker::Retire);
+    }
+
+    pub(crate) fn opened(&self) {
+        self.open.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn closed(&self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Who is on the other end of a connection, and through which listener, as
+/// the supervisor recorded it.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub listener: ListenerKind,
+    pub info: PeerInfo,
+    pub admin: bool,
+}
+
+impl Peer {
+    pub fn of(c: &ConnInfo) -> Peer {
+        Peer {
+            listener: c.listener,
+            info: c.peer,
+            admin: c.admin,
+        }
+    }
+
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match self.info {
+            PeerInfo::Tcp(a) => Some(a),
+            PeerInfo::Unix { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.info {
+            PeerInfo::Tcp(addr) => write!(f, "{addr}"),
+            PeerInfo::Unix { uid, pid, .. } => {
+                write!(f, "unix uid={uid}")?;
+                if let Some(pid) = pid {
+                    write!(f, " pid={pid}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}

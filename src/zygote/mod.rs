@@ -1,0 +1,263 @@
+//! The engine holder (zygote): loads and compiles the signatures once, then
+//! forks scanning workers on the supervisor's request. Workers inherit the
+//! compiled engine copy-on-write, so a crashed worker is replaced in
+//! milliseconds, with no signature load, and N workers cost about one
+//! engine's memory.
+//!
+//! Started by the supervisor as `clamsentry __zygote` with its control
+//! channel at fd 3 and nothing else. It stays single-threaded for its whole
+//! life (a fork is only sound then), never touches a client connection, and
+//! reads nothing but its control messages and the signature files:
+//!
+//! 1. read the configuration; set up logging; `cl_init` (before the
+//!    sandbox: it reads OpenSSL's configuration and may load the unrar
+//!    module);
+//! 2. demote (`sandbox::demote`): the service user, no capabilities,
+//!    no-new-privs, rlimits (enough tasks for the workers it will fork),
+//!    Landlock (signatures read-only, the temporary tree read-write). With
+//!    `sandbox.landlock = "required"` a missing Landlock ends it here, with
+//!    the reason;
+//! 3. load and compile, reporting progress; Ready;
+//! 4. on `Fork`, fork a worker (see [`fork`]) that takes the two channels
+//!    that came with the request; on `Exit`, exit. A reload is a new zygote.
+
+pub mod fork;
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use crate::config::Config;
+use crate::engine::{self, Engine, EngineSettings, LoadPhase, LoadProgress};
+use crate::ipc::channel::Channel;
+use crate::ipc::messages::{EngineReady, FromZygote, ToZygote};
+use crate::sandbox::{self, LandlockState};
+
+/// Where the supervisor puts the control channel.
+pub const CONTROL_FD: RawFd = 3;
+
+/// What `sandbox-check` asks for instead of serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Serve,
+    Probe,
+}
+
+/// The zygote's `main`; returns the exit code.
+pub fn main(mode: Mode) -> i32 {
+    match run(mode) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("clamsentry engine holder: {e}");
+            1
+        }
+    }
+}
+
+/// Threads of a worker besides its scan threads: the I/O thread (its main
+/// thread) and slack.
+pub const WORKER_EXTRA_THREADS: u64 = 2;
+
+fn recv(control: &Channel) -> Result<(ToZygote, Vec<OwnedFd>), String> {
+    match control.recv() {
+        Ok(Some((msg, fds))) => ToZygote::decode(&msg)
+            .map(|m| (m, fds))
+            .map_err(|e| format!("control message: {e}")),
+        Ok(None) => Err("the supervisor went away".into()),
+        Err(e) => Err(format!("control channel: {e}")),
+    }
+}
+
+fn send(control: &Channel, msg: &FromZygote) {
+    let _ = control.send(&msg.encode(), &[]);
+}
+
+fn path_of(bytes: &[u8]) -> PathBuf {
+    PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
+}
+
+fn run(mode: Mode) -> Result<i32, String> {
+    let _ = nix::sys::prctl::set_name(c"clamsentry-eng");
+    crate::worker::process::fatal_signals_kill()?;
+    crate::worker::process::fix_mmap_threshold();
+    let control = Channel::inherit(CONTROL_FD).map_err(|e| {
+        format!("descriptor {CONTROL_FD}: {e}: the engine holder is started only by the supervisor")
+    })?;
+    let (toml, temp_parent, temp_dir) = match recv(&control)? {
+        (
+            ToZygote::Config {
+                toml,
+                temp_parent,
+                temp_dir,
+            },
+            fds,
+        ) if fds.is_empty() => (toml, path_of(&temp_parent), path_of(&temp_dir)),
+        (other, _) => return Err(format!("expected the configuration first, got {other:?}")),
+    };
+    let mut config =
+        Config::parse(&toml, "configuration from the supervisor").map_err(|e| e.to_string())?;
+    config.scan.temporary_directory = temp_dir.clone();
+    crate::log::init(&config.log.level, &config.log.target);
+
+    // Before the sandbox: what needs /proc, /sys, /etc or OpenSSL's files.
+    engine::init().map_err(|e| e.to_string())?;
+    let landlock_why = sandbox::landlock_diagnosis();
+    let mut threads = fork::Threads::open().map_err(|e| format!("/proc/self/task: {e}"))?;
+    let supervisor = nix::unistd::getppid();
+
+    let plan = plan(&config, &temp_parent, mode);
+    let status = match sandbox::demote(&plan) {
+        Ok(s) => s,
+        Err(e) => return fail(&control, format!("cannot sandbox the engine holder: {e}")),
+    };
+    if let LandlockState::NotEnforced { reason } = &status.landlock {
+        if config.sandbox.landlock_required() {
+            return fail(
+                &control,
+                format!(
+                    "Landlock cannot be applied ({reason}): {landlock_why}. \
+                     Set sandbox.landlock = \"best-effort\" to run without it"
+                ),
+            );
+        }
+        tracing::warn!(reason = %reason, diagnosis = %landlock_why, "running without Landlock (sandbox.landlock = \"best-effort\")");
+    }
+    tracing::info!(sandbox = %status, "engine holder sandboxed");
+
+    if mode == Mode::Probe {
+        return probe(&mut threads, supervisor, &config, &status);
+    }
+
+    let mut progress = ProgressSender::default();
+    let loaded = Engine::load_with_progress(
+        &config.database.directory,
+        &EngineSettings::from_config(&config),
+        &mut |p| progress.send(&control, p),
+    );
+    let engine = match loaded {
+        Ok(e) => e,
+        Err(e) => return fail(&control, e.to_string()),
+    };
+    let info = engine.info().clone();
+    send(
+        &control,
+        &FromZygote::Ready(EngineReady {
+            engine_version: engine::version(),
+            signatures: info.signatures,
+            db_version: info.db_version,
+            db_time: info.db_time,
+            sandbox: status.to_string(),
+        }),
+    );
+    let mut engine = Some(engine);
+    loop {
+        let (msg, fds) = recv(&control)?;
+        match msg {
+            ToZygote::Fork { worker } => {
+                let [worker_control, broker]: [OwnedFd; 2] = match fds.try_into() {
+                    Ok(pair) => pair,
+                    Err(_) => return Err("a fork request without its two channels".into()),
+                };
+                match fork::fork_worker(&mut threads, supervisor) {
+                    Ok(fork::Side::Holder) => {}
+                    Ok(fork::Side::Worker) => {
+                        // The holder's descriptors are not the worker's.
+                        let _ = nix::unistd::close(control.as_raw_fd());
+                        drop(threads);
+                        let engine = engine.take().ok_or("no engine")?;
+                        let code = crate::worker::serve_forked(
+                            config,
+                            engine,
+                            Channel::from_fd(worker_control),
+                            Channel::from_fd(broker),
+                        );
+                        std::process::exit(code);
+                    }
+                    Err(error) => send(&control, &FromZygote::ForkFailed { worker, error }),
+                }
+            }
+            ToZygote::Exit => return Ok(0),
+            ToZygote::Config { .. } => return Err("a second configuration".into()),
+        }
+    }
+}
+
+fn fail(control: &Channel, error: String) -> Result<i32, String> {
+    send(
+        control,
+        &FromZygote::LoadFailed {
+            error: error.clone(),
+        },
+    );
+    Err(error)
+}
+
+fn plan(config: &Config, temp_parent: &std::path::Path, mode: Mode) -> sandbox::Plan {
+    let root = nix::unistd::geteuid().is_root();
+    let hard_nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard)
+        .unwrap_or(1024);
+    let workers = config.limits.worker_count() as u64;
+    let per_worker = worker_threads(config) as u64 + WORKER_EXTRA_THREADS;
+    // Two generations of workers overlap during a reload, each worker with
+    // its threads, plus the forks in between; probing needs one child.
+    let tasks = match mode {
+        Mode::Probe => 4,
+        Mode::Serve => 2 * workers * (per_worker + 1) + 16,
+    };
+    sandbox::Plan {
+        user: root.then(|| config.sandbox.user.clone()),
+        read_only: vec![config.database.directory.clone()],
+        read_write: vec![temp_parent.to_path_buf()],
+        max_open_files: (u64::from(config.limits.max_connections) * 3 + 256).min(hard_nofile),
+        max_threads: tasks,
+    }
+}
+
+/// Scan threads of one worker: its share of `limits.max-threads`.
+pub fn worker_threads(config: &Config) -> u32 {
+    let workers = config.limits.worker_count() as u32;
+    config.limits.max_threads.div_ceil(workers).max(1)
+}
+
+/// `sandbox-check`: fork a worker exactly as for serving and let it try
+/// forbidden things; print what the holder and the worker got.
+fn probe(
+    threads: &mut fork::Threads,
+    supervisor: nix::unistd::Pid,
+    config: &Config,
+    status: &sandbox::Status,
+) -> Result<i32, String> {
+    println!("engine holder: {status}");
+    match fork::fork_worker(threads, supervisor).map_err(|e| format!("fork: {e}"))? {
+        fork::Side::Holder => Ok(0),
+        fork::Side::Worker => std::process::exit(crate::worker::probe_forked(config)),
+    }
+}
+
+/// Loading progress for the supervisor (systemd's status line), at most
+/// every half second or when the phase changes.
+#[derive(Default)]
+struct ProgressSender {
+    last: Option<(std::time::Instant, LoadPhase)>,
+}
+
+impl ProgressSender {
+    fn send(&mut self, control: &Channel, p: LoadProgress) {
+        let now = std::time::Instant::now();
+        if let Some((at, phase)) = self.last {
+            if phase == p.phase && now.duration_since(at) < std::time::Duration::from_millis(500) {
+                return;
+            }
+        }
+        self.last = Some((now, p.phase));
+        send(
+            control,
+            &FromZygote::Progress {
+                compiling: p.phase == LoadPhase::Compiling,
+                done: p.done,
+                total: p.total,
+            },
+        );
+    }
+}
