@@ -36,8 +36,13 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, info: ConnInfo) {
     let writer = Writer::new(w, Duration::from_secs(limits.read_timeout));
     let peer = Peer::of(&info);
     let id = info.id;
-    let span =
-        tracing::info_span!("conn", id, peer = %peer, listener = info.listener_name.as_str());
+    let span = tracing::info_span!(
+        "conn",
+        id,
+        worker = shared.worker,
+        peer = %peer,
+        listener = info.listener_name.as_str()
+    );
     let guard = shared.conn_guard(id);
     let mut conn = Conn {
         buf: vec![0; limits.max_command_length.0 as usize],

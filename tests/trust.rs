@@ -1,0 +1,761 @@
+//! The trust boundary, tried as an attacker would.
+//!
+//! * A compromised worker: the test takes a running worker's two channels
+//!   (root may copy another process's descriptors with `pidfd_getfd`), stops
+//!   the worker, and hands the channels to a program running as the service
+//!   user with no capabilities, which sends what a worker taken over by a
+//!   hostile file could send. Each attempt is refused (and the worker ended
+//!   and logged where the protocol says so), no file the real client could
+//!   not read is ever opened, and the supervisor keeps serving.
+//! * Races: an unprivileged local user swaps directory components and the
+//!   last component for symlinks in a tight loop while scanning through
+//!   them: never a verdict or a listing of a file it cannot read, never a
+//!   file outside the scan roots.
+//! * Oracles: a missing path, a path in a directory the client cannot
+//!   search, and `..` through symlinks get byte-identical replies from SCAN,
+//!   CONTSCAN and MULTISCAN.
+//!
+//! The attacking programs are small Python scripts run as `nobody`; this
+//! file needs root (as CI runs it) and skips otherwise.
+
+mod common;
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::client::instream;
+use common::client::{talk, Conn};
+use common::daemons::Daemon;
+use common::{eicar, TestDb};
+
+const NOBODY: u32 = 65534;
+const T: Duration = Duration::from_secs(10);
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn show(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).replace('\0', "\\0")
+}
+
+/// A world-traversable scratch directory (the daemon's workers and the
+/// attacker, running as nobody, must reach it).
+fn scratch() -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix("cs-trust")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+/// Runs a Python program as nobody, with `fds` placed at 3, 4, ….
+fn python_as_nobody(script: &str, args: &[String], fds: &[RawFd]) -> Command {
+    let mut c = Command::new("python3");
+    c.arg("-c").arg(script).args(args);
+    c.uid(NOBODY).gid(NOBODY);
+    let fds = fds.to_vec();
+    // SAFETY: between fork and exec only dup2, which is async-signal-safe;
+    // nothing is allocated. (std drops the supplementary groups itself
+    // before setuid.)
+    unsafe {
+        c.pre_exec(move || {
+            for (i, fd) in fds.iter().enumerate() {
+                if libc::dup2(*fd, 3 + i as RawFd) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    c
+}
+
+// ------------------------------------------------------------ compromised worker
+
+/// Inodes of SEQPACKET Unix sockets (type 0005 in /proc/net/unix).
+fn seqpacket_inodes() -> Vec<String> {
+    std::fs::read_to_string("/proc/net/unix")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(4) == Some(&"0005")).then(|| f.get(6).unwrap_or(&"").to_string())
+        })
+        .collect()
+}
+
+/// The worker's control and broker channels, copied into this process; the
+/// worker is then stopped, so that only the attacker uses them. The
+/// control channel is received first, so its descriptor number is lower.
+fn take_channels(worker: i32) -> (OwnedFd, OwnedFd) {
+    let inodes = seqpacket_inodes();
+    let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{worker}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let n: i32 = e.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            let t = target.to_string_lossy();
+            let ino = t.strip_prefix("socket:[")?.strip_suffix(']')?;
+            inodes.iter().any(|i| i == ino).then_some(n)
+        })
+        .collect();
+    fds.sort_unstable();
+    assert_eq!(fds.len(), 2, "a worker holds exactly two channels: {fds:?}");
+    let pid = rustix::process::Pid::from_raw(worker).unwrap();
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
+    let get = |fd| {
+        rustix::process::pidfd_getfd(&pidfd, fd, rustix::process::PidfdGetfdFlags::empty()).unwrap()
+    };
+    let channels = (get(fds[0]), get(fds[1]));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(worker),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    channels
+}
+
+/// What a compromised worker tries, one case per run. Prints one line per
+/// request: `errno:N`, `file(fds=N)`, `closed`, `error:…`.
+const ATTACKER: &str = r#"
+import socket, struct, sys, array, time
+ctl = socket.socket(fileno=3)
+brk = socket.socket(fileno=4)
+case, conn, other, worker = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+secret, readable = sys.argv[5].encode(), sys.argv[6].encode()
+
+def open_path(c, p, fds=()):
+    msg = bytes([1]) + struct.pack('<Q', c) + struct.pack('<I', len(p)) + p
+    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', fds))] if fds else []
+    try:
+        brk.sendmsg([msg], anc)
+    except OSError as e:
+        return 'error:' + type(e).__name__
+    return reply()
+
+def reply():
+    brk.settimeout(5)
+    try:
+        data, anc, flags, addr = brk.recvmsg(70000, socket.CMSG_SPACE(16))
+    except socket.timeout:
+        return 'closed'
+    except OSError as e:
+        return 'error:' + type(e).__name__
+    n = sum(len(d) // 4 for (l, t, d) in anc if t == socket.SCM_RIGHTS)
+    if not data and not n:
+        return 'closed'
+    if data[0] == 1:
+        return 'errno:%d' % struct.unpack('<i', data[1:5])[0]
+    if data[0] == 2:
+        return 'file(fds=%d)' % n
+    return 'tag:%d(fds=%d)' % (data[0], n)
+
+def send_raw(sock, b):
+    try:
+        sock.send(b)
+        return 'sent'
+    except OSError as e:
+        return 'error:' + type(e).__name__
+
+if case == 'as-client':
+    print(open_path(conn, secret))
+    print(open_path(conn, readable))
+elif case == 'socket-attached':
+    # The control channel: a socket whose peer is root (the supervisor).
+    print(open_path(conn, secret, fds=[3]))
+    print(open_path(conn, readable))
+elif case == 'other-worker':
+    print(open_path(other, secret))
+    print(open_path(conn, readable))
+elif case == 'never-issued':
+    print(open_path(10**12, secret))
+    print(open_path(conn, readable))
+elif case == 'revoked-id':
+    print(open_path(other, secret))
+    print(open_path(conn, readable))
+elif case == 'oversized':
+    print(send_raw(brk, b'\x01' * 70000))
+    print(reply())
+elif case == 'malformed':
+    print(send_raw(brk, b'\x63'))
+    print(reply())
+elif case == 'hello-again':
+    print(send_raw(ctl, bytes([1]) + struct.pack('<Q', worker)))
+    time.sleep(0.5)
+    print(open_path(conn, readable))
+elif case == 'shutdown':
+    print(send_raw(ctl, bytes([5]) + struct.pack('<Q', conn) + bytes([1])))
+    time.sleep(0.5)
+    print(open_path(conn, readable))
+elif case == 'reload':
+    print(send_raw(ctl, bytes([5]) + struct.pack('<Q', conn) + bytes([0])))
+    time.sleep(0.5)
+    print(open_path(conn, readable))
+"#;
+
+/// A connection of a nobody client, held open (inside IDSESSION) by a
+/// Python process: (the process, the connection's id, its worker).
+fn nobody_connection(d: &Daemon) -> (Child, u64, u64) {
+    let before = d.log().len();
+    let script = "import socket, sys, time\ns = socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\ns.send(b'zIDSESSION\\0')\ntime.sleep(120)\n";
+    let child = python_as_nobody(script, &[d.unix.display().to_string()], &[])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + T;
+    loop {
+        let log = d.log();
+        if let Some((id, w)) = conn_of(&log[before.min(log.len())..], NOBODY) {
+            return (child, id, w);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection from nobody:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The id and worker of the last connection from `uid` in the log.
+fn conn_of(log: &str, uid: u32) -> Option<(u64, u64)> {
+    let needle = format!(" peer=unix uid={uid} ");
+    log.lines().rev().find_map(|l| {
+        let span = l.split("conn{").nth(1)?;
+        if !span.contains(&needle) || !l.contains("connected") {
+            return None;
+        }
+        let field = |name: &str| -> Option<u64> {
+            span.split_whitespace()
+                .find_map(|f| f.strip_prefix(name))
+                .and_then(|v| v.parse().ok())
+        };
+        Some((field("id=")?, field("worker=")?))
+    })
+}
+
+/// The pid of worker `id` (from "worker said hello worker=N pid=P").
+fn worker_pid(d: &Daemon, id: u64) -> i32 {
+    let needle = format!("worker said hello worker={id} pid=");
+    let log = d.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(&needle))
+        .unwrap_or_else(|| panic!("no hello of worker {id}:\n{log}"));
+    line.split(&needle)
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn attack(case: &str, channels: &(OwnedFd, OwnedFd), args: [String; 5]) -> Vec<String> {
+    let mut all = vec![case.to_string()];
+    all.extend(args);
+    let out = python_as_nobody(
+        ATTACKER,
+        &all,
+        &[channels.0.as_raw_fd(), channels.1.as_raw_fd()],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "attacker failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn process_gone(pid: i32) -> bool {
+    let deadline = Instant::now() + T;
+    while Instant::now() < deadline {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.contains(") Z ") {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn still_serving(d: &Daemon, supervisor: i32) {
+    assert_eq!(d.pid(), supervisor);
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor), None).is_ok(),
+        "the supervisor died:\n{}",
+        d.log()
+    );
+    let deadline = Instant::now() + T;
+    loop {
+        let reply = talk(
+            &d.unix_addr(),
+            &[&instream(b"zINSTREAM\0", &eicar(), 4096)],
+            T,
+        )
+        .unwrap_or_default();
+        if reply == b"stream: Win.Test.EICAR_HDB-1.UNOFFICIAL FOUND\0" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not serving: {}\n{}",
+            show(&reply),
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_compromised_worker_gains_nothing() {
+    if !is_root() {
+        eprintln!("SKIP: needs root (pidfd_getfd on the daemon's worker, clients as nobody)");
+        return;
+    }
+    let db = TestDb::new();
+    let files = scratch();
+    // Root's secret (0600) and a file nobody may read.
+    let secret = files.path().join("secret");
+    std::fs::write(&secret, eicar()).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let readable = files.path().join("readable");
+    std::fs::write(&readable, b"clean").unwrap();
+    std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let d = Daemon::clamsentry(db.path(), &[("limits", "workers = 2")]);
+    let supervisor = d.pid();
+    let path = |p: &Path| p.display().to_string();
+
+    let mut revoked_id = None;
+    for case in [
+        "as-client",
+        "socket-attached",
+        "other-worker",
+        "never-issued",
+        "revoked-id",
+        "oversized",
+        "malformed",
+        "hello-again",
+        "shutdown",
+        "reload",
+    ] {
+        let (mut holder, conn, w) = nobody_connection(&d);
+        // A root client's connection on the other worker.
+        let mut root_conns = Vec::new();
+        let other = loop {
+            let before = d.log().len();
+            let mut c = Conn::open(&d.unix_addr()).unwrap();
+            c.send(b"zIDSESSION\0").unwrap();
+            root_conns.push(c);
+            std::thread::sleep(Duration::from_millis(100));
+            if let Some((id, ow)) = conn_of(&d.log()[before..], 0) {
+                if ow != w {
+                    break id;
+                }
+            }
+            assert!(
+                root_conns.len() < 10,
+                "no connection lands on another worker"
+            );
+        };
+        let target = if case == "revoked-id" {
+            revoked_id.expect("a connection of a killed worker")
+        } else {
+            other
+        };
+        let pid = worker_pid(&d, w);
+        let channels = take_channels(pid);
+        let lines = attack(
+            case,
+            &channels,
+            [
+                conn.to_string(),
+                target.to_string(),
+                w.to_string(),
+                path(&secret),
+                path(&readable),
+            ],
+        );
+        println!("{case}: {lines:?}");
+        if case == "as-client" {
+            // Acting as nobody: root's file is missing, the readable one opens.
+            assert_eq!(lines, ["errno:2", "file(fds=1)"], "{case}");
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+            revoked_id = Some(conn);
+        } else {
+            // Ended: nothing answered, never a descriptor; the channels are dead.
+            assert!(
+                lines
+                    .iter()
+                    .all(|l| !l.starts_with("file") && !l.starts_with("errno")),
+                "{case}: {lines:?}"
+            );
+            assert!(
+                process_gone(pid),
+                "{case}: the worker was not ended:\n{}",
+                d.log()
+            );
+            assert!(
+                d.log().contains("broke the protocol; ending it"),
+                "{case}: not logged:\n{}",
+                d.log()
+            );
+        }
+        let _ = holder.kill();
+        let _ = holder.wait();
+        drop(root_conns);
+        still_serving(&d, supervisor);
+    }
+    let log = d.log();
+    assert!(
+        !log.contains("stopping:"),
+        "a worker's word stopped the daemon:\n{log}"
+    );
+    assert!(
+        !log.contains("reloading:"),
+        "a worker's word reloaded the daemon:\n{log}"
+    );
+    for reason in [
+        "descriptors sent on the broker channel",
+        "another worker's connection",
+        "a connection id that was never issued",
+        "a finished connection",
+        "message longer than the channel allows",
+        "broker request: message ends early",
+        "Hello message while Serving",
+        "Shutdown for connection",
+        "Reload for connection",
+    ] {
+        assert!(log.contains(reason), "no log line for {reason:?}:\n{log}");
+    }
+}
+
+// ------------------------------------------------------------ races
+
+/// Exchanges two names (renameat2 RENAME_EXCHANGE: atomic) in a tight loop
+/// until killed, as nobody.
+const SWAPPER: &str = r#"
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+a, b = sys.argv[1].encode(), sys.argv[2].encode()
+while True:
+    libc.renameat2(-100, a, -100, b, 2)
+"#;
+
+/// Scans `path` `n` times as nobody (SCAN inside IDSESSION, or CONTSCAN on
+/// fresh connections) and prints each distinct reply with its count.
+const SCANNER: &str = r#"
+import socket, sys, collections
+sock, cmd, path, n = sys.argv[1], sys.argv[2].encode(), sys.argv[3].encode(), int(sys.argv[4])
+counts = collections.Counter()
+def read_until(s, end):
+    out = b''
+    while not out.endswith(end):
+        b = s.recv(65536)
+        if not b:
+            break
+        out += b
+    return out
+if cmd == b'SCAN':
+    s = None
+    for i in range(n):
+        if i % 5000 == 0:
+            if s: s.close()
+            s = socket.socket(socket.AF_UNIX); s.connect(sock); s.sendall(b'zIDSESSION\0'); k = 0
+        k += 1
+        s.sendall(b'zSCAN ' + path + b'\0')
+        r = read_until(s, b'\0')
+        # '<id>: <path>: <text>'
+        parts = r.split(b': ', 2)
+        counts[parts[2] if len(parts) == 3 else r] += 1
+else:
+    for i in range(n):
+        s = socket.socket(socket.AF_UNIX); s.connect(sock)
+        s.sendall(b'z' + cmd + b' ' + path + b'\0')
+        r = b''
+        while True:
+            b = s.recv(65536)
+            if not b: break
+            r += b
+        s.close()
+        counts[r] += 1
+for r, c in counts.items():
+    print(c, r)
+"#;
+
+/// The places of the race and oracle tests: a scan root with a playground
+/// owned by nobody, a private directory of root's (0700) with a secret, and
+/// a world-readable directory outside the roots with an infected file.
+struct Arena {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    play: PathBuf,
+    private: PathBuf,
+    outside: PathBuf,
+}
+
+fn arena() -> Arena {
+    let dir = scratch();
+    let root = dir.path().join("root");
+    let play = root.join("play");
+    let private = dir.path().join("private");
+    let outside = dir.path().join("outside");
+    for d in [&root, &play, &private, &outside] {
+        std::fs::create_dir(d).unwrap();
+    }
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(private.join("secret.txt"), eicar()).unwrap();
+    std::fs::set_permissions(
+        private.join("secret.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::create_dir(private.join("sub")).unwrap();
+    std::fs::write(outside.join("infected.txt"), eicar()).unwrap();
+    std::fs::set_permissions(
+        outside.join("infected.txt"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&play, Some(NOBODY), Some(NOBODY)).unwrap();
+    Arena {
+        _dir: dir,
+        root,
+        play,
+        private,
+        outside,
+    }
+}
+
+/// Makes `path` (owned by nobody) and `alt` exist so that a swapper can
+/// exchange them.
+fn as_nobody(p: &Path) {
+    std::os::unix::fs::lchown(p, Some(NOBODY), Some(NOBODY)).unwrap();
+}
+
+fn clean_dir(dir: &Path, file: &str) {
+    std::fs::create_dir(dir).unwrap();
+    std::fs::write(dir.join(file), b"clean").unwrap();
+    as_nobody(dir);
+    as_nobody(&dir.join(file));
+}
+
+#[test]
+fn racing_symlinks_never_reach_a_forbidden_file() {
+    if !is_root() {
+        eprintln!("SKIP: needs root (the racing client runs as nobody)");
+        return;
+    }
+    let db = TestDb::new();
+    let a = arena();
+    let d = Daemon::clamsentry(
+        db.path(),
+        &[
+            (
+                "policy",
+                &format!("scan-roots = [{:?}]", a.root.display().to_string()),
+            ),
+            ("scan", "follow-file-symlinks = true"),
+            ("scan", "follow-directory-symlinks = true"),
+            ("limits", "max-session-commands = 100000"),
+        ],
+    );
+    let p = &a.play;
+    // A: a directory component swapped with a symlink into root's 0700 home.
+    clean_dir(&p.join("a"), "secret.txt");
+    std::os::unix::fs::symlink(&a.private, p.join("a.alt")).unwrap();
+    // B: a directory component swapped with a symlink out of the roots.
+    clean_dir(&p.join("b"), "infected.txt");
+    std::os::unix::fs::symlink(&a.outside, p.join("b.alt")).unwrap();
+    // C: the last component swapped with a symlink to root's 0600 file.
+    std::fs::write(p.join("c"), b"clean").unwrap();
+    std::os::unix::fs::symlink(a.private.join("secret.txt"), p.join("c.alt")).unwrap();
+    // D: the last component swapped with a symlink to a readable infected
+    // file outside the roots.
+    std::fs::write(p.join("d"), b"clean").unwrap();
+    std::os::unix::fs::symlink(a.outside.join("infected.txt"), p.join("d.alt")).unwrap();
+    // E: a directory to list, swapped with root's private directory.
+    clean_dir(&p.join("e"), "clean.txt");
+    std::os::unix::fs::symlink(&a.private, p.join("e.alt")).unwrap();
+    for name in ["a.alt", "b.alt", "c", "c.alt", "d", "d.alt", "e.alt"] {
+        as_nobody(&p.join(name));
+    }
+    let cases = [
+        ("a", "SCAN", p.join("a/secret.txt")),
+        ("b", "SCAN", p.join("b/infected.txt")),
+        ("c", "SCAN", p.join("c")),
+        ("d", "SCAN", p.join("d")),
+        ("e", "CONTSCAN", p.join("e")),
+    ];
+    const ATTEMPTS: usize = 10_000;
+    let mut swappers = Vec::new();
+    for (name, _, _) in &cases {
+        let args = [
+            p.join(name).display().to_string(),
+            p.join(format!("{name}.alt")).display().to_string(),
+        ];
+        swappers.push(python_as_nobody(SWAPPER, &args, &[]).spawn().unwrap());
+    }
+    let scanners: Vec<_> = cases
+        .iter()
+        .map(|(_, cmd, path)| {
+            let args = [
+                d.unix.display().to_string(),
+                cmd.to_string(),
+                path.display().to_string(),
+                ATTEMPTS.to_string(),
+            ];
+            python_as_nobody(SCANNER, &args, &[])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<String> = scanners
+        .into_iter()
+        .map(|c| String::from_utf8_lossy(&c.wait_with_output().unwrap().stdout).into_owned())
+        .collect();
+    for mut s in swappers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    for ((name, cmd, path), out) in cases.iter().zip(&outputs) {
+        println!("{name} ({cmd} {}):\n{out}", path.display());
+        let mut total = 0;
+        let mut kinds = 0;
+        for line in out.lines() {
+            let (n, reply) = line.split_once(' ').unwrap();
+            total += n.parse::<usize>().unwrap();
+            kinds += 1;
+            assert!(
+                !reply.contains("FOUND"),
+                "{name}: a verdict on a forbidden file: {reply}"
+            );
+            assert!(
+                !reply.contains("secret") || *name == "a",
+                "{name}: a listing of a private directory: {reply}"
+            );
+            let allowed = [
+                "b'OK\\x00'",
+                "b'File path check failure: No such file or directory. ERROR\\x00'",
+            ];
+            let ok = if *cmd == "SCAN" {
+                allowed.contains(&reply)
+            } else {
+                reply == format!("b'{}: OK\\x00'", path.display())
+                    || reply
+                        == format!(
+                            "b'{}: File path check failure: No such file or directory. ERROR\\x00'",
+                            path.display()
+                        )
+            };
+            assert!(ok, "{name}: unexpected reply {reply}");
+        }
+        assert_eq!(total, ATTEMPTS, "{name}");
+        assert!(
+            kinds == 2,
+            "{name}: the race never changed the answer: {out}"
+        );
+    }
+    assert!(!d.log().contains("broke the protocol"), "{}", d.log());
+}
+
+// ------------------------------------------------------------ oracles
+
+/// Sends one command as nobody, prints the reply's repr.
+const ONE: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode('utf-8', 'surrogateescape') + b'\0')
+r = b''
+while True:
+    b = s.recv(65536)
+    if not b: break
+    r += b
+print(repr(r))
+"#;
+
+#[test]
+fn refusals_look_exactly_like_missing_files() {
+    if !is_root() {
+        eprintln!("SKIP: needs root (the client runs as nobody)");
+        return;
+    }
+    let db = TestDb::new();
+    let a = arena();
+    let o = a.root.join("oracle");
+    std::fs::create_dir(&o).unwrap();
+    // `..` through symlinks: the guessed directory exists, or not.
+    std::os::unix::fs::symlink(a.private.join("sub/../.."), o.join("guess-exists")).unwrap();
+    std::os::unix::fs::symlink(a.private.join("nosuch/../.."), o.join("guess-missing")).unwrap();
+    for follow in ["false", "true"] {
+        let d = Daemon::clamsentry(
+            db.path(),
+            &[
+                ("scan", &format!("follow-file-symlinks = {follow}")),
+                ("scan", &format!("follow-directory-symlinks = {follow}")),
+            ],
+        );
+        let mut paths = vec![
+            o.join("missing"),
+            a.private.join("secret.txt"),
+            a.private.join("nosuch"),
+            a.private.join("sub"),
+            o.join("guess-exists/x"),
+            o.join("guess-missing/x"),
+            o.join("guess-exists/root/private/secret.txt"),
+        ];
+        if follow == "true" {
+            paths.push(o.join("guess-exists"));
+            paths.push(o.join("guess-missing"));
+        }
+        for cmd in ["SCAN", "CONTSCAN", "MULTISCAN"] {
+            let mut replies = Vec::new();
+            for p in &paths {
+                let shown = p.display().to_string();
+                let out = python_as_nobody(
+                    ONE,
+                    &[d.unix.display().to_string(), format!("z{cmd} {shown}")],
+                    &[],
+                )
+                .output()
+                .unwrap();
+                let reply = String::from_utf8_lossy(&out.stdout).replace(&shown, "PATH");
+                replies.push((shown, reply));
+            }
+            for (p, r) in &replies {
+                assert_eq!(
+                    r.trim(),
+                    "b'PATH: File path check failure: No such file or directory. ERROR\\x00'",
+                    "{cmd} {p} (follow symlinks: {follow})"
+                );
+            }
+        }
+        // The operator sees the real reason.
+        let log = d.log();
+        assert!(
+            log.contains("path refused; the client is told it does not exist"),
+            "{log}"
+        );
+        assert!(log.contains("Permission denied"), "{log}");
+    }
+}
