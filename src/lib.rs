@@ -9,6 +9,7 @@
 //! * [`privsep`]: supervisor, worker, their channels and the file broker;
 //! * [`sandbox`]: demotion of the worker (identity, capabilities, rlimits, Landlock);
 //! * [`systemd`]: socket activation, sd-notify and watchdog, journald;
+//! * [`log`]: escaped log text;
 //! * [`service`]: signature directory watching, exit when idle;
 //! * [`daemon`]: start-up, logging, signals — what `main` calls.
 //!
@@ -21,6 +22,7 @@
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod log;
 pub mod policy;
 pub mod privsep;
 pub mod proto;

@@ -1,0 +1,10 @@
+//! Logging: bounded, honest log lines about hostile clients.
+//!
+//! * [`escape`]: client-supplied bytes (paths, virus names) are logged as
+//!   reversible escaped text, `tracing::warn!(path = %LogBytes(p), ...)`,
+//!   so they can neither forge log lines nor lose bytes that are not UTF-8.
+#![forbid(unsafe_code)]
+
+pub mod escape;
+
+pub use escape::{escape, unescape, LogBytes, LogStr};
