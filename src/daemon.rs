@@ -18,7 +18,6 @@ use crate::privsep::supervisor::{self, Setup, SupervisorError};
 use crate::sandbox::{self, SandboxError};
 use crate::server::{self, Listeners, Named, Origin};
 use crate::systemd::activation::{self, ActivationError, Socket};
-use crate::systemd::journal;
 use crate::systemd::notify::Notifier;
 use crate::systemd::status::ServiceStatus;
 
@@ -51,56 +50,9 @@ pub fn check_config(path: Option<&Path>) -> Result<String, ConfigError> {
     Ok(format!("{source}: configuration OK"))
 }
 
-/// Sets up logging at the configured level (RUST_LOG overrides) to
-/// journald or stderr, as `log.target` says.
-///
-/// Our spans are always enabled, whatever the level: they carry the
-/// connection fields (PEER, LISTENER) that a FOUND warning must show even
-/// when info lines are turned off.
+/// Sets up logging; moved to [`crate::log::init`].
 pub fn init_logging(level: &str, target: &str) {
-    use tracing_subscriber::filter::{filter_fn, Targets};
-    use tracing_subscriber::prelude::*;
-    let targets: Targets = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            format!("clamsentry={level},warn")
-                .parse()
-                .unwrap_or_default()
-        });
-    let filter = filter_fn(move |meta| {
-        (meta.is_span() && meta.target().starts_with("clamsentry"))
-            || targets.would_enable(meta.target(), meta.level())
-    });
-    let want_journal = match target {
-        "journald" => true,
-        "stderr" => false,
-        _ => journal::stderr_is_journal(),
-    };
-    let journald = if want_journal {
-        match journal::layer() {
-            Ok(layer) => Some(layer),
-            Err(e) => {
-                eprintln!("clamsentry: cannot log to journald ({e}); logging to stderr");
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let registry = tracing_subscriber::registry();
-    let _ = match journald {
-        Some(layer) => registry.with(layer.with_filter(filter)).try_init(),
-        None => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                    .with_target(false)
-                    .with_filter(filter),
-            )
-            .try_init(),
-    };
+    crate::log::init(level, target);
 }
 
 /// Runs the daemon in the foreground until SIGTERM/SIGINT, SHUTDOWN or

@@ -8,8 +8,8 @@
 //! * [`policy`]: command profiles, the client's file access check, TCP admission;
 //! * [`privsep`]: supervisor, worker, their channels and the file broker;
 //! * [`sandbox`]: demotion of the worker (identity, capabilities, rlimits, Landlock);
-//! * [`systemd`]: socket activation, sd-notify and watchdog, journald;
-//! * [`log`]: escaped log text;
+//! * [`systemd`]: socket activation, sd-notify and watchdog;
+//! * [`log`]: escaped log text, the stderr writer, the journald layer, rate limits;
 //! * [`service`]: signature directory watching, exit when idle;
 //! * [`daemon`]: start-up, logging, signals — what `main` calls.
 //!
