@@ -40,6 +40,7 @@ use super::super::pool::TaskSlot;
 use super::super::Shared;
 use super::{record, Ctx, QUEUE_FULL};
 use crate::engine::{Engine, Verdict};
+use crate::log::LogBytes;
 use crate::privsep::messages::{FileKind, Meta};
 use crate::proto::reply::{self, ReplyTo};
 use crate::proto::CommandKind;
@@ -334,7 +335,7 @@ impl<'a> Walker<'a> {
             return Flow::Stop;
         }
         self.errors += 1;
-        tracing::info!(command = self.mode.word(), path = %String::from_utf8_lossy(path), error = %e, "file path check failure");
+        tracing::info!(command = self.mode.word(), path = %LogBytes(path), error = %e, "file path check failure");
         if self.send(&reply::path_check_failure(path, &errno_text(e))) {
             Flow::Go
         } else {
@@ -410,7 +411,7 @@ impl<'a> Walker<'a> {
 
     fn walk_dir(&mut self, dir: &[u8], depth: i64) -> Flow {
         if depth < 0 {
-            tracing::warn!(path = %String::from_utf8_lossy(dir), "scan.max-directory-recursion reached, skipping");
+            tracing::warn!(path = %LogBytes(dir), "scan.max-directory-recursion reached, skipping");
             return self.count();
         }
         let entries = match self.files.list(dir) {
@@ -589,7 +590,7 @@ impl FileJob {
                 )
             }
             Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
-                tracing::info!(path = %shown, "access denied");
+                tracing::info!(path = %LogBytes(&self.name), "access denied");
                 send(reply::error(&self.name, b"Access denied."));
                 return FileResult::Error;
             }
@@ -603,7 +604,7 @@ impl FileJob {
         };
         record(
             &self.shared,
-            &shown,
+            &self.name,
             "SCAN",
             &verdict,
             bytes,
