@@ -1,6 +1,6 @@
 //! Logging: bounded, honest log lines about hostile clients.
 //!
-//! * [`escape`]: client-supplied bytes (paths, virus names) are logged as
+//! * [`escape`](mod@escape): client-supplied bytes (paths, virus names) are logged as
 //!   reversible escaped text, `tracing::warn!(path = %LogBytes(p), ...)`,
 //!   so they can neither forge log lines nor lose bytes that are not UTF-8;
 //! * [`stderr`]: the writer of the human-readable log, one line per event

@@ -6,7 +6,7 @@
 //! behind that: a field someone forgot to wrap still cannot start a new log
 //! line, because every control byte of the formatted event (and every
 //! invisible character, and every byte that is not UTF-8) is written as
-//! `\xNN`, except the one final newline. Unlike [`escape`](super::escape)
+//! `\xNN`, except the one final newline. Unlike [`escape`](fn@super::escape)
 //! it leaves `\` alone, so text that is already escaped is not escaped twice
 //! (which makes this direction not reversible; the journald layer gets the
 //! exact bytes instead).
