@@ -19,7 +19,7 @@
 //! * [`sandbox`]: demotion (identity, capabilities, rlimits, Landlock);
 //! * [`config`]: the TOML configuration, defaults and validation;
 //! * [`systemd`]: socket activation, sd-notify, journald detection;
-//! * [`log`]: logging setup.
+//! * [`log`]: escaped log text, the stderr writer, the journald layer, rate limits.
 //!
 //! `unsafe_code` is denied crate-wide and allowed only in the few files at
 //! the library and OS boundaries (libclamav, descriptor passing, fork,

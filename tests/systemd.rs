@@ -9,6 +9,8 @@
 
 mod common;
 
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -287,6 +289,24 @@ impl Entry {
             _ => None,
         }
     }
+
+    /// The bytes of a field: journalctl shows a value that is not printable
+    /// UTF-8 as an array of numbers (and several values as an array of
+    /// those); the first value.
+    fn bytes(&self, key: &str) -> Option<Vec<u8>> {
+        fn value(v: &serde_json::Value) -> Option<Vec<u8>> {
+            match v {
+                serde_json::Value::String(s) => Some(s.as_bytes().to_vec()),
+                serde_json::Value::Array(a) if a.iter().all(|n| n.is_u64()) => a
+                    .iter()
+                    .map(|n| n.as_u64().and_then(|n| u8::try_from(n).ok()))
+                    .collect(),
+                serde_json::Value::Array(a) => value(a.first()?),
+                _ => None,
+            }
+        }
+        value(self.0.get(key)?)
+    }
 }
 
 /// The JSON journal entries of clamsentry, from a journal directory.
@@ -396,6 +416,53 @@ wait || true
     );
     assert_eq!(e.get("PRIORITY"), Some("4"), "FOUND is a warning: {e:?}");
     assert_eq!(e.get("MESSAGE"), Some("virus found"), "{e:?}");
+
+    // Client-supplied bytes reach the journal exactly: a SCAN path with a
+    // newline and a byte that is not UTF-8 (the stderr log shows them
+    // escaped, tests/logs.rs), for a file that exists and one that does not.
+    let dir = tempfile::Builder::new()
+        .prefix("cs-journal")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let name: &[u8] = b"evil\nFAKE: stream: Eicar FOUND\n\xff";
+    std::fs::write(
+        dir.path().join(std::ffi::OsStr::from_bytes(name)),
+        common::eicar(),
+    )
+    .unwrap();
+    let dir_bytes = dir.path().as_os_str().as_bytes();
+    let infected = [dir_bytes, b"/", name].concat();
+    let missing = [dir_bytes, b"/missing/", name].concat();
+    for path in [&infected, &missing] {
+        let got = talk(
+            &d.unix_addr(),
+            &[&[b"zSCAN ", &path[..], b"\0"].concat()],
+            T,
+        )
+        .unwrap();
+        assert!(got.starts_with(path), "{}", show(&got));
+    }
+    let (mut scanned, mut failed) = (None, None);
+    eventually("the SCAN entries in the journal", || {
+        let entries = journal_entries(&journalctl, &store);
+        scanned = entries
+            .iter()
+            .find(|e| e.get("COMMAND") == Some("SCAN") && e.get("SCAN_RESULT") == Some("found"))
+            .and_then(|e| e.bytes("SCAN_TARGET"));
+        failed = entries
+            .iter()
+            .find(|e| e.get("MESSAGE") == Some("file path check failure"))
+            .and_then(|e| e.bytes("PATH"));
+        scanned.is_some() && failed.is_some()
+    });
+    assert_eq!(
+        scanned.as_deref(),
+        Some(&infected[..]),
+        "{}",
+        show(&infected)
+    );
+    assert_eq!(failed.as_deref(), Some(&missing[..]), "{}", show(&missing));
 
     // Stop the daemon inside the namespace; the script then stops journald.
     let pid: i32 = std::fs::read_to_string(journal.path().join("daemon.pid"))

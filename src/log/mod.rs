@@ -1,15 +1,36 @@
-//! Logging set-up: journald with structured fields under systemd, stderr
-//! lines elsewhere.
+//! Logging: bounded, honest log lines about hostile clients.
+//!
+//! * [`escape`](mod@escape): client-supplied bytes (paths, virus names) are logged as
+//!   reversible escaped text, `tracing::warn!(path = %LogBytes(p), ...)`,
+//!   so they can neither forge log lines nor lose bytes that are not UTF-8;
+//! * [`stderr`]: the writer of the human-readable log, one line per event
+//!   whatever a field holds;
+//! * [`journald`]: our journald layer, which decodes the escaped text so
+//!   the journal holds the exact bytes the client sent;
+//! * [`limiter`]: at most N lines per peer or connection and minute, with a
+//!   count of what was suppressed;
+//! * [`init`]: the subscriber of the supervisor and of every worker.
 #![forbid(unsafe_code)]
+
+pub mod escape;
+pub mod journald;
+pub mod limiter;
+pub mod stderr;
+
+pub use escape::{escape, unescape, LogBytes, LogStr};
 
 use crate::systemd::journal;
 
 /// Sets up logging at the configured level (RUST_LOG overrides) to
-/// journald or stderr, as `log.target` says.
+/// journald or stderr, as `log.target` says (`auto`: journald when stderr
+/// is the journal, see [`journal::stderr_is_journal`]).
 ///
 /// Our spans are always enabled, whatever the level: they carry the
 /// connection fields (PEER, LISTENER) that a FOUND warning must show even
 /// when info lines are turned off.
+///
+/// The stderr log has no colours: [`stderr::OneLine`] escapes every control
+/// byte, ESC included.
 pub fn init(level: &str, target: &str) {
     use tracing_subscriber::filter::{filter_fn, Targets};
     use tracing_subscriber::prelude::*;
@@ -31,7 +52,7 @@ pub fn init(level: &str, target: &str) {
         _ => journal::stderr_is_journal(),
     };
     let journald = if want_journal {
-        match journal::layer() {
+        match journald::Journald::new() {
             Ok(layer) => Some(layer),
             Err(e) => {
                 eprintln!("clamsentry: cannot log to journald ({e}); logging to stderr");
@@ -47,8 +68,8 @@ pub fn init(level: &str, target: &str) {
         None => registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_writer(stderr::OneLine::new(std::io::stderr))
+                    .with_ansi(false)
                     .with_target(false)
                     .with_filter(filter),
             )

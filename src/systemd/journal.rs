@@ -1,19 +1,7 @@
-//! Logging to journald with structured fields.
-//!
-//! `tracing-journald` prefixes user fields with `F_` by default and emits
-//! span fields too; we turn the prefix off so that event fields (COMMAND,
-//! SCAN_RESULT, VIRUS_NAME, BYTES, DURATION_MS, ...) and the fields of the
-//! enclosing `conn` span (ID, PEER, LISTENER) are top-level journal fields
-//! with those exact names: `journalctl -u clamsentry SCAN_RESULT=found`.
+//! Is stderr the journal? Logging to journald itself is in
+//! [`crate::log::journald`].
 
 use std::os::fd::AsRawFd;
-
-/// The journald layer, or an error when the journal socket is not there.
-pub fn layer() -> std::io::Result<tracing_journald::Layer> {
-    Ok(tracing_journald::layer()?
-        .with_field_prefix(None)
-        .with_syslog_identifier("clamsentry".into()))
-}
 
 /// True when stderr is a stream to journald (systemd sets `JOURNAL_STREAM`
 /// to the device and inode of that stream for services).

@@ -1,5 +1,6 @@
 //! Talking to systemd: socket activation, readiness and status (sd-notify),
-//! and whether stderr is the journal.
+//! and whether stderr is the journal (logging to journald is in
+//! `crate::log::journald`).
 //!
 //! Decisions a newcomer would otherwise rediscover:
 //! * Activated sockets are matched to listener settings by their

@@ -33,6 +33,7 @@ use self::resolve::{Found, Rules};
 use super::conns::{ConnTable, WorkerId};
 use crate::ipc::channel::Channel;
 use crate::ipc::messages::{BrokerOp, BrokerReply, BrokerRequest, MAX_NAME};
+use crate::log::LogBytes;
 use crate::policy::Identity;
 
 /// What every broker thread shares.
@@ -121,7 +122,7 @@ fn handle(
                 tracing::info!(
                     id = conn,
                     peer = %who,
-                    path = %String::from_utf8_lossy(&path),
+                    path = %LogBytes(&path),
                     error = %refused.errno,
                     reason = refused.why,
                     "path refused; the client is told it does not exist"

@@ -17,6 +17,7 @@ use super::files::ConnGuard;
 use super::stream::Writer;
 use super::{Peer, Shared};
 use crate::engine::{self, Verdict};
+use crate::log::{LogBytes, LogStr};
 use crate::proto::reply::{self, ReplyTo};
 use crate::proto::CommandKind;
 
@@ -181,7 +182,14 @@ fn finish(
         }
     };
     let duration_ms = started.elapsed().as_millis() as u64;
-    record(&ctx.shared, name, command, &verdict, bytes, duration_ms);
+    record(
+        &ctx.shared,
+        name.as_bytes(),
+        command,
+        &verdict,
+        bytes,
+        duration_ms,
+    );
     verdict_text(name.as_bytes(), &verdict)
 }
 
@@ -198,7 +206,7 @@ pub(crate) fn verdict_text(name: &[u8], verdict: &Verdict) -> Vec<u8> {
 /// Counters and the structured log line of one scan.
 pub(crate) fn record(
     shared: &Shared,
-    name: &str,
+    name: &[u8],
     command: &str,
     verdict: &Verdict,
     bytes: u64,
@@ -211,7 +219,7 @@ pub(crate) fn record(
             if shared.config.log.clean {
                 tracing::info!(
                     command,
-                    scan_target = name,
+                    scan_target = %LogBytes(name),
                     scan_result = "clean",
                     bytes,
                     duration_ms,
@@ -220,7 +228,7 @@ pub(crate) fn record(
             } else {
                 tracing::debug!(
                     command,
-                    scan_target = name,
+                    scan_target = %LogBytes(name),
                     scan_result = "clean",
                     bytes,
                     duration_ms,
@@ -232,9 +240,9 @@ pub(crate) fn record(
             c.found.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 command,
-                scan_target = name,
+                scan_target = %LogBytes(name),
                 scan_result = "found",
-                virus_name = names.join(",").as_str(),
+                virus_name = %LogStr(&names.join(",")),
                 bytes,
                 duration_ms,
                 "virus found"
@@ -247,7 +255,7 @@ pub(crate) fn record(
             }
             tracing::info!(
                 command,
-                scan_target = name,
+                scan_target = %LogBytes(name),
                 scan_result = "error",
                 error = message.as_str(),
                 bytes,

@@ -42,6 +42,7 @@ use super::super::Shared;
 use super::{record, Ctx, QUEUE_FULL};
 use crate::engine::{Engine, Verdict};
 use crate::ipc::messages::{Entry, FileKind, Meta, MAX_PATH};
+use crate::log::LogBytes;
 use crate::proto::reply::{self, ReplyTo};
 use crate::proto::CommandKind;
 
@@ -343,7 +344,7 @@ impl<'a> Walker<'a> {
             return Flow::Stop;
         }
         self.errors += 1;
-        tracing::info!(command = self.mode.word(), path = %String::from_utf8_lossy(path), error = %e, "file path check failure");
+        tracing::info!(command = self.mode.word(), path = %LogBytes(path), error = %e, "file path check failure");
         if self.send(&reply::path_check_failure(path, &errno_text(e))) {
             Flow::Go
         } else {
@@ -420,7 +421,7 @@ impl<'a> Walker<'a> {
 
     fn walk_dir(&mut self, dir: &DirHandle, path: &[u8], depth: i64) -> Flow {
         if depth < 0 {
-            tracing::warn!(path = %String::from_utf8_lossy(path), "scan.max-directory-recursion reached, skipping");
+            tracing::warn!(path = %LogBytes(path), "scan.max-directory-recursion reached, skipping");
             return self.count();
         }
         let entries = match self.files.read_dir(dir) {
@@ -517,7 +518,7 @@ impl<'a> Walker<'a> {
     /// Reports a file the broker would not open for the client.
     fn open_failed(&self, name: &[u8], e: &std::io::Error) -> FileResult {
         if e.raw_os_error() == Some(libc::EACCES) {
-            tracing::info!(path = %String::from_utf8_lossy(name), "access denied");
+            tracing::info!(path = %LogBytes(name), "access denied");
             self.send(&reply::error(name, b"Access denied."));
         } else {
             let message = crate::engine::strerror(8);
@@ -651,7 +652,7 @@ impl FileJob {
             .scan_fd(std::os::fd::AsFd::as_fd(&self.file), named, allmatch);
         record(
             &self.shared,
-            &shown,
+            &self.name,
             "SCAN",
             &verdict,
             self.size,

@@ -1,0 +1,548 @@
+//! Logging to journald with structured fields, over journald's native
+//! protocol (<https://systemd.io/JOURNAL_NATIVE_PROTOCOL/>).
+//!
+//! Why our own layer rather than `tracing-journald`: journald must receive
+//! the exact bytes of client-supplied values (a SCAN path with a newline,
+//! an ESC or a byte that is not UTF-8), so that `journalctl -o json` shows
+//! what the client really sent. Such values reach tracing as the escaped
+//! text of [`LogBytes`](super::LogBytes), and tracing-journald sees only
+//! that `&str`: it would store the escapes. This layer decodes every field
+//! value with [`unescape`]; a value that is not text `escape` can produce
+//! (`unescape` returns `None`) is sent as it is. Fields recorded as bytes
+//! (`record_bytes`) are sent as they are too.
+//!
+//! What it writes, matching tracing-journald 0.3 with
+//! `with_field_prefix(None)` and `with_syslog_identifier("clamsentry")`
+//! (which this replaces), so that `journalctl -u clamsentry
+//! SCAN_RESULT=found` works as before:
+//! * one datagram per event, sent with `send_to` on an unconnected datagram
+//!   socket to `/run/systemd/journal/socket`;
+//! * the fields of the enclosing spans, outermost first (`SPAN_NAME`,
+//!   `SPAN_TARGET`, `SPAN_CODE_FILE`, `SPAN_CODE_LINE`, then the span's own
+//!   fields: the `conn` span's `id`, `peer`, `listener` become `ID`, `PEER`,
+//!   `LISTENER` on every event inside it), kept encoded in the span's
+//!   extensions as tracing-journald does;
+//! * `PRIORITY` — error 3, warning 4, info 6, debug and trace 7 (syslog's
+//!   meaning of the levels; tracing-journald put info at 5, notice, and debug
+//!   at 6) — `SYSLOG_IDENTIFIER=clamsentry`, `TARGET`, `CODE_FILE`,
+//!   `CODE_LINE`;
+//! * every event field under its name uppercased: `message` → `MESSAGE`,
+//!   `scan_result` → `SCAN_RESULT` (see [`field_name`] for the mangling).
+//!
+//! A value is written `NAME=value\n`, or in the binary form
+//! `NAME\n<u64 LE length><bytes>\n` when it holds a newline or is not
+//! UTF-8 ([`journal_field`]). An entry too large for a datagram (EMSGSIZE)
+//! goes into a sealed memfd whose descriptor is passed with SCM_RIGHTS, as
+//! journald accepts; if that fails too, a short entry is sent instead with
+//! the start of the MESSAGE and `TRUNCATED=<size of the entry>`.
+//!
+//! No `unsafe`: nix's `memfd_create`, `fcntl` and `sendmsg` are safe.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+use super::escape::unescape;
+
+/// journald's socket for the native protocol.
+pub const JOURNALD_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// `SYSLOG_IDENTIFIER` of every entry (`journalctl -t clamsentry`).
+pub const IDENTIFIER: &str = "clamsentry";
+
+/// How much of the MESSAGE the short entry keeps when an entry can be sent
+/// neither as a datagram nor through a memfd.
+pub const TRUNCATED_MESSAGE: usize = 4096;
+
+/// Appends the journal field `name`=`value`: `name` mangled by
+/// [`field_name`] (nothing is written when nothing is left of it), then
+/// `=value\n`, or `\n`, the length as u64 little-endian, the bytes and `\n`
+/// when `value` holds a newline or is not UTF-8.
+pub fn journal_field(name: &str, value: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    field_name(name, out);
+    if out.len() == start {
+        return;
+    }
+    if value.contains(&b'\n') || std::str::from_utf8(value).is_err() {
+        out.push(b'\n');
+        out.extend_from_slice(&(value.len() as u64).to_le_bytes());
+    } else {
+        out.push(b'=');
+    }
+    out.extend_from_slice(value);
+    out.push(b'\n');
+}
+
+/// Appends the journal name of a tracing field: `.` → `_`, every other
+/// character but ASCII letters, digits and `_` dropped, leading `_` and
+/// digits dropped (journald refuses names that start with them; a leading
+/// `_` would be a trusted field), uppercased. tracing-journald did the same
+/// except for leading digits.
+pub fn field_name(name: &str, out: &mut Vec<u8>) {
+    out.extend(
+        name.bytes()
+            .map(|c| if c == b'.' { b'_' } else { c })
+            .filter(|c| *c == b'_' || c.is_ascii_alphanumeric())
+            .skip_while(|c| *c == b'_' || c.is_ascii_digit())
+            .map(|c| c.to_ascii_uppercase()),
+    );
+}
+
+/// Decodes the fields of one entry in the native protocol; `None` when it
+/// is malformed (a line without `=` and no length after it, a length
+/// beyond the data, no `\n` after a binary value).
+pub fn decode_journal_fields(mut entry: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+    let mut fields = Vec::new();
+    while !entry.is_empty() {
+        let nl = entry.iter().position(|&b| b == b'\n')?;
+        let line = &entry[..nl];
+        if let Some(eq) = line.iter().position(|&b| b == b'=') {
+            let name = String::from_utf8(line[..eq].to_vec()).ok()?;
+            fields.push((name, line[eq + 1..].to_vec()));
+            entry = &entry[nl + 1..];
+        } else {
+            let name = String::from_utf8(line.to_vec()).ok()?;
+            let rest = &entry[nl + 1..];
+            let len: [u8; 8] = rest.get(..8)?.try_into().ok()?;
+            let len = usize::try_from(u64::from_le_bytes(len)).ok()?;
+            let value = rest.get(8..)?.get(..len)?;
+            if rest.get(8 + len) != Some(&b'\n') {
+                return None;
+            }
+            fields.push((name, value.to_vec()));
+            entry = &rest[8 + len + 1..];
+        }
+    }
+    Some(fields)
+}
+
+/// journald's priority for a tracing level.
+pub fn priority(level: &Level) -> u8 {
+    match *level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        _ => 7,
+    }
+}
+
+/// The journald layer.
+pub struct Journald {
+    socket: UnixDatagram,
+    path: PathBuf,
+}
+
+impl Journald {
+    /// The layer, or an error when journald's socket is not there (checked
+    /// with an empty datagram, which journald ignores).
+    pub fn new() -> io::Result<Journald> {
+        Journald::at(Path::new(JOURNALD_SOCKET))
+    }
+
+    /// The layer sending to the socket at `path` (tests use a socket of
+    /// their own).
+    pub fn at(path: &Path) -> io::Result<Journald> {
+        let socket = UnixDatagram::unbound()?;
+        socket.send_to(&[], path)?;
+        Ok(Journald {
+            socket,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Sends one entry: a datagram, or a sealed memfd when it is too large.
+    fn send(&self, entry: &[u8]) -> io::Result<()> {
+        match self.socket.send_to(entry, &self.path) {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => self.send_memfd(entry),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn send_memfd(&self, entry: &[u8]) -> io::Result<()> {
+        use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+        use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+        let fd = memfd_create(
+            c"clamsentry-journal",
+            MemFdCreateFlag::MFD_ALLOW_SEALING | MemFdCreateFlag::MFD_CLOEXEC,
+        )?;
+        let mut file = std::fs::File::from(fd);
+        file.write_all(entry)?;
+        // journald maps the memfd only when it is sealed against changes.
+        fcntl(
+            file.as_raw_fd(),
+            FcntlArg::F_ADD_SEALS(
+                SealFlag::F_SEAL_SHRINK
+                    | SealFlag::F_SEAL_GROW
+                    | SealFlag::F_SEAL_WRITE
+                    | SealFlag::F_SEAL_SEAL,
+            ),
+        )?;
+        let fd = OwnedFd::from(file);
+        let fds = [fd.as_raw_fd()];
+        let addr = UnixAddr::new(&self.path)?;
+        sendmsg(
+            self.socket.as_raw_fd(),
+            &[],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            Some(&addr),
+        )?;
+        Ok(())
+    }
+}
+
+/// The encoded fields of a span, kept in its extensions.
+struct SpanFields(Vec<u8>);
+
+/// Writes visited fields as journal fields, with their values decoded.
+struct Fields<'a> {
+    out: &'a mut Vec<u8>,
+    /// The decoded `message`, kept for the truncated fallback entry.
+    message: Option<&'a mut Vec<u8>>,
+}
+
+impl Fields<'_> {
+    fn put(&mut self, field: &Field, bytes: &[u8]) {
+        journal_field(field.name(), bytes, self.out);
+        if field.name() == "message" {
+            if let Some(m) = self.message.as_deref_mut() {
+                m.clear();
+                m.extend_from_slice(bytes);
+            }
+        }
+    }
+
+    fn put_text(&mut self, field: &Field, text: &str) {
+        match unescape(text) {
+            Some(bytes) => self.put(field, &bytes),
+            None => self.put(field, text.as_bytes()),
+        }
+    }
+}
+
+impl Visit for Fields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put_text(field, value);
+    }
+
+    fn record_bytes(&mut self, field: &Field, value: &[u8]) {
+        self.put(field, value);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.put_text(field, &format!("{value:?}"));
+    }
+}
+
+/// TARGET, CODE_FILE and CODE_LINE, with `prefix` (`SPAN_` for spans).
+fn put_metadata(meta: &Metadata<'_>, prefix: &str, out: &mut Vec<u8>) {
+    journal_field(&format!("{prefix}TARGET"), meta.target().as_bytes(), out);
+    if let Some(file) = meta.file() {
+        journal_field(&format!("{prefix}CODE_FILE"), file.as_bytes(), out);
+    }
+    if let Some(line) = meta.line() {
+        journal_field(
+            &format!("{prefix}CODE_LINE"),
+            line.to_string().as_bytes(),
+            out,
+        );
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for Journald
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let mut out = Vec::with_capacity(256);
+        journal_field("SPAN_NAME", span.name().as_bytes(), &mut out);
+        put_metadata(span.metadata(), "SPAN_", &mut out);
+        attrs.record(&mut Fields {
+            out: &mut out,
+            message: None,
+        });
+        span.extensions_mut().insert(SpanFields(out));
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let mut extensions = span.extensions_mut();
+        if let Some(SpanFields(out)) = extensions.get_mut::<SpanFields>() {
+            values.record(&mut Fields { out, message: None });
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let mut entry = Vec::with_capacity(512);
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope.from_root() {
+                if let Some(SpanFields(fields)) = span.extensions().get::<SpanFields>() {
+                    entry.extend_from_slice(fields);
+                }
+            }
+        }
+        let meta = event.metadata();
+        let head_start = entry.len();
+        journal_field(
+            "PRIORITY",
+            priority(meta.level()).to_string().as_bytes(),
+            &mut entry,
+        );
+        journal_field("SYSLOG_IDENTIFIER", IDENTIFIER.as_bytes(), &mut entry);
+        put_metadata(meta, "", &mut entry);
+        let head_end = entry.len();
+        let mut message = Vec::new();
+        event.record(&mut Fields {
+            out: &mut entry,
+            message: Some(&mut message),
+        });
+        if self.send(&entry).is_err() {
+            // Neither a datagram nor a memfd: a short entry that says so.
+            // Nowhere left to report a failure.
+            let head = &entry[head_start..head_end];
+            let _ = self.send(&short_entry(head, &message, entry.len()));
+        }
+    }
+}
+
+/// The entry sent when the whole one (`size` bytes) could not be: its
+/// PRIORITY, SYSLOG_IDENTIFIER, TARGET and CODE_* fields (`head`, encoded),
+/// the first [`TRUNCATED_MESSAGE`] bytes of its MESSAGE, and
+/// `TRUNCATED=<size>`.
+fn short_entry(head: &[u8], message: &[u8], size: usize) -> Vec<u8> {
+    let mut short = head.to_vec();
+    let kept = &message[..message.len().min(TRUNCATED_MESSAGE)];
+    journal_field("MESSAGE", kept, &mut short);
+    journal_field("TRUNCATED", size.to_string().as_bytes(), &mut short);
+    short
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::prelude::*;
+
+    fn one(name: &str, value: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        journal_field(name, value, &mut out);
+        out
+    }
+
+    #[test]
+    fn simple_and_binary_forms() {
+        assert_eq!(one("scan_result", b"found"), b"SCAN_RESULT=found\n");
+        assert_eq!(one("message", b""), b"MESSAGE=\n");
+        assert_eq!(
+            one("path", b"a\nb"),
+            b"PATH\n\x03\0\0\0\0\0\0\0a\nb\n".to_vec()
+        );
+        assert_eq!(
+            one("path", b"\xff"),
+            b"PATH\n\x01\0\0\0\0\0\0\0\xff\n".to_vec()
+        );
+        // Other control bytes are fine in the simple form.
+        assert_eq!(one("path", b"\x1b\0"), b"PATH=\x1b\0\n");
+    }
+
+    #[test]
+    fn names_are_mangled_as_tracing_journald_did() {
+        let name = |n: &str| {
+            let mut out = Vec::new();
+            field_name(n, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(name("scan_result"), "SCAN_RESULT");
+        assert_eq!(name("log.target"), "LOG_TARGET");
+        assert_eq!(name("_private"), "PRIVATE");
+        assert_eq!(name("r#type"), "RTYPE");
+        assert_eq!(name("9lives"), "LIVES");
+        assert_eq!(name("-_x"), "X");
+        assert_eq!(name("é"), "");
+        assert_eq!(one("é", b"dropped"), b"");
+    }
+
+    #[test]
+    fn fields_decode_back() {
+        let mut entry = Vec::new();
+        journal_field("a", b"1", &mut entry);
+        journal_field("b", b"x\ny\xff", &mut entry);
+        journal_field("c", b"", &mut entry);
+        assert_eq!(
+            decode_journal_fields(&entry).unwrap(),
+            vec![
+                ("A".to_string(), b"1".to_vec()),
+                ("B".to_string(), b"x\ny\xff".to_vec()),
+                ("C".to_string(), b"".to_vec()),
+            ]
+        );
+        assert_eq!(decode_journal_fields(b"A\n\x05\0\0\0\0\0\0\0ab\n"), None);
+        assert_eq!(decode_journal_fields(b"A=1"), None);
+        assert_eq!(decode_journal_fields(b"A\n\x01\0\0\0\0\0\0\0ab"), None);
+    }
+
+    #[test]
+    fn priorities() {
+        assert_eq!(priority(&Level::ERROR), 3);
+        assert_eq!(priority(&Level::WARN), 4);
+        assert_eq!(priority(&Level::INFO), 6);
+        assert_eq!(priority(&Level::DEBUG), 7);
+        assert_eq!(priority(&Level::TRACE), 7);
+    }
+
+    #[test]
+    fn the_short_entry_keeps_the_head_and_the_start_of_the_message() {
+        let mut head = Vec::new();
+        journal_field("PRIORITY", b"4", &mut head);
+        let message = vec![b'm'; TRUNCATED_MESSAGE + 10];
+        let short = short_entry(&head, &message, 5_000_000);
+        let fields = decode_journal_fields(&short).unwrap();
+        assert_eq!(
+            fields,
+            vec![
+                ("PRIORITY".to_string(), b"4".to_vec()),
+                ("MESSAGE".to_string(), message[..TRUNCATED_MESSAGE].to_vec()),
+                ("TRUNCATED".to_string(), b"5000000".to_vec()),
+            ]
+        );
+    }
+
+    /// A datagram socket standing in for journald's (the real journald is
+    /// tested in tests/systemd.rs).
+    struct FakeJournald {
+        _dir: tempfile::TempDir,
+        socket: UnixDatagram,
+        path: PathBuf,
+    }
+
+    impl FakeJournald {
+        fn new() -> FakeJournald {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("socket");
+            let socket = UnixDatagram::bind(&path).unwrap();
+            socket
+                .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            FakeJournald {
+                _dir: dir,
+                socket,
+                path,
+            }
+        }
+
+        /// The next non-empty entry, from a datagram or a passed memfd.
+        fn entry(&self) -> Vec<(String, Vec<u8>)> {
+            use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+            loop {
+                let mut buf = vec![0u8; 1 << 16];
+                let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+                let mut iov = [io::IoSliceMut::new(&mut buf)];
+                let msg = recvmsg::<()>(
+                    self.socket.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut cmsg),
+                    MsgFlags::empty(),
+                )
+                .unwrap();
+                let mut fds = Vec::new();
+                for c in msg.cmsgs().unwrap() {
+                    if let ControlMessageOwned::ScmRights(f) = c {
+                        fds.extend(f);
+                    }
+                }
+                let n = msg.bytes;
+                let bytes = if let Some(&fd) = fds.first() {
+                    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+                    let seals = fcntl(fd, FcntlArg::F_GET_SEALS).unwrap();
+                    let seals = SealFlag::from_bits_truncate(seals);
+                    assert!(seals.contains(SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SEAL));
+                    let data = std::fs::read(format!("/proc/self/fd/{fd}")).unwrap();
+                    nix::unistd::close(fd).unwrap();
+                    data
+                } else {
+                    buf[..n].to_vec()
+                };
+                if !bytes.is_empty() {
+                    return decode_journal_fields(&bytes).unwrap();
+                }
+            }
+        }
+    }
+
+    fn get<'a>(fields: &'a [(String, Vec<u8>)], name: &str) -> Vec<&'a [u8]> {
+        fields
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+            .collect()
+    }
+
+    #[test]
+    fn events_carry_span_fields_and_the_exact_bytes() {
+        let journald = FakeJournald::new();
+        let layer = Journald::at(&journald.path).unwrap();
+        let subscriber = tracing_subscriber::registry().with(layer);
+        let path: &[u8] = b"/tmp/x\nFAKE: stream: Eicar FOUND\n\x1b[2J\xff";
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("conn", id = 7u64, peer = "unix", listener = "tcp");
+            let _enter = span.enter();
+            tracing::warn!(
+                command = "SCAN",
+                scan_target = %super::super::LogBytes(path),
+                not_escaped = "C:\\temp",
+                bytes = 68u64,
+                "virus found in {}",
+                super::super::LogBytes(path)
+            );
+        });
+        let e = journald.entry();
+        assert_eq!(get(&e, "PRIORITY"), [b"4"]);
+        assert_eq!(get(&e, "SYSLOG_IDENTIFIER"), [b"clamsentry"]);
+        assert_eq!(get(&e, "SPAN_NAME"), [b"conn"]);
+        assert_eq!(get(&e, "ID"), [b"7"]);
+        assert_eq!(get(&e, "PEER"), [b"unix"]);
+        assert_eq!(get(&e, "LISTENER"), [b"tcp"]);
+        assert_eq!(get(&e, "COMMAND"), [b"SCAN"]);
+        assert_eq!(get(&e, "SCAN_TARGET"), [path]);
+        assert_eq!(get(&e, "NOT_ESCAPED"), [b"C:\\temp"]);
+        assert_eq!(get(&e, "BYTES"), [b"68"]);
+        assert_eq!(get(&e, "MESSAGE"), [[b"virus found in ", path].concat()]);
+        assert_eq!(get(&e, "TARGET"), [b"clamsentry::log::journald::tests"]);
+        assert_eq!(get(&e, "CODE_FILE"), [b"src/log/journald.rs"]);
+        assert_eq!(get(&e, "CODE_LINE").len(), 1);
+    }
+
+    #[test]
+    fn an_entry_too_large_for_a_datagram_goes_through_a_sealed_memfd() {
+        let journald = FakeJournald::new();
+        let layer = Journald::at(&journald.path).unwrap();
+        let subscriber = tracing_subscriber::registry().with(layer);
+        // Larger than any datagram an AF_UNIX socket sends by default
+        // (net.core.wmem_default, 208 KiB).
+        let big = vec![b'a'; 4 << 20];
+        let big_text = std::str::from_utf8(&big).unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(big = big_text, "large");
+        });
+        let e = journald.entry();
+        assert_eq!(get(&e, "MESSAGE"), [b"large"]);
+        assert_eq!(get(&e, "BIG"), [big.as_slice()]);
+        assert_eq!(get(&e, "PRIORITY"), [b"6"]);
+    }
+}
