@@ -123,8 +123,11 @@ rc=0
             echo $BASHPID >/sys/fs/cgroup/$h/$cgroup/cgroup.procs
         fi
     done
+    # nspawn's seccomp filter hides the Landlock system calls unless they
+    # are added; the service requires Landlock (sandbox.landlock).
     exec timeout 300 systemd-nspawn -q -D "$root" -M "cs-e2e-$$" --register=no --keep-unit \
         --private-network --volatile=overlay --console=pipe \
+        --system-call-filter='landlock_create_ruleset landlock_add_rule landlock_restrict_self' \
         --bind-ro="$work/t:/t" --bind="$work/out:/out" --bind-ro="$work/src:/src" \
         --bind-ro="$work/t/e2e.service:/etc/systemd/system/e2e.service" \
         -b systemd.wants=e2e.service

@@ -135,7 +135,7 @@ check "a non-administrator's RELOAD is refused" bash -c "
 check "systemctl reload clamsentry" systemctl reload clamsentry
 check "... the reload completes" wait_for bash -c "[ \"\$(systemctl show -p StatusText --value clamsentry.service | sed -n 's/.* \([0-9][0-9]*\) reloads.*/\1/p')\" = $((before + 2)) ]"
 check "journal: both reloads (TRIGGER=RELOAD command, TRIGGER=SIGHUP)" bash -c "
-    $(declare -f journal); journal -o json | grep 'reloading: starting a new worker' > /tmp/r.json; cat /tmp/r.json | cut -c1-300
+    $(declare -f journal); journal -o json | grep 'reloading: a new engine holder loads the signatures' > /tmp/r.json; cat /tmp/r.json | cut -c1-300
     grep -q '\"TRIGGER\":\"RELOAD command\"' /tmp/r.json && grep -q '\"TRIGGER\":\"SIGHUP\"' /tmp/r.json"
 check "still scanning after the reloads" bash -c "
     clamdscan --config-file=$conf --no-summary --stream /srv/e2e/eicar.com | grep -q 'FOUND$'"
@@ -155,18 +155,41 @@ check "journalctl -u clamsentry SCAN_RESULT=found -o json: structured fields on 
     done < /tmp/found.json'
 
 # --- privilege separation under systemd ---------------------------------------
-check "worker runs as clamsentry with no capabilities and no-new-privs" bash -c '
+check "engine holder and workers run as clamsentry with no capabilities, no-new-privs, Landlock" bash -c '
     main=$(systemctl show -p MainPID --value clamsentry.service)
-    worker=$(cat /proc/$main/task/*/children | tr " " "\n" | grep . | head -n 1)
-    [ -n "$worker" ] || { echo "no worker under $main"; exit 1; }
-    tr "\0" " " < /proc/$worker/cmdline; echo
-    grep -E "^(Uid|Gid|Groups|Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs):" /proc/$worker/status
-    u=$(id -u clamsentry); g=$(id -g clamsentry)
-    grep -q "__worker" /proc/$worker/cmdline \
-        && grep -Eq "^Uid:\s+$u\s+$u\s+$u\s+$u$" /proc/$worker/status \
-        && grep -Eq "^Gid:\s+$g\s+$g\s+$g\s+$g$" /proc/$worker/status \
-        && [ "$(grep -c -E "^Cap(Inh|Prm|Eff|Bnd|Amb):\s+0000000000000000$" /proc/$worker/status)" = 5 ] \
-        && grep -Eq "^NoNewPrivs:\s+1$" /proc/$worker/status'
+    u=$(id -u clamsentry); g=$(id -g clamsentry); zygotes=0; workers=0
+    for p in $(cat /proc/$main/task/*/children); do
+        comm=$(cat /proc/$p/comm); echo "$p $comm"
+        grep -E "^(Uid|Gid|Groups|Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):" /proc/$p/status
+        case $comm in clamsentry-eng) zygotes=$((zygotes + 1)) ;; clamsentry-work) workers=$((workers + 1)) ;; *) exit 1 ;; esac
+        grep -Eq "^Uid:\s+$u\s+$u\s+$u\s+$u$" /proc/$p/status \
+            && grep -Eq "^Gid:\s+$g\s+$g\s+$g\s+$g$" /proc/$p/status \
+            && [ "$(grep -c -E "^Cap(Inh|Prm|Eff|Bnd|Amb):\s+0000000000000000$" /proc/$p/status)" = 5 ] \
+            && grep -Eq "^NoNewPrivs:\s+1$" /proc/$p/status || exit 1
+    done
+    echo "$zygotes engine holder(s), $workers workers"; [ "$zygotes" = 1 ] && [ "$workers" -ge 2 ]'
+check "status line: landlock=full, workers serving" bash -c '
+    s=$(systemctl show -p StatusText --value clamsentry.service); echo "$s"
+    echo "$s" | grep -q "landlock=full" && echo "$s" | grep -Eq "workers ([0-9]+)/\1"'
+check "a worker killed with SIGKILL is replaced by a fork, the engine holder stays" bash -c '
+    main=$(systemctl show -p MainPID --value clamsentry.service)
+    z=$(for p in $(cat /proc/$main/task/*/children); do [ "$(cat /proc/$p/comm)" = clamsentry-eng ] && echo $p; done)
+    w=$(for p in $(cat /proc/$main/task/*/children); do [ "$(cat /proc/$p/comm)" = clamsentry-work ] && echo $p; done | head -n 1)
+    kill -KILL $w
+    for _ in $(seq 50); do
+        now=$(for p in $(cat /proc/$main/task/*/children); do [ "$(cat /proc/$p/comm)" = clamsentry-work ] && echo $p; done)
+        echo "$now" | grep -qx "$w" || [ "$(echo "$now" | wc -l)" -lt 2 ] || break; sleep 0.1
+    done
+    echo "workers now: $now"; echo "$now" | grep -qx "$w" && exit 1
+    [ "$(systemctl show -p MainPID --value clamsentry.service)" = "$main" ] && kill -0 $z \
+        && [ "$(clamdscan --config-file=/etc/clamsentry/clamd.conf --ping 3)" = PONG ]'
+check "Landlock hidden by a seccomp filter: the daemon refuses to start and says why and which key relaxes it" bash -c '
+    printf "[listen]\nunix = \"/run/ll-test.sock\"\n[database]\ndirectory = \"/var/lib/clamav\"\n" > /tmp/ll.toml
+    out=$(systemd-run --wait --pipe -q -p SystemCallFilter="~landlock_create_ruleset landlock_add_rule landlock_restrict_self" \
+        -p SystemCallErrorNumber=ENOSYS /usr/bin/clamsentry --config /tmp/ll.toml 2>&1); rc=$?
+    echo "$out" | tail -n 3; echo "exit $rc"
+    [ $rc != 0 ] && echo "$out" | grep -q "seccomp filter hides the Landlock system calls" \
+        && echo "$out" | grep -q "sandbox.landlock = \"best-effort\""'
 check "supervisor keeps only SETUID SETGID SETPCAP CHOWN DAC_READ_SEARCH KILL" bash -c '
     main=$(systemctl show -p MainPID --value clamsentry.service); grep -E "^Cap(Prm|Eff|Bnd):" /proc/$main/status
     # bits: KILL 5, SETGID 6, SETUID 7, SETPCAP 8, DAC_READ_SEARCH 2
