@@ -201,6 +201,17 @@ impl ConnTable {
             .map(|s| f(s.as_fd()))
     }
 
+    /// Takes back a connection that could not be handed to `worker` (it is
+    /// gone): its record is removed and its socket returned, to go to
+    /// another worker under a new id.
+    pub fn unregister(&self, id: u64, worker: WorkerId) -> Option<OwnedFd> {
+        let mut t = self.lock();
+        match t.conns.get(&id) {
+            Some(c) if c.worker == worker => t.conns.remove(&id).and_then(|c| c.socket),
+            _ => None,
+        }
+    }
+
     /// Closes a connection from the supervisor's side (both directions, for
     /// every holder of the socket): the worker sees the end of the stream.
     pub fn evict(&self, id: u64) {

@@ -850,24 +850,16 @@ impl Driver {
     /// Registers the connection and hands it to `to`, or to the least busy
     /// serving worker.
     fn hand(&mut self, a: Accepted, to: Option<WorkerId>) {
-        let serving: Vec<WorkerId> = self.machine.serving().collect();
-        let pick = to.or_else(|| {
-            let n = serving.len().max(1);
-            self.next_pick = (self.next_pick + 1) % n;
-            // Least busy first; ties go round.
-            (0..serving.len())
-                .map(|i| serving[(self.next_pick + i) % serving.len()])
-                .min_by_key(|w| self.conns.load_of(*w))
-        });
-        let Some(w) = pick else {
+        let candidates = match to {
+            Some(w) => vec![w],
+            None => self.by_load(),
+        };
+        if candidates.is_empty() {
             if self.pending.len() < self.caps.max_connections {
                 self.pending.push_back(a);
             }
             return;
-        };
-        let Some(p) = self.workers.get(&w) else {
-            return;
-        };
+        }
         let admin = self.admins.admits(&a.identity);
         let peer = match &a.identity {
             Identity::Unix { uid, gid, pid, .. } => PeerInfo::Unix {
@@ -877,58 +869,95 @@ impl Driver {
             },
             Identity::Tcp(addr) => PeerInfo::Tcp(*addr),
         };
-        // The table keeps the socket; the worker gets its own descriptor
-        // for it through SCM_RIGHTS.
-        let id = self.conns.register(
-            NewConn {
-                worker: w,
-                identity: Arc::new(a.identity),
+        let identity = Arc::new(a.identity);
+        let paths_allowed = self.profile(a.listener).allows_paths();
+        let mut socket = a.socket;
+        for w in candidates {
+            let Some(control) = self.workers.get(&w).map(|p| Arc::clone(&p.control)) else {
+                continue;
+            };
+            // The table keeps the socket; the worker gets its own descriptor
+            // for it through SCM_RIGHTS.
+            let id = self.conns.register(
+                NewConn {
+                    worker: w,
+                    identity: Arc::clone(&identity),
+                    listener: a.listener,
+                    paths_allowed,
+                    admin,
+                    socket,
+                },
+                Instant::now(),
+            );
+            self.last_activity = Instant::now();
+            let msg = ToWorker::Conn(ConnInfo {
+                id,
                 listener: a.listener,
-                paths_allowed: self.profile(a.listener).allows_paths(),
+                listener_name: a.name.to_string(),
+                peer,
                 admin,
-                socket: a.socket,
-            },
-            Instant::now(),
-        );
-        self.last_activity = Instant::now();
-        let msg = ToWorker::Conn(ConnInfo {
-            id,
-            listener: a.listener,
-            listener_name: a.name.to_string(),
-            peer,
-            admin,
-        })
-        .encode();
-        let sent = self
-            .conns
-            .with_socket(id, |fd| p.control.try_send(&msg, &[fd]));
-        match sent {
-            Some(Ok(())) => {}
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                // The worker's queue is full: wait for it, a little.
-                let copy = self.conns.with_socket(id, |fd| fd.try_clone_to_owned());
-                let (control, conns) = (Arc::clone(&p.control), Arc::clone(&self.conns));
-                tokio::spawn(async move {
-                    let sent = match copy {
-                        Some(Ok(fd)) => tokio::time::timeout(
-                            Duration::from_secs(5),
-                            control.send_with(&msg, &[fd.as_fd()]),
-                        )
-                        .await
-                        .is_ok_and(|r| r.is_ok()),
-                        _ => false,
-                    };
-                    if !sent {
-                        conns.evict(id);
-                        let _ = conns.finish(id, w);
+            })
+            .encode();
+            match self
+                .conns
+                .with_socket(id, |fd| control.try_send(&msg, &[fd]))
+            {
+                Some(Ok(())) => return,
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // The worker's queue is full: wait for it, a little.
+                    self.send_later(w, id, control, msg);
+                    return;
+                }
+                _ => {
+                    // That worker is gone (its exit not yet seen): the
+                    // connection goes to the next one, never to nobody.
+                    match self.conns.unregister(id, w) {
+                        Some(s) => socket = s,
+                        None => return,
                     }
-                });
-            }
-            _ => {
-                self.conns.evict(id);
-                let _ = self.conns.finish(id, w);
+                }
             }
         }
+        tracing::warn!("no worker could take a connection; it is closed");
+    }
+
+    /// Serving workers, least busy first; ties go round.
+    fn by_load(&mut self) -> Vec<WorkerId> {
+        let serving: Vec<WorkerId> = self.machine.serving().collect();
+        if serving.is_empty() {
+            return serving;
+        }
+        self.next_pick = (self.next_pick + 1) % serving.len();
+        let mut order: Vec<(usize, usize, WorkerId)> = (0..serving.len())
+            .map(|i| {
+                let w = serving[(self.next_pick + i) % serving.len()];
+                (self.conns.load_of(w), i, w)
+            })
+            .collect();
+        order.sort_unstable();
+        order.into_iter().map(|(_, _, w)| w).collect()
+    }
+
+    /// Hands a connection over once the worker's queue has room (at most
+    /// 5 s); otherwise the connection is closed.
+    fn send_later(&self, w: WorkerId, id: u64, control: Arc<AsyncChannel>, msg: Vec<u8>) {
+        let copy = self.conns.with_socket(id, |fd| fd.try_clone_to_owned());
+        let conns = Arc::clone(&self.conns);
+        tokio::spawn(async move {
+            let sent = match copy {
+                Some(Ok(fd)) => tokio::time::timeout(
+                    Duration::from_secs(5),
+                    control.send_with(&msg, &[fd.as_fd()]),
+                )
+                .await
+                .is_ok_and(|r| r.is_ok()),
+                _ => false,
+            };
+            if !sent {
+                conns.evict(id);
+                let _ = conns.finish(id, w);
+            }
+        });
     }
 
     fn ping(&mut self, w: WorkerId, seq: u64) {

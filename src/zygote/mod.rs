@@ -200,10 +200,13 @@ fn plan(config: &Config, temp_parent: &std::path::Path, mode: Mode) -> sandbox::
     let workers = config.limits.worker_count() as u64;
     let per_worker = worker_threads(config) as u64 + WORKER_EXTRA_THREADS;
     // Two generations of workers overlap during a reload, each worker with
-    // its threads, plus the forks in between; probing needs one child.
+    // its threads, plus the forks in between. RLIMIT_NPROC counts every task
+    // of the service user system-wide, including ones started after this
+    // one (another instance, a test suite running several daemons as the
+    // same user), so the budget has room; it still stops a fork bomb.
     let tasks = match mode {
-        Mode::Probe => 4,
-        Mode::Serve => 2 * workers * (per_worker + 1) + 16,
+        Mode::Probe => 64,
+        Mode::Serve => 2 * workers * (per_worker + 1) + 512,
     };
     sandbox::Plan {
         user: root.then(|| config.sandbox.user.clone()),
