@@ -309,6 +309,7 @@ fn torture() {
         db.path(),
         &[
             ("limits", "command-read-timeout = 2"),
+            ("limits", "command-timeout = 2"),
             ("limits", "read-timeout = 2"),
             ("limits", "idle-timeout = 2"),
             ("limits", "stream-max-length = \"256K\""),

@@ -5,14 +5,22 @@
 //! command's work runs as its own task, so replies may complete out of order
 //! as in clamd, each prefixed with its id.
 //!
-//! Timeouts: `command-read-timeout` for the first command, `read-timeout` for
-//! the rest of a command or stream, `idle-timeout` between session commands.
-//! A timeout answers `COMMAND READ TIMED OUT\n` and closes, like clamd.
+//! Deadlines (see [`super::pace`]): the first command must be complete
+//! `command-read-timeout` after accept, a session command `command-timeout`
+//! after its first byte, a session waits `idle-timeout` for that byte; a
+//! stream must not be silent for `read-timeout` nor slower than
+//! `stream-min-rate`. A command deadline answers `COMMAND READ TIMED OUT\n`
+//! and closes, like clamd; a slow stream gets an ERROR. Replies are written
+//! within `send-timeout`, or the client counts as gone.
+//!
+//! Refusals and client errors are logged through the connection's and the
+//! peer's log budgets ([`Ctx::may_log`]): a hostile client cannot flood the
+//! log, and the next line it gets says how many were suppressed.
 
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
 use tokio::sync::OwnedSemaphorePermit;
@@ -20,6 +28,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::commands::{self, Ctx, Work};
+use super::pace::{Check, CommandClock, Pace};
 pub use super::stream::Stream;
 use super::stream::{Reader, Writer};
 use super::{Peer, Shared};
@@ -33,7 +42,7 @@ use crate::proto::{self, Command, CommandKind, Framing};
 pub async fn serve(shared: Arc<Shared>, stream: Stream, info: ConnInfo) {
     let limits = &shared.config.limits;
     let (reader, w) = stream.split();
-    let writer = Writer::new(w, Duration::from_secs(limits.read_timeout));
+    let writer = Writer::new(w, Duration::from_millis(limits.send_timeout));
     let peer = Peer::of(&info);
     let id = info.id;
     let span = tracing::info_span!(
@@ -43,8 +52,10 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, info: ConnInfo) {
         peer = %peer,
         listener = info.listener_name.as_str()
     );
-    let guard = shared.conn_guard(id);
+    let guard = shared.conn_guard(id, &peer);
     let mut conn = Conn {
+        accepted: Instant::now(),
+        frame_started: None,
         buf: vec![0; limits.max_command_length.0 as usize],
         len: 0,
         fresh: false,
@@ -69,6 +80,11 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, info: ConnInfo) {
 }
 
 struct Conn {
+    /// When the supervisor handed the connection over (the first command's
+    /// deadline counts from here).
+    accepted: Instant,
+    /// When the first byte of the command being read arrived.
+    frame_started: Option<Instant>,
     reader: Reader,
     buf: Vec<u8>,
     len: usize,
@@ -93,6 +109,8 @@ enum End {
     Eof,
     TimedOut,
     TooLong,
+    /// A stream slower than `stream-min-rate`.
+    TooSlow,
     Shutdown,
     /// Inside IDSESSION: every buffered command is handled and a passed
     /// descriptor is left over.
@@ -114,13 +132,10 @@ impl Conn {
         &self.ctx.shared
     }
 
-    fn secs(&self, s: u64) -> Duration {
-        Duration::from_secs(s)
-    }
-
     async fn run(&mut self) {
-        let first = self.secs(self.shared().config.limits.command_read_timeout);
-        let frame = match self.next_frame(first, true).await {
+        let first =
+            self.accepted + Duration::from_secs(self.shared().config.limits.command_read_timeout);
+        let frame = match self.next_frame(Wait::Until(first), true).await {
             Ok(f) => f,
             Err(end) => return self.end(end, b'\n').await,
         };
@@ -128,10 +143,13 @@ impl Conn {
         let kind = frame.cmd.kind;
         if !matches!(kind, CommandKind::Fildes | CommandKind::IdSession) && !self.fds.is_empty() {
             // One command per connection: a descriptor it did not ask for is dropped.
-            tracing::warn!(
-                command = kind.word(),
-                "descriptor sent without FILDES, closed"
-            );
+            if let Some(suppressed) = self.ctx.may_log() {
+                tracing::warn!(
+                    command = kind.word(),
+                    suppressed,
+                    "descriptor sent without FILDES, closed"
+                );
+            }
             self.fds.clear();
         }
         if self.refused(&frame.cmd, to).await {
@@ -154,7 +172,13 @@ impl Conn {
                 | CommandKind::Stats
         );
         if dispatched && self.len > 0 {
-            tracing::warn!(bytes = self.len, "client sent bytes after its command");
+            if let Some(suppressed) = self.ctx.may_log() {
+                tracing::warn!(
+                    bytes = self.len,
+                    suppressed,
+                    "client sent bytes after its command"
+                );
+            }
             let _ = self
                 .ctx
                 .writer
@@ -188,13 +212,16 @@ impl Conn {
                 "administrative command from a non-administrator",
             ),
         };
-        tracing::warn!(
-            listener = peer.listener.as_str(),
-            peer = %peer,
-            command = cmd.kind.word(),
-            reason,
-            "command refused"
-        );
+        if let Some(suppressed) = self.ctx.may_log() {
+            tracing::warn!(
+                listener = peer.listener.as_str(),
+                peer = %peer,
+                command = cmd.kind.word(),
+                reason,
+                suppressed,
+                "command refused"
+            );
+        }
         let reply = match (&cmd.arg, cmd.kind.is_path_scan()) {
             (Some(path), true) => reply::error(path, text.as_bytes()),
             _ => format!("{text} ERROR").into_bytes(),
@@ -224,7 +251,9 @@ impl Conn {
             CommandKind::Fildes => match (!self.fds.is_empty()).then(|| self.fds.remove(0)) {
                 Some(fd) => Some(Work::Fd(fd)),
                 None => {
-                    tracing::warn!("FILDES without a descriptor");
+                    if let Some(suppressed) = self.ctx.may_log() {
+                        tracing::warn!(suppressed, "FILDES without a descriptor");
+                    }
                     let _ = self
                         .ctx
                         .writer
@@ -236,28 +265,47 @@ impl Conn {
             CommandKind::Instream => match self.read_stream().await {
                 Ok((data, budget)) => Some(Work::Stream(data, budget)),
                 Err(StreamError::Budget(held)) => {
-                    tracing::warn!(
-                        held,
-                        budget = shared.config.limits.stream_memory.0,
-                        "INSTREAM refused: limits.stream-memory exhausted"
-                    );
+                    if let Some(suppressed) = self.ctx.may_log() {
+                        tracing::warn!(
+                            held,
+                            budget = shared.config.limits.stream_memory.0,
+                            suppressed,
+                            "INSTREAM refused: limits.stream-memory exhausted"
+                        );
+                    }
                     let text = reply::error(b"stream", super::commands::STREAM_BUDGET);
                     let _ = self.ctx.writer.send(&to.to_vec(&text)).await;
                     self.linger().await;
                     None
                 }
                 Err(StreamError::TooLarge(len)) => {
-                    tracing::warn!(
-                        chunk = len,
-                        limit = shared.config.limits.stream_max_length.0,
-                        "INSTREAM refused: limits.stream-max-length exceeded"
-                    );
+                    if let Some(suppressed) = self.ctx.may_log() {
+                        tracing::warn!(
+                            chunk = len,
+                            limit = shared.config.limits.stream_max_length.0,
+                            suppressed,
+                            "INSTREAM refused: limits.stream-max-length exceeded"
+                        );
+                    }
                     let _ = self
                         .ctx
                         .writer
                         .send(&to.to_vec(reply::SIZE_LIMIT_EXCEEDED))
                         .await;
                     self.linger().await;
+                    None
+                }
+                Err(StreamError::End(End::TooSlow)) => {
+                    if let Some(suppressed) = self.ctx.may_log() {
+                        tracing::warn!(
+                            min_rate = shared.config.limits.stream_min_rate.0,
+                            window = shared.config.limits.stream_rate_window,
+                            suppressed,
+                            "INSTREAM ended: slower than limits.stream-min-rate"
+                        );
+                    }
+                    let text = reply::error(b"stream", super::commands::STREAM_TOO_SLOW);
+                    let _ = self.ctx.writer.send(&to.to_vec(&text)).await;
                     None
                 }
                 Err(StreamError::End(end)) => {
@@ -297,7 +345,7 @@ impl Conn {
 
     async fn session(&mut self, mut term: u8) {
         let limits = self.shared().config.limits.clone();
-        let idle = self.secs(limits.idle_timeout);
+        let clock = CommandClock::new(&limits);
         let in_flight_cap = (limits.max_queue as usize).max(1);
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut id: u32 = 1;
@@ -306,7 +354,10 @@ impl Conn {
             while tasks.len() >= in_flight_cap {
                 let _ = tasks.join_next().await;
             }
-            let frame = match self.next_frame(idle, true).await {
+            let frame = match self
+                .next_frame(Wait::Session(clock, Instant::now()), true)
+                .await
+            {
                 Ok(f) => f,
                 Err(End::Eof) => {
                     tasks.abort_all();
@@ -315,7 +366,9 @@ impl Conn {
                 Err(End::StrayFd) => {
                     // As clamd: the buffered commands are used up and a
                     // descriptor is left that no FILDES claimed.
-                    tracing::warn!("descriptor sent without FILDES");
+                    if let Some(suppressed) = self.ctx.may_log() {
+                        tracing::warn!(suppressed, "descriptor sent without FILDES");
+                    }
                     self.fds.clear();
                     let to = ReplyTo::new(Some(id), term);
                     let _ = self
@@ -333,7 +386,9 @@ impl Conn {
             };
             if frame.framing.is_legacy() {
                 // clamd answers with the id and terminator already in force.
-                tracing::warn!("unprefixed command inside IDSESSION");
+                if let Some(suppressed) = self.ctx.may_log() {
+                    tracing::warn!(suppressed, "unprefixed command inside IDSESSION");
+                }
                 let to = ReplyTo::new(Some(id), term);
                 let _ = self
                     .ctx
@@ -354,10 +409,13 @@ impl Conn {
             term = to.term;
             let kind = frame.cmd.kind;
             if !kind.allowed_in_session() {
-                tracing::warn!(
-                    command = kind.word(),
-                    "command not allowed inside IDSESSION"
-                );
+                if let Some(suppressed) = self.ctx.may_log() {
+                    tracing::warn!(
+                        command = kind.word(),
+                        suppressed,
+                        "command not allowed inside IDSESSION"
+                    );
+                }
                 let _ = self
                     .ctx
                     .writer
@@ -368,15 +426,16 @@ impl Conn {
             if kind == CommandKind::End {
                 break;
             }
-            if self.refused(&frame.cmd, to).await {
-                id += 1;
-                continue;
-            }
+            // Refused commands count too: a session of refusals ends as
+            // soon as one of allowed commands would.
             if id >= limits.max_session_commands {
-                tracing::warn!(
-                    limit = limits.max_session_commands,
-                    "IDSESSION closed: limits.max-session-commands reached"
-                );
+                if let Some(suppressed) = self.ctx.may_log() {
+                    tracing::warn!(
+                        limit = limits.max_session_commands,
+                        suppressed,
+                        "IDSESSION closed: limits.max-session-commands reached"
+                    );
+                }
                 let _ = self
                     .ctx
                     .writer
@@ -385,6 +444,10 @@ impl Conn {
                     ))
                     .await;
                 break;
+            }
+            if self.refused(&frame.cmd, to).await {
+                id += 1;
+                continue;
             }
             let Some(work) = self.prepare(frame, to).await else {
                 break;
@@ -406,8 +469,10 @@ impl Conn {
     async fn end(&mut self, end: End, term: u8) {
         match end {
             End::Eof | End::Shutdown | End::StrayFd => {}
-            End::TimedOut => {
-                tracing::info!("client timed out");
+            End::TimedOut | End::TooSlow => {
+                if let Some(suppressed) = self.ctx.may_log() {
+                    tracing::info!(suppressed, "client timed out");
+                }
                 let _ = self.ctx.writer.send(reply::COMMAND_READ_TIMED_OUT).await;
             }
             End::TooLong => {
@@ -418,7 +483,13 @@ impl Conn {
                     Some(b'n') => b'\n',
                     _ => term,
                 };
-                tracing::warn!(limit, "command longer than limits.max-command-length");
+                if let Some(suppressed) = self.ctx.may_log() {
+                    tracing::warn!(
+                        limit,
+                        suppressed,
+                        "command longer than limits.max-command-length"
+                    );
+                }
                 let text = format!(
                     "Command too long (limit {limit} bytes, limits.max-command-length). ERROR"
                 );
@@ -433,7 +504,7 @@ impl Conn {
     }
 
     /// The next complete command. `interruptible`: shutdown may end the wait.
-    async fn next_frame(&mut self, timeout: Duration, interruptible: bool) -> Result<Frame, End> {
+    async fn next_frame(&mut self, wait: Wait, interruptible: bool) -> Result<Frame, End> {
         loop {
             match proto::framer::next_step(&mut self.buf, self.len, self.fresh) {
                 Step::Frame {
@@ -443,6 +514,8 @@ impl Conn {
                 } => {
                     self.fresh = false;
                     self.consume(consumed);
+                    // What is left over begins the next command now.
+                    self.frame_started = (self.len > 0).then(Instant::now);
                     if !self.told_active {
                         // No longer an idle connection that admission may
                         // close to make room.
@@ -462,13 +535,19 @@ impl Conn {
                     if !awaiting_descriptor && !self.fds.is_empty() {
                         return Err(End::StrayFd);
                     }
-                    self.read_more(timeout, interruptible).await?
+                    let until = match wait {
+                        Wait::Until(t) => t,
+                        Wait::Session(clock, since) => {
+                            clock.session_deadline(since, self.frame_started)
+                        }
+                    };
+                    self.read_more(until, interruptible).await?
                 }
             }
         }
     }
 
-    async fn read_more(&mut self, timeout: Duration, interruptible: bool) -> Result<(), End> {
+    async fn read_more(&mut self, until: Instant, interruptible: bool) -> Result<(), End> {
         if self.len == self.buf.len() {
             return Err(End::TooLong);
         }
@@ -477,7 +556,7 @@ impl Conn {
             .reader
             .read_some(&mut self.buf[self.len..], &mut self.fds);
         let n = tokio::select! {
-            r = tokio::time::timeout(timeout, read) => match r {
+            r = tokio::time::timeout_at(tokio::time::Instant::from_std(until), read) => match r {
                 Err(_) => return Err(End::TimedOut),
                 Ok(Err(e)) => return Err(End::Io(e)),
                 Ok(Ok(n)) => n,
@@ -487,7 +566,8 @@ impl Conn {
                 // session commands) may already be sending; give it a moment
                 // before closing, so a reload never costs a request.
                 let read = self.reader.read_some(&mut self.buf[self.len..], &mut self.fds);
-                match tokio::time::timeout(DRAIN_GRACE.min(timeout), read).await {
+                let grace = (Instant::now() + DRAIN_GRACE).min(until);
+                match tokio::time::timeout_at(tokio::time::Instant::from_std(grace), read).await {
                     Ok(Ok(n)) if n > 0 => n,
                     _ => return Err(End::Shutdown),
                 }
@@ -495,6 +575,9 @@ impl Conn {
         };
         if n == 0 {
             return Err(End::Eof);
+        }
+        if self.len == 0 && self.frame_started.is_none() {
+            self.frame_started = Some(Instant::now());
         }
         self.len += n;
         self.fresh = true;
@@ -511,23 +594,26 @@ impl Conn {
     /// against the remaining limit before its data is read; data goes from
     /// the socket straight into the stream buffer.
     ///
-    /// Memory: the buffer grows geometrically up to the stream limit, and
+    /// Memory: the buffer grows as data arrives (never ahead of what the
+    /// client sent by more than one read or the buffer's doubling), and
     /// every growth is first paid for from the global budget
-    /// (`limits.stream-memory`); the permit travels with the data and is
-    /// returned when the scan is done.
+    /// (`limits.stream-memory`): a client that announces a large chunk and
+    /// sends little holds little. The permit travels with the data and is
+    /// returned when the scan is done. The stream's pace is checked
+    /// throughout ([`Pace`]).
     async fn read_stream(
         &mut self,
     ) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), StreamError> {
-        let limits = &self.ctx.shared.config.limits;
-        let timeout = Duration::from_secs(limits.read_timeout);
+        let limits = self.ctx.shared.config.limits.clone();
         let max = usize::try_from(limits.stream_max_length.0).unwrap_or(usize::MAX);
         let budget = Arc::clone(&self.ctx.shared.stream_budget);
         let mut chunks = ChunkDecoder::new(limits.stream_max_length.0);
+        let mut pace = Pace::new(&limits, Instant::now());
         let mut data: Vec<u8> = Vec::new();
         let mut held: Option<OwnedSemaphorePermit> = None;
         loop {
             let mut header = [0u8; 4];
-            self.read_exact_buffered(&mut header, timeout)
+            self.read_header(&mut header, &mut pace)
                 .await
                 .map_err(StreamError::End)?;
             let len = match chunks.header(header) {
@@ -535,36 +621,58 @@ impl Conn {
                 ChunkHeader::TooLarge(len) => return Err(StreamError::TooLarge(len)),
                 ChunkHeader::Data(len) => len as usize,
             };
-            let need = data.len() + len;
-            if need > data.capacity() {
-                let new_cap = need
-                    .max(data.capacity().saturating_mul(2))
-                    .min(max.max(need));
-                let extra = u32::try_from(new_cap - data.capacity()).unwrap_or(u32::MAX);
-                match Arc::clone(&budget).try_acquire_many_owned(extra) {
-                    Ok(p) => match held.as_mut() {
-                        Some(h) => h.merge(p),
-                        None => held = Some(p),
-                    },
-                    Err(_) => return Err(StreamError::Budget(data.capacity())),
-                }
-                data.reserve_exact(new_cap - data.len());
+            let mut rest = len;
+            // What the read buffer already holds.
+            let from_buf = rest.min(self.len);
+            if from_buf > 0 {
+                grow(&mut data, from_buf, max, &budget, &mut held)?;
+                data.extend_from_slice(&self.buf[..from_buf]);
+                self.consume(from_buf);
+                rest -= from_buf;
             }
-            let from_buf = len.min(self.len);
-            data.extend_from_slice(&self.buf[..from_buf]);
-            self.consume(from_buf);
-            let mut rest = (len - from_buf) as u64;
             while rest > 0 {
-                let mut take = (&mut self.reader).take(rest);
-                let n = match tokio::time::timeout(timeout, take.read_buf(&mut data)).await {
-                    Err(_) => return Err(StreamError::End(End::TimedOut)),
+                let step = rest.min(STREAM_READ);
+                grow(&mut data, step, max, &budget, &mut held)?;
+                let until = tokio::time::Instant::from_std(pace.deadline());
+                let mut take = (&mut self.reader).take(step as u64);
+                let n = match tokio::time::timeout_at(until, take.read_buf(&mut data)).await {
+                    Err(_) => 0,
                     Ok(Err(e)) => return Err(StreamError::End(End::Io(e))),
                     Ok(Ok(0)) => return Err(StreamError::End(End::Eof)),
                     Ok(Ok(n)) => n,
                 };
-                rest -= n as u64;
+                let now = Instant::now();
+                pace.got(n, now);
+                match pace.check(now) {
+                    Check::Go => {}
+                    Check::Silent => return Err(StreamError::End(End::TimedOut)),
+                    Check::TooSlow => return Err(StreamError::End(End::TooSlow)),
+                }
+                rest -= n;
             }
         }
+    }
+
+    /// The four bytes of a chunk header, at the stream's pace.
+    async fn read_header(&mut self, out: &mut [u8; 4], pace: &mut Pace) -> Result<(), End> {
+        while self.len < out.len() {
+            let before = self.len;
+            match self.read_more(pace.deadline(), false).await {
+                Ok(()) | Err(End::TimedOut) => {}
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            pace.got(self.len - before, now);
+            match pace.check(now) {
+                Check::Go => {}
+                Check::Silent => return Err(End::TimedOut),
+                Check::TooSlow => return Err(End::TooSlow),
+            }
+        }
+        let n = out.len();
+        out.copy_from_slice(&self.buf[..n]);
+        self.consume(n);
+        Ok(())
     }
 
     /// After refusing a stream the client is still sending: stop writing,
@@ -582,13 +690,46 @@ impl Conn {
             }
         }
     }
+}
 
-    async fn read_exact_buffered(&mut self, out: &mut [u8], timeout: Duration) -> Result<(), End> {
-        while self.len < out.len() {
-            self.read_more(timeout, false).await?;
-        }
-        out.copy_from_slice(&self.buf[..out.len()]);
-        self.consume(out.len());
-        Ok(())
+/// What a wait for a command ends at.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// A fixed deadline (the first command).
+    Until(Instant),
+    /// Inside a session: idle until a first byte, then the command's own
+    /// deadline; the wait began at the instant given.
+    Session(CommandClock, Instant),
+}
+
+/// Largest piece of a chunk read at once (and so the most a stream's
+/// buffer runs ahead of the data it holds, besides its doubling).
+const STREAM_READ: usize = 64 * 1024;
+
+/// Makes room for `more` bytes in the stream buffer, paying every growth
+/// from the stream memory budget first.
+fn grow(
+    data: &mut Vec<u8>,
+    more: usize,
+    max: usize,
+    budget: &Arc<tokio::sync::Semaphore>,
+    held: &mut Option<OwnedSemaphorePermit>,
+) -> Result<(), StreamError> {
+    let need = data.len() + more;
+    if need <= data.capacity() {
+        return Ok(());
     }
+    let new_cap = need
+        .max(data.capacity().saturating_mul(2))
+        .min(max.max(need));
+    let extra = u32::try_from(new_cap - data.capacity()).unwrap_or(u32::MAX);
+    match Arc::clone(budget).try_acquire_many_owned(extra) {
+        Ok(p) => match held.as_mut() {
+            Some(h) => h.merge(p),
+            None => *held = Some(p),
+        },
+        Err(_) => return Err(StreamError::Budget(data.capacity())),
+    }
+    data.reserve_exact(new_cap - data.len());
+    Ok(())
 }

@@ -51,15 +51,30 @@ impl BrokerClient {
     }
 }
 
-/// Reports a connection finished when the last holder lets go.
+/// What all the work for one connection shares: its id, its log budget,
+/// and the report that it is finished, sent when the last holder lets go.
 pub struct ConnGuard {
     pub id: u64,
+    /// The peer's key for the per-peer log budget (an address or a uid).
+    pub peer: String,
+    /// This connection's own log budget.
+    pub log: Mutex<crate::log::limiter::Budget>,
     upstream: tokio::sync::mpsc::UnboundedSender<FromWorker>,
 }
 
 impl ConnGuard {
-    pub fn new(id: u64, upstream: tokio::sync::mpsc::UnboundedSender<FromWorker>) -> ConnGuard {
-        ConnGuard { id, upstream }
+    pub fn new(
+        id: u64,
+        peer: String,
+        lines_per_minute: u32,
+        upstream: tokio::sync::mpsc::UnboundedSender<FromWorker>,
+    ) -> ConnGuard {
+        ConnGuard {
+            id,
+            peer,
+            log: Mutex::new(crate::log::limiter::Budget::new(lines_per_minute)),
+            upstream,
+        }
     }
 }
 
@@ -121,6 +136,11 @@ fn unexpected(r: BrokerReply) -> io::Error {
 impl ConnFiles {
     pub fn new(client: Arc<BrokerClient>, guard: Arc<ConnGuard>) -> ConnFiles {
         ConnFiles { client, guard }
+    }
+
+    /// The connection these files are for.
+    pub fn conn(&self) -> &ConnGuard {
+        &self.guard
     }
 
     fn opened(&self, answer: (BrokerReply, Option<OwnedFd>)) -> io::Result<Opened> {

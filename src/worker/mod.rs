@@ -20,6 +20,7 @@
 pub mod commands;
 mod conn;
 pub mod files;
+pub mod pace;
 pub mod pool;
 pub mod process;
 mod shared;

@@ -23,6 +23,8 @@ pub struct Counters {
     pub scans: AtomicU64,
     pub found: AtomicU64,
     pub errors: AtomicU64,
+    /// Path walks stopped because their client went away.
+    pub abandoned: AtomicU64,
 }
 
 /// State shared by every connection of this worker.
@@ -50,6 +52,12 @@ pub struct Shared {
     fleet: Mutex<Fleet>,
     /// Set once the worker asked to be replaced.
     retiring: std::sync::atomic::AtomicBool,
+    /// Log budgets per peer (address or uid).
+    peer_logs: Mutex<crate::log::limiter::Limiter<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// How this worker was set up by the supervisor and the zygote.
@@ -100,6 +108,10 @@ impl Shared {
             open: AtomicUsize::new(0),
             fleet: Mutex::new(Fleet::default()),
             retiring: std::sync::atomic::AtomicBool::new(false),
+            peer_logs: Mutex::new(crate::log::limiter::Limiter::new(
+                config.log.peer_lines_per_minute,
+                PEER_LOG_KEYS,
+            )),
             config,
         }))
     }
@@ -123,8 +135,34 @@ impl Shared {
     }
 
     /// The guard that reports connection `id` finished when dropped.
-    pub fn conn_guard(&self, id: u64) -> Arc<ConnGuard> {
-        Arc::new(ConnGuard::new(id, self.upstream.clone()))
+    pub fn conn_guard(&self, id: u64, peer: &Peer) -> Arc<ConnGuard> {
+        let key = match peer.info {
+            PeerInfo::Tcp(addr) => addr.ip().to_string(),
+            PeerInfo::Unix { uid, .. } => format!("uid={uid}"),
+        };
+        Arc::new(ConnGuard::new(
+            id,
+            key,
+            self.config.log.peer_lines_per_minute,
+            self.upstream.clone(),
+        ))
+    }
+
+    /// May a refusal or client error of this connection be logged now?
+    /// `Some(n)`: yes, and `n` lines were suppressed before it (log it as
+    /// `suppressed`); `None`: no (counted). Both the connection's budget and
+    /// its peer's (`log.peer-lines-per-minute`) must allow it.
+    pub fn may_log(&self, conn: &ConnGuard) -> Option<u64> {
+        use crate::log::limiter::Verdict;
+        let now = Instant::now();
+        let mine = match lock(&conn.log).check(now) {
+            Verdict::Allow { suppressed } => suppressed,
+            Verdict::Suppress => return None,
+        };
+        match lock(&self.peer_logs).check(conn.peer.as_str(), now) {
+            Verdict::Allow { suppressed } => Some(mine + suppressed),
+            Verdict::Suppress => None,
+        }
     }
 
     /// File access for one connection, through the broker.
@@ -181,6 +219,10 @@ impl Shared {
         self.open.fetch_sub(1, Ordering::SeqCst);
     }
 }
+
+/// Peers whose log budgets a worker tracks at once (beyond: one shared
+/// overflow budget; see `log::limiter`).
+const PEER_LOG_KEYS: usize = 4096;
 
 /// Who is on the other end of a connection, and through which listener, as
 /// the supervisor recorded it.

@@ -21,6 +21,13 @@ use crate::log::{LogBytes, LogStr};
 use crate::proto::reply::{self, ReplyTo};
 use crate::proto::CommandKind;
 
+impl Ctx {
+    /// See [`Shared::may_log`].
+    pub fn may_log(&self) -> Option<u64> {
+        self.shared.may_log(&self.guard)
+    }
+}
+
 /// What a task needs to answer on a connection.
 #[derive(Clone)]
 pub struct Ctx {
@@ -56,6 +63,9 @@ impl Work {
 
 /// Reply text for a full queue (the client retries; nothing hangs).
 pub(crate) const QUEUE_FULL: &[u8] = b"Scan queue full (limits.max-queue), retry later.";
+
+/// Reply text for a stream slower than `limits.stream-min-rate`.
+pub(crate) const STREAM_TOO_SLOW: &[u8] = b"Stream slower than limits.stream-min-rate, closed.";
 
 /// Reply text when all stream memory is in use.
 pub(crate) const STREAM_BUDGET: &[u8] =

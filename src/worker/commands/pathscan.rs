@@ -255,7 +255,22 @@ impl<'a> Walker<'a> {
                 self.total,
             ),
         };
-        if ok_count.wrapping_add(errors) == total && errors != total {
+        if self.tx.is_closed() {
+            // The client is gone (it left, or stopped reading its replies
+            // for limits.send-timeout): the walk stopped at the next entry.
+            self.shared
+                .counters
+                .abandoned
+                .fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = self.shared.may_log(self.files.conn()) {
+                tracing::info!(
+                    command = self.mode.word(),
+                    files = total,
+                    suppressed,
+                    "walk abandoned: the client is gone"
+                );
+            }
+        } else if ok_count.wrapping_add(errors) == total && errors != total {
             self.send(&reply::ok(requested));
         }
         tracing::debug!(
@@ -344,7 +359,9 @@ impl<'a> Walker<'a> {
             return Flow::Stop;
         }
         self.errors += 1;
-        tracing::info!(command = self.mode.word(), path = %LogBytes(path), error = %e, "file path check failure");
+        if let Some(suppressed) = self.shared.may_log(self.files.conn()) {
+            tracing::info!(command = self.mode.word(), path = %LogBytes(path), error = %e, suppressed, "file path check failure");
+        }
         if self.send(&reply::path_check_failure(path, &errno_text(e))) {
             Flow::Go
         } else {
@@ -518,7 +535,9 @@ impl<'a> Walker<'a> {
     /// Reports a file the broker would not open for the client.
     fn open_failed(&self, name: &[u8], e: &std::io::Error) -> FileResult {
         if e.raw_os_error() == Some(libc::EACCES) {
-            tracing::info!(path = %LogBytes(name), "access denied");
+            if let Some(suppressed) = self.shared.may_log(self.files.conn()) {
+                tracing::info!(path = %LogBytes(name), suppressed, "access denied");
+            }
             self.send(&reply::error(name, b"Access denied."));
         } else {
             let message = crate::engine::strerror(8);
