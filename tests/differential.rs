@@ -70,6 +70,20 @@ fn scan_tree() -> tempfile::TempDir {
     t
 }
 
+/// `zSCAN` of a missing path of exactly `len` bytes, made of short
+/// components (clamd answers `File name too long` from PATH_MAX on).
+fn long_scan(len: usize) -> Vec<u8> {
+    let mut p = b"/tmp".to_vec();
+    while p.len() + 3 <= len {
+        p.extend_from_slice(b"/aa");
+    }
+    p.resize(len, b'b');
+    let mut c = b"zSCAN ".to_vec();
+    c.extend_from_slice(&p);
+    c.push(0);
+    c
+}
+
 fn both(pair: &Pair, unix: bool, parts: &[&[u8]]) -> (Vec<u8>, Vec<u8>) {
     let t = Duration::from_secs(3);
     let (a, b) = if unix {
@@ -136,6 +150,52 @@ fn transcripts_match_clamd() {
         ("SCAN empty directory", vec![f("nSCAN {T}/emptydir\n")]),
         ("SCAN no argument", vec![b"zSCAN\0".to_vec()]),
         ("SCAN empty argument", vec![b"zSCAN \0".to_vec()]),
+        ("SCAN path of 4095 bytes", vec![long_scan(4095)]),
+        ("SCAN path of 4096 bytes", vec![long_scan(4096)]),
+        ("SCAN path of 4097 bytes", vec![long_scan(4097)]),
+        (
+            "SCAN name of 300 bytes",
+            vec![f(&format!("zSCAN {{T}}/{}\0", "b".repeat(300)))],
+        ),
+        (
+            "SCAN directory trailing slash",
+            vec![f("zSCAN {T}/clean/\0")],
+        ),
+        (
+            "SCAN directory two slashes",
+            vec![f("zSCAN {T}//clean//\0")],
+        ),
+        (
+            "SCAN dot components",
+            vec![f("zSCAN {T}/./clean/./a.txt\0")],
+        ),
+        (
+            "SCAN dot-dot components",
+            vec![f("zSCAN {T}/clean/../clean/a.txt\0")],
+        ),
+        (
+            "SCAN file trailing slash",
+            vec![f("zSCAN {T}/clean/a.txt/\0")],
+        ),
+        ("CONTSCAN trailing slash", vec![f("zCONTSCAN {T}/clean/\0")]),
+        (
+            "MULTISCAN trailing slash",
+            vec![f("zMULTISCAN {T}/clean/\0")],
+        ),
+        ("SCAN leading slashes", vec![f("zSCAN ///{T}/clean//\0")]),
+        (
+            "SCAN leading slashes file",
+            vec![f("zSCAN //{T}/eicar.txt\0")],
+        ),
+        (
+            "SCAN special leading slashes",
+            vec![b"zSCAN //dev/null\0".to_vec()],
+        ),
+        ("SCAN only slashes", vec![b"zSCAN //\0".to_vec()]),
+        (
+            "SCAN NUL inside a line",
+            vec![f("nSCAN {T}/clean/a.txt\0junk\n")],
+        ),
         ("SCAN odd separator", vec![f("zSCANX{T}/eicar.txt\0")]),
         ("SCAN then garbage", vec![f("zSCAN {T}/eicar.txt\0zPING\0")]),
         ("CONTSCAN directory", vec![f("zCONTSCAN {T}\0")]),

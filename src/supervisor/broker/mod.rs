@@ -118,6 +118,11 @@ fn handle(
     Ok(match op {
         BrokerOp::OpenPath { path } => match resolve::open_path(&broker.rules, &path) {
             Ok(found) => answer(dirs, conn, found, broker.handles_per_conn),
+            // A name or path too long depends on the text alone, not on the
+            // file system: clamd's answer, and no oracle.
+            Err(refused) if refused.errno == rustix::io::Errno::NAMETOOLONG => {
+                (BrokerReply::Errno(libc::ENAMETOOLONG), None)
+            }
             Err(refused) => {
                 tracing::info!(
                     id = conn,

@@ -215,8 +215,11 @@ impl<'a> Walker<'a> {
 
     fn run(mut self, requested: &[u8]) {
         let started = Instant::now();
-        let path = trim_slashes(requested);
-        let top_is_original = path.len() == requested.len() || !requested.starts_with(b"//");
+        // `printed` is what clamd's buffer holds after cli_ftw trimmed it in
+        // place (trailing slashes gone): the final `OK` names it; `path` is
+        // what the walk (and every other reply) uses.
+        let (path, printed) = ftw_trim(requested);
+        let top_is_original = path.len() == printed.len();
         if !self.excluded(&path, None) {
             let max_depth = match self.shared.config.scan.max_directory_recursion {
                 0 => i64::MAX,
@@ -271,7 +274,7 @@ impl<'a> Walker<'a> {
                 );
             }
         } else if ok_count.wrapping_add(errors) == total && errors != total {
-            self.send(&reply::ok(requested));
+            self.send(&reply::ok(&printed));
         }
         tracing::debug!(
             command = self.mode.word(),
@@ -695,18 +698,23 @@ impl FileJob {
 
 use std::os::unix::ffi::OsStrExt;
 
-/// `cli_ftw`'s path clean-up: drop repeated leading slashes and trailing ones.
-fn trim_slashes(path: &[u8]) -> Vec<u8> {
-    let mut p = path;
-    if p.len() >= 2 {
-        while p.len() >= 2 && p[0] == b'/' && p[1] == b'/' {
-            p = &p[1..];
-        }
-        while p.len() > 1 && p[p.len() - 1] == b'/' {
-            p = &p[..p.len() - 1];
-        }
+/// `cli_ftw`'s path clean-up, for a path of two bytes or more: its local
+/// copy skips repeated leading slashes, and trailing slashes are cut in
+/// place, in the buffer clamd later prints in the final `OK` line. Returns
+/// (the path walked, the buffer as printed).
+fn ftw_trim(path: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    if path.len() < 2 {
+        return (path.to_vec(), path.to_vec());
     }
-    p.to_vec()
+    let mut start = 0;
+    while path.len() - start >= 2 && path[start] == b'/' && path[start + 1] == b'/' {
+        start += 1;
+    }
+    let mut end = path.len();
+    while end > start && path[end - 1] == b'/' {
+        end -= 1;
+    }
+    (path[start..end].to_vec(), path[..end].to_vec())
 }
 
 /// The C library's text for an I/O error, as clamd prints it.
@@ -719,12 +727,18 @@ fn errno_text(e: &std::io::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::trim_slashes;
+    use super::ftw_trim;
 
     #[test]
     fn slashes_trimmed_like_cli_ftw() {
-        assert_eq!(trim_slashes(b"//tmp//"), b"/tmp");
-        assert_eq!(trim_slashes(b"/"), b"/");
-        assert_eq!(trim_slashes(b"a/"), b"a");
+        let t = |p: &[u8]| {
+            let (a, b) = ftw_trim(p);
+            (String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap())
+        };
+        assert_eq!(t(b"//tmp//"), ("/tmp".into(), "//tmp".into()));
+        assert_eq!(t(b"/tmp//x//"), ("/tmp//x".into(), "/tmp//x".into()));
+        assert_eq!(t(b"/"), ("/".into(), "/".into()));
+        assert_eq!(t(b"//"), ("".into(), "/".into()));
+        assert_eq!(t(b"a/"), ("a".into(), "a".into()));
     }
 }
