@@ -73,6 +73,20 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, info: ConnInfo) {
         tracing::debug!("connected");
         conn.run().await;
         conn.ctx.writer.close().await;
+        let unsaid = conn
+            .ctx
+            .guard
+            .log
+            .lock()
+            .map_or(0, |mut b| b.take_pending());
+        if unsaid > 0 {
+            if let Some(suppressed) = conn.ctx.shared.may_log_peer(&conn.ctx.guard) {
+                tracing::info!(
+                    suppressed = unsaid + suppressed,
+                    "log lines of this connection suppressed"
+                );
+            }
+        }
         tracing::debug!("closed");
     }
     .instrument(span)

@@ -148,6 +148,16 @@ impl Shared {
         ))
     }
 
+    /// May a summary line for this connection's peer be logged now (the
+    /// peer's budget alone)?
+    pub fn may_log_peer(&self, conn: &ConnGuard) -> Option<u64> {
+        use crate::log::limiter::Verdict;
+        match lock(&self.peer_logs).check(conn.peer.as_str(), Instant::now()) {
+            Verdict::Allow { suppressed } => Some(suppressed),
+            Verdict::Suppress => None,
+        }
+    }
+
     /// May a refusal or client error of this connection be logged now?
     /// `Some(n)`: yes, and `n` lines were suppressed before it (log it as
     /// `suppressed`); `None`: no (counted). Both the connection's budget and
