@@ -17,7 +17,7 @@ apt-get install -y -q --no-install-recommends \
   build-essential pkg-config libclang-dev libclamav-dev \
   clamav clamav-daemon clamdscan clamav-testfiles \
   python3 python3-pyclamd libclamav-client-perl perl \
-  systemd util-linux procps \
+  systemd util-linux procps tmux \
   debootstrap systemd-container lintian dpkg-dev binutils
 if [ "$created_policy" = 1 ]; then rm -f "$policy"; fi
 # python `clamd` 1.0.2 from PyPI, for the interpreter the tests call as python3.

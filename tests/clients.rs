@@ -4,8 +4,8 @@
 //! Clients: clamdscan 1.4.6 (paths, --stream, --fdpass, -m, --allmatch, exit
 //! codes), python `clamd` 1.0.2 (PyPI), pyclamd 0.4.0 (Debian
 //! python3-pyclamd), Perl ClamAV::Client 0.11 (Debian libclamav-client-perl),
-//! and clamdtop's request pattern (in differential.rs: clamdtop itself needs
-//! a terminal).
+//! and clamdtop (in a tmux terminal; its exact request pattern is also in
+//! differential.rs).
 
 mod common;
 
@@ -260,4 +260,121 @@ fn perl_clamav_client() {
     assert!(ours.contains("ping ok"), "{ours}");
     assert!(ours.contains("Win.Test.EICAR_HDB-1.UNOFFICIAL"), "{ours}");
     assert_eq!(theirs, ours);
+}
+
+/// Runs clamdtop on `target` in a detached tmux terminal; returns the
+/// session name and the file that receives its exit status and stderr.
+fn clamdtop_in_tmux(target: &str, dir: &Path) -> (String, std::path::PathBuf) {
+    let session = format!("cs-top-{}-{}", std::process::id(), target.len());
+    let out = dir.join("clamdtop.out");
+    let script = format!(
+        "TERM=xterm clamdtop {target} 2>{err}; echo EXIT=$? >>{err}; sleep 60",
+        err = out.display()
+    );
+    let status = Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-x",
+            "160",
+            "-y",
+            "45",
+            "-s",
+            &session,
+            &script,
+        ])
+        .status()
+        .expect("tmux (apt-get install tmux)");
+    assert!(status.success());
+    (session, out)
+}
+
+fn tmux_kill(session: &str) {
+    let _ = Command::new("tmux")
+        .args(["kill-session", "-t", session])
+        .status();
+}
+
+fn tmux_screen(session: &str) -> String {
+    let out = Command::new("tmux")
+        .args(["capture-pane", "-p", "-t", session])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// clamdtop on the Unix socket shows the scan pool and the memory box
+/// (STATS reports the daemon's memory, measured by the supervisor).
+#[test]
+fn clamdtop_shows_threads_and_memory() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("SKIP: no tmux");
+        return;
+    }
+    let db = TestDb::new();
+    let d = Daemon::clamsentry(db.path(), &[]);
+    // Let the supervisor measure memory once (it does at the first ping).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (session, _out) = clamdtop_in_tmux(&d.unix.display().to_string(), d.dir.path());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut screen = String::new();
+    while std::time::Instant::now() < deadline {
+        screen = tmux_screen(&session);
+        if screen.contains("Pool:") && screen.contains("ClamAV 1.4.6") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    tmux_kill(&session);
+    println!("{screen}");
+    assert!(screen.contains("ClamAV 1.4.6"), "{screen}");
+    let pool = screen
+        .lines()
+        .find(|l| l.contains("Pool:"))
+        .unwrap_or_else(|| panic!("no memory box:\n{screen}"));
+    assert!(!pool.contains("total    0M"), "memory is measured: {pool}");
+}
+
+/// clamdtop over a TCP listener that refuses STATS does not hang on a blank
+/// screen: the refusal comes as a STATS block (so clamdtop never waits for
+/// an END that would not come), clamdtop shows it in its task list, and `q`
+/// quits at once. (clamdtop 1.4 has no way to exit on a refused STATS
+/// itself: it would only give up on a connection that fails.)
+#[test]
+fn clamdtop_over_tcp_without_stats_shows_the_refusal_and_quits() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("SKIP: no tmux");
+        return;
+    }
+    let db = TestDb::new();
+    let d = Daemon::clamsentry(db.path(), &[]);
+    let (session, out) = clamdtop_in_tmux(&d.tcp.to_string(), d.dir.path());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut screen = String::new();
+    while std::time::Instant::now() < deadline {
+        screen = tmux_screen(&session);
+        if screen.contains("STATS is not allowed on this listener") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    println!("{screen}");
+    assert!(
+        screen.contains("STATS is not allowed on this listener (policy.tcp.commands)"),
+        "{screen}"
+    );
+    let _ = Command::new("tmux")
+        .args(["send-keys", "-t", &session, "q"])
+        .status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut text = String::new();
+    while std::time::Instant::now() < deadline {
+        text = std::fs::read_to_string(&out).unwrap_or_default();
+        if text.contains("EXIT=") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    tmux_kill(&session);
+    assert!(text.contains("EXIT=0"), "q quits clamdtop: {text}");
 }

@@ -386,10 +386,10 @@ fn refused_commands_are_counted_and_their_log_is_bounded() {
     let (_dir, file) = scratch();
     let d = Daemon::clamsentry(db.path(), &[]);
     let h = honest(&d, &file, "127.0.0.1".parse().unwrap(), 4.0);
-    // 20,000 STATS (refused over TCP) in one session.
+    // 20,000 SCANs (refused over TCP) in one session.
     let mut req = b"zIDSESSION\0".to_vec();
     for _ in 0..20_000 {
-        req.extend_from_slice(b"zSTATS\0");
+        req.extend_from_slice(b"zSCAN /etc/hostname\0");
     }
     let mut c = Conn::open(&d.tcp_addr()).unwrap();
     let Conn::Tcp(s) = &c else { unreachable!() };

@@ -73,8 +73,14 @@ fn tcp_refuses_file_admin_and_stats_commands() {
             "DETSTATS command not allowed on this listener. ERROR\\0",
         ),
         (
+            b"zIDSESSION\0zSCAN /etc\0zPING\0zEND\0",
+            "1: /etc: SCAN command not allowed on this listener. ERROR\\02: PONG\\0",
+        ),
+        // Inside a session a refused STATS is a block that ends in END,
+        // as STATS clients (clamdtop) read it.
+        (
             b"zIDSESSION\0zSTATS\0zPING\0zEND\0",
-            "1: STATS command not allowed on this listener. ERROR\\02: PONG\\0",
+            "1: STATS command not allowed on this listener. ERROR\\n\tREFUSED 0.000000 STATS is not allowed on this listener (policy.tcp.commands)\\n\\nEND\\02: PONG\\0",
         ),
     ] {
         let reply = talk(&d.tcp_addr(), &[req], t).unwrap();

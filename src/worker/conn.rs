@@ -238,6 +238,15 @@ impl Conn {
         }
         let reply = match (&cmd.arg, cmd.kind.is_path_scan()) {
             (Some(path), true) => reply::error(path, text.as_bytes()),
+            // Inside IDSESSION a STATS client reads a block until its END
+            // line (clamdtop does): the refusal comes as such a block, with
+            // a line clamdtop shows in its task list, so nobody waits for an
+            // END that would never come.
+            _ if cmd.kind == CommandKind::Stats && to.id.is_some() => format!(
+                "{text} ERROR\n\tREFUSED 0.000000 STATS is not allowed on this listener (policy.{}.commands)\n\nEND",
+                peer.listener.as_str()
+            )
+            .into_bytes(),
             _ => format!("{text} ERROR").into_bytes(),
         };
         let _ = self.ctx.writer.send(&to.to_vec(&reply)).await;
