@@ -320,7 +320,7 @@ impl Default for ListenConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
-            stream_max_length: ByteSize(25 << 20),
+            stream_max_length: ByteSize(100 << 20),
             workers: 0,
             max_threads: 10,
             max_queue: 100,
@@ -345,9 +345,9 @@ impl Default for ScanConfig {
     fn default() -> Self {
         ScanConfig {
             temporary_directory: std::env::temp_dir(),
-            max_scan_size: ByteSize(100 << 20),
-            max_file_size: ByteSize(25 << 20),
-            max_recursion: 16,
+            max_scan_size: ByteSize(400 << 20),
+            max_file_size: ByteSize(100 << 20),
+            max_recursion: 17,
             max_files: 10_000,
             max_scan_time: 120_000,
             max_embedded_pe: ByteSize(40 << 20),
@@ -363,7 +363,7 @@ impl Default for ScanConfig {
             pcre_max_file_size: ByteSize(100 << 20),
             bytecode: true,
             bytecode_unsigned: false,
-            bytecode_timeout: 60_000,
+            bytecode_timeout: 10_000,
             official_database_only: false,
             detect_pua: false,
             heuristic_alerts: true,
@@ -720,7 +720,7 @@ mod tests {
     #[test]
     fn empty_file_is_defaults() {
         let c = Config::parse("", "t.toml").unwrap();
-        assert_eq!(c.limits.stream_max_length, ByteSize(25 << 20));
+        assert_eq!(c.limits.stream_max_length, ByteSize(100 << 20));
         assert_eq!(c.unix_mode().unwrap(), 0o660);
     }
 
