@@ -169,8 +169,22 @@ pub struct ScanConfig {
     pub bytecode: bool,
     pub bytecode_unsigned: bool,
     pub bytecode_timeout: u32,
+    /// Which bytecode signatures may run: "TrustSigned" (signed ones, and
+    /// unsigned ones when `bytecode_unsigned`) or "Paranoid" (none).
+    pub bytecode_security: String,
+    /// "Auto", "ForceJIT", "ForceInterpreter" or "Test".
+    pub bytecode_mode: String,
     pub official_database_only: bool,
     pub detect_pua: bool,
+    /// PUA categories not to load (clamd's ExcludePUA), with `detect_pua`.
+    pub exclude_pua: Vec<String>,
+    /// The only PUA categories to load (clamd's IncludePUA), with `detect_pua`.
+    pub include_pua: Vec<String>,
+    /// Entries of libclamav's cache of clean files (clamd's CacheSize).
+    pub cache_size: u32,
+    pub disable_cache: bool,
+    /// Skip Authenticode checks of PE files (clamd's DisableCertCheck).
+    pub disable_cert_check: bool,
     pub heuristic_alerts: bool,
     pub heuristic_scan_precedence: bool,
     pub scan_archive: bool,
@@ -202,6 +216,12 @@ pub struct ScanConfig {
     pub structured_data_detection: bool,
     pub structured_min_credit_card_count: u32,
     pub structured_min_ssn_count: u32,
+    /// Credit card numbers only, no debit or private-label cards.
+    pub structured_cc_only: bool,
+    /// Social security numbers written 123-45-6789.
+    pub structured_ssn_format_normal: bool,
+    /// Social security numbers written 123456789.
+    pub structured_ssn_format_stripped: bool,
     pub allow_all_match_scan: bool,
     pub follow_directory_symlinks: bool,
     pub follow_file_symlinks: bool,
@@ -364,8 +384,15 @@ impl Default for ScanConfig {
             bytecode: true,
             bytecode_unsigned: false,
             bytecode_timeout: 10_000,
+            bytecode_security: "TrustSigned".into(),
+            bytecode_mode: "Auto".into(),
             official_database_only: false,
             detect_pua: false,
+            exclude_pua: Vec::new(),
+            include_pua: Vec::new(),
+            cache_size: 65_536,
+            disable_cache: false,
+            disable_cert_check: false,
             heuristic_alerts: true,
             heuristic_scan_precedence: false,
             scan_archive: true,
@@ -397,6 +424,9 @@ impl Default for ScanConfig {
             structured_data_detection: false,
             structured_min_credit_card_count: 3,
             structured_min_ssn_count: 3,
+            structured_cc_only: false,
+            structured_ssn_format_normal: true,
+            structured_ssn_format_stripped: false,
             allow_all_match_scan: true,
             follow_directory_symlinks: false,
             follow_file_symlinks: false,
@@ -585,6 +615,54 @@ impl Config {
                     format!("{bad:?} is not a clamd command (use the words VERSIONCOMMANDS lists, in capitals)"),
                 ));
             }
+        }
+        if !matches!(
+            self.scan.bytecode_security.as_str(),
+            "TrustSigned" | "Paranoid"
+        ) {
+            return Err((
+                "scan.bytecode-security",
+                format!(
+                    "{:?} is not a choice: use \"TrustSigned\" or \"Paranoid\"",
+                    self.scan.bytecode_security
+                ),
+            ));
+        }
+        if !matches!(
+            self.scan.bytecode_mode.as_str(),
+            "Auto" | "ForceJIT" | "ForceInterpreter" | "Test"
+        ) {
+            return Err((
+                "scan.bytecode-mode",
+                format!(
+                    "{:?} is not a choice: use \"Auto\", \"ForceJIT\", \"ForceInterpreter\" or \"Test\"",
+                    self.scan.bytecode_mode
+                ),
+            ));
+        }
+        if !self.scan.exclude_pua.is_empty() && !self.scan.include_pua.is_empty() {
+            return Err((
+                "scan.include-pua",
+                "cannot be used together with scan.exclude-pua (as clamd's IncludePUA and ExcludePUA)"
+                    .into(),
+            ));
+        }
+        for (key, cats) in [
+            ("scan.exclude-pua", &self.scan.exclude_pua),
+            ("scan.include-pua", &self.scan.include_pua),
+        ] {
+            if let Some(bad) = cats
+                .iter()
+                .find(|c| c.is_empty() || c.contains(['.', '\0']))
+            {
+                return Err((
+                    key,
+                    format!("{bad:?} is not a PUA category name (like \"NetTool\")"),
+                ));
+            }
+        }
+        if self.scan.cache_size == 0 {
+            return Err(("scan.cache-size", "must be at least 1".into()));
         }
         for pattern in &self.scan.exclude_path {
             regex::bytes::Regex::new(pattern).map_err(|e| {

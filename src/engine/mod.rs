@@ -263,28 +263,44 @@ impl Engine {
             }
         }
         if let Some(tmp) = &settings.temp_dir {
-            let c = CString::new(tmp.as_os_str().as_bytes()).map_err(|_| EngineError::Setting {
-                name: "temporary-directory",
-                reason: "contains a NUL byte".into(),
-            })?;
-            // SAFETY: libclamav copies the string; `c` outlives the call.
-            let rc = unsafe {
-                sys::cl_engine_set_str(
-                    self.raw.as_ptr(),
-                    sys::cl_engine_field::CL_ENGINE_TMPDIR,
-                    c.as_ptr(),
-                )
-            };
-            if rc != sys::cl_error_t::CL_SUCCESS {
-                return Err(EngineError::Setting {
-                    name: "temporary-directory",
-                    reason: strerror(rc.0),
-                });
-            }
+            self.set_str(
+                "temporary-directory",
+                sys::cl_engine_field::CL_ENGINE_TMPDIR,
+                tmp.as_os_str().as_bytes(),
+            )?;
+        }
+        if let Some(categories) = &settings.pua_categories {
+            self.set_str(
+                "scan.exclude-pua/include-pua",
+                sys::cl_engine_field::CL_ENGINE_PUA_CATEGORIES,
+                categories.as_bytes(),
+            )?;
         }
         // SAFETY: installs a plain function pointer; the engine is not shared.
         unsafe {
             sys::cl_engine_set_clcb_virus_found(self.raw.as_ptr(), Some(on_virus_found));
+        }
+        Ok(())
+    }
+
+    fn set_str(
+        &mut self,
+        name: &'static str,
+        field: sys::cl_engine_field,
+        value: &[u8],
+    ) -> Result<(), EngineError> {
+        let c = CString::new(value).map_err(|_| EngineError::Setting {
+            name,
+            reason: "contains a NUL byte".into(),
+        })?;
+        // SAFETY: libclamav copies the string; `c` outlives the call; the
+        // engine is not compiled nor shared; field is a string field.
+        let rc = unsafe { sys::cl_engine_set_str(self.raw.as_ptr(), field, c.as_ptr()) };
+        if rc != sys::cl_error_t::CL_SUCCESS {
+            return Err(EngineError::Setting {
+                name,
+                reason: strerror(rc.0),
+            });
         }
         Ok(())
     }
