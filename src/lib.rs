@@ -10,6 +10,7 @@
 //! * [`sandbox`]: demotion of the worker (identity, capabilities, rlimits, Landlock);
 //! * [`systemd`]: socket activation, sd-notify and watchdog, journald;
 //! * [`service`]: signature directory watching, exit when idle;
+//! * [`socket_setup`]: owner, group and backlog of the sockets clamsentry binds itself;
 //! * [`daemon`]: start-up, logging, signals — what `main` calls.
 //!
 //! `unsafe_code` is denied crate-wide and allowed only at the library and OS
@@ -27,4 +28,5 @@ pub mod proto;
 pub mod sandbox;
 pub mod server;
 pub mod service;
+pub mod socket_setup;
 pub mod systemd;

@@ -94,6 +94,15 @@ pub struct ListenConfig {
     pub unix: Option<PathBuf>,
     /// Octal permission bits of the Unix socket.
     pub unix_mode: String,
+    /// Owner of the Unix socket file clamsentry creates (a user name or a
+    /// number); empty: the user clamsentry runs as.
+    pub unix_owner: String,
+    /// Group of the Unix socket file (clamd's LocalSocketGroup); empty: the
+    /// group clamsentry runs as.
+    pub unix_group: String,
+    /// Length of the queue of connections not yet accepted, for the sockets
+    /// clamsentry binds itself (clamd's MaxConnectionQueueLength).
+    pub backlog: u32,
     /// TCP listen addresses, "addr:port".
     pub tcp: Vec<String>,
     /// Networks (CIDR) that may connect to the TCP listeners.
@@ -331,6 +340,9 @@ impl Default for ListenConfig {
         ListenConfig {
             unix: Some(PathBuf::from("/run/clamsentry/clamd.sock")),
             unix_mode: "0660".into(),
+            unix_owner: String::new(),
+            unix_group: String::new(),
+            backlog: 200,
             tcp: Vec::new(),
             tcp_allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
         }
@@ -583,6 +595,20 @@ impl Config {
             ));
         }
         self.unix_mode().map_err(|m| ("listen.unix-mode", m))?;
+        for (key, name) in [
+            ("listen.unix-owner", &self.listen.unix_owner),
+            ("listen.unix-group", &self.listen.unix_group),
+        ] {
+            if name.trim() != name || name.contains(['\0', ':', '/']) {
+                return Err((
+                    key,
+                    format!("{name:?} is not a user or group name or number"),
+                ));
+            }
+        }
+        if self.listen.backlog == 0 || self.listen.backlog > 65_535 {
+            return Err(("listen.backlog", "must be between 1 and 65535".into()));
+        }
         let addrs = self.tcp_addrs().map_err(|m| ("listen.tcp", m))?;
         let allow = self.tcp_allow().map_err(|m| ("listen.tcp-allow", m))?;
         if !addrs.is_empty() && allow.is_empty() {

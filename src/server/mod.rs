@@ -590,6 +590,8 @@ pub async fn bind_from_config(config: &Config) -> std::io::Result<Listeners> {
     let mut listeners = Listeners::default();
     if let Some(path) = config.unix_path() {
         let l = bind_unix(path, config.unix_mode().unwrap_or(0o660))?;
+        crate::socket_setup::apply_unix_owner(path, &config.listen)?;
+        crate::socket_setup::set_backlog(&l, config.listen.backlog)?;
         listeners.unix.push(Named::new(l, "unix", Origin::Config));
     }
     for addr in config.tcp_addrs().unwrap_or_default() {
@@ -599,6 +601,7 @@ pub async fn bind_from_config(config: &Config) -> std::io::Result<Listeners> {
                 format!("cannot listen on TCP {addr}: {e} (listen.tcp)"),
             )
         })?;
+        crate::socket_setup::set_backlog(&l, config.listen.backlog)?;
         listeners.tcp.push(Named::new(l, "tcp", Origin::Config));
     }
     Ok(listeners)
