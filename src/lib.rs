@@ -11,6 +11,7 @@
 //! * [`systemd`]: socket activation, sd-notify and watchdog, journald;
 //! * [`service`]: signature directory watching, exit when idle;
 //! * [`socket_setup`]: owner, group and backlog of the sockets clamsentry binds itself;
+//! * [`virus_event`]: clamd's VirusEvent, run by the supervisor on detections;
 //! * [`daemon`]: start-up, logging, signals — what `main` calls.
 //!
 //! `unsafe_code` is denied crate-wide and allowed only at the library and OS
@@ -30,3 +31,4 @@ pub mod server;
 pub mod service;
 pub mod socket_setup;
 pub mod systemd;
+pub mod virus_event;

@@ -47,6 +47,37 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     pub log: LogConfig,
     pub service: ServiceConfig,
+    pub virus_event: VirusEventConfig,
+}
+
+/// A command run on each detection, clamd's VirusEvent (see
+/// `crate::virus_event` for how it runs).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct VirusEventConfig {
+    /// Shell command (`/bin/sh -c`); `%v` is replaced by the virus name,
+    /// the file name is in `$CLAM_VIRUSEVENT_FILENAME`. Empty: none.
+    pub command: String,
+    /// The user the command runs as; empty: `sandbox.user`. Never root.
+    pub user: String,
+    /// Seconds before the command's process group is killed.
+    pub timeout: u64,
+    /// Commands running at once; further detections run no command (logged).
+    pub max_concurrent: u32,
+    /// Commands started per minute; further detections run no command (logged).
+    pub max_per_minute: u32,
+}
+
+impl Default for VirusEventConfig {
+    fn default() -> Self {
+        VirusEventConfig {
+            command: String::new(),
+            user: String::new(),
+            timeout: 30,
+            max_concurrent: 4,
+            max_per_minute: 60,
+        }
+    }
 }
 
 /// The scanning worker's identity.
@@ -735,6 +766,41 @@ impl Config {
             return Err((
                 "database.self-check",
                 "must be between 0 (off) and 86400 seconds".into(),
+            ));
+        }
+        let v = &self.virus_event;
+        if v.command.contains('\0') || v.command.len() > 4096 {
+            return Err((
+                "virus-event.command",
+                "must be at most 4096 bytes, without NUL".into(),
+            ));
+        }
+        if matches!(v.user.as_str(), "root" | "0")
+            || (v.user.is_empty()
+                && !v.command.is_empty()
+                && matches!(self.sandbox.user.as_str(), "root" | "0"))
+        {
+            return Err((
+                "virus-event.user",
+                "the command never runs as root: name an unprivileged user".into(),
+            ));
+        }
+        if v.timeout == 0 || v.timeout > 3600 {
+            return Err((
+                "virus-event.timeout",
+                "must be between 1 and 3600 seconds".into(),
+            ));
+        }
+        if v.max_concurrent == 0 || v.max_concurrent > 64 {
+            return Err((
+                "virus-event.max-concurrent",
+                "must be between 1 and 64".into(),
+            ));
+        }
+        if v.max_per_minute == 0 || v.max_per_minute > 100_000 {
+            return Err((
+                "virus-event.max-per-minute",
+                "must be between 1 and 100000".into(),
             ));
         }
         for (name, kind) in &self.service.sockets {
