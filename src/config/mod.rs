@@ -6,6 +6,7 @@
 //! parsing and name the file, the line and the key.
 #![forbid(unsafe_code)]
 
+pub mod clamd_conf;
 mod size;
 
 pub use size::ByteSize;
@@ -34,6 +35,10 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+    /// A clamd.conf clamd refuses, or with options clamsentry refuses: one
+    /// line per problem.
+    #[error("{}", clamd_conf::show_problems(.0))]
+    ClamdConf(Vec<clamd_conf::Problem>),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -355,6 +360,16 @@ pub struct ServiceConfig {
     /// listener settings they get: "unix" or "tcp". The names "unix" and
     /// "tcp" are always known.
     pub sockets: std::collections::BTreeMap<String, String>,
+    /// File the daemon writes its process id to (clamd's PidFile); empty:
+    /// none.
+    pub pid_file: PathBuf,
+}
+
+impl ServiceConfig {
+    /// The PID file, if one is configured.
+    pub fn pid_file(&self) -> Option<&Path> {
+        Some(self.pid_file.as_path()).filter(|p| !p.as_os_str().is_empty())
+    }
 }
 
 impl Default for DatabaseConfig {
@@ -497,8 +512,47 @@ pub struct Loaded {
     pub config: Config,
     /// The file read, or `None` for built-in defaults.
     pub source: Option<PathBuf>,
-    /// The text read (empty for defaults), handed to workers as is.
+    /// The configuration as TOML (the file read, the translation of a
+    /// clamd.conf, or empty for defaults), handed to workers as is.
     pub text: String,
+    /// How a clamd.conf was translated (empty for TOML): logged at start.
+    pub notes: Vec<clamd_conf::Note>,
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// [`DEFAULT_PATH`] if present, else built-in defaults.
+    Default,
+    /// A clamsentry TOML file.
+    Toml(PathBuf),
+    /// A clamd.conf, translated (see [`clamd_conf`]).
+    ClamdConf(PathBuf),
+    /// Read already (by the clamd command line).
+    Loaded(Box<Loaded>),
+}
+
+impl From<Option<&Path>> for ConfigSource {
+    /// `--config PATH`, or nothing.
+    fn from(path: Option<&Path>) -> ConfigSource {
+        match path {
+            Some(p) => ConfigSource::Toml(p.to_path_buf()),
+            None => ConfigSource::Default,
+        }
+    }
+}
+
+impl ConfigSource {
+    pub fn load(self) -> Result<Loaded, ConfigError> {
+        match self {
+            ConfigSource::Default => Config::load(None),
+            ConfigSource::Toml(p) => Config::load(Some(&p)),
+            ConfigSource::ClamdConf(p) => {
+                clamd_conf::load(&p, clamd_conf::ClamdConf::new("")).map(|(loaded, _)| loaded)
+            }
+            ConfigSource::Loaded(l) => Ok(*l),
+        }
+    }
 }
 
 impl Config {
@@ -512,6 +566,7 @@ impl Config {
                     config: Config::default(),
                     source: None,
                     text: String::new(),
+                    notes: Vec::new(),
                 })
             }
         };
@@ -520,11 +575,22 @@ impl Config {
             path: shown.clone(),
             source,
         })?;
-        let config = Config::parse(&text, &shown)?;
+        let config = Config::parse(&text, &shown).map_err(|e| match e {
+            ConfigError::Parse { path, message } if clamd_conf::looks_like_clamd_conf(&text) => {
+                ConfigError::Parse {
+                    path,
+                    message: format!(
+                        "{message}\n(this looks like a clamd.conf: read it with --clamd-conf {shown}, or run `clamsentry clamd -c {shown}`)"
+                    ),
+                }
+            }
+            e => e,
+        })?;
         Ok(Loaded {
             config,
             source: Some(path),
             text,
+            notes: Vec::new(),
         })
     }
 
