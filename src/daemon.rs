@@ -8,13 +8,14 @@
 #![forbid(unsafe_code)]
 
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{clamd_conf, Config, ConfigError, ConfigSource};
+use crate::daemonize::Readiness;
 use crate::engine::{self, EngineError};
 use crate::privsep::broker::FilePolicy;
-use crate::privsep::supervisor::{self, Setup, SupervisorError};
+use crate::privsep::supervisor::{self, Lifecycle, Setup, SupervisorError};
 use crate::sandbox::{self, SandboxError};
 use crate::server::{self, Listeners, Named, Origin};
 use crate::systemd::activation::{self, ActivationError, Socket};
@@ -41,14 +42,19 @@ pub enum StartError {
     Supervisor(#[from] SupervisorError),
 }
 
-/// `clamsentry check-config`: validates and prints a one-line summary.
-pub fn check_config(path: Option<&Path>) -> Result<String, ConfigError> {
-    let loaded = Config::load(path)?;
+/// `clamsentry check-config`: validates and prints a one-line summary,
+/// then, for a clamd.conf, one line per note on its translation.
+pub fn check_config(source: ConfigSource) -> Result<String, ConfigError> {
+    let loaded = source.load()?;
     let source = loaded.source.as_ref().map_or_else(
         || "built-in defaults".to_string(),
         |p| p.display().to_string(),
     );
-    Ok(format!("{source}: configuration OK"))
+    let mut summary = format!("{source}: configuration OK");
+    for note in &loaded.notes {
+        summary.push_str(&format!("\n  {note}"));
+    }
+    Ok(summary)
 }
 
 /// Sets up logging at the configured level (RUST_LOG overrides) to
@@ -107,16 +113,29 @@ pub fn init_logging(level: &str, target: &str) {
 /// `service.exit-when-idle`: the supervisor holds the sockets, scanning
 /// happens in sandboxed workers (see `privsep`). A start-up failure is also
 /// shown in systemd's status line (`systemctl status clamsentry`).
-pub fn run(config_path: Option<&Path>) -> Result<(), StartError> {
-    let result = serve(config_path);
+///
+/// `readiness` hears when the daemon serves or failed to start: a daemon
+/// forked into the background by clamd's command line (`clamsentry clamd`)
+/// tells the waiting parent, which then exits (see `crate::daemonize`); in
+/// the foreground it is `Readiness::foreground()`.
+pub fn run(source: ConfigSource, readiness: &Readiness) -> Result<(), StartError> {
+    let result = serve(source, readiness);
     if let Err(e) = &result {
         Notifier::from_env().status(&format!("Failed to start: {e}"));
+        readiness.failed(&e.to_string());
     }
     result
 }
 
-fn serve(config_path: Option<&Path>) -> Result<(), StartError> {
-    let prepared = prepare(config_path)?;
+fn serve(source: ConfigSource, readiness: &Readiness) -> Result<(), StartError> {
+    let prepared = prepare(source)?;
+    // clamd's PidFile: this process's pid (after any fork), removed at exit.
+    let _pid_file = prepared
+        .config
+        .service
+        .pid_file()
+        .map(crate::service::pidfile::PidFile::create)
+        .transpose()?;
     let activated = activation::take(&prepared.config)?;
     let runtime = runtime()?;
     runtime.block_on(async move {
@@ -150,7 +169,15 @@ fn serve(config_path: Option<&Path>) -> Result<(), StartError> {
         let notifier = Notifier::from_env();
         notifier.loading_started(&config.database.directory.display().to_string());
         let mut status = ServiceStatus::new(notifier);
-        let result = supervisor::run(setup, |event| status.observe(event)).await;
+        let result = supervisor::run(setup, |event| {
+            if matches!(event, Lifecycle::Ready { .. }) {
+                // READINESS: the first worker serves; a parent waiting in
+                // the foreground (clamd's command line) exits 0 now.
+                readiness.ready();
+            }
+            status.observe(event)
+        })
+        .await;
         if bound_unix {
             if let Some(p) = config.unix_path() {
                 let _ = std::fs::remove_file(p);
@@ -165,8 +192,8 @@ fn serve(config_path: Option<&Path>) -> Result<(), StartError> {
 
 /// `clamsentry sandbox-check`: a worker started as in production tries
 /// forbidden things and prints what happened. Returns its exit code.
-pub fn sandbox_check(config_path: Option<&Path>) -> Result<i32, StartError> {
-    let prepared = prepare(config_path)?;
+pub fn sandbox_check(source: ConfigSource) -> Result<i32, StartError> {
+    let prepared = prepare(source)?;
     let runtime = runtime()?;
     runtime.block_on(async move {
         let Prepared {
@@ -209,12 +236,15 @@ struct Prepared {
     worker_ids: Option<(u32, u32)>,
 }
 
-fn prepare(config_path: Option<&Path>) -> Result<Prepared, StartError> {
-    let loaded = Config::load(config_path)?;
+fn prepare(source: ConfigSource) -> Result<Prepared, StartError> {
+    let loaded = source.load()?;
     init_logging(&loaded.config.log.level, &loaded.config.log.target);
     match &loaded.source {
         Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
         None => tracing::info!("no configuration file, using built-in defaults"),
+    }
+    if let Some(p) = &loaded.source {
+        clamd_conf::log_notes(&p.display().to_string(), &loaded.notes);
     }
     raise_fd_limit();
     let worker_ids = if nix::unistd::geteuid().is_root() {

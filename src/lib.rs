@@ -12,16 +12,19 @@
 //! * [`service`]: signature directory watching, exit when idle;
 //! * [`socket_setup`]: owner, group and backlog of the sockets clamsentry binds itself;
 //! * [`virus_event`]: clamd's VirusEvent, run by the supervisor on detections;
-//! * [`daemon`]: start-up, logging, signals — what `main` calls.
+//! * [`daemon`]: start-up, logging, signals — what `main` calls;
+//! * [`daemonize`]: forking into the background as clamd, with readiness.
 //!
 //! `unsafe_code` is denied crate-wide and allowed only at the library and OS
 //! boundaries — `engine` (libclamav), `privsep` (descriptors, process start,
-//! signal dispositions, allocator tuning) and `sandbox` — where each block
-//! carries a `// SAFETY:` comment.
+//! signal dispositions, allocator tuning), `sandbox` (demotion of children
+//! before exec) and `daemonize` (one `fork`) — where each block carries a
+//! `// SAFETY:` comment.
 #![deny(unsafe_code)]
 
 pub mod config;
 pub mod daemon;
+pub mod daemonize;
 pub mod engine;
 pub mod policy;
 pub mod privsep;

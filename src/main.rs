@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clamsentry::config::ConfigSource;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -37,16 +38,18 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Cmd::CheckConfig) => match clamsentry::daemon::check_config(cli.config.as_deref()) {
-            Ok(summary) => {
-                println!("{summary}");
-                ExitCode::SUCCESS
+        Some(Cmd::CheckConfig) => {
+            match clamsentry::daemon::check_config(ConfigSource::from(cli.config.as_deref())) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("clamsentry: {e}");
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprintln!("clamsentry: {e}");
-                ExitCode::from(2)
-            }
-        },
+        }
         Some(Cmd::Worker { probe }) => {
             let mode = if probe {
                 clamsentry::privsep::worker::Mode::Probe
@@ -55,19 +58,25 @@ fn main() -> ExitCode {
             };
             ExitCode::from(clamsentry::privsep::worker::main(mode).clamp(0, 255) as u8)
         }
-        Some(Cmd::SandboxCheck) => match clamsentry::daemon::sandbox_check(cli.config.as_deref()) {
-            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
-            Err(e) => {
-                eprintln!("clamsentry: {e}");
-                ExitCode::FAILURE
+        Some(Cmd::SandboxCheck) => {
+            match clamsentry::daemon::sandbox_check(ConfigSource::from(cli.config.as_deref())) {
+                Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+                Err(e) => {
+                    eprintln!("clamsentry: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
-        None => match clamsentry::daemon::run(cli.config.as_deref()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("clamsentry: {e}");
-                ExitCode::FAILURE
+        }
+        None => {
+            let source = ConfigSource::from(cli.config.as_deref());
+            let foreground = clamsentry::daemonize::Readiness::foreground();
+            match clamsentry::daemon::run(source, &foreground) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("clamsentry: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
     }
 }
