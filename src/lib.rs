@@ -13,6 +13,7 @@
 //! * [`socket_setup`]: owner, group and backlog of the sockets clamsentry binds itself;
 //! * [`virus_event`]: clamd's VirusEvent, run by the supervisor on detections;
 //! * [`daemon`]: start-up, logging, signals — what `main` calls;
+//! * [`clamd_cli`]: clamd's command line (`clamd -c clamd.conf`, `-V`, `-F`);
 //! * [`daemonize`]: forking into the background as clamd, with readiness.
 //!
 //! `unsafe_code` is denied crate-wide and allowed only at the library and OS
@@ -22,6 +23,7 @@
 //! `// SAFETY:` comment.
 #![deny(unsafe_code)]
 
+pub mod clamd_cli;
 pub mod config;
 pub mod daemon;
 pub mod daemonize;

@@ -143,6 +143,46 @@ pub fn version() -> String {
         .into_owned()
 }
 
+/// The version and build time (seconds since the epoch) in the header of a
+/// signature container (`daily.cvd`, `daily.cld`), read as libclamav's
+/// `cl_cvdhead` reads it: the first 512 bytes up to the first line end,
+/// trailing blanks cut, parsed by `cl_cvdparse`. `None` when the file is
+/// missing, unreadable or not a container.
+pub fn cvd_head(path: &Path) -> Option<(u32, u64)> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(512);
+    std::fs::File::open(path)
+        .ok()?
+        .take(512)
+        .read_to_end(&mut head)
+        .ok()?;
+    if head.is_empty() {
+        return None;
+    }
+    if let Some(end) = head
+        .iter()
+        .position(|&b| b == 0 || b == b'\n' || b == b'\r')
+    {
+        head.truncate(end);
+    }
+    while head.len() > 1 && head.last() == Some(&b' ') {
+        head.pop();
+    }
+    let c = CString::new(head).ok()?;
+    // SAFETY: `c` is a valid C string that outlives the call; cl_cvdparse
+    // returns NULL or a struct it allocated, which cl_cvdfree releases after
+    // the two plain fields are copied out.
+    unsafe {
+        let cvd = sys::cl_cvdparse(c.as_ptr());
+        if cvd.is_null() {
+            return None;
+        }
+        let found = ((*cvd).version, u64::from((*cvd).stime));
+        sys::cl_cvdfree(cvd);
+        Some(found)
+    }
+}
+
 /// libclamav's message for an error code.
 pub fn strerror(code: u32) -> String {
     // SAFETY: cl_strerror returns a pointer to a static NUL-terminated string
