@@ -310,3 +310,71 @@ pub fn lookup(name: &str) -> Option<(usize, &'static ClamdOption)> {
 pub fn by_name(name: &str) -> Option<(usize, &'static ClamdOption)> {
     OPTIONS.iter().enumerate().find(|(_, o)| o.name == name)
 }
+
+/// The table as Markdown (`docs/clamd-conf.md`, kept current by a test):
+/// every option, its clamd default and what clamsentry does with it.
+pub fn markdown() -> String {
+    let mut out = String::from(
+        "# clamd.conf options in clamsentry\n\n\
+         Generated from `src/config/clamd_conf/table.rs` (the test \
+         `config::clamd_conf::tests::docs_table_is_current` rewrites it when \
+         `CLAMSENTRY_UPDATE_DOCS=1` is set). Every option clamd 1.4 reads \
+         (the `OPT_CLAMD` entries of ClamAV's `common/optparser.c`), in \
+         optparser's order, with clamd's compiled-in default and what \
+         clamsentry does when a clamd.conf sets it:\n\n\
+         * **mapped**: honoured, as the clamsentry setting named;\n\
+         * **refused**: clamsentry does not do this; a clamd.conf that asks \
+         for it is refused at start with this message;\n\
+         * **noted**: read, and named once in the log: it concerns clamd's \
+         own logging or platform, another program, or a debugging aid;\n\
+         * **ignored**: deprecated; clamd 1.4 ignores it too.\n\n\
+         Options without a clamd.conf name exist only on clamd's command \
+         line (clamd also accepts any long name, `--datadir=DIR`, and in the \
+         file, `datadir DIR`). clamd hands an engine limit (`Max…`, \
+         `PCRE…`) to libclamav only when the file sets it, so the limit in \
+         effect otherwise is libclamav's, which equals the default below \
+         except for `MaxScanTime` (120000 ms, not 0). A size of 0 means no \
+         limit.\n\n\
+         | option | long name | value | clamd default | clamsentry |\n\
+         |---|---|---|---|---|\n",
+    );
+    for o in OPTIONS {
+        let kind = match o.kind {
+            Kind::Bool => "yes/no".to_string(),
+            Kind::Number => "number".to_string(),
+            Kind::Size | Kind::Size64 => "size".to_string(),
+            Kind::Str => "text".to_string(),
+            Kind::Choice(words) => words.join(" \\| "),
+        };
+        let default = match (o.kind, o.default_str(), o.default_num) {
+            (_, Some(s), _) => format!("`{s}`"),
+            (Kind::Bool, None, 0) => "no".into(),
+            (Kind::Bool, None, 1) => "yes".into(),
+            (_, None, -1) | (Kind::Str, None, _) | (Kind::Choice(_), None, _) => "unset".into(),
+            (Kind::Size | Kind::Size64, None, n) => format!("{}", super::ByteSize(n as u64)),
+            (_, None, n) => n.to_string(),
+        };
+        let what = match o.disposition {
+            Disposition::Mapped(s) => format!("mapped: {s}"),
+            Disposition::Refused(s) => format!("refused: {s}"),
+            Disposition::Logged(s) => format!("noted: {s}"),
+            Disposition::Ignored => "ignored (deprecated)".into(),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {kind} | {default} | {} |\n",
+            o.name().map_or_else(String::new, |n| format!("`{n}`")),
+            o.long().map_or_else(String::new, |l| format!("`--{l}`")),
+            what.replace('|', "\\|")
+        ));
+    }
+    let count = |f: fn(&Disposition) -> bool| OPTIONS.iter().filter(|o| f(&o.disposition)).count();
+    out.push_str(&format!(
+        "\n{} options: {} mapped, {} refused, {} noted, {} ignored.\n",
+        OPTIONS.len(),
+        count(|d| matches!(d, Disposition::Mapped(_))),
+        count(|d| matches!(d, Disposition::Refused(_))),
+        count(|d| matches!(d, Disposition::Logged(_))),
+        count(|d| matches!(d, Disposition::Ignored)),
+    ));
+    out
+}

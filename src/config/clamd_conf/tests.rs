@@ -716,3 +716,17 @@ fn clamd_conf_is_recognised_when_given_as_toml() {
         "{err}"
     );
 }
+
+#[test]
+fn docs_table_is_current() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/clamd-conf.md");
+    let want = table::markdown();
+    if std::env::var_os("CLAMSENTRY_UPDATE_DOCS").is_some() {
+        std::fs::write(path, &want).unwrap();
+    }
+    let have = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        have == want,
+        "docs/clamd-conf.md is stale: run CLAMSENTRY_UPDATE_DOCS=1 cargo test --lib docs_table_is_current"
+    );
+}
