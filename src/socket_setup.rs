@@ -58,6 +58,34 @@ pub fn apply_unix_owner(path: &Path, listen: &ListenConfig) -> io::Result<()> {
     })
 }
 
+/// Removes a socket file left by a previous run at `path`, so that it can
+/// be bound again. Never another kind of file, and never a socket a live
+/// daemon still answers on (clamd checks the same with `connect`: "Socket
+/// file … is in use by another process"); both are errors that say what to
+/// do.
+pub fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let shown = path.display();
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{shown} exists and is not a socket: remove it or choose another listen.unix"),
+        ));
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "{shown} is in use by another process (is clamd still running?): stop it or choose another listen.unix"
+            ),
+        ));
+    }
+    std::fs::remove_file(path)
+}
+
 /// Sets the accept queue length of a listening socket. Linux lets `listen`
 /// run again on a listening socket to change it; the kernel caps it at
 /// `net.core.somaxconn`.
@@ -128,5 +156,21 @@ mod tests {
         // Nothing to change is not an error.
         apply_unix_owner(&path, &ListenConfig::default()).unwrap();
         set_backlog(&_l, 17).unwrap();
+    }
+
+    #[test]
+    fn stale_sockets_go_live_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let live = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let err = remove_stale_socket(&path).unwrap_err().to_string();
+        assert!(err.contains("in use by another process"), "{err}");
+        assert!(path.exists());
+        drop(live);
+        remove_stale_socket(&path).unwrap();
+        assert!(!path.exists());
+        remove_stale_socket(&path).unwrap();
+        std::fs::write(&path, "not a socket").unwrap();
+        assert!(remove_stale_socket(&path).is_err());
     }
 }

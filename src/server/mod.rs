@@ -608,21 +608,9 @@ pub async fn bind_from_config(config: &Config) -> std::io::Result<Listeners> {
 }
 
 fn bind_unix(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let shown = path.display();
-    // Remove a stale socket left by a previous run, but never another kind of file.
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if meta.file_type().is_socket() {
-            std::fs::remove_file(path)?;
-        } else {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                format!(
-                    "{shown} exists and is not a socket: remove it or choose another listen.unix"
-                ),
-            ));
-        }
-    }
+    crate::socket_setup::remove_stale_socket(path)?;
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() && !dir.exists() {
             std::fs::create_dir_all(dir).map_err(|e| {
