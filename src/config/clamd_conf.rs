@@ -298,7 +298,9 @@ impl ClamdConf {
                 "the value is not UTF-8, which clamsentry's configuration cannot hold",
             ));
         };
-        let written = String::from_utf8_lossy(body).trim().to_string();
+        let written = String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(line))
+            .trim()
+            .to_string();
         self.lines.insert(number, written.clone());
         let Some((index, option)) = table::lookup(&name) else {
             return Err(self.problem(
@@ -1162,8 +1164,9 @@ impl Translator<'_> {
     }
 
     fn listeners(&mut self) {
-        // Only what clamd.conf names is bound.
-        self.config.listen.unix = None;
+        // Only what clamd.conf names is bound ("" is "no Unix socket", and
+        // survives being written as TOML, which None would not).
+        self.config.listen.unix = Some(PathBuf::new());
         if let Some(t) = self.text("LocalSocket") {
             let path = self.path(t);
             self.config.listen.unix = Some(path);
@@ -1312,7 +1315,7 @@ impl Translator<'_> {
                 }
                 self.config.sandbox.user = user.clone();
                 self.source("sandbox.user", "User");
-                if self.config.listen.unix.is_some() {
+                if self.config.unix_path().is_some() {
                     self.config.listen.unix_owner = user.clone();
                     self.source("listen.unix-owner", "User");
                 }
@@ -1328,7 +1331,7 @@ impl Translator<'_> {
                     origin: Origin::Absent,
                     option: "User".into(),
                     level: NoteLevel::Info,
-                    message: format!("not set: clamd would run as root; clamsentry's scanning workers run as {user} (sandbox.user)"),
+                    message: format!("clamd would run as root; clamsentry's scanning workers run as {user} (sandbox.user)"),
                 });
             }
         }
@@ -1524,7 +1527,7 @@ impl Translation {
                         continue;
                     }
                     shown.push(o);
-                    body.push_str(&format!("# {}\n", describe(o)));
+                    body.push_str(&format!("# {}\n", printable(&describe(o))));
                     for n in notes_of(o) {
                         body.push_str(&comment(&format!("  {n}")));
                     }
@@ -1540,7 +1543,7 @@ impl Translation {
             if shown.contains(origin) {
                 continue;
             }
-            rest.push_str(&format!("# {}\n", describe(*origin)));
+            rest.push_str(&format!("# {}\n", printable(&describe(*origin))));
             let notes = notes_of(*origin);
             if notes.is_empty() {
                 rest.push_str("#   (clamsentry's default is the same)\n");
@@ -1569,8 +1572,22 @@ fn implicit_comment(key: &str) -> String {
     }
 }
 
+/// `text` with control characters escaped (TOML comments may not hold them).
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// `text` as comment lines of at most about 78 characters.
 fn comment(text: &str) -> String {
+    let text = printable(text);
     let mut out = String::new();
     let mut line = String::from("#");
     for word in text.split(' ') {

@@ -542,7 +542,7 @@ fn the_unix_socket_mode_is_honoured_and_weakening_noted() {
         .iter()
         .any(|n| n.message.contains("not clamd's 0666")));
     // Without LocalSocket there is no Unix socket, as in clamd.
-    assert_eq!(ok("MaxThreads 2\n").config.listen.unix, None);
+    assert_eq!(ok("MaxThreads 2\n").config.unix_path(), None);
 }
 
 #[test]
@@ -676,6 +676,10 @@ fn converted_toml_reads_back_to_the_same_configuration() {
         DEBIAN.to_string(),
         clamav_test_conf("VirusEvent /x.sh \"found: %v\"\nExcludePath ^/proc/\nExcludePath ^/sys/"),
         "LocalSocket /s\nUser clamav\nStreamMaxLength 1G\n".to_string(),
+        String::new(),
+        "TCPSocket 3310\nTCPAddr 127.0.0.1\n".to_string(),
+        // Control characters end up in comments escaped.
+        "MaxQueue 800\0junk\nLogFile /x\r\x01\nVirusEvent a\x7fb\n".to_string(),
     ] {
         let t = ok(&text);
         let toml = t.to_commented_toml("clamd.conf").unwrap();
@@ -684,6 +688,7 @@ fn converted_toml_reads_back_to_the_same_configuration() {
         // Every line of the file is in a comment.
         for (origin, line) in t.lines() {
             if let Origin::Line(n) = origin {
+                let line = printable(line);
                 assert!(
                     toml.contains(&format!("# line {n}: {line}")),
                     "line {n} missing:\n{toml}"
