@@ -134,7 +134,7 @@ fn serve(source: ConfigSource, readiness: &Readiness) -> Result<(), StartError> 
         .config
         .service
         .pid_file()
-        .map(crate::service::pidfile::PidFile::create)
+        .map(crate::pidfile::PidFile::create)
         .transpose()?;
     let activated = activation::take(&prepared.config)?;
     let runtime = runtime()?;

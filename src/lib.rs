@@ -14,7 +14,8 @@
 //! * [`virus_event`]: clamd's VirusEvent, run by the supervisor on detections;
 //! * [`daemon`]: start-up, logging, signals — what `main` calls;
 //! * [`clamd_cli`]: clamd's command line (`clamd -c clamd.conf`, `-V`, `-F`);
-//! * [`daemonize`]: forking into the background as clamd, with readiness.
+//! * [`daemonize`]: forking into the background as clamd, with readiness;
+//! * [`pidfile`]: the PID file (`service.pid-file`, clamd's PidFile).
 //!
 //! `unsafe_code` is denied crate-wide and allowed only at the library and OS
 //! boundaries — `engine` (libclamav), `privsep` (descriptors, process start,
@@ -28,6 +29,7 @@ pub mod config;
 pub mod daemon;
 pub mod daemonize;
 pub mod engine;
+pub mod pidfile;
 pub mod policy;
 pub mod privsep;
 pub mod proto;

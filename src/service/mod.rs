@@ -1,8 +1,6 @@
 //! Background duties of a long-running service that are not systemd's:
-//! noticing new signatures ([`dbwatch`]), exiting when unused ([`idle`]) and
-//! the PID file ([`pidfile`]).
+//! noticing new signatures ([`dbwatch`]) and exiting when unused ([`idle`]).
 #![forbid(unsafe_code)]
 
 pub mod dbwatch;
 pub mod idle;
-pub mod pidfile;

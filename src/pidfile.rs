@@ -4,6 +4,7 @@
 //! As clamd: mode 0644 (umask 022), owned by root when the daemon runs as
 //! root. Unlike clamd, a symlink in place of the file is refused instead of
 //! followed (root would otherwise overwrite the link's target).
+#![forbid(unsafe_code)]
 
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
