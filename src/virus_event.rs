@@ -75,8 +75,9 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, VirusEventConfig};
 
-/// Longest virus name passed to the command.
-pub const MAX_VIRUS_NAME: usize = 512;
+/// Longest virus name passed to the command (what a worker may report:
+/// the supervisor↔worker messages allow as much).
+pub const MAX_VIRUS_NAME: usize = 1024;
 /// Longest file name passed in `CLAM_VIRUSEVENT_FILENAME` (PATH_MAX).
 pub const MAX_FILE_NAME: usize = 4096;
 /// Bytes of stdout and of stderr kept for the log line.
