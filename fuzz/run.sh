@@ -5,8 +5,8 @@
 #   fuzz/run.sh build                 # only build the targets
 #   fuzz/run.sh list                  # names of the targets
 #
-# Targets: command, instream, session, config, messages, log_escape (see
-# docs/fuzzing.md).
+# Targets: command, instream, session, config, messages, log_escape, clamd_conf
+# (see docs/fuzzing.md).
 # The harness is libFuzzer (crate libfuzzer-sys, which builds libFuzzer from
 # source with the system C++ compiler); coverage comes from LLVM's
 # SanitizerCoverage pass, switched on with stable `-C` flags (no -Z, no
@@ -18,7 +18,7 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-TARGETS=(command instream session config messages log_escape)
+TARGETS=(command instream session config messages log_escape clamd_conf)
 TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"
 BIN_DIR="$HERE/target/$TRIPLE/release"
 

@@ -19,7 +19,11 @@
 //! * [`sandbox`]: demotion (identity, capabilities, rlimits, Landlock);
 //! * [`config`]: the TOML configuration, defaults and validation;
 //! * [`systemd`]: socket activation, sd-notify, journald detection;
-//! * [`log`]: escaped log text, the stderr writer, the journald layer, rate limits.
+//! * [`log`]: escaped log text, the stderr writer, the journald layer, rate limits;
+//! * [`clamd_cli`], [`daemonize`], [`pidfile`]: clamd's command line, forking
+//!   into the background with readiness, the PID file;
+//! * [`socket_setup`]: owner, group and backlog of the sockets clamsentry binds;
+//! * [`virus_event`]: clamd's VirusEvent, run by the supervisor on detections.
 //!
 //! `unsafe_code` is denied crate-wide and allowed only in the few files at
 //! the library and OS boundaries (libclamav, descriptor passing, fork,
@@ -28,14 +32,19 @@
 //! forbids it.
 #![deny(unsafe_code)]
 
+pub mod clamd_cli;
 pub mod config;
+pub mod daemonize;
 pub mod engine;
 pub mod ipc;
 pub mod log;
+pub mod pidfile;
 pub mod policy;
 pub mod proto;
 pub mod sandbox;
+pub mod socket_setup;
 pub mod supervisor;
 pub mod systemd;
+pub mod virus_event;
 pub mod worker;
 pub mod zygote;

@@ -90,3 +90,59 @@ fn unusable_temporary_directory_is_an_error_not_clean() {
         Verdict::Found(vec!["Win.Test.EICAR_HDB-1.UNOFFICIAL".into()])
     );
 }
+
+/// clamd's ExcludePUA/IncludePUA, CacheSize, DisableCache, DisableCertCheck,
+/// BytecodeSecurity/-Mode and the Structured* formats reach libclamav: the
+/// engine loads with each of them set, and PUA categories pick signatures.
+#[test]
+fn pua_categories_and_the_other_clamd_engine_settings_apply() {
+    let db = tempfile::tempdir().unwrap();
+    let tool = b"a program in the Tool category".to_vec();
+    let packer = b"a program in the Packer category".to_vec();
+    let md5 = |d: &[u8]| {
+        let out = std::process::Command::new("md5sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().unwrap().write_all(d)?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()[..32].to_string()
+    };
+    std::fs::write(
+        db.path().join("pua.hdu"),
+        format!(
+            "{}:{}:PUA.Win.Tool.Excluded-1\n{}:{}:PUA.Win.Packer.Kept-1\n",
+            md5(&tool),
+            tool.len(),
+            md5(&packer),
+            packer.len()
+        ),
+    )
+    .unwrap();
+    // An engine needs one signature outside the PUA file to load at all.
+    std::fs::write(db.path().join("test.hdb"), common::HDB).unwrap();
+    let load = |settings: &str| {
+        let c = Config::parse(settings, "test").unwrap();
+        Engine::load(db.path(), &EngineSettings::from_config(&c)).expect("engine loads")
+    };
+    let found = |e: &Engine, d: &[u8]| matches!(e.scan_bytes(d, false), Verdict::Found(_));
+    // Without DetectPUA no PUA signature loads.
+    let e = load("");
+    assert!(!found(&e, &tool) && !found(&e, &packer));
+    let e = load("[scan]\ndetect-pua = true\n");
+    assert!(found(&e, &tool) && found(&e, &packer));
+    let e = load("[scan]\ndetect-pua = true\nexclude-pua = [\"Tool\"]\n");
+    assert!(!found(&e, &tool) && found(&e, &packer));
+    let e = load("[scan]\ndetect-pua = true\ninclude-pua = [\"Tool\"]\n");
+    assert!(found(&e, &tool) && !found(&e, &packer));
+    let e = load(
+        "[scan]\ncache-size = 100\ndisable-cache = true\ndisable-cert-check = true\n\
+         bytecode-security = \"Paranoid\"\nbytecode-mode = \"ForceInterpreter\"\n\
+         structured-data-detection = true\nstructured-cc-only = true\n\
+         structured-ssn-format-stripped = true\n",
+    );
+    assert_eq!(e.scan_bytes(b"clean", false), Verdict::Clean);
+}

@@ -170,6 +170,12 @@ fn is_root() -> bool {
 
 /// Sends `req` to a Unix socket as the user `nobody` and returns the reply.
 fn as_nobody(socket: &Path, req: &[u8]) -> Vec<u8> {
+    as_user(socket, req, NOBODY, NOBODY).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Sends `req` to a Unix socket as `uid` with primary group `gid` (and no
+/// other groups); the reply, or the client's error (e.g. permission denied).
+fn as_user(socket: &Path, req: &[u8], uid: u32, gid: u32) -> Result<Vec<u8>, String> {
     use std::os::unix::process::CommandExt;
     let script = r#"
 import socket, sys
@@ -191,16 +197,14 @@ sys.stdout.buffer.write(out)
         .arg(script)
         .arg(socket)
         .arg(hex)
-        .uid(NOBODY)
-        .gid(NOBODY)
+        .uid(uid)
+        .gid(gid)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(out.stdout)
 }
 
 #[test]
@@ -448,4 +452,43 @@ fn refused_streams_still_get_their_reply() {
     let mut c = Conn::open(&d.unix_addr()).unwrap();
     c.send(b"zPING\0").unwrap();
     assert_eq!(c.read_all(Duration::from_secs(5)), b"PONG\0");
+}
+
+/// clamd's LocalSocketGroup: with `listen.unix-group` and mode 0660 the
+/// socket clamsentry creates belongs to that group, and a member of the
+/// group may connect while other local users may not.
+#[test]
+fn unix_socket_group_lets_its_members_in() {
+    use std::os::unix::fs::MetadataExt;
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to give the socket away and run clients as other users");
+        return;
+    }
+    let clamav = nix::unistd::Group::from_name("clamav")
+        .unwrap()
+        .expect("group clamav (package clamav-base)")
+        .gid
+        .as_raw();
+    let db = TestDb::new();
+    let d = Daemon::clamsentry(
+        db.path(),
+        &[
+            ("listen", "unix-mode = \"0660\""),
+            ("listen", "unix-group = \"clamav\""),
+            ("listen", "unix-owner = \"daemon\""),
+            ("listen", "backlog = 50"),
+        ],
+    );
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let meta = std::fs::symlink_metadata(&d.unix).unwrap();
+    assert_eq!(meta.gid(), clamav);
+    assert_eq!(meta.uid(), 1, "owner daemon");
+    assert_eq!(meta.mode() & 0o777, 0o660);
+    assert_eq!(
+        as_user(&d.unix, b"zPING\0", NOBODY, clamav).unwrap(),
+        b"PONG\0"
+    );
+    let err = as_user(&d.unix, b"zPING\0", NOBODY, NOBODY).unwrap_err();
+    assert!(err.contains("PermissionError"), "{err}");
+    still_serving(&d);
 }

@@ -45,6 +45,13 @@ clamsentry \\- a clamd\\-compatible ClamAV daemon, built for systemd
 .RB [ \\-\\-config
 .IR PATH ]
 .I COMMAND
+.br
+.B clamd
+.RB [ \\-c
+.IR FILE ]
+.RB [ \\-F ]
+.RB [ \\-V ]
+.RB [ \\-\\-debug ]
 .SH DESCRIPTION
 .B clamsentry
 speaks the socket protocol of ClamAV's
@@ -70,6 +77,29 @@ default
 with no capabilities, no\\-new\\-privs and a Landlock sandbox before it loads
 the signatures and serves clients. A reload starts a new worker and retires
 the old one once the new one is ready.
+.PP
+Started as
+.B clamd
+(a symlink) or as
+.BR "clamsentry clamd" ,
+it takes clamd's command line: it reads the
+.BR clamd.conf (5)
+named by
+.B \\-c
+(default
+.IR /etc/clamav/clamd.conf )
+as clamd 1.4 reads it, translates every option (or refuses the file, naming
+the option and what to write instead), prints clamd's version line for
+.BR \\-V ,
+and, unless
+.B Foreground yes
+or
+.BR \\-F ,
+forks into the background once it serves and exits 0.
+.B \\-\\-clamd\\-conf
+reads a clamd.conf for the other commands;
+.B convert\\-clamd\\-conf
+shows the translation.
 .PP
 Without a command, clamsentry runs the daemon in the foreground until it is
 stopped. Under systemd, the sockets come from
@@ -123,6 +153,10 @@ A clamd.conf for clamd's clients: \fBclamdscan \-\-config\-file=/etc/clamsentry/
 freshclam notifies clamsentry after updates with the line
 \fBNotifyClamd /etc/clamsentry/clamd.conf\fR in
 .IR /etc/clamav/freshclam.conf .
+.TP
+.I /etc/clamav/clamd.conf
+clamd's configuration, read when clamsentry runs as
+.BR clamd .
 .TP
 .I /run/clamsentry/clamd.sock
 The Unix socket (mode 0660, owner and group clamav), created by

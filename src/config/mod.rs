@@ -6,6 +6,7 @@
 //! parsing and name the file, the line and the key.
 #![forbid(unsafe_code)]
 
+pub mod clamd_conf;
 mod size;
 
 pub use size::ByteSize;
@@ -34,6 +35,10 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+    /// A clamd.conf clamd refuses, or with options clamsentry refuses: one
+    /// line per problem.
+    #[error("{}", clamd_conf::show_problems(.0))]
+    ClamdConf(Vec<clamd_conf::Problem>),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -47,6 +52,37 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     pub log: LogConfig,
     pub service: ServiceConfig,
+    pub virus_event: VirusEventConfig,
+}
+
+/// A command run on each detection, clamd's VirusEvent (see
+/// `crate::virus_event` for how it runs).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct VirusEventConfig {
+    /// Shell command (`/bin/sh -c`); `%v` is replaced by the virus name,
+    /// the file name is in `$CLAM_VIRUSEVENT_FILENAME`. Empty: none.
+    pub command: String,
+    /// The user the command runs as; empty: `sandbox.user`. Never root.
+    pub user: String,
+    /// Seconds before the command's process group is killed.
+    pub timeout: u64,
+    /// Commands running at once; further detections run no command (logged).
+    pub max_concurrent: u32,
+    /// Commands started per minute; further detections run no command (logged).
+    pub max_per_minute: u32,
+}
+
+impl Default for VirusEventConfig {
+    fn default() -> Self {
+        VirusEventConfig {
+            command: String::new(),
+            user: String::new(),
+            timeout: 30,
+            max_concurrent: 4,
+            max_per_minute: 60,
+        }
+    }
 }
 
 /// The scanning worker's identity.
@@ -94,6 +130,15 @@ pub struct ListenConfig {
     pub unix: Option<PathBuf>,
     /// Octal permission bits of the Unix socket.
     pub unix_mode: String,
+    /// Owner of the Unix socket file clamsentry creates (a user name or a
+    /// number); empty: the user clamsentry runs as.
+    pub unix_owner: String,
+    /// Group of the Unix socket file (clamd's LocalSocketGroup); empty: the
+    /// group clamsentry runs as.
+    pub unix_group: String,
+    /// Length of the queue of connections not yet accepted, for the sockets
+    /// clamsentry binds itself (clamd's MaxConnectionQueueLength).
+    pub backlog: u32,
     /// TCP listen addresses, "addr:port".
     pub tcp: Vec<String>,
     /// Networks (CIDR) that may connect to the TCP listeners.
@@ -170,8 +215,22 @@ pub struct ScanConfig {
     pub bytecode: bool,
     pub bytecode_unsigned: bool,
     pub bytecode_timeout: u32,
+    /// Which bytecode signatures may run: "TrustSigned" (signed ones, and
+    /// unsigned ones when `bytecode_unsigned`) or "Paranoid" (none).
+    pub bytecode_security: String,
+    /// "Auto", "ForceJIT", "ForceInterpreter" or "Test".
+    pub bytecode_mode: String,
     pub official_database_only: bool,
     pub detect_pua: bool,
+    /// PUA categories not to load (clamd's ExcludePUA), with `detect_pua`.
+    pub exclude_pua: Vec<String>,
+    /// The only PUA categories to load (clamd's IncludePUA), with `detect_pua`.
+    pub include_pua: Vec<String>,
+    /// Entries of libclamav's cache of clean files (clamd's CacheSize).
+    pub cache_size: u32,
+    pub disable_cache: bool,
+    /// Skip Authenticode checks of PE files (clamd's DisableCertCheck).
+    pub disable_cert_check: bool,
     pub heuristic_alerts: bool,
     pub heuristic_scan_precedence: bool,
     pub scan_archive: bool,
@@ -203,6 +262,12 @@ pub struct ScanConfig {
     pub structured_data_detection: bool,
     pub structured_min_credit_card_count: u32,
     pub structured_min_ssn_count: u32,
+    /// Credit card numbers only, no debit or private-label cards.
+    pub structured_cc_only: bool,
+    /// Social security numbers written 123-45-6789.
+    pub structured_ssn_format_normal: bool,
+    /// Social security numbers written 123456789.
+    pub structured_ssn_format_stripped: bool,
     pub allow_all_match_scan: bool,
     pub follow_directory_symlinks: bool,
     pub follow_file_symlinks: bool,
@@ -296,6 +361,16 @@ pub struct ServiceConfig {
     /// listener settings they get: "unix" or "tcp". The names "unix" and
     /// "tcp" are always known.
     pub sockets: std::collections::BTreeMap<String, String>,
+    /// File the daemon writes its process id to (clamd's PidFile); empty:
+    /// none.
+    pub pid_file: PathBuf,
+}
+
+impl ServiceConfig {
+    /// The PID file, if one is configured.
+    pub fn pid_file(&self) -> Option<&Path> {
+        Some(self.pid_file.as_path()).filter(|p| !p.as_os_str().is_empty())
+    }
 }
 
 impl Default for DatabaseConfig {
@@ -312,6 +387,9 @@ impl Default for ListenConfig {
         ListenConfig {
             unix: Some(PathBuf::from("/run/clamsentry/clamd.sock")),
             unix_mode: "0660".into(),
+            unix_owner: String::new(),
+            unix_group: String::new(),
+            backlog: 200,
             tcp: Vec::new(),
             tcp_allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
         }
@@ -321,7 +399,7 @@ impl Default for ListenConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
-            stream_max_length: ByteSize(25 << 20),
+            stream_max_length: ByteSize(100 << 20),
             workers: 0,
             max_threads: 10,
             max_queue: 100,
@@ -346,9 +424,9 @@ impl Default for ScanConfig {
     fn default() -> Self {
         ScanConfig {
             temporary_directory: std::env::temp_dir(),
-            max_scan_size: ByteSize(100 << 20),
-            max_file_size: ByteSize(25 << 20),
-            max_recursion: 16,
+            max_scan_size: ByteSize(400 << 20),
+            max_file_size: ByteSize(100 << 20),
+            max_recursion: 17,
             max_files: 10_000,
             max_scan_time: 120_000,
             max_embedded_pe: ByteSize(40 << 20),
@@ -364,9 +442,16 @@ impl Default for ScanConfig {
             pcre_max_file_size: ByteSize(100 << 20),
             bytecode: true,
             bytecode_unsigned: false,
-            bytecode_timeout: 60_000,
+            bytecode_timeout: 10_000,
+            bytecode_security: "TrustSigned".into(),
+            bytecode_mode: "Auto".into(),
             official_database_only: false,
             detect_pua: false,
+            exclude_pua: Vec::new(),
+            include_pua: Vec::new(),
+            cache_size: 65_536,
+            disable_cache: false,
+            disable_cert_check: false,
             heuristic_alerts: true,
             heuristic_scan_precedence: false,
             scan_archive: true,
@@ -398,6 +483,9 @@ impl Default for ScanConfig {
             structured_data_detection: false,
             structured_min_credit_card_count: 3,
             structured_min_ssn_count: 3,
+            structured_cc_only: false,
+            structured_ssn_format_normal: true,
+            structured_ssn_format_stripped: false,
             allow_all_match_scan: true,
             follow_directory_symlinks: false,
             follow_file_symlinks: false,
@@ -425,8 +513,47 @@ pub struct Loaded {
     pub config: Config,
     /// The file read, or `None` for built-in defaults.
     pub source: Option<PathBuf>,
-    /// The text read (empty for defaults), handed to workers as is.
+    /// The configuration as TOML (the file read, the translation of a
+    /// clamd.conf, or empty for defaults), handed to workers as is.
     pub text: String,
+    /// How a clamd.conf was translated (empty for TOML): logged at start.
+    pub notes: Vec<clamd_conf::Note>,
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// [`DEFAULT_PATH`] if present, else built-in defaults.
+    Default,
+    /// A clamsentry TOML file.
+    Toml(PathBuf),
+    /// A clamd.conf, translated (see [`clamd_conf`]).
+    ClamdConf(PathBuf),
+    /// Read already (by the clamd command line).
+    Loaded(Box<Loaded>),
+}
+
+impl From<Option<&Path>> for ConfigSource {
+    /// `--config PATH`, or nothing.
+    fn from(path: Option<&Path>) -> ConfigSource {
+        match path {
+            Some(p) => ConfigSource::Toml(p.to_path_buf()),
+            None => ConfigSource::Default,
+        }
+    }
+}
+
+impl ConfigSource {
+    pub fn load(self) -> Result<Loaded, ConfigError> {
+        match self {
+            ConfigSource::Default => Config::load(None),
+            ConfigSource::Toml(p) => Config::load(Some(&p)),
+            ConfigSource::ClamdConf(p) => {
+                clamd_conf::load(&p, clamd_conf::ClamdConf::new("")).map(|(loaded, _)| loaded)
+            }
+            ConfigSource::Loaded(l) => Ok(*l),
+        }
+    }
 }
 
 impl Config {
@@ -440,6 +567,7 @@ impl Config {
                     config: Config::default(),
                     source: None,
                     text: String::new(),
+                    notes: Vec::new(),
                 })
             }
         };
@@ -448,11 +576,22 @@ impl Config {
             path: shown.clone(),
             source,
         })?;
-        let config = Config::parse(&text, &shown)?;
+        let config = Config::parse(&text, &shown).map_err(|e| match e {
+            ConfigError::Parse { path, message } if clamd_conf::looks_like_clamd_conf(&text) => {
+                ConfigError::Parse {
+                    path,
+                    message: format!(
+                        "{message}\n(this looks like a clamd.conf: read it with --clamd-conf {shown}, or run `clamsentry clamd -c {shown}`)"
+                    ),
+                }
+            }
+            e => e,
+        })?;
         Ok(Loaded {
             config,
             source: Some(path),
             text,
+            notes: Vec::new(),
         })
     }
 
@@ -545,6 +684,20 @@ impl Config {
             ));
         }
         self.unix_mode().map_err(|m| ("listen.unix-mode", m))?;
+        for (key, name) in [
+            ("listen.unix-owner", &self.listen.unix_owner),
+            ("listen.unix-group", &self.listen.unix_group),
+        ] {
+            if name.trim() != name || name.contains(['\0', ':', '/']) {
+                return Err((
+                    key,
+                    format!("{name:?} is not a user or group name or number"),
+                ));
+            }
+        }
+        if self.listen.backlog == 0 || self.listen.backlog > 65_535 {
+            return Err(("listen.backlog", "must be between 1 and 65535".into()));
+        }
         let addrs = self.tcp_addrs().map_err(|m| ("listen.tcp", m))?;
         let allow = self.tcp_allow().map_err(|m| ("listen.tcp-allow", m))?;
         if !addrs.is_empty() && allow.is_empty() {
@@ -577,6 +730,54 @@ impl Config {
                     format!("{bad:?} is not a clamd command (use the words VERSIONCOMMANDS lists, in capitals)"),
                 ));
             }
+        }
+        if !matches!(
+            self.scan.bytecode_security.as_str(),
+            "TrustSigned" | "Paranoid"
+        ) {
+            return Err((
+                "scan.bytecode-security",
+                format!(
+                    "{:?} is not a choice: use \"TrustSigned\" or \"Paranoid\"",
+                    self.scan.bytecode_security
+                ),
+            ));
+        }
+        if !matches!(
+            self.scan.bytecode_mode.as_str(),
+            "Auto" | "ForceJIT" | "ForceInterpreter" | "Test"
+        ) {
+            return Err((
+                "scan.bytecode-mode",
+                format!(
+                    "{:?} is not a choice: use \"Auto\", \"ForceJIT\", \"ForceInterpreter\" or \"Test\"",
+                    self.scan.bytecode_mode
+                ),
+            ));
+        }
+        if !self.scan.exclude_pua.is_empty() && !self.scan.include_pua.is_empty() {
+            return Err((
+                "scan.include-pua",
+                "cannot be used together with scan.exclude-pua (as clamd's IncludePUA and ExcludePUA)"
+                    .into(),
+            ));
+        }
+        for (key, cats) in [
+            ("scan.exclude-pua", &self.scan.exclude_pua),
+            ("scan.include-pua", &self.scan.include_pua),
+        ] {
+            if let Some(bad) = cats
+                .iter()
+                .find(|c| c.is_empty() || c.contains(['.', '\0']))
+            {
+                return Err((
+                    key,
+                    format!("{bad:?} is not a PUA category name (like \"NetTool\")"),
+                ));
+            }
+        }
+        if self.scan.cache_size == 0 {
+            return Err(("scan.cache-size", "must be at least 1".into()));
         }
         for pattern in &self.scan.exclude_path {
             regex::bytes::Regex::new(pattern).map_err(|e| {
@@ -623,6 +824,41 @@ impl Config {
             return Err((
                 "database.self-check",
                 "must be between 0 (off) and 86400 seconds".into(),
+            ));
+        }
+        let v = &self.virus_event;
+        if v.command.contains('\0') || v.command.len() > 4096 {
+            return Err((
+                "virus-event.command",
+                "must be at most 4096 bytes, without NUL".into(),
+            ));
+        }
+        if matches!(v.user.as_str(), "root" | "0")
+            || (v.user.is_empty()
+                && !v.command.is_empty()
+                && matches!(self.sandbox.user.as_str(), "root" | "0"))
+        {
+            return Err((
+                "virus-event.user",
+                "the command never runs as root: name an unprivileged user".into(),
+            ));
+        }
+        if v.timeout == 0 || v.timeout > 3600 {
+            return Err((
+                "virus-event.timeout",
+                "must be between 1 and 3600 seconds".into(),
+            ));
+        }
+        if v.max_concurrent == 0 || v.max_concurrent > 64 {
+            return Err((
+                "virus-event.max-concurrent",
+                "must be between 1 and 64".into(),
+            ));
+        }
+        if v.max_per_minute == 0 || v.max_per_minute > 100_000 {
+            return Err((
+                "virus-event.max-per-minute",
+                "must be between 1 and 100000".into(),
             ));
         }
         for (name, kind) in &self.service.sockets {
@@ -712,7 +948,7 @@ mod tests {
     #[test]
     fn empty_file_is_defaults() {
         let c = Config::parse("", "t.toml").unwrap();
-        assert_eq!(c.limits.stream_max_length, ByteSize(25 << 20));
+        assert_eq!(c.limits.stream_max_length, ByteSize(100 << 20));
         assert_eq!(c.unix_mode().unwrap(), 0o660);
     }
 

@@ -143,6 +143,46 @@ pub fn version() -> String {
         .into_owned()
 }
 
+/// The version and build time (seconds since the epoch) in the header of a
+/// signature container (`daily.cvd`, `daily.cld`), read as libclamav's
+/// `cl_cvdhead` reads it: the first 512 bytes up to the first line end,
+/// trailing blanks cut, parsed by `cl_cvdparse`. `None` when the file is
+/// missing, unreadable or not a container.
+pub fn cvd_head(path: &Path) -> Option<(u32, u64)> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(512);
+    std::fs::File::open(path)
+        .ok()?
+        .take(512)
+        .read_to_end(&mut head)
+        .ok()?;
+    if head.is_empty() {
+        return None;
+    }
+    if let Some(end) = head
+        .iter()
+        .position(|&b| b == 0 || b == b'\n' || b == b'\r')
+    {
+        head.truncate(end);
+    }
+    while head.len() > 1 && head.last() == Some(&b' ') {
+        head.pop();
+    }
+    let c = CString::new(head).ok()?;
+    // SAFETY: `c` is a valid C string that outlives the call; cl_cvdparse
+    // returns NULL or a struct it allocated, which cl_cvdfree releases after
+    // the two plain fields are copied out.
+    unsafe {
+        let cvd = sys::cl_cvdparse(c.as_ptr());
+        if cvd.is_null() {
+            return None;
+        }
+        let found = ((*cvd).version, u64::from((*cvd).stime));
+        sys::cl_cvdfree(cvd);
+        Some(found)
+    }
+}
+
 /// libclamav's message for an error code.
 pub fn strerror(code: u32) -> String {
     // SAFETY: cl_strerror returns a pointer to a static NUL-terminated string
@@ -289,28 +329,44 @@ impl Engine {
             }
         }
         if let Some(tmp) = &settings.temp_dir {
-            let c = CString::new(tmp.as_os_str().as_bytes()).map_err(|_| EngineError::Setting {
-                name: "temporary-directory",
-                reason: "contains a NUL byte".into(),
-            })?;
-            // SAFETY: libclamav copies the string; `c` outlives the call.
-            let rc = unsafe {
-                sys::cl_engine_set_str(
-                    self.raw.as_ptr(),
-                    sys::cl_engine_field::CL_ENGINE_TMPDIR,
-                    c.as_ptr(),
-                )
-            };
-            if rc != sys::cl_error_t::CL_SUCCESS {
-                return Err(EngineError::Setting {
-                    name: "temporary-directory",
-                    reason: strerror(rc.0),
-                });
-            }
+            self.set_str(
+                "temporary-directory",
+                sys::cl_engine_field::CL_ENGINE_TMPDIR,
+                tmp.as_os_str().as_bytes(),
+            )?;
+        }
+        if let Some(categories) = &settings.pua_categories {
+            self.set_str(
+                "scan.exclude-pua/include-pua",
+                sys::cl_engine_field::CL_ENGINE_PUA_CATEGORIES,
+                categories.as_bytes(),
+            )?;
         }
         // SAFETY: installs a plain function pointer; the engine is not shared.
         unsafe {
             sys::cl_engine_set_clcb_virus_found(self.raw.as_ptr(), Some(on_virus_found));
+        }
+        Ok(())
+    }
+
+    fn set_str(
+        &mut self,
+        name: &'static str,
+        field: sys::cl_engine_field,
+        value: &[u8],
+    ) -> Result<(), EngineError> {
+        let c = CString::new(value).map_err(|_| EngineError::Setting {
+            name,
+            reason: "contains a NUL byte".into(),
+        })?;
+        // SAFETY: libclamav copies the string; `c` outlives the call; the
+        // engine is not compiled nor shared; field is a string field.
+        let rc = unsafe { sys::cl_engine_set_str(self.raw.as_ptr(), field, c.as_ptr()) };
+        if rc != sys::cl_error_t::CL_SUCCESS {
+            return Err(EngineError::Setting {
+                name,
+                reason: strerror(rc.0),
+            });
         }
         Ok(())
     }

@@ -86,6 +86,18 @@ impl ScanFlags {
                 | bit(
                     s.structured_data_detection,
                     sys::CL_SCAN_HEURISTIC_STRUCTURED,
+                )
+                | bit(
+                    s.structured_data_detection && s.structured_cc_only,
+                    sys::CL_SCAN_HEURISTIC_STRUCTURED_CC,
+                )
+                | bit(
+                    s.structured_data_detection && s.structured_ssn_format_normal,
+                    sys::CL_SCAN_HEURISTIC_STRUCTURED_SSN_NORMAL,
+                )
+                | bit(
+                    s.structured_data_detection && s.structured_ssn_format_stripped,
+                    sys::CL_SCAN_HEURISTIC_STRUCTURED_SSN_STRIPPED,
                 ),
             mail: bit(
                 s.scan_mail && s.scan_partial_messages,
@@ -95,12 +107,23 @@ impl ScanFlags {
     }
 }
 
+// libclamav's `enum bytecode_security` and `enum bytecode_mode` (clamav.h),
+// which the bindings do not export.
+const BYTECODE_TRUST_SIGNED: i64 = 1;
+const BYTECODE_TRUST_NOTHING: i64 = 2;
+const BYTECODE_MODE_AUTO: i64 = 0;
+const BYTECODE_MODE_JIT: i64 = 1;
+const BYTECODE_MODE_INTERPRETER: i64 = 2;
+const BYTECODE_MODE_TEST: i64 = 3;
+
 /// Everything an engine needs before it loads signatures.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
     /// `(config key, libclamav field, value)`; the key names the setting in errors.
     pub numbers: Vec<(&'static str, F, i64)>,
     pub temp_dir: Option<PathBuf>,
+    /// `CL_ENGINE_PUA_CATEGORIES` (".Cat1.Cat2."), when PUA categories are chosen.
+    pub pua_categories: Option<String>,
     pub db_options: u32,
     pub flags: ScanFlags,
 }
@@ -205,7 +228,46 @@ impl EngineSettings {
                 F::CL_ENGINE_MIN_SSN_COUNT,
                 i64::from(s.structured_min_ssn_count),
             ),
+            (
+                "scan.cache-size",
+                F::CL_ENGINE_CACHE_SIZE,
+                i64::from(s.cache_size),
+            ),
+            (
+                "scan.bytecode-security",
+                F::CL_ENGINE_BYTECODE_SECURITY,
+                match s.bytecode_security.as_str() {
+                    "Paranoid" => BYTECODE_TRUST_NOTHING,
+                    _ => BYTECODE_TRUST_SIGNED,
+                },
+            ),
+            (
+                "scan.bytecode-mode",
+                F::CL_ENGINE_BYTECODE_MODE,
+                match s.bytecode_mode.as_str() {
+                    "ForceJIT" => BYTECODE_MODE_JIT,
+                    "ForceInterpreter" => BYTECODE_MODE_INTERPRETER,
+                    "Test" => BYTECODE_MODE_TEST,
+                    _ => BYTECODE_MODE_AUTO,
+                },
+            ),
         ];
+        // As clamd: these two are only ever switched on (switching the
+        // cache "off" again would allocate it).
+        let mut numbers = numbers;
+        if s.disable_cache {
+            numbers.push(("scan.disable-cache", F::CL_ENGINE_DISABLE_CACHE, 1));
+        }
+        if s.disable_cert_check {
+            numbers.push(("scan.disable-cert-check", F::CL_ENGINE_DISABLE_PE_CERTS, 1));
+        }
+        let categories = if !s.exclude_pua.is_empty() {
+            &s.exclude_pua
+        } else {
+            &s.include_pua
+        };
+        let pua_categories =
+            (s.detect_pua && !categories.is_empty()).then(|| format!(".{}.", categories.join(".")));
         let bit = |on: bool, b: u32| if on { b } else { 0 };
         let db_options = bit(s.phishing_signatures, sys::CL_DB_PHISHING)
             | bit(s.phishing_scan_urls, sys::CL_DB_PHISHING_URLS)
@@ -215,10 +277,19 @@ impl EngineSettings {
                 s.bytecode && s.bytecode_unsigned,
                 sys::CL_DB_BYTECODE_UNSIGNED,
             )
-            | bit(s.official_database_only, sys::CL_DB_OFFICIAL_ONLY);
+            | bit(s.official_database_only, sys::CL_DB_OFFICIAL_ONLY)
+            | bit(
+                s.detect_pua && !s.exclude_pua.is_empty(),
+                sys::CL_DB_PUA_EXCLUDE,
+            )
+            | bit(
+                s.detect_pua && s.exclude_pua.is_empty() && !s.include_pua.is_empty(),
+                sys::CL_DB_PUA_INCLUDE,
+            );
         EngineSettings {
             numbers,
             temp_dir: Some(s.temporary_directory.clone()),
+            pua_categories,
             db_options,
             flags: ScanFlags::from_scan_config(s),
         }

@@ -125,6 +125,7 @@
 //! `sandbox-check`: [`demote`] with `max_threads: 0`, then [`probe`].
 
 mod caps_set;
+pub mod child;
 mod identity;
 mod landlock_rules;
 mod limits;

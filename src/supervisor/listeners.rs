@@ -107,6 +107,8 @@ pub async fn bind_from_config(config: &Config) -> std::io::Result<Vec<Listener>>
     let mut out = Vec::new();
     if let Some(path) = config.unix_path() {
         let l = bind_unix(path, config.unix_mode().unwrap_or(0o660))?;
+        crate::socket_setup::apply_unix_owner(path, &config.listen)?;
+        crate::socket_setup::set_backlog(&l, config.listen.backlog)?;
         out.push(Listener {
             name: Arc::from("unix"),
             origin: Origin::Config,
@@ -120,6 +122,7 @@ pub async fn bind_from_config(config: &Config) -> std::io::Result<Vec<Listener>>
                 format!("cannot listen on TCP {addr}: {e} (listen.tcp)"),
             )
         })?;
+        crate::socket_setup::set_backlog(&l, config.listen.backlog)?;
         out.push(Listener {
             name: Arc::from("tcp"),
             origin: Origin::Config,
@@ -130,21 +133,9 @@ pub async fn bind_from_config(config: &Config) -> std::io::Result<Vec<Listener>>
 }
 
 fn bind_unix(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let shown = path.display();
-    // Remove a stale socket left by a previous run, but never another kind of file.
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if meta.file_type().is_socket() {
-            std::fs::remove_file(path)?;
-        } else {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                format!(
-                    "{shown} exists and is not a socket: remove it or choose another listen.unix"
-                ),
-            ));
-        }
-    }
+    crate::socket_setup::remove_stale_socket(path)?;
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() && !dir.exists() {
             std::fs::create_dir_all(dir).map_err(|e| {

@@ -41,7 +41,8 @@ use self::lifecycle::{Action, GenId, Machine, Note, Who, WorkerId, WorkerMsg, Zy
 use self::listeners::{Accepted, Listener};
 use self::procs::{Child, Strays};
 use self::tempdir::TempRoot;
-use crate::config::{Config, ConfigError};
+use crate::config::{clamd_conf, Config, ConfigError, ConfigSource};
+use crate::daemonize::Readiness;
 use crate::engine::{LoadPhase, LoadProgress};
 use crate::ipc::channel::{AsyncChannel, Channel};
 use crate::ipc::messages::{
@@ -53,6 +54,7 @@ use crate::proto::CommandKind;
 use crate::sandbox::{self, SandboxError};
 use crate::systemd::activation::{self, ActivationError};
 use crate::systemd::notify::Notifier;
+use crate::virus_event::VirusEvents;
 
 /// Why the daemon could not start; main prints it and exits non-zero.
 #[derive(Debug, thiserror::Error)]
@@ -67,27 +69,40 @@ pub enum StartError {
     Activation(#[from] ActivationError),
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    VirusEvent(#[from] crate::virus_event::VirusEventError),
     #[error("{0}")]
     Failed(String),
 }
 
-/// `clamsentry check-config`: validates and prints a one-line summary.
-pub fn check_config(path: Option<&Path>) -> Result<String, ConfigError> {
-    let loaded = Config::load(path)?;
+/// `clamsentry check-config`: validates and prints a one-line summary,
+/// then, for a clamd.conf, one line per note on its translation.
+pub fn check_config(source: ConfigSource) -> Result<String, ConfigError> {
+    let loaded = source.load()?;
     let source = loaded.source.as_ref().map_or_else(
         || "built-in defaults".to_string(),
         |p| p.display().to_string(),
     );
-    Ok(format!("{source}: configuration OK"))
+    let mut summary = format!("{source}: configuration OK");
+    for note in &loaded.notes {
+        summary.push_str(&format!("\n  {note}"));
+    }
+    Ok(summary)
 }
 
-/// Runs the daemon in the foreground until SIGTERM/SIGINT, SHUTDOWN or
+/// Runs the daemon until SIGTERM/SIGINT, SHUTDOWN or
 /// `service.exit-when-idle`. A start-up failure is also shown in systemd's
 /// status line (`systemctl status clamsentry`).
-pub fn run(config_path: Option<&Path>) -> Result<(), StartError> {
-    let result = serve(config_path);
+///
+/// `readiness` hears when the daemon serves or failed to start: a daemon
+/// forked into the background by clamd's command line (`clamsentry clamd`)
+/// tells the waiting parent, which then exits (see `crate::daemonize`); in
+/// the foreground it is `Readiness::foreground()`.
+pub fn run(source: ConfigSource, readiness: &Readiness) -> Result<(), StartError> {
+    let result = serve(source, readiness);
     if let Err(e) = &result {
         Notifier::from_env().status(&format!("Failed to start: {e}"));
+        readiness.failed(&e.to_string());
     }
     result
 }
@@ -99,11 +114,14 @@ struct Prepared {
     owner: Option<(u32, u32)>,
 }
 
-fn prepare(config_path: Option<&Path>) -> Result<Prepared, StartError> {
-    let loaded = Config::load(config_path)?;
+fn prepare(source: ConfigSource) -> Result<Prepared, StartError> {
+    let loaded = source.load()?;
     crate::log::init(&loaded.config.log.level, &loaded.config.log.target);
     match &loaded.source {
-        Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
+        Some(p) => {
+            tracing::info!(config = %p.display(), "configuration loaded");
+            clamd_conf::log_notes(&p.display().to_string(), &loaded.notes);
+        }
         None => tracing::info!("no configuration file, using built-in defaults"),
     }
     raise_fd_limit();
@@ -157,8 +175,15 @@ fn raise_fd_limit() {
     }
 }
 
-fn serve(config_path: Option<&Path>) -> Result<(), StartError> {
-    let prepared = prepare(config_path)?;
+fn serve(source: ConfigSource, readiness: &Readiness) -> Result<(), StartError> {
+    let prepared = prepare(source)?;
+    // clamd's PidFile: this process's pid (after any fork), removed at exit.
+    let _pid_file = prepared
+        .config
+        .service
+        .pid_file()
+        .map(crate::pidfile::PidFile::create)
+        .transpose()?;
     let activated = activation::take(&prepared.config)?;
     procs::close_on_exec_all();
     nix::sys::prctl::set_child_subreaper(true)
@@ -196,9 +221,10 @@ fn serve(config_path: Option<&Path>) -> Result<(), StartError> {
             .map(Path::to_path_buf);
         let temp = TempRoot::create(&config.scan.temporary_directory, owner)?;
         tracing::info!(directory = %temp.path().display(), "private temporary directory created");
+        let virus_events = VirusEvents::from_config(&config)?;
         keep_supervisor_capabilities()?;
-        let result = Driver::new(Arc::new(config), text, temp, owner, listeners)
-            .run()
+        let result = Driver::new(Arc::new(config), text, temp, virus_events, listeners)
+            .run(readiness)
             .await;
         if let Some(p) = bound_unix {
             let _ = std::fs::remove_file(p);
@@ -212,8 +238,8 @@ fn serve(config_path: Option<&Path>) -> Result<(), StartError> {
 /// `clamsentry sandbox-check`: an engine holder and a worker forked from it
 /// exactly as in production try forbidden things and print what happened.
 /// Returns the exit code (0 when every attempt was denied).
-pub fn sandbox_check(config_path: Option<&Path>) -> Result<i32, StartError> {
-    let prepared = prepare(config_path)?;
+pub fn sandbox_check(source: ConfigSource) -> Result<i32, StartError> {
+    let prepared = prepare(source)?;
     procs::close_on_exec_all();
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| StartError::Failed(format!("cannot become a child subreaper: {e}")))?;
@@ -276,6 +302,8 @@ struct Driver {
     conns: Arc<ConnTable>,
     broker: Arc<Broker>,
     temp: TempRoot,
+    /// The VirusEvent runner (`None`: no command configured).
+    virus_events: Option<VirusEvents>,
     zygotes: HashMap<GenId, ZygoteProc>,
     workers: HashMap<WorkerId, WorkerProc>,
     tx: mpsc::Sender<Event>,
@@ -303,10 +331,9 @@ impl Driver {
         config: Arc<Config>,
         text: String,
         temp: TempRoot,
-        owner: Option<(u32, u32)>,
+        virus_events: Option<VirusEvents>,
         listeners: Vec<Listener>,
     ) -> Driver {
-        let _ = owner;
         let (tx, rx) = mpsc::channel(1024);
         let conns = Arc::new(ConnTable::default());
         let scan = &config.scan;
@@ -331,6 +358,7 @@ impl Driver {
             conns,
             broker,
             temp,
+            virus_events,
             zygotes: HashMap::new(),
             workers: HashMap::new(),
             tx,
@@ -358,7 +386,7 @@ impl Driver {
         }
     }
 
-    async fn run(mut self) -> Result<(), String> {
+    async fn run(mut self, readiness: &Readiness) -> Result<(), String> {
         Notifier::from_env().loading_started(&self.config.database.directory.display().to_string());
         spawn_signal_task(self.tx.clone());
         let dbtx = self.tx.clone();
@@ -376,7 +404,14 @@ impl Driver {
         if let Some(result) = self.apply(lifecycle::Event::Start) {
             return result;
         }
+        let mut told_ready = false;
         loop {
+            if !told_ready && self.machine.ever_ready() {
+                // A parent waiting in the foreground (clamd's command line)
+                // exits 0 now.
+                readiness.ready();
+                told_ready = true;
+            }
             let event = tokio::select! {
                 e = self.rx.recv() => match e { Some(e) => e, None => return Ok(()) },
                 _ = tick.tick() => Event::Machine(lifecycle::Event::Tick),
@@ -713,8 +748,19 @@ impl Driver {
                 }
                 Err(why) => violation(format!("Closed for {why}")),
             },
-            FromWorker::Found { conn, .. } => match self.conns.lookup(conn, w) {
-                Ok(_) => None,
+            FromWorker::Found {
+                conn,
+                virus,
+                target,
+            } => match self.conns.lookup(conn, w) {
+                Ok(_) => {
+                    // Only for a connection this worker holds; the names are
+                    // data (`crate::virus_event` quotes or refuses them).
+                    if let Some(events) = &self.virus_events {
+                        events.trigger(&virus, &target);
+                    }
+                    None
+                }
                 Err(why) => violation(format!("Found for {why}")),
             },
             FromWorker::Retire => Some(lifecycle::Event::WorkerRetire(w)),

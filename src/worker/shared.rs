@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use super::files::{BrokerClient, ConnFiles, ConnGuard};
 use super::pool::ScanPool;
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::engine::{Engine, Verdict};
 use crate::ipc::messages::{ConnInfo, Fleet, FromWorker, PeerInfo};
 use crate::policy::{ListenerKind, Profile};
 
@@ -132,6 +132,25 @@ impl Shared {
     /// Tells the supervisor something about one of this worker's connections.
     pub fn tell(&self, msg: FromWorker) {
         let _ = self.upstream.send(msg);
+    }
+
+    /// Tells the supervisor of each name a scan found, when a VirusEvent
+    /// command is configured (the supervisor runs it, as clamd does once per
+    /// reported name).
+    pub fn report_found(&self, conn: u64, target: &[u8], verdict: &Verdict) {
+        let Verdict::Found(names) = verdict else {
+            return;
+        };
+        if self.config.virus_event.command.is_empty() {
+            return;
+        }
+        for virus in names {
+            self.tell(FromWorker::Found {
+                conn,
+                virus: virus.clone(),
+                target: target.to_vec(),
+            });
+        }
     }
 
     /// The guard that reports connection `id` finished when dropped.

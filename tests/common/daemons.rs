@@ -163,8 +163,7 @@ impl Daemon {
         let mut conf = format!(
             "Foreground yes\nLocalSocket {}\nLocalSocketMode 666\nTCPSocket {}\nTCPAddr 127.0.0.1\n\
              DatabaseDirectory {}\nTemporaryDirectory {}\nPidFile {}/clamd.pid\nLogFile {}/clamd.log\n\
-             MaxThreads 4\nStreamMaxLength 25M\nMaxScanSize 100M\nMaxFileSize 25M\nMaxRecursion 16\n\
-             SelfCheck 0\n",
+             MaxThreads 4\nSelfCheck 0\n",
             unix.display(),
             tcp.port(),
             db.display(),

@@ -8,6 +8,7 @@ mod pathscan;
 mod stats;
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -137,7 +138,27 @@ async fn scan_stream(ctx: &Ctx, data: Vec<u8>) -> Vec<u8> {
             engine.scan_bytes(&data, false)
         })
         .await;
-    finish(ctx, "stream", "INSTREAM", result, bytes as u64, started)
+    let target = instream_name(&ctx.peer.info);
+    finish(
+        ctx,
+        "stream",
+        target.as_bytes(),
+        "INSTREAM",
+        result,
+        bytes as u64,
+        started,
+    )
+}
+
+/// The file name clamd 1.4 gives a VirusEvent command for INSTREAM data:
+/// the client's IPv4 address and port, or `local` for any other peer.
+fn instream_name(peer: &crate::ipc::messages::PeerInfo) -> String {
+    match peer {
+        crate::ipc::messages::PeerInfo::Tcp(std::net::SocketAddr::V4(a)) => {
+            format!("instream({}@{})", a.ip(), a.port())
+        }
+        _ => "instream(local)".to_string(),
+    }
 }
 
 async fn scan_fd(ctx: &Ctx, fd: OwnedFd) -> Vec<u8> {
@@ -152,17 +173,18 @@ async fn scan_fd(ctx: &Ctx, fd: OwnedFd) -> Vec<u8> {
             let meta = nix::sys::stat::fstat(fd.as_raw_fd());
             let regular = matches!(meta, Ok(st) if (st.st_mode & libc::S_IFMT) == libc::S_IFREG);
             if !regular {
-                return (None, 0);
+                return (None, 0, PathBuf::new());
             }
             let size = meta.map(|st| st.st_size as u64).unwrap_or(0);
             let target = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
                 .unwrap_or_else(|_| PathBuf::from(&shown));
             slot.begin("FILDES", &shown);
-            (Some(engine.scan_fd(fd.as_fd(), &target, false)), size)
+            let verdict = engine.scan_fd(fd.as_fd(), &target, false);
+            (Some(verdict), size, target)
         })
         .await;
     match result {
-        Ok((None, _)) => {
+        Ok((None, _, _)) => {
             tracing::info!(
                 command = "FILDES",
                 scan_result = "error",
@@ -170,15 +192,21 @@ async fn scan_fd(ctx: &Ctx, fd: OwnedFd) -> Vec<u8> {
             );
             reply::error(name.as_bytes(), b"Not a regular file")
         }
-        Ok((Some(v), size)) => finish(ctx, &name, "FILDES", Ok(v), size, started),
-        Err(busy) => finish(ctx, &name, "FILDES", Err(busy), 0, started),
+        Ok((Some(v), size, target)) => {
+            let target = target.as_os_str().as_bytes();
+            finish(ctx, &name, target, "FILDES", Ok(v), size, started)
+        }
+        Err(busy) => finish(ctx, &name, b"", "FILDES", Err(busy), 0, started),
     }
 }
 
-/// Turns a verdict into the reply text, counts it and logs it.
+/// Turns a verdict into the reply text, counts it and logs it. `target` is
+/// the file name a VirusEvent command is given (clamd's: `instream(…)`, or
+/// the descriptor's path).
 fn finish(
     ctx: &Ctx,
     name: &str,
+    target: &[u8],
     command: &'static str,
     result: Result<Verdict, super::pool::Busy>,
     bytes: u64,
@@ -200,6 +228,7 @@ fn finish(
         bytes,
         duration_ms,
     );
+    ctx.shared.report_found(ctx.guard.id, target, &verdict);
     verdict_text(name.as_bytes(), &verdict)
 }
 

@@ -525,6 +525,7 @@ impl<'a> Walker<'a> {
 
     fn file_job(&self, name: &[u8], file: File, size: u64) -> FileJob {
         FileJob {
+            conn: self.files.conn().id,
             shared: Arc::clone(self.shared),
             engine: Arc::clone(&self.engine),
             to: self.to,
@@ -650,6 +651,7 @@ enum Source<'d> {
 
 /// Scanning one opened file and answering for it; inline or as a MULTISCAN job.
 struct FileJob {
+    conn: u64,
     shared: Arc<Shared>,
     engine: Arc<Engine>,
     to: ReplyTo,
@@ -680,6 +682,7 @@ impl FileJob {
             self.size,
             started.elapsed().as_millis() as u64,
         );
+        self.shared.report_found(self.conn, &self.name, &verdict);
         match verdict {
             Verdict::Clean => FileResult::Clean,
             Verdict::Found(names) => {
