@@ -1,5 +1,6 @@
 #!/bin/sh
-# Builds clamsentry and runs it in the foreground on the demo configuration:
+# Installs the build dependencies if they are missing (asking nothing),
+# builds clamsentry and runs it in the foreground on the demo configuration:
 # Unix socket /tmp/clamsentry-demo.sock, TCP 127.0.0.1:3311, signatures that
 # detect the EICAR test string and every file of Debian's clamav-testfiles.
 #
@@ -8,6 +9,8 @@
 # inside a checkout under /root.
 set -eu
 cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh build
+export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release
 dir=$(mktemp -d /tmp/clamsentry-demo.XXXXXX)
 cp demo/db/* "$dir/"

@@ -9,8 +9,9 @@
 //! kernel drops the file-system capabilities (CAP_DAC_READ_SEARCH,
 //! CAP_DAC_OVERRIDE, CAP_CHOWN, …) from this thread's effective set, so the
 //! thread is then exactly as strong as the client for file access; going
-//! back to 0 restores them from the permitted set. `tests/broker.rs` reads
-//! `/proc/thread-self/status` while acting as a client to check this.
+//! back to 0 restores them from the permitted set. The unit test below reads
+//! `/proc/thread-self/status` while acting as a client to check this, and
+//! that the other threads kept their identity.
 //!
 //! [`ActingAs`] restores the broker's own identity when dropped and checks
 //! that it did; if restoring fails the process aborts: a thread that might
@@ -165,6 +166,12 @@ mod tests {
         assert!(!g.changed);
     }
 
+    fn cap_eff(status: &str) -> u64 {
+        let text = std::fs::read_to_string(status).unwrap();
+        let line = text.lines().find(|l| l.starts_with("CapEff:")).unwrap();
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    }
+
     #[test]
     fn a_client_identity_is_taken_and_given_back() {
         if !nix::unistd::geteuid().is_root() {
@@ -179,6 +186,11 @@ mod tests {
                 gid: 65534,
                 groups: vec![65534, 4242],
             };
+            let (go, wait) = std::sync::mpsc::channel::<()>();
+            let other = std::thread::spawn(move || {
+                wait.recv().unwrap();
+                (current_fsuid(), std::fs::File::open("/etc/shadow").is_ok())
+            });
             {
                 let _g = act_as(&own, &who).unwrap();
                 assert_eq!(current_fsuid(), 65534);
@@ -192,7 +204,17 @@ mod tests {
                 assert_eq!(groups, vec![4242, 65534]);
                 // As nobody, root's files are closed.
                 assert!(std::fs::File::open("/etc/shadow").is_err());
+                // The kernel took the file-system capabilities from this
+                // thread's effective set (CAP_DAC_OVERRIDE 1,
+                // CAP_DAC_READ_SEARCH 2)...
+                let eff = cap_eff("/proc/thread-self/status");
+                assert_eq!(eff & 0b110, 0, "CapEff {eff:x}");
+                // ...and from no other thread (one that existed before: a
+                // thread started now would inherit this one's identity).
+                go.send(()).unwrap();
+                assert_eq!(other.join().unwrap(), (0, true));
             }
+            assert_ne!(cap_eff("/proc/thread-self/status") & 0b110, 0);
             assert_eq!(current_fsuid(), own.uid);
             assert!(std::fs::File::open("/etc/shadow").is_ok());
         })
