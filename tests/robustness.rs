@@ -164,13 +164,15 @@ fn session_command_cap() {
     let (d, _db) = daemon(&[("limits", "max-session-commands = 3")]);
     let reply = talk(
         &d.unix_addr(),
-        &[b"zIDSESSION\0zPING\0zPING\0zPING\0zPING\0"],
+        &[b"zIDSESSION\0zPING\0zPING\0zPING\0zPING\0zPING\0"],
         Duration::from_secs(3),
     )
     .unwrap();
+    // Three commands are answered; the fourth gets the error and the
+    // session ends (the fifth is never read).
     assert_eq!(
         show(&reply),
-        "1: PONG\\02: PONG\\03: Session command limit reached (limits.max-session-commands). ERROR\\0"
+        "1: PONG\\02: PONG\\03: PONG\\04: Session command limit reached (limits.max-session-commands). ERROR\\0"
     );
     still_serving(&d);
 }

@@ -68,11 +68,12 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, info: ConnInfo) {
             guard,
         },
         told_active: false,
+        linger_at_close: true,
     };
     async {
         tracing::debug!("connected");
         conn.run().await;
-        conn.ctx.writer.close().await;
+        conn.close().await;
         let unsaid = conn
             .ctx
             .guard
@@ -108,6 +109,11 @@ struct Conn {
     ctx: Ctx,
     /// The supervisor knows this connection sent a complete command.
     told_active: bool,
+    /// The conversation ends by the daemon's decision (an error reply, a
+    /// limit) while the client may still be sending: read its bytes for a
+    /// moment before closing, so that unread input does not turn the close
+    /// into a reset that destroys the replies still on their way.
+    linger_at_close: bool,
 }
 
 struct Frame {
@@ -383,6 +389,7 @@ impl Conn {
             {
                 Ok(f) => f,
                 Err(End::Eof) => {
+                    self.linger_at_close = false;
                     tasks.abort_all();
                     break;
                 }
@@ -451,7 +458,7 @@ impl Conn {
             }
             // Refused commands count too: a session of refusals ends as
             // soon as one of allowed commands would.
-            if id >= limits.max_session_commands {
+            if id > limits.max_session_commands {
                 if let Some(suppressed) = self.ctx.may_log() {
                     tracing::warn!(
                         limit = limits.max_session_commands,
@@ -490,6 +497,10 @@ impl Conn {
     }
 
     async fn end(&mut self, end: End, term: u8) {
+        if !matches!(end, End::TooLong | End::StrayFd) {
+            // The client ended, went silent or is gone: nothing to wait for.
+            self.linger_at_close = false;
+        }
         match end {
             End::Eof | End::Shutdown | End::StrayFd => {}
             End::TimedOut | End::TooSlow => {
@@ -698,10 +709,27 @@ impl Conn {
         Ok(())
     }
 
+    /// Ends the connection: the write side first (the replies, then the end
+    /// of stream), then, if the client's bytes are still arriving after the
+    /// daemon ended the conversation, [`Self::linger`]. A client with nothing
+    /// more to send is not waited for.
+    async fn close(&mut self) {
+        if !self.linger_at_close {
+            self.ctx.writer.close().await;
+            return;
+        }
+        let mut probe = [0u8; 1];
+        match tokio::time::timeout(Duration::ZERO, self.reader.read(&mut probe)).await {
+            Ok(Ok(1)) => self.linger().await,
+            _ => self.ctx.writer.close().await,
+        }
+    }
+
     /// After refusing a stream the client is still sending: stop writing,
     /// then read and drop its bytes for a moment, so that it gets the error
     /// reply instead of a connection reset (bounded in time and bytes).
     async fn linger(&mut self) {
+        self.linger_at_close = false;
         self.ctx.writer.close().await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         let mut scratch = vec![0u8; 64 * 1024];
