@@ -4,7 +4,8 @@
 # so those are installed too.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-# Keep package scripts from starting services (clamd, freshclam) on this machine.
+# Keep package scripts from starting services (clamd, freshclam,
+# clamav-milter) on this machine: tests/milter.rs starts its own milter.
 policy=/usr/sbin/policy-rc.d
 created_policy=0
 if [ ! -e "$policy" ]; then
@@ -16,6 +17,7 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends \
   build-essential pkg-config libclang-dev libclamav-dev \
   clamav clamav-daemon clamdscan clamav-testfiles \
+  clamav-milter miltertest \
   python3 python3-pyclamd libclamav-client-perl perl \
   systemd util-linux procps tmux \
   debootstrap systemd-container lintian dpkg-dev binutils
