@@ -13,7 +13,7 @@ profile=${1:-test}
 
 build_packages=(build-essential pkg-config libclang-dev libclamav-dev clamdscan clamav-testfiles)
 test_packages=(
-  clamav clamav-daemon clamdscan clamav-testfiles clamav-milter
+  clamav clamav-daemon clamdscan clamav-testfiles clamav-milter miltertest
   python3 python3-pip python3-pyclamd libclamav-client-perl perl
   systemd util-linux procps tmux
   debootstrap systemd-container lintian dpkg-dev binutils
@@ -45,7 +45,7 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   # Keep package scripts from starting services (clamd, freshclam, the
-  # milter) on this machine.
+  # milter) on this machine: tests/milter.rs starts its own milter.
   policy=/usr/sbin/policy-rc.d
   created_policy=0
   if [ ! -e "$policy" ]; then

@@ -57,11 +57,17 @@ impl PidFile {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Whether the file still holds our pid (not removed, not rewritten by
+    /// another daemon).
+    pub fn is_ours(&self) -> bool {
+        std::fs::read_to_string(&self.path).is_ok_and(|c| c == self.content)
+    }
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        if std::fs::read_to_string(&self.path).is_ok_and(|c| c == self.content) {
+        if self.is_ours() {
             let _ = std::fs::remove_file(&self.path);
         }
     }

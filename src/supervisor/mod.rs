@@ -149,7 +149,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, StartError> {
 /// The supervisor keeps only what starting processes (SETUID, SETGID,
 /// SETPCAP), giving each worker its directory (CHOWN), acting as a client
 /// in the broker (SETUID and SETGID again, for the file identity; and
-/// DAC_READ_SEARCH for root clients) and signalling children (KILL) need;
+/// DAC_READ_SEARCH for root clients; the same file identity removes the
+/// socket and PID file at exit, see [`remove_at_exit`]) and signalling
+/// children (KILL) need;
 /// everything else goes, bounding set included.
 fn keep_supervisor_capabilities() -> Result<(), StartError> {
     use caps::Capability::*;
@@ -178,7 +180,7 @@ fn raise_fd_limit() {
 fn serve(source: ConfigSource, readiness: &Readiness) -> Result<(), StartError> {
     let prepared = prepare(source)?;
     // clamd's PidFile: this process's pid (after any fork), removed at exit.
-    let _pid_file = prepared
+    let pid_file = prepared
         .config
         .service
         .pid_file()
@@ -189,7 +191,7 @@ fn serve(source: ConfigSource, readiness: &Readiness) -> Result<(), StartError> 
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| StartError::Failed(format!("cannot become a child subreaper: {e}")))?;
     let runtime = runtime()?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let Prepared {
             config,
             text,
@@ -227,12 +229,58 @@ fn serve(source: ConfigSource, readiness: &Readiness) -> Result<(), StartError> 
             .run(readiness)
             .await;
         if let Some(p) = bound_unix {
-            let _ = std::fs::remove_file(p);
+            remove_at_exit(&p, "Unix socket");
         }
         result.map_err(StartError::Failed)?;
         tracing::info!("stopped");
         Ok(())
-    })
+    });
+    if let Some(p) = pid_file.as_ref().filter(|p| p.is_ours()) {
+        remove_at_exit(p.path(), "PID file");
+    }
+    result
+}
+
+/// Removes a file the daemon made at start (its Unix socket, its PID file)
+/// when it stops. By then the supervisor has given up CAP_DAC_OVERRIDE, so
+/// it cannot unlink in a directory it may not write, such as Debian's
+/// `/run/clamav` (owned by clamav, mode 0755; clamd, running as clamav,
+/// removes its socket there). Then it tries again as the directory's
+/// owner, on this thread only ([`broker::creds`]): never more than that
+/// user could do. A failure is logged, not fatal.
+fn remove_at_exit(path: &Path, what: &str) {
+    use std::io::ErrorKind;
+    let mut result = std::fs::remove_file(path);
+    if matches!(&result, Err(e) if e.kind() == ErrorKind::PermissionDenied) {
+        result = as_directory_owner(path, || std::fs::remove_file(path));
+    }
+    match result {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("cannot remove the {what} {}: {e}", path.display()),
+    }
+}
+
+/// Runs `f` with the file-system identity of the owner and group of the
+/// directory holding `path`.
+fn as_directory_owner<T>(
+    path: &Path,
+    f: impl FnOnce() -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let meta = std::fs::metadata(dir)?;
+    let own = broker::creds::Own::capture()?;
+    let owner = broker::creds::FsIdentity {
+        uid: meta.uid(),
+        gid: meta.gid(),
+        groups: vec![meta.gid()],
+    };
+    let _acting = broker::creds::act_as(&own, &owner)?;
+    f()
 }
 
 /// `clamsentry sandbox-check`: an engine holder and a worker forked from it

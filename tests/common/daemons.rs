@@ -12,7 +12,7 @@ use super::client::{talk, Addr};
 pub const CLAMD: &str = "/usr/sbin/clamd";
 
 /// Makes a daemon die with the test process, even if the test panics or is killed.
-fn die_with_parent(cmd: &mut Command) -> &mut Command {
+pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
     // SAFETY: the closure runs between fork and exec and only calls prctl,
     // which is async-signal-safe.
     unsafe {
