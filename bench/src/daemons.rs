@@ -75,8 +75,10 @@ pub fn clamd_conf(dir: &Path, db: &Path, socket: &Path, s: &Settings) -> String 
 /// clamsentry's TOML for the benchmark (also parsed in-process for the
 /// engine-only measurement, so the engine gets identical settings).
 pub fn clamsentry_toml(db: &Path, socket: &Path, s: &Settings) -> String {
+    // clamd gets SelfCheck 0: neither daemon reloads on its own while the
+    // benchmark changes reload.ndb.
     format!(
-        "[database]\ndirectory = {db:?}\n\n\
+        "[database]\ndirectory = {db:?}\nself-check = 0\n\n\
          [listen]\nunix = {socket:?}\nunix-mode = \"0600\"\ntcp = []\n\n\
          [limits]\nstream-max-length = {sml}\nmax-threads = {threads}\nmax-queue = {queue}\n\
          max-connections = {conns}\ncommand-read-timeout = 30\nread-timeout = 120\nidle-timeout = 120\n\n\
