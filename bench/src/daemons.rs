@@ -247,7 +247,8 @@ pub fn rss_kib(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
-fn cpu_s(pid: i32) -> f64 {
+/// CPU time (user + system) of one process, seconds.
+pub fn cpu_s(pid: i32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may contain spaces) start after ')'.
     let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {

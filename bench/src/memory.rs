@@ -80,15 +80,25 @@ pub struct ReloadsRun {
     /// after / before.
     pub ratio: f64,
     pub peak_pss_kib: u64,
+    /// clamsentry: the most engine holders and workers alive at once
+    /// during the reloads (sampled with the peak, every 100 ms).
+    pub max_engine_processes: usize,
+    pub max_worker_processes: usize,
     pub reloads: Vec<OneReload>,
     /// clamsentry: from the end of the load until only one engine holder
     /// and the configured workers were left.
     pub drained_s: Option<f64>,
     pub processes_before: Vec<ProcMem>,
     pub processes_after: Vec<ProcMem>,
+    /// Requests of the reload phase (from the first RELOAD's load to the
+    /// end of the load), and its length.
     pub requests_ok: u64,
     pub requests_failed: u64,
     pub failure_kinds: Vec<String>,
+    pub reload_phase_s: f64,
+    /// Requests of the same load before the reloads, and its length.
+    pub before_requests_ok: u64,
+    pub before_s: f64,
     pub seconds: f64,
 }
 
@@ -197,9 +207,12 @@ pub async fn reloads_run(s: &Setup<'_>, opts: &MemoryOptions) -> Result<ReloadsR
         ..ReloadsRun::default()
     };
     // Before: the same streaming load, stopped, settled.
+    let t = Instant::now();
     let bg = Background::start(&d.socket, opts.reload_clients, s.small, s.counter, s.chunk);
     tokio::time::sleep(each).await;
-    let mut events = bg.stop(Duration::from_secs(60)).await;
+    let before = bg.stop(Duration::from_secs(60)).await;
+    out.before_s = t.elapsed().as_secs_f64();
+    out.before_requests_ok = count(&before).0;
     tokio::time::sleep(settle).await;
     out.processes_before = daemons::tree_memory(d.pid());
     out.pss_before_kib = out.processes_before.iter().map(|p| p.pss_kib).sum();
@@ -207,6 +220,7 @@ pub async fn reloads_run(s: &Setup<'_>, opts: &MemoryOptions) -> Result<ReloadsR
 
     let mut tail = LogTail::at_end(&d.log);
     let mut complete_lines = 0usize;
+    let t_phase = Instant::now();
     let bg = Background::start(&d.socket, opts.reload_clients, s.small, s.counter, s.chunk);
     tokio::time::sleep(each / 2).await;
     for n in 1..=opts.reloads {
@@ -253,6 +267,12 @@ pub async fn reloads_run(s: &Setup<'_>, opts: &MemoryOptions) -> Result<ReloadsR
             }
             if sampled.elapsed() >= Duration::from_millis(100) {
                 out.peak_pss_kib = out.peak_pss_kib.max(d.rss_kib());
+                if s.kind == Kind::Clamsentry {
+                    let e = daemons::children_named(d.pid(), ENGINE_COMM).len();
+                    let w = daemons::children_named(d.pid(), WORKER_COMM).len();
+                    out.max_engine_processes = out.max_engine_processes.max(e);
+                    out.max_worker_processes = out.max_worker_processes.max(w);
+                }
                 sampled = Instant::now();
             }
             let done = found_s.is_some() && (s.kind == Kind::Clamd || r.complete_s.is_some());
@@ -272,7 +292,8 @@ pub async fn reloads_run(s: &Setup<'_>, opts: &MemoryOptions) -> Result<ReloadsR
         out.reloads.push(r);
     }
     tokio::time::sleep(each / 2).await;
-    events.extend(bg.stop(Duration::from_secs(60)).await);
+    let events = bg.stop(Duration::from_secs(60)).await;
+    out.reload_phase_s = t_phase.elapsed().as_secs_f64();
     // Old engine holders and draining workers leave on their own.
     let t = Instant::now();
     if s.kind == Kind::Clamsentry {

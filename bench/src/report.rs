@@ -827,26 +827,36 @@ impl Report {
             );
             let _ = writeln!(
                 s,
-                "| daemon | reloads | PSS before MiB | PSS after MiB | after / before | peak PSS MiB | new signature found s, median (min-max) | reload complete s, median (min-max) | old processes gone s | failed requests | successful requests |"
+                "| daemon | reloads | PSS before MiB | PSS after MiB | after / before | peak PSS MiB | most engine holders / workers at once | new signature found s, median (min-max) | reload complete s, median (min-max) | old processes gone s | failed requests | scans/s before / during reloads |"
             );
-            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|");
+            let _ = writeln!(
+                s,
+                "|---|---:|---:|---:|---:|---:|---|---|---|---:|---:|---|"
+            );
             for r in &rl.runs {
                 let found: Vec<f64> = r.reloads.iter().map(|x| x.found_s).collect();
                 let complete: Vec<f64> = r.reloads.iter().filter_map(|x| x.complete_s).collect();
+                let rate = |n: u64, secs: f64| num(Some(n as f64 / secs.max(1e-9)));
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {:.3}x | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {:.3}x | {} | {} | {} | {} | {} | {} | {} / {} |",
                     r.daemon,
                     r.reloads.len(),
                     mib(r.pss_before_kib),
                     mib(r.pss_after_kib),
                     r.ratio,
                     mib(r.peak_pss_kib),
+                    if r.daemon == "clamsentry" {
+                        format!("{} / {}", r.max_engine_processes, r.max_worker_processes)
+                    } else {
+                        "-".into()
+                    },
                     range(&found),
                     range(&complete),
                     num(r.drained_s),
                     r.requests_failed,
-                    r.requests_ok
+                    rate(r.before_requests_ok, r.before_s),
+                    rate(r.requests_ok, r.reload_phase_s)
                 );
             }
             s.push('\n');
@@ -859,21 +869,23 @@ impl Report {
             );
             let _ = writeln!(
                 s,
-                "| directory | entries | clamd s | clamsentry s | ratio | clamd CPU s | clamsentry CPU s | same replies | reply |"
+                "| directory | entries | clamd s | clamsentry s | ratio | clamd CPU s | clamsentry CPU s (supervisor) | same replies | reply |"
             );
             let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---|---|");
             for v in &d.variants {
-                let cpu = |name: &str| {
+                // CPU of each daemon's fastest run.
+                let fastest = |name: &str| {
                     v.runs
                         .iter()
                         .filter(|r| r.daemon == name)
-                        .map(|r| r.daemon_cpu_s)
-                        .reduce(f64::min)
+                        .min_by(|a, b| a.seconds.total_cmp(&b.seconds))
                 };
+                let cpu = |name: &str| fastest(name).map(|r| r.daemon_cpu_s);
+                let sup = fastest("clamsentry").map(|r| r.main_cpu_s);
                 let last = v.runs.first().map_or("", |r| r.last_line.as_str());
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} |",
                     v.tree.variant,
                     v.tree.entries,
                     num(v.clamd_s),
@@ -881,6 +893,7 @@ impl Report {
                     v.ratio.map_or("-".into(), |x| format!("{x:.2}x")),
                     num(cpu("clamd")),
                     num(cpu("clamsentry")),
+                    num(sup),
                     match v.replies_equal {
                         Some(true) => "yes",
                         Some(false) => "NO",
