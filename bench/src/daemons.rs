@@ -441,3 +441,73 @@ pub fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 pub fn log_num(line: &str, key: &str) -> Option<u64> {
     log_field(line, key).and_then(|v| v.parse().ok())
 }
+
+/// What a [`Sampler`] saw.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Peak {
+    /// Highest PSS of the tree, KiB.
+    pub pss_kib: u64,
+    /// Most clamsentry engine holders and workers alive at once.
+    pub engines: usize,
+    pub workers: usize,
+    pub samples: u64,
+}
+
+/// Samples the PSS of a process tree at an interval on its own OS thread
+/// and keeps the peak.
+///
+/// Reading `smaps_rollup` walks the page tables of the process: about
+/// 10 ms for each process that maps the 2M-signature engine, so 24 ms for
+/// clamsentry's supervisor, engine holder and two workers, against 10 ms
+/// for clamd. Sampled every 50 ms on the load generator's single thread,
+/// as the benchmark first did, that stalled the generator a third of the
+/// time during clamsentry's windows (its CPU 36-44 % against 17-21 %
+/// during clamd's). So: a thread of its own, and a coarse interval.
+pub struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<Peak>>,
+}
+
+impl Sampler {
+    pub fn start(pid: i32, every: Duration) -> Sampler {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let handle = std::thread::spawn(move || {
+            let mut peak = Peak::default();
+            loop {
+                let pss: u64 = tree(pid).iter().map(|&p| rss_kib(p)).sum();
+                peak.pss_kib = peak.pss_kib.max(pss);
+                peak.engines = peak.engines.max(children_named(pid, ENGINE_COMM).len());
+                peak.workers = peak.workers.max(children_named(pid, WORKER_COMM).len());
+                peak.samples += 1;
+                let next = Instant::now() + every;
+                while Instant::now() < next {
+                    if flag.load(Ordering::Relaxed) {
+                        return peak;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        });
+        Sampler {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the thread and returns the peak.
+    pub fn finish(mut self) -> Peak {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -866,6 +866,9 @@ async fn idle_connections(d: &Daemon, n: usize, settle: Duration) -> IdleResult 
     out
 }
 
+/// How often memory is sampled during reloads.
+pub const RELOAD_SAMPLE_EVERY: Duration = Duration::from_millis(250);
+
 /// Adds a signature, sends RELOAD, and scans the payload it detects until
 /// the daemon finds it: that answer comes from the new engine.
 async fn reload(d: &Daemon, dbdir: &Path, chunk: usize) -> Result<ReloadResult, String> {
@@ -881,23 +884,8 @@ async fn reload(d: &Daemon, dbdir: &Path, chunk: usize) -> Result<ReloadResult, 
         rss_before_kib: d.rss_kib(),
         ..ReloadResult::default()
     };
-    let pid = d.pid();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let stop = Arc::clone(&stop);
-        tokio::spawn(async move {
-            let mut peak = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let rss: u64 = daemons::tree(pid)
-                    .iter()
-                    .map(|&p| daemons::rss_kib(p))
-                    .sum();
-                peak = peak.max(rss);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            peak
-        })
-    };
+    // Every 250 ms on its own thread (see `daemons::Sampler`).
+    let sampler = daemons::Sampler::start(d.pid(), RELOAD_SAMPLE_EVERY);
     let t = Instant::now();
     let limit = t + Duration::from_secs(600);
     out.reply = text(
@@ -912,15 +900,14 @@ async fn reload(d: &Daemon, dbdir: &Path, chunk: usize) -> Result<ReloadResult, 
             }
         }
         if Instant::now() > limit {
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
             return Err(format!("{} did not reload within 600 s", d.kind.name()));
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     out.reload_s = t.elapsed().as_secs_f64();
+    // Until the old engine is gone (clamsentry: its processes exited).
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    out.peak_rss_kib = sampler.await.unwrap_or(0);
+    out.peak_rss_kib = sampler.finish().pss_kib;
     out.rss_after_kib = d.rss_kib();
     Ok(out)
 }

@@ -14,6 +14,9 @@ use tokio::net::UnixStream;
 use crate::daemons::{self, Daemon};
 use crate::db;
 
+/// How often the peak memory of a daemon is sampled during a scenario.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
 /// One load scenario.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Scenario {
@@ -209,23 +212,9 @@ pub async fn run(
             done_at
         });
     }
-    // Sample memory while the load runs; CPU is read at the window's edges.
-    let sampler = {
-        let pid = daemon.pid();
-        let stop = Arc::clone(&stop);
-        tokio::spawn(async move {
-            let mut peak = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let rss: u64 = daemons::tree(pid)
-                    .iter()
-                    .map(|&p| daemons::rss_kib(p))
-                    .sum();
-                peak = peak.max(rss);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            peak
-        })
-    };
+    // Sample memory while the load runs, on a thread of its own and once a
+    // second (see `daemons::Sampler`); CPU is read at the window's edges.
+    let sampler = daemons::Sampler::start(daemon.pid(), SAMPLE_EVERY);
     tokio::time::sleep_until(measure_from.into()).await;
     let (d0, c0, m0) = (
         daemon.cpu_s(),
@@ -266,7 +255,7 @@ pub async fn run(
             }
         }
     }
-    out.peak_rss_kib = sampler.await.unwrap_or(0);
+    out.peak_rss_kib = sampler.finish().pss_kib;
     let secs = (end - measure_from).as_secs_f64().max(1e-9);
     out.seconds = secs;
     out.scans = lat.len() as u64;

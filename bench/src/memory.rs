@@ -81,7 +81,7 @@ pub struct ReloadsRun {
     pub ratio: f64,
     pub peak_pss_kib: u64,
     /// clamsentry: the most engine holders and workers alive at once
-    /// during the reloads (sampled with the peak, every 100 ms).
+    /// during the reloads (sampled with the peak, every 250 ms).
     pub max_engine_processes: usize,
     pub max_worker_processes: usize,
     pub reloads: Vec<OneReload>,
@@ -221,6 +221,7 @@ pub async fn reloads_run(s: &Setup<'_>, opts: &MemoryOptions) -> Result<ReloadsR
     let mut tail = LogTail::at_end(&d.log);
     let mut complete_lines = 0usize;
     let t_phase = Instant::now();
+    let sampler = daemons::Sampler::start(d.pid(), crate::RELOAD_SAMPLE_EVERY);
     let bg = Background::start(&d.socket, opts.reload_clients, s.small, s.counter, s.chunk);
     tokio::time::sleep(each / 2).await;
     for n in 1..=opts.reloads {
@@ -245,7 +246,6 @@ pub async fn reloads_run(s: &Setup<'_>, opts: &MemoryOptions) -> Result<ReloadsR
             ..OneReload::default()
         };
         let mut found_s = None;
-        let mut sampled = Instant::now() - Duration::from_secs(1);
         loop {
             if found_s.is_none() {
                 let scan = crate::load::request(&d.socket, &req.bytes, limit);
@@ -264,16 +264,6 @@ pub async fn reloads_run(s: &Setup<'_>, opts: &MemoryOptions) -> Result<ReloadsR
                 if complete_lines >= n {
                     r.complete_s = Some(t.elapsed().as_secs_f64());
                 }
-            }
-            if sampled.elapsed() >= Duration::from_millis(100) {
-                out.peak_pss_kib = out.peak_pss_kib.max(d.rss_kib());
-                if s.kind == Kind::Clamsentry {
-                    let e = daemons::children_named(d.pid(), ENGINE_COMM).len();
-                    let w = daemons::children_named(d.pid(), WORKER_COMM).len();
-                    out.max_engine_processes = out.max_engine_processes.max(e);
-                    out.max_worker_processes = out.max_worker_processes.max(w);
-                }
-                sampled = Instant::now();
             }
             let done = found_s.is_some() && (s.kind == Kind::Clamd || r.complete_s.is_some());
             if done {
@@ -294,6 +284,12 @@ pub async fn reloads_run(s: &Setup<'_>, opts: &MemoryOptions) -> Result<ReloadsR
     tokio::time::sleep(each / 2).await;
     let events = bg.stop(Duration::from_secs(60)).await;
     out.reload_phase_s = t_phase.elapsed().as_secs_f64();
+    let peak = sampler.finish();
+    out.peak_pss_kib = out.peak_pss_kib.max(peak.pss_kib);
+    if s.kind == Kind::Clamsentry {
+        out.max_engine_processes = peak.engines;
+        out.max_worker_processes = peak.workers;
+    }
     // Old engine holders and draining workers leave on their own.
     let t = Instant::now();
     if s.kind == Kind::Clamsentry {
