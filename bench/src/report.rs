@@ -473,14 +473,20 @@ impl Report {
         let _ = writeln!(s, "| target | value | goal | met |");
         let _ = writeln!(s, "|---|---:|---|---|");
         for t in &self.targets {
+            // Three decimals below 10, so that a value just under its goal
+            // does not print as the goal itself (1.046 against >= 1.05).
+            let fine = |v: Option<f64>| match v {
+                Some(v) if v.is_finite() && v.abs() < 10.0 => format!("{v:.3}"),
+                v => num(v),
+            };
             let value = match (t.range, t.runs) {
                 (Some((lo, hi)), Some(n)) => format!(
                     "{} (median of {n}; {}-{})",
-                    num(t.value),
-                    num(Some(lo)),
-                    num(Some(hi))
+                    fine(t.value),
+                    fine(Some(lo)),
+                    fine(Some(hi))
                 ),
-                _ => num(t.value),
+                _ => fine(t.value),
             };
             let _ = writeln!(
                 s,
@@ -679,10 +685,10 @@ impl Report {
         );
         let _ = writeln!(s, "|---|---|---|---:|---|");
         for x in &self.spread {
-            let per: Vec<String> = x.ratios.iter().map(|r| format!("{r:.2}")).collect();
+            let per: Vec<String> = x.ratios.iter().map(|r| format!("{r:.3}")).collect();
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.2}x | {:.2}x-{:.2}x |",
+                "| {} | {} | {} | {:.3}x | {:.3}x-{:.3}x |",
                 x.scenario,
                 x.metric,
                 per.join(", "),
