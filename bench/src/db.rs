@@ -60,6 +60,16 @@ pub fn reload_payload() -> Vec<u8> {
     marker(0x2E_10_AD)
 }
 
+/// The n-th reload marker (n = 0 is [`reload_payload`]) and the name of the
+/// signature that detects it, for a series of reloads that each add a new
+/// signature.
+pub fn reload_marker(n: u64) -> (String, Vec<u8>) {
+    if n == 0 {
+        return (RELOAD_NAME.to_string(), reload_payload());
+    }
+    (format!("{RELOAD_NAME}.{n}"), marker(0x2E_10_AD ^ (n << 32)))
+}
+
 fn marker(seed: u64) -> Vec<u8> {
     let mut v = vec![0u8; 4096];
     Rng::new(seed).fill(&mut v);

@@ -6,10 +6,13 @@
 //! [`run`] does everything and returns a [`Report`]; `main` prints it and
 //! writes it as JSON. The smoke test calls [`run`] in quick mode.
 
+pub mod crash;
 pub mod daemons;
 pub mod db;
+pub mod dirscan;
 pub mod engine_only;
 pub mod load;
+pub mod memory;
 pub mod report;
 
 use std::collections::BTreeMap;
@@ -52,7 +55,23 @@ pub struct Options {
     pub tmpdir: Option<PathBuf>,
     /// Run only the scenarios with these names (all when empty).
     pub only: Vec<String>,
+    /// Run only these parts ([`PARTS`]; all when empty).
+    pub parts: Vec<String>,
+    /// Throughput rounds: each scenario runs this many times per daemon,
+    /// the daemons alternating (ABBA...).
+    pub repeat: usize,
+    pub crash: crash::CrashOptions,
+    pub memory: memory::MemoryOptions,
+    pub dir: dirscan::DirOptions,
+    /// clamsentry's log level.
+    pub clamsentry_log: String,
 }
+
+/// The parts of a run, in the order they run: the throughput scenarios
+/// with the per-daemon measurements (start, idle connections, one reload),
+/// crash recovery, memory with N workers, memory across reloads under load,
+/// a large directory.
+pub const PARTS: &[&str] = &["throughput", "crash", "workers", "reloads", "dirscan"];
 
 impl Options {
     /// The full run (about 5 minutes on 2 cores).
@@ -74,7 +93,38 @@ impl Options {
             daemons: vec!["clamd".into(), "clamsentry".into()],
             tmpdir: None,
             only: Vec::new(),
+            parts: Vec::new(),
+            repeat: 1,
+            crash: crash::CrashOptions {
+                clients: 16,
+                size: 10 << 10,
+                kills: 20,
+                clamd_kills: 2,
+                warmup_ms: 1000,
+                gap_ms: 300,
+                restart_delay_ms: 100,
+                recovery_limit_s: 60,
+            },
+            memory: memory::MemoryOptions {
+                worker_counts: vec![1, 2, 8],
+                load_ms: 3000,
+                settle_ms: 1000,
+                reloads: 10,
+                reload_clients: 8,
+            },
+            dir: dirscan::DirOptions {
+                entries: 100_000,
+                files: 20_000,
+                file_size: 512,
+                runs: 2,
+            },
+            clamsentry_log: "info".into(),
         }
+    }
+
+    /// Whether `part` (one of [`PARTS`]) runs.
+    pub fn wants(&self, part: &str) -> bool {
+        self.parts.is_empty() || self.parts.iter().any(|p| p == part)
     }
 
     /// Small database, short windows: well under a minute.
@@ -85,6 +135,25 @@ impl Options {
             ndb: 1_000,
             duration_s: 1.0,
             warmup_s: 0.3,
+            crash: crash::CrashOptions {
+                kills: 2,
+                clamd_kills: 1,
+                warmup_ms: 300,
+                gap_ms: 150,
+                ..Options::full().crash
+            },
+            memory: memory::MemoryOptions {
+                load_ms: 500,
+                settle_ms: 300,
+                reloads: 2,
+                ..Options::full().memory
+            },
+            dir: dirscan::DirOptions {
+                entries: 10_000,
+                files: 2_000,
+                runs: 1,
+                ..Options::full().dir
+            },
             ..Options::full()
         }
     }
@@ -99,6 +168,8 @@ impl Options {
             max_file_size: 32 << 20,
             max_scan_size: 100 << 20,
             max_connections: 2048,
+            workers: None,
+            log_level: self.clamsentry_log.clone(),
         }
     }
 }
@@ -202,6 +273,9 @@ pub struct DaemonResult {
     pub scenarios: BTreeMap<String, LoadResult>,
     pub idle: IdleResult,
     pub reload: ReloadResult,
+    /// With `--repeat N`: the scenarios of rounds 2..N (round 1 is
+    /// `scenarios`).
+    pub repeats: Vec<BTreeMap<String, LoadResult>>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -246,11 +320,18 @@ pub fn run(opts: &Options) -> Result<Report, String> {
     let dbdir = work.join("db");
     let _ = std::fs::remove_dir_all(&dbdir);
     std::fs::create_dir_all(&dbdir).map_err(|e| e.to_string())?;
+    let throughput = opts.wants("throughput");
     let scenarios: Vec<Scenario> = scenarios(opts.identical)
         .into_iter()
-        .filter(|s| opts.only.is_empty() || opts.only.contains(&s.name))
+        .filter(|s| throughput && (opts.only.is_empty() || opts.only.contains(&s.name)))
         .collect();
+    // The other parts send 10 KiB and 1 MiB payloads.
     let mut sizes: Vec<usize> = scenarios.iter().map(|s| s.size).collect();
+    for size in [10 << 10, 1 << 20] {
+        if !sizes.contains(&size) {
+            sizes.push(size);
+        }
+    }
     sizes.dedup();
     eprintln!(
         "generating {} .hdb + {} .ndb signatures in {} ...",
@@ -284,32 +365,284 @@ pub fn run(opts: &Options) -> Result<Report, String> {
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
     }
     let settings = opts.settings(temp_dir);
-    let warmup = Duration::from_secs_f64(opts.warmup_s);
-    let duration = Duration::from_secs_f64(opts.duration_s);
     let counter = Arc::new(AtomicU64::new(1));
     let mut payloads: BTreeMap<usize, Arc<Vec<u8>>> = BTreeMap::new();
     // 10 KiB is also the correctness check and the single-thread engine figure.
-    let sizes = scenarios.iter().map(|s| s.size).chain([10 << 10]);
+    let sizes = scenarios.iter().map(|s| s.size).chain([10 << 10, 1 << 20]);
     for size in sizes {
         payloads
             .entry(size)
             .or_insert_with(|| Arc::new(db::payload(size, 0xDA7A ^ size as u64)));
     }
 
-    // The engine-only limit, with the settings clamsentry gets.
-    let toml = daemons::clamsentry_toml(&dbdir, &work.join("unused.sock"), &settings);
+    let (engine_load_s, engine_results) = if scenarios.is_empty() {
+        (0.0, BTreeMap::new())
+    } else {
+        engine_limit(
+            opts, &dbdir, &work, &settings, &scenarios, &payloads, &counter,
+        )?
+    };
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let daemon_list: Vec<(Kind, PathBuf)> = opts
+        .daemons
+        .iter()
+        .map(|name| match name.as_str() {
+            "clamd" => Ok((Kind::Clamd, opts.clamd.clone())),
+            "clamsentry" => Ok((Kind::Clamsentry, opts.clamsentry.clone())),
+            other => Err(format!("unknown daemon {other:?}: use clamd or clamsentry")),
+        })
+        .collect::<Result<_, _>>()?;
+    let program = |k: Kind| {
+        daemon_list
+            .iter()
+            .find(|(x, _)| *x == k)
+            .map(|(_, p)| p.as_path())
+    };
+    let fresh_dir = |name: &str| -> Result<PathBuf, String> {
+        let dir = work.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        Ok(dir)
+    };
+    let mut results: BTreeMap<String, DaemonResult> = BTreeMap::new();
+    // Round 1 measures everything; later rounds only the scenarios. The
+    // order of the daemons alternates: clamd, clamsentry, clamsentry, clamd, ...
+    let rounds = if scenarios.is_empty() {
+        0
+    } else {
+        opts.repeat.max(1)
+    };
+    for round in 0..rounds {
+        let mut order = daemon_list.clone();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for (kind, program) in &order {
+            let dir = fresh_dir(kind.name())?;
+            let _ = std::fs::remove_file(dbdir.join("reload.ndb"));
+            if rounds > 1 {
+                eprintln!("round {} of {rounds}", round + 1);
+            }
+            let r = rt.block_on(bench_daemon(
+                *kind,
+                program,
+                &dir,
+                &dbdir,
+                &settings,
+                &scenarios,
+                &payloads,
+                &counter,
+                opts,
+                round == 0,
+            ))?;
+            match results.get_mut(kind.name()) {
+                Some(first) => first.repeats.push(r.scenarios),
+                None => {
+                    results.insert(kind.name().into(), r);
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_file(dbdir.join("reload.ndb"));
+    let mut report = report::build(
+        opts,
+        &settings,
+        db,
+        engine_load_s,
+        engine_results,
+        results,
+        &scenarios,
+        0.0,
+    );
+    let small = &payloads[&(10 << 10)];
+    let large = &payloads[&(1 << 20)];
+
+    if opts.wants("crash") {
+        let crash_payload = Arc::new(db::payload(opts.crash.size, 0xC2A5));
+        let (dcd, dcs) = (fresh_dir("crash-clamd")?, fresh_dir("crash-clamsentry")?);
+        let common = crash::Setup {
+            program: &opts.clamd,
+            dir: &dcd,
+            dbdir: &dbdir,
+            settings: &settings,
+            payload: &crash_payload,
+            counter: &counter,
+            chunk: opts.chunk,
+            opts: &opts.crash,
+        };
+        let cd = program(Kind::Clamd).map(|program| crash::Setup {
+            program,
+            ..common.clone()
+        });
+        let cs = program(Kind::Clamsentry).map(|program| crash::Setup {
+            program,
+            dir: &dcs,
+            ..common.clone()
+        });
+        let t = Instant::now();
+        let mut r = rt.block_on(crash::run(cd.as_ref(), cs.as_ref(), &opts.crash))?;
+        eprintln!("crash: {:.0} s", t.elapsed().as_secs_f64());
+        r.options = Some(opts.crash.clone());
+        report.crash = Some(r);
+    }
+
+    if opts.wants("workers") {
+        let t = Instant::now();
+        let mut out = memory::WorkersResult {
+            options: Some(opts.memory.clone()),
+            runs: Vec::new(),
+        };
+        let mut configs: Vec<(Kind, Option<u32>)> = Vec::new();
+        if program(Kind::Clamsentry).is_some() {
+            configs.extend(
+                opts.memory
+                    .worker_counts
+                    .iter()
+                    .map(|&n| (Kind::Clamsentry, Some(n))),
+            );
+        }
+        if program(Kind::Clamd).is_some() {
+            configs.push((Kind::Clamd, None));
+        }
+        for (kind, workers) in configs {
+            let Some(prog) = program(kind) else { continue };
+            let dir = fresh_dir(&format!("workers-{}", kind.name()))?;
+            let settings = Settings {
+                workers,
+                ..settings.clone()
+            };
+            let setup = memory::Setup {
+                kind,
+                program: prog,
+                dir: &dir,
+                dbdir: &dbdir,
+                settings: &settings,
+                small,
+                large,
+                counter: &counter,
+                chunk: opts.chunk,
+            };
+            eprintln!(
+                "workers: {}{} ...",
+                kind.name(),
+                workers.map_or(String::new(), |n| format!(" with {n} workers"))
+            );
+            let r = rt.block_on(memory::workers_run(&setup, &opts.memory))?;
+            eprintln!(
+                "workers: {}: {} MiB (PSS) with {} worker processes",
+                kind.name(),
+                r.pss_kib >> 10,
+                r.worker_processes
+            );
+            out.runs.push(r);
+        }
+        let one = out
+            .runs
+            .iter()
+            .find(|r| r.workers == Some(1))
+            .map(|r| r.pss_kib);
+        for r in &mut out.runs {
+            r.ratio_vs_one_worker = one
+                .filter(|&o| o > 0 && r.daemon == "clamsentry")
+                .map(|o| r.pss_kib as f64 / o as f64);
+        }
+        eprintln!("workers: {:.0} s", t.elapsed().as_secs_f64());
+        report.workers = Some(out);
+    }
+
+    if opts.wants("reloads") {
+        let t = Instant::now();
+        let mut out = memory::ReloadsResult {
+            options: Some(opts.memory.clone()),
+            runs: Vec::new(),
+        };
+        for (kind, prog) in &daemon_list {
+            let dir = fresh_dir(&format!("reloads-{}", kind.name()))?;
+            let setup = memory::Setup {
+                kind: *kind,
+                program: prog,
+                dir: &dir,
+                dbdir: &dbdir,
+                settings: &settings,
+                small,
+                large,
+                counter: &counter,
+                chunk: opts.chunk,
+            };
+            eprintln!(
+                "reloads: {}, {} reloads under load ...",
+                kind.name(),
+                opts.memory.reloads
+            );
+            let r = rt.block_on(memory::reloads_run(&setup, &opts.memory))?;
+            eprintln!(
+                "reloads: {}: {} -> {} MiB (PSS), x{:.3}, {} failed requests",
+                kind.name(),
+                r.pss_before_kib >> 10,
+                r.pss_after_kib >> 10,
+                r.ratio,
+                r.requests_failed
+            );
+            out.runs.push(r);
+        }
+        eprintln!("reloads: {:.0} s", t.elapsed().as_secs_f64());
+        report.reloads = Some(out);
+    }
+
+    if opts.wants("dirscan") {
+        let t = Instant::now();
+        let mut running = Vec::new();
+        for (kind, prog) in &daemon_list {
+            let dir = fresh_dir(&format!("dirscan-{}", kind.name()))?;
+            let mut d =
+                Daemon::spawn(*kind, prog, &dir, &dbdir, &settings).map_err(|e| e.to_string())?;
+            rt.block_on(wait_pong(&mut d))?;
+            running.push(d);
+        }
+        let refs: Vec<&Daemon> = running.iter().collect();
+        let r = rt.block_on(dirscan::run(&refs, &work, &opts.dir))?;
+        drop(running);
+        for v in &r.variants {
+            let _ = std::fs::remove_dir_all(&v.tree.path);
+        }
+        eprintln!("dirscan: {:.0} s", t.elapsed().as_secs_f64());
+        report.dirscan = Some(r);
+    }
+
+    report.finish(started.elapsed().as_secs_f64());
+    Ok(report)
+}
+
+/// The engine-only limit, with the settings clamsentry gets: the database
+/// loaded in this process, every payload kind scanned on every core.
+fn engine_limit(
+    opts: &Options,
+    dbdir: &Path,
+    work: &Path,
+    settings: &Settings,
+    scenarios: &[Scenario],
+    payloads: &BTreeMap<usize, Arc<Vec<u8>>>,
+    counter: &Arc<AtomicU64>,
+) -> Result<(f64, BTreeMap<String, EngineResult>), String> {
+    let warmup = Duration::from_secs_f64(opts.warmup_s);
+    let duration = Duration::from_secs_f64(opts.duration_s);
+    let toml = daemons::clamsentry_toml(dbdir, &work.join("unused.sock"), settings);
     let config =
         clamsentry::config::Config::parse(&toml, "bench.toml").map_err(|e| e.to_string())?;
     eprintln!("engine-only: loading the database in-process ...");
     let t = Instant::now();
     let engine = clamsentry::engine::Engine::load(
-        &dbdir,
+        dbdir,
         &clamsentry::engine::EngineSettings::from_config(&config),
     )
     .map_err(|e| e.to_string())?;
     let engine_load_s = t.elapsed().as_secs_f64();
     let mut engine_results: BTreeMap<String, EngineResult> = BTreeMap::new();
-    for sc in &scenarios {
+    for sc in scenarios {
         let key = engine_key(sc);
         if engine_results.contains_key(&key) {
             continue;
@@ -321,7 +654,7 @@ pub fn run(opts: &Options) -> Result<Report, String> {
             &payloads[&sc.size],
             sc.identical,
             nproc(),
-            &counter,
+            counter,
             w,
             d,
         );
@@ -332,44 +665,12 @@ pub fn run(opts: &Options) -> Result<Report, String> {
         &payloads[&(10 << 10)],
         opts.identical,
         1,
-        &counter,
+        counter,
         warmup,
         duration,
     );
     engine_results.insert("10KiB 1 thread".into(), single);
-    drop(engine);
-
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut results: BTreeMap<String, DaemonResult> = BTreeMap::new();
-    for name in &opts.daemons {
-        let (kind, program) = match name.as_str() {
-            "clamd" => (Kind::Clamd, opts.clamd.clone()),
-            "clamsentry" => (Kind::Clamsentry, opts.clamsentry.clone()),
-            other => return Err(format!("unknown daemon {other:?}: use clamd or clamsentry")),
-        };
-        let dir = work.join(kind.name());
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let _ = std::fs::remove_file(dbdir.join("reload.ndb"));
-        let r = rt.block_on(bench_daemon(
-            kind, &program, &dir, &dbdir, &settings, &scenarios, &payloads, &counter, opts,
-        ))?;
-        results.insert(kind.name().into(), r);
-    }
-    let _ = std::fs::remove_file(dbdir.join("reload.ndb"));
-    Ok(report::build(
-        opts,
-        &settings,
-        db,
-        engine_load_s,
-        engine_results,
-        results,
-        &scenarios,
-        started.elapsed().as_secs_f64(),
-    ))
+    Ok((engine_load_s, engine_results))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -383,34 +684,14 @@ async fn bench_daemon(
     payloads: &BTreeMap<usize, Arc<Vec<u8>>>,
     counter: &Arc<AtomicU64>,
     opts: &Options,
+    full: bool,
 ) -> Result<DaemonResult, String> {
     eprintln!("{}: starting ...", kind.name());
     let mut d = Daemon::spawn(kind, program, dir, dbdir, settings).map_err(|e| e.to_string())?;
-    let mut out = DaemonResult::default();
-    let limit = Instant::now() + Duration::from_secs(600);
-    loop {
-        if let Ok(Some(status)) = d.child.try_wait() {
-            return Err(format!(
-                "{} exited before answering PING ({status}):\n{}",
-                kind.name(),
-                d.log_tail()
-            ));
-        }
-        if let Ok(r) = command(&d.socket, b"zPING\0", Instant::now()).await {
-            if r == b"PONG\0" {
-                break;
-            }
-        }
-        if Instant::now() > limit {
-            return Err(format!(
-                "{} did not answer PING:\n{}",
-                kind.name(),
-                d.log_tail()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    out.start_to_pong_s = d.started.elapsed().as_secs_f64();
+    let mut out = DaemonResult {
+        start_to_pong_s: wait_pong(&mut d).await?,
+        ..DaemonResult::default()
+    };
     eprintln!("{}: PONG after {:.2} s", kind.name(), out.start_to_pong_s);
     let far = || Instant::now() + Duration::from_secs(60);
     out.version = text(
@@ -468,6 +749,10 @@ async fn bench_daemon(
         );
         out.scenarios.insert(sc.name.clone(), r);
     }
+    if !full {
+        d.stop(Duration::from_secs(10));
+        return Ok(out);
+    }
     tokio::time::sleep(settle(opts)).await;
     out.rss_after_load_kib = d.rss_kib();
 
@@ -489,13 +774,45 @@ async fn bench_daemon(
     Ok(out)
 }
 
-fn text(reply: &[u8]) -> String {
+/// Waits until a freshly spawned daemon answers PING (at most 600 s);
+/// returns the seconds since it was spawned.
+pub(crate) async fn wait_pong(d: &mut Daemon) -> Result<f64, String> {
+    let limit = Instant::now() + Duration::from_secs(600);
+    loop {
+        if let Ok(Some(status)) = d.child.try_wait() {
+            return Err(format!(
+                "{} exited before answering PING ({status}):\n{}",
+                d.kind.name(),
+                d.log_tail()
+            ));
+        }
+        if let Ok(r) = command(&d.socket, b"zPING\0", Instant::now()).await {
+            if r == b"PONG\0" {
+                return Ok(d.started.elapsed().as_secs_f64());
+            }
+        }
+        if Instant::now() > limit {
+            return Err(format!(
+                "{} did not answer PING:\n{}",
+                d.kind.name(),
+                d.log_tail()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub(crate) fn text(reply: &[u8]) -> String {
     String::from_utf8_lossy(reply)
         .trim_end_matches(['\0', '\n'])
         .to_string()
 }
 
-async fn command(socket: &Path, cmd: &[u8], deadline: Instant) -> std::io::Result<Vec<u8>> {
+pub(crate) async fn command(
+    socket: &Path,
+    cmd: &[u8],
+    deadline: Instant,
+) -> std::io::Result<Vec<u8>> {
     tokio::time::timeout(
         Duration::from_secs(60),
         load::request(socket, cmd, deadline),
@@ -549,6 +866,9 @@ async fn idle_connections(d: &Daemon, n: usize, settle: Duration) -> IdleResult 
     out
 }
 
+/// How often memory is sampled during reloads.
+pub const RELOAD_SAMPLE_EVERY: Duration = Duration::from_millis(250);
+
 /// Adds a signature, sends RELOAD, and scans the payload it detects until
 /// the daemon finds it: that answer comes from the new engine.
 async fn reload(d: &Daemon, dbdir: &Path, chunk: usize) -> Result<ReloadResult, String> {
@@ -564,23 +884,8 @@ async fn reload(d: &Daemon, dbdir: &Path, chunk: usize) -> Result<ReloadResult, 
         rss_before_kib: d.rss_kib(),
         ..ReloadResult::default()
     };
-    let pid = d.pid();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let stop = Arc::clone(&stop);
-        tokio::spawn(async move {
-            let mut peak = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let rss: u64 = daemons::tree(pid)
-                    .iter()
-                    .map(|&p| daemons::rss_kib(p))
-                    .sum();
-                peak = peak.max(rss);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            peak
-        })
-    };
+    // Every 250 ms on its own thread (see `daemons::Sampler`).
+    let sampler = daemons::Sampler::start(d.pid(), RELOAD_SAMPLE_EVERY);
     let t = Instant::now();
     let limit = t + Duration::from_secs(600);
     out.reply = text(
@@ -595,15 +900,14 @@ async fn reload(d: &Daemon, dbdir: &Path, chunk: usize) -> Result<ReloadResult, 
             }
         }
         if Instant::now() > limit {
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
             return Err(format!("{} did not reload within 600 s", d.kind.name()));
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     out.reload_s = t.elapsed().as_secs_f64();
+    // Until the old engine is gone (clamsentry: its processes exited).
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    out.peak_rss_kib = sampler.await.unwrap_or(0);
+    out.peak_rss_kib = sampler.finish().pss_kib;
     out.rss_after_kib = d.rss_kib();
     Ok(out)
 }

@@ -14,6 +14,9 @@ use tokio::net::UnixStream;
 use crate::daemons::{self, Daemon};
 use crate::db;
 
+/// How often the peak memory of a daemon is sampled during a scenario.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
 /// One load scenario.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Scenario {
@@ -130,6 +133,28 @@ pub async fn request(path: &Path, req: &[u8], deadline: Instant) -> std::io::Res
     Ok(reply)
 }
 
+/// Sends one request and reads until the daemon closes the connection (a
+/// STATS block, the reply lines of a path scan), at most `limit` bytes.
+pub async fn request_to_eof(
+    path: &Path,
+    req: &[u8],
+    deadline: Instant,
+    limit: usize,
+) -> std::io::Result<Vec<u8>> {
+    let mut s = connect(path, deadline).await?;
+    s.write_all(req).await?;
+    let mut reply = Vec::with_capacity(256);
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = s.read(&mut buf).await?;
+        if n == 0 || reply.len() >= limit {
+            break;
+        }
+        reply.extend_from_slice(&buf[..n]);
+    }
+    Ok(reply)
+}
+
 /// Runs one scenario against the daemon listening on `socket`.
 ///
 /// The window opens after `warmup` and closes once `duration` has passed and
@@ -187,23 +212,9 @@ pub async fn run(
             done_at
         });
     }
-    // Sample memory while the load runs; CPU is read at the window's edges.
-    let sampler = {
-        let pid = daemon.pid();
-        let stop = Arc::clone(&stop);
-        tokio::spawn(async move {
-            let mut peak = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let rss: u64 = daemons::tree(pid)
-                    .iter()
-                    .map(|&p| daemons::rss_kib(p))
-                    .sum();
-                peak = peak.max(rss);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            peak
-        })
-    };
+    // Sample memory while the load runs, on a thread of its own and once a
+    // second (see `daemons::Sampler`); CPU is read at the window's edges.
+    let sampler = daemons::Sampler::start(daemon.pid(), SAMPLE_EVERY);
     tokio::time::sleep_until(measure_from.into()).await;
     let (d0, c0, m0) = (
         daemon.cpu_s(),
@@ -244,7 +255,7 @@ pub async fn run(
             }
         }
     }
-    out.peak_rss_kib = sampler.await.unwrap_or(0);
+    out.peak_rss_kib = sampler.finish().pss_kib;
     let secs = (end - measure_from).as_secs_f64().max(1e-9);
     out.seconds = secs;
     out.scans = lat.len() as u64;
@@ -268,4 +279,131 @@ pub fn percentiles(us: &mut [u32]) -> (f64, f64, f64) {
     us.sort_unstable();
     let at = |q: usize| us[(us.len() * q / 100).min(us.len() - 1)] as f64 / 1000.0;
     (at(50), at(99), us[us.len() - 1] as f64 / 1000.0)
+}
+
+/// How one request of a [`Background`] load ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Outcome {
+    /// `stream: OK`.
+    Ok,
+    /// A reply other than `stream: OK` (an `ERROR`, or anything unexpected).
+    Error,
+    /// The connection ended without a reply (closed, reset, or broken).
+    Closed,
+}
+
+/// One request of a [`Background`] load.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// When the client started connecting.
+    pub started: Instant,
+    /// When the reply (or the end of the connection) arrived.
+    pub done: Instant,
+    pub outcome: Outcome,
+    /// The reply or the error, when not OK.
+    pub detail: Option<String>,
+}
+
+/// A continuous closed-loop INSTREAM load that runs until stopped and
+/// records every request; the crash and reload measurements watch it.
+/// Each client retries its connection while the socket is missing or
+/// refuses (a restarting clamd), so those seconds are waiting, not failures.
+pub struct Background {
+    stop: Arc<AtomicBool>,
+    events: Arc<std::sync::Mutex<Vec<Event>>>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Background {
+    /// Starts `clients` tasks on the current runtime.
+    pub fn start(
+        socket: &Path,
+        clients: usize,
+        base: &Arc<Vec<u8>>,
+        counter: &Arc<AtomicU64>,
+        chunk: usize,
+    ) -> Background {
+        let stop = Arc::new(AtomicBool::new(false));
+        let events = Arc::new(std::sync::Mutex::new(Vec::with_capacity(1 << 16)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..clients {
+            let socket = socket.to_path_buf();
+            let (base, counter) = (Arc::clone(base), Arc::clone(counter));
+            let (stop, events) = (Arc::clone(&stop), Arc::clone(&events));
+            tasks.spawn(async move {
+                let mut req = Request::new(&base, chunk);
+                while !stop.load(Ordering::Relaxed) {
+                    req.stamp(counter.fetch_add(1, Ordering::Relaxed));
+                    let started = Instant::now();
+                    let res =
+                        request(&socket, &req.bytes, started + Duration::from_secs(120)).await;
+                    let (outcome, detail) = match res {
+                        Ok(r) if r.as_slice() == b"stream: OK\0" => (Outcome::Ok, None),
+                        Ok(r) if r.is_empty() => (Outcome::Closed, Some("no reply".to_string())),
+                        Ok(r) => (
+                            Outcome::Error,
+                            Some(
+                                String::from_utf8_lossy(&r)
+                                    .trim_end_matches('\0')
+                                    .to_string(),
+                            ),
+                        ),
+                        Err(e) => (Outcome::Closed, Some(e.to_string())),
+                    };
+                    let ev = Event {
+                        started,
+                        done: Instant::now(),
+                        outcome,
+                        detail,
+                    };
+                    if let Ok(mut v) = events.lock() {
+                        v.push(ev);
+                    }
+                }
+            });
+        }
+        Background {
+            stop,
+            events,
+            tasks,
+        }
+    }
+
+    /// When the first successful reply that arrived after `t` arrived, and
+    /// when the first request that started after `t` succeeded.
+    pub fn first_ok_after(&self, t: Instant) -> (Option<Instant>, Option<Instant>) {
+        let Ok(v) = self.events.lock() else {
+            return (None, None);
+        };
+        // Events are pushed as they complete, by tasks of one single-threaded
+        // runtime, so they are in completion order: skip the older ones.
+        let from = v.partition_point(|e| e.done <= t);
+        let ok = v[from..].iter().filter(|e| e.outcome == Outcome::Ok);
+        let any = ok.clone().map(|e| e.done).min();
+        let new = ok.filter(|e| e.started > t).map(|e| e.done).min();
+        (any, new)
+    }
+
+    /// Requests completed so far.
+    pub fn count(&self) -> usize {
+        self.events.lock().map_or(0, |v| v.len())
+    }
+
+    /// Stops the clients (each finishes its request in flight, at most
+    /// `grace` is waited for) and returns every request they made.
+    pub async fn stop(mut self, grace: Duration) -> Vec<Event> {
+        self.stop.store(true, Ordering::Relaxed);
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
+        let mut v = self
+            .events
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default();
+        v.sort_by_key(|e| e.done);
+        v
+    }
 }

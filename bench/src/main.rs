@@ -68,6 +68,39 @@ struct Cli {
     /// Daemons to run, in this order (clamd, clamsentry; "none": engine only).
     #[arg(long, value_delimiter = ',', default_value = "clamd,clamsentry")]
     daemons: Vec<String>,
+    /// Run only these parts (repeatable or comma-separated): throughput,
+    /// crash, workers, reloads, dirscan [default: all; only throughput when
+    /// --scenario is given].
+    #[arg(long = "part", value_delimiter = ',')]
+    parts: Vec<String>,
+    /// Run each throughput scenario N times per daemon, the daemons
+    /// alternating, and report the median and range of the ratios.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// crash: worker kills per signal (SIGSEGV, SIGKILL) [default: 20; quick: 2].
+    #[arg(long)]
+    kills: Option<usize>,
+    /// crash: clamd kills (and restarts) per signal [default: 2; quick: 1].
+    #[arg(long)]
+    clamd_kills: Option<usize>,
+    /// workers: limits.workers values to compare [default: 1,2,8].
+    #[arg(long, value_delimiter = ',')]
+    workers: Vec<u32>,
+    /// reloads: RELOADs in a row under load [default: 10; quick: 2].
+    #[arg(long)]
+    reloads: Option<usize>,
+    /// dirscan: empty files in the first directory [default: 100000; quick: 10000].
+    #[arg(long)]
+    dir_entries: Option<usize>,
+    /// dirscan: small files in the second directory (0: skip) [default: 20000; quick: 2000].
+    #[arg(long)]
+    dir_files: Option<usize>,
+    /// dirscan: CONTSCANs of each directory per daemon [default: 2; quick: 1].
+    #[arg(long)]
+    dir_runs: Option<usize>,
+    /// clamsentry's log.level (debug logs each connection with its worker).
+    #[arg(long, default_value = "info")]
+    clamsentry_log: String,
 }
 
 fn main() -> ExitCode {
@@ -98,7 +131,45 @@ fn main() -> ExitCode {
     opts.clamd = cli.clamd;
     opts.workdir = cli.workdir;
     opts.tmpdir = cli.tmpdir;
+    opts.parts = cli.parts.into_iter().filter(|p| !p.is_empty()).collect();
+    if let Some(p) = opts
+        .parts
+        .iter()
+        .find(|p| !clamsentry_bench::PARTS.contains(&p.as_str()))
+    {
+        eprintln!(
+            "clamsentry-bench: unknown part {p:?}: use {}",
+            clamsentry_bench::PARTS.join(", ")
+        );
+        return ExitCode::from(2);
+    }
+    if opts.parts.is_empty() && !cli.only.is_empty() {
+        opts.parts = vec!["throughput".into()];
+    }
     opts.only = cli.only;
+    opts.repeat = cli.repeat.max(1);
+    opts.clamsentry_log = cli.clamsentry_log;
+    if let Some(v) = cli.kills {
+        opts.crash.kills = v;
+    }
+    if let Some(v) = cli.clamd_kills {
+        opts.crash.clamd_kills = v;
+    }
+    if !cli.workers.is_empty() {
+        opts.memory.worker_counts = cli.workers;
+    }
+    if let Some(v) = cli.reloads {
+        opts.memory.reloads = v;
+    }
+    if let Some(v) = cli.dir_entries {
+        opts.dir.entries = v;
+    }
+    if let Some(v) = cli.dir_files {
+        opts.dir.files = v;
+    }
+    if let Some(v) = cli.dir_runs {
+        opts.dir.runs = v.max(1);
+    }
     opts.daemons = cli
         .daemons
         .into_iter()
@@ -126,7 +197,13 @@ fn main() -> ExitCode {
         }
     };
     println!("{}", report.summary());
-    println!("{}", report.table_markdown());
+    if !report.table.is_empty() {
+        println!("{}", report.table_markdown());
+    }
+    if !report.spread.is_empty() {
+        println!("{}", report.spread_markdown());
+    }
+    print!("{}", report.parts_markdown());
     println!("{}", report.targets_markdown());
     if let Err(e) = report.write_json(&cli.json) {
         eprintln!("clamsentry-bench: {e}");

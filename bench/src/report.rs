@@ -3,10 +3,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::crash::{CrashResult, Dist, Series};
 use crate::daemons::Settings;
 use crate::db::DbInfo;
+use crate::dirscan::DirscanResult;
 use crate::engine_only::EngineResult;
 use crate::load::Scenario;
+use crate::memory::{ReloadsResult, WorkersResult};
 use crate::{DaemonResult, Options};
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -35,13 +38,44 @@ pub struct Row {
     pub clamsentry_pct_of_engine: Option<f64>,
 }
 
-/// A goal from issue 7 and whether this run met it.
+/// A goal and whether this run met it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Target {
     pub target: String,
+    /// The value judged: with `--repeat N`, the median over the rounds.
     pub value: Option<f64>,
     pub goal: String,
     pub met: Option<bool>,
+    /// With `--repeat N`: the lowest and highest value over the rounds.
+    pub range: Option<(f64, f64)>,
+    pub runs: Option<usize>,
+}
+
+impl Target {
+    fn new(target: String, value: Option<f64>, goal: String, met: Option<bool>) -> Target {
+        Target {
+            target,
+            value,
+            goal,
+            met,
+            range: None,
+            runs: None,
+        }
+    }
+}
+
+/// A ratio clamsentry / clamd over the rounds of `--repeat N` (round r of
+/// one daemon paired with round r of the other).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Spread {
+    pub scenario: String,
+    pub metric: String,
+    pub clamd: Vec<f64>,
+    pub clamsentry: Vec<f64>,
+    pub ratios: Vec<f64>,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -54,6 +88,12 @@ pub struct Report {
     pub engine_only: BTreeMap<String, EngineResult>,
     pub daemons: BTreeMap<String, DaemonResult>,
     pub table: Vec<Row>,
+    /// With `--repeat N`: the run-to-run spread of the ratios.
+    pub spread: Vec<Spread>,
+    pub crash: Option<CrashResult>,
+    pub workers: Option<WorkersResult>,
+    pub reloads: Option<ReloadsResult>,
+    pub dirscan: Option<DirscanResult>,
     pub targets: Vec<Target>,
     pub total_s: f64,
 }
@@ -210,7 +250,10 @@ pub fn build(
     let one = |f: &dyn Fn(&DaemonResult) -> f64| (cd.map(f), cs.map(f));
     let mut single = |metric: &str, f: &dyn Fn(&DaemonResult) -> f64| {
         let (a, b) = one(f);
-        table.push(row("daemon", metric, a, b, None));
+        // No rows for a run without the throughput part.
+        if a.is_some() || b.is_some() {
+            table.push(row("daemon", metric, a, b, None));
+        }
     };
     single("start to first PONG s", &|d| d.start_to_pong_s);
     single("memory (PSS) idle after start MiB", &|d| {
@@ -234,7 +277,7 @@ pub fn build(
         d.reload.rss_after_kib as f64 / 1024.0
     });
 
-    let targets = targets(&table, cs);
+    let spread = spread(&daemons, scenarios);
     Report {
         machine: machine(),
         options: opts.clone(),
@@ -244,25 +287,100 @@ pub fn build(
         engine_only,
         daemons,
         table,
-        targets,
+        spread,
+        crash: None,
+        workers: None,
+        reloads: None,
+        dirscan: None,
+        targets: Vec::new(),
         total_s,
     }
 }
 
-fn targets(table: &[Row], cs: Option<&DaemonResult>) -> Vec<Target> {
+/// One number of a scenario's result.
+type Metric = fn(&crate::load::LoadResult) -> f64;
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// scans/s and p99 of every scenario over the rounds, when there is more
+/// than one.
+fn spread(daemons: &BTreeMap<String, DaemonResult>, scenarios: &[Scenario]) -> Vec<Spread> {
+    let (Some(cd), Some(cs)) = (daemons.get("clamd"), daemons.get("clamsentry")) else {
+        return Vec::new();
+    };
+    if cd.repeats.is_empty() || cs.repeats.is_empty() {
+        return Vec::new();
+    }
+    let rounds = |d: &DaemonResult, name: &str, f: Metric| {
+        std::iter::once(&d.scenarios)
+            .chain(&d.repeats)
+            .filter_map(|r| r.get(name).map(f))
+            .collect::<Vec<f64>>()
+    };
+    let mut out = Vec::new();
+    for sc in scenarios {
+        let metrics: [(&str, Metric); 2] =
+            [("scans/s", |r| r.scans_per_s), ("p99 ms", |r| r.p99_ms)];
+        for (metric, f) in metrics {
+            let (a, b) = (rounds(cd, &sc.name, f), rounds(cs, &sc.name, f));
+            let ratios: Vec<f64> = a
+                .iter()
+                .zip(&b)
+                .filter(|(a, _)| **a > 0.0)
+                .map(|(a, b)| b / a)
+                .collect();
+            if ratios.is_empty() {
+                continue;
+            }
+            out.push(Spread {
+                scenario: sc.name.clone(),
+                metric: metric.into(),
+                median: median(&ratios),
+                min: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                max: ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                clamd: a,
+                clamsentry: b,
+                ratios,
+            });
+        }
+    }
+    out
+}
+
+fn targets(table: &[Row], spread: &[Spread], cs: Option<&DaemonResult>) -> Vec<Target> {
     let find = |scenario: &str, metric: &str| {
         table
             .iter()
             .find(|r| r.scenario == scenario && r.metric == metric)
     };
     let mut out = Vec::new();
+    // The single run's ratio, or the median over the rounds with its range.
+    let judged = |scenario: &str, metric: &str| match spread
+        .iter()
+        .find(|x| x.scenario == scenario && x.metric == metric)
+    {
+        Some(x) => (Some(x.median), Some((x.min, x.max)), Some(x.ratios.len())),
+        None => (find(scenario, metric).and_then(|r| r.ratio), None, None),
+    };
     let mut ratio_at_least = |scenario: &str, metric: &str, goal: f64| {
-        let v = find(scenario, metric).and_then(|r| r.ratio);
+        let (v, range, runs) = judged(scenario, metric);
         out.push(Target {
-            target: format!("{scenario} {metric} vs clamd"),
-            value: v,
-            goal: format!(">= {goal:.2}x"),
-            met: v.map(|v| v >= goal),
+            range,
+            runs,
+            ..Target::new(
+                format!("{scenario} {metric} vs clamd"),
+                v,
+                format!(">= {goal:.2}x"),
+                v.map(|v| v >= goal),
+            )
         });
     };
     ratio_at_least("10KiB x16", "scans/s", 1.35);
@@ -270,19 +388,23 @@ fn targets(table: &[Row], cs: Option<&DaemonResult>) -> Vec<Target> {
     ratio_at_least("1MiB x4", "scans/s", 1.05);
     ratio_at_least("16MiB x2", "scans/s", 1.05);
     let v = find("10KiB x16", "scans/s").and_then(|r| r.clamsentry_pct_of_engine);
-    out.push(Target {
-        target: "10KiB x16 scans/s vs engine-only".into(),
-        value: v,
-        goal: ">= 90 %".into(),
-        met: v.map(|v| v >= 90.0),
-    });
+    out.push(Target::new(
+        "10KiB x16 scans/s vs engine-only".into(),
+        v,
+        ">= 90 %".into(),
+        v.map(|v| v >= 90.0),
+    ));
     let mut ratio_at_most = |scenario: &str, metric: &str, goal: f64| {
-        let v = find(scenario, metric).and_then(|r| r.ratio);
+        let (v, range, runs) = judged(scenario, metric);
         out.push(Target {
-            target: format!("{scenario} {metric} vs clamd"),
-            value: v,
-            goal: format!("<= {goal:.2}x"),
-            met: v.map(|v| v <= goal),
+            range,
+            runs,
+            ..Target::new(
+                format!("{scenario} {metric} vs clamd"),
+                v,
+                format!("<= {goal:.2}x"),
+                v.map(|v| v <= goal),
+            )
         });
     };
     ratio_at_most("10KiB x16", "p99 ms", 1.0);
@@ -290,12 +412,14 @@ fn targets(table: &[Row], cs: Option<&DaemonResult>) -> Vec<Target> {
     ratio_at_most("daemon", "memory (PSS) after load MiB", 1.05);
     ratio_at_most("daemon", "start to first PONG s", 1.0);
     let v = cs.map(|d| d.idle.delta_kib as f64 / 1024.0);
-    out.push(Target {
-        target: "clamsentry memory cost of idle connections MiB".into(),
-        value: v,
-        goal: "<= 32".into(),
-        met: v.map(|v| v <= 32.0),
-    });
+    out.push(Target::new(
+        "clamsentry memory cost of idle connections MiB".into(),
+        v,
+        "<= 32".into(),
+        v.map(|v| v <= 32.0),
+    ));
+    // Only the rows this run measured.
+    out.retain(|t| t.value.is_some());
     out
 }
 
@@ -349,11 +473,26 @@ impl Report {
         let _ = writeln!(s, "| target | value | goal | met |");
         let _ = writeln!(s, "|---|---:|---|---|");
         for t in &self.targets {
+            // Three decimals below 10, so that a value just under its goal
+            // does not print as the goal itself (1.046 against >= 1.05).
+            let fine = |v: Option<f64>| match v {
+                Some(v) if v.is_finite() && v.abs() < 10.0 => format!("{v:.3}"),
+                v => num(v),
+            };
+            let value = match (t.range, t.runs) {
+                (Some((lo, hi)), Some(n)) => format!(
+                    "{} (median of {n}; {}-{})",
+                    fine(t.value),
+                    fine(Some(lo)),
+                    fine(Some(hi))
+                ),
+                _ => fine(t.value),
+            };
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} |",
                 t.target,
-                num(t.value),
+                value,
                 t.goal,
                 match t.met {
                     Some(true) => "yes",
@@ -370,7 +509,8 @@ impl Report {
         format!(
             "machine: {} x {}, {} MiB RAM, Linux {}, libclamav {}\n\
              database: {} .hdb + {} .ndb ({} with wildcards); engine load {:.1} s\n\
-             threads {} (both daemons), temporary directory {}, chunk {} B, >= {} s measured per scenario after {} s warm-up; total {:.0} s\n",
+             threads {} (both daemons), temporary directory {}, chunk {} B, >= {} s measured per scenario after {} s warm-up, {} round(s); total {:.0} s\n\
+             parts: {}\n",
             m.nproc,
             m.cpu_model,
             m.mem_total_kib / 1024,
@@ -385,7 +525,391 @@ impl Report {
             self.options.chunk,
             self.options.duration_s,
             self.options.warmup_s,
+            self.options.repeat,
             self.total_s,
+            crate::PARTS
+                .iter()
+                .filter(|p| self.options.wants(p))
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", "),
         )
+    }
+}
+
+/// Targets of the crash, memory and directory parts.
+fn part_targets(r: &Report) -> Vec<Target> {
+    let mut out = Vec::new();
+    if let Some(c) = &r.crash {
+        let cs: Vec<&Series> = c
+            .series
+            .iter()
+            .filter(|s| s.daemon == "clamsentry")
+            .collect();
+        if !cs.is_empty() {
+            let other: u64 = cs.iter().filter_map(|s| s.failed_other_workers_total).sum();
+            out.push(Target::new(
+                "crash: failed requests beyond the dead workers' closed connections".into(),
+                Some(other as f64),
+                "= 0".into(),
+                Some(other == 0),
+            ));
+            let exact: Option<u64> = cs
+                .iter()
+                .map(|s| s.conns.as_ref().map(|a| a.unscanned_on_other_workers))
+                .sum();
+            if let Some(exact) = exact {
+                out.push(Target::new(
+                    "crash: requests failed on other workers (debug log)".into(),
+                    Some(exact as f64),
+                    "= 0".into(),
+                    Some(exact == 0),
+                ));
+            }
+            let unchanged = cs.iter().all(|s| s.pids_unchanged == Some(true));
+            out.push(Target::new(
+                "crash: supervisor and engine holder PIDs unchanged".into(),
+                Some(if unchanged { 1.0 } else { 0.0 }),
+                "= 1 (yes)".into(),
+                Some(unchanged),
+            ));
+            let recovered = cs.iter().flat_map(|s| &s.kills).all(|k| k.recovered);
+            out.push(Target::new(
+                "crash: every worker kill recovered from".into(),
+                Some(if recovered { 1.0 } else { 0.0 }),
+                "= 1 (yes)".into(),
+                Some(recovered),
+            ));
+        }
+    }
+    if let Some(w) = &r.workers {
+        for run in w.runs.iter().filter(|x| x.workers.is_some_and(|n| n > 1)) {
+            let v = run.ratio_vs_one_worker;
+            out.push(Target::new(
+                format!(
+                    "memory (PSS) with {} workers vs 1 worker",
+                    run.workers.unwrap_or(0)
+                ),
+                v,
+                "<= 1.15x".into(),
+                v.map(|v| v <= 1.15),
+            ));
+        }
+    }
+    if let Some(rl) = &r.reloads {
+        for run in rl.runs.iter().filter(|x| x.daemon == "clamsentry") {
+            out.push(Target::new(
+                format!(
+                    "memory (PSS) after {} reloads under load vs before",
+                    run.reloads.len()
+                ),
+                Some(run.ratio),
+                "0.95x-1.05x".into(),
+                Some((run.ratio - 1.0).abs() <= 0.05),
+            ));
+            out.push(Target::new(
+                "requests failed during the reloads".into(),
+                Some(run.requests_failed as f64),
+                "= 0".into(),
+                Some(run.requests_failed == 0),
+            ));
+        }
+    }
+    if let Some(d) = &r.dirscan {
+        for v in &d.variants {
+            out.push(Target::new(
+                format!(
+                    "CONTSCAN {} {} time vs clamd",
+                    v.tree.entries, v.tree.variant
+                ),
+                v.ratio,
+                "< 3.00x".into(),
+                v.ratio.map(|x| x < 3.0),
+            ));
+        }
+    }
+    out
+}
+
+fn mib(kib: u64) -> String {
+    num(Some(kib as f64 / 1024.0))
+}
+
+fn dist(d: &Option<Dist>) -> String {
+    match d {
+        None => "-".into(),
+        Some(d) => format!(
+            "{} / {} / {} / {}",
+            num(Some(d.min)),
+            num(Some(d.median)),
+            num(Some(d.p90)),
+            num(Some(d.max))
+        ),
+    }
+}
+
+fn range(v: &[f64]) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!(
+        "{} ({}-{})",
+        num(Some(median(v))),
+        num(Some(lo)),
+        num(Some(hi))
+    )
+}
+
+impl Report {
+    /// Computes the targets once every part has run.
+    pub fn finish(&mut self, total_s: f64) {
+        self.total_s = total_s;
+        self.machine = machine();
+        let cs = self.daemons.get("clamsentry");
+        let mut t = targets(&self.table, &self.spread, cs);
+        t.extend(part_targets(self));
+        self.targets = t;
+    }
+
+    /// The run-to-run spread table (empty without `--repeat`).
+    pub fn spread_markdown(&self) -> String {
+        let mut s = String::new();
+        if self.spread.is_empty() {
+            return s;
+        }
+        let _ = writeln!(
+            s,
+            "| scenario | metric | clamsentry / clamd per round | median | min-max |"
+        );
+        let _ = writeln!(s, "|---|---|---|---:|---|");
+        for x in &self.spread {
+            let per: Vec<String> = x.ratios.iter().map(|r| format!("{r:.3}")).collect();
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.3}x | {:.3}x-{:.3}x |",
+                x.scenario,
+                x.metric,
+                per.join(", "),
+                x.median,
+                x.min,
+                x.max
+            );
+        }
+        s
+    }
+
+    /// One table per part that ran (crash, workers, reloads, dirscan).
+    pub fn parts_markdown(&self) -> String {
+        let mut s = String::new();
+        if let Some(c) = &self.crash {
+            let _ = writeln!(
+                s,
+                "Crash recovery ({} clients x {} KiB; times in ms after the signal, min / median / p90 / max)\n",
+                c.options.as_ref().map_or(0, |o| o.clients),
+                c.options.as_ref().map_or(0, |o| o.size >> 10)
+            );
+            let head: Vec<String> = c
+                .series
+                .iter()
+                .map(|x| format!("{} {}", x.daemon, x.signal))
+                .collect();
+            let _ = writeln!(s, "| | {} |", head.join(" | "));
+            let _ = writeln!(s, "|---|{}", "---:|".repeat(head.len()));
+            let mut row = |name: &str, f: &dyn Fn(&Series) -> String| {
+                let cells: Vec<String> = c.series.iter().map(f).collect();
+                let _ = writeln!(s, "| {name} | {} |", cells.join(" | "));
+            };
+            row("what was killed", &|x| {
+                if x.daemon == "clamd" {
+                    "the daemon".into()
+                } else {
+                    format!("a worker (of {})", x.workers.unwrap_or(0))
+                }
+            });
+            row("kills (recovered)", &|x| {
+                format!(
+                    "{} ({})",
+                    x.kills.len(),
+                    x.kills.iter().filter(|k| k.recovered).count()
+                )
+            });
+            row("a new scan succeeds", &|x| dist(&x.new_scan_ok_ms));
+            row("next successful reply (any client)", &|x| {
+                dist(&x.next_ok_ms)
+            });
+            row("new worker process exists", &|x| dist(&x.new_worker_ms));
+            row("replacement serving (supervisor log)", &|x| {
+                dist(&x.serving_ms)
+            });
+            row("back-off the supervisor chose", &|x| dist(&x.backoff_ms));
+            row("replacement minus back-off (supervisor)", &|x| {
+                dist(&x.replacement_minus_backoff_ms)
+            });
+            row("failed requests per kill", &|x| dist(&x.failed_per_kill));
+            row("failed requests, total", &|x| x.requests_failed.to_string());
+            row("connections closed with the dead worker", &|x| {
+                x.revoked_total.map_or("-".into(), |v| v.to_string())
+            });
+            row("failed beyond those (failed - closed)", &|x| {
+                x.failed_other_workers_total
+                    .map_or("-".into(), |v| v.to_string())
+            });
+            if c.series.iter().any(|x| x.conns.is_some()) {
+                let acc = |x: &Series, f: fn(&crate::crash::ConnAccount) -> u64| {
+                    x.conns.as_ref().map_or("-".into(), |a| f(a).to_string())
+                };
+                row("debug log: connections never reaching a worker", &|x| {
+                    acc(x, |a| a.never_reached_a_worker)
+                });
+                row("debug log: unscanned on killed workers", &|x| {
+                    acc(x, |a| a.unscanned_on_killed_workers)
+                });
+                row("debug log: unscanned on other workers", &|x| {
+                    acc(x, |a| a.unscanned_on_other_workers)
+                });
+            }
+            row("failed before the first kill", &|x| {
+                x.failed_before_first_kill.to_string()
+            });
+            row("successful requests", &|x| x.requests_ok.to_string());
+            row(
+                "supervisor + engine holder PIDs unchanged",
+                &|x| match x.pids_unchanged {
+                    Some(true) => "yes".into(),
+                    Some(false) => "NO".into(),
+                    None => "-".into(),
+                },
+            );
+            row("series length s", &|x| num(Some(x.seconds)));
+            s.push('\n');
+        }
+        if let Some(w) = &self.workers {
+            let _ = writeln!(
+                s,
+                "Memory (PSS of the process tree) after the same load (10 KiB x16, then 1 MiB x4)\n"
+            );
+            let _ = writeln!(
+                s,
+                "| daemon | limits.workers | worker processes | PSS idle MiB | PSS after load MiB | vs 1 worker | RSS summed MiB | PSS per process MiB |"
+            );
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---|");
+            for r in &w.runs {
+                let per: Vec<String> = r
+                    .processes
+                    .iter()
+                    .map(|p| {
+                        let who = match p.comm.as_str() {
+                            crate::daemons::ENGINE_COMM => "engine",
+                            crate::daemons::WORKER_COMM => "worker",
+                            "clamd" => "clamd",
+                            _ => "supervisor",
+                        };
+                        format!("{who} {}", mib(p.pss_kib))
+                    })
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    r.daemon,
+                    r.workers.map_or("-".into(), |n| n.to_string()),
+                    r.worker_processes,
+                    mib(r.pss_idle_kib),
+                    mib(r.pss_kib),
+                    r.ratio_vs_one_worker
+                        .map_or("-".into(), |v| format!("{v:.3}x")),
+                    mib(r.rss_sum_kib),
+                    per.join(", ")
+                );
+            }
+            s.push('\n');
+        }
+        if let Some(rl) = &self.reloads {
+            let _ = writeln!(
+                s,
+                "Reloads under load ({} clients x 10 KiB; each RELOAD once the previous one completed)\n",
+                rl.options.as_ref().map_or(0, |o| o.reload_clients)
+            );
+            let _ = writeln!(
+                s,
+                "| daemon | reloads | PSS before MiB | PSS after MiB | after / before | peak PSS MiB | most engine holders / workers at once | new signature found s, median (min-max) | reload complete s, median (min-max) | old processes gone s | failed requests | scans/s before / during reloads |"
+            );
+            let _ = writeln!(
+                s,
+                "|---|---:|---:|---:|---:|---:|---|---|---|---:|---:|---|"
+            );
+            for r in &rl.runs {
+                let found: Vec<f64> = r.reloads.iter().map(|x| x.found_s).collect();
+                let complete: Vec<f64> = r.reloads.iter().filter_map(|x| x.complete_s).collect();
+                let rate = |n: u64, secs: f64| num(Some(n as f64 / secs.max(1e-9)));
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {:.3}x | {} | {} | {} | {} | {} | {} | {} / {} |",
+                    r.daemon,
+                    r.reloads.len(),
+                    mib(r.pss_before_kib),
+                    mib(r.pss_after_kib),
+                    r.ratio,
+                    mib(r.peak_pss_kib),
+                    if r.daemon == "clamsentry" {
+                        format!("{} / {}", r.max_engine_processes, r.max_worker_processes)
+                    } else {
+                        "-".into()
+                    },
+                    range(&found),
+                    range(&complete),
+                    num(r.drained_s),
+                    r.requests_failed,
+                    rate(r.before_requests_ok, r.before_s),
+                    rate(r.requests_ok, r.reload_phase_s)
+                );
+            }
+            s.push('\n');
+        }
+        if let Some(d) = &self.dirscan {
+            let _ = writeln!(
+                s,
+                "CONTSCAN of a large directory over the Unix socket (fastest of {} runs each)\n",
+                d.options.as_ref().map_or(1, |o| o.runs)
+            );
+            let _ = writeln!(
+                s,
+                "| directory | entries | clamd s | clamsentry s | ratio | clamd CPU s | clamsentry CPU s (supervisor) | same replies | reply |"
+            );
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---|---|");
+            for v in &d.variants {
+                // CPU of each daemon's fastest run.
+                let fastest = |name: &str| {
+                    v.runs
+                        .iter()
+                        .filter(|r| r.daemon == name)
+                        .min_by(|a, b| a.seconds.total_cmp(&b.seconds))
+                };
+                let cpu = |name: &str| fastest(name).map(|r| r.daemon_cpu_s);
+                let sup = fastest("clamsentry").map(|r| r.main_cpu_s);
+                let last = v.runs.first().map_or("", |r| r.last_line.as_str());
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} |",
+                    v.tree.variant,
+                    v.tree.entries,
+                    num(v.clamd_s),
+                    num(v.clamsentry_s),
+                    v.ratio.map_or("-".into(), |x| format!("{x:.2}x")),
+                    num(cpu("clamd")),
+                    num(cpu("clamsentry")),
+                    num(sup),
+                    match v.replies_equal {
+                        Some(true) => "yes",
+                        Some(false) => "NO",
+                        None => "-",
+                    },
+                    last.rsplit('/').next().unwrap_or(last)
+                );
+            }
+            s.push('\n');
+        }
+        s
     }
 }

@@ -1,6 +1,9 @@
 //! The quick benchmark end to end against the real clamd and the real
-//! clamsentry binary. It checks that both daemons answered correctly and
-//! that the JSON report has every field; it never checks a timing.
+//! clamsentry binary, every part. It checks that both daemons answered
+//! correctly, that each part did what it says (kills happened and were
+//! recovered from, the worker counts were the ones asked for, reloads
+//! completed, both daemons walked the directories) and that the JSON report
+//! has every field; it never checks a timing.
 
 use clamsentry_bench::{build_clamsentry, default_clamsentry, run, Options};
 
@@ -36,6 +39,53 @@ const FIELDS: &[&str] = &[
     "table",
     "targets",
     "total_s",
+    "crash/options/kills",
+    "crash/series",
+    "workers/runs",
+    "reloads/runs",
+    "dirscan/variants",
+];
+
+/// Fields of every crash series, of every kill, of every memory run.
+const SERIES_FIELDS: &[&str] = &[
+    "daemon",
+    "signal",
+    "kills",
+    "requests_ok",
+    "requests_failed",
+    "new_scan_ok_ms/median",
+    "next_ok_ms/p90",
+    "failed_per_kill/max",
+    "seconds",
+];
+const KILL_FIELDS: &[&str] = &[
+    "pid",
+    "at_ms",
+    "new_scan_ok_ms",
+    "failed",
+    "closed",
+    "error_replies",
+    "recovered",
+];
+const CLAMSENTRY_KILL_FIELDS: &[&str] = &[
+    "new_worker_ms",
+    "serving_ms",
+    "worker",
+    "slot",
+    "slot_failures",
+    "backoff_ms",
+    "replaced_in_us",
+    "revoked",
+    "failed_other_workers",
+];
+const WORKERS_FIELDS: &[&str] = &["pss_kib", "pss_idle_kib", "rss_sum_kib", "processes"];
+const RELOADS_FIELDS: &[&str] = &[
+    "pss_before_kib",
+    "pss_after_kib",
+    "ratio",
+    "peak_pss_kib",
+    "reloads",
+    "requests_failed",
 ];
 
 const SCENARIO_FIELDS: &[&str] = &[
@@ -51,8 +101,13 @@ const SCENARIO_FIELDS: &[&str] = &[
     "other_cpu_pct",
 ];
 
+/// The value at `a/b/0/c` (numbers index arrays).
 fn at<'a>(v: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
-    path.split('/').try_fold(v, |v, k| v.get(k))
+    path.split('/')
+        .try_fold(v, |v, k| match k.parse::<usize>() {
+            Ok(i) if v.is_array() => v.get(i),
+            _ => v.get(k),
+        })
 }
 
 #[test]
@@ -98,6 +153,8 @@ fn quick_benchmark_runs_against_both_daemons() {
             }
         }
     }
+    check_parts(&opts, &report, &json);
+
     let rows = json["table"].as_array().unwrap();
     for metric in [
         "scans/s",
@@ -122,5 +179,119 @@ fn quick_benchmark_runs_against_both_daemons() {
                 .any(|r| r["metric"] == metric && !r["ratio"].is_null()),
             "table has {metric} for both daemons"
         );
+    }
+}
+
+fn check_parts(opts: &Options, report: &clamsentry_bench::Report, json: &serde_json::Value) {
+    // Crash: both signals against both daemons, every kill recovered from,
+    // the supervisor and the engine holder outlived the kills.
+    let crash = report.crash.as_ref().expect("the crash part ran");
+    let names: Vec<String> = crash
+        .series
+        .iter()
+        .map(|s| format!("{} {}", s.daemon, s.signal))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "clamd SIGSEGV",
+            "clamsentry SIGSEGV",
+            "clamd SIGKILL",
+            "clamsentry SIGKILL"
+        ]
+    );
+    for (i, s) in crash.series.iter().enumerate() {
+        let want = match s.daemon.as_str() {
+            "clamd" => opts.crash.clamd_kills,
+            _ => opts.crash.kills,
+        };
+        assert_eq!(s.kills.len(), want, "{} {}", s.daemon, s.signal);
+        assert!(
+            s.kills.iter().all(|k| k.recovered),
+            "{} {} recovered from every kill",
+            s.daemon,
+            s.signal
+        );
+        assert!(s.requests_ok > 0, "{} {} scanned", s.daemon, s.signal);
+        for f in SERIES_FIELDS {
+            let p = format!("crash/series/{i}/{f}");
+            assert!(at(json, &p).is_some(), "JSON lacks {p}");
+        }
+        for k in 0..s.kills.len() {
+            let mut fields = KILL_FIELDS.to_vec();
+            if s.daemon == "clamsentry" {
+                fields.extend(CLAMSENTRY_KILL_FIELDS);
+            }
+            for f in fields {
+                let p = format!("crash/series/{i}/kills/{k}/{f}");
+                assert!(at(json, &p).is_some_and(|v| !v.is_null()), "JSON has {p}");
+            }
+        }
+        if s.daemon == "clamsentry" {
+            assert_eq!(s.pids_unchanged, Some(true), "{}", s.signal);
+            for k in &s.kills {
+                assert_eq!(
+                    k.how.as_deref(),
+                    Some("signal ".to_string() + &s.signal).as_deref(),
+                    "the supervisor saw the worker die of the signal sent"
+                );
+            }
+        }
+    }
+
+    // Workers: each asked-for count ran with that many worker processes.
+    let workers = report.workers.as_ref().expect("the workers part ran");
+    for &n in &opts.memory.worker_counts {
+        let r = workers
+            .runs
+            .iter()
+            .find(|r| r.workers == Some(n))
+            .unwrap_or_else(|| panic!("a run with {n} workers"));
+        assert_eq!(r.worker_processes, n as usize, "{n} worker processes");
+        assert_eq!(r.engine_processes, 1, "one engine holder");
+        assert!(r.requests_ok > 0 && r.pss_kib > 0);
+    }
+    assert!(workers.runs.iter().any(|r| r.daemon == "clamd"));
+    for i in 0..workers.runs.len() {
+        for f in WORKERS_FIELDS {
+            let p = format!("workers/runs/{i}/{f}");
+            assert!(at(json, &p).is_some(), "JSON lacks {p}");
+        }
+    }
+
+    // Reloads: every RELOAD answered and completed, on both daemons.
+    let reloads = report.reloads.as_ref().expect("the reloads part ran");
+    assert_eq!(reloads.runs.len(), 2);
+    for (i, r) in reloads.runs.iter().enumerate() {
+        assert_eq!(r.reloads.len(), opts.memory.reloads, "{}", r.daemon);
+        for x in &r.reloads {
+            assert_eq!(x.reply, "RELOADING", "{}", r.daemon);
+            assert!(
+                x.found_s.is_finite(),
+                "{}: the new signature was found",
+                r.daemon
+            );
+        }
+        for f in RELOADS_FIELDS {
+            let p = format!("reloads/runs/{i}/{f}");
+            assert!(at(json, &p).is_some(), "JSON lacks {p}");
+        }
+    }
+
+    // Directory: both daemons walked both directories and said the same.
+    let dir = report.dirscan.as_ref().expect("the dirscan part ran");
+    assert_eq!(dir.variants.len(), 2);
+    for v in &dir.variants {
+        assert_eq!(v.replies_equal, Some(true), "{}", v.tree.variant);
+        for r in &v.runs {
+            assert!(
+                r.last_line.ends_with(": OK"),
+                "{} {}: {:?}",
+                r.daemon,
+                v.tree.variant,
+                r.last_line
+            );
+        }
+        assert!(v.ratio.is_some());
     }
 }
