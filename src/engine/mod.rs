@@ -197,6 +197,8 @@ pub struct Engine {
     raw: NonNull<sys::cl_engine>,
     flags: ScanFlags,
     info: EngineInfo,
+    /// Freed on drop (see [`Engine::keep_until_exit`]).
+    free_on_drop: bool,
 }
 
 // SAFETY: a compiled cl_engine is documented as safe to share between threads
@@ -208,6 +210,9 @@ unsafe impl Sync for Engine {}
 
 impl Drop for Engine {
     fn drop(&mut self) {
+        if !self.free_on_drop {
+            return;
+        }
         // SAFETY: `raw` came from cl_engine_new and is freed exactly once here;
         // no scan can be running because scans borrow `&self`.
         unsafe {
@@ -217,6 +222,16 @@ impl Drop for Engine {
 }
 
 impl Engine {
+    /// The engine is never freed: the process exits with it. For the engine
+    /// holder and the workers it forks, which share the compiled engine's
+    /// pages copy-on-write: `cl_engine_free` writes to those pages, so each
+    /// exiting process would first copy them — a reload's old generation
+    /// would briefly double its memory, and exit slower — while the kernel
+    /// frees them anyway.
+    pub fn keep_until_exit(&mut self) {
+        self.free_on_drop = false;
+    }
+
     /// Loads every signature file in `dir`, applies the limits, compiles.
     pub fn load(dir: &Path, settings: &EngineSettings) -> Result<Engine, EngineError> {
         Engine::load_with_progress(dir, settings, &mut |_| {})
@@ -240,6 +255,7 @@ impl Engine {
                 db_version: 0,
                 db_time: 0,
             },
+            free_on_drop: true,
         };
         engine.apply(settings)?;
         let mut reporter = Reporter { progress };

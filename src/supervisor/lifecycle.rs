@@ -49,8 +49,11 @@ pub type WorkerId = u64;
 pub const PING_EVERY: Duration = Duration::from_secs(5);
 /// A serving worker that has not answered for this long is killed.
 pub const WEDGED_AFTER: Duration = Duration::from_secs(30);
-/// A worker that served this long without crashing resets its slot's back-off.
-pub const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// A worker that served this long without crashing resets its slot's
+/// back-off: crashes further apart than this are replaced at once (a fork
+/// costs milliseconds, so one a second is no load), and only a slot whose
+/// workers die faster — a crash loop — waits longer each time.
+pub const STABLE_AFTER: Duration = Duration::from_secs(2);
 /// A fork that has not said hello after this long has failed.
 pub const FORK_TIMEOUT: Duration = Duration::from_secs(15);
 /// A retired zygote that has not exited after this long is killed.
@@ -964,6 +967,23 @@ mod tests {
             waited <= EMPTY_FLEET_RETRY + Duration::from_millis(20),
             "{waited:?}"
         );
+    }
+
+    #[test]
+    fn crashes_further_apart_than_stable_after_are_replaced_at_once() {
+        let t = Instant::now();
+        let (mut m, ids) = serving(2, t);
+        // Killed again and again, but each worker served a while first:
+        // not a loop, so every replacement forks in the same step.
+        let mut victim = ids[0];
+        let mut now = t;
+        for kill in 0..20 {
+            now += STABLE_AFTER;
+            let f = forks(&m.handle(Event::WorkerExited(victim, Ended::Signaled(9)), now));
+            assert_eq!(f.len(), 1, "kill {kill} waited");
+            victim = f[0].1;
+            m.handle(Event::WorkerHello(victim), now);
+        }
     }
 
     #[test]

@@ -326,6 +326,8 @@ enum Event {
     Zygote(GenId, FromZygote),
     /// A process broke a rule its channel enforces (see `lifecycle`).
     Broken(Who, String),
+    /// New memory figures: the workers hear them at once (STATS).
+    Measured,
 }
 
 struct ZygoteProc {
@@ -370,7 +372,10 @@ struct Driver {
     /// Last time a connection opened or closed (exit-when-idle).
     last_activity: Instant,
     proc_dev: u64,
-    pss: (Instant, u64),
+    /// Memory of the daemon's processes (PSS, KiB), measured off the event
+    /// loop: reading smaps_rollup of a process holding an engine takes
+    /// milliseconds.
+    pss: Arc<std::sync::Mutex<PssCache>>,
     next_pick: usize,
 }
 
@@ -420,7 +425,7 @@ impl Driver {
             proc_dev: std::fs::metadata("/proc")
                 .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
                 .unwrap_or(0),
-            pss: (now - Duration::from_secs(60), 0),
+            pss: Arc::default(),
             next_pick: 0,
             config,
             text,
@@ -486,6 +491,13 @@ impl Driver {
                 Event::Worker(w, msg, pid) => self.on_worker(w, msg, pid),
                 Event::Zygote(g, msg) => self.on_zygote(g, msg),
                 Event::Broken(who, why) => self.apply(lifecycle::Event::Violation(who, why)),
+                Event::Measured => {
+                    let serving: Vec<WorkerId> = self.machine.serving().collect();
+                    for w in serving {
+                        self.ping(w, 0);
+                    }
+                    None
+                }
             };
             if let Some(result) = done {
                 return result;
@@ -966,7 +978,14 @@ impl Driver {
         let identity = Arc::new(a.identity);
         let paths_allowed = self.profile(a.listener).allows_paths();
         let mut socket = a.socket;
-        for w in candidates {
+        // A worker whose queue is full is passed over: it may be dead and not
+        // yet reaped (nobody reads its queue), and what waits there is lost
+        // with it. Only when every queue is full does the connection wait
+        // for the first of them.
+        let mut tries: VecDeque<(WorkerId, bool)> =
+            candidates.iter().map(|w| (*w, false)).collect();
+        let mut waiting = false;
+        while let Some((w, wait)) = tries.pop_front() {
             let Some(control) = self.workers.get(&w).map(|p| Arc::clone(&p.control)) else {
                 continue;
             };
@@ -992,24 +1011,26 @@ impl Driver {
                 admin,
             })
             .encode();
+            if wait {
+                self.send_later(w, id, control, msg);
+                return;
+            }
             match self
                 .conns
                 .with_socket(id, |fd| control.try_send(&msg, &[fd]))
             {
                 Some(Ok(())) => return,
-                Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    // The worker's queue is full: wait for it, a little.
-                    self.send_later(w, id, control, msg);
-                    return;
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock && !waiting => {
+                    waiting = true;
+                    tries.push_back((w, true));
                 }
-                _ => {
-                    // That worker is gone (its exit not yet seen): the
-                    // connection goes to the next one, never to nobody.
-                    match self.conns.unregister(id, w) {
-                        Some(s) => socket = s,
-                        None => return,
-                    }
-                }
+                // That worker is gone (its exit not yet seen): the
+                // connection goes to the next one, never to nobody.
+                _ => {}
+            }
+            match self.conns.unregister(id, w) {
+                Some(s) => socket = s,
+                None => return,
             }
         }
         tracing::warn!("no worker could take a connection; it is closed");
@@ -1059,20 +1080,39 @@ impl Driver {
             return;
         };
         let mut fleet = self.machine.fleet();
-        if self.pss.0.elapsed() >= lifecycle::PING_EVERY {
-            let mut total = procs::pss_kib(std::process::id() as i32);
-            for z in self.zygotes.values() {
-                total += procs::pss_kib(z.child.pid);
+        let pid = p.child.as_ref().map(|c| c.pid);
+        {
+            let mut cache = self.pss.lock().unwrap_or_else(|e| e.into_inner());
+            fleet.daemon_pss_kib = cache.total;
+            fleet.worker_pss_kib = pid.and_then(|p| cache.by_pid.get(&p).copied()).unwrap_or(0);
+            if !cache.measuring
+                && !cache
+                    .at
+                    .is_some_and(|t| t.elapsed() < lifecycle::PING_EVERY)
+            {
+                cache.measuring = true;
+                let mut pids = vec![std::process::id() as i32];
+                pids.extend(self.zygotes.values().map(|z| z.child.pid));
+                pids.extend(
+                    self.workers
+                        .values()
+                        .filter_map(|x| x.child.as_ref().map(|c| c.pid)),
+                );
+                let pss = Arc::clone(&self.pss);
+                let tx = self.tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let by_pid: HashMap<i32, u64> =
+                        pids.into_iter().map(|p| (p, procs::pss_kib(p))).collect();
+                    let mut cache = pss.lock().unwrap_or_else(|e| e.into_inner());
+                    cache.total = by_pid.values().sum();
+                    cache.by_pid = by_pid;
+                    cache.at = Some(Instant::now());
+                    cache.measuring = false;
+                    drop(cache);
+                    let _ = tx.try_send(Event::Measured);
+                });
             }
-            for x in self.workers.values() {
-                if let Some(c) = &x.child {
-                    total += procs::pss_kib(c.pid);
-                }
-            }
-            self.pss = (Instant::now(), total);
         }
-        fleet.daemon_pss_kib = self.pss.1;
-        fleet.worker_pss_kib = p.child.as_ref().map_or(0, |c| procs::pss_kib(c.pid));
         let msg = ToWorker::Ping { seq, fleet }.encode();
         let _ = p.control.try_send(&msg, &[]);
     }
@@ -1109,6 +1149,15 @@ impl Driver {
             self.last_activity = now;
         }
     }
+}
+
+/// The last PSS measurement of the daemon's processes.
+#[derive(Default)]
+struct PssCache {
+    at: Option<Instant>,
+    measuring: bool,
+    total: u64,
+    by_pid: HashMap<i32, u64>,
 }
 
 impl Drop for Driver {

@@ -134,10 +134,12 @@ fn run(mode: Mode) -> Result<i32, String> {
         &EngineSettings::from_config(&config),
         &mut |p| progress.send(&control, p),
     );
-    let engine = match loaded {
+    let mut engine = match loaded {
         Ok(e) => e,
         Err(e) => return fail(&control, e.to_string()),
     };
+    // This process and every worker forked from it exit with the engine.
+    engine.keep_until_exit();
     let info = engine.info().clone();
     send(
         &control,
