@@ -51,9 +51,11 @@ pub const PING_EVERY: Duration = Duration::from_secs(5);
 pub const WEDGED_AFTER: Duration = Duration::from_secs(30);
 /// A worker that served this long without crashing resets its slot's
 /// back-off: crashes further apart than this are replaced at once (a fork
-/// costs milliseconds, so one a second is no load), and only a slot whose
-/// workers die faster — a crash loop — waits longer each time.
-pub const STABLE_AFTER: Duration = Duration::from_secs(2);
+/// costs the engine holder 30–100 ms with a full database, so one a second
+/// per slot is bearable), and only a slot whose workers die faster — a
+/// crash loop, typically a worker that cannot start — waits longer each
+/// time.
+pub const STABLE_AFTER: Duration = Duration::from_secs(1);
 /// A fork that has not said hello after this long has failed.
 pub const FORK_TIMEOUT: Duration = Duration::from_secs(15);
 /// A retired zygote that has not exited after this long is killed.
