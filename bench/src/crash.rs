@@ -14,8 +14,9 @@
 //! with the default `RestartSec=100ms` would; it reloads the whole database.
 //!
 //! Each series starts a fresh daemon, because clamsentry's back-off for a
-//! slot that crashes again and again grows with every crash until that slot
-//! has served 60 s; see docs/benchmark.md.
+//! slot that crashes again and again grows with every crash until a worker
+//! of that slot has served 1 s (`STABLE_AFTER`); the kills here come faster
+//! than that, so later kills of a series wait; see docs/benchmark.md.
 
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
