@@ -138,9 +138,14 @@ fn prepare(source: ConfigSource) -> Result<Prepared, StartError> {
     })
 }
 
+/// One thread runs every task of the supervisor (accepting, the workers'
+/// messages, the event loop): each connection passes through several of
+/// them, and with a multi-threaded runtime each hop between threads was a
+/// futex wake and a context switch. Nothing on it blocks; what may (file
+/// system scans, reading /proc) goes to `spawn_blocking`, and the brokers
+/// have threads of their own.
 fn runtime() -> Result<tokio::runtime::Runtime, StartError> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("clamsentry-supervisor")
         .build()?)
