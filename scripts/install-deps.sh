@@ -18,11 +18,14 @@ apt-get install -y -q --no-install-recommends \
   clamav clamav-daemon clamdscan clamav-testfiles \
   python3 python3-pyclamd libclamav-client-perl perl \
   systemd util-linux procps tmux \
-  debootstrap systemd-container lintian dpkg-dev binutils
+  debootstrap systemd-container lintian dpkg-dev binutils \
+  check python3-pytest python3-pytest-timeout
 if [ "$created_policy" = 1 ]; then rm -f "$policy"; fi
 # python `clamd` 1.0.2 from PyPI, for the interpreter the tests call as python3.
 python3 -m pip install --quiet --disable-pip-version-check clamd==1.0.2 2>/dev/null \
   || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages clamd==1.0.2
+# check (libcheck) and pytest: scripts/upstream-clamd-tests.sh compiles
+# ClamAV's check_clamd.c and runs its clamd_test.py with Debian's python3.
 # The Debian package is built with cargo-deb (tests/e2e_deb.rs builds it,
 # then boots it in a Debian 12 container with systemd-nspawn).
 CARGO_DEB_VERSION=3.8.0
