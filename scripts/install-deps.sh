@@ -17,6 +17,7 @@ test_packages=(
   python3 python3-pip python3-pyclamd libclamav-client-perl perl
   systemd util-linux procps tmux
   debootstrap systemd-container lintian dpkg-dev binutils
+  check python3-pytest python3-pytest-timeout
 )
 case "$profile" in
   build) packages=("${build_packages[@]}") ;;

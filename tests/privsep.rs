@@ -435,8 +435,13 @@ fn workers_cannot_fork_and_the_engine_holder_holds_only_its_channel() {
     let zlimit: u64 = max_processes(z).parse().unwrap();
     assert!(zlimit > 0, "the engine holder can fork");
     // Its descriptors: stdin, stdout, stderr, one socket (its control
-    // channel) and its own /proc/PID/task (to count its threads before each
-    // fork; opened before the sandbox closed /proc).
+    // channel), its own /proc/PID/task (to count its threads before each
+    // fork; opened before the sandbox closed /proc) and the signature
+    // directory (opened before it demoted itself).
+    let signatures = std::fs::canonicalize(db.path())
+        .unwrap()
+        .display()
+        .to_string();
     let mut sockets = 0;
     for e in std::fs::read_dir(format!("/proc/{z}/fd"))
         .unwrap()
@@ -444,7 +449,7 @@ fn workers_cannot_fork_and_the_engine_holder_holds_only_its_channel() {
     {
         let n: i32 = e.file_name().to_str().unwrap().parse().unwrap();
         let target = std::fs::read_link(e.path()).unwrap().display().to_string();
-        if n <= 2 || target == format!("/proc/{z}/task") {
+        if n <= 2 || target == format!("/proc/{z}/task") || target == signatures {
             continue;
         }
         assert!(
@@ -461,6 +466,10 @@ fn workers_cannot_fork_and_the_engine_holder_holds_only_its_channel() {
             .flatten()
         {
             let target = std::fs::read_link(e.path()).unwrap().display().to_string();
+            assert_ne!(
+                target, signatures,
+                "worker {w} holds the signature directory"
+            );
             assert!(
                 target.starts_with("socket:")
                     || target.starts_with("anon_inode:")
@@ -472,4 +481,84 @@ fn workers_cannot_fork_and_the_engine_holder_holds_only_its_channel() {
             );
         }
     }
+}
+
+/// clamd started as root without `User` loads its signatures as root, so a
+/// database directory below a directory only root may enter works there;
+/// ClamAV's own clamd tests (unit_tests/clamd_test.py) keep theirs in such a
+/// directory (a 0700 `mkdtemp`). The engine holder opens the directory
+/// before it demotes itself, so clamsentry loads it too and answers as
+/// clamd does; the service user still needs read permission on the
+/// directory and its files, so a directory only root may read still fails,
+/// with its configured name in the error.
+#[test]
+fn signatures_below_a_root_only_directory_load_as_with_clamd() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (CI runs as root)");
+        return;
+    }
+    let private = tempfile::Builder::new()
+        .prefix("cs-root-only")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let db = private.path().join("database");
+    std::fs::create_dir(&db).unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (name, text) in [
+        ("test.hdb", common::HDB),
+        ("test.ndb", common::NDB),
+        ("test.ldb", common::LDB),
+    ] {
+        std::fs::write(db.join(name), text).unwrap();
+        std::fs::set_permissions(db.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    // The service user (nobody in the tests) cannot reach it by its path.
+    let reach = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "ls"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(!reach.status.success(), "nobody can list {}", db.display());
+
+    let sentry = Daemon::clamsentry(&db, &common::COMPAT_SETTINGS);
+    let clamd = Daemon::clamd(&db, &[]);
+    let stream = instream(b"zINSTREAM\0", &eicar(), 4096);
+    let clean = instream(b"zINSTREAM\0", b"nothing to see here", 4096);
+    for request in [&b"zVERSION\0"[..], &stream, &clean] {
+        let ours = talk(&sentry.unix_addr(), &[request], Duration::from_secs(10)).unwrap();
+        let theirs = talk(&clamd.unix_addr(), &[request], Duration::from_secs(10)).unwrap();
+        assert_eq!(show(&ours), show(&theirs));
+    }
+    assert_eq!(
+        show(&talk(&sentry.unix_addr(), &[&stream], Duration::from_secs(10)).unwrap()),
+        "stream: Win.Test.EICAR_HDB-1.UNOFFICIAL FOUND\\0"
+    );
+    drop(sentry);
+
+    // A directory the service user may not read: the error names it.
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[database]\ndirectory = {:?}\n[listen]\nunix = {:?}\n[sandbox]\nuser = \"nobody\"\n",
+            db.display().to_string(),
+            dir.path().join("s").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_clamsentry"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot load signatures from {}", db.display())),
+        "{err}"
+    );
+    assert!(!err.contains("/proc/self/fd"), "{err}");
 }

@@ -12,7 +12,9 @@
 //! 1. read the configuration; set up logging; `cl_init` (before the
 //!    sandbox: it reads OpenSSL's configuration and may load the unrar
 //!    module);
-//! 2. demote (`sandbox::demote`): the service user, no capabilities,
+//! 2. open the signature directory (still with the identity it was started
+//!    with, see `SignatureDir`), then
+//!    demote (`sandbox::demote`): the service user, no capabilities,
 //!    no-new-privs, rlimits (enough tasks for the workers it will fork),
 //!    Landlock (signatures read-only, the temporary tree read-write). With
 //!    `sandbox.landlock = "required"` a missing Landlock ends it here, with
@@ -104,11 +106,20 @@ fn run(mode: Mode) -> Result<i32, String> {
     let landlock_why = sandbox::landlock_diagnosis();
     let mut threads = fork::Threads::open().map_err(|e| format!("/proc/self/task: {e}"))?;
     let supervisor = nix::unistd::getppid();
+    // The signature directory, opened with the identity we were started
+    // with (root, as clamd without `User`), so that the service user reaches
+    // it even below directories only root may enter; see [`SignatureDir`].
+    let signatures = SignatureDir::open(&config.database.directory);
 
-    let plan = plan(&config, &temp_parent, mode);
+    let plan = plan(&config, signatures.path(), &temp_parent, mode);
     let status = match sandbox::demote(&plan) {
         Ok(s) => s,
-        Err(e) => return fail(&control, format!("cannot sandbox the engine holder: {e}")),
+        Err(e) => {
+            return fail(
+                &control,
+                signatures.show(&format!("cannot sandbox the engine holder: {e}")),
+            )
+        }
     };
     if let LandlockState::NotEnforced { reason } = &status.landlock {
         if config.sandbox.landlock_required() {
@@ -130,13 +141,13 @@ fn run(mode: Mode) -> Result<i32, String> {
 
     let mut progress = ProgressSender::default();
     let loaded = Engine::load_with_progress(
-        &config.database.directory,
+        signatures.path(),
         &EngineSettings::from_config(&config),
         &mut |p| progress.send(&control, p),
     );
     let mut engine = match loaded {
         Ok(e) => e,
-        Err(e) => return fail(&control, e.to_string()),
+        Err(e) => return fail(&control, signatures.show(&e.to_string())),
     };
     // This process and every worker forked from it exit with the engine.
     engine.keep_until_exit();
@@ -166,6 +177,7 @@ fn run(mode: Mode) -> Result<i32, String> {
                         // The holder's descriptors are not the worker's.
                         let _ = nix::unistd::close(control.as_raw_fd());
                         drop(threads);
+                        drop(signatures);
                         let engine = engine.take().ok_or("no engine")?;
                         let code = crate::worker::serve_forked(
                             config,
@@ -194,7 +206,70 @@ fn fail(control: &Channel, error: String) -> Result<i32, String> {
     Err(error)
 }
 
-fn plan(config: &Config, temp_parent: &std::path::Path, mode: Mode) -> sandbox::Plan {
+/// The signature directory as the engine holder reaches it after demotion.
+///
+/// clamd started as root without `User` loads its signatures as root, so a
+/// `DatabaseDirectory` below a directory only root may enter (a 0700 home
+/// or temporary directory, as in ClamAV's own clamd tests) works there. The
+/// engine holder loads them as the service user instead, so it opens the
+/// directory before it demotes itself (`O_PATH`: a handle, no read right)
+/// and afterwards reaches it through `/proc/self/fd/N`, which does not walk
+/// the directories above it again. Nothing else changes: the Landlock rule
+/// covers the same directory (the rule's `O_PATH` open follows the link to
+/// it), and the service user still needs search and read permission on the
+/// directory and read permission on its files, so a signature file only
+/// root may read still fails to load. If the open fails (no such
+/// directory), the configured path is used as before and the error names it.
+struct SignatureDir {
+    configured: PathBuf,
+    /// `/proc/self/fd/N` while `fd` is open, else `configured`.
+    path: PathBuf,
+    fd: Option<OwnedFd>,
+}
+
+impl SignatureDir {
+    fn open(configured: &std::path::Path) -> SignatureDir {
+        use rustix::fs::{Mode as FileMode, OFlags};
+        match rustix::fs::open(
+            configured,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            FileMode::empty(),
+        ) {
+            Ok(fd) => SignatureDir {
+                configured: configured.to_path_buf(),
+                path: PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+                fd: Some(fd),
+            },
+            Err(_) => SignatureDir {
+                configured: configured.to_path_buf(),
+                path: configured.to_path_buf(),
+                fd: None,
+            },
+        }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// A message with `/proc/self/fd/N` put back as the configured path.
+    fn show(&self, message: &str) -> String {
+        if self.fd.is_none() {
+            return message.to_string();
+        }
+        message.replace(
+            &*self.path.to_string_lossy(),
+            &self.configured.to_string_lossy(),
+        )
+    }
+}
+
+fn plan(
+    config: &Config,
+    signatures: &std::path::Path,
+    temp_parent: &std::path::Path,
+    mode: Mode,
+) -> sandbox::Plan {
     let root = nix::unistd::geteuid().is_root();
     let hard_nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map(|(_, hard)| hard)
@@ -212,7 +287,7 @@ fn plan(config: &Config, temp_parent: &std::path::Path, mode: Mode) -> sandbox::
     };
     sandbox::Plan {
         user: root.then(|| config.sandbox.user.clone()),
-        read_only: vec![config.database.directory.clone()],
+        read_only: vec![signatures.to_path_buf()],
         read_write: vec![temp_parent.to_path_buf()],
         max_open_files: (u64::from(config.limits.max_connections) * 3 + 256).min(hard_nofile),
         max_threads: tasks,
