@@ -31,13 +31,21 @@
 #   clamd:      clamd_test.py 15/15, check_clamd 71/71
 #   clamsentry: clamd_test.py 15/15, check_clamd 71/71
 #
-# and exits 1 if clamsentry fails a test (or a check_clamd check) that clamd
-# passes, 2 on a set-up problem (missing tool, port 3319 taken, ...). A
-# failure that comes from a documented, deliberate difference is recognised
-# from clamsentry's log and said so; it still counts, unless
-# ALLOW_KNOWN_DIFFERENCES=1. There is one: test_clamd_08_VirusEvent, whose
-# command writes into the test's 0700 root-owned directory, which
-# clamsentry's VirusEvent command (never run as root) cannot.
+# Each pair runs twice: as root (clamsentry's root supervisor with its
+# workers as the service user; clamd as root, as its tests run in CI), and
+# as an unprivileged user, the way ClamAV's developers run these tests
+# (both daemons then run as that user; RUN_AS names it, default a user
+# `clamsentry-upstream` made for the run and removed at the end).
+#
+# Exits 1 if clamsentry fails a test (or a check_clamd check) that clamd
+# passes in the same mode, 2 on a set-up problem (missing tool, port 3319
+# taken, ...). A failure that comes from a documented, deliberate
+# difference is recognised from clamsentry's log and said so; it counts
+# only if clamsentry also fails that test as the unprivileged user, or with
+# STRICT=1. There is one: as root, test_clamd_08_VirusEvent's command
+# writes into the test's 0700 root-owned directory, which clamsentry's
+# VirusEvent command (never run as root) cannot; as the unprivileged user
+# the same test passes.
 #
 # Environment:
 #   WORKDIR      work directory (default: a new one from mktemp, removed at
@@ -47,8 +55,8 @@
 #                this repository, then its target/release/clamsentry)
 #   CLAMD        the control daemon (default /usr/sbin/clamd)
 #   CLAMDSCAN    the client (default: clamdscan from PATH)
-#   ALLOW_KNOWN_DIFFERENCES=1  exit 0 when the only failures are known
-#                differences (see above)
+#   RUN_AS       the unprivileged user of the second pair of runs
+#   STRICT=1     a known difference fails the run too (see above)
 #   KEEP_WORKDIR=1  keep the work directory (logs, junit XML) even if made
 #                here and every test passed (it is kept when one failed)
 #   PYTHON       the python3 that runs pytest (default: the first of python3
@@ -178,6 +186,10 @@ cleanup() {
   fi
   # A made-up work directory goes, unless asked to keep it or a test failed
   # (its logs are the evidence).
+  if [ "${CREATED_RUNNER:-0}" = 1 ]; then
+    userdel "$RUN_AS" 2>/dev/null || true
+    groupdel "$RUN_AS" 2>/dev/null || true
+  fi
   if [ "$CREATED_WORKDIR" = 1 ] && [ "${KEEP_WORKDIR:-0}" != 1 ] && [ "$rc" = 0 ]; then
     rm -rf "$WORKDIR"
   elif [ -d "$RESULTS" ]; then
@@ -267,7 +279,9 @@ else
   CLAMSENTRY=$TARGET_DIR/release/clamsentry
 fi
 CLAMSENTRY=$(readlink -f "$CLAMSENTRY")
-ln -sfn "$CLAMSENTRY" "$WORKDIR/bin/clamd"
+# A copy, not a link: the unprivileged user must be able to run it, and a
+# build under /root would not be reachable.
+install -m 0755 "$CLAMSENTRY" "$WORKDIR/bin/clamd"
 say "clamsentry: $CLAMSENTRY, started as $WORKDIR/bin/clamd"
 if ! getent passwd clamsentry >/dev/null; then
   say "creating the system user clamsentry (the workers' user when clamd.conf has no User line; the Debian package creates it too)"
@@ -285,16 +299,38 @@ fi
 # forked child now and then deadlocks before exec (PyOS_AfterFork_Child
 # waiting for tracemalloc's lock, seen with gdb), which hangs a test for
 # either daemon. It only adds allocation tracebacks to ResourceWarnings.
+CREATED_RUNNER=0
+if [ -z "${RUN_AS:-}" ]; then
+  RUN_AS=clamsentry-upstream
+  if ! getent passwd "$RUN_AS" >/dev/null; then
+    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin "$RUN_AS"
+    CREATED_RUNNER=1
+  fi
+fi
+getent passwd "$RUN_AS" >/dev/null || die "RUN_AS=$RUN_AS: no such user"
+[ "$(id -u "$RUN_AS")" != 0 ] || die "RUN_AS=$RUN_AS is root; name an unprivileged user"
+runuser -u "$RUN_AS" -- test -r "$SOURCE/unit_tests/clamd_test.py" ||
+  die "$RUN_AS cannot read $SOURCE: put the ClamAV source where every user may read it (e.g. under /tmp)"
+
+# run_suite NAME DAEMON [USER]: clamd_test.py against DAEMON, as USER when given.
 run_suite() {
-  local name=$1 daemon=$2 out=$RESULTS/$1 rc=0
+  local name=$1 daemon=$2 user=${3:-} out=$RESULTS/$1 rc=0
+  local as=()
   mkdir -p "$out"
+  if [ -n "$user" ]; then
+    # The tests write under BUILD (their TMP) and their results here.
+    chmod 0755 "$WORKDIR" "$WORKDIR/bin"
+    chown -R "$user:" "$BUILD" "$out"
+    as=(setpriv --reuid="$user" --regid="$(id -g "$user")" --init-groups --reset-env)
+  fi
   check_port
   # check_clamd writes its log into OBJDIR; the tests their logs into BUILD/unit_tests.
   rm -f "$BUILD"/unit_tests/*.log
   say "$name: python3 -m pytest -v clamd_test.py with CLAMD=$daemon (log: $out/pytest.log)"
   local t0
   t0=$(date +%s)
-  setsid -w env -i PATH="$PATH" HOME="${HOME:-/root}" LANG=C.UTF-8 \
+  setsid -w "${as[@]}" env -i PATH="$PATH" HOME="${HOME:-/root}" LANG=C.UTF-8 \
     PYTHONDONTWRITEBYTECODE=1 \
     VERSION="$VERSION" SOURCE="$SOURCE" BUILD="$BUILD" TMP="$BUILD/unit_tests" \
     CK_FORK=no CK_DEFAULT_TIMEOUT=300 \
@@ -317,6 +353,8 @@ run_suite() {
 
 run_suite clamd "$CLAMD"
 run_suite clamsentry "$WORKDIR/bin/clamd"
+run_suite clamd-unprivileged "$CLAMD" "$RUN_AS"
+run_suite clamsentry-unprivileged "$WORKDIR/bin/clamd" "$RUN_AS"
 
 # --- results ----------------------------------------------------------------
 set +e
@@ -373,57 +411,59 @@ def line(name, tests, checks, summary):
         text += ", check_clamd {}/{}".format(total - failures - errors, total)
     else:
         text += ", check_clamd did not run"
-    return "{:<12}{}".format(name + ":", text)
+    return "{:<25}{}".format(name + ":", text)
 
-clamd = suite("clamd")
-sentry = suite("clamsentry")
+runs = {n: suite(n) for n in ("clamd", "clamsentry", "clamd-unprivileged", "clamsentry-unprivileged")}
 print()
-print(line("clamd", *clamd))
-print(line("clamsentry", *sentry))
+for n, r in runs.items():
+    print(line(n, *r))
 
 # Failures that come from a documented, deliberate difference, recognised by
-# what clamsentry logged, not by the test's name alone. They are shown as
-# such; they still make the exit status 1 unless ALLOW_KNOWN_DIFFERENCES=1.
-sentry_log = (results / "clamsentry" / "pytest.log").read_text(errors="replace") \
-    if (results / "clamsentry" / "pytest.log").exists() else ""
-def known(test):
-    if test == "test_clamd_08_VirusEvent":
+# what clamsentry logged, not by the test's name alone.
+def known(test, run):
+    log = results / run / "pytest.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    if test == "test_clamd_08_VirusEvent" and run == "clamsentry":
         # The command (virusaction-test.sh) writes test-clamd.log into the
         # test's directory, a 0700 mkdtemp of root's. clamd without User runs
-        # it as root, before it sends the reply; clamsentry runs it as its
-        # service user (never root), after the reply: the file is missing
-        # (the command could not create it, or has not yet).
-        failed_on_log = re.search(r"No such file: \S*/test-clamd\.log|test-clamd\.log: Permission denied", sentry_log)
-        never_root = "VirusEvent: runs as in clamd" in sentry_log and "never as root" in sentry_log
+        # it as root; clamsentry runs it as its service user (never root):
+        # the file is missing.
+        failed_on_log = re.search(r"No such file: \S*/test-clamd\.log|test-clamd\.log: Permission denied", text)
+        never_root = "VirusEvent: runs as in clamd" in text and "never as root" in text
         if failed_on_log and never_root:
-            user = re.search(r"virus_event_user=(\S+)", sentry_log)
+            user = re.search(r"virus_event_user=(\S+)", text)
             return ("the test's VirusEvent command writes into the test's root-only (0700) "
                     "directory: clamd without User runs it as root, clamsentry never as root "
                     "(as {}; README: VirusEvent), so its log is missing").format(
                         user.group(1) if user else "the service user")
     return None
 
-allow = os.environ.get("ALLOW_KNOWN_DIFFERENCES") == "1"
+strict = os.environ.get("STRICT") == "1"
 status = 0
-for kind, a, b in (("clamd_test.py", clamd[0], sentry[0]), ("check_clamd", clamd[1], sentry[1])):
-    lost = [t for t, ok in sorted(a.items()) if ok is True and b.get(t) is not True]
-    if lost and not b:
-        print("clamsentry: {} did not run; clamd passes {} of its tests".format(kind, len(lost)))
-        status = 1
-    for t in (lost if b else []):
-        why = known(t) if kind == "clamd_test.py" else None
-        if why:
-            print("clamsentry fails {} {} (clamd passes it): known difference: {}".format(kind, t, why))
-            status = status if allow else 1
-        else:
-            print("clamsentry fails {} {} (clamd passes it)".format(kind, t))
+for control, subject in (("clamd", "clamsentry"), ("clamd-unprivileged", "clamsentry-unprivileged")):
+    c, t = runs[control], runs[subject]
+    for kind, a, b in (("clamd_test.py", c[0], t[0]), ("check_clamd", c[1], t[1])):
+        lost = [x for x, ok in sorted(a.items()) if ok is True and b.get(x) is not True]
+        if lost and not b:
+            print("{}: {} did not run; {} passes {} of its tests".format(subject, kind, control, len(lost)))
             status = 1
-    for t, ok in sorted(a.items()):
-        if ok is False:
-            print("note: clamd itself fails {} {}".format(kind, t))
-if not clamd[0]:
-    print("clamd (the control) did not run the tests: see results/clamd/pytest.log")
-    status = 2
+        for x in (lost if b else []):
+            why = known(x, subject) if kind == "clamd_test.py" else None
+            if why:
+                other = runs["clamsentry-unprivileged"][0].get(x)
+                print("{} fails {} {} ({} passes it): known difference: {}; as the unprivileged user it {}".format(
+                    subject, kind, x, control, why, "passes" if other is True else "fails too"))
+                if strict or other is not True:
+                    status = 1
+            else:
+                print("{} fails {} {} ({} passes it)".format(subject, kind, x, control))
+                status = 1
+        for x, ok in sorted(a.items()):
+            if ok is False:
+                print("note: {} itself fails {} {}".format(control, kind, x))
+    if not c[0]:
+        print("{} (the control) did not run the tests: see results/{}/pytest.log".format(control, control))
+        status = 2
 sys.exit(status)
 EOF
 STATUS=$?

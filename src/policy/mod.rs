@@ -7,6 +7,10 @@
 //!   everything, but RELOAD and SHUTDOWN/QUIT only for administrators:
 //!   root and `policy.unix.admin-users`/`admin-groups` — never the sandbox
 //!   user, whose processes are exactly what a compromised worker could run.
+//!   A daemon started by an unprivileged user (no sandbox user then) also
+//!   takes that user's own clients as administrators: they can signal it
+//!   anyway. The daemon's own processes never are (the supervisor checks the
+//!   peer's pid against its children).
 //! * Identities are what the kernel told the supervisor at accept
 //!   ([`Identity`]); a path command is answered with the client's own file
 //!   access, which the kernel decides (`supervisor::broker`).
@@ -92,6 +96,15 @@ impl Admins {
         }
     }
 
+    /// Also counts `uid` as an administrator: the daemon's own user when it
+    /// does not run as root (a client of that user can already stop or
+    /// reload it with a signal; refusing it SHUTDOWN or RELOAD would protect
+    /// nothing).
+    pub fn with_own_user(mut self, uid: u32) -> Admins {
+        self.uids.insert(uid);
+        self
+    }
+
     /// Resolves the configured names from the user database (the
     /// supervisor can read it; names that do not exist are logged).
     pub fn resolve(policy: &crate::config::UnixPolicy) -> Admins {
@@ -165,5 +178,12 @@ mod tests {
         let me = nix::unistd::geteuid().as_raw();
         let a = Admins::new([], []);
         assert_eq!(a.admits(&unix(me, me, &[])), me == 0);
+    }
+
+    #[test]
+    fn an_unprivileged_daemons_own_user_is_one_when_added() {
+        let a = Admins::new([], []).with_own_user(995);
+        assert!(a.admits(&unix(995, 995, &[])));
+        assert!(!a.admits(&unix(996, 996, &[])));
     }
 }

@@ -408,7 +408,15 @@ impl Driver {
         let now = Instant::now();
         Driver {
             machine: Machine::new(config.limits.worker_count()),
-            admins: Admins::resolve(&policy.unix),
+            admins: {
+                let admins = Admins::resolve(&policy.unix);
+                let me = nix::unistd::geteuid();
+                if me.is_root() {
+                    admins
+                } else {
+                    admins.with_own_user(me.as_raw())
+                }
+            },
             caps: Caps::from_config(&config.limits),
             unix_profile: Profile::new(ListenerKind::Unix, &policy.unix.commands),
             tcp_profile: Profile::new(ListenerKind::Tcp, &policy.tcp.commands),
@@ -958,6 +966,18 @@ impl Driver {
         }
     }
 
+    /// Is the peer one of the daemon's engine holders or workers?
+    fn is_own_process(&self, who: &Identity) -> bool {
+        let Identity::Unix { pid: Some(pid), .. } = who else {
+            return false;
+        };
+        self.zygotes.values().any(|z| z.child.pid == *pid)
+            || self
+                .workers
+                .values()
+                .any(|w| w.child.as_ref().is_some_and(|c| c.pid == *pid))
+    }
+
     /// Registers the connection and hands it to `to`, or to the least busy
     /// serving worker.
     fn hand(&mut self, a: Accepted, to: Option<WorkerId>) {
@@ -971,7 +991,9 @@ impl Driver {
             }
             return;
         }
-        let admin = self.admins.admits(&a.identity);
+        // The daemon's own processes are never administrators, whatever
+        // their uid (a worker started by an unprivileged daemon has its uid).
+        let admin = self.admins.admits(&a.identity) && !self.is_own_process(&a.identity);
         let peer = match &a.identity {
             Identity::Unix { uid, gid, pid, .. } => PeerInfo::Unix {
                 uid: *uid,

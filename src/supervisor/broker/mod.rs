@@ -123,6 +123,14 @@ fn handle(
             Err(refused) if refused.errno == rustix::io::Errno::NAMETOOLONG => {
                 (BrokerReply::Errno(libc::ENAMETOOLONG), None)
             }
+            // Missing for the client too: nothing hidden, nothing to explain.
+            Err(refused)
+                if refused.errno == rustix::io::Errno::NOENT
+                    && refused.why == resolve::CLIENT_ACCESS =>
+            {
+                tracing::debug!(id = conn, path = %LogBytes(&path), "no such path");
+                (BrokerReply::Errno(libc::ENOENT), None)
+            }
             Err(refused) => {
                 tracing::info!(
                     id = conn,

@@ -35,6 +35,9 @@ use rustix::io::Errno;
 
 use crate::ipc::messages::{FileKind, Meta};
 
+/// The reason of a refusal the kernel made with the client's identity.
+pub const CLIENT_ACCESS: &str = "the client's own access";
+
 /// Symlinks one resolution may pass through (the kernel's MAXSYMLINKS).
 const MAX_SYMLINKS: usize = 40;
 
@@ -116,7 +119,7 @@ impl Refused {
     fn os(errno: Errno) -> Refused {
         Refused {
             errno,
-            why: "the client's own access",
+            why: CLIENT_ACCESS,
         }
     }
     fn outside() -> Refused {
