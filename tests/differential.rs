@@ -299,9 +299,14 @@ fn transcripts_match_clamd() {
     ];
     let mut failures = Vec::new();
     for (name, parts) in &cases {
+        let name: &str = name;
         let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
         for unix in [true, false] {
-            let (theirs, ours) = both(&pair, unix, &parts);
+            let (mut theirs, mut ours) = both(&pair, unix, &parts);
+            if RACY_IN_CLAMD.contains(&name) {
+                theirs = without_leftover_error(theirs);
+                ours = without_leftover_error(ours);
+            }
             if theirs != ours {
                 failures.push(format!(
                     "{name} ({}):\n  clamd:      {}\n  clamsentry: {}",
@@ -555,5 +560,21 @@ fn database_version_matches_clamd() {
         let mine = talk(&ours.unix_addr(), &[req], t).unwrap();
         assert!(show(&theirs).contains("/27999/"), "{}", show(&theirs));
         assert_eq!(show(&theirs), show(&mine));
+    }
+}
+
+/// Cases where clamd's own answer depends on timing: the bytes after the
+/// command's text are answered with `Error processing command. ERROR` by its
+/// receive thread only if that thread gets to them before the scanning
+/// thread closes the connection (seen both ways from clamd 1.4.6, on each
+/// socket kind). clamsentry answers them when they came with the command.
+/// Compared without that line.
+const RACY_IN_CLAMD: &[&str] = &["SCAN NUL inside a line"];
+
+fn without_leftover_error(reply: Vec<u8>) -> Vec<u8> {
+    let line = b"Error processing command. ERROR\n";
+    match reply.strip_prefix(&line[..]) {
+        Some(rest) => rest.to_vec(),
+        None => reply,
     }
 }
