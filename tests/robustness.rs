@@ -246,3 +246,25 @@ fn memory_stays_bounded_under_many_streams() {
     );
     still_serving(&d);
 }
+
+/// pyclamd sends a second zero-length chunk after a stream whose length is a
+/// multiple of its 4096-byte chunks. Bytes that arrive after the daemon
+/// decided to end the conversation must not cost the client its reply (an
+/// EPIPE on the Unix socket, a reset over TCP). clamd 1.4.6 loses this race
+/// when the extra bytes come late, so the pause here makes it deterministic
+/// for clamsentry only.
+#[test]
+fn bytes_after_a_finished_stream_do_not_cost_the_reply() {
+    let (d, _db) = daemon(&[]);
+    let t = Duration::from_secs(3);
+    for addr in [d.unix_addr(), d.tcp_addr()] {
+        let first = instream(b"zINSTREAM\0", &eicar(), 4096);
+        let reply = talk(&addr, &[&first, &[0, 0, 0, 0], &[0, 0, 0, 0]], t).unwrap();
+        assert_eq!(
+            show(&reply),
+            "stream: Win.Test.EICAR_HDB-1.UNOFFICIAL FOUND\\0",
+            "{addr:?}"
+        );
+    }
+    still_serving(&d);
+}

@@ -710,24 +710,24 @@ impl Conn {
     }
 
     /// Ends the connection: the write side first (the replies, then the end
-    /// of stream), then, if the client's bytes are still arriving after the
-    /// daemon ended the conversation, [`Self::linger`]. A client with nothing
-    /// more to send is not waited for.
+    /// of stream), then, unless the client already ended or went silent,
+    /// [`Self::linger`] until it closes its side. A client may still be
+    /// sending when the daemon ends the conversation: pyclamd sends a second
+    /// zero-length chunk after a stream whose length is a multiple of 4096,
+    /// and a close with those bytes unread is a reset (TCP) or EPIPE (Unix)
+    /// that the client sees instead of its reply. Replies are not delayed:
+    /// the end of stream goes out first.
     async fn close(&mut self) {
-        if !self.linger_at_close {
+        if self.linger_at_close {
+            self.linger().await;
+        } else {
             self.ctx.writer.close().await;
-            return;
-        }
-        let mut probe = [0u8; 1];
-        match tokio::time::timeout(Duration::ZERO, self.reader.read(&mut probe)).await {
-            Ok(Ok(1)) => self.linger().await,
-            _ => self.ctx.writer.close().await,
         }
     }
 
-    /// After refusing a stream the client is still sending: stop writing,
-    /// then read and drop its bytes for a moment, so that it gets the error
-    /// reply instead of a connection reset (bounded in time and bytes).
+    /// Stops writing, then reads and drops the client's bytes until it closes
+    /// its side, so that it gets the replies instead of a connection reset
+    /// (bounded in time and bytes: 2 s, 64 MiB).
     async fn linger(&mut self) {
         self.linger_at_close = false;
         self.ctx.writer.close().await;
