@@ -562,3 +562,105 @@ fn signatures_below_a_root_only_directory_load_as_with_clamd() {
     );
     assert!(!err.contains("/proc/self/fd"), "{err}");
 }
+
+/// Installs a seccomp filter that answers ENOSYS to the three Landlock
+/// system calls (444-446 on every Linux architecture), as a container's
+/// filter does (systemd-nspawn without `--system-call-filter`), then runs
+/// the command given.
+const HIDE_LANDLOCK: &str = r#"
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+prog = [(0x20, 0, 0, 0),                  # A = syscall number
+        (0x35, 0, 2, 444),                # A >= landlock_create_ruleset?
+        (0x25, 1, 0, 446),                # A > landlock_restrict_self?
+        (0x06, 0, 0, 0x00050000 | 38),    # return ENOSYS
+        (0x06, 0, 0, 0x7fff0000)]         # allow
+code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *f) for f in prog))
+class Fprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+fprog = Fprog(len(prog), ctypes.cast(code, ctypes.c_void_p))
+ul = ctypes.c_ulong
+assert libc.prctl(38, ul(1), ul(0), ul(0), ul(0)) == 0, "no_new_privs"
+assert libc.prctl(22, ul(2), ctypes.byref(fprog), ul(0), ul(0)) == 0, "seccomp"
+os.execv(sys.argv[1], sys.argv[1:])
+"#;
+
+fn hidden_landlock(l: &common::daemons::Launch) -> Command {
+    let mut c = Command::new("python3");
+    c.arg("-c")
+        .arg(HIDE_LANDLOCK)
+        .arg(&l.bin)
+        .arg("--config")
+        .arg(&l.config);
+    c
+}
+
+/// `sandbox.landlock = "required"` (the default) refuses to start when a
+/// seccomp filter hides Landlock, and says so and what to do; with
+/// "best-effort" the daemon serves and the log says it runs without.
+#[test]
+fn landlock_hidden_by_seccomp_refuses_to_start_unless_best_effort() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (CI runs as root)");
+        return;
+    }
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let tcp = format!("127.0.0.1:{}", common::daemons::free_port())
+        .parse()
+        .unwrap();
+    let config =
+        common::daemons::write_config(dir.path(), db.path(), &dir.path().join("s"), tcp, &[]);
+    let launch = common::daemons::Launch {
+        bin: env!("CARGO_BIN_EXE_clamsentry").into(),
+        config,
+        unix: dir.path().join("s"),
+        tcp,
+        dir: dir.path().to_path_buf(),
+    };
+    let mut child = common::daemons::die_with_parent(&mut hidden_landlock(&launch))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("started with Landlock hidden and sandbox.landlock = \"required\"");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("a seccomp filter hides the Landlock system calls")
+            && err.contains("--system-call-filter")
+            && err.contains("best-effort")
+            && !err.contains("this kernel has no Landlock"),
+        "{err}"
+    );
+
+    let d = Daemon::launch(
+        db.path(),
+        &[("sandbox", "landlock = \"best-effort\"")],
+        hidden_landlock,
+    );
+    let reply = talk(
+        &d.unix_addr(),
+        &[&instream(b"zINSTREAM\0", &eicar(), 4096)],
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(
+        show(&reply),
+        "stream: Win.Test.EICAR_HDB-1.UNOFFICIAL FOUND\\0"
+    );
+    let log = d.log();
+    assert!(log.contains("running without Landlock"), "{log}");
+    assert!(log.contains("seccomp filter hides"), "{log}");
+}

@@ -122,14 +122,11 @@ pub(super) fn restrict_to(
     let status = ruleset.restrict_self().map_err(err)?;
     let abi = match status.landlock {
         LandlockStatus::Available { effective_abi, .. } => abi_number(effective_abi),
-        LandlockStatus::NotEnabled => {
+        // In words an operator can act on (kernel, boot parameter, or a
+        // container's seccomp filter that hides the system calls).
+        LandlockStatus::NotEnabled | LandlockStatus::NotImplemented => {
             return Ok(LandlockState::NotEnforced {
-                reason: "Landlock is built into this kernel but not enabled (add landlock to the lsm= boot parameter)".into(),
-            })
-        }
-        LandlockStatus::NotImplemented => {
-            return Ok(LandlockState::NotEnforced {
-                reason: "this kernel has no Landlock (Linux ≥ 5.13 with CONFIG_SECURITY_LANDLOCK)".into(),
+                reason: super::landlock_diagnosis(),
             })
         }
     };

@@ -268,8 +268,10 @@ pub fn forbid_new_tasks() -> Result<(), SandboxError> {
 
 /// Why Landlock could not be applied, in words an operator can act on:
 /// a kernel without it, a kernel that has it but not enabled, or a seccomp
-/// filter that hides its system calls (containers). Reads `/proc` and
-/// `/sys`, so call it before [`demote`].
+/// filter that hides its system calls (containers). Reads
+/// `/proc/self/status` and `/sys/kernel/security/lsm`, both world-readable,
+/// so it works after the change of user; it is only needed when no Landlock
+/// ruleset could be put in force.
 pub fn landlock_diagnosis() -> String {
     let seccomp = std::fs::read_to_string("/proc/self/status")
         .ok()

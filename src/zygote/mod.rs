@@ -103,7 +103,6 @@ fn run(mode: Mode) -> Result<i32, String> {
 
     // Before the sandbox: what needs /proc, /sys, /etc or OpenSSL's files.
     engine::init().map_err(|e| e.to_string())?;
-    let landlock_why = sandbox::landlock_diagnosis();
     let mut threads = fork::Threads::open().map_err(|e| format!("/proc/self/task: {e}"))?;
     let supervisor = nix::unistd::getppid();
     // The signature directory, opened with the identity we were started
@@ -126,12 +125,12 @@ fn run(mode: Mode) -> Result<i32, String> {
             return fail(
                 &control,
                 format!(
-                    "Landlock cannot be applied ({reason}): {landlock_why}. \
+                    "Landlock cannot be applied: {reason}. \
                      Set sandbox.landlock = \"best-effort\" to run without it"
                 ),
             );
         }
-        tracing::warn!(reason = %reason, diagnosis = %landlock_why, "running without Landlock (sandbox.landlock = \"best-effort\")");
+        tracing::warn!(reason = %reason, "running without Landlock (sandbox.landlock = \"best-effort\")");
     }
     tracing::info!(sandbox = %status, "engine holder sandboxed");
 
