@@ -378,6 +378,48 @@ fn a_loopback_flood_never_locks_out_the_unix_socket() {
     no_restart(&d);
 }
 
+/// An attacker that reconnects as fast as the daemon evicts it: every
+/// connect beyond the per-address cap closes one of its own idle
+/// connections. Each eviction is the daemon's decision, logged at most
+/// `log.peer-lines-per-minute` times per minute for that peer, while
+/// honest clients elsewhere are served. (A client at the attacker's own
+/// address loses the race against a connect flood at full speed: to the
+/// daemon it is the same peer, and its connection is idle until its
+/// command arrives. The idle flood of attack 6 is what it survives.)
+#[test]
+fn a_reconnecting_flood_logs_a_bounded_number_of_evictions() {
+    raise_fd_limit();
+    let db = TestDb::new();
+    let (_dir, file) = scratch();
+    let d = Daemon::clamsentry(db.path(), &[("limits", "max-connections-per-address = 8")]);
+    let attacker: IpAddr = "127.0.0.5".parse().unwrap();
+    let h = honest(&d, &file, "127.0.0.6".parse().unwrap(), 3.0);
+    let mut held = std::collections::VecDeque::new();
+    let mut opened = 0;
+    for _ in 0..2_000 {
+        if let Ok(s) = connect_from(attacker, d.tcp) {
+            opened += 1;
+            held.push_back(s);
+            if held.len() > 64 {
+                held.pop_front();
+            }
+        }
+    }
+    h.all_served(&d);
+    drop(held);
+    let log = d.log();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("closed an idle connection to make room"))
+        .count();
+    println!("{opened} connections opened, {lines} eviction lines");
+    assert!(opened > 1_000, "opened {opened}");
+    // 30 a minute for the attacker's address; two windows if the test
+    // straddles a minute.
+    assert!((1..=60).contains(&lines), "{lines} eviction lines");
+    no_restart(&d);
+}
+
 // ------------------------------------------------------------ 4. log floods
 
 #[test]

@@ -340,8 +340,8 @@ impl Default for TcpPolicy {
 pub struct LogConfig {
     /// error, warn, info, debug or trace.
     pub level: String,
-    /// Refusals and client errors logged per peer and minute; more are
-    /// counted and summarised ("suppressed N").
+    /// Refusals and client errors logged per peer and minute, in each
+    /// worker; more are counted and summarised ("suppressed N").
     pub peer_lines_per_minute: u32,
     /// Log clean scan results at info (otherwise at debug).
     pub clean: bool,

@@ -61,6 +61,15 @@ impl Identity {
     pub fn is_root(&self) -> bool {
         matches!(self, Identity::Unix { uid: 0, .. })
     }
+
+    /// Who this is for log rate limits: the address without its port, or
+    /// the uid (every connection of one client shares its budget).
+    pub fn log_key(&self) -> String {
+        match self {
+            Identity::Unix { uid, .. } => format!("uid {uid}"),
+            Identity::Tcp(addr) => addr.ip().to_string(),
+        }
+    }
 }
 
 impl std::fmt::Display for Identity {

@@ -214,14 +214,14 @@ impl ConnTable {
 
     /// Closes a connection from the supervisor's side (both directions, for
     /// every holder of the socket): the worker sees the end of the stream.
-    pub fn evict(&self, id: u64) {
+    pub fn evict(&self, id: u64) -> Option<Arc<Identity>> {
         let mut t = self.lock();
-        if let Some(c) = t.conns.get_mut(&id) {
-            c.evicted = true;
-            if let Some(s) = c.socket.take() {
-                shutdown(&s);
-            }
+        let c = t.conns.get_mut(&id)?;
+        c.evicted = true;
+        if let Some(s) = c.socket.take() {
+            shutdown(&s);
         }
+        Some(Arc::clone(&c.identity))
     }
 
     /// A worker is gone or replaced: every connection it held is closed and

@@ -48,6 +48,7 @@ use crate::ipc::channel::{AsyncChannel, Channel};
 use crate::ipc::messages::{
     AdminCommand, ConnInfo, FromWorker, FromZygote, PeerInfo, ToWorker, ToZygote,
 };
+use crate::log::limiter::{Limiter, Verdict};
 use crate::policy::network::{AllowList, RateLimit};
 use crate::policy::{Admins, Identity, ListenerKind, Profile};
 use crate::proto::CommandKind;
@@ -55,6 +56,10 @@ use crate::sandbox::{self, SandboxError};
 use crate::systemd::activation::{self, ActivationError};
 use crate::systemd::notify::Notifier;
 use crate::virus_event::VirusEvents;
+
+/// Peers whose eviction lines are counted separately (beyond, they share
+/// one budget; see `log::limiter`).
+const EVICTION_LOG_KEYS: usize = 4096;
 
 /// Why the daemon could not start; main prints it and exits non-zero.
 #[derive(Debug, thiserror::Error)]
@@ -372,6 +377,8 @@ struct Driver {
     /// Connections admitted while no worker serves (bounded).
     pending: VecDeque<Accepted>,
     refusals: RateLimit,
+    /// Eviction lines, per evicted peer (`log.peer-lines-per-minute`).
+    evictions: Limiter<String>,
     strays: Strays,
     last_sweep: Instant,
     /// Last time a connection opened or closed (exit-when-idle).
@@ -432,6 +439,7 @@ impl Driver {
             listeners: Some(listeners),
             pending: VecDeque::new(),
             refusals: RateLimit::new(20, Duration::from_secs(60)),
+            evictions: Limiter::new(config.log.peer_lines_per_minute, EVICTION_LOG_KEYS),
             strays: Strays::default(),
             last_sweep: now,
             last_activity: now,
@@ -958,8 +966,20 @@ impl Driver {
             }
             admission::Verdict::Admit { evict } => {
                 for id in evict {
-                    tracing::info!(id, "closed an idle connection to make room for a new one");
-                    self.conns.evict(id);
+                    let Some(who) = self.conns.evict(id) else {
+                        continue;
+                    };
+                    // Per evicted peer: a reconnecting flood evicts
+                    // thousands of its own connections a minute.
+                    let verdict = self.evictions.check(&who.log_key(), Instant::now());
+                    if let Verdict::Allow { suppressed } = verdict {
+                        tracing::info!(
+                            id,
+                            peer = %who,
+                            suppressed,
+                            "closed an idle connection to make room for a new one"
+                        );
+                    }
                 }
                 self.hand(a, None);
             }
