@@ -623,3 +623,31 @@ fn shipped_service_exposure_is_at_most_2() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// READY=1 is in systemd's queue before the first PONG leaves the daemon:
+/// an operator who sees PONG sees `systemctl is-active` say active. The
+/// notify socket is read only after [`Daemon::launch`] got its PONG, without
+/// waiting: the datagram must already be there.
+#[test]
+fn ready_reaches_systemd_before_the_first_reply() {
+    let db = common::TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    let d = Daemon::launch(db.path(), &[], |l| {
+        let mut c = Command::new(&l.bin);
+        c.arg("--config").arg(&l.config).env("NOTIFY_SOCKET", &path);
+        c
+    });
+    sock.set_nonblocking(true).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut seen = Vec::new();
+    while let Ok(n) = sock.recv(&mut buf) {
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        seen.iter().any(|m| m.lines().any(|l| l == "READY=1")),
+        "PONG came before READY=1; queued: {seen:#?}"
+    );
+    drop(d);
+}
