@@ -249,6 +249,11 @@ impl AsyncChannel {
         }
     }
 
+    /// Receives without waiting: `WouldBlock` when nothing is queued.
+    pub fn try_recv(&self) -> std::io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+        self.inner.get_ref().recv()
+    }
+
     /// Sends without waiting: `WouldBlock` when the peer's queue is full.
     pub fn try_send(&self, msg: &[u8], fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
         self.inner.get_ref().send(msg, fds)

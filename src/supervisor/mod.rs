@@ -634,33 +634,49 @@ impl Driver {
         };
         ours.send(&config.encode(), &[])?;
         let control = Arc::new(AsyncChannel::new(ours)?);
-        // Its messages.
+        // Its messages, then its end. The two come from different sources
+        // (the channel, a thread waiting on the pidfd), and what it said
+        // before it died (LoadFailed with the reason) must reach the machine
+        // before its exit: so the exit goes through this task, which first
+        // takes every message still queued.
         let (ctl, tx) = (Arc::clone(&control), self.tx.clone());
+        let (exited_tx, mut exited) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
-            loop {
-                let event = match ctl.recv().await {
-                    Ok(Some((_, fds))) if !fds.is_empty() => {
-                        Event::Broken(Who::Zygote(g), "descriptors on the control channel".into())
-                    }
-                    Ok(Some((msg, _))) => match FromZygote::decode(&msg) {
-                        Ok(m) => Event::Zygote(g, m),
-                        Err(e) => Event::Broken(Who::Zygote(g), format!("control message: {e}")),
+            let mut listening = true;
+            let mut how = None;
+            while listening {
+                tokio::select! {
+                    biased;
+                    r = ctl.recv() => match r {
+                        Ok(Some(m)) => listening = forward_zygote(&tx, g, m).await,
+                        Ok(None) | Err(_) => listening = false,
                     },
-                    Ok(None) | Err(_) => return,
-                };
-                let stop = matches!(event, Event::Broken(..));
-                if tx.send(event).await.is_err() || stop {
-                    return;
+                    ended = &mut exited => {
+                        while let Ok(Some(m)) = ctl.try_recv() {
+                            if !forward_zygote(&tx, g, m).await {
+                                break;
+                            }
+                        }
+                        how = Some(ended);
+                        listening = false;
+                    }
                 }
             }
+            let how = match how {
+                Some(ended) => ended,
+                None => exited.await,
+            };
+            if let Ok(how) = how {
+                let _ = tx
+                    .send(Event::Machine(lifecycle::Event::ZygoteExited(g, how)))
+                    .await;
+            }
         });
-        // Its end.
-        let (waiter, tx) = (Arc::clone(&child), self.tx.clone());
+        let waiter = Arc::clone(&child);
         std::thread::Builder::new()
             .name(format!("wait-z{g}"))
             .spawn(move || {
-                let how = waiter.wait();
-                let _ = tx.blocking_send(Event::Machine(lifecycle::Event::ZygoteExited(g, how)));
+                let _ = exited_tx.send(waiter.wait());
             })?;
         self.zygotes.insert(
             g,
@@ -1239,4 +1255,24 @@ fn spawn_signal_task(tx: mpsc::Sender<Event>) {
             }
         }
     });
+}
+
+/// Passes one message of engine holder `g` to the event loop; false when
+/// the channel should not be read any further (a violation, or the loop is
+/// gone).
+async fn forward_zygote(
+    tx: &mpsc::Sender<Event>,
+    g: GenId,
+    (msg, fds): (Vec<u8>, Vec<OwnedFd>),
+) -> bool {
+    let event = if !fds.is_empty() {
+        Event::Broken(Who::Zygote(g), "descriptors on the control channel".into())
+    } else {
+        match FromZygote::decode(&msg) {
+            Ok(m) => Event::Zygote(g, m),
+            Err(e) => Event::Broken(Who::Zygote(g), format!("control message: {e}")),
+        }
+    };
+    let stop = matches!(event, Event::Broken(..));
+    tx.send(event).await.is_ok() && !stop
 }
