@@ -26,8 +26,9 @@
 //! The PID file is written by the daemon itself (`service.pid-file`), so it
 //! holds the daemon's pid, not the parent's.
 //!
-//! `unsafe` here: only the `fork` call.
-#![allow(unsafe_code)]
+//! The fork itself is `sandbox::child::fork_single_threaded`, at the OS
+//! boundary with the other process code; this module is safe code.
+#![forbid(unsafe_code)]
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -102,20 +103,8 @@ pub enum Forked {
 /// Forks into the background (see the module docs). `keep_cwd`: do not
 /// change to `/` when ready (clamd's `--debug`).
 pub fn daemonize(keep_cwd: bool) -> io::Result<Forked> {
-    let threads = std::fs::read_to_string("/proc/self/status")?
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .unwrap_or(0);
-    if threads != 1 {
-        return Err(io::Error::other(format!(
-            "cannot fork into the background with {threads} threads running"
-        )));
-    }
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    // SAFETY: the process has a single thread (checked above), so the child
-    // is a complete copy in which any function may be called.
-    match unsafe { nix::unistd::fork() }? {
+    match crate::sandbox::child::fork_single_threaded()? {
         ForkResult::Child => {
             drop(read);
             nix::unistd::setsid()?;

@@ -36,7 +36,8 @@
 //! journald accepts; if that fails too, a short entry is sent instead with
 //! the start of the MESSAGE and `TRUNCATED=<size of the entry>`.
 //!
-//! No `unsafe`: nix's `memfd_create`, `fcntl` and `sendmsg` are safe.
+//! Safe code only: nix's `memfd_create`, `fcntl` and `sendmsg` wrappers
+//! are all it needs.
 #![forbid(unsafe_code)]
 
 use std::fmt;

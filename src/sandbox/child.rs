@@ -13,6 +13,10 @@
 //!
 //! A failure of any step fails the spawn (std reports it as the spawn's
 //! error); the program never runs half-demoted.
+//!
+//! Also here, as the other `fork` outside the engine holder:
+//! [`fork_single_threaded`], the fork into the background when clamsentry
+//! starts as clamd without `--foreground` (`crate::daemonize`).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -20,6 +24,24 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use nix::unistd::{self, Gid, Uid};
+
+/// Forks, if this process has exactly one thread (read from
+/// `/proc/self/status`; threads do not survive a fork, so a child of a
+/// threaded process could find a lock held forever).
+pub fn fork_single_threaded() -> io::Result<unistd::ForkResult> {
+    match super::identity::check_single_threaded() {
+        Ok(()) => {}
+        Err(super::SandboxError::NotSingleThreaded { threads }) => {
+            return Err(io::Error::other(format!(
+                "cannot fork into the background with {threads} threads running"
+            )))
+        }
+        Err(e) => return Err(io::Error::other(e.to_string())),
+    }
+    // SAFETY: the process has a single thread (checked above), so the child
+    // is a complete copy in which any function may be called.
+    Ok(unsafe { unistd::fork() }?)
+}
 
 /// Registers the demotion to run in the child before `exec`. `ids` is the
 /// (uid, gid) to become, or `None` to keep the current identity (which must
