@@ -174,6 +174,10 @@ pub struct LimitsConfig {
     pub stream_rate_window: u64,
     /// Milliseconds one reply may take to be written (clamd's SendBufTimeout).
     pub send_timeout: u64,
+    /// Milliseconds a connection the daemon ends keeps reading (and
+    /// dropping) what the client still sends, so that the client gets the
+    /// replies rather than a reset; it ends sooner when the client closes.
+    pub close_linger: u64,
     pub idle_timeout: u64,
     pub max_command_length: ByteSize,
     pub max_session_commands: u32,
@@ -413,6 +417,7 @@ impl Default for LimitsConfig {
             stream_min_rate: ByteSize(1024),
             stream_rate_window: 30,
             send_timeout: 500,
+            close_linger: 2000,
             idle_timeout: 120,
             max_command_length: ByteSize(4104),
             max_session_commands: 10_000,
@@ -652,6 +657,12 @@ impl Config {
             return Err((
                 "limits.send-timeout",
                 "must be between 1 and 3600000 milliseconds".into(),
+            ));
+        }
+        if l.close_linger > 60_000 {
+            return Err((
+                "limits.close-linger",
+                "must be between 0 and 60000 milliseconds".into(),
             ));
         }
         for (key, v) in [

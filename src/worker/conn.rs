@@ -726,18 +726,19 @@ impl Conn {
     }
 
     /// Stops writing, then reads and drops the client's bytes until it closes
-    /// its side, so that it gets the replies instead of a connection reset
-    /// (bounded in time and bytes: 2 s, 64 MiB).
+    /// its side, so that it gets the replies instead of a connection reset;
+    /// for at most `limits.close-linger` (the command buffer, no longer
+    /// needed, is the scratch space).
     async fn linger(&mut self) {
         self.linger_at_close = false;
         self.ctx.writer.close().await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        let mut scratch = vec![0u8; 64 * 1024];
-        let mut budget: usize = 64 << 20;
-        while budget > 0 {
-            match tokio::time::timeout_at(deadline, self.reader.read(&mut scratch)).await {
-                Ok(Ok(n)) if n > 0 => budget = budget.saturating_sub(n),
-                _ => break,
+        let linger = Duration::from_millis(self.ctx.shared.config.limits.close_linger);
+        let deadline = tokio::time::Instant::now() + linger;
+        while let Ok(Ok(n)) =
+            tokio::time::timeout_at(deadline, self.reader.read(&mut self.buf)).await
+        {
+            if n == 0 {
+                break;
             }
         }
     }
