@@ -642,29 +642,29 @@ impl Driver {
         let (ctl, tx) = (Arc::clone(&control), self.tx.clone());
         let (exited_tx, mut exited) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
-            let mut listening = true;
-            let mut how = None;
-            while listening {
+            let how = loop {
                 tokio::select! {
                     biased;
-                    r = ctl.recv() => match r {
-                        Ok(Some(m)) => listening = forward_zygote(&tx, g, m).await,
-                        Ok(None) | Err(_) => listening = false,
-                    },
+                    r = ctl.recv() => {
+                        let go_on = match r {
+                            Ok(Some(m)) => forward_zygote(&tx, g, m).await,
+                            Ok(None) | Err(_) => false,
+                        };
+                        if !go_on {
+                            // The channel ended or broke a rule: only the exit is left.
+                            break (&mut exited).await;
+                        }
+                    }
                     ended = &mut exited => {
+                        // Gone: all it sent is queued; take it without waiting.
                         while let Ok(Some(m)) = ctl.try_recv() {
                             if !forward_zygote(&tx, g, m).await {
                                 break;
                             }
                         }
-                        how = Some(ended);
-                        listening = false;
+                        break ended;
                     }
                 }
-            }
-            let how = match how {
-                Some(ended) => ended,
-                None => exited.await,
             };
             if let Ok(how) = how {
                 let _ = tx
