@@ -37,6 +37,17 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 /// search costs one pass over the table).
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The key of a TCP client's budget: its address without the port, so
+/// that every connection from one host shares one budget.
+pub fn tcp_peer_key(ip: std::net::IpAddr) -> String {
+    ip.to_string()
+}
+
+/// The key of a Unix-socket client's budget: its uid.
+pub fn unix_peer_key(uid: u32) -> String {
+    format!("uid={uid}")
+}
+
 /// May this line be logged?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {

@@ -62,12 +62,12 @@ impl Identity {
         matches!(self, Identity::Unix { uid: 0, .. })
     }
 
-    /// Who this is for log rate limits: the address without its port, or
-    /// the uid (every connection of one client shares its budget).
+    /// Who this is for log rate limits (see `log::limiter`).
     pub fn log_key(&self) -> String {
+        use crate::log::limiter::{tcp_peer_key, unix_peer_key};
         match self {
-            Identity::Unix { uid, .. } => format!("uid {uid}"),
-            Identity::Tcp(addr) => addr.ip().to_string(),
+            Identity::Unix { uid, .. } => unix_peer_key(*uid),
+            Identity::Tcp(addr) => tcp_peer_key(addr.ip()),
         }
     }
 }

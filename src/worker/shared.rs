@@ -155,9 +155,10 @@ impl Shared {
 
     /// The guard that reports connection `id` finished when dropped.
     pub fn conn_guard(&self, id: u64, peer: &Peer) -> Arc<ConnGuard> {
+        use crate::log::limiter::{tcp_peer_key, unix_peer_key};
         let key = match peer.info {
-            PeerInfo::Tcp(addr) => addr.ip().to_string(),
-            PeerInfo::Unix { uid, .. } => format!("uid={uid}"),
+            PeerInfo::Tcp(addr) => tcp_peer_key(addr.ip()),
+            PeerInfo::Unix { uid, .. } => unix_peer_key(uid),
         };
         Arc::new(ConnGuard::new(
             id,
