@@ -85,3 +85,10 @@ CARGO_DEB_VERSION=3.8.0
 if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $CARGO_DEB_VERSION"; then
   cargo install --locked --quiet "cargo-deb@$CARGO_DEB_VERSION"
 fi
+# The user test daemons run their workers as (tests/common: SERVICE_USER),
+# a dedicated one as in production, so that test clients running as nobody
+# are never the service user.
+if ! id clamsentry-test >/dev/null 2>&1; then
+  as_root useradd --system --user-group --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin clamsentry-test
+fi

@@ -114,7 +114,7 @@ fn honest(d: &Daemon, eicar_file: &Path, attacker: IpAddr, seconds: f64) -> Hone
             (ok, failed, why)
         }),
     ));
-    for src in ["127.0.0.99".parse::<IpAddr>().unwrap(), attacker] {
+    for src in ["127.0.1.99".parse::<IpAddr>().unwrap(), attacker] {
         let args = [
             d.tcp.ip().to_string(),
             d.tcp.port().to_string(),
@@ -391,9 +391,9 @@ fn a_reconnecting_flood_logs_a_bounded_number_of_evictions() {
     raise_fd_limit();
     let db = TestDb::new();
     let (_dir, file) = scratch();
-    let d = Daemon::clamsentry(db.path(), &[("limits", "max-connections-per-address = 8")]);
+    let d = Daemon::clamsentry(db.path(), &[("limits", "max-connections-per-client = 8")]);
     let attacker: IpAddr = "127.0.0.5".parse().unwrap();
-    let h = honest(&d, &file, "127.0.0.6".parse().unwrap(), 3.0);
+    let h = honest(&d, &file, "127.0.1.6".parse().unwrap(), 3.0);
     let mut held = std::collections::VecDeque::new();
     let mut opened = 0;
     for _ in 0..2_000 {
@@ -482,10 +482,7 @@ fn clients_that_stop_reading_or_leave_free_their_scan_thread() {
     for i in 0..3000 {
         std::fs::write(many.join(format!("e{i:05}.com")), eicar()).unwrap();
     }
-    let d = Daemon::clamsentry(
-        db.path(),
-        &[("limits", "workers = 1"), ("limits", "max-threads = 1")],
-    );
+    let d = Daemon::clamsentry(db.path(), &[("limits", "max-threads = 1")]);
     // Never reads.
     let mut stuck = Conn::open(&d.unix_addr()).unwrap();
     stuck

@@ -64,8 +64,12 @@ fn worker_tmps(base: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// on the way must be FOUND or an ERROR, never OK and never nothing.
 /// Returns how many ERRORs came first.
 fn eventually_found(d: &Daemon, data: &[u8]) -> usize {
+    eventually_found_at(d, &d.unix_addr(), data)
+}
+
+fn eventually_found_at(d: &Daemon, addr: &Addr, data: &[u8]) -> usize {
     for errors in 0..40 {
-        let reply = stream_reply(&d.unix_addr(), data);
+        let reply = stream_reply(addr, data);
         if reply.ends_with(" FOUND\\0") {
             return errors;
         }
@@ -134,7 +138,8 @@ fn temporary_directory_missing_or_not_a_directory() {
         std::fs::write(w, b"not a directory").unwrap();
     }
     assert!(eventually_found(&d, &zip()) > 0);
-    // Every broken worker fails its next scan and is replaced.
+    // Every broken worker (each client identity has its own; the standby
+    // one fails when it is bound) fails its next scan and is replaced.
     for _ in 0..40 {
         if worker_tmps(&tmp)
             .iter()
@@ -143,6 +148,7 @@ fn temporary_directory_missing_or_not_a_directory() {
             break;
         }
         eventually_found(&d, &zip());
+        eventually_found_at(&d, &d.tcp_addr(), &zip());
     }
     assert_eq!(ping(&d.unix_addr()), "PONG\\0");
     let log = d.log();

@@ -324,7 +324,7 @@ fn idle_tcp_connections_do_not_block_new_clients() {
     );
     let unix_ms = started.elapsed().as_millis();
     let started = Instant::now();
-    let mut other = connect_from("127.0.0.2".parse().unwrap(), d.tcp).unwrap();
+    let mut other = connect_from("127.0.1.2".parse().unwrap(), d.tcp).unwrap();
     other.write_all(b"zPING\0").unwrap();
     other
         .set_read_timeout(Some(Duration::from_secs(2)))
@@ -340,13 +340,13 @@ fn idle_tcp_connections_do_not_block_new_clients() {
         b"PONG\0"
     );
     println!(
-        "with {} idle TCP connections: Unix PING {unix_ms} ms, TCP PING from 127.0.0.2 {tcp_ms} ms",
+        "with {} idle TCP connections: Unix PING {unix_ms} ms, TCP PING from 127.0.1.2 {tcp_ms} ms",
         idle.len()
     );
     assert!(d
         .log()
         .contains("closed an idle connection to make room for a new one"));
-    // The per-address cap (64) held: all but the newest idle ones were closed.
+    // The per-client cap (64) held: all but the newest idle ones were closed.
     let mut open = 0;
     for mut c in idle {
         c.set_read_timeout(Some(Duration::from_millis(20))).unwrap();

@@ -56,9 +56,14 @@ fn scratch() -> tempfile::TempDir {
 
 /// Runs a Python program as nobody, with `fds` placed at 3, 4, ….
 fn python_as_nobody(script: &str, args: &[String], fds: &[RawFd]) -> Command {
+    python_as(NOBODY, NOBODY, script, args, fds)
+}
+
+/// Runs a Python program as `uid`/`gid`, with `fds` placed at 3, 4, ….
+fn python_as(uid: u32, gid: u32, script: &str, args: &[String], fds: &[RawFd]) -> Command {
     let mut c = Command::new("python3");
     c.arg("-c").arg(script).args(args);
-    c.uid(NOBODY).gid(NOBODY);
+    c.uid(uid).gid(gid);
     let fds = fds.to_vec();
     // SAFETY: between fork and exec only dup2, which is async-signal-safe;
     // nothing is allocated. (std drops the supplementary groups itself
@@ -181,6 +186,13 @@ elif case == 'never-issued':
 elif case == 'revoked-id':
     print(open_path(other, secret))
     print(open_path(conn, readable))
+elif case == 'root-left':
+    # This is root's worker; root's client has hung up.
+    print(open_path(other, secret))
+    print(send_raw(ctl, bytes([5]) + struct.pack('<Q', other) + bytes([0])))
+    print(send_raw(ctl, bytes([5]) + struct.pack('<Q', other) + bytes([1])))
+    time.sleep(0.5)
+    print(open_path(other, readable))
 elif case == 'oversized':
     print(send_raw(brk, b'\x01' * 70000))
     print(reply())
@@ -269,7 +281,11 @@ fn worker_pid(d: &Daemon, id: u64) -> i32 {
 fn attack(case: &str, channels: &(OwnedFd, OwnedFd), args: [String; 5]) -> Vec<String> {
     let mut all = vec![case.to_string()];
     all.extend(args);
-    let out = python_as_nobody(
+    // The compromised worker's own identity: the service user.
+    let (uid, gid) = common::service_user();
+    let out = python_as(
+        uid,
+        gid,
         ATTACKER,
         &all,
         &[channels.0.as_raw_fd(), channels.1.as_raw_fd()],
@@ -342,7 +358,7 @@ fn a_compromised_worker_gains_nothing() {
     let readable = files.path().join("readable");
     std::fs::write(&readable, b"clean").unwrap();
     std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let d = Daemon::clamsentry(db.path(), &[("limits", "workers = 2")]);
+    let d = Daemon::clamsentry(db.path(), &[("limits", "standby-workers = 2")]);
     let supervisor = d.pid();
     let path = |p: &Path| p.display().to_string();
 
@@ -353,6 +369,7 @@ fn a_compromised_worker_gains_nothing() {
         "other-worker",
         "never-issued",
         "revoked-id",
+        "root-left",
         "oversized",
         "malformed",
         "hello-again",
@@ -362,7 +379,7 @@ fn a_compromised_worker_gains_nothing() {
         let (mut holder, conn, w) = nobody_connection(&d);
         // A root client's connection on the other worker.
         let mut root_conns = Vec::new();
-        let other = loop {
+        let (other, other_worker) = loop {
             let before = d.log().len();
             let mut c = Conn::open(&d.unix_addr()).unwrap();
             c.send(b"zIDSESSION\0").unwrap();
@@ -370,7 +387,7 @@ fn a_compromised_worker_gains_nothing() {
             std::thread::sleep(Duration::from_millis(100));
             if let Some((id, ow)) = conn_of(&d.log()[before..], 0) {
                 if ow != w {
-                    break id;
+                    break (id, ow);
                 }
             }
             assert!(
@@ -383,7 +400,19 @@ fn a_compromised_worker_gains_nothing() {
         } else {
             other
         };
-        let pid = worker_pid(&d, w);
+        let mut attacked = w;
+        if case == "root-left" {
+            // The attacker holds root's worker, and root's client leaves.
+            attacked = other_worker;
+            drop(std::mem::take(&mut root_conns));
+            let needle = format!("client left; its connection's authority ends id={other}");
+            let deadline = Instant::now() + T;
+            while !d.log().contains(&needle) {
+                assert!(Instant::now() < deadline, "no hang-up seen:\n{}", d.log());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let pid = worker_pid(&d, attacked);
         let channels = take_channels(pid);
         let lines = attack(
             case,
@@ -406,6 +435,20 @@ fn a_compromised_worker_gains_nothing() {
             )
             .unwrap();
             revoked_id = Some(conn);
+        } else if case == "revoked-id" || case == "root-left" {
+            // A connection whose client is gone gives nothing: every request
+            // for it is refused (ECONNABORTED), not a violation (an honest
+            // worker can race with the hang-up), and nothing runs.
+            if case == "revoked-id" {
+                // ...and the worker's own live client still works.
+                assert_eq!(lines, ["errno:103", "file(fds=1)"], "{case}");
+            } else {
+                assert_eq!(lines, ["errno:103", "sent", "sent", "errno:103"], "{case}");
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
         } else {
             // Ended: nothing answered, never a descriptor; the channels are dead.
             assert!(
@@ -443,7 +486,6 @@ fn a_compromised_worker_gains_nothing() {
         "descriptors sent on the broker channel",
         "another worker's connection",
         "a connection id that was never issued",
-        "a finished connection",
         "message longer than the channel allows",
         "broker request: message ends early",
         "Hello message while Serving",

@@ -1315,6 +1315,11 @@ impl Translator<'_> {
                 }
                 self.config.sandbox.user = user.clone();
                 self.source("sandbox.user", "User");
+                // clamd's User is usually shared with its clients
+                // (clamav-milter and freshclam run as clamav): they must
+                // still connect. Workers cannot connect anywhere anyway.
+                self.config.policy.unix.refuse_service_user = false;
+                self.source("policy.unix.refuse-service-user", "User");
                 if self.config.unix_path().is_some() {
                     self.config.listen.unix_owner = user.clone();
                     self.source("listen.unix-owner", "User");

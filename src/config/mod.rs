@@ -95,6 +95,9 @@ pub struct SandboxConfig {
     /// "required": refuse to start when Landlock cannot be applied;
     /// "best-effort": run without it and say so in the status.
     pub landlock: String,
+    /// "identity": a worker per client identity (a uid; TCP clients
+    /// together); "connection": a worker per connection.
+    pub isolation: String,
 }
 
 impl Default for SandboxConfig {
@@ -102,6 +105,7 @@ impl Default for SandboxConfig {
         SandboxConfig {
             user: "clamsentry".into(),
             landlock: "required".into(),
+            isolation: "identity".into(),
         }
     }
 }
@@ -149,9 +153,18 @@ pub struct ListenConfig {
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct LimitsConfig {
     pub stream_max_length: ByteSize,
-    /// Scanning worker processes; 0: the number of CPUs, at least 2.
-    pub workers: u32,
-    /// Scanning threads, shared out among the workers.
+    /// Replaced by `max-workers` and `standby-workers`; read only to say so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<u32>,
+    /// Client identities that may have a worker process at once.
+    pub max_workers: u32,
+    /// Workers forked ahead of need, bound to the next client identity
+    /// that needs one.
+    pub standby_workers: u32,
+    /// Seconds a draining worker (reload, stop, release) may take to finish
+    /// its requests before it is ended.
+    pub drain_timeout: u64,
+    /// Scans the whole daemon runs at once, split between client identities.
     pub max_threads: u32,
     pub max_queue: u32,
     pub max_connections: u32,
@@ -159,7 +172,15 @@ pub struct LimitsConfig {
     /// hold at most `max_connections - unix_reserve` (the reserve is capped
     /// at half of `max_connections`).
     pub unix_reserve: u32,
-    pub max_connections_per_address: u32,
+    /// Connections only administrators (root, admin-users, admin-groups)
+    /// may use (capped at half of `max_connections`).
+    pub admin_reserve: u32,
+    /// Connections of one client: a Unix uid, or a TCP address prefix.
+    #[serde(alias = "max-connections-per-address")]
+    pub max_connections_per_client: u32,
+    /// Leading bits of an IPv4 / IPv6 address that make one TCP client.
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
     pub stream_memory: ByteSize,
     /// Seconds from connect until the first command must be complete.
     pub command_read_timeout: u64,
@@ -184,14 +205,11 @@ pub struct LimitsConfig {
 }
 
 impl LimitsConfig {
-    /// The number of worker processes `workers` stands for on this machine.
-    pub fn worker_count(&self) -> usize {
-        match self.workers {
-            0 => std::thread::available_parallelism()
-                .map(usize::from)
-                .unwrap_or(2)
-                .max(2),
-            n => n as usize,
+    /// How TCP client addresses are grouped into clients.
+    pub fn prefixes(&self) -> crate::policy::Prefixes {
+        crate::policy::Prefixes {
+            v4: self.ipv4_prefix,
+            v6: self.ipv6_prefix,
         }
     }
 }
@@ -309,6 +327,10 @@ pub struct UnixPolicy {
     pub admin_users: Vec<String>,
     /// Groups whose members are allowed RELOAD/SHUTDOWN/QUIT.
     pub admin_groups: Vec<String>,
+    /// Refuse clients that run as the service user (`sandbox.user`): only
+    /// the daemon's own workers do, unless the user is shared (clamd.conf's
+    /// `User clamav`, which clamav-milter and freshclam run as too).
+    pub refuse_service_user: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -324,6 +346,7 @@ impl Default for UnixPolicy {
             commands: crate::policy::commands::all_words(),
             admin_users: vec!["clamav".into()],
             admin_groups: Vec::new(),
+            refuse_service_user: true,
         }
     }
 }
@@ -404,12 +427,18 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             stream_max_length: ByteSize(100 << 20),
-            workers: 0,
+            workers: None,
+            max_workers: 16,
+            standby_workers: 1,
+            drain_timeout: 30,
             max_threads: 10,
             max_queue: 100,
             max_connections: 1024,
             unix_reserve: 64,
-            max_connections_per_address: 64,
+            admin_reserve: 16,
+            max_connections_per_client: 64,
+            ipv4_prefix: 24,
+            ipv6_prefix: 64,
             stream_memory: ByteSize(256 << 20),
             command_read_timeout: 30,
             command_timeout: 30,
@@ -628,12 +657,6 @@ impl Config {
         if l.max_threads == 0 || l.max_threads > 1024 {
             return Err(("limits.max-threads", "must be between 1 and 1024".into()));
         }
-        if l.workers > 64 {
-            return Err((
-                "limits.workers",
-                "must be between 1 and 64, or 0 for the number of CPUs".into(),
-            ));
-        }
         if l.max_queue == 0 {
             return Err(("limits.max-queue", "must be at least 1".into()));
         }
@@ -679,11 +702,41 @@ impl Config {
         if l.max_session_commands == 0 {
             return Err(("limits.max-session-commands", "must be at least 1".into()));
         }
-        if l.max_connections_per_address == 0 {
+        if l.max_connections_per_client == 0 {
             return Err((
-                "limits.max-connections-per-address",
+                "limits.max-connections-per-client",
                 "must be at least 1".into(),
             ));
+        }
+        if l.workers.is_some() {
+            return Err((
+                "limits.workers",
+                "was replaced: every client identity now has a worker of its own; \
+                 set limits.max-workers (identities with a worker at once) and \
+                 limits.standby-workers (workers forked ahead of need) instead"
+                    .into(),
+            ));
+        }
+        if l.max_workers == 0 || l.max_workers > 4096 {
+            return Err(("limits.max-workers", "must be between 1 and 4096".into()));
+        }
+        if l.standby_workers > l.max_workers {
+            return Err((
+                "limits.standby-workers",
+                "must be at most limits.max-workers".into(),
+            ));
+        }
+        if l.drain_timeout == 0 || l.drain_timeout > 86_400 {
+            return Err((
+                "limits.drain-timeout",
+                "must be between 1 and 86400 seconds".into(),
+            ));
+        }
+        if l.ipv4_prefix > 32 {
+            return Err(("limits.ipv4-prefix", "must be between 0 and 32".into()));
+        }
+        if l.ipv6_prefix > 128 {
+            return Err(("limits.ipv6-prefix", "must be between 0 and 128".into()));
         }
         if l.stream_memory < l.stream_max_length {
             return Err((
@@ -807,6 +860,15 @@ impl Config {
                 format!(
                     "{:?} is not a level: use error, warn, info, debug or trace",
                     self.log.level
+                ),
+            ));
+        }
+        if !matches!(self.sandbox.isolation.as_str(), "identity" | "connection") {
+            return Err((
+                "sandbox.isolation",
+                format!(
+                    "{:?} is not a choice: use \"identity\" or \"connection\"",
+                    self.sandbox.isolation
                 ),
             ));
         }

@@ -108,6 +108,10 @@ pub enum ToWorker {
     Ping { seq: u64, fleet: Fleet },
     /// Stop taking connections, finish in-flight requests, exit 0.
     Drain,
+    /// The administrative command of connection `conn` was accepted: the
+    /// worker may now give the client its reply (RELOADING), so a client
+    /// that waits for the reply knows the reload was ordered.
+    AdminAccepted { conn: u64 },
 }
 
 /// A handed-over connection: its id (which broker requests name), where it
@@ -599,6 +603,7 @@ impl ToWorker {
                 .u64(fleet.worker_pss_kib)
                 .u64(fleet.daemon_pss_kib),
             ToWorker::Drain => Out::new(4),
+            ToWorker::AdminAccepted { conn } => Out::new(20).u64(*conn),
         }
         .0
     }
@@ -666,6 +671,7 @@ impl ToWorker {
                 },
             },
             4 => ToWorker::Drain,
+            20 => ToWorker::AdminAccepted { conn: r.u64()? },
             t => return Err(DecodeError::UnknownTag(t)),
         };
         r.end(m)
@@ -948,6 +954,7 @@ mod tests {
                 },
             },
             ToWorker::Drain,
+            ToWorker::AdminAccepted { conn: 7 },
         ] {
             assert_eq!(ToWorker::decode(&m.encode()).unwrap(), m);
         }

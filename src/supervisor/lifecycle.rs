@@ -1,23 +1,35 @@
 //! The supervisor's decisions about its processes, as a state machine:
 //! events in, actions out, no processes, sockets or clocks of its own — the
-//! driver (`supervisor::run`) turns actions into system calls, and the unit
-//! tests below drive it with invented events and times.
+//! executor (`supervisor::run`) turns actions into system calls, and the
+//! unit tests below drive it with invented events and times.
 //!
 //! Processes:
 //! * **generations**: each engine load is a generation with its own engine
 //!   holder (zygote). `current` is the ready generation new workers fork
 //!   from; at most one more is `loading` (a reload, or a zygote replacing
-//!   one that died).
-//! * **slots**: `limits.workers` places for workers. Each slot should hold
-//!   one worker of the current generation; a crash in a slot is replaced by
-//!   a new fork (milliseconds, no signature load), with a per-slot back-off
-//!   when the same slot crashes again and again — but never so long that no
-//!   worker serves: while no other worker serves, a replacement waits at
-//!   most [`EMPTY_FLEET_RETRY`].
+//!   one that died). At most two generations have workers: when a third
+//!   becomes ready, the workers of the oldest are ended, so a client that
+//!   keeps an old worker busy cannot pin old engines in memory.
+//! * **workers**: each worker is bound to one client identity, its
+//!   [`Tenant`] (the connection gate decides which tenant needs one,
+//!   [`Event::Want`]). `limits.standby-workers` workers are forked ahead of
+//!   need, unbound, and the next tenant that needs one gets a standby
+//!   worker at once ([`Action::Bound`]); a fork replaces it in the standby
+//!   pool. A worker is never bound twice: once it held one client's
+//!   connections, it may have been compromised by that client.
+//! * **crashes**: a crashed worker is not replaced by itself (its tenant's
+//!   next connection asks for a worker, and a standby one is ready); forks
+//!   that fail or die young back off, so a worker that cannot start does
+//!   not become a fork loop.
 //! * **reload** (blue/green): a new zygote loads while the old workers
-//!   serve; once it is ready, new workers fork from it, and each old worker
-//!   drains as soon as its slot's new worker serves. A generation that fails
-//!   to load changes nothing.
+//!   serve; once it is ready, every bound worker of the old generation gets
+//!   a replacement for the same tenant, and drains as soon as it serves.
+//!   A generation that fails to load changes nothing.
+//! * **deadlines in every state**: a fork that never says hello, a serving
+//!   or draining worker that stops answering pings ([`WEDGED_AFTER`]), a
+//!   draining worker that has not finished within `limits.drain-timeout`,
+//!   a retired zygote that does not exit, and on stop the whole daemon
+//!   after `limits.drain-timeout`: each is ended, whatever it does.
 //!
 //! Which message may arrive in which state ([`worker_message_allowed`],
 //! [`zygote_message_allowed`]); anything else ends the process that sent it:
@@ -35,9 +47,10 @@
 //! | retiring | — | — | — | yes |
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use super::gate::Tenant;
 use super::procs::Ended;
 use crate::engine::LoadProgress;
 use crate::ipc::messages::{EngineReady, Fleet};
@@ -47,23 +60,32 @@ pub type WorkerId = u64;
 
 /// Time between pings of one worker.
 pub const PING_EVERY: Duration = Duration::from_secs(5);
-/// A serving worker that has not answered for this long is killed.
+/// A serving or draining worker that has not answered for this long is
+/// killed.
 pub const WEDGED_AFTER: Duration = Duration::from_secs(30);
-/// A worker that served this long without crashing resets its slot's
-/// back-off: crashes further apart than this are replaced at once (a fork
-/// costs the engine holder 30–100 ms with a full database, so one a second
-/// per slot is bearable), and only a slot whose workers die faster — a
-/// crash loop, typically a worker that cannot start — waits longer each
-/// time.
+/// A worker that served this long before it died was not a failed start:
+/// forks after it go on at once. Only workers that die younger (a worker
+/// that cannot start, typically) make the next fork wait longer each time.
 pub const STABLE_AFTER: Duration = Duration::from_secs(1);
 /// A fork that has not said hello after this long has failed.
 pub const FORK_TIMEOUT: Duration = Duration::from_secs(15);
 /// A retired zygote that has not exited after this long is killed.
 pub const RETIRE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest wait for a replacement while no worker serves at all.
+/// Longest wait for a fork while no worker serves at all.
 pub const EMPTY_FLEET_RETRY: Duration = Duration::from_millis(250);
-/// Longest back-off of a crash-looping slot.
+/// Longest back-off between failing forks.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What the machine is configured with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Unbound workers kept ready (`limits.standby-workers`).
+    pub standby: usize,
+    /// How long a draining worker may take (`limits.drain-timeout`).
+    pub drain_timeout: Duration,
+    /// Workers there may be, for the status line and STATS.
+    pub max_workers: usize,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Who {
@@ -109,8 +131,13 @@ pub enum Event {
         healthy: bool,
     },
     WorkerExited(WorkerId, Ended),
-    /// The worker asks to be replaced (its temporary directory failed).
+    /// The worker asks to be replaced (its temporary directory failed, or
+    /// a scan ran past its time limit).
     WorkerRetire(WorkerId),
+    /// A worker for this tenant is needed (from the gate).
+    Want(Tenant),
+    /// The gate does not need this worker any more.
+    Release(WorkerId),
     /// The process broke a rule; `why` goes to the log.
     Violation(Who, String),
     Reload(&'static str),
@@ -148,11 +175,16 @@ pub enum Action {
     Fork {
         gen: GenId,
         worker: WorkerId,
-        slot: usize,
     },
     /// Ask the zygote to exit (its workers live on).
     RetireZygote(GenId),
     KillZygote(GenId),
+    /// The worker serves this tenant from now on.
+    Bound {
+        worker: WorkerId,
+        tenant: Tenant,
+    },
+    /// Tell the worker to take no new connection and finish.
     Drain(WorkerId),
     /// SIGKILL and revoke its channels and connections at once.
     Kill(WorkerId),
@@ -188,42 +220,42 @@ enum WState {
 #[derive(Debug, Clone)]
 struct Worker {
     gen: GenId,
-    slot: usize,
+    /// None: a standby worker, bound to nobody yet.
+    tenant: Option<Tenant>,
     state: WState,
     since: Instant,
     last_pong: Instant,
     last_ping: Instant,
     counters: (u64, u64, u64),
     healthy: bool,
-}
-
-#[derive(Debug, Clone, Default)]
-struct Slot {
-    /// Crashes in a row (reset by a worker that served STABLE_AFTER).
-    failures: u32,
-    retry_at: Option<Instant>,
-    /// When the slot's last worker crashed, until its replacement serves.
-    crashed_at: Option<Instant>,
+    /// When it was sent SIGKILL (again every [`PING_EVERY`] until it exits).
+    killed: Option<Instant>,
 }
 
 /// The state machine. See the module documentation.
 pub struct Machine {
-    want: usize,
+    s: Settings,
     gens: BTreeMap<GenId, Gen>,
     current: Option<GenId>,
     loading: Option<GenId>,
     /// The generation whose workers are replacing an older one's.
     reloading: Option<GenId>,
     workers: BTreeMap<WorkerId, Worker>,
-    slots: Vec<Slot>,
+    /// Tenants waiting for a fork (after a back-off).
+    wants: BTreeSet<Tenant>,
     next_gen: GenId,
     next_worker: WorkerId,
     ping_seq: u64,
-    stopping: bool,
+    stopping: Option<Instant>,
     ever_ready: bool,
     zygote_failures: u32,
     zygote_retry_at: Option<Instant>,
+    /// Forks in a row that failed or died young, and when the next may go.
+    fork_failures: u32,
+    fork_retry_at: Option<Instant>,
     crashes: u64,
+    /// When each tenant's worker last crashed, until it has a new one.
+    crashed: BTreeMap<Tenant, Instant>,
     last_replacement: Option<Duration>,
     /// Counters of workers that are gone (scans, found, errors).
     retired: (u64, u64, u64),
@@ -260,23 +292,26 @@ fn zygote_message_allowed(s: GenState, m: ZygoteMsg) -> bool {
 }
 
 impl Machine {
-    pub fn new(workers: usize) -> Machine {
+    pub fn new(s: Settings) -> Machine {
         Machine {
-            want: workers.max(1),
+            s,
             gens: BTreeMap::new(),
             current: None,
             loading: None,
             reloading: None,
             workers: BTreeMap::new(),
-            slots: vec![Slot::default(); workers.max(1)],
+            wants: BTreeSet::new(),
             next_gen: 1,
             next_worker: 1,
             ping_seq: 0,
-            stopping: false,
+            stopping: None,
             ever_ready: false,
             zygote_failures: 0,
             zygote_retry_at: None,
+            fork_failures: 0,
+            fork_retry_at: None,
             crashes: 0,
+            crashed: BTreeMap::new(),
             last_replacement: None,
             retired: (0, 0, 0),
         }
@@ -300,7 +335,7 @@ impl Machine {
         }
     }
 
-    /// Workers that receive new connections.
+    /// Workers serving now (bound or standby).
     pub fn serving(&self) -> impl Iterator<Item = WorkerId> + '_ {
         self.workers
             .iter()
@@ -308,8 +343,16 @@ impl Machine {
             .map(|(id, _)| *id)
     }
 
+    /// Workers alive now (to ping, to ask for their tasks).
+    pub fn alive(&self) -> impl Iterator<Item = WorkerId> + '_ {
+        self.workers
+            .iter()
+            .filter(|(_, w)| w.state != WState::Forking)
+            .map(|(id, _)| *id)
+    }
+
     pub fn is_stopping(&self) -> bool {
-        self.stopping
+        self.stopping.is_some()
     }
 
     pub fn ever_ready(&self) -> bool {
@@ -320,7 +363,7 @@ impl Machine {
     pub fn fleet(&self) -> Fleet {
         Fleet {
             serving: self.serving().count() as u32,
-            workers: self.want as u32,
+            workers: (self.s.max_workers + self.s.standby) as u32,
             generation: self.current.unwrap_or(0),
             crashes: self.crashes,
             last_replacement_us: self.last_replacement.map_or(0, |d| d.as_micros() as u64),
@@ -351,7 +394,10 @@ impl Machine {
             Event::ForkFailed(g, w, error) => {
                 tracing::error!(generation = g, worker = w, error = %error, "fork of a worker failed");
                 if let Some(worker) = self.workers.remove(&w) {
-                    self.slot_failed(worker.slot, now);
+                    self.fork_failed(now);
+                    if let Some(t) = worker.tenant {
+                        self.wants.insert(t);
+                    }
                     out.push(Action::Forget(w));
                 }
             }
@@ -366,12 +412,20 @@ impl Machine {
             } => self.pong(worker, (scans, found, errors), healthy, now, &mut out),
             Event::WorkerExited(w, how) => self.worker_exited(w, how, now, &mut out),
             Event::WorkerRetire(w) => {
-                if let Some(worker) = self.workers.get_mut(&w) {
-                    worker.state = WState::Draining;
-                    let slot = worker.slot;
-                    tracing::warn!(worker = w, slot, "worker retires (its temporary directory failed a scan); a fresh one replaces it");
-                    out.push(Action::Drain(w));
-                    self.slot_failed(slot, now);
+                if let Some(worker) = self.workers.get(&w) {
+                    tracing::warn!(worker = w, tenant = ?worker.tenant, "worker retires (a scan ran past its time limit, or its temporary directory failed); its client gets a fresh one");
+                    self.drain(w, now, &mut out);
+                }
+            }
+            Event::Want(t) => self.want(t, now, &mut out),
+            Event::Release(w) => {
+                if self
+                    .workers
+                    .get(&w)
+                    .is_some_and(|x| x.state == WState::Serving)
+                {
+                    tracing::debug!(worker = w, "worker released");
+                    self.drain(w, now, &mut out);
                 }
             }
             Event::Violation(who, why) => self.violation(who, &why, now, &mut out),
@@ -380,7 +434,8 @@ impl Machine {
             Event::Tick => self.tick(now, &mut out),
         }
         self.respawn_zygote(now, &mut out);
-        self.fill_slots(now, &mut out);
+        self.fork_wanted(now, &mut out);
+        self.fill_standby(now, &mut out);
         self.maybe_exit(&mut out);
         out
     }
@@ -416,7 +471,8 @@ impl Machine {
             loaded_in_ms = now.duration_since(gen.since).as_millis() as u64,
             "engine holder ready"
         );
-        if let Some(old) = self.current.replace(g) {
+        let previous = self.current.replace(g);
+        if let Some(old) = previous {
             if let Some(o) = self.gens.get_mut(&old) {
                 if o.state == GenState::Ready {
                     o.state = GenState::Retiring;
@@ -424,16 +480,49 @@ impl Machine {
                     out.push(Action::RetireZygote(old));
                 }
             }
+            // At most two generations have workers: older ones go now.
+            let ancient: Vec<WorkerId> = self
+                .workers
+                .iter()
+                .filter(|(_, w)| w.gen < old)
+                .map(|(id, _)| *id)
+                .collect();
+            for w in ancient {
+                tracing::warn!(
+                    worker = w,
+                    "ending a worker two reloads old (at most two generations of signatures stay in memory)"
+                );
+                self.end_worker(w, now, out);
+            }
         }
-        if self.ever_ready {
-            self.reloading = Some(g);
-        }
-        if self.stopping {
+        if self.stopping.is_some() {
             if let Some(o) = self.gens.get_mut(&g) {
                 o.state = GenState::Retiring;
                 o.since = now;
             }
             out.push(Action::RetireZygote(g));
+            return;
+        }
+        if self.ever_ready {
+            self.reloading = Some(g);
+            // Every bound worker of an older generation gets a replacement
+            // for its tenant; unbound ones are replaced by new standbys.
+            let old: Vec<(WorkerId, Option<Tenant>)> = self
+                .workers
+                .iter()
+                .filter(|(_, w)| w.gen != g && w.state == WState::Serving)
+                .map(|(id, w)| (*id, w.tenant))
+                .collect();
+            for (w, tenant) in old {
+                match tenant {
+                    Some(t) => self.fork(Some(t), now, out),
+                    None => self.drain(w, now, out),
+                }
+            }
+            self.reload_done(now, out);
+        } else if self.s.standby == 0 {
+            // Nothing to fork ahead: the engine is what readiness means.
+            self.became_ready(out);
         }
     }
 
@@ -483,7 +572,7 @@ impl Machine {
                 if self.current == Some(g) {
                     self.current = None;
                 }
-                if self.stopping {
+                if self.stopping.is_some() {
                     return;
                 }
                 self.zygote_failures += 1;
@@ -502,6 +591,20 @@ impl Machine {
         }
     }
 
+    fn became_ready(&mut self, out: &mut Vec<Action>) {
+        if self.ever_ready {
+            return;
+        }
+        self.ever_ready = true;
+        if let Some(e) = self.engine().cloned() {
+            out.push(Action::Notify(Note::Ready {
+                signatures: e.signatures,
+                db_version: e.db_version,
+                sandbox: e.sandbox,
+            }));
+        }
+    }
+
     fn hello(&mut self, w: WorkerId, now: Instant, out: &mut Vec<Action>) {
         let Some(worker) = self.workers.get_mut(&w) else {
             return;
@@ -510,73 +613,199 @@ impl Machine {
         worker.since = now;
         worker.last_pong = now;
         worker.last_ping = now;
-        let (slot, gen) = (worker.slot, worker.gen);
-        let s = &mut self.slots[slot];
-        s.retry_at = None;
-        if let Some(at) = s.crashed_at.take() {
-            let took = now.duration_since(at);
-            self.last_replacement = Some(took);
-            tracing::info!(
-                worker = w,
-                slot,
-                replaced_in_us = took.as_micros() as u64,
-                "crashed worker replaced"
-            );
-        } else {
-            tracing::debug!(worker = w, slot, generation = gen, "worker serving");
+        let (tenant, gen) = (worker.tenant, worker.gen);
+        tracing::debug!(worker = w, generation = gen, tenant = ?tenant, "worker serving");
+        out.push(Action::Ping(w, 0));
+        if let Some(t) = tenant {
+            self.bound(w, t, now, out);
         }
-        // Blue/green: the slot's older workers drain once this one serves.
+        out.push(Action::Notify(Note::Fleet(self.fleet())));
+        self.became_ready(out);
+        if self.stopping.is_some() {
+            self.drain(w, now, out);
+        }
+        self.reload_done(now, out);
+    }
+
+    /// Worker `w`, serving, now serves tenant `t`; the tenant's workers of
+    /// older generations drain (blue/green).
+    fn bound(&mut self, w: WorkerId, t: Tenant, now: Instant, out: &mut Vec<Action>) {
+        out.push(Action::Bound {
+            worker: w,
+            tenant: t,
+        });
+        if let Some(at) = self.crashed.remove(&t) {
+            let took = now.saturating_duration_since(at);
+            self.last_replacement = Some(took);
+            tracing::info!(worker = w, tenant = %t, replaced_in_us = took.as_micros() as u64, "a crashed worker's client has a new one");
+        }
+        let gen = self.workers.get(&w).map_or(0, |x| x.gen);
         let old: Vec<WorkerId> = self
             .workers
             .iter()
-            .filter(|(id, o)| **id != w && o.slot == slot && o.state == WState::Serving)
+            .filter(|(id, o)| {
+                **id != w && o.tenant == Some(t) && o.state == WState::Serving && o.gen < gen
+            })
             .map(|(id, _)| *id)
             .collect();
         for o in old {
-            if let Some(ow) = self.workers.get_mut(&o) {
-                ow.state = WState::Draining;
-                out.push(Action::Drain(o));
-            }
+            self.drain(o, now, out);
         }
-        out.push(Action::Notify(Note::Fleet(self.fleet())));
-        out.push(Action::Ping(w, 0));
-        if !self.ever_ready {
-            self.ever_ready = true;
-            if let Some(e) = self.engine().cloned() {
-                out.push(Action::Notify(Note::Ready {
-                    signatures: e.signatures,
-                    db_version: e.db_version,
-                    sandbox: e.sandbox,
-                }));
-            }
-        } else if let Some(g) = self.reloading {
-            let done = (0..self.want).all(|slot| {
-                self.workers
-                    .values()
-                    .any(|x| x.slot == slot && x.gen == g && x.state == WState::Serving)
-            });
-            if done {
-                self.reloading = None;
-                if let Some(e) = self.gens.get(&g).and_then(|x| x.ready.clone()) {
-                    tracing::info!(
-                        generation = g,
-                        signatures = e.signatures,
-                        db_version = e.db_version,
-                        "reload complete"
-                    );
-                    out.push(Action::Notify(Note::Reloaded {
-                        ok: true,
-                        signatures: e.signatures,
-                        db_version: e.db_version,
-                    }));
+    }
+
+    /// Once no bound worker of an older generation serves, the reload is
+    /// complete.
+    fn reload_done(&mut self, _now: Instant, out: &mut Vec<Action>) {
+        let Some(g) = self.reloading else { return };
+        let pending = self.workers.values().any(|x| {
+            (x.gen != g && x.state == WState::Serving)
+                || (x.gen == g && x.state == WState::Forking && x.tenant.is_some())
+        });
+        if pending {
+            return;
+        }
+        self.reloading = None;
+        if let Some(e) = self.gens.get(&g).and_then(|x| x.ready.clone()) {
+            tracing::info!(
+                generation = g,
+                signatures = e.signatures,
+                db_version = e.db_version,
+                "reload complete"
+            );
+            out.push(Action::Notify(Note::Reloaded {
+                ok: true,
+                signatures: e.signatures,
+                db_version: e.db_version,
+            }));
+        }
+    }
+
+    /// The gate needs a worker for `t`: a standby one if there is, else a
+    /// fork (after the back-off, if forks have been failing).
+    fn want(&mut self, t: Tenant, now: Instant, out: &mut Vec<Action>) {
+        if self.stopping.is_some() {
+            return;
+        }
+        // Already bound and serving, or on its way, with the newest engine.
+        let newest = self
+            .current
+            .or_else(|| self.workers.values().map(|w| w.gen).max());
+        if self.workers.values().any(|w| {
+            w.tenant == Some(t)
+                && Some(w.gen) == newest
+                && matches!(w.state, WState::Forking | WState::Serving)
+        }) {
+            return;
+        }
+        // A standby worker: serving ones first, of the newest engine (when
+        // the engine holder died, the standby forked from it still serves).
+        let standby = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.tenant.is_none() && w.killed.is_none())
+            .filter(|(_, w)| matches!(w.state, WState::Serving | WState::Forking))
+            .min_by_key(|(id, w)| (w.state != WState::Serving, std::cmp::Reverse(w.gen), **id))
+            .map(|(id, w)| (*id, w.state));
+        match standby {
+            Some((w, state)) => {
+                if let Some(x) = self.workers.get_mut(&w) {
+                    x.tenant = Some(t);
+                }
+                if state == WState::Serving {
+                    self.bound(w, t, now, out);
                 }
             }
-        }
-        if self.stopping {
-            if let Some(x) = self.workers.get_mut(&w) {
-                x.state = WState::Draining;
+            None => {
+                self.wants.insert(t);
             }
-            out.push(Action::Drain(w));
+        }
+    }
+
+    /// Forks for the tenants that wait, once the back-off allows.
+    fn fork_wanted(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.stopping.is_some() || self.fork_retry_at.is_some_and(|t| t > now) {
+            return;
+        }
+        if self.current.is_none() {
+            return;
+        }
+        let wants = std::mem::take(&mut self.wants);
+        for t in wants {
+            self.fork(Some(t), now, out);
+        }
+    }
+
+    /// Keeps `standby` unbound workers of the current generation.
+    fn fill_standby(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.stopping.is_some() || self.fork_retry_at.is_some_and(|t| t > now) {
+            return;
+        }
+        let Some(g) = self.current else { return };
+        if self.gens.get(&g).map(|x| x.state) != Some(GenState::Ready) {
+            return;
+        }
+        let have = self
+            .workers
+            .values()
+            .filter(|w| w.gen == g && w.tenant.is_none())
+            .filter(|w| matches!(w.state, WState::Forking | WState::Serving))
+            .count();
+        for _ in have..self.s.standby {
+            self.fork(None, now, out);
+        }
+    }
+
+    fn fork(&mut self, tenant: Option<Tenant>, now: Instant, out: &mut Vec<Action>) {
+        let ready = self
+            .current
+            .filter(|g| self.gens.get(g).map(|x| x.state) == Some(GenState::Ready));
+        let Some(g) = ready else {
+            // No engine to fork from (it died and reloads): later.
+            if let Some(t) = tenant {
+                self.wants.insert(t);
+            }
+            return;
+        };
+        let w = self.next_worker;
+        self.next_worker += 1;
+        self.workers.insert(
+            w,
+            Worker {
+                gen: g,
+                tenant,
+                state: WState::Forking,
+                since: now,
+                last_pong: now,
+                last_ping: now,
+                counters: (0, 0, 0),
+                healthy: true,
+                killed: None,
+            },
+        );
+        out.push(Action::Fork { gen: g, worker: w });
+    }
+
+    fn fork_failed(&mut self, now: Instant) {
+        self.fork_failures += 1;
+        let mut delay = backoff(self.fork_failures);
+        if self.serving().next().is_none() {
+            delay = delay.min(EMPTY_FLEET_RETRY);
+        }
+        self.fork_retry_at = Some(now + delay);
+    }
+
+    fn drain(&mut self, w: WorkerId, now: Instant, out: &mut Vec<Action>) {
+        let Some(worker) = self.workers.get_mut(&w) else {
+            return;
+        };
+        match worker.state {
+            WState::Forking => self.end_worker(w, now, out),
+            WState::Serving => {
+                worker.state = WState::Draining;
+                worker.since = now;
+                out.push(Action::Drain(w));
+            }
+            WState::Draining => {}
         }
     }
 
@@ -599,7 +828,7 @@ impl Machine {
                 worker = w,
                 "the worker's scan pool shows no progress; replacing the worker"
             );
-            out.push(Action::Kill(w));
+            self.end_worker(w, now, out);
             return;
         }
         let (mut scans, mut found, _) = self.retired;
@@ -627,45 +856,37 @@ impl Machine {
         self.retired.1 += worker.counters.1;
         self.retired.2 += worker.counters.2;
         match worker.state {
-            WState::Draining => {
+            WState::Draining if !how.is_crash() => {
                 tracing::info!(worker = w, how = %how, "worker finished draining");
+                self.reload_done(now, out);
                 return;
             }
-            _ if self.stopping => {
+            _ if self.stopping.is_some() => {
                 tracing::info!(worker = w, how = %how, "worker stopped");
                 return;
             }
             _ => {}
         }
         self.crashes += 1;
-        let slot = worker.slot;
-        if worker.state == WState::Serving && now.duration_since(worker.since) >= STABLE_AFTER {
-            self.slots[slot].failures = 0;
+        let young =
+            worker.state != WState::Serving || now.duration_since(worker.since) < STABLE_AFTER;
+        if young {
+            self.fork_failed(now);
+        } else {
+            self.fork_failures = 0;
         }
-        self.slot_failed(slot, now);
-        let s = &self.slots[slot];
+        if let Some(t) = worker.tenant {
+            self.crashed.entry(t).or_insert(now);
+        }
         tracing::error!(
             worker = w,
-            slot,
+            tenant = ?worker.tenant,
             how = %how,
             crashes = self.crashes,
-            slot_failures = s.failures,
-            replace_in_ms = s.retry_at.map_or(0, |t| t.saturating_duration_since(now).as_millis() as u64),
             "worker died; only its own requests failed"
         );
+        self.reload_done(now, out);
         out.push(Action::Notify(Note::Fleet(self.fleet())));
-    }
-
-    fn slot_failed(&mut self, slot: usize, now: Instant) {
-        let others_serving = self.workers.values().any(|w| w.state == WState::Serving);
-        let s = &mut self.slots[slot];
-        s.failures += 1;
-        let mut delay = backoff(s.failures);
-        if !others_serving {
-            delay = delay.min(EMPTY_FLEET_RETRY);
-        }
-        s.retry_at = Some(now + delay);
-        s.crashed_at.get_or_insert(now);
     }
 
     fn violation(&mut self, who: Who, why: &str, now: Instant, out: &mut Vec<Action>) {
@@ -686,7 +907,7 @@ impl Machine {
     }
 
     fn reload(&mut self, trigger: &'static str, now: Instant, out: &mut Vec<Action>) {
-        if self.stopping {
+        if self.stopping.is_some() {
             return;
         }
         if self.loading.is_some() {
@@ -702,54 +923,53 @@ impl Machine {
     }
 
     fn stop(&mut self, trigger: &'static str, now: Instant, out: &mut Vec<Action>) {
-        if self.stopping {
+        if self.stopping.is_some() {
             return;
         }
-        self.stopping = true;
-        tracing::info!(trigger, "stopping: draining workers");
+        self.stopping = Some(now);
+        self.wants.clear();
+        tracing::info!(
+            trigger,
+            drain_timeout_s = self.s.drain_timeout.as_secs(),
+            "stopping: workers finish their requests (limits.drain-timeout)"
+        );
         out.push(Action::Notify(Note::Stopping));
-        let forking: Vec<WorkerId> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| w.state == WState::Forking)
-            .map(|(id, _)| *id)
-            .collect();
-        for w in forking {
-            self.end_worker(w, now, out);
-        }
-        for (id, w) in self.workers.iter_mut() {
-            if w.state == WState::Serving {
-                w.state = WState::Draining;
-                out.push(Action::Drain(*id));
-            }
+        let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
+        for w in ids {
+            self.drain(w, now, out);
         }
         for (g, gen) in self.gens.iter_mut() {
             if gen.state != GenState::Retiring {
                 gen.state = GenState::Retiring;
+                gen.since = now;
                 out.push(Action::RetireZygote(*g));
             }
         }
     }
 
     fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let silent: Vec<WorkerId> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| {
-                w.state == WState::Forking && now.duration_since(w.since) > FORK_TIMEOUT
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for w in silent {
-            tracing::error!(worker = w, "a new worker never said hello; giving up on it");
-            self.end_worker(w, now, out);
-        }
+        let mut end: Vec<(WorkerId, &'static str)> = Vec::new();
         for (id, w) in self.workers.iter_mut() {
-            match w.state {
-                WState::Serving if now.duration_since(w.last_pong) > WEDGED_AFTER => {
-                    tracing::error!(worker = *id, "worker stopped answering; killing it");
+            if let Some(at) = w.killed {
+                if now.duration_since(at) >= PING_EVERY {
+                    w.killed = Some(now);
                     out.push(Action::Kill(*id));
-                    w.last_pong = now;
+                }
+                continue;
+            }
+            let quiet = now.duration_since(w.last_pong);
+            match w.state {
+                WState::Forking if now.duration_since(w.since) > FORK_TIMEOUT => {
+                    end.push((*id, "a new worker never said hello; giving up on it"));
+                }
+                WState::Serving | WState::Draining if quiet > WEDGED_AFTER => {
+                    end.push((*id, "worker stopped answering pings; ending it"));
+                }
+                WState::Draining if now.duration_since(w.since) >= self.s.drain_timeout => {
+                    end.push((
+                        *id,
+                        "worker did not finish draining within limits.drain-timeout; ending it and its connections",
+                    ));
                 }
                 WState::Serving | WState::Draining
                     if now.duration_since(w.last_ping) >= PING_EVERY =>
@@ -759,6 +979,17 @@ impl Machine {
                     out.push(Action::Ping(*id, self.ping_seq));
                 }
                 _ => {}
+            }
+        }
+        for (w, why) in end {
+            tracing::error!(worker = w, "{why}");
+            let forking = self
+                .workers
+                .get(&w)
+                .is_some_and(|x| x.state == WState::Forking);
+            self.end_worker(w, now, out);
+            if forking && self.stopping.is_none() {
+                self.fork_failed(now);
             }
         }
         for (g, gen) in &self.gens {
@@ -773,7 +1004,7 @@ impl Machine {
     fn respawn_zygote(&mut self, now: Instant, out: &mut Vec<Action>) {
         if self.zygote_retry_at.is_some_and(|t| t <= now)
             && self.loading.is_none()
-            && !self.stopping
+            && self.stopping.is_none()
         {
             self.zygote_retry_at = None;
             out.push(Action::Notify(Note::Reloading));
@@ -781,47 +1012,8 @@ impl Machine {
         }
     }
 
-    /// Forks a worker for every slot that has none of the current generation.
-    fn fill_slots(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if self.stopping {
-            return;
-        }
-        let Some(g) = self.current else { return };
-        if self.gens.get(&g).map(|x| x.state) != Some(GenState::Ready) {
-            return;
-        }
-        for slot in 0..self.want {
-            let covered = self.workers.values().any(|w| {
-                w.slot == slot && w.gen == g && matches!(w.state, WState::Forking | WState::Serving)
-            });
-            if covered || self.slots[slot].retry_at.is_some_and(|t| t > now) {
-                continue;
-            }
-            let w = self.next_worker;
-            self.next_worker += 1;
-            self.workers.insert(
-                w,
-                Worker {
-                    gen: g,
-                    slot,
-                    state: WState::Forking,
-                    since: now,
-                    last_pong: now,
-                    last_ping: now,
-                    counters: (0, 0, 0),
-                    healthy: true,
-                },
-            );
-            out.push(Action::Fork {
-                gen: g,
-                worker: w,
-                slot,
-            });
-        }
-    }
-
     fn maybe_exit(&mut self, out: &mut Vec<Action>) {
-        if self.stopping
+        if self.stopping.is_some()
             && self.workers.is_empty()
             && self.gens.is_empty()
             && !out.iter().any(|a| matches!(a, Action::Exit(_)))
@@ -834,278 +1026,24 @@ impl Machine {
     /// exit will never be reported: it is forgotten now (the stray sweep
     /// reaps the process). Others are killed; their exit comes later.
     fn end_worker(&mut self, w: WorkerId, now: Instant, out: &mut Vec<Action>) {
-        let Some(worker) = self.workers.get(&w) else {
+        let Some(worker) = self.workers.get_mut(&w) else {
             return;
         };
+        if worker.killed.is_some() {
+            return;
+        }
+        worker.killed = Some(now);
         out.push(Action::Kill(w));
         if worker.state == WState::Forking {
-            let slot = worker.slot;
+            let tenant = worker.tenant;
             self.workers.remove(&w);
             out.push(Action::Forget(w));
-            if !self.stopping {
-                self.slot_failed(slot, now);
+            if let (Some(t), None) = (tenant, self.stopping) {
+                self.wants.insert(t);
             }
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ready() -> EngineReady {
-        EngineReady {
-            engine_version: "1.4.6".into(),
-            signatures: 10,
-            db_version: 1,
-            db_time: 0,
-            sandbox: "landlock=full".into(),
-        }
-    }
-
-    fn forks(actions: &[Action]) -> Vec<(GenId, WorkerId)> {
-        actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Fork { gen, worker, .. } => Some((*gen, *worker)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// A machine with `n` workers serving generation 1.
-    fn serving(n: usize, t: Instant) -> (Machine, Vec<WorkerId>) {
-        let mut m = Machine::new(n);
-        assert_eq!(m.handle(Event::Start, t), vec![Action::SpawnZygote(1)]);
-        let a = m.handle(Event::ZygoteReady(1, ready()), t);
-        let f = forks(&a);
-        assert_eq!(f.len(), n);
-        let mut ids = Vec::new();
-        for (i, (_, w)) in f.into_iter().enumerate() {
-            let a = m.handle(Event::WorkerHello(w), t);
-            if i == 0 {
-                assert!(a
-                    .iter()
-                    .any(|x| matches!(x, Action::Notify(Note::Ready { .. }))));
-            }
-            ids.push(w);
-        }
-        (m, ids)
-    }
-
-    #[test]
-    fn start_loads_forks_and_is_ready_at_the_first_hello() {
-        let t = Instant::now();
-        let (m, ids) = serving(2, t);
-        assert_eq!(ids.len(), 2);
-        assert_eq!(m.serving().count(), 2);
-        assert_eq!(m.fleet().generation, 1);
-    }
-
-    #[test]
-    fn a_failed_first_load_stops_the_daemon() {
-        let t = Instant::now();
-        let mut m = Machine::new(2);
-        m.handle(Event::Start, t);
-        let a = m.handle(Event::ZygoteFailed(1, "bad.ndb".into()), t);
-        assert_eq!(a, vec![Action::Exit(Err("bad.ndb".into()))]);
-    }
-
-    #[test]
-    fn a_crash_is_replaced_at_once_and_only_that_worker_goes() {
-        let t = Instant::now();
-        let (mut m, ids) = serving(2, t);
-        let a = m.handle(Event::WorkerExited(ids[0], Ended::Signaled(11)), t);
-        assert!(a.contains(&Action::Forget(ids[0])));
-        let f = forks(&a);
-        assert_eq!(f.len(), 1, "one replacement, from the loaded engine: {a:?}");
-        assert!(
-            !a.iter().any(|x| matches!(x, Action::SpawnZygote(_))),
-            "no reload"
-        );
-        assert_eq!(m.serving().collect::<Vec<_>>(), vec![ids[1]]);
-        let later = t + Duration::from_millis(5);
-        m.handle(Event::WorkerHello(f[0].1), later);
-        assert_eq!(m.fleet().crashes, 1);
-        assert_eq!(m.fleet().last_replacement_us, 5000);
-    }
-
-    #[test]
-    fn a_crash_loop_backs_off_but_never_leaves_no_worker() {
-        let t = Instant::now();
-        let (mut m, ids) = serving(2, t);
-        // Slot of ids[0] crashes again and again; ids[1] keeps serving.
-        let mut victim = ids[0];
-        let mut now = t;
-        let mut delays = Vec::new();
-        for _ in 0..6 {
-            let a = m.handle(Event::WorkerExited(victim, Ended::Signaled(9)), now);
-            let mut f = forks(&a);
-            let mut waited = Duration::ZERO;
-            while f.is_empty() {
-                waited += Duration::from_millis(10);
-                f = forks(&m.handle(Event::Tick, now + waited));
-                assert!(waited < MAX_BACKOFF + Duration::from_secs(1));
-            }
-            delays.push(waited);
-            now += waited;
-            victim = f[0].1;
-            m.handle(Event::WorkerHello(victim), now);
-        }
-        assert_eq!(delays[0], Duration::ZERO);
-        assert!(delays.windows(2).all(|w| w[1] >= w[0]), "{delays:?}");
-        assert!(delays[5] >= Duration::from_millis(400), "{delays:?}");
-        // Now the other worker dies too: with nobody serving, the wait is short.
-        let mut f = forks(&m.handle(Event::WorkerExited(ids[1], Ended::Signaled(9)), now));
-        f.extend(forks(
-            &m.handle(Event::WorkerExited(victim, Ended::Signaled(9)), now),
-        ));
-        let mut waited = Duration::ZERO;
-        while f.len() < 2 {
-            f.extend(forks(&m.handle(Event::Tick, now + waited)));
-            waited += Duration::from_millis(10);
-        }
-        assert!(
-            waited <= EMPTY_FLEET_RETRY + Duration::from_millis(20),
-            "{waited:?}"
-        );
-    }
-
-    #[test]
-    fn crashes_further_apart_than_stable_after_are_replaced_at_once() {
-        let t = Instant::now();
-        let (mut m, ids) = serving(2, t);
-        // Killed again and again, but each worker served a while first:
-        // not a loop, so every replacement forks in the same step.
-        let mut victim = ids[0];
-        let mut now = t;
-        for kill in 0..20 {
-            now += STABLE_AFTER;
-            let f = forks(&m.handle(Event::WorkerExited(victim, Ended::Signaled(9)), now));
-            assert_eq!(f.len(), 1, "kill {kill} waited");
-            victim = f[0].1;
-            m.handle(Event::WorkerHello(victim), now);
-        }
-    }
-
-    #[test]
-    fn reload_is_blue_green() {
-        let t = Instant::now();
-        let (mut m, old) = serving(2, t);
-        let a = m.handle(Event::Reload("RELOAD command"), t);
-        assert!(a.contains(&Action::SpawnZygote(2)));
-        assert!(a.contains(&Action::Notify(Note::Reloading)));
-        // A second request while loading is merged.
-        assert!(!m
-            .handle(Event::Reload("SIGHUP"), t)
-            .iter()
-            .any(|x| matches!(x, Action::SpawnZygote(_))));
-        assert_eq!(m.serving().count(), 2, "old workers serve while loading");
-        let a = m.handle(Event::ZygoteReady(2, ready()), t);
-        assert!(a.contains(&Action::RetireZygote(1)));
-        let new = forks(&a);
-        assert_eq!(new.len(), 2);
-        assert!(new.iter().all(|(g, _)| *g == 2));
-        let a = m.handle(Event::WorkerHello(new[0].1), t);
-        assert_eq!(
-            a.iter().filter(|x| matches!(x, Action::Drain(_))).count(),
-            1
-        );
-        assert!(!a
-            .iter()
-            .any(|x| matches!(x, Action::Notify(Note::Reloaded { .. }))));
-        let a = m.handle(Event::WorkerHello(new[1].1), t);
-        assert!(a
-            .iter()
-            .any(|x| matches!(x, Action::Notify(Note::Reloaded { ok: true, .. }))));
-        for o in old {
-            m.handle(Event::WorkerExited(o, Ended::Exited(0)), t);
-        }
-        assert_eq!(m.fleet().crashes, 0);
-        assert_eq!(m.serving().count(), 2);
-    }
-
-    #[test]
-    fn a_failed_reload_changes_nothing() {
-        let t = Instant::now();
-        let (mut m, _) = serving(2, t);
-        m.handle(Event::Reload("RELOAD command"), t);
-        let a = m.handle(Event::ZygoteFailed(2, "truncated.ndb".into()), t);
-        assert!(a.contains(&Action::Notify(Note::Reloaded {
-            ok: false,
-            signatures: 0,
-            db_version: 0
-        })));
-        assert_eq!(m.serving().count(), 2);
-        assert_eq!(m.fleet().generation, 1);
-    }
-
-    #[test]
-    fn a_dead_zygote_is_reloaded_while_workers_serve() {
-        let t = Instant::now();
-        let (mut m, _) = serving(2, t);
-        let a = m.handle(Event::ZygoteExited(1, Ended::Signaled(9)), t);
-        assert!(a.contains(&Action::SpawnZygote(2)), "{a:?}");
-        assert_eq!(m.serving().count(), 2);
-    }
-
-    #[test]
-    fn stop_drains_everything_then_exits() {
-        let t = Instant::now();
-        let (mut m, ids) = serving(2, t);
-        let a = m.handle(Event::Stop("SIGTERM"), t);
-        assert_eq!(
-            a.iter().filter(|x| matches!(x, Action::Drain(_))).count(),
-            2
-        );
-        assert!(a.contains(&Action::RetireZygote(1)));
-        m.handle(Event::ZygoteExited(1, Ended::Exited(0)), t);
-        m.handle(Event::WorkerExited(ids[0], Ended::Exited(0)), t);
-        let a = m.handle(Event::WorkerExited(ids[1], Ended::Exited(0)), t);
-        assert!(a.contains(&Action::Exit(Ok(()))));
-    }
-
-    #[test]
-    fn messages_out_of_state_are_violations() {
-        let t = Instant::now();
-        let mut m = Machine::new(1);
-        m.handle(Event::Start, t);
-        assert!(m.check_zygote(1, ZygoteMsg::Progress).is_ok());
-        assert!(m.check_zygote(1, ZygoteMsg::ForkFailed).is_err());
-        let a = m.handle(Event::ZygoteReady(1, ready()), t);
-        let w = forks(&a)[0].1;
-        assert!(m.check_zygote(1, ZygoteMsg::Ready).is_err());
-        assert!(m.check_worker(w, WorkerMsg::Pong).is_err(), "before hello");
-        assert!(m.check_worker(w, WorkerMsg::Admin).is_err(), "before hello");
-        assert!(m.check_worker(w, WorkerMsg::Hello).is_ok());
-        m.handle(Event::WorkerHello(w), t);
-        assert!(m.check_worker(w, WorkerMsg::Hello).is_err(), "twice");
-        assert!(m.check_worker(w, WorkerMsg::Conn).is_ok());
-        assert!(
-            m.check_worker(99, WorkerMsg::Pong).is_err(),
-            "unknown worker"
-        );
-        let a = m.handle(Event::Violation(Who::Worker(w), "x".into()), t);
-        assert_eq!(a.first(), Some(&Action::Kill(w)));
-    }
-
-    #[test]
-    fn wedged_and_stalled_workers_are_replaced() {
-        let t = Instant::now();
-        let (mut m, ids) = serving(2, t);
-        let a = m.handle(Event::Tick, t + WEDGED_AFTER + Duration::from_secs(1));
-        assert!(a.contains(&Action::Kill(ids[0])) && a.contains(&Action::Kill(ids[1])));
-        let (mut m, ids) = serving(2, t);
-        let a = m.handle(
-            Event::WorkerPong {
-                worker: ids[0],
-                scans: 1,
-                found: 0,
-                errors: 0,
-                healthy: false,
-            },
-            t,
-        );
-        assert_eq!(a.first(), Some(&Action::Kill(ids[0])));
-    }
-}
+mod tests;

@@ -171,26 +171,30 @@ pub fn log(listeners: &[Listener]) {
 }
 
 /// Starts one accept loop per listener; accepted connections go to `tx`.
-pub fn start(listeners: Vec<Listener>, allow: AllowList, tx: Sender<Accepted>) {
+/// Aborting a returned task stops its loop and closes the supervisor's
+/// copy of the listening socket.
+pub fn start(
+    listeners: Vec<Listener>,
+    allow: AllowList,
+    tx: Sender<Accepted>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let allow = Arc::new(allow);
     let refusals = Arc::new(RateLimit::new(20, Duration::from_secs(60)));
+    let mut tasks = Vec::new();
     for l in listeners {
         let name = Arc::clone(&l.name);
-        match l.sock {
-            Sock::Unix(u) => {
-                tokio::spawn(accept_unix(u, name, tx.clone()));
-            }
-            Sock::Tcp(t) => {
-                tokio::spawn(accept_tcp(
-                    t,
-                    name,
-                    Arc::clone(&allow),
-                    Arc::clone(&refusals),
-                    tx.clone(),
-                ));
-            }
-        }
+        tasks.push(match l.sock {
+            Sock::Unix(u) => tokio::spawn(accept_unix(u, name, tx.clone())),
+            Sock::Tcp(t) => tokio::spawn(accept_tcp(
+                t,
+                name,
+                Arc::clone(&allow),
+                Arc::clone(&refusals),
+                tx.clone(),
+            )),
+        });
     }
+    tasks
 }
 
 /// A run of accept errors (EMFILE while descriptors are exhausted repeats

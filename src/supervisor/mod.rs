@@ -14,52 +14,39 @@
 //! until then connections wait in the listen backlog, so a client that gets
 //! an answer always finds `systemctl is-active` saying active.
 
-pub mod admission;
+mod authority;
 pub mod broker;
-pub mod conns;
+mod children;
 mod dbwatch;
+pub mod gate;
+mod hangup;
 pub mod lifecycle;
 mod listeners;
+mod memory;
 pub mod procs;
+mod run;
 mod status;
 mod tempdir;
 
-use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use self::admission::Caps;
-use self::broker::resolve::Rules;
-use self::broker::Broker;
-use self::conns::{ConnTable, NewConn};
-use self::lifecycle::{Action, GenId, Machine, Note, Who, WorkerId, WorkerMsg, ZygoteMsg};
-use self::listeners::{Accepted, Listener};
-use self::procs::{Child, Strays};
+use self::lifecycle::{GenId, Who, WorkerId};
 use self::tempdir::TempRoot;
 use crate::config::{clamd_conf, Config, ConfigError, ConfigSource};
 use crate::daemonize::Readiness;
-use crate::engine::{LoadPhase, LoadProgress};
-use crate::ipc::channel::{AsyncChannel, Channel};
-use crate::ipc::messages::{
-    AdminCommand, ConnInfo, FromWorker, FromZygote, PeerInfo, ToWorker, ToZygote,
-};
-use crate::log::limiter::{Limiter, Verdict};
-use crate::policy::network::{AllowList, RateLimit};
-use crate::policy::{Admins, Identity, ListenerKind, Profile};
-use crate::proto::CommandKind;
+use crate::ipc::channel::Channel;
+use crate::ipc::messages::{FromWorker, FromZygote, ToZygote};
+use crate::policy::{Admins, ListenerKind, Profile};
 use crate::sandbox::{self, SandboxError};
 use crate::systemd::activation::{self, ActivationError};
 use crate::systemd::notify::Notifier;
 use crate::virus_event::VirusEvents;
-
-/// Peers whose eviction lines are counted separately (beyond, they share
-/// one budget; see `log::limiter`).
-const EVICTION_LOG_KEYS: usize = 4096;
 
 /// Why the daemon could not start; main prints it and exits non-zero.
 #[derive(Debug, thiserror::Error)]
@@ -235,9 +222,14 @@ fn serve(source: ConfigSource, readiness: &Readiness) -> Result<(), StartError> 
         tracing::info!(directory = %temp.path().display(), "private temporary directory created");
         let virus_events = VirusEvents::from_config(&config)?;
         keep_supervisor_capabilities()?;
-        let result = Driver::new(Arc::new(config), text, temp, virus_events, listeners)
-            .run(readiness)
-            .await;
+        let executor = run::Executor::new(
+            Arc::new(config),
+            text,
+            |tx| children::Children::new(temp, tx),
+            virus_events,
+            listeners,
+        )?;
+        let result = executor.run(readiness).await;
         if let Some(p) = bound_unix {
             remove_at_exit(&p, "Unix socket");
         }
@@ -329,9 +321,11 @@ pub fn sandbox_check(source: ConfigSource) -> Result<i32, StartError> {
 }
 
 /// What the event loop hears.
-enum Event {
-    Machine(lifecycle::Event),
-    Accepted(Accepted),
+pub(crate) enum Input {
+    Tick,
+    Life(lifecycle::Event),
+    Gate(gate::Event),
+    Accepted(listeners::Accepted),
     Worker(WorkerId, FromWorker, Option<i32>),
     Zygote(GenId, FromZygote),
     /// A process broke a rule its channel enforces (see `lifecycle`).
@@ -340,898 +334,85 @@ enum Event {
     Measured,
 }
 
-struct ZygoteProc {
-    control: Arc<AsyncChannel>,
-    child: Arc<Child>,
-    temp_dir: PathBuf,
-}
-
-struct WorkerProc {
-    control: Arc<AsyncChannel>,
-    broker: Arc<Channel>,
-    child: Option<Arc<Child>>,
-    temp_dir: PathBuf,
-}
-
-/// The supervisor's event loop: turns events into the state machine's
-/// events, and its actions into system calls.
-struct Driver {
-    config: Arc<Config>,
-    text: String,
-    machine: Machine,
-    conns: Arc<ConnTable>,
-    broker: Arc<Broker>,
-    temp: TempRoot,
-    /// The VirusEvent runner (`None`: no command configured).
-    virus_events: Option<VirusEvents>,
-    zygotes: HashMap<GenId, ZygoteProc>,
-    workers: HashMap<WorkerId, WorkerProc>,
-    tx: mpsc::Sender<Event>,
-    rx: mpsc::Receiver<Event>,
-    status: status::ServiceStatus,
-    admins: Admins,
-    caps: Caps,
-    unix_profile: Profile,
-    tcp_profile: Profile,
-    listeners: Option<Vec<Listener>>,
-    /// Connections admitted while no worker serves (bounded).
-    pending: VecDeque<Accepted>,
-    refusals: RateLimit,
-    /// Eviction lines, per evicted peer (`log.peer-lines-per-minute`).
-    evictions: Limiter<String>,
-    strays: Strays,
-    last_sweep: Instant,
-    /// Last time a connection opened or closed (exit-when-idle).
-    last_activity: Instant,
-    proc_dev: u64,
-    /// Memory of the daemon's processes (PSS, KiB), measured off the event
-    /// loop: reading smaps_rollup of a process holding an engine takes
-    /// milliseconds.
-    pss: Arc<std::sync::Mutex<PssCache>>,
-    next_pick: usize,
-}
-
-impl Driver {
-    fn new(
-        config: Arc<Config>,
-        text: String,
-        temp: TempRoot,
-        virus_events: Option<VirusEvents>,
-        listeners: Vec<Listener>,
-    ) -> Driver {
-        let (tx, rx) = mpsc::channel(1024);
-        let conns = Arc::new(ConnTable::default());
-        let scan = &config.scan;
-        let broker = Arc::new(Broker {
-            rules: Rules::new(
-                &config.policy.scan_roots,
-                scan.follow_directory_symlinks,
-                scan.follow_file_symlinks,
-            ),
-            conns: Arc::clone(&conns),
-            handles_per_conn: (scan.max_directory_recursion as usize).clamp(1, 62) + 2,
-        });
-        let policy = &config.policy;
-        let now = Instant::now();
-        Driver {
-            machine: Machine::new(config.limits.worker_count()),
-            admins: {
-                let admins = Admins::resolve(&policy.unix);
-                let me = nix::unistd::geteuid();
-                if me.is_root() {
-                    admins
-                } else {
-                    admins.with_own_user(me.as_raw())
-                }
-            },
-            caps: Caps::from_config(&config.limits),
-            unix_profile: Profile::new(ListenerKind::Unix, &policy.unix.commands),
-            tcp_profile: Profile::new(ListenerKind::Tcp, &policy.tcp.commands),
-            status: status::ServiceStatus::new(Notifier::from_env()),
-            conns,
-            broker,
-            temp,
-            virus_events,
-            zygotes: HashMap::new(),
-            workers: HashMap::new(),
-            tx,
-            rx,
-            listeners: Some(listeners),
-            pending: VecDeque::new(),
-            refusals: RateLimit::new(20, Duration::from_secs(60)),
-            evictions: Limiter::new(config.log.peer_lines_per_minute, EVICTION_LOG_KEYS),
-            strays: Strays::default(),
-            last_sweep: now,
-            last_activity: now,
-            proc_dev: std::fs::metadata("/proc")
-                .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
-                .unwrap_or(0),
-            pss: Arc::default(),
-            next_pick: 0,
-            config,
-            text,
-        }
-    }
-
-    fn profile(&self, kind: ListenerKind) -> &Profile {
-        match kind {
-            ListenerKind::Unix => &self.unix_profile,
-            ListenerKind::Tcp => &self.tcp_profile,
-        }
-    }
-
-    async fn run(mut self, readiness: &Readiness) -> Result<(), String> {
-        Notifier::from_env().loading_started(&self.config.database.directory.display().to_string());
-        spawn_signal_task(self.tx.clone());
-        let dbtx = self.tx.clone();
-        tokio::spawn(dbwatch::run(
-            self.config.database.directory.clone(),
-            Duration::from_secs(self.config.database.self_check),
-            move || {
-                let _ = dbtx.try_send(Event::Machine(lifecycle::Event::Reload(
-                    "database.self-check",
-                )));
-            },
-        ));
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        if let Some(result) = self.apply(lifecycle::Event::Start) {
-            return result;
-        }
-        let mut told_ready = false;
-        loop {
-            if !told_ready && self.machine.ever_ready() {
-                // A parent waiting in the foreground (clamd's command line)
-                // exits 0 now.
-                readiness.ready();
-                told_ready = true;
-            }
-            let event = tokio::select! {
-                e = self.rx.recv() => match e { Some(e) => e, None => return Ok(()) },
-                _ = tick.tick() => Event::Machine(lifecycle::Event::Tick),
-            };
-            let done = match event {
-                Event::Machine(e) => {
-                    if e == lifecycle::Event::Tick {
-                        self.housekeeping();
-                    }
-                    let exited = match &e {
-                        lifecycle::Event::ZygoteExited(g, _) => Some(*g),
-                        _ => None,
-                    };
-                    let done = self.apply(e);
-                    if let Some(z) = exited.and_then(|g| self.zygotes.remove(&g)) {
-                        self.temp.remove(&z.temp_dir);
-                    }
-                    done
-                }
-                Event::Accepted(a) => {
-                    self.admit(a);
-                    None
-                }
-                Event::Worker(w, msg, pid) => self.on_worker(w, msg, pid),
-                Event::Zygote(g, msg) => self.on_zygote(g, msg),
-                Event::Broken(who, why) => self.apply(lifecycle::Event::Violation(who, why)),
-                Event::Measured => {
-                    let serving: Vec<WorkerId> = self.machine.serving().collect();
-                    for w in serving {
-                        self.ping(w, 0);
-                    }
-                    None
-                }
-            };
-            if let Some(result) = done {
-                return result;
-            }
-        }
-    }
-
-    /// Feeds the state machine and carries out its actions. `Some` when the
-    /// daemon must stop.
-    fn apply(&mut self, event: lifecycle::Event) -> Option<Result<(), String>> {
-        let mut queue = VecDeque::from([event]);
-        while let Some(e) = queue.pop_front() {
-            let actions = self.machine.handle(e, Instant::now());
-            for action in actions {
-                if let Some(result) = self.act(action, &mut queue) {
-                    return Some(result);
-                }
-            }
-        }
+/// The gate's settings, from the configuration.
+fn gate_settings(config: &Config) -> gate::Settings {
+    let l = &config.limits;
+    let policy = &config.policy;
+    let me = nix::unistd::geteuid();
+    let admins = Admins::resolve(&policy.unix);
+    let admins = if me.is_root() {
+        admins
+    } else {
+        admins.with_own_user(me.as_raw())
+    };
+    // Only a daemon started as root has a service user of its own; an
+    // unprivileged daemon's workers run as the user who started it, whose
+    // clients are its own.
+    let service_uid = if me.is_root() && policy.unix.refuse_service_user {
+        sandbox::lookup_user(&config.sandbox.user)
+            .ok()
+            .map(|(uid, _)| uid)
+    } else {
         None
-    }
-
-    fn act(
-        &mut self,
-        action: Action,
-        queue: &mut VecDeque<lifecycle::Event>,
-    ) -> Option<Result<(), String>> {
-        match action {
-            Action::SpawnZygote(g) => {
-                if let Err(e) = self.spawn_zygote(g) {
-                    queue.push_back(lifecycle::Event::ZygoteFailed(
-                        g,
-                        format!("cannot start the engine holder: {e}"),
-                    ));
-                }
-            }
-            Action::Fork { gen, worker, slot } => {
-                if let Err(e) = self.fork(gen, worker, slot) {
-                    queue.push_back(lifecycle::Event::ForkFailed(gen, worker, e.to_string()));
-                }
-            }
-            Action::RetireZygote(g) => {
-                if let Some(z) = self.zygotes.get(&g) {
-                    let _ = z.control.try_send(&ToZygote::Exit.encode(), &[]);
-                }
-            }
-            Action::KillZygote(g) => {
-                if let Some(z) = self.zygotes.get(&g) {
-                    z.child.kill();
-                }
-            }
-            Action::Drain(w) => {
-                if let Some(p) = self.workers.get(&w) {
-                    let control = Arc::clone(&p.control);
-                    tokio::spawn(async move {
-                        let _ = control.send(&ToWorker::Drain.encode()).await;
-                    });
-                }
-            }
-            Action::Kill(w) => {
-                if let Some(p) = self.workers.get(&w) {
-                    if let Some(c) = &p.child {
-                        c.kill();
-                    }
-                }
-                self.revoke(w);
-            }
-            Action::Forget(w) => {
-                self.revoke(w);
-                if let Some(p) = self.workers.remove(&w) {
-                    self.temp.remove(&p.temp_dir);
-                }
-            }
-            Action::Ping(w, seq) => self.ping(w, seq),
-            Action::Notify(note) => {
-                if matches!(note, Note::Ready { .. }) {
-                    self.start_accepting();
-                }
-                self.status.observe(note);
-            }
-            Action::Exit(result) => return Some(result),
-        }
-        None
-    }
-
-    /// Revokes a worker at once: its channels end (its broker thread exits,
-    /// nothing it sends is read any more) and its connections are closed.
-    fn revoke(&mut self, w: WorkerId) {
-        if let Some(p) = self.workers.get(&w) {
-            p.control.shutdown();
-            p.broker.shutdown();
-        }
-        let n = self.conns.revoke_worker(w);
-        if n > 0 {
-            tracing::info!(
-                worker = w,
-                connections = n,
-                "closed the connections of a worker that is gone"
-            );
-            self.last_activity = Instant::now();
-        }
-    }
-
-    fn spawn_zygote(&mut self, g: GenId) -> std::io::Result<()> {
-        let temp_dir = self.temp.private(&format!("z{g}"))?;
-        let (ours, theirs) = Channel::pair()?;
-        let child = Arc::new(procs::spawn_zygote(&["__zygote"], &OwnedFd::from(theirs))?);
-        tracing::info!(generation = g, pid = child.pid, "engine holder started");
-        let config = ToZygote::Config {
-            toml: self.text.clone(),
-            temp_parent: self.temp.path_bytes(),
-            temp_dir: temp_dir.as_os_str().as_bytes().to_vec(),
-        };
-        ours.send(&config.encode(), &[])?;
-        let control = Arc::new(AsyncChannel::new(ours)?);
-        // Its messages, then its end. The two come from different sources
-        // (the channel, a thread waiting on the pidfd), and what it said
-        // before it died (LoadFailed with the reason) must reach the machine
-        // before its exit: so the exit goes through this task, which first
-        // takes every message still queued.
-        let (ctl, tx) = (Arc::clone(&control), self.tx.clone());
-        let (exited_tx, mut exited) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let how = loop {
-                tokio::select! {
-                    biased;
-                    r = ctl.recv() => {
-                        let go_on = match r {
-                            Ok(Some(m)) => forward_zygote(&tx, g, m).await,
-                            Ok(None) | Err(_) => false,
-                        };
-                        if !go_on {
-                            // The channel ended or broke a rule: only the exit is left.
-                            break (&mut exited).await;
-                        }
-                    }
-                    ended = &mut exited => {
-                        // Gone: all it sent is queued; take it without waiting.
-                        while let Ok(Some(m)) = ctl.try_recv() {
-                            if !forward_zygote(&tx, g, m).await {
-                                break;
-                            }
-                        }
-                        break ended;
-                    }
-                }
-            };
-            if let Ok(how) = how {
-                let _ = tx
-                    .send(Event::Machine(lifecycle::Event::ZygoteExited(g, how)))
-                    .await;
-            }
-        });
-        let waiter = Arc::clone(&child);
-        std::thread::Builder::new()
-            .name(format!("wait-z{g}"))
-            .spawn(move || {
-                let _ = exited_tx.send(waiter.wait());
-            })?;
-        self.zygotes.insert(
-            g,
-            ZygoteProc {
-                control,
-                child,
-                temp_dir,
-            },
-        );
-        Ok(())
-    }
-
-    fn fork(&mut self, gen: GenId, w: WorkerId, slot: usize) -> std::io::Result<()> {
-        let zygote = self
-            .zygotes
-            .get(&gen)
-            .ok_or_else(|| std::io::Error::other("no engine holder"))?;
-        let temp_dir = self.temp.private(&format!("w{w}"))?;
-        let (control, control_child) = Channel::pair()?;
-        let (broker, broker_child) = Channel::pair()?;
-        control.pass_credentials()?;
-        let limits = &self.config.limits;
-        let workers = limits.worker_count() as u32;
-        let start = ToWorker::Start {
-            worker: w,
-            temp_dir: temp_dir.as_os_str().as_bytes().to_vec(),
-            threads: limits.max_threads.div_ceil(workers).max(1),
-            queue: limits.max_queue.div_ceil(workers).max(1),
-            proc_dev: self.proc_dev,
-        };
-        control.send(&start.encode(), &[])?;
-        zygote.control.try_send(
-            &ToZygote::Fork { worker: w }.encode(),
-            &[control_child.as_fd(), broker_child.as_fd()],
-        )?;
-        drop((control_child, broker_child));
-        let control = Arc::new(AsyncChannel::new(control)?);
-        let broker = Arc::new(broker);
-        // Control messages: the first carries the kernel's word for the pid.
-        let (ctl, tx) = (Arc::clone(&control), self.tx.clone());
-        tokio::spawn(async move {
-            loop {
-                let event = match ctl.recv_from().await {
-                    Ok(Some(m)) if !m.fds.is_empty() => {
-                        Event::Broken(Who::Worker(w), "descriptors on the control channel".into())
-                    }
-                    Ok(Some(m)) => match FromWorker::decode(&m.bytes) {
-                        Ok(msg) => Event::Worker(w, msg, m.pid),
-                        Err(e) => Event::Broken(Who::Worker(w), format!("control message: {e}")),
-                    },
-                    Ok(None) | Err(_) => return,
-                };
-                let stop = matches!(event, Event::Broken(..));
-                if tx.send(event).await.is_err() || stop {
-                    return;
-                }
-            }
-        });
-        // Broker requests: a thread per worker; a broken request ends it.
-        let (bch, btx, b) = (
-            Arc::clone(&broker),
-            self.tx.clone(),
-            Arc::clone(&self.broker),
-        );
-        std::thread::Builder::new()
-            .name(format!("broker-{w}"))
-            .spawn(move || {
-                if let Err(v) = broker::serve(&bch, w, &b) {
-                    let _ = btx.blocking_send(Event::Broken(Who::Worker(w), v.0));
-                }
-            })?;
-        tracing::debug!(generation = gen, worker = w, slot, "worker forking");
-        self.workers.insert(
-            w,
-            WorkerProc {
-                control,
-                broker,
-                child: None,
-                temp_dir,
-            },
-        );
-        Ok(())
-    }
-
-    fn on_zygote(&mut self, g: GenId, msg: FromZygote) -> Option<Result<(), String>> {
-        let kind = match &msg {
-            FromZygote::Progress { .. } => ZygoteMsg::Progress,
-            FromZygote::Ready(_) => ZygoteMsg::Ready,
-            FromZygote::LoadFailed { .. } => ZygoteMsg::LoadFailed,
-            FromZygote::ForkFailed { .. } => ZygoteMsg::ForkFailed,
-        };
-        if let Err(why) = self.machine.check_zygote(g, kind) {
-            return self.apply(lifecycle::Event::Violation(Who::Zygote(g), why));
-        }
-        let event = match msg {
-            FromZygote::Progress {
-                compiling,
-                done,
-                total,
-            } => lifecycle::Event::ZygoteProgress(
-                g,
-                LoadProgress {
-                    phase: if compiling {
-                        LoadPhase::Compiling
-                    } else {
-                        LoadPhase::Loading
-                    },
-                    done,
-                    total,
-                },
-            ),
-            FromZygote::Ready(r) => lifecycle::Event::ZygoteReady(g, r),
-            FromZygote::LoadFailed { error } => lifecycle::Event::ZygoteFailed(g, error),
-            FromZygote::ForkFailed { worker, error } => {
-                lifecycle::Event::ForkFailed(g, worker, error)
-            }
-        };
-        self.apply(event)
-    }
-
-    fn on_worker(
-        &mut self,
-        w: WorkerId,
-        msg: FromWorker,
-        pid: Option<i32>,
-    ) -> Option<Result<(), String>> {
-        let kind = match &msg {
-            FromWorker::Hello { .. } => WorkerMsg::Hello,
-            FromWorker::Pong { .. } => WorkerMsg::Pong,
-            FromWorker::Active { .. } | FromWorker::Closed { .. } | FromWorker::Found { .. } => {
-                WorkerMsg::Conn
-            }
-            FromWorker::Admin { .. } => WorkerMsg::Admin,
-            FromWorker::Retire => WorkerMsg::Retire,
-        };
-        if let Err(why) = self.machine.check_worker(w, kind) {
-            return self.apply(lifecycle::Event::Violation(Who::Worker(w), why));
-        }
-        let violation = |why: String| Some(lifecycle::Event::Violation(Who::Worker(w), why));
-        let event = match msg {
-            FromWorker::Hello { worker } => match self.hello(w, worker, pid) {
-                Ok(()) => Some(lifecycle::Event::WorkerHello(w)),
-                Err(why) => violation(why),
-            },
-            FromWorker::Pong {
-                scans,
-                found,
-                errors,
-                healthy,
-                ..
-            } => Some(lifecycle::Event::WorkerPong {
-                worker: w,
-                scans,
-                found,
-                errors,
-                healthy,
-            }),
-            FromWorker::Active { conn } => match self.conns.mark_active(conn, w) {
-                Ok(()) => None,
-                Err(why) => violation(format!("Active for {why}")),
-            },
-            FromWorker::Closed { conn } => match self.conns.finish(conn, w) {
-                Ok(()) => {
-                    self.last_activity = Instant::now();
-                    None
-                }
-                Err(why) => violation(format!("Closed for {why}")),
-            },
-            FromWorker::Found {
-                conn,
-                virus,
-                target,
-            } => match self.conns.lookup(conn, w) {
-                Ok(_) => {
-                    // Only for a connection this worker holds; the names are
-                    // data (`crate::virus_event` quotes or refuses them).
-                    if let Some(events) = &self.virus_events {
-                        events.trigger(&virus, &target);
-                    }
-                    None
-                }
-                Err(why) => violation(format!("Found for {why}")),
-            },
-            FromWorker::Retire => Some(lifecycle::Event::WorkerRetire(w)),
-            FromWorker::Admin { conn, command } => match self.admin(w, conn, command) {
-                Ok(event) => Some(event),
-                Err(why) => violation(why),
-            },
-        };
-        match event {
-            Some(e) => self.apply(e),
-            None => None,
-        }
-    }
-
-    /// A worker's first message: its pid comes from the kernel, and it must
-    /// be a child of ours that we do not know yet.
-    fn hello(&mut self, w: WorkerId, said: u64, pid: Option<i32>) -> Result<(), String> {
-        if said != w {
-            return Err(format!("hello as worker {said} on worker {w}'s channel"));
-        }
-        let pid = pid.ok_or("hello without the sender's credentials")?;
-        let known = self
-            .workers
-            .values()
-            .filter_map(|p| p.child.as_ref())
-            .chain(self.zygotes.values().map(|z| &z.child))
-            .any(|c| c.pid == pid);
-        if known {
-            return Err(format!("hello from process {pid}, which is already known"));
-        }
-        let child = Arc::new(procs::adopt(pid).map_err(|e| e.to_string())?);
-        let (waiter, tx) = (Arc::clone(&child), self.tx.clone());
-        std::thread::Builder::new()
-            .name(format!("wait-w{w}"))
-            .spawn(move || {
-                let how = waiter.wait();
-                let _ = tx.blocking_send(Event::Machine(lifecycle::Event::WorkerExited(w, how)));
-            })
-            .map_err(|e| e.to_string())?;
-        if let Some(p) = self.workers.get_mut(&w) {
-            p.child = Some(child);
-        }
-        tracing::debug!(worker = w, pid, "worker said hello");
-        // Connections that waited for a serving worker.
-        let waiting: Vec<Accepted> = self.pending.drain(..).collect();
-        for a in waiting {
-            self.hand(a, Some(w));
-        }
-        Ok(())
-    }
-
-    /// RELOAD or SHUTDOWN/QUIT from a client: decided here, from the
-    /// identity recorded at accept. An honest worker refuses these itself
-    /// when they are not allowed, so a request that is not is a violation.
-    fn admin(
-        &self,
-        w: WorkerId,
-        conn: u64,
-        command: AdminCommand,
-    ) -> Result<lifecycle::Event, String> {
-        let (admin, who, listener) = self
-            .conns
-            .admin_of(conn, w)
-            .map_err(|why| format!("{command:?} for {why}"))?;
-        let word = match command {
-            AdminCommand::Reload => CommandKind::Reload,
-            AdminCommand::Shutdown => CommandKind::Shutdown,
-        };
-        let decision = self.profile(listener).decide(word, admin);
-        let quit_allowed = command == AdminCommand::Shutdown
-            && self.profile(listener).decide(CommandKind::Quit, admin)
-                == crate::policy::Decision::Allow;
-        if decision != crate::policy::Decision::Allow && !quit_allowed {
-            return Err(format!(
-                "{command:?} for connection {conn} ({who}), which may not: {decision:?}"
-            ));
-        }
-        tracing::info!(id = conn, peer = %who, command = word.word(), "administrative command accepted");
-        Ok(match command {
-            AdminCommand::Reload => lifecycle::Event::Reload("RELOAD command"),
-            AdminCommand::Shutdown => lifecycle::Event::Stop("SHUTDOWN command"),
-        })
-    }
-
-    fn start_accepting(&mut self) {
-        let Some(listeners) = self.listeners.take() else {
-            return;
-        };
-        let allow = AllowList::new(self.config.tcp_allow().unwrap_or_default());
-        let (atx, mut arx) = mpsc::channel::<Accepted>(256);
-        listeners::start(listeners, allow, atx);
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            while let Some(a) = arx.recv().await {
-                if tx.send(Event::Accepted(a)).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
-
-    /// Admission for a new connection, then the hand-over.
-    fn admit(&mut self, a: Accepted) {
-        if self.machine.is_stopping() {
-            return;
-        }
-        let addr = match &a.identity {
-            Identity::Tcp(s) => Some(s.ip()),
-            Identity::Unix { .. } => None,
-        };
-        match admission::decide(self.caps, &self.conns.open_now(), a.listener, addr) {
-            admission::Verdict::Refuse(limit) => {
-                if let Some(suppressed) = self.refusals.allow() {
-                    tracing::warn!(
-                        listener = a.listener.as_str(),
-                        peer = %a.identity,
-                        limit,
-                        suppressed,
-                        "connection refused: limit reached and no idle connection to close"
-                    );
-                }
-            }
-            admission::Verdict::Admit { evict } => {
-                for id in evict {
-                    let Some(who) = self.conns.evict(id) else {
-                        continue;
-                    };
-                    // Per evicted peer: a reconnecting flood evicts
-                    // thousands of its own connections a minute.
-                    let verdict = self.evictions.check(&who.log_key(), Instant::now());
-                    if let Verdict::Allow { suppressed } = verdict {
-                        tracing::info!(
-                            id,
-                            peer = %who,
-                            suppressed,
-                            "closed an idle connection to make room for a new one"
-                        );
-                    }
-                }
-                self.hand(a, None);
-            }
-        }
-    }
-
-    /// Is the peer one of the daemon's engine holders or workers?
-    fn is_own_process(&self, who: &Identity) -> bool {
-        let Identity::Unix { pid: Some(pid), .. } = who else {
-            return false;
-        };
-        self.zygotes.values().any(|z| z.child.pid == *pid)
-            || self
-                .workers
-                .values()
-                .any(|w| w.child.as_ref().is_some_and(|c| c.pid == *pid))
-    }
-
-    /// Registers the connection and hands it to `to`, or to the least busy
-    /// serving worker.
-    fn hand(&mut self, a: Accepted, to: Option<WorkerId>) {
-        let candidates = match to {
-            Some(w) => vec![w],
-            None => self.by_load(),
-        };
-        if candidates.is_empty() {
-            if self.pending.len() < self.caps.max_connections {
-                self.pending.push_back(a);
-            }
-            return;
-        }
-        // The daemon's own processes are never administrators, whatever
-        // their uid (a worker started by an unprivileged daemon has its uid).
-        let admin = self.admins.admits(&a.identity) && !self.is_own_process(&a.identity);
-        let peer = match &a.identity {
-            Identity::Unix { uid, gid, pid, .. } => PeerInfo::Unix {
-                uid: *uid,
-                gid: *gid,
-                pid: *pid,
-            },
-            Identity::Tcp(addr) => PeerInfo::Tcp(*addr),
-        };
-        let identity = Arc::new(a.identity);
-        let paths_allowed = self.profile(a.listener).allows_paths();
-        let mut socket = a.socket;
-        // A worker whose queue is full is passed over: it may be dead and not
-        // yet reaped (nobody reads its queue), and what waits there is lost
-        // with it. Only when every queue is full does the connection wait
-        // for the first of them.
-        let mut tries: VecDeque<(WorkerId, bool)> =
-            candidates.iter().map(|w| (*w, false)).collect();
-        let mut waiting = false;
-        while let Some((w, wait)) = tries.pop_front() {
-            let Some(control) = self.workers.get(&w).map(|p| Arc::clone(&p.control)) else {
-                continue;
-            };
-            // The table keeps the socket; the worker gets its own descriptor
-            // for it through SCM_RIGHTS.
-            let id = self.conns.register(
-                NewConn {
-                    worker: w,
-                    identity: Arc::clone(&identity),
-                    listener: a.listener,
-                    paths_allowed,
-                    admin,
-                    socket,
-                },
-                Instant::now(),
-            );
-            self.last_activity = Instant::now();
-            let msg = ToWorker::Conn(ConnInfo {
-                id,
-                listener: a.listener,
-                listener_name: a.name.to_string(),
-                peer,
-                admin,
-            })
-            .encode();
-            if wait {
-                self.send_later(w, id, control, msg);
-                return;
-            }
-            match self
-                .conns
-                .with_socket(id, |fd| control.try_send(&msg, &[fd]))
-            {
-                Some(Ok(())) => return,
-                Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock && !waiting => {
-                    waiting = true;
-                    tries.push_back((w, true));
-                }
-                // That worker is gone (its exit not yet seen): the
-                // connection goes to the next one, never to nobody.
-                _ => {}
-            }
-            match self.conns.unregister(id, w) {
-                Some(s) => socket = s,
-                None => return,
-            }
-        }
-        tracing::warn!("no worker could take a connection; it is closed");
-    }
-
-    /// Serving workers, least busy first; ties go round.
-    fn by_load(&mut self) -> Vec<WorkerId> {
-        let serving: Vec<WorkerId> = self.machine.serving().collect();
-        if serving.is_empty() {
-            return serving;
-        }
-        self.next_pick = (self.next_pick + 1) % serving.len();
-        let mut order: Vec<(usize, usize, WorkerId)> = (0..serving.len())
-            .map(|i| {
-                let w = serving[(self.next_pick + i) % serving.len()];
-                (self.conns.load_of(w), i, w)
-            })
-            .collect();
-        order.sort_unstable();
-        order.into_iter().map(|(_, _, w)| w).collect()
-    }
-
-    /// Hands a connection over once the worker's queue has room (at most
-    /// 5 s); otherwise the connection is closed.
-    fn send_later(&self, w: WorkerId, id: u64, control: Arc<AsyncChannel>, msg: Vec<u8>) {
-        let copy = self.conns.with_socket(id, |fd| fd.try_clone_to_owned());
-        let conns = Arc::clone(&self.conns);
-        tokio::spawn(async move {
-            let sent = match copy {
-                Some(Ok(fd)) => tokio::time::timeout(
-                    Duration::from_secs(5),
-                    control.send_with(&msg, &[fd.as_fd()]),
-                )
-                .await
-                .is_ok_and(|r| r.is_ok()),
-                _ => false,
-            };
-            if !sent {
-                conns.evict(id);
-                let _ = conns.finish(id, w);
-            }
-        });
-    }
-
-    fn ping(&mut self, w: WorkerId, seq: u64) {
-        let Some(p) = self.workers.get(&w) else {
-            return;
-        };
-        let mut fleet = self.machine.fleet();
-        let pid = p.child.as_ref().map(|c| c.pid);
-        {
-            let mut cache = self.pss.lock().unwrap_or_else(|e| e.into_inner());
-            fleet.daemon_pss_kib = cache.total;
-            fleet.worker_pss_kib = pid.and_then(|p| cache.by_pid.get(&p).copied()).unwrap_or(0);
-            if !cache.measuring
-                && !cache
-                    .at
-                    .is_some_and(|t| t.elapsed() < lifecycle::PING_EVERY)
-            {
-                cache.measuring = true;
-                let mut pids = vec![std::process::id() as i32];
-                pids.extend(self.zygotes.values().map(|z| z.child.pid));
-                pids.extend(
-                    self.workers
-                        .values()
-                        .filter_map(|x| x.child.as_ref().map(|c| c.pid)),
-                );
-                let pss = Arc::clone(&self.pss);
-                let tx = self.tx.clone();
-                tokio::task::spawn_blocking(move || {
-                    let by_pid: HashMap<i32, u64> =
-                        pids.into_iter().map(|p| (p, procs::pss_kib(p))).collect();
-                    let mut cache = pss.lock().unwrap_or_else(|e| e.into_inner());
-                    cache.total = by_pid.values().sum();
-                    cache.by_pid = by_pid;
-                    cache.at = Some(Instant::now());
-                    cache.measuring = false;
-                    drop(cache);
-                    let _ = tx.try_send(Event::Measured);
-                });
-            }
-        }
-        let msg = ToWorker::Ping { seq, fleet }.encode();
-        let _ = p.control.try_send(&msg, &[]);
-    }
-
-    /// Once per tick: stray children, exit-when-idle.
-    fn housekeeping(&mut self) {
-        let now = Instant::now();
-        if now.duration_since(self.last_sweep) >= Duration::from_secs(2) {
-            self.last_sweep = now;
-            let known: Vec<i32> = self
-                .workers
-                .values()
-                .filter_map(|p| p.child.as_ref().map(|c| c.pid))
-                .chain(self.zygotes.values().map(|z| z.child.pid))
-                .collect();
-            for (pid, what) in self.strays.sweep(&known, now) {
-                tracing::warn!(pid, what, "a child process nobody accounts for");
-            }
-        }
-        let idle = self.config.service.exit_when_idle;
-        if idle > 0
-            && self.machine.ever_ready()
-            && !self.machine.is_stopping()
-            && self.conns.is_empty()
-            && now.duration_since(self.last_activity) >= Duration::from_secs(idle)
-        {
-            tracing::info!(
-                idle_seconds = idle,
-                "no connection for service.exit-when-idle seconds: exiting"
-            );
-            let _ = self.tx.try_send(Event::Machine(lifecycle::Event::Stop(
-                "service.exit-when-idle",
-            )));
-            self.last_activity = now;
-        }
+    };
+    gate::Settings {
+        caps: gate::admission::Caps::from_config(l),
+        prefixes: l.prefixes(),
+        isolation: if config.sandbox.isolation == "connection" {
+            gate::Isolation::Connection
+        } else {
+            gate::Isolation::Identity
+        },
+        max_workers: l.max_workers as usize,
+        max_threads: l.max_threads,
+        leases: gate::shares::LeaseSettings::new(
+            l.stream_memory.0,
+            l.stream_max_length.0,
+            l.max_workers as usize,
+        ),
+        wait_for_worker: Duration::from_secs(l.command_read_timeout),
+        lifetime: connection_lifetime(config),
+        idle_worker: IDLE_WORKER,
+        active_linger: ACTIVE_LINGER,
+        service_uid,
+        admins,
+        unix: Profile::new(ListenerKind::Unix, &policy.unix.commands),
+        tcp: Profile::new(ListenerKind::Tcp, &policy.tcp.commands),
     }
 }
 
-/// The last PSS measurement of the daemon's processes.
-#[derive(Default)]
-struct PssCache {
-    at: Option<Instant>,
-    measuring: bool,
-    total: u64,
-    by_pid: HashMap<i32, u64>,
+/// A tenant's worker with no connection for this long is released (its
+/// memory returns; the next connection binds a standby worker in
+/// microseconds).
+const IDLE_WORKER: Duration = Duration::from_secs(600);
+
+/// How long a client identity keeps its share of the scan threads after
+/// its last connection closed.
+const ACTIVE_LINGER: Duration = Duration::from_secs(10);
+
+/// No connection lives longer than this, whatever its worker does: the
+/// longest a well-behaved session can take (the worker's own deadlines end
+/// it sooner), plus a margin.
+fn connection_lifetime(config: &Config) -> Duration {
+    let l = &config.limits;
+    let session = l.idle_timeout.saturating_add(l.command_timeout);
+    let commands = u64::from(l.max_session_commands.min(100_000));
+    let bound = session
+        .saturating_mul(commands.max(1))
+        .max(l.read_timeout)
+        .min(24 * 3600);
+    Duration::from_secs(bound.max(3600))
 }
 
-impl Drop for Driver {
-    fn drop(&mut self) {
-        for z in self.zygotes.values() {
-            self.temp.remove(&z.temp_dir);
-        }
+fn lifecycle_settings(config: &Config) -> lifecycle::Settings {
+    lifecycle::Settings {
+        standby: config.limits.standby_workers as usize,
+        drain_timeout: Duration::from_secs(config.limits.drain_timeout),
+        max_workers: config.limits.max_workers as usize,
     }
 }
 
-fn spawn_signal_task(tx: mpsc::Sender<Event>) {
+fn spawn_signal_task(tx: mpsc::Sender<Input>) {
     use tokio::signal::unix::{signal, SignalKind};
     tokio::spawn(async move {
         let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr2)) = (
@@ -1250,29 +431,9 @@ fn spawn_signal_task(tx: mpsc::Sender<Event>) {
                 _ = hup.recv() => lifecycle::Event::Reload("SIGHUP"),
                 _ = usr2.recv() => lifecycle::Event::Reload("SIGUSR2"),
             };
-            if tx.send(Event::Machine(e)).await.is_err() {
+            if tx.send(Input::Life(e)).await.is_err() {
                 return;
             }
         }
     });
-}
-
-/// Passes one message of engine holder `g` to the event loop; false when
-/// the channel should not be read any further (a violation, or the loop is
-/// gone).
-async fn forward_zygote(
-    tx: &mpsc::Sender<Event>,
-    g: GenId,
-    (msg, fds): (Vec<u8>, Vec<OwnedFd>),
-) -> bool {
-    let event = if !fds.is_empty() {
-        Event::Broken(Who::Zygote(g), "descriptors on the control channel".into())
-    } else {
-        match FromZygote::decode(&msg) {
-            Ok(m) => Event::Zygote(g, m),
-            Err(e) => Event::Broken(Who::Zygote(g), format!("control message: {e}")),
-        }
-    };
-    let stop = matches!(event, Event::Broken(..));
-    tx.send(event).await.is_ok() && !stop
 }

@@ -344,19 +344,19 @@ impl Conn {
             },
             CommandKind::Reload => {
                 tracing::info!(command = "RELOAD", "reload requested by client");
-                let _ = self.ctx.writer.send(&to.to_vec(reply::RELOADING)).await;
-                shared.tell(FromWorker::Admin {
-                    conn: self.ctx.guard.id,
-                    command: AdminCommand::Reload,
-                });
+                if shared
+                    .ask_admin(self.ctx.guard.id, AdminCommand::Reload)
+                    .await
+                {
+                    let _ = self.ctx.writer.send(&to.to_vec(reply::RELOADING)).await;
+                }
                 None
             }
             CommandKind::Shutdown | CommandKind::Quit => {
                 tracing::info!(command = cmd.kind.word(), "shutdown requested by client");
-                shared.tell(FromWorker::Admin {
-                    conn: self.ctx.guard.id,
-                    command: AdminCommand::Shutdown,
-                });
+                shared
+                    .ask_admin(self.ctx.guard.id, AdminCommand::Shutdown)
+                    .await;
                 None
             }
             CommandKind::DetStats | CommandKind::DetStatsClear => None,

@@ -188,6 +188,7 @@ async fn control_loop(control: Arc<AsyncChannel>, shared: Arc<Shared>) {
                     shared.drain();
                 }
             }
+            Ok(ToWorker::AdminAccepted { conn }) => shared.admin_accepted(conn),
             Ok(ToWorker::Drain) => {
                 tracing::info!(
                     worker = shared.worker,

@@ -54,7 +54,14 @@ pub struct Shared {
     retiring: std::sync::atomic::AtomicBool,
     /// Log budgets per peer (address or uid).
     peer_logs: Mutex<crate::log::limiter::Limiter<String>>,
+    /// Administrative commands waiting for the supervisor's acceptance.
+    admin_answers: Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
 }
+
+/// How long an administrative command waits for the supervisor's answer.
+/// A refused one is never answered (the client already left, or the
+/// worker is ended for asking).
+const ADMIN_ANSWER: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -112,6 +119,7 @@ impl Shared {
                 config.log.peer_lines_per_minute,
                 PEER_LOG_KEYS,
             )),
+            admin_answers: Mutex::default(),
             config,
         }))
     }
@@ -132,6 +140,27 @@ impl Shared {
     /// Tells the supervisor something about one of this worker's connections.
     pub fn tell(&self, msg: FromWorker) {
         let _ = self.upstream.send(msg);
+    }
+
+    /// Asks the supervisor to run an administrative command for connection
+    /// `conn`; true once it was accepted (within `ADMIN_ANSWER`). The
+    /// supervisor decides from the identity it recorded, while the client is
+    /// still connected: the reply comes only after, so a client that waits
+    /// for it knows the command runs.
+    pub async fn ask_admin(&self, conn: u64, command: crate::ipc::messages::AdminCommand) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        lock(&self.admin_answers).insert(conn, tx);
+        self.tell(FromWorker::Admin { conn, command });
+        let accepted = tokio::time::timeout(ADMIN_ANSWER, rx).await.is_ok();
+        lock(&self.admin_answers).remove(&conn);
+        accepted
+    }
+
+    /// The supervisor accepted connection `conn`'s administrative command.
+    pub fn admin_accepted(&self, conn: u64) {
+        if let Some(tx) = lock(&self.admin_answers).remove(&conn) {
+            let _ = tx.send(());
+        }
     }
 
     /// Tells the supervisor of each name a scan found, when a VirusEvent

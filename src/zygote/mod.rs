@@ -273,7 +273,7 @@ fn plan(
     let hard_nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map(|(_, hard)| hard)
         .unwrap_or(1024);
-    let workers = config.limits.worker_count() as u64;
+    let workers = u64::from(config.limits.max_workers + config.limits.standby_workers);
     let per_worker = worker_threads(config) as u64 + WORKER_EXTRA_THREADS;
     // Two generations of workers overlap during a reload, each worker with
     // its threads, plus the forks in between. RLIMIT_NPROC counts every task
@@ -293,10 +293,10 @@ fn plan(
     }
 }
 
-/// Scan threads of one worker: its share of `limits.max-threads`.
+/// Scan threads of one worker: as many as the whole daemon may run (the
+/// supervisor tells each worker how many of them it may use at once).
 pub fn worker_threads(config: &Config) -> u32 {
-    let workers = config.limits.worker_count() as u32;
-    config.limits.max_threads.div_ceil(workers).max(1)
+    config.limits.max_threads.max(1)
 }
 
 /// `sandbox-check`: fork a worker exactly as for serving and let it try

@@ -83,12 +83,15 @@ pub fn write_config(
         .entry("log")
         .or_default()
         .push("level = \"debug\"".into());
-    // Tests run as root in CI: the worker becomes nobody (the default
-    // service user, clamsentry, exists only where the .deb is installed).
+    // Tests run as root in CI: the workers run as a dedicated user, as
+    // in production, never as the clients' nobody.
+    if nix::unistd::geteuid().is_root() {
+        super::service_user();
+    }
     tables
         .entry("sandbox")
         .or_default()
-        .push("user = \"nobody\"".into());
+        .push(format!("user = \"{}\"", super::SERVICE_USER));
     for (table, line) in settings {
         let lines = tables.entry(table).or_default();
         let key = line.split('=').next().unwrap().trim();
@@ -288,6 +291,39 @@ impl Daemon {
         self.children_named("clamsentry-work")
     }
 
+    /// The pid of the worker bound to client identity `tenant` (as the
+    /// log says it: `uid=0`, `network`), waiting until one is. Workers are
+    /// bound to one client identity each; the debug log names the binding
+    /// and each worker's pid.
+    pub fn worker_of(&self, tenant: &str) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.log();
+            let bound = log
+                .lines()
+                .rev()
+                .filter(|l| {
+                    l.contains("worker bound to its client")
+                        && l.trim_end().ends_with(&format!("tenant={tenant}"))
+                })
+                .find_map(|l| field(l, "worker"));
+            let pid = bound.and_then(|w| {
+                log.lines()
+                    .filter(|l| l.contains("worker said hello"))
+                    .find(|l| field(l, "worker") == Some(w))
+                    .and_then(|l| field(l, "pid"))
+            });
+            if let Some(pid) = pid {
+                return pid as i32;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no worker bound to {tenant}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The pids of the engine holders (zygotes).
     pub fn zygotes(&self) -> Vec<i32> {
         self.children_named("clamsentry-eng")
@@ -341,4 +377,12 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The number after ` key=` in a log line.
+fn field(line: &str, key: &str) -> Option<u64> {
+    line.split(&format!(" {key}="))
+        .nth(1)
+        .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
 }

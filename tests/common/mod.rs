@@ -18,6 +18,47 @@ pub const COMPAT_SETTINGS: [(&str, &str); 2] = [
     ),
 ];
 
+/// The user test daemons run their workers as: a dedicated system user, as
+/// in production (`sandbox.user`, the package's `clamsentry`), so that
+/// clients running as nobody are other users, never the service user. It
+/// is created on first use (the tests run as root; `scripts/install-deps.sh`
+/// creates it too).
+pub const SERVICE_USER: &str = "clamsentry-test";
+
+/// The service user's uid and gid, creating the user if needed.
+pub fn service_user() -> (u32, u32) {
+    use std::sync::OnceLock;
+    static USER: OnceLock<(u32, u32)> = OnceLock::new();
+    *USER.get_or_init(|| {
+        let lookup = || {
+            nix::unistd::User::from_name(SERVICE_USER)
+                .ok()
+                .flatten()
+                .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
+        };
+        if let Some(ids) = lookup() {
+            return ids;
+        }
+        // Several test binaries may get here at once: useradd takes the
+        // user database's lock; a second one fails with "already exists".
+        let _ = std::process::Command::new("useradd")
+            .args([
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                SERVICE_USER,
+            ])
+            .status();
+        lookup().unwrap_or_else(|| {
+            panic!("cannot create the test service user {SERVICE_USER} (run the tests as root)")
+        })
+    })
+}
+
 /// Debian's clamav-testfiles.
 pub const TESTFILES: &str = "/usr/share/clamav-testfiles";
 

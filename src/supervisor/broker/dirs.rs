@@ -11,7 +11,8 @@ use rustix::fs::FileType;
 
 use super::resolve::{self, Rules};
 use crate::ipc::messages::{entry_size, BrokerReply, Entry, FileKind, MAX_MESSAGE};
-use crate::supervisor::conns::{ConnTable, WorkerId};
+use crate::supervisor::authority::Authority;
+use crate::supervisor::gate::WorkerId;
 
 /// Most handles one worker's thread keeps at once, whatever its
 /// connections ask for.
@@ -169,7 +170,7 @@ impl Dirs {
 
     /// Drops the handles of connections that are finished (a walk cut short
     /// by a vanished client may not have closed them).
-    pub fn forget_finished(&mut self, conns: &ConnTable, worker: WorkerId) {
+    pub fn forget_finished(&mut self, authority: &Authority, worker: WorkerId) {
         if self.open.len() < 64 {
             return;
         }
@@ -177,7 +178,7 @@ impl Dirs {
             .per_conn
             .keys()
             .copied()
-            .filter(|c| conns.lookup(*c, worker).is_err())
+            .filter(|c| authority.lookup(*c, worker).is_err())
             .collect();
         for conn in dead {
             self.open.retain(|_, d| d.conn != conn);

@@ -4,8 +4,10 @@
 //! names a connection id; it is answered only if the supervisor handed that
 //! connection to this same worker and it is still open, and only if the
 //! connection's listener allows path commands. The identity used is the one
-//! the supervisor recorded at accept ([`super::conns`]) — no descriptor or
-//! word from the worker counts as evidence of who the client is.
+//! the supervisor recorded at accept ([`super::authority`]) — no descriptor
+//! or word from the worker counts as evidence of who the client is. A
+//! connection whose client has left is answered `ECONNABORTED`: its
+//! authority ended with the hang-up.
 //!
 //! For each request the thread takes the client's file-system identity
 //! ([`creds`]) and lets the kernel decide: the path is resolved component by
@@ -17,7 +19,7 @@
 //! Answers to `OpenPath` refusals are always `ENOENT`, what a missing file
 //! answers, so a client learns nothing it could not find out itself; the
 //! real reason goes to the operator's log. Anything malformed, or a
-//! connection id this worker does not hold, is a protocol violation: the
+//! connection id this worker was never given, is a protocol violation: the
 //! thread returns it and the supervisor ends the worker.
 
 pub mod creds;
@@ -30,7 +32,8 @@ use std::sync::Arc;
 use self::creds::{FsIdentity, Own};
 use self::dirs::Dirs;
 use self::resolve::{Found, Rules};
-use super::conns::{ConnTable, WorkerId};
+use super::authority::Authority;
+use super::gate::WorkerId;
 use crate::ipc::channel::Channel;
 use crate::ipc::messages::{BrokerOp, BrokerReply, BrokerRequest, MAX_NAME};
 use crate::log::LogBytes;
@@ -39,7 +42,7 @@ use crate::policy::Identity;
 /// What every broker thread shares.
 pub struct Broker {
     pub rules: Rules,
-    pub conns: Arc<ConnTable>,
+    pub authority: Arc<Authority>,
     /// Directory handles one connection may hold at once (the walk's depth).
     pub handles_per_conn: usize,
 }
@@ -81,17 +84,30 @@ pub fn serve(channel: &Channel, worker: WorkerId, broker: &Broker) -> Result<(),
         }
         let req =
             BrokerRequest::decode(&msg).map_err(|e| Violation(format!("broker request: {e}")))?;
-        let holder = broker
-            .conns
-            .lookup(req.conn, worker)
-            .map_err(|why| Violation(format!("broker request for {why} (id {})", req.conn)))?;
+        dirs.forget_finished(&broker.authority, worker);
+        let holder = match broker.authority.lookup(req.conn, worker) {
+            Ok(h) => h,
+            Err(why) if why.is_violation() => {
+                return Err(Violation(format!(
+                    "broker request for {why} (id {})",
+                    req.conn
+                )))
+            }
+            Err(_) => {
+                // The client left: nothing more is done for it.
+                let reply = BrokerReply::Errno(libc::ECONNABORTED);
+                if channel.send(&reply.encode(), &[]).is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
+        };
         if !holder.paths_allowed {
             return Err(Violation(format!(
                 "broker request for connection {} whose listener allows no path commands",
                 req.conn
             )));
         }
-        dirs.forget_finished(&broker.conns, worker);
         let who = fs_identity(&holder.identity);
         let (reply, fd) = {
             let _as_client =

@@ -168,6 +168,9 @@ struct Walker<'a> {
     jobs: Option<(mpsc::Sender<FileResult>, mpsc::Receiver<FileResult>, u64)>,
     files: ConnFiles,
     _multiscan: Option<MultiscanGuard>,
+    /// The supervisor answered that the client left (its connection's
+    /// authority ended): the walk stops, as when the replies cannot go out.
+    revoked: bool,
 }
 
 fn errno(code: i32) -> std::io::Error {
@@ -198,7 +201,14 @@ impl<'a> Walker<'a> {
             jobs: None,
             files,
             _multiscan: None,
+            revoked: false,
         }
+    }
+
+    /// Is the client gone (its replies cannot go out, or the supervisor
+    /// revoked its connection)?
+    fn gone(&self) -> bool {
+        self.revoked || self.tx.is_closed()
     }
 
     fn send(&self, text: &[u8]) -> bool {
@@ -258,7 +268,7 @@ impl<'a> Walker<'a> {
                 self.total,
             ),
         };
-        if self.tx.is_closed() {
+        if self.gone() {
             // The client is gone (it left, or stopped reading its replies
             // for limits.send-timeout): the walk stopped at the next entry.
             self.shared
@@ -350,7 +360,7 @@ impl<'a> Walker<'a> {
 
     /// Counts an entry (every callback in clamd does), unless the client is gone.
     fn count(&mut self) -> Flow {
-        if self.tx.is_closed() {
+        if self.gone() {
             return Flow::Stop;
         }
         self.total += 1;
@@ -358,6 +368,9 @@ impl<'a> Walker<'a> {
     }
 
     fn stat_failed(&mut self, path: &[u8], e: &std::io::Error) -> Flow {
+        if e.raw_os_error() == Some(libc::ECONNABORTED) {
+            self.revoked = true;
+        }
         if let Flow::Stop = self.count() {
             return Flow::Stop;
         }
@@ -538,6 +551,10 @@ impl<'a> Walker<'a> {
 
     /// Reports a file the broker would not open for the client.
     fn open_failed(&self, name: &[u8], e: &std::io::Error) -> FileResult {
+        if e.raw_os_error() == Some(libc::ECONNABORTED) {
+            // The client left; the next directory read stops the walk.
+            return FileResult::Error;
+        }
         if e.raw_os_error() == Some(libc::EACCES) {
             if let Some(suppressed) = self.shared.may_log(self.files.conn()) {
                 tracing::info!(path = %LogBytes(name), suppressed, "access denied");

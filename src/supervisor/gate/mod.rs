@@ -1,0 +1,1001 @@
+//! Every decision about connections, as a pure machine: events in, actions
+//! out, no sockets, threads or clocks of its own (the executor in
+//! `supervisor::run` performs the actions; the unit tests below drive the
+//! machine with invented events and times, in milliseconds).
+//!
+//! The gate owns the table of connections. For each one it decides:
+//!
+//! * **admission** ([`admission`]): per-client shares (a Unix uid, or a
+//!   TCP address prefix), the TCP share, the administrators' reserve, the
+//!   total; which connection makes room when a scope is full; refusal of
+//!   the daemon's own processes and of the service user;
+//! * **which worker** holds it. Workers are partitioned by client
+//!   identity, the [`Tenant`]: a worker that holds one local user's
+//!   connections never holds another's, and TCP clients never share a
+//!   worker with local ones (with `sandbox.isolation = "connection"`, each
+//!   connection has a worker of its own). A compromised worker therefore
+//!   reaches what the client that compromised it could reach, and nothing
+//!   more. A connection goes to a serving worker of its tenant; when there
+//!   is none, the gate asks for one ([`Action::NeedWorker`]: the
+//!   lifecycle binds a standby worker, a fork away from the engine holder)
+//!   and the connection waits. At most `limits.max-workers` tenants have a
+//!   worker; an idle tenant's worker is released to make room;
+//! * **authority**: a worker's requests for a connection (broker, RELOAD,
+//!   SHUTDOWN, VirusEvent, STATS of everyone) count only while the
+//!   connection is open and held by that worker. A client that hangs up
+//!   revokes its connection at once ([`Event::HungUp`], from the
+//!   supervisor's own copy of the socket). A request that names a
+//!   connection the worker was never given is a violation: the worker is
+//!   ended; one that names a connection whose client already left is
+//!   refused quietly (an honest worker can race with the hang-up);
+//! * **administrative commands**: RELOAD and SHUTDOWN are run only for a
+//!   connection whose recorded identity may, by the listener's profile;
+//! * **deadlines**: a connection waiting for a worker, and every connection
+//!   older than its lifetime bound, is closed whatever its worker does;
+//! * **shares**: the daemon's scan threads (`limits.max-threads`) are
+//!   split between the tenants that have connections (`Threads`), and the
+//!   stream memory (`limits.stream-memory`, one bound for the whole
+//!   daemon) is leased to workers on request, at most a per-tenant cap
+//!   ([`shares`]).
+//!
+//! The executor allocates connection ids (increasing, never reused) and
+//! passes them in; the gate never sees a socket.
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod shares;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use self::admission::{Caps, Newcomer, Open, Verdict};
+use self::shares::Leases;
+use crate::ipc::messages::{AdminCommand, ConnInfo, PeerInfo};
+use crate::policy::{Admins, Decision, Identity, ListenerKind, PeerKey, Prefixes, Profile};
+use crate::proto::CommandKind;
+
+pub type ConnId = u64;
+pub type WorkerId = u64;
+
+/// Whose connections one worker may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Tenant {
+    /// One local user (Unix-socket clients of this uid).
+    Uid(u32),
+    /// TCP clients: their file access is "others" alone, whoever they are.
+    Network,
+    /// One connection (`sandbox.isolation = "connection"`).
+    Connection(ConnId),
+}
+
+impl std::fmt::Display for Tenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Tenant::Uid(uid) => write!(f, "uid={uid}"),
+            Tenant::Network => f.write_str("network"),
+            Tenant::Connection(id) => write!(f, "connection={id}"),
+        }
+    }
+}
+
+/// How workers are shared (`sandbox.isolation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// One worker per client identity (a uid; TCP clients together).
+    Identity,
+    /// One worker per connection.
+    Connection,
+}
+
+/// What the gate is configured with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub caps: Caps,
+    pub prefixes: Prefixes,
+    pub isolation: Isolation,
+    /// Tenants that may have a worker at once (`limits.max-workers`).
+    pub max_workers: usize,
+    /// Scan threads of the whole daemon (`limits.max-threads`).
+    pub max_threads: u32,
+    pub leases: shares::LeaseSettings,
+    /// How long a connection may wait for a worker of its tenant
+    /// (`limits.command-read-timeout`: it could not have sent its command
+    /// anyway).
+    pub wait_for_worker: Duration,
+    /// No connection lives longer than this, whatever its worker does.
+    pub lifetime: Duration,
+    /// A tenant's worker with no connection for this long is released.
+    pub idle_worker: Duration,
+    /// How long an identity counts as active for thread shares after its
+    /// last connection closed (so that a client connecting once a second
+    /// does not reshuffle the shares each time).
+    pub active_linger: Duration,
+    /// Refuse Unix clients with this uid: the service user the workers run
+    /// as (a compromised worker's identity).
+    pub service_uid: Option<u32>,
+    pub admins: Admins,
+    pub unix: Profile,
+    pub tcp: Profile,
+}
+
+/// Why a newcomer was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A limit (its configuration key) is reached.
+    Limit(&'static str),
+    /// The peer is one of the daemon's own processes.
+    OwnProcess,
+    /// The peer runs as the service user.
+    ServiceUser,
+    /// The daemon is stopping.
+    Stopping,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Limit(key) => write!(f, "limit reached: {key}"),
+            Refusal::OwnProcess => f.write_str("the peer is one of the daemon's own processes"),
+            Refusal::ServiceUser => f.write_str(
+                "the peer runs as the service user (sandbox.user), which only the daemon's workers do",
+            ),
+            Refusal::Stopping => f.write_str("the daemon is stopping"),
+        }
+    }
+}
+
+/// Why the gate closed a connection it had admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    /// An idle connection, to make room for a newcomer (see [`admission`]).
+    Room,
+    /// A busy connection of the client holding the most, to make room for
+    /// a client holding few.
+    Surplus,
+    /// No worker for its client came in time.
+    NoWorker,
+    /// Older than its lifetime bound.
+    Lifetime,
+    /// Its worker is gone.
+    WorkerGone,
+    /// It could not be handed to its worker.
+    Undeliverable,
+}
+
+impl Eviction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Eviction::Room => "closed an idle connection to make room for a new one",
+            Eviction::Surplus => {
+                "closed a connection of the client holding the most to make room for a client holding few"
+            }
+            Eviction::NoWorker => "closed a connection that found no worker in time",
+            Eviction::Lifetime => "closed a connection older than its lifetime bound",
+            Eviction::WorkerGone => "closed a connection whose worker is gone",
+            Eviction::Undeliverable => "closed a connection its worker could not take",
+        }
+    }
+}
+
+/// What a worker reports about its connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// The connection sent its first complete command.
+    Active(ConnId),
+    /// The worker is done with the connection.
+    Closed(ConnId),
+    /// A scan found `virus` (VirusEvent).
+    Found {
+        conn: ConnId,
+        virus: String,
+        target: Vec<u8>,
+    },
+    /// The client asked for RELOAD or SHUTDOWN/QUIT.
+    Admin { conn: ConnId, command: AdminCommand },
+    /// The worker would like to hold this many bytes of stream memory.
+    StreamWant(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A connection was accepted; `own_process`: its peer is one of the
+    /// daemon's own processes (the executor knows their pids).
+    Accepted {
+        id: ConnId,
+        listener: ListenerKind,
+        name: Arc<str>,
+        identity: Arc<Identity>,
+        own_process: bool,
+    },
+    /// A worker serves, bound to this tenant.
+    WorkerUp {
+        worker: WorkerId,
+        tenant: Tenant,
+    },
+    /// The worker takes no new connection (reload, stop, retire).
+    WorkerDraining(WorkerId),
+    /// The worker is gone; its connections with it.
+    WorkerGone(WorkerId),
+    Report(WorkerId, Report),
+    /// The client closed its end.
+    HungUp(ConnId),
+    /// The connection could not be handed to its worker.
+    Undeliverable(ConnId),
+    /// The daemon is stopping: no newcomer is admitted any more.
+    Stopping,
+    Tick,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Close a newcomer unread.
+    Refuse {
+        id: ConnId,
+        identity: Arc<Identity>,
+        listener: ListenerKind,
+        why: Refusal,
+    },
+    /// Give the connection to the worker: its authority starts now, as
+    /// `identity` (recorded at accept), with path commands if `paths`.
+    Hand {
+        id: ConnId,
+        worker: WorkerId,
+        info: ConnInfo,
+        identity: Arc<Identity>,
+        paths: bool,
+    },
+    /// Close the connection from the supervisor's side (the worker sees
+    /// the end of the stream) and end its authority. The record stays until
+    /// the worker says `Closed` (or is gone).
+    Evict {
+        id: ConnId,
+        key: PeerKey,
+        identity: Arc<Identity>,
+        why: Eviction,
+    },
+    /// The client left: the connection's authority ends; the worker still
+    /// closes it.
+    Revoke(ConnId),
+    /// The connection is over: drop the supervisor's copy of its socket.
+    Forget(ConnId),
+    /// A worker for this tenant is needed.
+    NeedWorker(Tenant),
+    /// This worker is not needed any more: drain it.
+    ReleaseWorker(WorkerId),
+    /// How many of its scan threads the worker may run at once.
+    Threads { worker: WorkerId, limit: u32 },
+    /// How many bytes of stream memory the worker may hold.
+    StreamGrant { worker: WorkerId, bytes: u64 },
+    /// Run an administrative command for this connection's client (and
+    /// tell its worker, which then replies).
+    Admin {
+        id: ConnId,
+        worker: WorkerId,
+        command: AdminCommand,
+        identity: Arc<Identity>,
+    },
+    /// Run the VirusEvent command (budgeted per client by the executor).
+    VirusEvent {
+        id: ConnId,
+        key: PeerKey,
+        virus: String,
+        target: Vec<u8>,
+    },
+    /// The worker broke a rule: end it.
+    Violation { worker: WorkerId, why: String },
+    /// Nothing has been open for `service.exit-when-idle`.
+    IdleExit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    /// Waiting for a worker of its tenant, since accept.
+    Waiting,
+    Worker(WorkerId),
+}
+
+#[derive(Debug, Clone)]
+struct Conn {
+    key: PeerKey,
+    tenant: Tenant,
+    listener: ListenerKind,
+    name: Arc<str>,
+    identity: Arc<Identity>,
+    admin: bool,
+    paths: bool,
+    holder: Holder,
+    accepted: Instant,
+    active: bool,
+    /// Closed by the gate, or its client left: no authority, and it no
+    /// longer counts against any limit.
+    revoked: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WState {
+    Serving,
+    Draining,
+}
+
+#[derive(Debug, Clone)]
+struct Worker {
+    tenant: Tenant,
+    state: WState,
+    /// Connections it holds (revoked ones included until they close).
+    conns: usize,
+    /// Live connections that sent a command.
+    active: usize,
+    /// Last time it held no connection (None while it holds some).
+    idle_since: Option<Instant>,
+    /// Last thread limit sent.
+    threads: Option<u32>,
+}
+
+/// The machine. See the module documentation.
+pub struct Gate {
+    s: Settings,
+    conns: BTreeMap<ConnId, Conn>,
+    /// Ids below this were issued.
+    next_id: ConnId,
+    workers: BTreeMap<WorkerId, Worker>,
+    /// Tenants a worker was asked for.
+    wanted: BTreeSet<Tenant>,
+    /// Tenants whose connections wait for a worker while every worker is
+    /// taken (`max-workers`), in order of arrival.
+    queued: VecDeque<Tenant>,
+    /// Tenants with a connection now, or until when they count as active.
+    last_seen: BTreeMap<Tenant, Instant>,
+    leases: Leases,
+    stopping: bool,
+    /// When the last connection closed (None while any is open, or before
+    /// the first worker served).
+    idle_since: Option<Instant>,
+    exit_when_idle: Option<Duration>,
+}
+
+impl Gate {
+    pub fn new(s: Settings, exit_when_idle: Option<Duration>) -> Gate {
+        let leases = Leases::new(s.leases);
+        Gate {
+            s,
+            conns: BTreeMap::new(),
+            next_id: 1,
+            workers: BTreeMap::new(),
+            wanted: BTreeSet::new(),
+            queued: VecDeque::new(),
+            last_seen: BTreeMap::new(),
+            leases,
+            stopping: false,
+            idle_since: None,
+            exit_when_idle,
+        }
+    }
+
+    /// Connections in the table (revoked ones too, until they close).
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Connections worker `w` holds.
+    pub fn held_by(&self, w: WorkerId) -> usize {
+        self.workers.get(&w).map_or(0, |x| x.conns)
+    }
+
+    /// The tenant a worker is bound to.
+    pub fn tenant_of(&self, w: WorkerId) -> Option<Tenant> {
+        self.workers.get(&w).map(|x| x.tenant)
+    }
+
+    /// Feeds one event; returns what to do, in order.
+    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        match event {
+            Event::Accepted {
+                id,
+                listener,
+                name,
+                identity,
+                own_process,
+            } => self.accepted(id, listener, name, identity, own_process, now, &mut out),
+            Event::WorkerUp { worker, tenant } => self.worker_up(worker, tenant, now, &mut out),
+            Event::WorkerDraining(w) => {
+                if let Some(x) = self.workers.get_mut(&w) {
+                    x.state = WState::Draining;
+                }
+            }
+            Event::WorkerGone(w) => self.worker_gone(w, now, &mut out),
+            Event::Report(w, r) => self.report(w, r, now, &mut out),
+            Event::HungUp(id) => self.hung_up(id, now, &mut out),
+            Event::Undeliverable(id) => {
+                self.evict(id, Eviction::Undeliverable, &mut out);
+                self.forget(id, now, &mut out);
+            }
+            Event::Stopping => {
+                self.stopping = true;
+                let waiting: Vec<ConnId> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.holder == Holder::Waiting)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in waiting {
+                    self.evict(id, Eviction::NoWorker, &mut out);
+                    self.forget(id, now, &mut out);
+                }
+            }
+            Event::Tick => self.tick(now, &mut out),
+        }
+        self.place_queued(now, &mut out);
+        self.update_threads(now, &mut out);
+        out
+    }
+
+    // ------------------------------------------------------------ arrivals
+
+    #[allow(clippy::too_many_arguments)]
+    fn accepted(
+        &mut self,
+        id: ConnId,
+        listener: ListenerKind,
+        name: Arc<str>,
+        identity: Arc<Identity>,
+        own_process: bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        self.next_id = self.next_id.max(id + 1);
+        let refuse = |why| Action::Refuse {
+            id,
+            identity: Arc::clone(&identity),
+            listener,
+            why,
+        };
+        let refusal = if self.stopping {
+            Some(Refusal::Stopping)
+        } else if own_process {
+            Some(Refusal::OwnProcess)
+        } else if matches!((&*identity, self.s.service_uid), (Identity::Unix { uid, .. }, Some(s)) if *uid == s)
+        {
+            Some(Refusal::ServiceUser)
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            out.push(refuse(why));
+            return;
+        }
+        let key = PeerKey::of(&identity, self.s.prefixes);
+        let admin = listener == ListenerKind::Unix && self.s.admins.admits(&identity);
+        let open: Vec<Open> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.revoked)
+            .map(|(id, c)| Open {
+                id: *id,
+                key: c.key,
+                listener: c.listener,
+                admin: c.admin,
+                active: c.active,
+                accepted: c.accepted,
+            })
+            .collect();
+        let newcomer = Newcomer {
+            key,
+            listener,
+            admin,
+        };
+        let evict = match admission::decide(self.s.caps, &open, newcomer) {
+            Verdict::Refuse(limit) => {
+                out.push(refuse(Refusal::Limit(limit)));
+                return;
+            }
+            Verdict::Admit { evict } => evict,
+        };
+        for victim in evict {
+            let busy = self.conns.get(&victim).is_some_and(|c| c.active);
+            let why = if busy {
+                Eviction::Surplus
+            } else {
+                Eviction::Room
+            };
+            self.evict(victim, why, out);
+            if self
+                .conns
+                .get(&victim)
+                .is_some_and(|c| c.holder == Holder::Waiting)
+            {
+                self.forget(victim, now, out);
+            }
+        }
+        let tenant = match (self.s.isolation, &*identity) {
+            (Isolation::Connection, _) => Tenant::Connection(id),
+            (Isolation::Identity, Identity::Unix { uid, .. }) => Tenant::Uid(*uid),
+            (Isolation::Identity, Identity::Tcp(_)) => Tenant::Network,
+        };
+        let paths = self.profile(listener).allows_paths();
+        self.conns.insert(
+            id,
+            Conn {
+                key,
+                tenant,
+                listener,
+                name,
+                identity,
+                admin,
+                paths,
+                holder: Holder::Waiting,
+                accepted: now,
+                active: false,
+                revoked: false,
+            },
+        );
+        self.idle_since = None;
+        self.last_seen.insert(tenant, now);
+        self.place(id, now, out);
+    }
+
+    fn profile(&self, kind: ListenerKind) -> &Profile {
+        match kind {
+            ListenerKind::Unix => &self.s.unix,
+            ListenerKind::Tcp => &self.s.tcp,
+        }
+    }
+
+    /// Hands a waiting connection to a serving worker of its tenant, or
+    /// asks for one.
+    fn place(&mut self, id: ConnId, now: Instant, out: &mut Vec<Action>) {
+        let Some(c) = self.conns.get(&id) else { return };
+        if c.holder != Holder::Waiting || c.revoked {
+            return;
+        }
+        let tenant = c.tenant;
+        let best = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.tenant == tenant && w.state == WState::Serving)
+            .min_by_key(|(id, w)| (w.active, w.conns, **id))
+            .map(|(id, _)| *id);
+        match best {
+            Some(w) => self.hand(id, w, out),
+            None => self.want(tenant, now, out),
+        }
+    }
+
+    fn hand(&mut self, id: ConnId, w: WorkerId, out: &mut Vec<Action>) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        c.holder = Holder::Worker(w);
+        let peer = match &*c.identity {
+            Identity::Unix { uid, gid, pid, .. } => PeerInfo::Unix {
+                uid: *uid,
+                gid: *gid,
+                pid: *pid,
+            },
+            Identity::Tcp(addr) => PeerInfo::Tcp(*addr),
+        };
+        let info = ConnInfo {
+            id,
+            listener: c.listener,
+            listener_name: c.name.to_string(),
+            peer,
+            admin: c.admin,
+        };
+        let (identity, paths) = (Arc::clone(&c.identity), c.paths);
+        if let Some(x) = self.workers.get_mut(&w) {
+            x.conns += 1;
+            x.idle_since = None;
+        }
+        out.push(Action::Hand {
+            id,
+            worker: w,
+            info,
+            identity,
+            paths,
+        });
+    }
+
+    /// Asks for a worker for `tenant`, within `max-workers`: an idle
+    /// tenant's worker is released to make room; if none is idle, the
+    /// tenant queues until one is.
+    fn want(&mut self, tenant: Tenant, now: Instant, out: &mut Vec<Action>) {
+        if self.wanted.contains(&tenant) || self.queued.contains(&tenant) || self.stopping {
+            return;
+        }
+        if self.bound_tenants() >= self.s.max_workers {
+            match self.idlest_worker(now) {
+                Some(w) => self.release(w, out),
+                None => {
+                    self.queued.push_back(tenant);
+                    return;
+                }
+            }
+        }
+        self.wanted.insert(tenant);
+        out.push(Action::NeedWorker(tenant));
+    }
+
+    /// Tenants that have a serving worker or asked for one.
+    fn bound_tenants(&self) -> usize {
+        let mut t: BTreeSet<Tenant> = self
+            .workers
+            .values()
+            .filter(|w| w.state == WState::Serving)
+            .map(|w| w.tenant)
+            .collect();
+        t.extend(self.wanted.iter().copied());
+        t.len()
+    }
+
+    /// The serving worker idle for the longest time, if any is idle.
+    fn idlest_worker(&self, _now: Instant) -> Option<WorkerId> {
+        self.workers
+            .iter()
+            .filter(|(_, w)| w.state == WState::Serving && w.conns == 0)
+            .min_by_key(|(id, w)| (w.idle_since, **id))
+            .map(|(id, _)| *id)
+    }
+
+    fn release(&mut self, w: WorkerId, out: &mut Vec<Action>) {
+        if let Some(x) = self.workers.get_mut(&w) {
+            if x.state == WState::Serving {
+                x.state = WState::Draining;
+                out.push(Action::ReleaseWorker(w));
+            }
+        }
+    }
+
+    /// Tenants that queued for a worker get one when there is room.
+    fn place_queued(&mut self, now: Instant, out: &mut Vec<Action>) {
+        while let Some(&t) = self.queued.front() {
+            let waiting = self
+                .conns
+                .values()
+                .any(|c| c.tenant == t && c.holder == Holder::Waiting && !c.revoked);
+            if !waiting {
+                self.queued.pop_front();
+                continue;
+            }
+            if self.bound_tenants() >= self.s.max_workers {
+                match self.idlest_worker(now) {
+                    Some(w) => self.release(w, out),
+                    None => return,
+                }
+            }
+            self.queued.pop_front();
+            self.wanted.insert(t);
+            out.push(Action::NeedWorker(t));
+        }
+    }
+
+    // ------------------------------------------------------------ workers
+
+    fn worker_up(&mut self, w: WorkerId, tenant: Tenant, now: Instant, out: &mut Vec<Action>) {
+        self.wanted.remove(&tenant);
+        self.workers.insert(
+            w,
+            Worker {
+                tenant,
+                state: WState::Serving,
+                conns: 0,
+                active: 0,
+                idle_since: Some(now),
+                threads: None,
+            },
+        );
+        if let Some(bytes) = self.leases.join(w, tenant) {
+            out.push(Action::StreamGrant { worker: w, bytes });
+        }
+        let waiting: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.tenant == tenant && c.holder == Holder::Waiting && !c.revoked)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            self.hand(id, w, out);
+        }
+    }
+
+    fn worker_gone(&mut self, w: WorkerId, now: Instant, out: &mut Vec<Action>) {
+        let Some(worker) = self.workers.remove(&w) else {
+            return;
+        };
+        let held: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.holder == Holder::Worker(w))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in held {
+            self.evict(id, Eviction::WorkerGone, out);
+            self.forget(id, now, out);
+        }
+        for (worker, bytes) in self.leases.leave(w) {
+            out.push(Action::StreamGrant { worker, bytes });
+        }
+        // Connections of its tenant still waiting (it died before taking
+        // them) need another worker.
+        let waiting: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.tenant == worker.tenant && c.holder == Holder::Waiting)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            self.place(id, now, out);
+        }
+    }
+
+    /// The connection if worker `w` holds it; a violation otherwise.
+    fn owned(&self, w: WorkerId, id: ConnId, what: &str) -> Result<&Conn, String> {
+        match self.conns.get(&id) {
+            Some(c) if c.holder == Holder::Worker(w) => Ok(c),
+            Some(_) => Err(format!("{what} for another worker's connection (id {id})")),
+            None if id == 0 || id >= self.next_id => Err(format!(
+                "{what} for a connection id that was never issued ({id})"
+            )),
+            None => Err(format!("{what} for a finished connection (id {id})")),
+        }
+    }
+
+    fn report(&mut self, w: WorkerId, r: Report, now: Instant, out: &mut Vec<Action>) {
+        if !self.workers.contains_key(&w) {
+            return;
+        }
+        let violation = |why: String| Action::Violation { worker: w, why };
+        match r {
+            Report::Active(id) => match self.owned(w, id, "Active") {
+                Ok(c) => {
+                    if !c.active && !c.revoked {
+                        if let Some(c) = self.conns.get_mut(&id) {
+                            c.active = true;
+                        }
+                        if let Some(x) = self.workers.get_mut(&w) {
+                            x.active += 1;
+                        }
+                    }
+                }
+                Err(why) => out.push(violation(why)),
+            },
+            Report::Closed(id) => match self.owned(w, id, "Closed") {
+                Ok(_) => self.forget(id, now, out),
+                Err(why) => out.push(violation(why)),
+            },
+            Report::Found {
+                conn,
+                virus,
+                target,
+            } => match self.owned(w, conn, "Found") {
+                // A detection stays one after the client left: its
+                // command still runs.
+                Ok(c) => out.push(Action::VirusEvent {
+                    id: conn,
+                    key: c.key,
+                    virus,
+                    target,
+                }),
+                Err(why) => out.push(violation(why)),
+            },
+            Report::Admin { conn, command } => {
+                match self.owned(w, conn, "an administrative command") {
+                    Ok(c) if c.revoked => {
+                        // The client left before its worker asked: nothing runs.
+                    }
+                    Ok(c) => {
+                        if admin_allowed(self.profile(c.listener), command, c.admin) {
+                            out.push(Action::Admin {
+                                id: conn,
+                                worker: w,
+                                command,
+                                identity: Arc::clone(&c.identity),
+                            });
+                        } else {
+                            out.push(violation(format!(
+                                "{command:?} for connection {conn} ({}), which may not",
+                                c.identity
+                            )));
+                        }
+                    }
+                    Err(why) => out.push(violation(why)),
+                }
+            }
+            Report::StreamWant(bytes) => {
+                for (worker, bytes) in self.leases.want(w, bytes) {
+                    out.push(Action::StreamGrant { worker, bytes });
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ ends
+
+    fn hung_up(&mut self, id: ConnId, now: Instant, out: &mut Vec<Action>) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.revoked {
+            return;
+        }
+        let waiting = c.holder == Holder::Waiting;
+        self.revoke(id);
+        out.push(Action::Revoke(id));
+        if waiting {
+            self.forget(id, now, out);
+        }
+    }
+
+    /// Marks a connection revoked and takes it off its worker's active count.
+    fn revoke(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.revoked {
+            return;
+        }
+        c.revoked = true;
+        if let (Holder::Worker(w), true) = (c.holder, c.active) {
+            if let Some(x) = self.workers.get_mut(&w) {
+                x.active = x.active.saturating_sub(1);
+            }
+        }
+    }
+
+    fn evict(&mut self, id: ConnId, why: Eviction, out: &mut Vec<Action>) {
+        let Some(c) = self.conns.get(&id) else { return };
+        if c.revoked && why != Eviction::WorkerGone {
+            return;
+        }
+        let (key, identity) = (c.key, Arc::clone(&c.identity));
+        self.revoke(id);
+        out.push(Action::Evict {
+            id,
+            key,
+            identity,
+            why,
+        });
+    }
+
+    fn forget(&mut self, id: ConnId, now: Instant, out: &mut Vec<Action>) {
+        self.revoke(id);
+        let Some(c) = self.conns.remove(&id) else {
+            return;
+        };
+        out.push(Action::Forget(id));
+        if let Holder::Worker(w) = c.holder {
+            if let Some(x) = self.workers.get_mut(&w) {
+                x.conns = x.conns.saturating_sub(1);
+                if x.conns == 0 {
+                    x.idle_since = Some(now);
+                }
+            }
+        }
+        if !self.conns.values().any(|o| o.tenant == c.tenant) {
+            self.last_seen.insert(c.tenant, now);
+        }
+        if self.conns.is_empty() {
+            self.idle_since = Some(now);
+        }
+        // One worker per connection: it goes with it.
+        if let (Tenant::Connection(_), Holder::Worker(w)) = (c.tenant, c.holder) {
+            self.release(w, out);
+        }
+    }
+
+    // ------------------------------------------------------------ time
+
+    fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let mut late: Vec<(ConnId, Eviction)> = Vec::new();
+        for (id, c) in &self.conns {
+            let age = now.saturating_duration_since(c.accepted);
+            if c.holder == Holder::Waiting && age >= self.s.wait_for_worker {
+                late.push((*id, Eviction::NoWorker));
+            } else if age >= self.s.lifetime && !c.revoked {
+                late.push((*id, Eviction::Lifetime));
+            }
+        }
+        for (id, why) in late {
+            let waiting = self
+                .conns
+                .get(&id)
+                .is_some_and(|c| c.holder == Holder::Waiting);
+            self.evict(id, why, out);
+            if waiting {
+                self.forget(id, now, out);
+            }
+        }
+        let idle: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| {
+                w.state == WState::Serving
+                    && w.idle_since
+                        .is_some_and(|t| now.saturating_duration_since(t) >= self.s.idle_worker)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for w in idle {
+            self.release(w, out);
+        }
+        let linger = self.s.active_linger;
+        let tenants_open: BTreeSet<Tenant> = self.conns.values().map(|c| c.tenant).collect();
+        self.last_seen.retain(|t, seen| {
+            tenants_open.contains(t) || now.saturating_duration_since(*seen) < linger
+        });
+        if let (Some(after), Some(since)) = (self.exit_when_idle, self.idle_since) {
+            if !self.stopping && now.saturating_duration_since(since) >= after {
+                self.idle_since = Some(now);
+                out.push(Action::IdleExit);
+            }
+        }
+    }
+
+    /// Splits the scan threads between the tenants that have connections
+    /// (or had one within `active_linger`), and tells each serving worker
+    /// whose limit changed.
+    fn update_threads(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let _ = now;
+        let mut active: BTreeSet<Tenant> = self.last_seen.keys().copied().collect();
+        active.extend(self.conns.values().map(|c| c.tenant));
+        let limits = shares::split_threads(self.s.max_threads, &active);
+        for (id, w) in self.workers.iter_mut() {
+            if w.state != WState::Serving {
+                continue;
+            }
+            let limit = limits
+                .get(&w.tenant)
+                .copied()
+                .unwrap_or_else(|| shares::idle_threads(self.s.max_threads, active.len()));
+            if w.threads != Some(limit) {
+                w.threads = Some(limit);
+                out.push(Action::Threads { worker: *id, limit });
+            }
+        }
+    }
+
+    /// Counts the gate keeps for STATS, metrics and the status line.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            open: self.conns.values().filter(|c| !c.revoked).count(),
+            waiting: self
+                .conns
+                .values()
+                .filter(|c| c.holder == Holder::Waiting)
+                .count(),
+            tenants: self
+                .workers
+                .values()
+                .filter(|w| w.state == WState::Serving)
+                .count(),
+        }
+    }
+}
+
+/// Numbers about the table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub open: usize,
+    pub waiting: usize,
+    pub tenants: usize,
+}
+
+/// May this client run this administrative command on this listener? An
+/// honest worker refuses what is not allowed itself, so a request that is
+/// not allowed is a violation. SHUTDOWN stands for QUIT too.
+fn admin_allowed(profile: &Profile, command: AdminCommand, admin: bool) -> bool {
+    let word = match command {
+        AdminCommand::Reload => CommandKind::Reload,
+        AdminCommand::Shutdown => CommandKind::Shutdown,
+    };
+    profile.decide(word, admin) == Decision::Allow
+        || (command == AdminCommand::Shutdown
+            && profile.decide(CommandKind::Quit, admin) == Decision::Allow)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,422 @@
+//! The lifecycle's rules, driven with invented events and times.
+
+use super::*;
+
+const DRAIN: Duration = Duration::from_secs(30);
+
+fn settings(standby: usize) -> Settings {
+    Settings {
+        standby,
+        drain_timeout: DRAIN,
+        max_workers: 16,
+    }
+}
+
+fn ready() -> EngineReady {
+    EngineReady {
+        engine_version: "1.4.6".into(),
+        signatures: 10,
+        db_version: 1,
+        db_time: 0,
+        sandbox: "landlock=full".into(),
+    }
+}
+
+fn forks(actions: &[Action]) -> Vec<(GenId, WorkerId)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Fork { gen, worker } => Some((*gen, *worker)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn bound(actions: &[Action]) -> Vec<(WorkerId, Tenant)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Bound { worker, tenant } => Some((*worker, *tenant)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn drains(actions: &[Action]) -> Vec<WorkerId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Drain(w) => Some(*w),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A machine serving generation 1 with `standby` standby workers; returns
+/// their ids.
+fn serving(standby: usize, t: Instant) -> (Machine, Vec<WorkerId>) {
+    let mut m = Machine::new(settings(standby));
+    assert_eq!(m.handle(Event::Start, t), vec![Action::SpawnZygote(1)]);
+    let a = m.handle(Event::ZygoteReady(1, ready()), t);
+    let f = forks(&a);
+    assert_eq!(f.len(), standby);
+    let mut ids = Vec::new();
+    for (i, (_, w)) in f.into_iter().enumerate() {
+        let a = m.handle(Event::WorkerHello(w), t);
+        if i == 0 {
+            assert!(a
+                .iter()
+                .any(|x| matches!(x, Action::Notify(Note::Ready { .. }))));
+        }
+        ids.push(w);
+    }
+    (m, ids)
+}
+
+const A: Tenant = Tenant::Uid(1000);
+const B: Tenant = Tenant::Uid(1001);
+
+#[test]
+fn ready_once_a_standby_worker_serves() {
+    let t = Instant::now();
+    let (m, ids) = serving(1, t);
+    assert_eq!(ids.len(), 1);
+    assert!(m.ever_ready());
+    assert_eq!(m.fleet().generation, 1);
+}
+
+#[test]
+fn without_standby_workers_the_engine_is_readiness() {
+    let t = Instant::now();
+    let mut m = Machine::new(settings(0));
+    m.handle(Event::Start, t);
+    let a = m.handle(Event::ZygoteReady(1, ready()), t);
+    assert!(forks(&a).is_empty());
+    assert!(a
+        .iter()
+        .any(|x| matches!(x, Action::Notify(Note::Ready { .. }))));
+}
+
+#[test]
+fn a_failed_first_load_stops_the_daemon() {
+    let t = Instant::now();
+    let mut m = Machine::new(settings(1));
+    m.handle(Event::Start, t);
+    let a = m.handle(Event::ZygoteFailed(1, "bad.ndb".into()), t);
+    assert_eq!(a, vec![Action::Exit(Err("bad.ndb".into()))]);
+}
+
+#[test]
+fn a_standby_worker_is_bound_at_once_and_replaced_by_a_fork() {
+    let t = Instant::now();
+    let (mut m, ids) = serving(1, t);
+    let a = m.handle(Event::Want(A), t);
+    assert_eq!(bound(&a), vec![(ids[0], A)]);
+    assert_eq!(forks(&a).len(), 1, "a new standby: {a:?}");
+    // Asking again changes nothing.
+    let a = m.handle(Event::Want(A), t);
+    assert!(bound(&a).is_empty() && forks(&a).is_empty(), "{a:?}");
+}
+
+#[test]
+fn a_tenant_without_a_standby_gets_a_fork_bound_when_it_serves() {
+    let t = Instant::now();
+    let (mut m, _) = serving(1, t);
+    m.handle(Event::Want(A), t); // takes the standby, forks a new one
+    let a = m.handle(Event::Want(B), t); // the new standby is still forking
+    assert!(bound(&a).is_empty());
+    let standby = m
+        .workers
+        .iter()
+        .find(|(_, w)| w.tenant == Some(B))
+        .map(|(id, _)| *id)
+        .expect("the forking standby was given to B");
+    let a = m.handle(Event::WorkerHello(standby), t);
+    assert_eq!(bound(&a), vec![(standby, B)]);
+}
+
+#[test]
+fn a_worker_is_never_bound_twice() {
+    let t = Instant::now();
+    let (mut m, ids) = serving(1, t);
+    m.handle(Event::Want(A), t);
+    m.handle(Event::Release(ids[0]), t);
+    // Released, it drains; B never gets it.
+    let a = m.handle(Event::Want(B), t);
+    assert!(!bound(&a).iter().any(|(w, _)| *w == ids[0]));
+}
+
+#[test]
+fn crashes_cost_no_reload_and_young_deaths_back_off() {
+    let t = Instant::now();
+    let (mut m, ids) = serving(1, t);
+    m.handle(Event::Want(A), t);
+    let later = t + STABLE_AFTER;
+    let a = m.handle(Event::WorkerExited(ids[0], Ended::Signaled(11)), later);
+    assert!(a.contains(&Action::Forget(ids[0])));
+    assert!(!a.iter().any(|x| matches!(x, Action::SpawnZygote(_))));
+    assert_eq!(m.fleet().crashes, 1);
+    // A worker that cannot start: every fork dies at once; forks wait
+    // longer each time, but never more than MAX_BACKOFF.
+    let mut now = later;
+    let mut waits = Vec::new();
+    for _ in 0..6 {
+        let standby = m
+            .workers
+            .iter()
+            .find(|(_, w)| w.tenant.is_none() && w.state == WState::Forking)
+            .map(|(id, _)| *id);
+        let Some(w) = standby else {
+            let mut waited = Duration::ZERO;
+            loop {
+                waited += Duration::from_millis(10);
+                if !forks(&m.handle(Event::Tick, now + waited)).is_empty() {
+                    break;
+                }
+                assert!(waited < MAX_BACKOFF + Duration::from_secs(1));
+            }
+            waits.push(waited);
+            now += waited;
+            continue;
+        };
+        m.handle(Event::WorkerExited(w, Ended::Exited(1)), now);
+    }
+    assert!(waits.windows(2).all(|w| w[1] >= w[0]), "{waits:?}");
+}
+
+#[test]
+fn the_next_connection_of_a_crashed_workers_client_finds_a_standby() {
+    let t = Instant::now();
+    let (mut m, ids) = serving(1, t);
+    m.handle(Event::Want(A), t);
+    let spare = forks(&m.handle(Event::Tick, t));
+    let spare = spare.first().map(|(_, w)| *w).unwrap_or_else(|| {
+        *m.workers
+            .iter()
+            .find(|(_, w)| w.tenant.is_none())
+            .unwrap()
+            .0
+    });
+    m.handle(Event::WorkerHello(spare), t);
+    let crash = t + STABLE_AFTER;
+    m.handle(Event::WorkerExited(ids[0], Ended::Signaled(9)), crash);
+    let again = crash + Duration::from_millis(3);
+    let a = m.handle(Event::Want(A), again);
+    assert_eq!(bound(&a), vec![(spare, A)]);
+    assert_eq!(m.fleet().last_replacement_us, 3000);
+}
+
+#[test]
+fn reload_is_blue_green_per_tenant() {
+    let t = Instant::now();
+    let (mut m, ids) = serving(1, t);
+    m.handle(Event::Want(A), t);
+    let bound_a = ids[0];
+    let a = m.handle(Event::Reload("RELOAD command"), t);
+    assert!(a.contains(&Action::SpawnZygote(2)));
+    assert!(a.contains(&Action::Notify(Note::Reloading)));
+    // A second request while loading is merged.
+    assert!(!m
+        .handle(Event::Reload("SIGHUP"), t)
+        .iter()
+        .any(|x| matches!(x, Action::SpawnZygote(_))));
+    let a = m.handle(Event::ZygoteReady(2, ready()), t);
+    assert!(a.contains(&Action::RetireZygote(1)));
+    let new = forks(&a);
+    assert!(new.iter().all(|(g, _)| *g == 2));
+    // A's old worker serves until its replacement does.
+    assert!(!drains(&a).contains(&bound_a));
+    let replacement = m
+        .workers
+        .iter()
+        .find(|(_, w)| w.gen == 2 && w.tenant == Some(A))
+        .map(|(id, _)| *id)
+        .unwrap();
+    let a = m.handle(Event::WorkerHello(replacement), t);
+    assert_eq!(bound(&a), vec![(replacement, A)]);
+    assert!(drains(&a).contains(&bound_a));
+    for (_, w) in new.iter().filter(|(_, w)| *w != replacement) {
+        m.handle(Event::WorkerHello(*w), t);
+    }
+    let a = m.handle(Event::WorkerExited(bound_a, Ended::Exited(0)), t);
+    assert!(a.contains(&Action::Forget(bound_a)));
+    assert_eq!(m.fleet().crashes, 0);
+    assert_eq!(m.fleet().generation, 2);
+}
+
+#[test]
+fn at_most_two_generations_have_workers() {
+    let t = Instant::now();
+    let (mut m, ids) = serving(1, t);
+    m.handle(Event::Want(A), t);
+    let pinned = ids[0];
+    // Reload twice; the first generation's worker never finishes draining
+    // (a client trickles a stream into it).
+    for (g, at) in [(2, 1), (3, 2)] {
+        let now = t + Duration::from_secs(at);
+        m.handle(Event::Reload("SIGHUP"), now);
+        let a = m.handle(Event::ZygoteReady(g, ready()), now);
+        for (_, w) in forks(&a) {
+            m.handle(Event::WorkerHello(w), now);
+        }
+        if g == 3 {
+            assert!(a.contains(&Action::Kill(pinned)), "{a:?}");
+        }
+    }
+}
+
+#[test]
+fn a_draining_worker_has_a_deadline() {
+    let t = Instant::now();
+    let (mut m, ids) = serving(1, t);
+    m.handle(Event::Want(A), t);
+    m.handle(Event::Release(ids[0]), t);
+    // It keeps answering pings, but never finishes.
+    let mut now = t;
+    while now + PING_EVERY < t + DRAIN {
+        now += PING_EVERY;
+        m.handle(
+            Event::WorkerPong {
+                worker: ids[0],
+                scans: 0,
+                found: 0,
+                errors: 0,
+                healthy: true,
+            },
+            now,
+        );
+        let a = m.handle(Event::Tick, now);
+        assert!(!a.contains(&Action::Kill(ids[0])), "killed early");
+    }
+    let a = m.handle(Event::Tick, t + DRAIN);
+    assert!(a.contains(&Action::Kill(ids[0])));
+}
+
+#[test]
+fn a_silent_draining_worker_is_ended_too() {
+    let t = Instant::now();
+    let mut m = Machine::new(Settings {
+        drain_timeout: Duration::from_secs(3600),
+        ..settings(1)
+    });
+    m.handle(Event::Start, t);
+    let a = m.handle(Event::ZygoteReady(1, ready()), t);
+    let w = forks(&a)[0].1;
+    m.handle(Event::WorkerHello(w), t);
+    m.handle(Event::Release(w), t);
+    let a = m.handle(Event::Tick, t + WEDGED_AFTER + Duration::from_secs(1));
+    assert!(a.contains(&Action::Kill(w)));
+}
+
+#[test]
+fn stop_drains_everything_then_exits_within_the_drain_timeout() {
+    let t = Instant::now();
+    let (mut m, ids) = serving(1, t);
+    m.handle(Event::Want(A), t);
+    let a = m.handle(Event::Stop("SIGTERM"), t);
+    assert!(drains(&a).contains(&ids[0]));
+    assert!(a.contains(&Action::RetireZygote(1)));
+    // Wants while stopping are ignored.
+    assert!(forks(&m.handle(Event::Want(B), t)).is_empty());
+    m.handle(Event::ZygoteExited(1, Ended::Exited(0)), t);
+    // The worker never finishes: ended at the deadline, then the exit.
+    let a = m.handle(Event::Tick, t + DRAIN);
+    let killed: Vec<WorkerId> = a
+        .iter()
+        .filter_map(|x| match x {
+            Action::Kill(w) => Some(*w),
+            _ => None,
+        })
+        .collect();
+    assert!(!killed.is_empty());
+    let mut last = Vec::new();
+    for w in m.workers.keys().copied().collect::<Vec<_>>() {
+        last = m.handle(Event::WorkerExited(w, Ended::Signaled(9)), t + DRAIN);
+    }
+    assert!(last.contains(&Action::Exit(Ok(()))), "{last:?}");
+}
+
+#[test]
+fn a_failed_reload_changes_nothing() {
+    let t = Instant::now();
+    let (mut m, _) = serving(1, t);
+    m.handle(Event::Reload("RELOAD command"), t);
+    let a = m.handle(Event::ZygoteFailed(2, "truncated.ndb".into()), t);
+    assert!(a.contains(&Action::Notify(Note::Reloaded {
+        ok: false,
+        signatures: 0,
+        db_version: 0
+    })));
+    assert_eq!(m.serving().count(), 1);
+    assert_eq!(m.fleet().generation, 1);
+}
+
+#[test]
+fn a_dead_zygote_is_reloaded_while_workers_serve() {
+    let t = Instant::now();
+    let (mut m, _) = serving(1, t);
+    let a = m.handle(Event::ZygoteExited(1, Ended::Signaled(9)), t);
+    assert!(a.contains(&Action::SpawnZygote(2)), "{a:?}");
+    assert_eq!(m.serving().count(), 1);
+    // A tenant wanting a worker meanwhile gets the standby.
+    assert_eq!(bound(&m.handle(Event::Want(A), t)).len(), 1);
+    // Another one waits for the new engine.
+    assert!(forks(&m.handle(Event::Want(B), t)).is_empty());
+    let a = m.handle(Event::ZygoteReady(2, ready()), t);
+    assert!(forks(&a).len() >= 2, "B's worker and a replacement: {a:?}");
+}
+
+#[test]
+fn messages_out_of_state_are_violations() {
+    let t = Instant::now();
+    let mut m = Machine::new(settings(1));
+    m.handle(Event::Start, t);
+    assert!(m.check_zygote(1, ZygoteMsg::Progress).is_ok());
+    assert!(m.check_zygote(1, ZygoteMsg::ForkFailed).is_err());
+    let a = m.handle(Event::ZygoteReady(1, ready()), t);
+    let w = forks(&a)[0].1;
+    assert!(m.check_zygote(1, ZygoteMsg::Ready).is_err());
+    assert!(m.check_worker(w, WorkerMsg::Pong).is_err(), "before hello");
+    assert!(m.check_worker(w, WorkerMsg::Admin).is_err(), "before hello");
+    assert!(m.check_worker(w, WorkerMsg::Hello).is_ok());
+    m.handle(Event::WorkerHello(w), t);
+    assert!(m.check_worker(w, WorkerMsg::Hello).is_err(), "twice");
+    assert!(m.check_worker(w, WorkerMsg::Conn).is_ok());
+    assert!(
+        m.check_worker(99, WorkerMsg::Pong).is_err(),
+        "unknown worker"
+    );
+    let a = m.handle(Event::Violation(Who::Worker(w), "x".into()), t);
+    assert_eq!(a.first(), Some(&Action::Kill(w)));
+}
+
+#[test]
+fn wedged_and_stalled_workers_are_replaced() {
+    let t = Instant::now();
+    let (mut m, ids) = serving(1, t);
+    let a = m.handle(Event::Tick, t + WEDGED_AFTER + Duration::from_secs(1));
+    assert!(a.contains(&Action::Kill(ids[0])));
+    let (mut m, ids) = serving(1, t);
+    let a = m.handle(
+        Event::WorkerPong {
+            worker: ids[0],
+            scans: 1,
+            found: 0,
+            errors: 0,
+            healthy: false,
+        },
+        t,
+    );
+    assert_eq!(a.first(), Some(&Action::Kill(ids[0])));
+}
+
+#[test]
+fn a_retiring_worker_drains_and_its_tenant_gets_another() {
+    let t = Instant::now();
+    let (mut m, ids) = serving(1, t);
+    m.handle(Event::Want(A), t);
+    let a = m.handle(Event::WorkerRetire(ids[0]), t);
+    assert_eq!(drains(&a), vec![ids[0]]);
+    assert!(m.check_worker(ids[0], WorkerMsg::Retire).is_err(), "once");
+    assert!(m.check_worker(ids[0], WorkerMsg::Conn).is_ok());
+}

@@ -1,0 +1,621 @@
+//! The executor: the supervisor's event loop. It decides nothing. It turns
+//! what happens (a connection accepted, a child's message, a hang-up, a
+//! signal, the clock) into events for the two machines — the connection
+//! [`gate`] and the process [`lifecycle`] — and performs the actions they
+//! return: sending, spawning, killing, closing, logging, notifying.
+//!
+//! The two machines talk through it: the gate asks for a worker for a
+//! client (`NeedWorker`) and the lifecycle answers when one is bound
+//! (`Bound`); a worker that drains or goes is told to the gate.
+#![forbid(unsafe_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::authority::{Authority, Grant};
+use super::broker::Broker;
+use super::children::Children;
+use super::gate::{self, ConnId, Gate};
+use super::hangup::Watch;
+use super::lifecycle::{self, Machine, Note, Who, WorkerId, WorkerMsg, ZygoteMsg};
+use super::listeners::{self, Accepted, Listener};
+use super::status::ServiceStatus;
+use super::Input;
+use crate::config::Config;
+use crate::daemonize::Readiness;
+use crate::engine::{LoadPhase, LoadProgress};
+use crate::ipc::messages::{AdminCommand, FromWorker, FromZygote, ToWorker};
+use crate::log::limiter::{Limiter, Verdict};
+use crate::policy::network::AllowList;
+use crate::policy::{Identity, PeerKey};
+use crate::systemd::notify::Notifier;
+use crate::virus_event::VirusEvents;
+
+/// Peers whose refusal and eviction lines are counted separately (beyond,
+/// they share one budget; see `log::limiter`).
+const LOG_KEYS: usize = 4096;
+
+/// How long a connection may wait for room in its worker's queue.
+const HAND_WITHIN: Duration = Duration::from_secs(5);
+
+/// A connection to hand to a worker, as the gate decided.
+struct Hand {
+    id: ConnId,
+    worker: WorkerId,
+    info: crate::ipc::messages::ConnInfo,
+    identity: Arc<Identity>,
+    paths: bool,
+}
+
+/// One step for a machine.
+enum Step {
+    Gate(gate::Event),
+    Life(lifecycle::Event),
+}
+
+pub struct Executor {
+    config: Arc<Config>,
+    text: String,
+    gate: Gate,
+    life: Machine,
+    children: Children,
+    authority: Arc<Authority>,
+    broker: Arc<Broker>,
+    hangups: Watch,
+    /// The supervisor's copy of every admitted connection's socket.
+    sockets: HashMap<ConnId, OwnedFd>,
+    next_conn: ConnId,
+    tx: mpsc::Sender<Input>,
+    rx: mpsc::Receiver<Input>,
+    status: ServiceStatus,
+    listeners: Option<Vec<Listener>>,
+    accepting: Vec<tokio::task::JoinHandle<()>>,
+    virus_events: Option<VirusEvents>,
+    /// Refusal and eviction lines, per client.
+    lines: Limiter<PeerKey>,
+    pss: super::memory::Pss,
+}
+
+impl Executor {
+    pub fn new(
+        config: Arc<Config>,
+        text: String,
+        children: impl FnOnce(mpsc::Sender<Input>) -> Children,
+        virus_events: Option<VirusEvents>,
+        listeners: Vec<Listener>,
+    ) -> std::io::Result<Executor> {
+        let (tx, rx) = mpsc::channel(1024);
+        let authority = Arc::new(Authority::default());
+        let scan = &config.scan;
+        let broker = Arc::new(Broker {
+            rules: super::broker::resolve::Rules::new(
+                &config.policy.scan_roots,
+                scan.follow_directory_symlinks,
+                scan.follow_file_symlinks,
+            ),
+            authority: Arc::clone(&authority),
+            handles_per_conn: (scan.max_directory_recursion as usize).clamp(1, 62) + 2,
+        });
+        let htx = tx.clone();
+        let hangups = Watch::start(move |id| {
+            htx.blocking_send(Input::Gate(gate::Event::HungUp(id)))
+                .is_ok()
+        })?;
+        Ok(Executor {
+            gate: Gate::new(
+                super::gate_settings(&config),
+                (config.service.exit_when_idle > 0)
+                    .then(|| Duration::from_secs(config.service.exit_when_idle)),
+            ),
+            life: Machine::new(super::lifecycle_settings(&config)),
+            children: children(tx.clone()),
+            authority,
+            broker,
+            hangups,
+            sockets: HashMap::new(),
+            next_conn: 1,
+            status: ServiceStatus::new(Notifier::from_env()),
+            listeners: Some(listeners),
+            accepting: Vec::new(),
+            virus_events,
+            lines: Limiter::new(config.log.peer_lines_per_minute, LOG_KEYS),
+            pss: super::memory::Pss::default(),
+            tx,
+            rx,
+            config,
+            text,
+        })
+    }
+
+    /// Runs until the daemon stops; `Err` says why it could not start.
+    pub async fn run(mut self, readiness: &Readiness) -> Result<(), String> {
+        Notifier::from_env().loading_started(&self.config.database.directory.display().to_string());
+        super::spawn_signal_task(self.tx.clone());
+        let dbtx = self.tx.clone();
+        tokio::spawn(super::dbwatch::run(
+            self.config.database.directory.clone(),
+            Duration::from_secs(self.config.database.self_check),
+            move || {
+                let _ = dbtx.try_send(Input::Life(lifecycle::Event::Reload("database.self-check")));
+            },
+        ));
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if let Some(result) = self.feed(Step::Life(lifecycle::Event::Start)) {
+            return result;
+        }
+        let mut told_ready = false;
+        loop {
+            if !told_ready && self.life.ever_ready() {
+                // A parent waiting in the foreground (clamd's command line)
+                // exits 0 now.
+                readiness.ready();
+                told_ready = true;
+            }
+            let input = tokio::select! {
+                i = self.rx.recv() => match i { Some(i) => i, None => return Ok(()) },
+                _ = tick.tick() => Input::Tick,
+            };
+            let done = match input {
+                Input::Tick => {
+                    self.children.sweep(Instant::now());
+                    self.feed(Step::Gate(gate::Event::Tick))
+                        .or_else(|| self.feed(Step::Life(lifecycle::Event::Tick)))
+                }
+                Input::Life(e) => {
+                    let exited = match &e {
+                        lifecycle::Event::ZygoteExited(g, _) => Some(*g),
+                        _ => None,
+                    };
+                    let done = self.feed(Step::Life(e));
+                    if let Some(g) = exited {
+                        self.children.zygote_gone(g);
+                    }
+                    done
+                }
+                Input::Gate(e) => self.feed(Step::Gate(e)),
+                Input::Accepted(a) => self.accepted(a),
+                Input::Worker(w, msg, pid) => self.on_worker(w, msg, pid),
+                Input::Zygote(g, msg) => self.on_zygote(g, msg),
+                Input::Broken(who, why) => {
+                    self.feed(Step::Life(lifecycle::Event::Violation(who, why)))
+                }
+                Input::Measured => {
+                    let alive: Vec<WorkerId> = self.life.alive().collect();
+                    for w in alive {
+                        self.ping(w, 0);
+                    }
+                    None
+                }
+            };
+            if let Some(result) = done {
+                self.close_all();
+                return result;
+            }
+        }
+    }
+
+    /// Feeds the machines until neither has anything left to say. `Some`
+    /// when the daemon must stop.
+    fn feed(&mut self, first: Step) -> Option<Result<(), String>> {
+        let mut queue = VecDeque::from([first]);
+        while let Some(step) = queue.pop_front() {
+            let now = Instant::now();
+            match step {
+                Step::Gate(e) => {
+                    for action in self.gate.handle(e, now) {
+                        self.gate_action(action, &mut queue);
+                    }
+                }
+                Step::Life(e) => {
+                    for action in self.life.handle(e, now) {
+                        if let Some(result) = self.life_action(action, &mut queue) {
+                            return Some(result);
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    // ------------------------------------------------------------ connections
+
+    fn accepted(&mut self, a: Accepted) -> Option<Result<(), String>> {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        self.authority.issued(id);
+        let own_process = match &a.identity {
+            Identity::Unix { pid: Some(pid), .. } => self.children.pids().contains(pid),
+            _ => false,
+        };
+        self.sockets.insert(id, a.socket);
+        self.feed(Step::Gate(gate::Event::Accepted {
+            id,
+            listener: a.listener,
+            name: a.name,
+            identity: Arc::new(a.identity),
+            own_process,
+        }))
+    }
+
+    fn gate_action(&mut self, action: gate::Action, queue: &mut VecDeque<Step>) {
+        use gate::Action as A;
+        match action {
+            A::Refuse {
+                id,
+                identity,
+                listener,
+                why,
+            } => {
+                self.sockets.remove(&id);
+                let key = PeerKey::of(&identity, self.config.limits.prefixes());
+                if let Verdict::Allow { suppressed } = self.lines.check(&key, Instant::now()) {
+                    let what = match why {
+                        gate::Refusal::Limit(_) => {
+                            "connection refused: limit reached and no idle connection to close"
+                        }
+                        _ => "connection refused",
+                    };
+                    tracing::warn!(
+                        listener = listener.as_str(),
+                        peer = %identity,
+                        client = %key,
+                        reason = %why,
+                        suppressed,
+                        "{what}"
+                    );
+                }
+            }
+            A::Hand {
+                id,
+                worker,
+                info,
+                identity,
+                paths,
+            } => self.hand(
+                Hand {
+                    id,
+                    worker,
+                    info,
+                    identity,
+                    paths,
+                },
+                queue,
+            ),
+            A::Evict {
+                id,
+                key,
+                identity,
+                why,
+            } => {
+                self.authority.revoke(id);
+                if let Some(s) = self.sockets.get(&id) {
+                    let _ = nix::sys::socket::shutdown(
+                        std::os::fd::AsRawFd::as_raw_fd(s),
+                        nix::sys::socket::Shutdown::Both,
+                    );
+                }
+                if why != gate::Eviction::WorkerGone {
+                    if let Verdict::Allow { suppressed } = self.lines.check(&key, Instant::now()) {
+                        tracing::info!(id, peer = %identity, client = %key, suppressed, "{}", why.as_str());
+                    }
+                }
+            }
+            A::Revoke(id) => {
+                tracing::debug!(id, "client left; its connection's authority ends");
+                self.authority.revoke(id);
+            }
+            A::Forget(id) => {
+                self.authority.revoke(id);
+                if let Some(s) = self.sockets.remove(&id) {
+                    self.hangups.remove(&s);
+                }
+            }
+            A::NeedWorker(t) => queue.push_back(Step::Life(lifecycle::Event::Want(t))),
+            A::ReleaseWorker(w) => queue.push_back(Step::Life(lifecycle::Event::Release(w))),
+            A::Threads { worker, limit } => {
+                tracing::debug!(worker, limit, "scan thread share");
+            }
+            A::StreamGrant { worker, bytes } => {
+                tracing::debug!(worker, bytes, "stream memory lease");
+            }
+            A::Admin {
+                id,
+                worker,
+                command,
+                identity,
+            } => {
+                let word = match command {
+                    AdminCommand::Reload => "RELOAD",
+                    AdminCommand::Shutdown => "SHUTDOWN",
+                };
+                tracing::info!(id, peer = %identity, command = word, "administrative command accepted");
+                self.children
+                    .try_send(worker, &ToWorker::AdminAccepted { conn: id });
+                queue.push_back(Step::Life(match command {
+                    AdminCommand::Reload => lifecycle::Event::Reload("RELOAD command"),
+                    AdminCommand::Shutdown => lifecycle::Event::Stop("SHUTDOWN command"),
+                }));
+            }
+            A::VirusEvent {
+                id: _,
+                key: _,
+                virus,
+                target,
+            } => {
+                // The names are data (`crate::virus_event` quotes or refuses them).
+                if let Some(events) = &self.virus_events {
+                    events.trigger(&virus, &target);
+                }
+            }
+            A::Violation { worker, why } => queue.push_back(Step::Life(
+                lifecycle::Event::Violation(Who::Worker(worker), why),
+            )),
+            A::IdleExit => {
+                tracing::info!(
+                    idle_seconds = self.config.service.exit_when_idle,
+                    "no connection for service.exit-when-idle seconds: exiting"
+                );
+                queue.push_back(Step::Life(lifecycle::Event::Stop("service.exit-when-idle")));
+            }
+        }
+    }
+
+    /// Grants the connection's authority, watches for its hang-up, and
+    /// passes the socket to the worker.
+    fn hand(&mut self, hand: Hand, queue: &mut VecDeque<Step>) {
+        let Hand {
+            id,
+            worker,
+            info,
+            identity,
+            paths,
+        } = hand;
+        let Some(socket) = self.sockets.get(&id) else {
+            return;
+        };
+        self.authority.grant(
+            id,
+            Grant {
+                worker,
+                identity,
+                paths_allowed: paths,
+            },
+        );
+        if let Err(e) = self.hangups.add(id, socket) {
+            tracing::warn!(id, error = %e, "cannot watch a connection for its hang-up");
+        }
+        let msg = ToWorker::Conn(info);
+        match self.children.hand(worker, &msg, socket.as_fd()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let Ok(copy) = socket.try_clone() else {
+                    queue.push_back(Step::Gate(gate::Event::Undeliverable(id)));
+                    return;
+                };
+                let tx = self.tx.clone();
+                self.children
+                    .hand_later(worker, &msg, copy, HAND_WITHIN, move || {
+                        let _ = tx.try_send(Input::Gate(gate::Event::Undeliverable(id)));
+                    });
+            }
+            Err(_) => queue.push_back(Step::Gate(gate::Event::Undeliverable(id))),
+        }
+    }
+
+    /// Drops every connection the supervisor still holds (at exit).
+    fn close_all(&mut self) {
+        for (_, s) in self.sockets.drain() {
+            self.hangups.remove(&s);
+        }
+    }
+
+    // ------------------------------------------------------------ processes
+
+    fn life_action(
+        &mut self,
+        action: lifecycle::Action,
+        queue: &mut VecDeque<Step>,
+    ) -> Option<Result<(), String>> {
+        use lifecycle::Action as A;
+        match action {
+            A::SpawnZygote(g) => {
+                if let Err(e) = self.children.spawn_zygote(g, &self.text) {
+                    queue.push_back(Step::Life(lifecycle::Event::ZygoteFailed(
+                        g,
+                        format!("cannot start the engine holder: {e}"),
+                    )));
+                }
+            }
+            A::Fork { gen, worker } => {
+                if let Err(e) = self.children.fork(gen, worker, &self.config, &self.broker) {
+                    queue.push_back(Step::Life(lifecycle::Event::ForkFailed(
+                        gen,
+                        worker,
+                        e.to_string(),
+                    )));
+                }
+            }
+            A::RetireZygote(g) => self.children.retire_zygote(g),
+            A::KillZygote(g) => self.children.kill_zygote(g),
+            A::Bound { worker, tenant } => {
+                tracing::debug!(worker, tenant = %tenant, "worker bound to its client");
+                queue.push_back(Step::Gate(gate::Event::WorkerUp { worker, tenant }));
+            }
+            A::Drain(w) => {
+                self.children.send(w, &ToWorker::Drain);
+                queue.push_back(Step::Gate(gate::Event::WorkerDraining(w)));
+            }
+            A::Kill(w) => {
+                self.children.kill_worker(w);
+                self.children.revoke_worker(w);
+                self.worker_gone(w, queue);
+            }
+            A::Forget(w) => {
+                self.children.forget_worker(w);
+                self.worker_gone(w, queue);
+            }
+            A::Ping(w, seq) => self.ping(w, seq),
+            A::Notify(note) => {
+                match &note {
+                    Note::Ready { .. } => self.start_accepting(),
+                    Note::Stopping => {
+                        self.stop_accepting();
+                        queue.push_back(Step::Gate(gate::Event::Stopping));
+                    }
+                    _ => {}
+                }
+                self.status.observe(note);
+            }
+            A::Exit(result) => return Some(result),
+        }
+        None
+    }
+
+    /// A worker is gone (or killed): its grants end now, and the gate
+    /// closes its connections.
+    fn worker_gone(&mut self, w: WorkerId, queue: &mut VecDeque<Step>) {
+        self.authority.revoke_worker(w);
+        let held = self.gate.held_by(w);
+        if held > 0 {
+            tracing::info!(
+                worker = w,
+                connections = held,
+                "closed the connections of a worker that is gone"
+            );
+        }
+        queue.push_back(Step::Gate(gate::Event::WorkerGone(w)));
+    }
+
+    fn start_accepting(&mut self) {
+        let Some(listeners) = self.listeners.take() else {
+            return;
+        };
+        let allow = AllowList::new(self.config.tcp_allow().unwrap_or_default());
+        let (atx, mut arx) = mpsc::channel::<Accepted>(256);
+        self.accepting = listeners::start(listeners, allow, atx);
+        let tx = self.tx.clone();
+        self.accepting.push(tokio::spawn(async move {
+            while let Some(a) = arx.recv().await {
+                if tx.send(Input::Accepted(a)).await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+
+    /// On stop: no new connection is accepted. Sockets from systemd stay
+    /// open in systemd, which queues new connections for the next start.
+    fn stop_accepting(&mut self) {
+        for task in self.accepting.drain(..) {
+            task.abort();
+        }
+        self.listeners = None;
+    }
+
+    fn on_zygote(&mut self, g: lifecycle::GenId, msg: FromZygote) -> Option<Result<(), String>> {
+        let kind = match &msg {
+            FromZygote::Progress { .. } => ZygoteMsg::Progress,
+            FromZygote::Ready(_) => ZygoteMsg::Ready,
+            FromZygote::LoadFailed { .. } => ZygoteMsg::LoadFailed,
+            FromZygote::ForkFailed { .. } => ZygoteMsg::ForkFailed,
+        };
+        if let Err(why) = self.life.check_zygote(g, kind) {
+            return self.feed(Step::Life(lifecycle::Event::Violation(Who::Zygote(g), why)));
+        }
+        let event = match msg {
+            FromZygote::Progress {
+                compiling,
+                done,
+                total,
+            } => lifecycle::Event::ZygoteProgress(
+                g,
+                LoadProgress {
+                    phase: if compiling {
+                        LoadPhase::Compiling
+                    } else {
+                        LoadPhase::Loading
+                    },
+                    done,
+                    total,
+                },
+            ),
+            FromZygote::Ready(r) => lifecycle::Event::ZygoteReady(g, r),
+            FromZygote::LoadFailed { error } => lifecycle::Event::ZygoteFailed(g, error),
+            FromZygote::ForkFailed { worker, error } => {
+                lifecycle::Event::ForkFailed(g, worker, error)
+            }
+        };
+        self.feed(Step::Life(event))
+    }
+
+    fn on_worker(
+        &mut self,
+        w: WorkerId,
+        msg: FromWorker,
+        pid: Option<i32>,
+    ) -> Option<Result<(), String>> {
+        let kind = match &msg {
+            FromWorker::Hello { .. } => WorkerMsg::Hello,
+            FromWorker::Pong { .. } => WorkerMsg::Pong,
+            FromWorker::Active { .. } | FromWorker::Closed { .. } | FromWorker::Found { .. } => {
+                WorkerMsg::Conn
+            }
+            FromWorker::Admin { .. } => WorkerMsg::Admin,
+            FromWorker::Retire => WorkerMsg::Retire,
+        };
+        if let Err(why) = self.life.check_worker(w, kind) {
+            return self.feed(Step::Life(lifecycle::Event::Violation(Who::Worker(w), why)));
+        }
+        let report = |r| Step::Gate(gate::Event::Report(w, r));
+        let step = match msg {
+            FromWorker::Hello { worker } => match self.children.hello(w, worker, pid) {
+                Ok(()) => Step::Life(lifecycle::Event::WorkerHello(w)),
+                Err(why) => Step::Life(lifecycle::Event::Violation(Who::Worker(w), why)),
+            },
+            FromWorker::Pong {
+                scans,
+                found,
+                errors,
+                healthy,
+                ..
+            } => Step::Life(lifecycle::Event::WorkerPong {
+                worker: w,
+                scans,
+                found,
+                errors,
+                healthy,
+            }),
+            FromWorker::Active { conn } => report(gate::Report::Active(conn)),
+            FromWorker::Closed { conn } => report(gate::Report::Closed(conn)),
+            FromWorker::Found {
+                conn,
+                virus,
+                target,
+            } => report(gate::Report::Found {
+                conn,
+                virus,
+                target,
+            }),
+            FromWorker::Admin { conn, command } => report(gate::Report::Admin { conn, command }),
+            FromWorker::Retire => Step::Life(lifecycle::Event::WorkerRetire(w)),
+        };
+        self.feed(step)
+    }
+
+    fn ping(&mut self, w: WorkerId, seq: u64) {
+        let mut fleet = self.life.fleet();
+        let pid = self.children.pid_of(w);
+        let mut pids = vec![std::process::id() as i32];
+        pids.extend(self.children.pids());
+        let (daemon, worker) = self.pss.figures(pid, pids, &self.tx);
+        fleet.daemon_pss_kib = daemon;
+        fleet.worker_pss_kib = worker;
+        self.children.try_send(w, &ToWorker::Ping { seq, fleet });
+    }
+}
