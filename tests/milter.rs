@@ -20,7 +20,8 @@
 //!
 //! Needs root (the milter drops to `clamav`, and the socket is given to
 //! group clamav) and the packages clamav-milter and miltertest
-//! (scripts/install-deps.sh installs both); skipped otherwise.
+//! (scripts/install-deps.sh installs both); skipped without them, a failure
+//! under CI (`tests/common/require.rs`).
 
 mod common;
 
@@ -42,14 +43,15 @@ fn clamav() -> (u32, u32) {
     (u.uid.as_raw(), u.gid.as_raw())
 }
 
-fn skip_reason() -> Option<&'static str> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("needs root: clamav-milter drops to user clamav and the socket is given to group clamav");
-    }
-    if !Path::new(MILTER).exists() {
-        return Some("clamav-milter is not installed (apt-get install clamav-milter)");
-    }
-    None
+/// What both tests need: root (clamav-milter drops to user clamav and the
+/// socket is given to group clamav), clamav-milter and miltertest.
+fn requirements() -> Result<(), common::require::Missing> {
+    common::require::root(
+        "clamav-milter drops to user clamav and the socket is given to group clamav",
+    )?;
+    common::require::file(MILTER, "clamav-milter")?;
+    common::require::program("miltertest", "miltertest")?;
+    Ok(())
 }
 
 /// Standard base64 with padding, as MIME attachments are encoded.
@@ -275,10 +277,7 @@ fn open_to_clamav(d: &Daemon) {
 
 #[test]
 fn milter_accepts_clean_mail_and_rejects_eicar_through_clamsentry() {
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED: {why}");
-        return;
-    }
+    require!(requirements());
     let started = Instant::now();
     let (uid, gid) = clamav();
     let db = TestDb::new();
@@ -337,10 +336,7 @@ fn milter_accepts_clean_mail_and_rejects_eicar_through_clamsentry() {
 /// every scan fails with EACCES and the mail is deferred, not rejected.
 #[test]
 fn without_the_socket_group_the_milter_cannot_connect() {
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED: {why}");
-        return;
-    }
+    require!(requirements());
     let started = Instant::now();
     let db = TestDb::new();
     let d = Daemon::clamsentry(db.path(), &[("listen", "unix-mode = \"0660\"")]);

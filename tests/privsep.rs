@@ -25,16 +25,9 @@ fn status_field(pid: i32, field: &str) -> String {
         .unwrap_or_default()
 }
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 #[test]
 fn worker_runs_as_the_service_user_with_nothing_and_supervisor_keeps_little() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (CI runs as root)");
-        return;
-    }
+    require_root!("the worker becomes nobody, the supervisor keeps capabilities");
     let db = TestDb::new();
     let d = Daemon::clamsentry(db.path(), &[]);
     let w = d.worker();
@@ -420,10 +413,7 @@ fn max_processes(pid: i32) -> String {
 /// connection, no listening socket.
 #[test]
 fn workers_cannot_fork_and_the_engine_holder_holds_only_its_channel() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (CI runs as root)");
-        return;
-    }
+    require_root!("the engine holder and the workers run as nobody");
     let db = TestDb::new();
     let d = Daemon::clamsentry(db.path(), &[("limits", "workers = 2")]);
     let _idle = common::client::Conn::open(&d.unix_addr()).unwrap();
@@ -493,10 +483,7 @@ fn workers_cannot_fork_and_the_engine_holder_holds_only_its_channel() {
 /// with its configured name in the error.
 #[test]
 fn signatures_below_a_root_only_directory_load_as_with_clamd() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (CI runs as root)");
-        return;
-    }
+    require_root!("a directory only root may enter, and the service user nobody");
     let private = tempfile::Builder::new()
         .prefix("cs-root-only")
         .tempdir()
@@ -600,10 +587,7 @@ fn hidden_landlock(l: &common::daemons::Launch) -> Command {
 /// "best-effort" the daemon serves and the log says it runs without.
 #[test]
 fn landlock_hidden_by_seccomp_refuses_to_start_unless_best_effort() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (CI runs as root)");
-        return;
-    }
+    require_root!("the daemon demotes its workers to nobody");
     let db = TestDb::new();
     let dir = tempfile::tempdir().unwrap();
     let tcp = format!("127.0.0.1:{}", common::daemons::free_port())

@@ -174,10 +174,7 @@ mod tests {
 
     #[test]
     fn a_client_identity_is_taken_and_given_back() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIP: needs root");
-            return;
-        }
+        crate::require_root!("it takes the identity of user nobody");
         // A thread of its own: this test changes its credentials.
         std::thread::spawn(|| {
             let own = Own::capture().unwrap();
