@@ -167,24 +167,41 @@ fn crash_recovery(signal: Signal) {
     let db = TestDb::new();
     let d = Daemon::clamsentry(db.path(), &[("limits", "workers = 2")]);
     let supervisor = d.pid();
+    let w = d.wait_workers(2)[0];
     let zygotes = d.zygotes();
-    assert_eq!(zygotes.len(), 1);
-    let w = d.worker();
+    assert_eq!(zygotes.len(), 1, "{}", d.log());
     let l = load(&d, 16);
-    std::thread::sleep(Duration::from_millis(500));
+    // Requests in flight when it dies: wait until some were answered.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while l.ok.load(Ordering::Relaxed) < 16 {
+        assert!(Instant::now() < deadline, "no stream answered");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(w), signal).unwrap();
     let killed = Instant::now();
-    // A new worker takes the dead one's place.
+    // A new worker takes the dead one's place; meanwhile the only child
+    // of the supervisor that bears the engine holder's name is the engine
+    // holder (a worker is born with its own name).
     while d.workers().contains(&w) || d.workers().len() < 2 {
+        assert_eq!(d.zygotes(), zygotes, "{}", d.log());
         assert!(
-            killed.elapsed() < Duration::from_secs(10),
+            killed.elapsed() < Duration::from_secs(60),
             "not replaced:\n{}",
             d.log()
         );
         std::thread::sleep(Duration::from_millis(5));
     }
     let replaced = killed.elapsed();
-    std::thread::sleep(Duration::from_millis(500));
+    // The new worker serves: some more streams are answered.
+    let answered = l.ok.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while l.ok.load(Ordering::Relaxed) < answered + 16 {
+        assert!(
+            Instant::now() < deadline,
+            "no stream answered after the crash"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let (ok, failed) = l.finish();
     let log = d.log();
     // "closed the connections of a worker that is gone worker=W connections=K"
@@ -225,7 +242,8 @@ fn crash_recovery(signal: Signal) {
 #[test]
 fn ten_reloads_under_load_lose_nothing_and_return_memory() {
     let db = TestDb::new();
-    let d = Daemon::clamsentry(db.path(), &[]);
+    let d = Daemon::clamsentry(db.path(), &[("limits", "workers = 2")]);
+    let workers = d.wait_workers(2).len();
     // Warm up, then measure.
     for _ in 0..20 {
         let _ = talk(
@@ -236,7 +254,6 @@ fn ten_reloads_under_load_lose_nothing_and_return_memory() {
     }
     let before = tree_rss_kib(d.pid());
     let l = load(&d, 8);
-    let workers = d.workers().len();
     for i in 0..10 {
         let old = d.workers();
         assert_eq!(
@@ -361,7 +378,7 @@ fn workers_share_the_engine_holders_pages() {
     std::fs::write(dir.path().join("test.hdb"), common::HDB).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let d = Daemon::clamsentry(dir.path(), &[("limits", "workers = 2")]);
-    std::thread::sleep(Duration::from_millis(300));
+    let workers = d.wait_workers(2);
     let kib = |pid: i32, key: &str| -> u64 {
         std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
             .unwrap()
@@ -372,8 +389,6 @@ fn workers_share_the_engine_holders_pages() {
             .unwrap()
     };
     let z = d.zygotes()[0];
-    let workers = d.workers();
-    assert_eq!(workers.len(), 2);
     let shared = kib(z, "Shared_Clean:") + kib(z, "Shared_Dirty:");
     let rss = kib(z, "Rss:");
     println!(
@@ -417,9 +432,16 @@ fn workers_cannot_fork_and_the_engine_holder_holds_only_its_channel() {
     let db = TestDb::new();
     let d = Daemon::clamsentry(db.path(), &[("limits", "workers = 2")]);
     let _idle = common::client::Conn::open(&d.unix_addr()).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    for w in d.workers() {
-        assert_eq!(max_processes(w), "0", "worker {w}");
+    // Every worker lowers its limit once its threads run.
+    let workers = d.wait_workers(2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Some(w) = workers.iter().find(|w| max_processes(**w) != "0") {
+        assert!(
+            Instant::now() < deadline,
+            "worker {w} may still fork: Max processes {}",
+            max_processes(*w)
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
     let z = d.zygotes()[0];
     let zlimit: u64 = max_processes(z).parse().unwrap();
@@ -450,7 +472,7 @@ fn workers_cannot_fork_and_the_engine_holder_holds_only_its_channel() {
     }
     assert_eq!(sockets, 1, "only the control channel");
     // Workers: stdio, their two channels, their clients' sockets.
-    for w in d.workers() {
+    for w in workers {
         for e in std::fs::read_dir(format!("/proc/{w}/fd"))
             .unwrap()
             .flatten()
