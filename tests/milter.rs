@@ -230,6 +230,21 @@ impl Milter {
             .unwrap()
     }
 
+    /// Waits until the milter has dropped to `uid`: it creates its socket
+    /// as root and changes user after that.
+    fn wait_uid(&self, uid: u32) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.uid() != uid {
+            assert!(
+                Instant::now() < deadline,
+                "clamav-milter still runs as uid {}, not {uid}:\n{}",
+                self.uid(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Acts as the MTA: sends `mails` (name, body) with miltertest and
     /// returns its output lines.
     fn deliver(&self, mails: &[(&str, String)], reject_text: &str) -> Vec<String> {
@@ -295,7 +310,7 @@ fn milter_accepts_clean_mail_and_rejects_eicar_through_clamsentry() {
         (0, gid, 0o660)
     );
     let milter = Milter::start(&d.unix);
-    assert_eq!(milter.uid(), uid, "clamav-milter runs as clamav");
+    milter.wait_uid(uid);
     let name = "Win.Test.EICAR_HDB-1.UNOFFICIAL";
     let lines = milter.deliver(
         &[
@@ -344,6 +359,7 @@ fn without_the_socket_group_the_milter_cannot_connect() {
     let meta = std::fs::symlink_metadata(&d.unix).unwrap();
     assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (0, 0, 0o660));
     let milter = Milter::start(&d.unix);
+    milter.wait_uid(clamav().0);
     let lines = milter.deliver(
         &[("infected", mime_body(&eicar()))],
         "Virus found: Win.Test.EICAR_HDB-1.UNOFFICIAL",
