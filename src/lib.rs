@@ -48,3 +48,13 @@ pub mod systemd;
 pub mod virus_event;
 pub mod worker;
 pub mod zygote;
+
+/// The tests' requirement helper (`require_root!`, `require!`), shared
+/// with the integration tests, where it is `common::require`.
+#[cfg(test)]
+#[path = "../tests/common/require.rs"]
+pub(crate) mod test_require;
+#[cfg(test)]
+mod common {
+    pub(crate) use super::test_require as require;
+}

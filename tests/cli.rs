@@ -99,10 +99,7 @@ fn daemon_start_failure_says_what_to_do() {
 
 #[test]
 fn missing_service_user_says_how_to_create_it() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: the service user is only used when started as root");
-        return;
-    }
+    require_root!("the service user is only used when started as root");
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(
@@ -263,10 +260,10 @@ fn clamd_command_line_errors_are_clamds() {
 
 #[test]
 fn debians_clamd_conf_passes_check_config() {
-    if !Path::new("/etc/clamav/clamd.conf").exists() {
-        eprintln!("SKIPPED: /etc/clamav/clamd.conf (package clamav-daemon) is not installed");
-        return;
-    }
+    require!(common::require::file(
+        "/etc/clamav/clamd.conf",
+        "clamav-daemon"
+    ));
     let (code, out, err) =
         run(Command::new(BIN).args(["check-config", "--clamd-conf", "/etc/clamav/clamd.conf"]));
     assert_eq!(code, 0, "{err}");
@@ -396,10 +393,7 @@ impl Drop for PidGuard {
 
 #[test]
 fn clamd_forks_into_the_background_once_it_serves() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: the clamd.conf names User nobody, which needs root");
-        return;
-    }
+    require_root!("the clamd.conf names User nobody");
     let dir = open_dir();
     let db = common::TestDb::new();
     let conf = daemon_conf(dir.path(), db.path(), "");
@@ -443,10 +437,7 @@ fn clamd_forks_into_the_background_once_it_serves() {
 
 #[test]
 fn a_failed_start_in_the_background_returns_the_error() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: the clamd.conf names User nobody, which needs root");
-        return;
-    }
+    require_root!("the clamd.conf names User nobody");
     let dir = open_dir();
     let empty = open_dir();
     let conf = daemon_conf(dir.path(), empty.path(), "");
@@ -459,10 +450,7 @@ fn a_failed_start_in_the_background_returns_the_error() {
 
 #[test]
 fn foreground_stays_and_stops_on_sigterm() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: the clamd.conf names User nobody, which needs root");
-        return;
-    }
+    require_root!("the clamd.conf names User nobody");
     let dir = open_dir();
     let db = common::TestDb::new();
     let conf = daemon_conf(dir.path(), db.path(), "Foreground no\n");

@@ -344,10 +344,7 @@ fn tmux_screen(session: &str) -> String {
 /// (STATS reports the daemon's memory, measured by the supervisor).
 #[test]
 fn clamdtop_shows_threads_and_memory() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        eprintln!("SKIP: no tmux");
-        return;
-    }
+    require!(common::require::program("tmux", "tmux"));
     let db = TestDb::new();
     let d = Daemon::clamsentry(db.path(), &[]);
     // Let the supervisor measure memory once (it does at the first ping).
@@ -379,10 +376,7 @@ fn clamdtop_shows_threads_and_memory() {
 /// itself: it would only give up on a connection that fails.)
 #[test]
 fn clamdtop_over_tcp_without_stats_shows_the_refusal_and_quits() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        eprintln!("SKIP: no tmux");
-        return;
-    }
+    require!(common::require::program("tmux", "tmux"));
     let db = TestDb::new();
     let d = Daemon::clamsentry(db.path(), &[]);
     let (session, out) = clamdtop_in_tmux(&d.tcp.to_string(), d.dir.path());

@@ -25,8 +25,9 @@
 //! workers run as clamav; nothing is written to the log directory
 //! (clamsentry writes no log file: `LogFile` is noted); SIGTERM ends it with
 //! status 0 and removes the socket, the PID file and its temporary
-//! directory. Needs root (mount namespaces, `User clamav`); skipped
-//! otherwise, or when the file is not Debian's.
+//! directory. Needs root (mount namespaces, `User clamav`) and Debian's
+//! file; without them it is skipped, or fails under CI
+//! (`tests/common/require.rs`).
 
 mod common;
 
@@ -51,18 +52,22 @@ const DEBIAN_LINES: [&str; 6] = [
     "LogFile /var/log/clamav/clamav.log",
 ];
 
-fn skip_reason(conf: &str) -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("needs root: a mount namespace, and the workers become clamav".into());
-    }
-    if conf.is_empty() {
-        return Some(format!("{CONF} is missing (package clamav-daemon)"));
-    }
+/// Root (a mount namespace, and the workers become clamav) and Debian's
+/// unchanged `CONF`, whose text `conf` is.
+fn requirements(conf: &str) -> Result<(), common::require::Missing> {
+    common::require::root("a mount namespace, and the workers become clamav")?;
+    common::require::file(CONF, "clamav-daemon")?;
     let lines: Vec<&str> = conf.lines().map(str::trim).collect();
-    DEBIAN_LINES
-        .iter()
-        .find(|l| !lines.contains(l))
-        .map(|l| format!("{CONF} is not Debian's: it has no line {l:?}"))
+    let foreign = DEBIAN_LINES.iter().find(|l| !lines.contains(l));
+    common::require::need(
+        "Debian's clamd.conf",
+        foreign.is_none().then_some(()),
+        &match foreign {
+            Some(l) => format!("{CONF} has no line {l:?}"),
+            None => format!("the test starts {CONF} as it is"),
+        },
+        "the file clamav-daemon's installation writes, unchanged (apt-get purge clamav-daemon, then install it)",
+    )
 }
 
 /// A directory owned by `uid`:`gid` with `mode`.
@@ -117,10 +122,7 @@ fn entries(dir: &Path) -> Vec<String> {
 #[test]
 fn debians_clamd_conf_starts_clamsentry_as_is() {
     let conf_before = std::fs::read_to_string(CONF).unwrap_or_default();
-    if let Some(why) = skip_reason(&conf_before) {
-        eprintln!("SKIPPED: {why}");
-        return;
-    }
+    require!(requirements(&conf_before));
     let started = Instant::now();
     let clamav = nix::unistd::User::from_name("clamav")
         .unwrap()

@@ -5,7 +5,9 @@
 //!
 //! It needs root, cargo-deb, debootstrap, systemd-container and lintian
 //! (`scripts/install-deps.sh`). Without them it is skipped with a message,
-//! except under CI (`CI` set), where that is a failure.
+//! except under CI, where that is a failure (`tests/common/require.rs`).
+
+mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -20,6 +22,14 @@ const SKIP: i32 = 77;
 
 #[test]
 fn deb_installs_and_works_under_systemd() {
+    require_root!("it boots a container with systemd-nspawn");
+    for (program, package) in [
+        ("debootstrap", "debootstrap"),
+        ("systemd-nspawn", "systemd-container"),
+        ("lintian", "lintian"),
+    ] {
+        require!(common::require::program(program, package));
+    }
     let mut child = Command::new("bash")
         .arg(repo().join("packaging/test/e2e.sh"))
         .current_dir(repo())
@@ -31,6 +41,7 @@ fn deb_installs_and_works_under_systemd() {
     // Forward each line as it comes, past the test harness's capture: the
     // check lines are the useful part of a CI log, pass or fail.
     let mut counts = None;
+    let mut missing = None;
     let stdout = child.stdout.take().expect("stdout");
     for line in BufReader::new(stdout).lines() {
         let line = line.expect("read e2e output");
@@ -38,19 +49,21 @@ fn deb_installs_and_works_under_systemd() {
         if let Some((p, f)) = parse_counts(&line) {
             counts = Some((p, f));
         }
+        if let Some(what) = line.strip_prefix("e2e: missing:") {
+            missing = Some(what.trim().to_string());
+        }
     }
     let status = child.wait().expect("wait for e2e.sh");
-    if status.code() == Some(SKIP) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the package e2e test cannot run under CI: run scripts/install-deps.sh as root"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "e2e: skipped (needs root and the tools scripts/install-deps.sh installs)"
-        );
-        return;
-    }
+    // What the script checks beyond the above (cargo-deb).
+    require!(common::require::need(
+        "the package test's tools",
+        (status.code() != Some(SKIP)).then_some(()),
+        &format!(
+            "e2e.sh says it lacks: {}",
+            missing.as_deref().unwrap_or("(it did not say)")
+        ),
+        "run scripts/install-deps.sh as root, then the tests as root",
+    ));
     let (passed, failed) = counts.expect("e2e.sh printed no `N passed, M failed` line");
     assert_eq!(failed, 0, "{failed} e2e checks failed ({passed} passed)");
     assert!(passed >= 30, "only {passed} e2e checks ran");

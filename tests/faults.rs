@@ -268,8 +268,10 @@ fn signature_directory_removed_or_unreadable_before_reload() {
     assert_serving(&d);
     std::fs::remove_file(&db).unwrap();
 
-    // Unreadable by mode (only meaningful when not root).
-    if !nix::unistd::geteuid().is_root() {
+    // Unreadable by mode: the engine holder opens the directory with the
+    // identity it was started with, but reads the files in it as the
+    // service user (nobody when the test runs as root), who may not.
+    {
         use std::os::unix::fs::PermissionsExt;
         let db = own_db(root.path());
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o000)).unwrap();
@@ -554,16 +556,21 @@ struct TinyFs {
 }
 
 impl TinyFs {
-    /// `None` where mounting is not allowed (not root, no CAP_SYS_ADMIN).
-    fn mount() -> Option<TinyFs> {
-        let dir = tempfile::tempdir().ok()?;
+    /// Missing where mounting is not allowed (not root, no CAP_SYS_ADMIN).
+    fn mount() -> Result<TinyFs, common::require::Missing> {
+        common::require::root("it mounts a tmpfs")?;
+        let dir = tempfile::tempdir().unwrap();
         let ok = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs"])
             .arg(dir.path())
-            .stderr(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
-        ok.then_some(TinyFs { dir })
+        common::require::need(
+            "mount",
+            ok.then_some(TinyFs { dir }),
+            "it mounts a tmpfs",
+            "root with CAP_SYS_ADMIN (a container must allow mounts)",
+        )
     }
 
     /// Fills it: a file grown until the filesystem refuses more.
@@ -592,10 +599,7 @@ impl Drop for TinyFs {
 /// when space is freed.
 #[test]
 fn temporary_directory_full() {
-    let Some(fs) = TinyFs::mount() else {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
-        return;
-    };
+    let fs = require!(TinyFs::mount());
     let db = TestDb::new();
     let d = Daemon::clamsentry(
         db.path(),
@@ -664,10 +668,7 @@ fn temporary_directory_full() {
 /// an empty cache), so the same bytes are found once space is back.
 #[test]
 fn temporary_directory_full_does_not_poison_the_clean_cache() {
-    let Some(fs) = TinyFs::mount() else {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
-        return;
-    };
+    let fs = require!(TinyFs::mount());
     let db = TestDb::new();
     let d = Daemon::clamsentry(
         db.path(),

@@ -164,10 +164,6 @@ fn clamdscan_stream_over_tcp_still_works() {
     );
 }
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 /// Sends `req` to a Unix socket as the user `nobody` and returns the reply.
 fn as_nobody(socket: &Path, req: &[u8]) -> Vec<u8> {
     as_user(socket, req, NOBODY, NOBODY).unwrap_or_else(|e| panic!("{e}"))
@@ -209,10 +205,7 @@ sys.stdout.buffer.write(out)
 
 #[test]
 fn unix_peers_get_no_file_oracle_and_no_admin_commands() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to run a client as nobody (CI runs as root)");
-        return;
-    }
+    require_root!("a client runs as nobody");
     let db = TestDb::new();
     // The worker runs as "daemon" here, so that nobody is just a local user.
     let d = Daemon::clamsentry(db.path(), &[("sandbox", "user = \"daemon\"")]);
@@ -479,10 +472,7 @@ fn refused_streams_still_get_their_reply() {
 #[test]
 fn unix_socket_group_lets_its_members_in() {
     use std::os::unix::fs::MetadataExt;
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to give the socket away and run clients as other users");
-        return;
-    }
+    require_root!("the socket is given to group clamav and clients run as other users");
     let clamav = nix::unistd::Group::from_name("clamav")
         .unwrap()
         .expect("group clamav (package clamav-base)")

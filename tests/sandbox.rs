@@ -86,7 +86,15 @@ fn main() {
     println!("\nrunning {} tests", selected.len());
     let mut failed = Vec::new();
     for (name, test) in &selected {
-        let ok = std::panic::catch_unwind(test).is_ok();
+        // On a thread named after the test, as libtest does (the
+        // requirement helper reports skips by that name); the scenarios
+        // themselves run in re-executed, single-threaded children.
+        let ok = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(test)
+            .expect("start the test's thread")
+            .join()
+            .is_ok();
         println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
         if !ok {
             failed.push(*name);
@@ -103,16 +111,10 @@ fn main() {
     }
 }
 
-fn is_root() -> bool {
+/// Not a requirement: the unprivileged scenarios run as root too, by
+/// becoming nobody first.
+fn started_as_root() -> bool {
     nix::unistd::geteuid().is_root()
-}
-
-/// Root-only scenarios say so and pass when run unprivileged.
-fn needs_root() -> bool {
-    if !is_root() {
-        println!("  (skipped: needs root)");
-    }
-    is_root()
 }
 
 /// A signature directory and a temp directory the service user can use.
@@ -240,18 +242,17 @@ fn demote_env(
     env
 }
 
-fn root_nobody() -> Option<Outcome> {
-    if !needs_root() {
-        return None;
-    }
+/// Root demotes the child to nobody (callers require root).
+fn root_nobody() -> Outcome {
     let dirs = Dirs::new(Some(NOBODY));
     let out = run_child("demote", &demote_env(&dirs, Some("nobody"), 2, false));
     assert!(out.success, "child failed: {:#?}", out.lines);
-    Some(out)
+    out
 }
 
 fn root_demotes_to_nobody_with_everything_dropped() {
-    let Some(out) = root_nobody() else { return };
+    require_root!("the child demotes itself from root to nobody");
+    let out = root_nobody();
     assert_eq!(out.proc_field("Uid"), "65534 65534 65534 65534");
     assert_eq!(out.proc_field("Gid"), "65534 65534 65534 65534");
     assert_eq!(out.proc_field("Groups"), "65534");
@@ -281,7 +282,8 @@ fn check_attempts(out: &Outcome) {
 }
 
 fn root_every_probe_denied_but_the_control() {
-    let Some(out) = root_nobody() else { return };
+    require_root!("the child demotes itself from root to nobody");
+    let out = root_nobody();
     check_attempts(&out);
     let attempts = out.attempts();
     let detail = |w: &str| &attempts.iter().find(|a| a.0.contains(w)).unwrap().3;
@@ -341,7 +343,8 @@ fn check_engine(out: &Outcome) {
 }
 
 fn root_libclamav_loads_and_scans_after_demotion() {
-    let Some(out) = root_nobody() else { return };
+    require_root!("the child demotes itself from root to nobody");
+    let out = root_nobody();
     check_engine(&out);
     // A thread created after demotion (within the budget) scans too, and is
     // as confined as its creator.
@@ -355,7 +358,7 @@ fn root_libclamav_loads_and_scans_after_demotion() {
 /// Started as a normal user: as root we first become nobody by hand, as a
 /// normal user we already are one.
 fn unprivileged(max_threads: u64) -> Outcome {
-    let root = is_root();
+    let root = started_as_root();
     let dirs = Dirs::new(root.then_some(NOBODY));
     let out = run_child("demote", &demote_env(&dirs, None, max_threads, root));
     assert!(out.success, "child failed: {:#?}", out.lines);
@@ -364,7 +367,7 @@ fn unprivileged(max_threads: u64) -> Outcome {
 
 fn unprivileged_keeps_identity_and_still_gets_nnp_and_landlock() {
     let out = unprivileged(2);
-    let me = if is_root() {
+    let me = if started_as_root() {
         NOBODY
     } else {
         nix::unistd::getuid().as_raw()
@@ -400,7 +403,7 @@ fn unprivileged_without_thread_budget_cannot_fork_or_spawn_threads() {
 fn unprivileged_cannot_switch_to_another_user() {
     let dirs = Dirs::new(None);
     let mut env = demote_env(&dirs, Some("root"), 0, false);
-    if is_root() {
+    if started_as_root() {
         env.push(("CS_PRE_SWITCH", NOBODY.to_string()));
     }
     let out = run_child("demote", &env);
@@ -445,14 +448,10 @@ fn demote_refuses_a_multithreaded_process() {
 }
 
 fn supervisor_keeps_only_the_listed_capabilities() {
-    if !needs_root() {
-        // Not root: nothing to drop, and it must say Ok.
-        let out = run_child("supervisor", &[]);
-        assert!(out.success, "{:#?}", out.lines);
-        return;
-    }
+    // As anyone it must say Ok (a normal user has nothing to drop).
     let out = run_child("supervisor", &[]);
     assert!(out.success, "{:#?}", out.lines);
+    require_root!("only root has capabilities to drop");
     // CAP_KILL 5, CAP_SETGID 6, CAP_SETUID 7, CAP_DAC_READ_SEARCH 2.
     let want = format!("{:016x}", (1u64 << 5) | (1 << 6) | (1 << 7) | (1 << 2));
     assert_eq!(out.proc_field("CapBnd"), want);
@@ -473,9 +472,7 @@ fn supervisor_keeps_only_the_listed_capabilities() {
 /// CAP_SETPCAP in the kept set the worker cannot empty its bounding set, and
 /// says so; with it, everything is empty.
 fn supervisor_started_worker_demotes_with_the_kept_capabilities() {
-    if !needs_root() {
-        return;
-    }
+    require_root!("the supervisor keeps root's capabilities, the worker demotes to nobody");
     for (keep_setpcap, status_caps, bnd) in [
         (
             false,

@@ -4,8 +4,9 @@
 //! signature directory self-check, exit-when-idle, and the shipped units
 //! under `systemd-analyze`.
 //!
-//! Tests that need a tool or root print why they skip when it is missing;
-//! CI (Debian 12, root, systemd installed) runs them all.
+//! Tests that need a tool or root skip when it is missing and fail under CI
+//! (`tests/common/require.rs`); CI (Debian 12, root, systemd installed)
+//! runs them all.
 
 mod common;
 
@@ -22,27 +23,9 @@ use common::daemons::{free_port, Daemon};
 
 const T: Duration = Duration::from_secs(20);
 
-/// The tool's path, or `None` after printing why the test skips.
-fn tool(name: &str) -> Option<PathBuf> {
-    for dir in [
-        "/usr/bin",
-        "/bin",
-        "/usr/sbin",
-        "/sbin",
-        "/lib/systemd",
-        "/usr/lib/systemd",
-    ] {
-        let p = Path::new(dir).join(name);
-        if p.exists() {
-            return Some(p);
-        }
-    }
-    eprintln!("SKIP: {name} not found (apt-get install systemd)");
-    None
-}
-
-fn is_root() -> bool {
-    nix::unistd::Uid::effective().is_root()
+/// One of systemd's programs.
+fn tool(name: &str) -> Result<PathBuf, common::require::Missing> {
+    common::require::program(name, "systemd")
 }
 
 fn scan_eicar(addr: &Addr) -> Vec<u8> {
@@ -63,9 +46,7 @@ fn eventually(what: &str, mut pred: impl FnMut() -> bool) {
 
 #[test]
 fn socket_activation_serves_named_unix_and_tcp_sockets() {
-    let Some(activate) = tool("systemd-socket-activate") else {
-        return;
-    };
+    let activate = require!(tool("systemd-socket-activate"));
     let db = common::TestDb::new();
     // The configuration names other sockets: systemd's must win.
     let own = tempfile::tempdir().unwrap();
@@ -123,9 +104,7 @@ fn socket_activation_serves_named_unix_and_tcp_sockets() {
 
 #[test]
 fn an_unexpected_activated_socket_is_an_error_that_names_it() {
-    let Some(activate) = tool("systemd-socket-activate") else {
-        return;
-    };
+    let activate = require!(tool("systemd-socket-activate"));
     let db = common::TestDb::new();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("s.sock");
@@ -327,17 +306,10 @@ fn journal_entries(journalctl: &Path, dir: &Path) -> Vec<Entry> {
 
 #[test]
 fn journald_gets_structured_fields_of_a_found_scan() {
-    if !is_root() {
-        eprintln!("SKIP: a private journald needs root (mount namespaces)");
-        return;
-    }
-    let (Some(journald), Some(journalctl), Some(unshare)) = (
-        tool("systemd-journald"),
-        tool("journalctl"),
-        tool("unshare"),
-    ) else {
-        return;
-    };
+    require_root!("a private journald in a mount namespace");
+    let journald = require!(tool("systemd-journald"));
+    let journalctl = require!(tool("journalctl"));
+    let unshare = require!(common::require::program("unshare", "util-linux"));
     let db = common::TestDb::new();
     let journal = tempfile::tempdir().unwrap();
     let script = journal.path().join("run.sh");
@@ -568,9 +540,7 @@ fn units_for_analysis() -> tempfile::TempDir {
 
 #[test]
 fn shipped_units_verify_cleanly() {
-    let Some(analyze) = tool("systemd-analyze") else {
-        return;
-    };
+    let analyze = require!(tool("systemd-analyze"));
     let dir = units_for_analysis();
     let out = Command::new(&analyze)
         .current_dir(dir.path())
@@ -596,9 +566,7 @@ fn shipped_units_verify_cleanly() {
 
 #[test]
 fn shipped_service_exposure_is_at_most_2() {
-    let Some(analyze) = tool("systemd-analyze") else {
-        return;
-    };
+    let analyze = require!(tool("systemd-analyze"));
     let dir = units_for_analysis();
     let out = Command::new(&analyze)
         .current_dir(dir.path())

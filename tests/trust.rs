@@ -35,10 +35,6 @@ use common::{eicar, TestDb};
 const NOBODY: u32 = 65534;
 const T: Duration = Duration::from_secs(10);
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 fn show(b: &[u8]) -> String {
     String::from_utf8_lossy(b).replace('\0', "\\0")
 }
@@ -345,10 +341,7 @@ fn still_serving(d: &Daemon, supervisor: i32) {
 
 #[test]
 fn a_compromised_worker_gains_nothing() {
-    if !is_root() {
-        eprintln!("SKIP: needs root (pidfd_getfd on the daemon's worker, clients as nobody)");
-        return;
-    }
+    require_root!("pidfd_getfd on the daemon's worker, clients as nobody");
     let db = TestDb::new();
     let files = scratch();
     // Root's secret (0600) and a file nobody may read.
@@ -610,10 +603,7 @@ fn clean_dir(dir: &Path, file: &str) {
 
 #[test]
 fn racing_symlinks_never_reach_a_forbidden_file() {
-    if !is_root() {
-        eprintln!("SKIP: needs root (the racing client runs as nobody)");
-        return;
-    }
+    require_root!("the racing client runs as nobody");
     let db = TestDb::new();
     let a = arena();
     let d = Daemon::clamsentry(
@@ -745,10 +735,7 @@ print(repr(r))
 
 #[test]
 fn refusals_look_exactly_like_missing_files() {
-    if !is_root() {
-        eprintln!("SKIP: needs root (the client runs as nobody)");
-        return;
-    }
+    require_root!("the client runs as nobody");
     let db = TestDb::new();
     let a = arena();
     let o = a.root.join("oracle");

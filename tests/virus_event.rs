@@ -54,10 +54,6 @@ fn log_lines_with(needle: &str) -> Vec<String> {
         .collect()
 }
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 /// A directory anyone may write to (the command runs as nobody).
 fn shared_dir() -> tempfile::TempDir {
     let d = tempfile::Builder::new()
@@ -93,10 +89,7 @@ fn read(p: PathBuf) -> String {
 
 #[test]
 fn command_gets_clamds_environment_as_an_unprivileged_user() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to run the command as another user");
-        return;
-    }
+    require_root!("the command runs as nobody");
     let dir = shared_dir();
     let d = dir.path().display().to_string();
     // A descriptor without close-on-exec, as systemd hands sockets over: the
@@ -165,10 +158,7 @@ fn command_gets_clamds_environment_as_an_unprivileged_user() {
 
 #[test]
 fn hostile_virus_names_stay_data() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to run the command as another user");
-        return;
-    }
+    require_root!("the command runs as nobody");
     let dir = shared_dir();
     let d = dir.path().display().to_string();
     let pwned = dir.path().join("pwned");
@@ -209,10 +199,7 @@ fn hostile_virus_names_stay_data() {
 
 #[test]
 fn a_hanging_command_is_killed_with_its_process_group() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to run the command as another user");
-        return;
-    }
+    require_root!("the command runs as nobody");
     let dir = shared_dir();
     let d = dir.path().display().to_string();
     let e = events(
@@ -257,10 +244,7 @@ fn is_zombie(pid: i32) -> bool {
 
 #[test]
 fn beyond_max_concurrent_and_max_per_minute_nothing_runs_and_it_is_logged() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to run the command as another user");
-        return;
-    }
+    require_root!("the command runs as nobody");
     let e = events("sleep 2".into(), |c| {
         c.max_concurrent = 2;
         c.max_per_minute = 3;
@@ -342,10 +326,7 @@ fn event_lines(file: &std::path::Path, count: usize) -> Vec<String> {
 fn daemons_run_the_command_as_clamd_does() {
     use common::client::{instream, talk, Conn};
     use common::daemons::Daemon;
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to run the command as another user");
-        return;
-    }
+    require_root!("the command runs as nobody");
     let db = common::TestDb::new();
     let dir = shared_dir();
     let sample = dir.path().join("sample.com");

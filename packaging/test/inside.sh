@@ -176,7 +176,7 @@ check "a worker killed with SIGKILL is replaced by a fork, the engine holder sta
     z=$(for p in $(cat /proc/$main/task/*/children); do [ "$(cat /proc/$p/comm)" = clamsentry-eng ] && echo $p; done)
     w=$(for p in $(cat /proc/$main/task/*/children); do [ "$(cat /proc/$p/comm)" = clamsentry-work ] && echo $p; done | head -n 1)
     kill -KILL $w
-    for _ in $(seq 50); do
+    for _ in $(seq 600); do
         now=$(for p in $(cat /proc/$main/task/*/children); do [ "$(cat /proc/$p/comm)" = clamsentry-work ] && echo $p; done)
         echo "$now" | grep -qx "$w" || [ "$(echo "$now" | wc -l)" -lt 2 ] || break; sleep 0.1
     done

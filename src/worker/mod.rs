@@ -92,7 +92,6 @@ fn serve(
     control: Channel,
     broker: Channel,
 ) -> Result<(), String> {
-    let _ = nix::sys::prctl::set_name(c"clamsentry-work");
     let start = read_start(&control)?;
     engine
         .set_temp_dir(&start.temp_dir)
@@ -248,7 +247,6 @@ fn adopt(kind: ListenerKind, socket: OwnedFd) -> std::io::Result<stream::Stream>
 /// forbid new tasks, then try forbidden things. Returns the exit code (0
 /// when everything forbidden was denied).
 pub fn probe_forked(config: &Config) -> i32 {
-    let _ = nix::sys::prctl::set_name(c"clamsentry-work");
     let temp = config.scan.temporary_directory.clone();
     let landlock = match sandbox::narrow_to(&temp) {
         Ok(l) => l,

@@ -7,6 +7,10 @@
 //! subreaper (`PR_SET_CHILD_SUBREAPER`). From then on the kernel tells the
 //! supervisor, and only it, when the worker exits and how.
 //!
+//! The first child takes the worker's name (`clamsentry-work`) before it
+//! forks the worker, so the worker is born with it: no child of the
+//! supervisor ever bears the engine holder's name but an engine holder.
+//!
 //! Forking is sound here because the engine holder has exactly one thread
 //! (it never starts a runtime or a thread; [`fork_worker`] checks the
 //! thread count on a `/proc/self/task` descriptor opened before the sandbox
@@ -18,6 +22,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
+
+/// The name (`comm`) of every worker process.
+pub const WORKER_NAME: &std::ffi::CStr = c"clamsentry-work";
 
 /// Which side of a successful [`fork_worker`] this is.
 pub enum Side {
@@ -78,6 +85,9 @@ pub fn fork_worker(threads: &mut Threads, supervisor: Pid) -> Result<Side, Strin
             Err(e) => Err(format!("waitpid: {e}")),
         },
         ForkResult::Child => {
+            // The name is the worker's from its first instant (only the
+            // holder waits for this process, which exits below).
+            let _ = nix::sys::prctl::set_name(WORKER_NAME);
             // SAFETY: as above; this intermediate process has one thread too.
             match unsafe { fork() } {
                 Ok(ForkResult::Parent { .. }) => exit_now(0),

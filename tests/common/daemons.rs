@@ -273,9 +273,9 @@ impl Daemon {
         tree_rss_kib(self.pid())
     }
 
-    /// A serving worker's pid (the first the supervisor lists).
+    /// A worker's pid (the lowest), waiting for one.
     pub fn worker(&self) -> i32 {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(&w) = self.workers().first() {
                 return w;
@@ -285,8 +285,27 @@ impl Daemon {
         }
     }
 
-    /// The pids of the worker processes (children of the supervisor named
-    /// clamsentry-work).
+    /// Waits until at least `n` workers run (all forked: a worker is born
+    /// with its name, see `src/zygote/fork.rs`); returns their pids.
+    pub fn wait_workers(&self, n: usize) -> Vec<i32> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let w = self.workers();
+            if w.len() >= n {
+                return w;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} workers, not at least {n}:\n{}",
+                w.len(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The pids of the workers: live children of the supervisor named
+    /// clamsentry-work.
     pub fn workers(&self) -> Vec<i32> {
         self.children_named("clamsentry-work")
     }
@@ -324,7 +343,8 @@ impl Daemon {
         }
     }
 
-    /// The pids of the engine holders (zygotes).
+    /// The pids of the engine holders (zygotes): live children of the
+    /// supervisor named clamsentry-eng.
     pub fn zygotes(&self) -> Vec<i32> {
         self.children_named("clamsentry-eng")
     }
@@ -332,10 +352,7 @@ impl Daemon {
     fn children_named(&self, comm: &str) -> Vec<i32> {
         children(self.pid())
             .into_iter()
-            .filter(|p| {
-                std::fs::read_to_string(format!("/proc/{p}/comm"))
-                    .is_ok_and(|c| c.trim_end() == comm)
-            })
+            .filter(|p| Stat::of(*p).is_some_and(|s| s.comm == comm && s.state != 'Z'))
             .collect()
     }
 
@@ -345,18 +362,39 @@ impl Daemon {
     }
 }
 
-/// Children of a process, from /proc/PID/task/*/children.
-pub fn children(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            let list = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            out.extend(
-                list.split_whitespace()
-                    .filter_map(|p| p.parse::<i32>().ok()),
-            );
-        }
+/// A process's name, state and parent, from /proc/PID/stat.
+pub struct Stat {
+    pub comm: String,
+    pub state: char,
+    pub ppid: i32,
+}
+
+impl Stat {
+    pub fn of(pid: i32) -> Option<Stat> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses.
+        let (head, tail) = text.rsplit_once(')')?;
+        let comm = head.split_once('(')?.1.to_string();
+        let mut rest = tail.split_whitespace();
+        let state = rest.next()?.chars().next()?;
+        let ppid = rest.next()?.parse().ok()?;
+        Some(Stat { comm, state, ppid })
     }
+}
+
+/// Children of a process (zombies included), sorted: every process in
+/// /proc whose parent it is. (Not /proc/PID/task/*/children, which may
+/// miss a child while others are forked or exit.)
+pub fn children(pid: i32) -> Vec<i32> {
+    let mut out: Vec<i32> = std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|p| Stat::of(*p).is_some_and(|s| s.ppid == pid))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_unstable();
     out
 }
 

@@ -116,10 +116,12 @@ pub fn act_as<'a>(own: &'a Own, who: &FsIdentity) -> io::Result<ActingAs<'a>> {
             changed: false,
         });
     }
-    let guard = ActingAs { own, changed: true };
     // Groups and gid first: changing them needs CAP_SETGID, which the
     // thread keeps; the fsuid change below drops only file capabilities.
+    // If the groups cannot be set (a daemon started without CAP_SETGID),
+    // nothing was changed and there is nothing to restore.
     set_groups(&who.groups)?;
+    let guard = ActingAs { own, changed: true };
     setfsgid(who.gid);
     setfsuid(who.uid);
     if current_fsgid() != who.gid || current_fsuid() != who.uid {
@@ -174,10 +176,7 @@ mod tests {
 
     #[test]
     fn a_client_identity_is_taken_and_given_back() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIP: needs root");
-            return;
-        }
+        crate::require_root!("it takes the identity of user nobody");
         // A thread of its own: this test changes its credentials.
         std::thread::spawn(|| {
             let own = Own::capture().unwrap();

@@ -109,10 +109,15 @@ pub fn serve(channel: &Channel, worker: WorkerId, broker: &Broker) -> Result<(),
             )));
         }
         let who = fs_identity(&holder.identity);
-        let (reply, fd) = {
-            let _as_client =
-                creds::act_as(&own, &who).map_err(|e| Violation(format!("broker: {e}")))?;
-            handle(broker, &mut dirs, req.conn, &holder.identity, req.op)?
+        let (reply, fd) = match creds::act_as(&own, &who) {
+            Ok(_as_client) => handle(broker, &mut dirs, req.conn, &holder.identity, req.op)?,
+            Err(e) => {
+                // A daemon started without the capabilities to act as
+                // another user: the client is told the file is missing
+                // (never answered with the daemon's own rights).
+                tracing::warn!(id = req.conn, peer = %holder.identity, error = %e, "path refused: the daemon cannot act as this client");
+                (BrokerReply::Errno(libc::ENOENT), None)
+            }
         };
         let fds: Vec<_> = fd.iter().map(|f| f.as_fd()).collect();
         if channel.send(&reply.encode(), &fds).is_err() {
