@@ -437,11 +437,14 @@ fn a_compromised_worker_gains_nothing() {
                 assert_eq!(lines, ["errno:103", "file(fds=1)"], "{case}");
             } else {
                 assert_eq!(lines, ["errno:103", "sent", "sent", "errno:103"], "{case}");
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
             }
+            // The worker was not ended: the test ends the stopped process.
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+            assert!(process_gone(pid), "{case}: the worker stays");
         } else {
             // Ended: nothing answered, never a descriptor; the channels are dead.
             assert!(
