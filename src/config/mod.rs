@@ -770,7 +770,10 @@ impl Config {
                 "is empty, so no client could connect over TCP: list the networks that may (e.g. [\"127.0.0.0/8\"])".into(),
             ));
         }
-        if let Some(open) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+        if let Some(open) = addrs
+            .iter()
+            .find(|a| !crate::policy::peer::canonical(a.ip()).is_loopback())
+        {
             if allow.iter().all(|n| n.addr().is_loopback()) {
                 return Err((
                     "listen.tcp-allow",
