@@ -246,7 +246,7 @@ impl Daemon {
     /// Waits until each of `addrs` answers PING.
     pub fn wait_answers(&mut self, addrs: &[Addr]) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        for addr in addrs.iter().cloned() {
+        for addr in addrs {
             loop {
                 if let Ok(Some(status)) = self.child.try_wait() {
                     panic!(
@@ -255,7 +255,7 @@ impl Daemon {
                         self.log()
                     );
                 }
-                if talk(&addr, &[b"zPING\0"], Duration::from_secs(2))
+                if talk(addr, &[b"zPING\0"], Duration::from_secs(2))
                     .ok()
                     .as_deref()
                     == Some(b"PONG\0")
