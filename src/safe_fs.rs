@@ -219,6 +219,11 @@ impl Dir {
         &self.path
     }
 
+    /// The `O_PATH` descriptor, for a caller that keeps only it.
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
     pub fn meta(&self) -> io::Result<Meta> {
         Ok(Meta::of(&rustix::fs::fstat(&self.fd)?))
     }
