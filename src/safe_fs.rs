@@ -401,6 +401,40 @@ fn finish_made_dir(
     Ok(())
 }
 
+/// Opens `path` for reading only if its last component is a regular file,
+/// never a link, a FIFO or a device: an `O_PATH|O_NOFOLLOW` descriptor is
+/// checked first, then reopened through `/proc/self/fd/N`, so the object
+/// read is the one checked, and the open can neither block nor wake a
+/// driver. For a file root reads in a directory another user may write
+/// (`clamd -V` reads `daily.cvd` in clamav's `/var/lib/clamav`).
+pub fn open_regular(path: &Path) -> io::Result<std::fs::File> {
+    let pinned = rustix::fs::openat(
+        CWD,
+        path,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = rustix::fs::fstat(&pinned)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is {}, not a regular file", path.display(), kind(&st)),
+        ));
+    }
+    let fd = rustix::fs::open(
+        format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&pinned)),
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )?;
+    if FileId::of(&rustix::fs::fstat(&fd)?) != FileId::of(&st) {
+        return Err(io::Error::other(format!(
+            "{} changed while it was opened",
+            path.display()
+        )));
+    }
+    Ok(std::fs::File::from(fd))
+}
+
 /// Splits a file's path into its directory and its name; the name must be
 /// a plain name (not `..`, not empty).
 pub fn split(path: &Path) -> io::Result<(PathBuf, OsString)> {
@@ -810,6 +844,27 @@ mod tests {
         assert!(removed >= 204, "{removed}");
         assert_eq!(std::fs::read_dir(&top).unwrap().count(), 0);
         assert_eq!(std::fs::read(&outside).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn only_regular_files_are_opened() {
+        let t = tree();
+        let f = t.path().join("f");
+        std::fs::write(&f, b"data").unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut open_regular(&f).unwrap(), &mut text).unwrap();
+        assert_eq!(text, "data");
+        let fifo = t.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let e = open_regular(&fifo).unwrap_err();
+        assert!(
+            e.to_string().ends_with("is a FIFO, not a regular file"),
+            "{e}"
+        );
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(&f, &link).unwrap();
+        assert!(open_regular(&link).is_err());
+        assert!(open_regular(Path::new("/dev/null")).is_err());
     }
 
     #[test]

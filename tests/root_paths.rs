@@ -938,3 +938,72 @@ fn a_signature_directory_behind_another_users_entry_gets_no_root_handle() {
         }
     }
 }
+
+// ------------------------------------------------------------ clamd -V
+
+/// `clamd -V` (run as root by init scripts and monitoring) reads the
+/// header of `daily.cvd`/`daily.cld` in the signature directory, which
+/// belongs to clamav. A FIFO there must not block it, and a symlink must
+/// not make root read a file of its own: only regular files are read.
+#[test]
+fn clamd_version_reads_only_regular_files_of_the_signature_directory() {
+    if !root_or_skip() {
+        return;
+    }
+    let base = scratch();
+    let db = base.path().join("db");
+    nobodys_dir(&db, 0o755);
+    // A root-only file that looks like a container header.
+    let secret = base.path().join("secret");
+    std::fs::write(
+        &secret,
+        "ClamAV-VDB:07 Dec 2026 12-00 +0000:27999:100:90:0123456789abcdef0123456789abcdef:X:root:1796385600\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&secret, db.join("daily.cvd")).unwrap();
+    nix::unistd::mkfifo(
+        &db.join("daily.cld"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    for name in ["daily.cvd", "daily.cld"] {
+        std::os::unix::fs::lchown(db.join(name), Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let conf = base.path().join("clamd.conf");
+    std::fs::write(
+        &conf,
+        format!("LocalSocket {0}/s\nDatabaseDirectory {0}\n", db.display()),
+    )
+    .unwrap();
+    let mut child = die_with_parent(Command::new(BIN).args(["clamd", "-c"]).arg(&conf).arg("-V"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "clamd -V blocks on a FIFO");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(out, "ClamAV 1.4.6\n");
+    // The same header in a regular file is read.
+    std::fs::remove_file(db.join("daily.cvd")).unwrap();
+    std::fs::copy(&secret, db.join("daily.cvd")).unwrap();
+    let out = Command::new(BIN)
+        .args(["clamd", "-c"])
+        .arg(&conf)
+        .arg("-V")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("ClamAV 1.4.6/27999/"),
+        "{out:?}"
+    );
+}
