@@ -5,8 +5,8 @@
 //! - swaps the fresh Unix socket for a symlink to a root-owned 0600 file
 //!   with `renameat2(RENAME_EXCHANGE)` in a tight loop, while the binding
 //!   code runs 2,000 times (the library function) and while the daemon
-//!   starts 20 times; the same racer against the old way (bind, then chmod
-//!   by path) is the control that shows the race is real here;
+//!   starts 20 times (the same racer against the old way, bind then chmod
+//!   by path, is a measurement run by hand: `--ignored`);
 //! - puts a FIFO, a file of theirs, a symlink, a directory or a device at
 //!   the PID file's path: the start fails at once, with the error, and the
 //!   object is unchanged; a PID file of the daemon's own is replaced;
@@ -123,20 +123,40 @@ fn python_as_nobody(script: &str, args: &[&str]) -> Child {
 }
 
 /// A local attacker, as nobody, until stopped: it prints `ready` once set
-/// up and, when told to stop (SIGTERM), what it counted.
+/// up, a word when its attack first lands on something of the daemon's,
+/// and, when told to stop (SIGTERM), what it counted. Its lines are read by
+/// a thread, so that the test can ask without waiting.
 struct Attacker {
     child: Child,
-    out: BufReader<std::process::ChildStdout>,
+    lines: std::sync::mpsc::Receiver<String>,
+    heard: Vec<String>,
 }
 
 impl Attacker {
     fn start(script: &str, args: &[&str]) -> Attacker {
         let mut child = python_as_nobody(script, args);
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ready", "the attacker did not start");
-        Attacker { child, out }
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = lines.recv_timeout(Duration::from_secs(60));
+        assert_eq!(first.as_deref(), Ok("ready"), "the attacker did not start");
+        Attacker {
+            child,
+            lines,
+            heard: Vec::new(),
+        }
+    }
+
+    /// Whether it has said `word` so far.
+    fn said(&mut self, word: &str) -> bool {
+        self.heard.extend(self.lines.try_iter());
+        self.heard.iter().any(|l| l == word)
     }
 
     /// Stops it and returns its last line.
@@ -146,10 +166,11 @@ impl Attacker {
             nix::sys::signal::Signal::SIGTERM,
         )
         .unwrap();
-        let mut rest = String::new();
-        self.out.read_to_string(&mut rest).unwrap();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(60)) {
+            self.heard.push(line);
+        }
         let _ = self.child.wait();
-        rest.lines().last().unwrap_or_default().to_string()
+        self.heard.last().cloned().unwrap_or_default()
     }
 }
 
@@ -177,6 +198,8 @@ print('ready', flush=True)
 for _ in range(200000000):
     if libc.renameat2(-100, a, -100, b, 2) == 0:
         n += 1
+        if n == 1:
+            print('swapped', flush=True)
 stop()
 "#;
 
@@ -200,48 +223,57 @@ fn assert_sockets_are(dir: &Path, mode: u32, uid: u32, gid: u32) -> usize {
     seen
 }
 
-/// The attack on the old way (bind as root, then chmod by path), as the
-/// control: the same racer must win at least once, or it proves nothing.
+/// A measurement, not a check (run by hand with `--ignored`): the same
+/// racer against the old way (bind as root, then chmod by path), 10 rounds
+/// of up to 20,000 binds; prints in how many rounds, and after how many
+/// binds, it made root's file 0666. Whether the racer's exchange lands in
+/// that window depends on scheduling, so CI does not count on it; the
+/// checks above count the racer's exchanges instead.
 #[test]
+#[ignore = "timing-dependent measurement of the old way; run by hand"]
 fn the_old_way_loses_to_the_racer() {
     if !root_or_skip() {
         return;
     }
-    let base = scratch();
-    let race = base.path().join("race");
-    nobodys_dir(&race, 0o755);
-    let victim = Victim::new(base.path().join("victim"));
-    let sock = race.join("clamd.sock");
-    let racer = Attacker::start(
-        SWAPPER,
-        &[
-            race.to_str().unwrap(),
-            "clamd.sock",
-            "link",
-            victim.path.to_str().unwrap(),
-        ],
-    );
-    let mut tries = 0;
-    let mut won = false;
-    while tries < 20_000 && !won {
-        tries += 1;
-        // The old start: remove a stale socket at the name (lstat: only a
-        // socket), bind, chmod by path.
-        if std::fs::symlink_metadata(&sock).is_ok_and(|m| m.file_type().is_socket()) {
-            let _ = std::fs::remove_file(&sock);
+    let mut won_after = Vec::new();
+    for _ in 0..10 {
+        let base = scratch();
+        let race = base.path().join("race");
+        nobodys_dir(&race, 0o755);
+        let victim = Victim::new(base.path().join("victim"));
+        let sock = race.join("clamd.sock");
+        let racer = Attacker::start(
+            SWAPPER,
+            &[
+                race.to_str().unwrap(),
+                "clamd.sock",
+                "link",
+                victim.path.to_str().unwrap(),
+            ],
+        );
+        let mut tries = 0;
+        let mut won = false;
+        while tries < 20_000 && !won {
+            tries += 1;
+            // The old start: remove a stale socket at the name (lstat: only
+            // a socket), bind, chmod by path.
+            if std::fs::symlink_metadata(&sock).is_ok_and(|m| m.file_type().is_socket()) {
+                let _ = std::fs::remove_file(&sock);
+            }
+            if let Ok(l) = std::os::unix::net::UnixListener::bind(&sock) {
+                let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666));
+                drop(l);
+            }
+            won = std::fs::metadata(&victim.path).unwrap().mode() & 0o777 == 0o666;
         }
-        if let Ok(l) = std::os::unix::net::UnixListener::bind(&sock) {
-            let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666));
-            drop(l);
+        racer.stop();
+        if won {
+            won_after.push(tries);
         }
-        won = std::fs::metadata(&victim.path).unwrap().mode() & 0o777 == 0o666;
     }
-    let swaps = racer.stop();
-    std::fs::set_permissions(&victim.path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    eprintln!("old way: the racer made root's file 0666 after {tries} binds ({swaps} exchanges)");
-    assert!(
-        won,
-        "the racer never won against chmod by path in {tries} tries: the race did not run"
+    eprintln!(
+        "old way: the racer made root's file 0666 in {} of 10 rounds, after {won_after:?} binds",
+        won_after.len()
     );
 }
 
@@ -268,7 +300,7 @@ fn a_racing_user_never_redirects_the_socket_file() {
             groups: vec![clamav],
             backlog: 16,
         };
-        let racer = Attacker::start(
+        let mut racer = Attacker::start(
             SWAPPER,
             &[
                 race.to_str().unwrap(),
@@ -279,7 +311,12 @@ fn a_racing_user_never_redirects_the_socket_file() {
         );
         let (mut made, mut refused, mut sockets) = (0, 0, 0);
         let mut reasons = std::collections::BTreeMap::<String, usize>::new();
-        for _ in 0..runs {
+        // At least `runs` binds, and on until the racer has exchanged one of
+        // our sockets at least once (a busy machine may not run it at first).
+        let mut binds = 0;
+        while binds < runs || !racer.said("swapped") {
+            binds += 1;
+            assert!(binds <= 200 * runs, "the racer never exchanged a socket");
             match runtime_files::bind_unix(&sock, &spec) {
                 Ok(bound) => {
                     made += 1;
@@ -308,7 +345,7 @@ fn a_racing_user_never_redirects_the_socket_file() {
         let swaps: u64 = racer.stop().parse().unwrap();
         victim.assert_unchanged("after the race");
         eprintln!(
-            "owner uid {owner}: {made} of {runs} binds made the socket, {refused} stopped ({reasons:?}); {sockets} socket files checked; {swaps} exchanges by the racer"
+            "owner uid {owner}: {made} of {binds} binds made the socket, {refused} stopped ({reasons:?}); {sockets} socket files checked; {swaps} exchanges by the racer"
         );
         assert!(made > 0, "no bind succeeded: {reasons:?}");
         assert!(swaps > 0, "the racer never exchanged anything");
@@ -727,6 +764,8 @@ for _ in range(20000000):
     for name in os.listdir(d):
         if name.startswith('clamsentry.'):
             tries += 1
+            if tries == 1:
+                print('seen', flush=True)
             if libc.renameat2(-100, os.path.join(d, name).encode(), -100, trap, 2) == 0:
                 won += 1
 stop()
@@ -781,7 +820,7 @@ fn temporary_directories_cannot_be_redirected() {
     std::fs::create_dir(&tmp).unwrap();
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let victim = Victim::new(base.path().join("victim"));
-    let racer = Attacker::start(
+    let mut racer = Attacker::start(
         ENTRY_SWAPPER,
         &[tmp.to_str().unwrap(), victim.path.to_str().unwrap()],
     );
@@ -867,6 +906,16 @@ fn temporary_directories_cannot_be_redirected() {
     assert_eq!(std::fs::metadata(&victim.path).unwrap().nlink(), 1);
     victim.assert_unchanged("after the workers' directories were removed");
     assert!(scan().ends_with(" FOUND\\0"));
+    // The racer has been at the daemon's directory (a busy machine may run
+    // it late).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !racer.said("seen") {
+        assert!(
+            Instant::now() < deadline,
+            "the racer never saw the daemon's directory"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(stop(&mut child), Some(0), "{}", logged());
     let counts = racer.stop();
     let (tries, won) = counts.split_once(' ').unwrap();
