@@ -305,9 +305,15 @@ pub fn open_dir(path: &Path, trusted: &[u32], create: Option<&Create>) -> Result
         let entry = at.join(&name);
         let last = todo.is_empty();
         let mut made = false;
+        let dir_meta = Meta::of(&rustix::fs::fstat(&cur).map_err(|e| io_err(&at, e))?);
         let fd = match path_fd(cur.as_fd(), &name) {
             Ok(fd) => fd,
             Err(Errno::NOENT) if create.is_some() => {
+                // Only where our own new entry would be safe.
+                let me = rustix::process::geteuid().as_raw();
+                if let Some(exposure) = exposure(dir_meta, me, trusted) {
+                    return Err(WalkError::Exposed { entry, exposure });
+                }
                 let mode = create.map_or(0o755, |c| c.mode);
                 match rustix::fs::mkdirat(&cur, &*name, Mode::from_raw_mode(mode)) {
                     Ok(()) => made = true,
@@ -319,7 +325,6 @@ pub fn open_dir(path: &Path, trusted: &[u32], create: Option<&Create>) -> Result
             Err(e) => return Err(io_err(&entry, e)),
         };
         let st = rustix::fs::fstat(&fd).map_err(|e| io_err(&entry, e))?;
-        let dir_meta = Meta::of(&rustix::fs::fstat(&cur).map_err(|e| io_err(&at, e))?);
         if let Some(exposure) = exposure(dir_meta, st.st_uid, trusted) {
             return Err(WalkError::Exposed { entry, exposure });
         }
@@ -791,6 +796,14 @@ mod tests {
         // ...but not what is reached through it.
         let e = open_dir(&open.join("d"), &[], None).unwrap_err();
         assert!(matches!(e, WalkError::Exposed { .. }), "{e}");
+        // Nothing is made there either.
+        let create = Create {
+            mode: 0o755,
+            owner: None,
+        };
+        let e = open_dir(&open.join("new"), &[], Some(&create)).unwrap_err();
+        assert!(matches!(e, WalkError::Exposed { .. }), "{e}");
+        assert!(!open.join("new").exists());
         // Sticky: root's own entry is safe.
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
         if rustix::process::geteuid().is_root() {
