@@ -59,15 +59,19 @@ impl Cli {
 }
 
 fn main() -> ExitCode {
-    // Started as clamd (a symlink): clamd's command line.
-    let mut args = std::env::args();
-    let argv0 = args.next().unwrap_or_default();
-    if std::path::Path::new(&argv0)
+    // Started as clamd (a symlink), or `clamsentry clamd ARGS…`: clamd's
+    // command line, read before clap sees it (its global `-c`, clamsentry's
+    // --config, would take clamd's `-c FILE`).
+    let args: Vec<String> = std::env::args().collect();
+    let argv0 = args.first().map(String::as_str).unwrap_or_default();
+    if std::path::Path::new(argv0)
         .file_name()
         .is_some_and(|n| n == "clamd")
     {
-        let rest: Vec<String> = args.collect();
-        return ExitCode::from(clamsentry::clamd_cli::main(&rest));
+        return ExitCode::from(clamsentry::clamd_cli::main(&args[1..]));
+    }
+    if args.get(1).map(String::as_str) == Some("clamd") {
+        return ExitCode::from(clamsentry::clamd_cli::main(&args[2..]));
     }
     let cli = Cli::parse();
     let source = cli.source();

@@ -135,10 +135,12 @@ pub struct ListenConfig {
     /// Octal permission bits of the Unix socket.
     pub unix_mode: String,
     /// Owner of the Unix socket file clamsentry creates (a user name or a
-    /// number); empty: the user clamsentry runs as.
+    /// number), who creates it (as clamd's User); empty: the user
+    /// clamsentry runs as.
     pub unix_owner: String,
     /// Group of the Unix socket file (clamd's LocalSocketGroup); empty: the
-    /// group clamsentry runs as.
+    /// owner's primary group when `unix_owner` is set, else the group
+    /// clamsentry runs as.
     pub unix_group: String,
     /// Length of the queue of connections not yet accepted, for the sockets
     /// clamsentry binds itself (clamd's MaxConnectionQueueLength).
@@ -389,7 +391,7 @@ pub struct ServiceConfig {
     /// "tcp" are always known.
     pub sockets: std::collections::BTreeMap<String, String>,
     /// File the daemon writes its process id to (clamd's PidFile); empty:
-    /// none.
+    /// none. Only a regular file of the daemon's own user there is replaced.
     pub pid_file: PathBuf,
 }
 

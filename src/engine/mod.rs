@@ -147,11 +147,13 @@ pub fn version() -> String {
 /// signature container (`daily.cvd`, `daily.cld`), read as libclamav's
 /// `cl_cvdhead` reads it: the first 512 bytes up to the first line end,
 /// trailing blanks cut, parsed by `cl_cvdparse`. `None` when the file is
-/// missing, unreadable or not a container.
+/// missing, unreadable, not a container, or not a regular file (never a
+/// link, FIFO or device: `clamd -V` runs as root in freshclam's directory;
+/// see [`crate::safe_fs::open_regular`]).
 pub fn cvd_head(path: &Path) -> Option<(u32, u64)> {
     use std::io::Read;
     let mut head = Vec::with_capacity(512);
-    std::fs::File::open(path)
+    crate::safe_fs::open_regular(path)
         .ok()?
         .take(512)
         .read_to_end(&mut head)

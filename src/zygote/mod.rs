@@ -108,7 +108,7 @@ fn run(mode: Mode) -> Result<i32, String> {
     // The signature directory, opened with the identity we were started
     // with (root, as clamd without `User`), so that the service user reaches
     // it even below directories only root may enter; see [`SignatureDir`].
-    let signatures = SignatureDir::open(&config.database.directory);
+    let signatures = SignatureDir::open(&config.database.directory, &config.sandbox.user);
 
     let plan = plan(&config, signatures.path(), &temp_parent, mode);
     let status = match sandbox::demote(&plan) {
@@ -217,8 +217,12 @@ fn fail(control: &Channel, error: String) -> Result<i32, String> {
 /// covers the same directory (the rule's `O_PATH` open follows the link to
 /// it), and the service user still needs search and read permission on the
 /// directory and read permission on its files, so a signature file only
-/// root may read still fails to load. If the open fails (no such
-/// directory), the configured path is used as before and the error names it.
+/// root may read still fails to load. The directory is reached with
+/// [`crate::safe_fs::open_dir`]: if another user than root and the service
+/// user could replace an entry on the way (and so point root's handle into
+/// a directory only root may enter), or the open fails (no such
+/// directory), the configured path is used as before, resolved by the
+/// service user itself, and an error names it.
 struct SignatureDir {
     configured: PathBuf,
     /// `/proc/self/fd/N` while `fd` is open, else `configured`.
@@ -227,23 +231,34 @@ struct SignatureDir {
 }
 
 impl SignatureDir {
-    fn open(configured: &std::path::Path) -> SignatureDir {
-        use rustix::fs::{Mode as FileMode, OFlags};
-        match rustix::fs::open(
-            configured,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            FileMode::empty(),
-        ) {
-            Ok(fd) => SignatureDir {
-                configured: configured.to_path_buf(),
-                path: PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
-                fd: Some(fd),
-            },
-            Err(_) => SignatureDir {
-                configured: configured.to_path_buf(),
-                path: configured.to_path_buf(),
-                fd: None,
-            },
+    fn open(configured: &std::path::Path, service_user: &str) -> SignatureDir {
+        let me = rustix::process::geteuid().as_raw();
+        let theirs = nix::unistd::User::from_name(service_user)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw());
+        let trusted: Vec<u32> = std::iter::once(me).chain(theirs).collect();
+        match crate::safe_fs::open_dir(configured, &trusted, None) {
+            Ok(dir) => {
+                let fd = dir.into_fd();
+                SignatureDir {
+                    configured: configured.to_path_buf(),
+                    path: PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+                    fd: Some(fd),
+                }
+            }
+            Err(e) => {
+                if let crate::safe_fs::WalkError::Exposed { .. } = e {
+                    tracing::warn!(
+                        "database.directory: {e}; the service user reaches it by its path instead"
+                    );
+                }
+                SignatureDir {
+                    configured: configured.to_path_buf(),
+                    path: configured.to_path_buf(),
+                    fd: None,
+                }
+            }
         }
     }
 
