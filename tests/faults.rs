@@ -38,8 +38,18 @@ fn ping(addr: &Addr) -> String {
 fn assert_serving(d: &Daemon) {
     for addr in [d.unix_addr(), d.tcp_addr()] {
         assert_eq!(ping(&addr), "PONG\\0", "log:\n{}", d.log());
-        assert_eq!(stream_reply(&addr, &eicar()), format!("{FOUND}\\0"));
-        assert_eq!(stream_reply(&addr, b"clean"), "stream: OK\\0");
+        assert_eq!(
+            stream_reply(&addr, &eicar()),
+            format!("{FOUND}\\0"),
+            "log:\n{}",
+            d.log()
+        );
+        assert_eq!(
+            stream_reply(&addr, b"clean"),
+            "stream: OK\\0",
+            "log:\n{}",
+            d.log()
+        );
     }
 }
 
@@ -127,6 +137,8 @@ fn temporary_directory_missing_or_not_a_directory() {
         std::fs::remove_dir_all(w).unwrap();
     }
     assert!(eventually_found(&d, &zip()) > 0, "the first scans failed");
+    // Each client identity has its own worker: TCP clients' too.
+    assert!(eventually_found_at(&d, &d.tcp_addr(), &zip()) > 0);
     assert!(
         worker_tmps(&tmp).iter().all(|w| !work.contains(w)),
         "fresh directories"

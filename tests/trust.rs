@@ -393,10 +393,12 @@ fn a_compromised_worker_gains_nothing() {
         } else {
             other
         };
-        let mut attacked = w;
+        let attacked = if case == "root-left" { other_worker } else { w };
+        let pid = worker_pid(&d, attacked);
+        let channels = take_channels(pid);
         if case == "root-left" {
-            // The attacker holds root's worker, and root's client leaves.
-            attacked = other_worker;
+            // The attacker holds root's worker (stopped, so it never says
+            // Closed), and root's client leaves.
             drop(std::mem::take(&mut root_conns));
             let needle = format!("client left; its connection's authority ends id={other}");
             let deadline = Instant::now() + T;
@@ -405,8 +407,6 @@ fn a_compromised_worker_gains_nothing() {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        let pid = worker_pid(&d, attacked);
-        let channels = take_channels(pid);
         let lines = attack(
             case,
             &channels,
