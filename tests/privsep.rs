@@ -58,22 +58,40 @@ fn worker_runs_as_the_service_user_with_nothing_and_supervisor_keeps_little() {
     assert!(d.log().contains("landlock=full"), "{}", d.log());
 }
 
+/// A listening Unix socket at `path` with `mode`, accepting nothing yet.
+fn listening(path: &Path, mode: u32) -> std::os::unix::net::UnixListener {
+    let l = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    l.set_nonblocking(true).unwrap();
+    l
+}
+
 #[test]
 fn sandbox_check_reports_every_forbidden_attempt_denied() {
     let db = TestDb::new();
     let dir = tempfile::tempdir().unwrap();
+    // Both sockets are reachable by the service user: the daemon's own at
+    // Debian's mode 0666, another one at 0777, in a world-readable directory.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let own = dir.path().join("clamd.sock");
+    let other = dir.path().join("other.sock");
+    let own_listener = listening(&own, 0o666);
+    let other_listener = listening(&other, 0o777);
     let cfg = dir.path().join("c.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[database]\ndirectory = {:?}\n[sandbox]\nuser = \"nobody\"\n",
-            db.path().display().to_string()
+            "[database]\ndirectory = {:?}\n[listen]\nunix = {:?}\n[sandbox]\nuser = \"nobody\"\n",
+            db.path().display().to_string(),
+            own.display().to_string(),
         ),
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_clamsentry"))
         .args(["sandbox-check", "--config"])
         .arg(&cfg)
+        .arg("--connect")
+        .arg(&other)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -91,6 +109,21 @@ fn sandbox_check_reports_every_forbidden_attempt_denied() {
         "TCP connect",
         "TCP bind",
         "setuid(0)",
+        "socket(AF_UNIX SOCK_STREAM)",
+        "socket(AF_UNIX SOCK_DGRAM)",
+        "socket(AF_UNIX SOCK_SEQPACKET)",
+        "socket(AF_INET SOCK_STREAM)",
+        "socket(AF_INET SOCK_DGRAM)",
+        "socket(AF_INET6 SOCK_STREAM)",
+        "socket(AF_INET6 SOCK_DGRAM)",
+        "socket(AF_NETLINK NETLINK_ROUTE)",
+        "socketpair(AF_UNIX SOCK_STREAM)",
+        &format!("connect to {} with a new socket", own.display()),
+        &format!("connect to {} with a socket made before", own.display()),
+        &format!("connect to {} with a new socket", other.display()),
+        &format!("connect to {} with a socket made before", other.display()),
+        "io_uring_setup",
+        "unshare(CLONE_NEWUSER)",
     ] {
         let line = text
             .lines()
@@ -99,6 +132,15 @@ fn sandbox_check_reports_every_forbidden_attempt_denied() {
         assert!(line.starts_with("ok") && line.contains("denied"), "{line}");
     }
     assert!(!text.contains("UNEXPECTED"), "{text}");
+    assert!(
+        text.lines()
+            .next()
+            .is_some_and(|l| l.starts_with("engine holder: ") && l.contains(" seccomp=on ")),
+        "{text}"
+    );
+    // Nothing reached either socket.
+    assert!(own_listener.accept().is_err());
+    assert!(other_listener.accept().is_err());
 }
 
 /// Streams continuously from `clients` threads until `stop`; counts outcomes.
@@ -434,10 +476,13 @@ fn workers_cannot_fork_and_the_engine_holder_holds_only_its_channel() {
     let z = d.zygotes()[0];
     let zlimit: u64 = max_processes(z).parse().unwrap();
     assert!(zlimit > 0, "the engine holder can fork");
-    // Its descriptors: stdin, stdout, stderr, one socket (its control
-    // channel), its own /proc/PID/task (to count its threads before each
-    // fork; opened before the sandbox closed /proc) and the signature
-    // directory (opened before it demoted itself).
+    // Its descriptors: stdin, stdout, stderr, three sockets (its control
+    // channel, and the two ends of the socket pair of tokio's signal driver,
+    // made for its workers before the system-call filter denies
+    // socketpair(); see worker::prepare_before_sandbox), its own
+    // /proc/PID/task (to count its threads before each fork; opened before
+    // the sandbox closed /proc) and the signature directory (opened before
+    // it demoted itself).
     let signatures = std::fs::canonicalize(db.path())
         .unwrap()
         .display()
@@ -458,7 +503,7 @@ fn workers_cannot_fork_and_the_engine_holder_holds_only_its_channel() {
         );
         sockets += 1;
     }
-    assert_eq!(sockets, 1, "only the control channel");
+    assert_eq!(sockets, 3, "only the control channel and tokio's pair");
     // Workers: stdio, their two channels, their clients' sockets.
     for w in d.workers() {
         for e in std::fs::read_dir(format!("/proc/{w}/fd"))
@@ -663,4 +708,130 @@ fn landlock_hidden_by_seccomp_refuses_to_start_unless_best_effort() {
     let log = d.log();
     assert!(log.contains("running without Landlock"), "{log}");
     assert!(log.contains("seccomp filter hides"), "{log}");
+}
+
+/// Installs a seccomp filter that answers EPERM to `seccomp()` and, with
+/// `prctl` set, to `prctl(PR_SET_SECCOMP)`, as a service manager's filter
+/// that lists neither would (systemd's `@system-service` has `prctl` but
+/// not `seccomp`), then runs the command given.
+fn hidden_seccomp(prctl: bool) -> impl FnOnce(&common::daemons::Launch) -> Command {
+    let script = format!(
+        r#"
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+prog = [(0x20, 0, 0, 0),                  # A = syscall number
+        (0x15, 0, 1, {seccomp}),          # seccomp?
+        (0x06, 0, 0, 0x00050000 | 1),     # return EPERM
+        (0x15, 0, 3, {prctl}),            # prctl?
+        (0x20, 0, 0, 16),                 # A = first argument
+        (0x15, 0, 1, 22),                 # PR_SET_SECCOMP?
+        (0x06, 0, 0, 0x00050000 | 1),     # return EPERM
+        (0x06, 0, 0, 0x7fff0000)]         # allow
+code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *f) for f in prog))
+class Fprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+fprog = Fprog(len(prog), ctypes.cast(code, ctypes.c_void_p))
+ul = ctypes.c_ulong
+assert libc.prctl(38, ul(1), ul(0), ul(0), ul(0)) == 0, "no_new_privs"
+assert libc.prctl(22, ul(2), ctypes.byref(fprog), ul(0), ul(0)) == 0, "seccomp"
+os.execv(sys.argv[1], sys.argv[1:])
+"#,
+        seccomp = libc::SYS_seccomp,
+        // An impossible number when prctl stays allowed.
+        prctl = if prctl { libc::SYS_prctl } else { 0xffff },
+    );
+    move |l| {
+        let mut c = Command::new("python3");
+        c.arg("-c")
+            .arg(script)
+            .arg(&l.bin)
+            .arg("--config")
+            .arg(&l.config);
+        c
+    }
+}
+
+/// Under a filter that refuses the `seccomp()` system call but not `prctl`,
+/// the engine holder installs its filter with `prctl(PR_SET_SECCOMP)`, and
+/// its workers have it: two filters, the outer one and ours.
+#[test]
+fn the_filter_is_installed_with_prctl_where_seccomp_is_refused() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (CI runs as root)");
+        return;
+    }
+    let db = TestDb::new();
+    let d = Daemon::launch(db.path(), &[], hidden_seccomp(false));
+    let reply = talk(
+        &d.unix_addr(),
+        &[&instream(b"zINSTREAM\0", &eicar(), 4096)],
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(
+        show(&reply),
+        "stream: Win.Test.EICAR_HDB-1.UNOFFICIAL FOUND\\0"
+    );
+    assert!(d.log().contains(" seccomp=on "), "{}", d.log());
+    assert_eq!(status_field(d.worker(), "Seccomp"), "2");
+    assert_eq!(status_field(d.worker(), "Seccomp_filters"), "2");
+}
+
+/// `sandbox.seccomp = "required"` (the default) refuses to start when the
+/// filter cannot be installed at all, and says so and what to do; with
+/// "best-effort" the daemon serves and the log says it runs without.
+#[test]
+fn a_filter_that_cannot_be_installed_refuses_to_start_unless_best_effort() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (CI runs as root)");
+        return;
+    }
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let tcp = format!("127.0.0.1:{}", common::daemons::free_port())
+        .parse()
+        .unwrap();
+    let config =
+        common::daemons::write_config(dir.path(), db.path(), &dir.path().join("s"), tcp, &[]);
+    let launch = common::daemons::Launch {
+        bin: env!("CARGO_BIN_EXE_clamsentry").into(),
+        config,
+        unix: dir.path().join("s"),
+        tcp,
+        dir: dir.path().to_path_buf(),
+    };
+    let out = common::daemons::die_with_parent(&mut hidden_seccomp(true)(&launch))
+        .stdout(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("the system-call filter cannot be installed")
+            && err.contains("prctl(PR_SET_SECCOMP)")
+            && err.contains("sandbox.seccomp = \"best-effort\""),
+        "{err}"
+    );
+
+    let d = Daemon::launch(
+        db.path(),
+        &[("sandbox", "seccomp = \"best-effort\"")],
+        hidden_seccomp(true),
+    );
+    let reply = talk(
+        &d.unix_addr(),
+        &[&instream(b"zINSTREAM\0", &eicar(), 4096)],
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(
+        show(&reply),
+        "stream: Win.Test.EICAR_HDB-1.UNOFFICIAL FOUND\\0"
+    );
+    let log = d.log();
+    assert!(
+        log.contains("running without the system-call filter"),
+        "{log}"
+    );
+    assert!(log.contains(" seccomp=off(both seccomp()"), "{log}");
 }

@@ -95,6 +95,10 @@ pub struct SandboxConfig {
     /// "required": refuse to start when Landlock cannot be applied;
     /// "best-effort": run without it and say so in the status.
     pub landlock: String,
+    /// "required": refuse to start when the workers' system-call filter
+    /// (no sockets, no connect, …) cannot be installed; "best-effort": run
+    /// without it and say so in the status.
+    pub seccomp: String,
 }
 
 impl Default for SandboxConfig {
@@ -102,6 +106,7 @@ impl Default for SandboxConfig {
         SandboxConfig {
             user: "clamsentry".into(),
             landlock: "required".into(),
+            seccomp: "required".into(),
         }
     }
 }
@@ -110,6 +115,12 @@ impl SandboxConfig {
     /// Whether start-up must fail when Landlock cannot be applied.
     pub fn landlock_required(&self) -> bool {
         self.landlock == "required"
+    }
+
+    /// Whether start-up must fail when the system-call filter cannot be
+    /// installed.
+    pub fn seccomp_required(&self) -> bool {
+        self.seccomp == "required"
     }
 }
 
@@ -816,6 +827,15 @@ impl Config {
                 format!(
                     "{:?} is not a choice: use \"required\" or \"best-effort\"",
                     self.sandbox.landlock
+                ),
+            ));
+        }
+        if !matches!(self.sandbox.seccomp.as_str(), "required" | "best-effort") {
+            return Err((
+                "sandbox.seccomp",
+                format!(
+                    "{:?} is not a choice: use \"required\" or \"best-effort\"",
+                    self.sandbox.seccomp
                 ),
             ));
         }

@@ -58,6 +58,15 @@
 //!    denied (ABI ≥ 4). Abstract Unix sockets and signals are scoped to the
 //!    sandbox (ABI ≥ 6). On ABI ≥ 9, connecting to path Unix sockets is
 //!    denied except [`UNIX_SOCKETS`] (journald).
+//! 7. When [`Plan::seccomp`] is set, the system-call filter of
+//!    [`mod@seccomp`]: no new sockets (any family), no `connect`, `bind`,
+//!    `listen`, `accept`, no io_uring, ptrace, eBPF, namespaces, mounts,
+//!    `execve`, and the rest of [`seccomp::DENIED`], each answered `EPERM`.
+//!    It says what Landlock cannot (path Unix sockets below ABI 9, UDP,
+//!    netlink, raw sockets) and is inherited by every thread and process
+//!    created afterwards. Verified by a `socket()` that must fail with
+//!    `EPERM`. A kernel or container that refuses to install it gives
+//!    [`SeccompState::Failed`]; the caller decides (`sandbox.seccomp`).
 //!
 //! # What a compromised worker can and cannot do afterwards
 //!
@@ -65,21 +74,24 @@
 //! directory (not `/etc/passwd`, not `/etc/shadow`, not the scanned files
 //! of other clients: it only sees descriptors the supervisor passes it);
 //! write anywhere but its temp directory; execute anything; gain privileges
-//! (setuid binaries, `setuid(0)`, capabilities); open TCP connections or
-//! listening TCP sockets; signal or connect (abstract sockets) to processes
-//! outside its sandbox; create more tasks than [`Plan::max_threads`].
+//! (setuid binaries, `setuid(0)`, capabilities); create a socket of any
+//! family or connect one (the daemon's own socket, D-Bus, a database: path
+//! Unix sockets are outside Landlock below ABI 9, hence the filter), listen
+//! or accept; signal or connect (abstract sockets) to processes outside its
+//! sandbox; create namespaces, use io_uring, ptrace, eBPF, perf events;
+//! create more tasks than [`Plan::max_threads`].
 //!
-//! It can still: use every descriptor it holds (listening sockets, the
-//! control socket, client connections, passed files), so it can answer
-//! clients falsely and send the supervisor any control message (the
-//! supervisor must treat those as hostile); read and write its temp
-//! directory and read the signatures; use UDP and other non-TCP sockets
-//! (Landlock only filters TCP); connect to path Unix sockets its uid may
-//! write to, on kernels below Landlock ABI 9 (e.g. the journald socket, the
-//! D-Bus system bus); `fork` itself (same sandbox) within the task budget;
-//! exercise the kernel's system calls (a seccomp filter and systemd's
-//! `RestrictNamespaces=`/`SystemCallFilter=` are the layers for that);
-//! consume CPU and memory up to the unit's limits.
+//! It can still: use every descriptor it holds (the control socket, client
+//! connections, passed files), so it can answer clients falsely and send
+//! the supervisor any control message (the supervisor must treat those as
+//! hostile); read and write its temp directory and read the signatures;
+//! send datagrams, with `sendto`/`sendmsg` and a destination address, from
+//! the journald socket it holds (opened before demotion for logging) to any
+//! path-named datagram Unix socket its uid may write to (journald's
+//! sockets, `/dev/log`, `/run/systemd/notify`, which accepts only the main
+//! PID), passing descriptors along with `SCM_RIGHTS`; `fork` itself (same
+//! sandbox) within the task budget; exercise the system calls the filter
+//! allows; consume CPU and memory up to the unit's limits.
 //!
 //! # What libclamav needs
 //!
@@ -130,6 +142,7 @@ mod identity;
 mod landlock_rules;
 mod limits;
 mod probe;
+pub mod seccomp;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -138,7 +151,7 @@ pub use caps::Capability;
 pub use caps_set::restrict_supervisor;
 pub use identity::lookup_user;
 pub use landlock_rules::{EXTRA_READ_ONLY, UNIX_SOCKETS};
-pub use probe::{probe, probe_worker, Attempt};
+pub use probe::{probe, probe_worker, Attempt, Targets};
 
 /// What the worker is allowed after demotion.
 #[derive(Debug, Clone)]
@@ -159,6 +172,9 @@ pub struct Plan {
     /// the target user already runs plus this. 0: the process stays
     /// single-threaded and cannot fork (what `sandbox-check` uses).
     pub max_threads: u64,
+    /// Install the system-call filter of [`mod@seccomp`] (the engine holder
+    /// and its workers). Off for a process that must open sockets.
+    pub seccomp: bool,
 }
 
 /// How much of the Landlock ruleset the kernel enforces.
@@ -174,12 +190,25 @@ pub enum LandlockState {
     NotEnforced { reason: String },
 }
 
+/// Whether the system-call filter of [`mod@seccomp`] is in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeccompState {
+    /// Installed, and `socket()` fails with `EPERM`.
+    On,
+    /// [`Plan::seccomp`] was not set.
+    NotRequested,
+    /// Requested, but the kernel or a filter around the process refused
+    /// it, and why.
+    Failed { reason: String },
+}
+
 /// What [`demote`] achieved, verified.
 #[derive(Debug, Clone)]
 pub struct Status {
     pub uid: u32,
     pub gid: u32,
     pub landlock: LandlockState,
+    pub seccomp: SeccompState,
     pub no_new_privs: bool,
     /// Effective, permitted, inheritable and ambient sets are empty.
     pub capabilities_cleared: bool,
@@ -196,6 +225,11 @@ impl fmt::Display for Status {
             LandlockState::Full { abi } => write!(f, "full(abi {abi})")?,
             LandlockState::Partial { abi } => write!(f, "partial(abi {abi})")?,
             LandlockState::NotEnforced { reason } => write!(f, "off({reason})")?,
+        }
+        match &self.seccomp {
+            SeccompState::On => f.write_str(" seccomp=on")?,
+            SeccompState::NotRequested => f.write_str(" seccomp=off")?,
+            SeccompState::Failed { reason } => write!(f, " seccomp=off({reason})")?,
         }
         if self.no_new_privs {
             f.write_str(" no_new_privs")?;
@@ -308,6 +342,11 @@ pub fn demote(plan: &Plan) -> Result<Status, SandboxError> {
     limits::set_no_new_privs()?;
     limits::set_rlimits(plan, tasks_now)?;
     let landlock = landlock_rules::restrict(plan)?;
+    let seccomp = if plan.seccomp {
+        seccomp::install()?
+    } else {
+        SeccompState::NotRequested
+    };
     // Landlock needs no_new_privs, which it would set itself; read it back
     // once more after everything.
     let no_new_privs = limits::no_new_privs()?;
@@ -319,6 +358,7 @@ pub fn demote(plan: &Plan) -> Result<Status, SandboxError> {
         uid: target.uid,
         gid: target.gid,
         landlock,
+        seccomp,
         no_new_privs,
         capabilities_cleared: true,
         bounding_set_cleared,

@@ -54,6 +54,22 @@ pub fn serve_forked(config: Config, engine: Engine, control: Channel, broker: Ch
     }
 }
 
+/// What the engine holder does for its future workers while it may still
+/// make sockets (before its system-call filter): tokio's signal driver,
+/// part of every runtime with I/O, makes one process-wide socket pair the
+/// first time a runtime is built, and keeps it in a static. Building (and
+/// dropping) a runtime here makes that pair now; every forked worker
+/// inherits it, and its own runtime only duplicates the descriptor, where
+/// it would otherwise call `socketpair()`, which the filter denies. Makes
+/// no thread.
+pub fn prepare_before_sandbox() -> Result<(), String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map(drop)
+        .map_err(|e| format!("cannot build the workers' runtime: {e}"))
+}
+
 struct Start {
     worker: u64,
     temp_dir: PathBuf,
@@ -246,7 +262,7 @@ fn adopt(kind: ListenerKind, socket: OwnedFd) -> std::io::Result<stream::Stream>
 /// `sandbox-check` in a worker forked as for serving: narrow the sandbox,
 /// forbid new tasks, then try forbidden things. Returns the exit code (0
 /// when everything forbidden was denied).
-pub fn probe_forked(config: &Config) -> i32 {
+pub fn probe_forked(config: &Config, targets: &sandbox::Targets) -> i32 {
     let _ = nix::sys::prctl::set_name(c"clamsentry-work");
     let temp = config.scan.temporary_directory.clone();
     let landlock = match sandbox::narrow_to(&temp) {
@@ -270,8 +286,9 @@ pub fn probe_forked(config: &Config) -> i32 {
         read_write: vec![temp],
         max_open_files: 0,
         max_threads: 0,
+        seccomp: true,
     };
-    let attempts = sandbox::probe_worker(&plan, &config.database.directory);
+    let attempts = sandbox::probe_worker(&plan, &config.database.directory, targets);
     let mut bad = 0;
     for a in &attempts {
         let verdict = if a.denied { "denied" } else { "allowed" };
