@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod daemons;
+pub mod seccomp;
 
 use std::path::{Path, PathBuf};
 
