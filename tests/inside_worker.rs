@@ -386,3 +386,107 @@ mod inject {
         }
     }
 }
+
+/// What the filter leaves open, measured: the journald socket a worker
+/// holds (an unbound datagram socket, opened by the engine holder before
+/// its sandbox, inherited through fork) sends, with `sendto` and a
+/// destination address, to any path-named datagram socket the service
+/// user may write to. Here a journald stand-in takes the log, and a
+/// datagram socket of the test's own (mode 0666) stands for `/dev/log` or
+/// any other. Closes when workers log through the supervisor.
+#[test]
+fn the_journald_socket_still_sends_datagrams_anywhere() {
+    if let Some(why) = cannot_attack() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let db = TestDb::new();
+        let elsewhere = tempfile::Builder::new()
+            .prefix("cs-dgram")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(elsewhere.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let target = elsewhere.path().join("log");
+        let receiver = std::os::unix::net::UnixDatagram::bind(&target).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o666)).unwrap();
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let script = r#"set -e
+mount -t tmpfs tmpfs /run
+mkdir -p /run/systemd/journal
+python3 -c '
+import ctypes, signal, socket, os
+ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: ends with the daemon
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind("/run/systemd/journal/tmp")
+os.chmod("/run/systemd/journal/tmp", 0o666)
+os.rename("/run/systemd/journal/tmp", "/run/systemd/journal/socket")
+while True: s.recv(1 << 20)
+' &
+while [ ! -S /run/systemd/journal/socket ]; do sleep 0.05; done
+exec "$@"
+"#;
+        let d = Daemon::launch(
+            db.path(),
+            &[("limits", "workers = 1"), ("log", "target = \"journald\"")],
+            |l| {
+                let mut c = std::process::Command::new("unshare");
+                c.args([
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "bash",
+                    "-c",
+                    script,
+                    "sh",
+                ])
+                .arg(&l.bin)
+                .arg("--config")
+                .arg(&l.config);
+                c
+            },
+        );
+        let worker = d.worker();
+        let mut w = inject::Injector::attach(worker);
+        // The worker's datagram socket: the one SO_TYPE says is SOCK_DGRAM.
+        let (ty, len) = (w.scratch(0), w.scratch(8));
+        let fds: Vec<i32> = std::fs::read_dir(format!("/proc/{worker}/fd"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        let dgram = fds
+            .into_iter()
+            .find(|&fd| {
+                w.poke(len, &4u32.to_ne_bytes());
+                w.syscall(
+                    libc::SYS_getsockopt,
+                    &[
+                        fd as u64,
+                        libc::SOL_SOCKET as u64,
+                        libc::SO_TYPE as u64,
+                        ty,
+                        len,
+                    ],
+                ) == 0
+                    && i32::from_ne_bytes(w.peek(ty, 4).try_into().unwrap()) == libc::SOCK_DGRAM
+            })
+            .expect("the worker holds a datagram socket (journald)");
+        let msg = w.scratch(256);
+        w.poke(msg, b"from a worker");
+        let (addr, addr_len) = w.sockaddr_un(w.scratch(512), &target);
+        let sent = w.syscall(
+            libc::SYS_sendto,
+            &[dgram as u64, msg, 13, 0, addr, addr_len],
+        );
+        w.detach();
+        assert_eq!(sent, 13, "sendto from the journald socket");
+        let mut buf = [0u8; 64];
+        let n = receiver.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"from a worker");
+    }
+}
