@@ -118,8 +118,17 @@ fn connected(r: nix::Result<()>) -> Result<String, String> {
     }
 }
 
+/// The socket address of `path`; a path that cannot be one (too long) is
+/// reported as not tried, which does not count as denied.
+fn address(path: &Path) -> Result<UnixAddr, String> {
+    UnixAddr::new(path).map_err(|e| format!("not tried, not a Unix socket address: {e}"))
+}
+
 fn connect_fresh(path: &Path) -> Result<String, String> {
-    let addr = UnixAddr::new(path).map_err(|e| format!("bad path: {e}"))?;
+    let addr = match address(path) {
+        Ok(a) => a,
+        Err(not_tried) => return Ok(not_tried),
+    };
     let fd = socket(
         AddressFamily::Unix,
         SockType::Stream,
@@ -131,7 +140,10 @@ fn connect_fresh(path: &Path) -> Result<String, String> {
 }
 
 fn connect_spare(path: &Path, spare: Option<&OwnedFd>) -> Result<String, String> {
-    let addr = UnixAddr::new(path).map_err(|e| format!("bad path: {e}"))?;
+    let addr = match address(path) {
+        Ok(a) => a,
+        Err(not_tried) => return Ok(not_tried),
+    };
     let Some(fd) = spare else {
         return Ok("no socket could be made before the sandbox to try it with".into());
     };
