@@ -131,8 +131,8 @@ fn inside_a_worker_socket_and_connect_are_denied() {
             e(libc::EACCES)
         );
 
-        // The filter: no socket of any family, no pair, no io_uring, no
-        // user namespace.
+        // The filters: no socket of any family, no pair, no io_uring, no
+        // user namespace, no process.
         for (family, ty) in [
             (libc::AF_UNIX, libc::SOCK_STREAM),
             (libc::AF_UNIX, libc::SOCK_DGRAM),
@@ -163,6 +163,13 @@ fn inside_a_worker_socket_and_connect_are_denied() {
         );
         assert_eq!(
             w.syscall(libc::SYS_unshare, &[libc::CLONE_NEWUSER as u64]),
+            e(libc::EPERM)
+        );
+        // No process: the worker's own layer answers before RLIMIT_NPROC
+        // (EAGAIN) is looked at.
+        assert_eq!(w.syscall(libc::SYS_fork, &[]), e(libc::EPERM));
+        assert_eq!(
+            w.syscall(libc::SYS_clone, &[libc::SIGCHLD as u64, 0, 0, 0, 0]),
             e(libc::EPERM)
         );
         // connect() to the daemon's own socket, on a socket the worker

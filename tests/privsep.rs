@@ -476,13 +476,10 @@ fn workers_cannot_fork_and_the_engine_holder_holds_only_its_channel() {
     let z = d.zygotes()[0];
     let zlimit: u64 = max_processes(z).parse().unwrap();
     assert!(zlimit > 0, "the engine holder can fork");
-    // Its descriptors: stdin, stdout, stderr, three sockets (its control
-    // channel, and the two ends of the socket pair of tokio's signal driver,
-    // made for its workers before the system-call filter denies
-    // socketpair(); see worker::prepare_before_sandbox), its own
-    // /proc/PID/task (to count its threads before each fork; opened before
-    // the sandbox closed /proc) and the signature directory (opened before
-    // it demoted itself).
+    // Its descriptors: stdin, stdout, stderr, one socket (its control
+    // channel), its own /proc/PID/task (to count its threads before each
+    // fork; opened before the sandbox closed /proc) and the signature
+    // directory (opened before it demoted itself).
     let signatures = std::fs::canonicalize(db.path())
         .unwrap()
         .display()
@@ -503,7 +500,7 @@ fn workers_cannot_fork_and_the_engine_holder_holds_only_its_channel() {
         );
         sockets += 1;
     }
-    assert_eq!(sockets, 3, "only the control channel and tokio's pair");
+    assert_eq!(sockets, 1, "only the control channel");
     // Workers: stdio, their two channels, their clients' sockets.
     for w in d.workers() {
         for e in std::fs::read_dir(format!("/proc/{w}/fd"))
@@ -712,7 +709,8 @@ fn landlock_hidden_by_seccomp_refuses_to_start_unless_best_effort() {
 
 /// Under a filter that refuses the `seccomp()` system call but not `prctl`,
 /// the engine holder installs its filter with `prctl(PR_SET_SECCOMP)`, and
-/// its workers have it: two filters, the outer one and ours.
+/// its workers have it and their own: three filters, the outer one, the
+/// engine holder's and the worker's.
 #[test]
 fn the_filter_is_installed_with_prctl_where_seccomp_is_refused() {
     if !is_root() {
@@ -733,7 +731,8 @@ fn the_filter_is_installed_with_prctl_where_seccomp_is_refused() {
     );
     assert!(d.log().contains(" seccomp=on "), "{}", d.log());
     assert_eq!(status_field(d.worker(), "Seccomp"), "2");
-    assert_eq!(status_field(d.worker(), "Seccomp_filters"), "2");
+    assert_eq!(status_field(d.worker(), "Seccomp_filters"), "3");
+    assert_eq!(status_field(d.zygotes()[0], "Seccomp_filters"), "2");
 }
 
 /// `sandbox.seccomp = "required"` (the default) refuses to start when the
@@ -793,4 +792,44 @@ fn a_filter_that_cannot_be_installed_refuses_to_start_unless_best_effort() {
         "{log}"
     );
     assert!(log.contains(" seccomp=off(both seccomp()"), "{log}");
+}
+
+/// The socket inodes a process holds.
+fn socket_inodes(pid: i32) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|t| t.display().to_string())
+        .filter(|t| t.starts_with("socket:"))
+        .collect()
+}
+
+/// Workers serve different clients, so no socket may join two of them, nor
+/// a worker and the engine holder: each worker's runtime makes its own
+/// socket pair (tokio's signal driver) before its filter denies
+/// `socketpair()`, rather than sharing one made in the engine holder.
+#[test]
+fn no_socket_is_shared_between_workers_or_with_the_engine_holder() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (CI runs as root)");
+        return;
+    }
+    let db = TestDb::new();
+    let d = Daemon::clamsentry(db.path(), &[("limits", "workers = 3")]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while d.workers().len() < 3 {
+        assert!(Instant::now() < deadline, "three workers never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut procs: Vec<i32> = d.workers();
+    procs.extend(d.zygotes());
+    let sets: Vec<_> = procs.iter().map(|&p| (p, socket_inodes(p))).collect();
+    for (i, (a, sa)) in sets.iter().enumerate() {
+        assert!(!sa.is_empty(), "{a} holds no socket");
+        for (b, sb) in &sets[i + 1..] {
+            let shared: Vec<_> = sa.intersection(sb).collect();
+            assert!(shared.is_empty(), "{a} and {b} share {shared:?}");
+        }
+    }
 }

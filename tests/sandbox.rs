@@ -310,7 +310,9 @@ fn root_demotes_to_nobody_with_everything_dropped() {
         "{status}"
     );
     assert_eq!(out.proc_field("Seccomp"), "2");
-    assert_eq!(out.proc_field("Seccomp_filters"), "1");
+    // The engine holder's layer and the worker's.
+    assert_eq!(out.proc_field("Seccomp_filters"), "2");
+    assert_eq!(out.must("sealed"), "On");
     // /proc does not show Landlock; the probe tests prove it is there.
     assert_eq!(out.must("rlimit_core"), "0 0");
     assert_eq!(out.must("rlimit_nofile"), "64 64");
@@ -714,6 +716,10 @@ mod child {
                 std::process::exit(3);
             }
         };
+        // As a worker does once its runtime exists: its own filter layer.
+        if plan.seccomp {
+            println!("sealed={:?}", sandbox::seal_worker().unwrap());
+        }
         println!("status={status}");
         println!("pid={}", std::process::id());
         println!(

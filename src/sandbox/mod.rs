@@ -58,8 +58,8 @@
 //!    denied (ABI ≥ 4). Abstract Unix sockets and signals are scoped to the
 //!    sandbox (ABI ≥ 6). On ABI ≥ 9, connecting to path Unix sockets is
 //!    denied except [`UNIX_SOCKETS`] (journald).
-//! 7. When [`Plan::seccomp`] is set, the system-call filter of
-//!    [`mod@seccomp`]: no new sockets (any family), no `connect`, `bind`,
+//! 7. When [`Plan::seccomp`] is set, the engine holder's system-call filter
+//!    of [`mod@seccomp`]: no new sockets (any family), no `connect`, `bind`,
 //!    `listen`, `accept`, no io_uring, ptrace, eBPF, namespaces, mounts,
 //!    `execve`, and the rest of [`seccomp::DENIED`], each answered `EPERM`.
 //!    It says what Landlock cannot (path Unix sockets below ABI 9, UDP,
@@ -79,7 +79,8 @@
 //! Unix sockets are outside Landlock below ABI 9, hence the filter), listen
 //! or accept; signal or connect (abstract sockets) to processes outside its
 //! sandbox; create namespaces, use io_uring, ptrace, eBPF, perf events;
-//! create more tasks than [`Plan::max_threads`].
+//! create more tasks than [`Plan::max_threads`]; once a worker called
+//! [`seal_worker`], make a socket pair or any process.
 //!
 //! It can still: use every descriptor it holds (the control socket, client
 //! connections, passed files), so it can answer clients falsely and send
@@ -293,6 +294,16 @@ pub fn narrow_to(read_write: &std::path::Path) -> Result<LandlockState, SandboxE
     landlock_rules::restrict_to(&[], &[read_write.to_path_buf()])
 }
 
+/// The worker's own layer of the system-call filter, on top of the engine
+/// holder's that it inherited: no `socketpair`, no process (`fork`,
+/// `vfork`, `clone` without `CLONE_THREAD`). Call after the worker's
+/// runtime exists (tokio makes a socket pair when it starts) and while the
+/// process has one thread. [`SeccompState::Failed`] when it cannot be
+/// installed; the caller decides (`sandbox.seccomp`).
+pub fn seal_worker() -> Result<SeccompState, SandboxError> {
+    seccomp::install(seccomp::Layer::Worker)
+}
+
 /// From now on this process can create neither processes nor threads
 /// (`RLIMIT_NPROC` = 0; Linux counts threads against it). The engine holder
 /// keeps its own limit, so it can still fork workers.
@@ -343,7 +354,7 @@ pub fn demote(plan: &Plan) -> Result<Status, SandboxError> {
     limits::set_rlimits(plan, tasks_now)?;
     let landlock = landlock_rules::restrict(plan)?;
     let seccomp = if plan.seccomp {
-        seccomp::install()?
+        seccomp::install(seccomp::Layer::EngineHolder)?
     } else {
         SeccompState::NotRequested
     };

@@ -271,7 +271,7 @@ pub fn probe(plan: &Plan, targets: &Targets) -> Vec<Attempt> {
         Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
             Err(format!("denied at fork (RLIMIT_NPROC): {e}"))
         }
-        Err(e) => Err(format!("denied at exec: {e}")),
+        Err(e) => Err(format!("denied at fork or exec: {e}")),
     };
     out.push(attempt("execute /bin/sh", exec));
 

@@ -10,8 +10,11 @@
 //! Start-up, still single-threaded: close the engine holder's descriptors,
 //! point the engine at the worker's own temporary directory, narrow the
 //! sandbox to that directory (a second Landlock layer: no signature files,
-//! no other worker's files), start the scan pool and the I/O runtime, then
-//! forbid new tasks (`RLIMIT_NPROC` = 0: no fork, no thread), say hello.
+//! no other worker's files), build the I/O runtime (tokio makes its signal
+//! driver's socket pair now), add the worker's layer of the system-call
+//! filter (no `socketpair`, no process; the engine holder's layer, no
+//! sockets and no connect, is inherited), start the scan pool, then forbid
+//! new tasks (`RLIMIT_NPROC` = 0: no fork, no thread), say hello.
 //!
 //! A worker never decides anything for the daemon: RELOAD and SHUTDOWN are
 //! passed to the supervisor with the connection id, and the supervisor
@@ -52,22 +55,6 @@ pub fn serve_forked(config: Config, engine: Engine, control: Channel, broker: Ch
             1
         }
     }
-}
-
-/// What the engine holder does for its future workers while it may still
-/// make sockets (before its system-call filter): tokio's signal driver,
-/// part of every runtime with I/O, makes one process-wide socket pair the
-/// first time a runtime is built, and keeps it in a static. Building (and
-/// dropping) a runtime here makes that pair now; every forked worker
-/// inherits it, and its own runtime only duplicates the descriptor, where
-/// it would otherwise call `socketpair()`, which the filter denies. Makes
-/// no thread.
-pub fn prepare_before_sandbox() -> Result<(), String> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map(drop)
-        .map_err(|e| format!("cannot build the workers' runtime: {e}"))
 }
 
 struct Start {
@@ -121,6 +108,8 @@ fn serve(
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    // The runtime made its socket pair; still one thread.
+    seal(&config)?;
     let config = Arc::new(config);
     runtime.block_on(async move {
         let control = Arc::new(AsyncChannel::new(control).map_err(|e| e.to_string())?);
@@ -151,6 +140,18 @@ fn serve(
         control_loop(control, shared).await;
         Ok(())
     })
+}
+
+/// Adds the worker's layer of the system-call filter; a failure is fatal
+/// unless `sandbox.seccomp = "best-effort"` (then the engine holder said so
+/// already).
+fn seal(config: &Config) -> Result<(), String> {
+    match sandbox::seal_worker().map_err(|e| e.to_string())? {
+        sandbox::SeccompState::Failed { reason } if config.sandbox.seccomp_required() => Err(
+            format!("the worker's system-call filter cannot be installed: {reason}"),
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Sends what connections report (active, closed, RELOAD/SHUTDOWN, found)
@@ -276,8 +277,15 @@ pub fn probe_forked(config: &Config, targets: &sandbox::Targets) -> i32 {
         println!("worker: {e}");
         return 1;
     }
+    let sealed = match sandbox::seal_worker() {
+        Ok(s) => s,
+        Err(e) => {
+            println!("worker: {e}");
+            return 1;
+        }
+    };
     println!(
-        "worker: landlock narrowed to {} ({landlock:?}), no new tasks",
+        "worker: landlock narrowed to {} ({landlock:?}), no new tasks, worker filter {sealed:?}",
         temp.display()
     );
     let plan = sandbox::Plan {

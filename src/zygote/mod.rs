@@ -19,7 +19,7 @@
 //!    Landlock (signatures read-only, the temporary tree read-write), and
 //!    the system-call filter (no sockets, no connect, …; see
 //!    `sandbox::seccomp`), which every worker inherits through `fork`
-//!    before it exists. With `sandbox.landlock = "required"` a missing
+//!    before it exists (each adds a layer of its own). With `sandbox.landlock = "required"` a missing
 //!    Landlock ends it here, with the reason, and with
 //!    `sandbox.seccomp = "required"` a filter that could not be installed;
 //! 3. load and compile, reporting progress; Ready;
@@ -108,10 +108,8 @@ fn run(mode: Mode) -> Result<i32, String> {
     config.scan.temporary_directory = temp_dir.clone();
     crate::log::init(&config.log.level, &config.log.target);
 
-    // Before the sandbox: what needs /proc, /sys, /etc or OpenSSL's files,
-    // and the socket pair of the workers' runtime (see the function).
+    // Before the sandbox: what needs /proc, /sys, /etc or OpenSSL's files.
     engine::init().map_err(|e| e.to_string())?;
-    crate::worker::prepare_before_sandbox()?;
     let mut threads = fork::Threads::open().map_err(|e| format!("/proc/self/task: {e}"))?;
     let supervisor = nix::unistd::getppid();
     // The signature directory, opened with the identity we were started
