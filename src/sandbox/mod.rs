@@ -130,12 +130,17 @@
 //!    directory in `read_write` (and in the engine's `temp_dir`), and
 //!    `max_threads` ≥ every thread the worker will ever have alive at once
 //!    (tokio workers + blocking pool + scan pool + slack): a thread spawn
-//!    beyond it fails with `EAGAIN`. Log the returned [`Status`].
-//! 3. Load the engine, report Ready, start tokio.
+//!    beyond it fails with `EAGAIN`; `seccomp: true` for the engine
+//!    holder's filter. Log the returned [`Status`].
+//! 3. Load the engine, report Ready; in each forked worker, [`narrow_to`]
+//!    its temp directory, build the tokio runtime, [`seal_worker`] (still
+//!    one thread), start the scan threads, [`forbid_new_tasks`].
 //!
 //! The supervisor calls [`restrict_supervisor`] once, early; keeping
 //! `CAP_SETPCAP` lets its re-executed workers empty their bounding sets.
-//! `sandbox-check`: [`demote`] with `max_threads: 0`, then [`probe`].
+//! `sandbox-check`: [`demote`] with `max_threads: 0`, then in the forked
+//! worker [`narrow_to`], [`forbid_new_tasks`], [`seal_worker`] and
+//! [`probe_worker`] (its [`Targets`] made before [`demote`]).
 
 mod caps_set;
 pub mod child;
