@@ -29,7 +29,11 @@ enum Cmd {
     /// Validate the configuration and exit (0 when valid).
     CheckConfig,
     /// Start a worker as in production and show what its sandbox denies.
-    SandboxCheck,
+    SandboxCheck {
+        /// Also try to connect to this Unix socket (repeatable), e.g. /run/dbus/system_bus_socket; the daemon's own socket is always tried.
+        #[arg(long, value_name = "PATH")]
+        connect: Vec<PathBuf>,
+    },
     /// Print the clamsentry configuration a clamd.conf stands for (TOML, one comment per line).
     ConvertClamdConf {
         /// The clamd.conf to translate.
@@ -46,6 +50,8 @@ enum Cmd {
     Zygote {
         #[arg(long)]
         probe: bool,
+        #[arg(long)]
+        connect: Vec<PathBuf>,
     },
 }
 
@@ -88,21 +94,23 @@ fn main() -> ExitCode {
         },
         Some(Cmd::ConvertClamdConf { file }) => convert(&file),
         Some(Cmd::Clamd { args }) => ExitCode::from(clamsentry::clamd_cli::main(&args)),
-        Some(Cmd::Zygote { probe }) => {
+        Some(Cmd::Zygote { probe, connect }) => {
             let mode = if probe {
-                clamsentry::zygote::Mode::Probe
+                clamsentry::zygote::Mode::Probe { connect }
             } else {
                 clamsentry::zygote::Mode::Serve
             };
             ExitCode::from(clamsentry::zygote::main(mode).clamp(0, 255) as u8)
         }
-        Some(Cmd::SandboxCheck) => match clamsentry::supervisor::sandbox_check(source) {
-            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
-            Err(e) => {
-                eprintln!("clamsentry: {e}");
-                ExitCode::FAILURE
+        Some(Cmd::SandboxCheck { connect }) => {
+            match clamsentry::supervisor::sandbox_check(source, &connect) {
+                Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+                Err(e) => {
+                    eprintln!("clamsentry: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         None => {
             let foreground = clamsentry::daemonize::Readiness::foreground();
             match clamsentry::supervisor::run(source, &foreground) {

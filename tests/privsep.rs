@@ -58,22 +58,40 @@ fn worker_runs_as_the_service_user_with_nothing_and_supervisor_keeps_little() {
     assert!(d.log().contains("landlock=full"), "{}", d.log());
 }
 
+/// A listening Unix socket at `path` with `mode`, accepting nothing yet.
+fn listening(path: &Path, mode: u32) -> std::os::unix::net::UnixListener {
+    let l = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    l.set_nonblocking(true).unwrap();
+    l
+}
+
 #[test]
 fn sandbox_check_reports_every_forbidden_attempt_denied() {
     let db = TestDb::new();
     let dir = tempfile::tempdir().unwrap();
+    // Both sockets are reachable by the service user: the daemon's own at
+    // Debian's mode 0666, another one at 0777, in a world-readable directory.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let own = dir.path().join("clamd.sock");
+    let other = dir.path().join("other.sock");
+    let own_listener = listening(&own, 0o666);
+    let other_listener = listening(&other, 0o777);
     let cfg = dir.path().join("c.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[database]\ndirectory = {:?}\n[sandbox]\nuser = \"nobody\"\n",
-            db.path().display().to_string()
+            "[database]\ndirectory = {:?}\n[listen]\nunix = {:?}\n[sandbox]\nuser = \"nobody\"\n",
+            db.path().display().to_string(),
+            own.display().to_string(),
         ),
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_clamsentry"))
         .args(["sandbox-check", "--config"])
         .arg(&cfg)
+        .arg("--connect")
+        .arg(&other)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -91,6 +109,21 @@ fn sandbox_check_reports_every_forbidden_attempt_denied() {
         "TCP connect",
         "TCP bind",
         "setuid(0)",
+        "socket(AF_UNIX SOCK_STREAM)",
+        "socket(AF_UNIX SOCK_DGRAM)",
+        "socket(AF_UNIX SOCK_SEQPACKET)",
+        "socket(AF_INET SOCK_STREAM)",
+        "socket(AF_INET SOCK_DGRAM)",
+        "socket(AF_INET6 SOCK_STREAM)",
+        "socket(AF_INET6 SOCK_DGRAM)",
+        "socket(AF_NETLINK NETLINK_ROUTE)",
+        "socketpair(AF_UNIX SOCK_STREAM)",
+        &format!("connect to {} with a new socket", own.display()),
+        &format!("connect to {} with a socket made before", own.display()),
+        &format!("connect to {} with a new socket", other.display()),
+        &format!("connect to {} with a socket made before", other.display()),
+        "io_uring_setup",
+        "unshare(CLONE_NEWUSER)",
     ] {
         let line = text
             .lines()
@@ -99,6 +132,15 @@ fn sandbox_check_reports_every_forbidden_attempt_denied() {
         assert!(line.starts_with("ok") && line.contains("denied"), "{line}");
     }
     assert!(!text.contains("UNEXPECTED"), "{text}");
+    assert!(
+        text.lines()
+            .next()
+            .is_some_and(|l| l.starts_with("engine holder: ") && l.contains(" seccomp=on ")),
+        "{text}"
+    );
+    // Nothing reached either socket.
+    assert!(own_listener.accept().is_err());
+    assert!(other_listener.accept().is_err());
 }
 
 /// Streams continuously from `clients` threads until `stop`; counts outcomes.
@@ -687,4 +729,122 @@ fn landlock_hidden_by_seccomp_refuses_to_start_unless_best_effort() {
     let log = d.log();
     assert!(log.contains("running without Landlock"), "{log}");
     assert!(log.contains("seccomp filter hides"), "{log}");
+}
+
+/// Under a filter that refuses the `seccomp()` system call but not `prctl`,
+/// the engine holder installs its filter with `prctl(PR_SET_SECCOMP)`, and
+/// its workers have it and their own: three filters, the outer one, the
+/// engine holder's and the worker's.
+#[test]
+fn the_filter_is_installed_with_prctl_where_seccomp_is_refused() {
+    require_root!("the supervisor starts its workers as another user");
+    let db = TestDb::new();
+    let d = Daemon::launch(db.path(), &[], common::seccomp::hidden_seccomp(false));
+    let reply = talk(
+        &d.unix_addr(),
+        &[&instream(b"zINSTREAM\0", &eicar(), 4096)],
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(
+        show(&reply),
+        "stream: Win.Test.EICAR_HDB-1.UNOFFICIAL FOUND\\0"
+    );
+    assert!(d.log().contains(" seccomp=on "), "{}", d.log());
+    assert_eq!(status_field(d.worker(), "Seccomp"), "2");
+    assert_eq!(status_field(d.worker(), "Seccomp_filters"), "3");
+    assert_eq!(status_field(d.zygotes()[0], "Seccomp_filters"), "2");
+}
+
+/// `sandbox.seccomp = "required"` (the default) refuses to start when the
+/// filter cannot be installed at all, and says so and what to do; with
+/// "best-effort" the daemon serves and the log says it runs without.
+#[test]
+fn a_filter_that_cannot_be_installed_refuses_to_start_unless_best_effort() {
+    require_root!("the supervisor starts its workers as another user");
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let tcp = format!("127.0.0.1:{}", common::daemons::free_port())
+        .parse()
+        .unwrap();
+    let config =
+        common::daemons::write_config(dir.path(), db.path(), &dir.path().join("s"), tcp, &[]);
+    let launch = common::daemons::Launch {
+        bin: env!("CARGO_BIN_EXE_clamsentry").into(),
+        config,
+        unix: dir.path().join("s"),
+        tcp,
+        dir: dir.path().to_path_buf(),
+    };
+    let out = common::daemons::die_with_parent(&mut common::seccomp::hidden_seccomp(true)(&launch))
+        .stdout(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("the system-call filter cannot be installed")
+            && err.contains("prctl(PR_SET_SECCOMP)")
+            && err.contains("sandbox.seccomp = \"best-effort\""),
+        "{err}"
+    );
+
+    let d = Daemon::launch(
+        db.path(),
+        &[("sandbox", "seccomp = \"best-effort\"")],
+        common::seccomp::hidden_seccomp(true),
+    );
+    let reply = talk(
+        &d.unix_addr(),
+        &[&instream(b"zINSTREAM\0", &eicar(), 4096)],
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(
+        show(&reply),
+        "stream: Win.Test.EICAR_HDB-1.UNOFFICIAL FOUND\\0"
+    );
+    let log = d.log();
+    assert!(
+        log.contains("running without the system-call filter"),
+        "{log}"
+    );
+    assert!(log.contains(" seccomp=off(both seccomp()"), "{log}");
+}
+
+/// The socket inodes a process holds.
+fn socket_inodes(pid: i32) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|t| t.display().to_string())
+        .filter(|t| t.starts_with("socket:"))
+        .collect()
+}
+
+/// Workers serve different clients, so no socket may join two of them, nor
+/// a worker and the engine holder: each worker's runtime makes its own
+/// socket pair (tokio's signal driver) before its filter denies
+/// `socketpair()`, rather than sharing one made in the engine holder.
+#[test]
+fn no_socket_is_shared_between_workers_or_with_the_engine_holder() {
+    require_root!("the supervisor starts its workers as another user");
+    let db = TestDb::new();
+    let d = Daemon::clamsentry(db.path(), &[("limits", "workers = 3")]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while d.workers().len() < 3 {
+        assert!(Instant::now() < deadline, "three workers never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut procs: Vec<i32> = d.workers();
+    procs.extend(d.zygotes());
+    let sets: Vec<_> = procs.iter().map(|&p| (p, socket_inodes(p))).collect();
+    for (i, (a, sa)) in sets.iter().enumerate() {
+        assert!(!sa.is_empty(), "{a} holds no socket");
+        for (b, sb) in &sets[i + 1..] {
+            let shared: Vec<_> = sa.intersection(sb).collect();
+            assert!(shared.is_empty(), "{a} and {b} share {shared:?}");
+        }
+    }
 }

@@ -98,6 +98,10 @@ pub struct SandboxConfig {
     /// "identity": a worker per client identity (a uid; TCP clients
     /// together); "connection": a worker per connection.
     pub isolation: String,
+    /// "required": refuse to start when the workers' system-call filter
+    /// (no sockets, no connect, …) cannot be installed; "best-effort": run
+    /// without it and say so in the status.
+    pub seccomp: String,
 }
 
 impl Default for SandboxConfig {
@@ -106,6 +110,7 @@ impl Default for SandboxConfig {
             user: "clamsentry".into(),
             landlock: "required".into(),
             isolation: "identity".into(),
+            seccomp: "required".into(),
         }
     }
 }
@@ -114,6 +119,12 @@ impl SandboxConfig {
     /// Whether start-up must fail when Landlock cannot be applied.
     pub fn landlock_required(&self) -> bool {
         self.landlock == "required"
+    }
+
+    /// Whether start-up must fail when the system-call filter cannot be
+    /// installed.
+    pub fn seccomp_required(&self) -> bool {
+        self.seccomp == "required"
     }
 }
 
@@ -883,6 +894,15 @@ impl Config {
                 format!(
                     "{:?} is not a choice: use \"required\" or \"best-effort\"",
                     self.sandbox.landlock
+                ),
+            ));
+        }
+        if !matches!(self.sandbox.seccomp.as_str(), "required" | "best-effort") {
+            return Err((
+                "sandbox.seccomp",
+                format!(
+                    "{:?} is not a choice: use \"required\" or \"best-effort\"",
+                    self.sandbox.seccomp
                 ),
             ));
         }

@@ -31,6 +31,7 @@ mod tempdir;
 
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -241,10 +242,19 @@ fn serve(source: ConfigSource, readiness: &Readiness) -> Result<(), StartError> 
 }
 
 /// `clamsentry sandbox-check`: an engine holder and a worker forked from it
-/// exactly as in production try forbidden things and print what happened.
+/// exactly as in production try forbidden things and print what happened;
+/// `connect`: Unix sockets to try besides the daemon's own.
 /// Returns the exit code (0 when every attempt was denied).
-pub fn sandbox_check(source: ConfigSource) -> Result<i32, StartError> {
+pub fn sandbox_check(source: ConfigSource, connect: &[PathBuf]) -> Result<i32, StartError> {
     let prepared = prepare(source)?;
+    let mut args = vec!["__zygote".to_string(), "--probe".to_string()];
+    for path in connect {
+        let path = path.to_str().ok_or_else(|| {
+            StartError::Failed(format!("--connect {}: not UTF-8", path.display()))
+        })?;
+        args.push(format!("--connect={path}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     procs::close_on_exec_all();
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| StartError::Failed(format!("cannot become a child subreaper: {e}")))?;
@@ -252,7 +262,7 @@ pub fn sandbox_check(source: ConfigSource) -> Result<i32, StartError> {
     keep_supervisor_capabilities()?;
     let zdir = temp.private("probe")?;
     let (ours, theirs) = Channel::pair()?;
-    let child = procs::spawn_zygote(&["__zygote", "--probe"], &OwnedFd::from(theirs))?;
+    let child = procs::spawn_zygote(&args, &OwnedFd::from(theirs))?;
     let config = ToZygote::Config {
         toml: prepared.text,
         temp_parent: temp.path_bytes(),

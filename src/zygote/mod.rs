@@ -16,9 +16,12 @@
 //!    with, see `SignatureDir`), then
 //!    demote (`sandbox::demote`): the service user, no capabilities,
 //!    no-new-privs, rlimits (enough tasks for the workers it will fork),
-//!    Landlock (signatures read-only, the temporary tree read-write). With
-//!    `sandbox.landlock = "required"` a missing Landlock ends it here, with
-//!    the reason;
+//!    Landlock (signatures read-only, the temporary tree read-write), and
+//!    the system-call filter (no sockets, no connect, …; see
+//!    `sandbox::seccomp`), which every worker inherits through `fork`
+//!    before it exists (each adds a layer of its own). With `sandbox.landlock = "required"` a missing
+//!    Landlock ends it here, with the reason, and with
+//!    `sandbox.seccomp = "required"` a filter that could not be installed;
 //! 3. load and compile, reporting progress; Ready;
 //! 4. on `Fork`, fork a worker (see [`fork`]) that takes the two channels
 //!    that came with the request; on `Exit`, exit. A reload is a new zygote.
@@ -39,10 +42,14 @@ use crate::sandbox::{self, LandlockState};
 pub const CONTROL_FD: RawFd = 3;
 
 /// What `sandbox-check` asks for instead of serving.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     Serve,
-    Probe,
+    /// Probe the sandbox; `connect`: Unix sockets to try besides the
+    /// daemon's own (`sandbox-check --connect`).
+    Probe {
+        connect: Vec<PathBuf>,
+    },
 }
 
 /// The zygote's `main`; returns the exit code.
@@ -110,7 +117,19 @@ fn run(mode: Mode) -> Result<i32, String> {
     // it even below directories only root may enter; see [`SignatureDir`].
     let signatures = SignatureDir::open(&config.database.directory, &config.sandbox.user);
 
-    let plan = plan(&config, signatures.path(), &temp_parent, mode);
+    let plan = plan(&config, signatures.path(), &temp_parent, &mode);
+    // sandbox-check: its spare sockets are made before the sandbox.
+    let targets = match &mode {
+        Mode::Probe { connect } => Some(sandbox::Targets::new(
+            config
+                .unix_path()
+                .map(std::path::Path::to_path_buf)
+                .into_iter()
+                .chain(connect.iter().cloned())
+                .collect(),
+        )),
+        Mode::Serve => None,
+    };
     let status = match sandbox::demote(&plan) {
         Ok(s) => s,
         Err(e) => {
@@ -132,10 +151,23 @@ fn run(mode: Mode) -> Result<i32, String> {
         }
         tracing::warn!(reason = %reason, "running without Landlock (sandbox.landlock = \"best-effort\")");
     }
+    if let sandbox::SeccompState::Failed { reason } = &status.seccomp {
+        if config.sandbox.seccomp_required() {
+            return fail(
+                &control,
+                format!(
+                    "the system-call filter cannot be installed: {reason}. \
+                     Set sandbox.seccomp = \"best-effort\" to run without it \
+                     (workers could then open sockets and connect to path Unix sockets)"
+                ),
+            );
+        }
+        tracing::warn!(reason = %reason, "running without the system-call filter (sandbox.seccomp = \"best-effort\")");
+    }
     tracing::info!(sandbox = %status, "engine holder sandboxed");
 
-    if mode == Mode::Probe {
-        return probe(&mut threads, supervisor, &config, &status);
+    if let Some(targets) = targets {
+        return probe(&mut threads, supervisor, &config, &status, &targets);
     }
 
     let mut progress = ProgressSender::default();
@@ -282,7 +314,7 @@ fn plan(
     config: &Config,
     signatures: &std::path::Path,
     temp_parent: &std::path::Path,
-    mode: Mode,
+    mode: &Mode,
 ) -> sandbox::Plan {
     let root = nix::unistd::geteuid().is_root();
     let hard_nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
@@ -296,7 +328,7 @@ fn plan(
     // one (another instance, a test suite running several daemons as the
     // same user), so the budget has room; it still stops a fork bomb.
     let tasks = match mode {
-        Mode::Probe => 64,
+        Mode::Probe { .. } => 64,
         Mode::Serve => 2 * workers * (per_worker + 1) + 512,
     };
     sandbox::Plan {
@@ -305,6 +337,7 @@ fn plan(
         read_write: vec![temp_parent.to_path_buf()],
         max_open_files: (u64::from(config.limits.max_connections) * 3 + 256).min(hard_nofile),
         max_threads: tasks,
+        seccomp: true,
     }
 }
 
@@ -321,11 +354,12 @@ fn probe(
     supervisor: nix::unistd::Pid,
     config: &Config,
     status: &sandbox::Status,
+    targets: &sandbox::Targets,
 ) -> Result<i32, String> {
     println!("engine holder: {status}");
     match fork::fork_worker(threads, supervisor).map_err(|e| format!("fork: {e}"))? {
         fork::Side::Holder => Ok(0),
-        fork::Side::Worker => std::process::exit(crate::worker::probe_forked(config)),
+        fork::Side::Worker => std::process::exit(crate::worker::probe_forked(config, targets)),
     }
 }
 
