@@ -128,7 +128,7 @@ fn client_bytes_in_scan_paths_cannot_forge_log_lines() {
         .find(|l| l.contains("virus found"))
         .expect("a FOUND line");
     assert!(
-        found.contains(&format!("scan_target={infected_escaped}")),
+        found.contains(&format!("scan_target=\"{infected_escaped}\"")),
         "{found}"
     );
     assert!(
@@ -140,7 +140,7 @@ fn client_bytes_in_scan_paths_cannot_forge_log_lines() {
         .find(|l| l.contains("file path check failure") && l.contains("FAKE"))
         .expect("a path check failure line");
     assert!(
-        failure.contains(&format!("path={missing_escaped}")),
+        failure.contains(&format!("path=\"{missing_escaped}\"")),
         "{failure}"
     );
     assert!(mentions >= 2, "{log}");

@@ -19,11 +19,13 @@
 
 pub mod commands;
 pub mod network;
+pub mod peer_key;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
 pub use commands::{Decision, Profile};
+pub use peer_key::PeerKey;
 
 /// The two kinds of listener; each has its own profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,13 +64,9 @@ impl Identity {
         matches!(self, Identity::Unix { uid: 0, .. })
     }
 
-    /// Who this is for log rate limits (see `log::limiter`).
-    pub fn log_key(&self) -> String {
-        use crate::log::limiter::{tcp_peer_key, unix_peer_key};
-        match self {
-            Identity::Unix { uid, .. } => unix_peer_key(*uid),
-            Identity::Tcp(addr) => tcp_peer_key(addr.ip()),
-        }
+    /// Who this is for per-identity limits (uid, or address prefix).
+    pub fn peer_key(&self) -> PeerKey {
+        PeerKey::of(self)
     }
 }
 

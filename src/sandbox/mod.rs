@@ -56,8 +56,8 @@
 //!    no device ioctl, no special files, no symlinks, no cross-directory
 //!    rename). TCP bind and connect are handled with no rule, so both are
 //!    denied (ABI ≥ 4). Abstract Unix sockets and signals are scoped to the
-//!    sandbox (ABI ≥ 6). On ABI ≥ 9, connecting to path Unix sockets is
-//!    denied except [`UNIX_SOCKETS`] (journald).
+//!    sandbox (ABI ≥ 6). On ABI ≥ 9, connecting to any path Unix socket is
+//!    denied (journald's too: children log through the supervisor).
 //!
 //! # What a compromised worker can and cannot do afterwards
 //!
@@ -75,8 +75,7 @@
 //! supervisor must treat those as hostile); read and write its temp
 //! directory and read the signatures; use UDP and other non-TCP sockets
 //! (Landlock only filters TCP); connect to path Unix sockets its uid may
-//! write to, on kernels below Landlock ABI 9 (e.g. the journald socket, the
-//! D-Bus system bus); `fork` itself (same sandbox) within the task budget;
+//! write to, on kernels below Landlock ABI 9 (e.g. the D-Bus system bus); `fork` itself (same sandbox) within the task budget;
 //! exercise the kernel's system calls (a seccomp filter and systemd's
 //! `RestrictNamespaces=`/`SystemCallFilter=` are the layers for that);
 //! consume CPU and memory up to the unit's limits.
@@ -104,13 +103,13 @@
 //!
 //! `/proc` (including `/proc/self`), `/dev/null` (so `Stdio::null()` fails)
 //! and every other path not listed above. Descriptors opened before
-//! demotion keep working: open what the worker needs (journald socket, log
-//! files, `/dev/null` if needed) before calling [`demote`].
+//! demotion keep working: open what the worker needs (its log channel,
+//! `/dev/null` if needed) before calling [`demote`].
 
 //! # Calling it (worker)
 //!
 //! 1. One thread only: read the inherited descriptors and the config, set up
-//!    logging (open the journald socket or log file now), run `cl_init`
+//!    logging (`log::relay::init_child` on the inherited log channel), run `cl_init`
 //!    (see above), create the private temp directory and give it to the
 //!    service user, open anything else the worker will need.
 //! 2. [`demote`] with the signature directory in `read_only`, the temp
@@ -137,7 +136,7 @@ use std::path::PathBuf;
 pub use caps::Capability;
 pub use caps_set::restrict_supervisor;
 pub use identity::lookup_user;
-pub use landlock_rules::{EXTRA_READ_ONLY, UNIX_SOCKETS};
+pub use landlock_rules::EXTRA_READ_ONLY;
 pub use probe::{probe, probe_worker, Attempt};
 
 /// What the worker is allowed after demotion.

@@ -20,6 +20,7 @@ pub mod conns;
 mod dbwatch;
 pub mod lifecycle;
 mod listeners;
+pub mod logrelay;
 pub mod procs;
 mod status;
 mod tempdir;
@@ -48,18 +49,15 @@ use crate::ipc::channel::{AsyncChannel, Channel};
 use crate::ipc::messages::{
     AdminCommand, ConnInfo, FromWorker, FromZygote, PeerInfo, ToWorker, ToZygote,
 };
-use crate::log::limiter::{Limiter, Verdict};
-use crate::policy::network::{AllowList, RateLimit};
-use crate::policy::{Admins, Identity, ListenerKind, Profile};
+use crate::log::limiter::{Class, PeerBudgets};
+use crate::log::relay::Source;
+use crate::policy::network::AllowList;
+use crate::policy::{Admins, Identity, ListenerKind, PeerKey, Profile};
 use crate::proto::CommandKind;
 use crate::sandbox::{self, SandboxError};
 use crate::systemd::activation::{self, ActivationError};
 use crate::systemd::notify::Notifier;
 use crate::virus_event::VirusEvents;
-
-/// Peers whose eviction lines are counted separately (beyond, they share
-/// one budget; see `log::limiter`).
-const EVICTION_LOG_KEYS: usize = 4096;
 
 /// Why the daemon could not start; main prints it and exits non-zero.
 #[derive(Debug, thiserror::Error)]
@@ -305,7 +303,14 @@ pub fn sandbox_check(source: ConfigSource) -> Result<i32, StartError> {
     keep_supervisor_capabilities()?;
     let zdir = temp.private("probe")?;
     let (ours, theirs) = Channel::pair()?;
-    let child = procs::spawn_zygote(&["__zygote", "--probe"], &OwnedFd::from(theirs))?;
+    let (log, log_child) = Channel::pair()?;
+    logrelay::relay_blocking(log, Source::EngineHolder(0))?;
+    let child = procs::spawn_zygote(
+        &["__zygote", "--probe"],
+        &OwnedFd::from(theirs),
+        &OwnedFd::from(log_child),
+        None,
+    )?;
     let config = ToZygote::Config {
         toml: prepared.text,
         temp_parent: temp.path_bytes(),
@@ -376,9 +381,12 @@ struct Driver {
     listeners: Option<Vec<Listener>>,
     /// Connections admitted while no worker serves (bounded).
     pending: VecDeque<Accepted>,
-    refusals: RateLimit,
-    /// Eviction lines, per evicted peer (`log.peer-lines-per-minute`).
-    evictions: Limiter<String>,
+    /// The per-identity log budgets (`log.peer-lines-per-minute`,
+    /// `log.result-lines-per-minute`): admission refusals, evictions, the
+    /// broker's refusals and the workers' relayed lines share them.
+    budgets: Arc<PeerBudgets>,
+    /// Reads the children's logs (see [`logrelay`]).
+    relay: Arc<logrelay::Relay>,
     strays: Strays,
     last_sweep: Instant,
     /// Last time a connection opened or closed (exit-when-idle).
@@ -401,6 +409,10 @@ impl Driver {
     ) -> Driver {
         let (tx, rx) = mpsc::channel(1024);
         let conns = Arc::new(ConnTable::default());
+        let budgets = Arc::new(PeerBudgets::new(
+            config.log.peer_lines_per_minute,
+            config.log.result_lines_per_minute,
+        ));
         let scan = &config.scan;
         let broker = Arc::new(Broker {
             rules: Rules::new(
@@ -410,6 +422,13 @@ impl Driver {
             ),
             conns: Arc::clone(&conns),
             handles_per_conn: (scan.max_directory_recursion as usize).clamp(1, 62) + 2,
+            budgets: Arc::clone(&budgets),
+        });
+        let relay = Arc::new(logrelay::Relay {
+            conns: Arc::clone(&conns),
+            budgets: Arc::clone(&budgets),
+            lines_per_minute: config.log.peer_lines_per_minute,
+            volume_per_minute: config.log.result_lines_per_minute,
         });
         let policy = &config.policy;
         let now = Instant::now();
@@ -438,8 +457,8 @@ impl Driver {
             rx,
             listeners: Some(listeners),
             pending: VecDeque::new(),
-            refusals: RateLimit::new(20, Duration::from_secs(60)),
-            evictions: Limiter::new(config.log.peer_lines_per_minute, EVICTION_LOG_KEYS),
+            budgets,
+            relay,
             strays: Strays::default(),
             last_sweep: now,
             last_activity: now,
@@ -622,10 +641,29 @@ impl Driver {
         }
     }
 
+    /// Reads a child's log channel; a record that breaks the rules ends
+    /// the child like any other violation.
+    fn watch_log(&self, who: Who, reader: logrelay::Reader) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            if let Some(why) = reader.await {
+                let _ = tx.send(Event::Broken(who, why)).await;
+            }
+        });
+    }
+
     fn spawn_zygote(&mut self, g: GenId) -> std::io::Result<()> {
         let temp_dir = self.temp.private(&format!("z{g}"))?;
         let (ours, theirs) = Channel::pair()?;
-        let child = Arc::new(procs::spawn_zygote(&["__zygote"], &OwnedFd::from(theirs))?);
+        let (log, log_reader) = self.relay.open(Source::EngineHolder(g), None)?;
+        let child = Arc::new(procs::spawn_zygote(
+            &["__zygote"],
+            &OwnedFd::from(theirs),
+            &log.channel,
+            Some(log.stderr),
+        )?);
+        drop(log.channel);
+        self.watch_log(Who::Zygote(g), log_reader);
         tracing::info!(generation = g, pid = child.pid, "engine holder started");
         let config = ToZygote::Config {
             toml: self.text.clone(),
@@ -708,11 +746,18 @@ impl Driver {
             proc_dev: self.proc_dev,
         };
         control.send(&start.encode(), &[])?;
+        let (log, log_reader) = self.relay.open(Source::Worker(w), None)?;
         zygote.control.try_send(
             &ToZygote::Fork { worker: w }.encode(),
-            &[control_child.as_fd(), broker_child.as_fd()],
+            &[
+                control_child.as_fd(),
+                broker_child.as_fd(),
+                log.channel.as_fd(),
+                log.stderr.as_fd(),
+            ],
         )?;
-        drop((control_child, broker_child));
+        drop((control_child, broker_child, log));
+        self.watch_log(Who::Worker(w), log_reader);
         let control = Arc::new(AsyncChannel::new(control)?);
         let broker = Arc::new(broker);
         // Control messages: the first carries the kernel's word for the pid.
@@ -970,7 +1015,8 @@ impl Driver {
         };
         match admission::decide(self.caps, &self.conns.open_now(), a.listener, addr) {
             admission::Verdict::Refuse(limit) => {
-                if let Some(suppressed) = self.refusals.allow() {
+                let key = PeerKey::of(&a.identity);
+                if let Some(suppressed) = self.budgets.allow(Class::Lines, key) {
                     tracing::warn!(
                         listener = a.listener.as_str(),
                         peer = %a.identity,
@@ -987,8 +1033,7 @@ impl Driver {
                     };
                     // Per evicted peer: a reconnecting flood evicts
                     // thousands of its own connections a minute.
-                    let verdict = self.evictions.check(&who.log_key(), Instant::now());
-                    if let Verdict::Allow { suppressed } = verdict {
+                    if let Some(suppressed) = self.budgets.allow(Class::Lines, who.peer_key()) {
                         tracing::info!(
                             id,
                             peer = %who,
