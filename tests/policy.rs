@@ -112,14 +112,8 @@ fn tcp_refuses_file_admin_and_stats_commands() {
     // The refusals were logged with their fields.
     let log = d.log();
     assert!(log.contains("command refused"), "{log}");
-    assert!(
-        log.contains("listener=\"tcp\"") || log.contains("listener=tcp"),
-        "{log}"
-    );
-    assert!(
-        log.contains("command=\"SHUTDOWN\"") || log.contains("command=SHUTDOWN"),
-        "{log}"
-    );
+    assert!(log.contains("listener=tcp"), "{log}");
+    assert!(log.contains("command=SHUTDOWN"), "{log}");
 }
 
 #[test]

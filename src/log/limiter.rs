@@ -152,6 +152,31 @@ impl<K: Hash + Eq> Limiter<K> {
         }
     }
 
+    /// Forgets every key whose minute is over at `now` and returns those
+    /// that had lines suppressed, with their counts (`None` for the shared
+    /// overflow budget), so that a client that stopped is still reported
+    /// ("suppressed=N") without waiting for its next line.
+    pub fn take_expired(&mut self, now: Instant) -> Vec<(Option<K>, u64)>
+    where
+        K: Clone,
+    {
+        let mut out = Vec::new();
+        self.budgets.retain(|k, b| {
+            if !b.window_over(now) {
+                return true;
+            }
+            let n = b.take_pending();
+            if n > 0 {
+                out.push((Some(k.clone()), n));
+            }
+            false
+        });
+        if self.overflow.window_over(now) && self.overflow.pending() > 0 {
+            out.push((None, self.overflow.take_pending()));
+        }
+        out
+    }
+
     /// Keys tracked now (at most `capacity`).
     pub fn len(&self) -> usize {
         self.budgets.len()
@@ -227,6 +252,19 @@ impl PeerBudgets {
             .check(&key, now)
     }
 
+    /// Counts of lines suppressed for identities whose minute is over (see
+    /// [`Limiter::take_expired`]); `None`: identities beyond the table.
+    pub fn take_expired(&self, now: Instant) -> Vec<(Class, Option<PeerKey>, u64)> {
+        let mut out = Vec::new();
+        for (class, limiter) in [(Class::Lines, &self.lines), (Class::Volume, &self.volume)] {
+            let mut l = limiter
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            out.extend(l.take_expired(now).into_iter().map(|(k, n)| (class, k, n)));
+        }
+        out
+    }
+
     /// May a line of `class` about `key` be written now? `Some(n)`: yes,
     /// `n` lines about it were suppressed before (log `suppressed = n`).
     pub fn allow(&self, class: Class, key: PeerKey) -> Option<u64> {
@@ -283,6 +321,26 @@ mod tests {
             b.check(Class::Lines, uid, secs(t0, 60)),
             Verdict::Allow { suppressed: 1 }
         );
+    }
+
+    #[test]
+    fn expired_keys_report_what_they_suppressed_and_are_forgotten() {
+        let t0 = Instant::now();
+        let mut l: Limiter<u32> = Limiter::new(1, 2);
+        assert_eq!(l.check(&1, t0), ALLOW);
+        assert_eq!(l.check(&1, t0), Verdict::Suppress);
+        assert_eq!(l.check(&2, secs(t0, 30)), ALLOW);
+        assert_eq!(l.check(&3, secs(t0, 30)), ALLOW); // overflow
+        assert_eq!(l.check(&4, secs(t0, 30)), Verdict::Suppress); // overflow
+        assert_eq!(l.take_expired(secs(t0, 59)), vec![]);
+        assert_eq!(l.take_expired(secs(t0, 60)), vec![(Some(1), 1)]);
+        assert_eq!(l.len(), 1);
+        // Key 2's minute is over but it suppressed nothing: just forgotten.
+        assert_eq!(l.take_expired(secs(t0, 90)), vec![(None, 1)]);
+        assert_eq!(l.len(), 0);
+        assert_eq!(l.take_expired(secs(t0, 200)), vec![]);
+        // A new minute starts afresh.
+        assert_eq!(l.check(&1, secs(t0, 200)), ALLOW);
     }
 
     #[test]

@@ -52,15 +52,20 @@ struct Relay;
 impl Sink for Relay {
     fn write(&self, record: &Record) {
         let guard = CHANNEL.read().unwrap_or_else(|e| e.into_inner());
-        let Some(channel) = guard.as_ref() else {
-            return;
-        };
-        let dropped = DROPPED.swap(0, Ordering::Relaxed);
-        let bytes = to_wire(record, dropped).encode();
-        // Non-blocking: a full channel drops the record, counted.
-        if channel.send(&bytes, &[]).is_err() {
-            DROPPED.fetch_add(dropped.saturating_add(1), Ordering::Relaxed);
+        if let Some(channel) = guard.as_ref() {
+            send_counted(channel, &DROPPED, record);
         }
+    }
+}
+
+/// Sends `record` on a non-blocking `channel` with the count of records
+/// dropped before it; when the channel is full (or gone), drops it and
+/// counts it in `dropped` instead.
+fn send_counted(channel: &Channel, dropped: &AtomicU32, record: &Record) {
+    let before = dropped.swap(0, Ordering::Relaxed);
+    let bytes = to_wire(record, before).encode();
+    if channel.send(&bytes, &[]).is_err() {
+        dropped.fetch_add(before.saturating_add(1), Ordering::Relaxed);
     }
 }
 
@@ -434,6 +439,44 @@ mod tests {
         assert_eq!(get("PATH"), [evil]);
         assert_eq!(get("SYSLOG_IDENTIFIER"), [b"clamsentry".as_slice()]);
         assert!(fields.iter().all(|(k, _)| !k.starts_with('_')));
+    }
+
+    #[test]
+    fn a_full_channel_drops_records_and_the_next_one_carries_the_count() {
+        let (child, supervisor) = Channel::pair().unwrap();
+        child.set_nonblocking(true).unwrap();
+        let dropped = AtomicU32::new(0);
+        let record = Record {
+            level: Level::INFO,
+            target: "clamsentry::worker".into(),
+            file: None,
+            line: None,
+            message: vec![b'm'; 1000],
+            fields: Vec::new(),
+        };
+        // Nobody reads: the channel fills up and then drops.
+        let mut sent = 0;
+        while dropped.load(Ordering::Relaxed) == 0 {
+            send_counted(&child, &dropped, &record);
+            sent += 1;
+            assert!(sent < 100_000, "the channel never filled");
+        }
+        send_counted(&child, &dropped, &record);
+        send_counted(&child, &dropped, &record);
+        assert_eq!(dropped.load(Ordering::Relaxed), 3);
+        // Read everything queued: none reports a drop yet.
+        supervisor.set_nonblocking(true).unwrap();
+        let mut got = 0;
+        while let Ok(Some((msg, _))) = supervisor.recv() {
+            assert_eq!(LogRecord::decode(&msg).unwrap().dropped, 0);
+            got += 1;
+        }
+        assert_eq!(got, sent - 1);
+        // Room again: the next record says 3 were dropped.
+        send_counted(&child, &dropped, &record);
+        let (msg, _) = supervisor.recv().unwrap().unwrap();
+        assert_eq!(LogRecord::decode(&msg).unwrap().dropped, 3);
+        assert_eq!(dropped.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -194,6 +194,31 @@ pub fn relay_blocking(channel: Channel, source: Source) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Writes one line per client identity whose budget window ended with
+/// lines suppressed (a client that stopped is reported without waiting
+/// for its next line). Called from the supervisor's housekeeping.
+pub fn report_expired(budgets: &PeerBudgets, now: Instant) {
+    for (class, key, suppressed) in budgets.take_expired(now) {
+        let budget = match class {
+            Class::Lines => "log.peer-lines-per-minute",
+            Class::Volume => "log.result-lines-per-minute",
+        };
+        match key {
+            Some(key) => tracing::info!(
+                peer_key = %key,
+                suppressed,
+                budget,
+                "log lines about this client not written in its last minute"
+            ),
+            None => tracing::info!(
+                suppressed,
+                budget,
+                "log lines about clients beyond the tracked ones not written in their last minute"
+            ),
+        }
+    }
+}
+
 /// The supervisor's line about a child's lines it did not write.
 fn summary(source: Source, key: Option<PeerKey>, suppressed: u64, dropped: u64) {
     let child = match source {

@@ -1239,6 +1239,7 @@ impl Driver {
             for (pid, what) in self.strays.sweep(&known, now) {
                 tracing::warn!(pid, what, "a child process nobody accounts for");
             }
+            logrelay::report_expired(&self.budgets, now);
         }
         let idle = self.config.service.exit_when_idle;
         if idle > 0
