@@ -237,7 +237,7 @@ fn a_hanging_command_is_killed_with_its_process_group() {
     let lines = log_lines_with("command for Hang.Test killed after the 1 s timeout");
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(
-        lines[0].contains("virus_event_status=timeout"),
+        lines[0].contains("virus_event_status=\"timeout\""),
         "{}",
         lines[0]
     );
