@@ -55,7 +55,7 @@ fn worker_runs_as_the_service_user_with_nothing_and_supervisor_keeps_little() {
     }
     assert_eq!(status_field(d.pid(), "CapInh"), "0000000000000000");
     assert_eq!(status_field(d.pid(), "CapAmb"), "0000000000000000");
-    assert!(d.log().contains("landlock=full"), "{}", d.log());
+    d.log_with("landlock=full");
 }
 
 /// A listening Unix socket at `path` with `mode`, accepting nothing yet.
@@ -471,6 +471,19 @@ fn workers_share_the_engine_holders_pages() {
     );
 }
 
+/// Inodes of datagram Unix sockets (type 0002 in /proc/net/unix).
+fn datagram_inodes() -> Vec<String> {
+    std::fs::read_to_string("/proc/net/unix")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(4) == Some(&"0002")).then(|| f.get(6).unwrap_or(&"").to_string())
+        })
+        .collect()
+}
+
 /// "Max processes" of a process, from /proc/PID/limits (soft limit).
 fn max_processes(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/limits"))
@@ -484,8 +497,9 @@ fn max_processes(pid: i32) -> String {
 
 /// Workers can create no process and no thread (RLIMIT_NPROC 0 once their
 /// threads run); the engine holder can still fork (it forked them). The
-/// engine holder holds nothing but its control channel: no client
-/// connection, no listening socket.
+/// engine holder holds nothing but its control and log channels: no client
+/// connection, no listening socket. No child holds a datagram socket (the
+/// journald socket is the supervisor's alone), nor the daemon's stderr.
 #[test]
 fn workers_cannot_fork_and_the_engine_holder_holds_only_its_channel() {
     require_root!("the engine holder and the workers run as nobody");
@@ -506,10 +520,11 @@ fn workers_cannot_fork_and_the_engine_holder_holds_only_its_channel() {
     let z = d.zygotes()[0];
     let zlimit: u64 = max_processes(z).parse().unwrap();
     assert!(zlimit > 0, "the engine holder can fork");
-    // Its descriptors: stdin, stdout, stderr, one socket (its control
-    // channel), its own /proc/PID/task (to count its threads before each
-    // fork; opened before the sandbox closed /proc) and the signature
-    // directory (opened before it demoted itself).
+    // Its descriptors: stdin, stdout, stderr (a pipe to the supervisor),
+    // two sockets (its control and log channels), its own /proc/PID/task
+    // (to count its threads before each fork; opened before the sandbox
+    // closed /proc) and the signature directory (opened before it demoted
+    // itself).
     let signatures = std::fs::canonicalize(db.path())
         .unwrap()
         .display()
@@ -530,7 +545,30 @@ fn workers_cannot_fork_and_the_engine_holder_holds_only_its_channel() {
         );
         sockets += 1;
     }
-    assert_eq!(sockets, 1, "only the control channel");
+    assert_eq!(sockets, 2, "only the control and log channels");
+    let datagram = datagram_inodes();
+    let daemon_stderr = std::fs::read_link(format!("/proc/{}/fd/2", d.pid())).unwrap();
+    for child in d.children() {
+        for e in std::fs::read_dir(format!("/proc/{child}/fd"))
+            .unwrap()
+            .flatten()
+        {
+            let target = std::fs::read_link(e.path()).unwrap();
+            let t = target.display().to_string();
+            let ino = t.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']'));
+            assert!(
+                !ino.is_some_and(|i| datagram.iter().any(|d| d == i)),
+                "process {child} holds a datagram socket (fd {:?})",
+                e.file_name()
+            );
+            assert_ne!(
+                target,
+                daemon_stderr,
+                "process {child} holds the daemon's stderr (fd {:?})",
+                e.file_name()
+            );
+        }
+    }
     // Workers: stdio, their two channels, their clients' sockets.
     for w in workers {
         for e in std::fs::read_dir(format!("/proc/{w}/fd"))
@@ -726,9 +764,10 @@ fn landlock_hidden_by_seccomp_refuses_to_start_unless_best_effort() {
         show(&reply),
         "stream: Win.Test.EICAR_HDB-1.UNOFFICIAL FOUND\\0"
     );
-    let log = d.log();
-    assert!(log.contains("running without Landlock"), "{log}");
-    assert!(log.contains("seccomp filter hides"), "{log}");
+    let log = d.log_when("the engine holder's warning", |log| {
+        log.contains("running without Landlock") && log.contains("seccomp filter hides")
+    });
+    assert!(log.contains("source=engine-holder"), "{log}");
 }
 
 /// Under a filter that refuses the `seccomp()` system call but not `prctl`,

@@ -380,9 +380,12 @@ impl Default for TcpPolicy {
 pub struct LogConfig {
     /// error, warn, info, debug or trace.
     pub level: String,
-    /// Refusals and client errors logged per peer and minute, in each
-    /// worker; more are counted and summarised ("suppressed N").
+    /// Refusals, client errors and warnings logged per client identity and
+    /// minute (supervisor and workers together); more are counted and
+    /// summarised ("suppressed=N").
     pub peer_lines_per_minute: u32,
+    /// Scan results and debug lines logged per client identity and minute.
+    pub result_lines_per_minute: u32,
     /// Log clean scan results at info (otherwise at debug).
     pub clean: bool,
     /// Where log lines go: "auto" (journald when stderr is connected to the
@@ -548,6 +551,7 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             peer_lines_per_minute: 30,
+            result_lines_per_minute: 6000,
             clean: false,
             target: "auto".into(),
         }
@@ -908,6 +912,9 @@ impl Config {
         }
         if self.log.peer_lines_per_minute == 0 {
             return Err(("log.peer-lines-per-minute", "must be at least 1".into()));
+        }
+        if self.log.result_lines_per_minute == 0 {
+            return Err(("log.result-lines-per-minute", "must be at least 1".into()));
         }
         if !matches!(self.log.target.as_str(), "auto" | "journald" | "stderr") {
             return Err((

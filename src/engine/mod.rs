@@ -411,7 +411,7 @@ impl Engine {
             return Err(EngineError::Load { dir: shown, reason });
         }
         for d in details {
-            tracing::warn!(source = "libclamav", "{d}");
+            tracing::warn!(library = "libclamav", "{d}");
         }
         if sigs == 0 {
             return Err(EngineError::Empty { dir: shown });
@@ -601,12 +601,12 @@ unsafe extern "C" fn on_message(
             None => false,
         });
         if !kept {
-            tracing::warn!(source = "libclamav", "{text}");
+            tracing::warn!(library = "libclamav", "{text}");
         }
     } else if severity == sys::cl_msg::CL_MSG_WARN {
-        tracing::info!(source = "libclamav", "{text}");
+        tracing::info!(library = "libclamav", "{text}");
     } else {
-        tracing::trace!(source = "libclamav", "{text}");
+        tracing::trace!(library = "libclamav", "{text}");
     }
 }
 

@@ -56,8 +56,8 @@
 //!    no device ioctl, no special files, no symlinks, no cross-directory
 //!    rename). TCP bind and connect are handled with no rule, so both are
 //!    denied (ABI ≥ 4). Abstract Unix sockets and signals are scoped to the
-//!    sandbox (ABI ≥ 6). On ABI ≥ 9, connecting to path Unix sockets is
-//!    denied except [`UNIX_SOCKETS`] (journald).
+//!    sandbox (ABI ≥ 6). On ABI ≥ 9, connecting to any path Unix socket is
+//!    denied (journald's too: children log through the supervisor).
 //! 7. When [`Plan::seccomp`] is set, the engine holder's system-call filter
 //!    of [`mod@seccomp`]: no new sockets (any family), no `connect`, `bind`,
 //!    `listen`, `accept`, no io_uring, ptrace, eBPF, namespaces, mounts,
@@ -82,17 +82,13 @@
 //! create more tasks than [`Plan::max_threads`]; once a worker called
 //! [`seal_worker`], make a socket pair or any process.
 //!
-//! It can still: use every descriptor it holds (the control socket, client
-//! connections, passed files), so it can answer clients falsely and send
-//! the supervisor any control message (the supervisor must treat those as
-//! hostile); read and write its temp directory and read the signatures;
-//! send datagrams, with `sendto`/`sendmsg` and a destination address, from
-//! the journald socket it holds (opened before demotion for logging) to any
-//! path-named datagram Unix socket its uid may write to (journald's
-//! sockets, `/dev/log`, `/run/systemd/notify`, which accepts only the main
-//! PID), passing descriptors along with `SCM_RIGHTS`; `fork` itself (same
-//! sandbox) within the task budget; exercise the system calls the filter
-//! allows; consume CPU and memory up to the unit's limits.
+//! It can still: use every descriptor it holds (the control socket, its
+//! log channel, client connections, passed files), so it can answer clients
+//! falsely and send the supervisor any control message or log record (the
+//! supervisor must treat those as hostile: it marks and budgets the
+//! records); read and write its temp directory and read the signatures;
+//! `fork` itself (same sandbox) within the task budget; exercise the system
+//! calls the filter allows; consume CPU and memory up to the unit's limits.
 //!
 //! # What libclamav needs
 //!
@@ -117,13 +113,13 @@
 //!
 //! `/proc` (including `/proc/self`), `/dev/null` (so `Stdio::null()` fails)
 //! and every other path not listed above. Descriptors opened before
-//! demotion keep working: open what the worker needs (journald socket, log
-//! files, `/dev/null` if needed) before calling [`demote`].
+//! demotion keep working: open what the worker needs (its log channel,
+//! `/dev/null` if needed) before calling [`demote`].
 
 //! # Calling it (worker)
 //!
 //! 1. One thread only: read the inherited descriptors and the config, set up
-//!    logging (open the journald socket or log file now), run `cl_init`
+//!    logging (`log::relay::init_child` on the inherited log channel), run `cl_init`
 //!    (see above), create the private temp directory and give it to the
 //!    service user, open anything else the worker will need.
 //! 2. [`demote`] with the signature directory in `read_only`, the temp
@@ -156,7 +152,7 @@ use std::path::PathBuf;
 pub use caps::Capability;
 pub use caps_set::restrict_supervisor;
 pub use identity::lookup_user;
-pub use landlock_rules::{EXTRA_READ_ONLY, UNIX_SOCKETS};
+pub use landlock_rules::EXTRA_READ_ONLY;
 pub use probe::{probe, probe_worker, Attempt, Targets};
 
 /// What the worker is allowed after demotion.

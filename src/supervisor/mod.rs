@@ -22,6 +22,7 @@ pub mod gate;
 mod hangup;
 pub mod lifecycle;
 mod listeners;
+pub mod logrelay;
 mod memory;
 pub mod procs;
 mod run;
@@ -220,13 +221,7 @@ fn serve(source: ConfigSource, readiness: &Readiness) -> Result<(), StartError> 
         tracing::info!(directory = %temp.path().display(), "private temporary directory created");
         let virus_events = VirusEvents::from_config(&config)?;
         keep_supervisor_capabilities()?;
-        let executor = run::Executor::new(
-            Arc::new(config),
-            text,
-            |tx| children::Children::new(temp, tx),
-            virus_events,
-            listeners,
-        )?;
+        let executor = run::Executor::new(Arc::new(config), text, temp, virus_events, listeners)?;
         let result = executor.run(readiness).await;
         if let Some(m) = bound_unix {
             runtime_files::remove_at_exit(&m, "Unix socket");
@@ -262,7 +257,14 @@ pub fn sandbox_check(source: ConfigSource, connect: &[PathBuf]) -> Result<i32, S
     keep_supervisor_capabilities()?;
     let zdir = temp.private("probe")?;
     let (ours, theirs) = Channel::pair()?;
-    let child = procs::spawn_zygote(&args, &OwnedFd::from(theirs))?;
+    let (log, log_child) = Channel::pair()?;
+    logrelay::relay_blocking(log, crate::log::relay::Source::EngineHolder(0))?;
+    let child = procs::spawn_zygote(
+        &args,
+        &OwnedFd::from(theirs),
+        &OwnedFd::from(log_child),
+        None,
+    )?;
     let config = ToZygote::Config {
         toml: prepared.text,
         temp_parent: temp.path_bytes(),

@@ -101,7 +101,7 @@ fn serve(
         .map_err(|e| e.to_string())?;
     config.scan.temporary_directory = start.temp_dir.clone();
     let landlock = sandbox::narrow_to(&start.temp_dir).map_err(|e| e.to_string())?;
-    tracing::debug!(worker = start.worker, landlock = ?landlock, "worker narrowed its sandbox to its temporary directory");
+    tracing::debug!(landlock = ?landlock, "worker narrowed its sandbox to its temporary directory");
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -206,10 +206,7 @@ async fn control_loop(control: Arc<AsyncChannel>, shared: Arc<Shared>) {
             }
             Ok(ToWorker::AdminAccepted { conn }) => shared.admin_accepted(conn),
             Ok(ToWorker::Drain) => {
-                tracing::info!(
-                    worker = shared.worker,
-                    "draining: finishing in-flight requests"
-                );
+                tracing::info!("draining: finishing in-flight requests");
                 shared.drain();
             }
             other => tracing::warn!(message = ?other, "unexpected control message ignored"),

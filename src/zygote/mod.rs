@@ -5,7 +5,8 @@
 //! engine's memory.
 //!
 //! Started by the supervisor as `clamsentry __zygote` with its control
-//! channel at fd 3 and nothing else. It stays single-threaded for its whole
+//! channel at fd 3, its log channel at fd 4 (`log::relay`) and its stderr a
+//! pipe the supervisor reads, nothing else. It stays single-threaded for its whole
 //! life (a fork is only sound then), never touches a client connection, and
 //! reads nothing but its control messages and the signature files:
 //!
@@ -23,8 +24,9 @@
 //!    Landlock ends it here, with the reason, and with
 //!    `sandbox.seccomp = "required"` a filter that could not be installed;
 //! 3. load and compile, reporting progress; Ready;
-//! 4. on `Fork`, fork a worker (see [`fork`]) that takes the two channels
-//!    that came with the request; on `Exit`, exit. A reload is a new zygote.
+//! 4. on `Fork`, fork a worker (see [`fork`]) that takes the two channels,
+//!    the log channel and the stderr pipe that came with the request; on
+//!    `Exit`, exit. A reload is a new zygote.
 
 pub mod fork;
 
@@ -92,6 +94,9 @@ fn run(mode: Mode) -> Result<i32, String> {
     let control = Channel::inherit(CONTROL_FD).map_err(|e| {
         format!("descriptor {CONTROL_FD}: {e}: the engine holder is started only by the supervisor")
     })?;
+    // Its log channel; without it (never from the supervisor) it logs to
+    // its stderr, which the supervisor reads too.
+    let log = Channel::inherit(crate::log::relay::LOG_FD).ok();
     let (toml, temp_parent, temp_dir) = match recv(&control)? {
         (
             ToZygote::Config {
@@ -106,7 +111,7 @@ fn run(mode: Mode) -> Result<i32, String> {
     let mut config =
         Config::parse(&toml, "configuration from the supervisor").map_err(|e| e.to_string())?;
     config.scan.temporary_directory = temp_dir.clone();
-    crate::log::init(&config.log.level, &config.log.target);
+    crate::log::relay::init_child(&config.log.level, log);
 
     // Before the sandbox: what needs /proc, /sys, /etc or OpenSSL's files.
     engine::init().map_err(|e| e.to_string())?;
@@ -198,13 +203,23 @@ fn run(mode: Mode) -> Result<i32, String> {
         let (msg, fds) = recv(&control)?;
         match msg {
             ToZygote::Fork { worker } => {
-                let [worker_control, broker]: [OwnedFd; 2] = match fds.try_into() {
-                    Ok(pair) => pair,
-                    Err(_) => return Err("a fork request without its two channels".into()),
+                let [worker_control, broker, log, stderr]: [OwnedFd; 4] = match fds.try_into() {
+                    Ok(fds) => fds,
+                    Err(_) => {
+                        return Err(
+                            "a fork request without its two channels, log channel and stderr"
+                                .into(),
+                        )
+                    }
                 };
                 match fork::fork_worker(&mut threads, supervisor) {
                     Ok(fork::Side::Holder) => {}
                     Ok(fork::Side::Worker) => {
+                        // Its own log channel and stderr (a pipe the
+                        // supervisor reads), so that its lines are marked
+                        // as this worker's, never the holder's.
+                        crate::log::relay::switch(Channel::from_fd(log));
+                        fork::take_stderr(stderr);
                         // The holder's descriptors are not the worker's.
                         let _ = nix::unistd::close(control.as_raw_fd());
                         drop(threads);

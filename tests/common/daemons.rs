@@ -305,6 +305,30 @@ impl Daemon {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
 
+    /// The log once `pred` holds for it; panics (showing the log) after
+    /// 60 s. The lines of the engine holder and of the workers reach the log
+    /// through the supervisor (`log::relay`), a moment after what they
+    /// did: a reply can reach the client first.
+    pub fn log_when(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log = self.log();
+            if pred(&log) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gave up waiting for {what}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The log once it contains `needle` (see [`Daemon::log_when`]).
+    pub fn log_with(&self, needle: &str) -> String {
+        self.log_when(needle, |l| l.contains(needle))
+    }
+
     /// Resident memory in KiB of the daemon and its workers, from /proc.
     pub fn rss_kib(&self) -> u64 {
         tree_rss_kib(self.pid())
