@@ -486,7 +486,7 @@ fn a_compromised_worker_cannot_write_lines_that_look_like_the_supervisors() {
             ("log", "target = \"stderr\""),
             ("log", "level = \"info\""),
             ("log", "result-lines-per-minute = 200"),
-            ("limits", "workers = 2"),
+            ("limits", "standby-workers = 2"),
         ],
     );
     let pid = d.worker();

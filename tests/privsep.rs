@@ -870,7 +870,7 @@ fn socket_inodes(pid: i32) -> std::collections::BTreeSet<String> {
 fn no_socket_is_shared_between_workers_or_with_the_engine_holder() {
     require_root!("the supervisor starts its workers as another user");
     let db = TestDb::new();
-    let d = Daemon::clamsentry(db.path(), &[("limits", "workers = 3")]);
+    let d = Daemon::clamsentry(db.path(), &[("limits", "standby-workers = 3")]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while d.workers().len() < 3 {
         assert!(Instant::now() < deadline, "three workers never ran");

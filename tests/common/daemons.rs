@@ -384,7 +384,8 @@ impl Daemon {
                 .rev()
                 .filter(|l| {
                     l.contains("worker bound to its client")
-                        && l.trim_end().ends_with(&format!("tenant={tenant}"))
+                        && (l.trim_end().ends_with(&format!("tenant={tenant}"))
+                            || l.trim_end().ends_with(&format!("tenant=\"{tenant}\"")))
                 })
                 .find_map(|l| field(l, "worker"));
             let pid = bound.and_then(|w| {
