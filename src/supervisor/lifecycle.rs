@@ -22,11 +22,11 @@
 //! Which message may arrive in which state ([`worker_message_allowed`],
 //! [`zygote_message_allowed`]); anything else ends the process that sent it:
 //!
-//! | worker state | Hello | Pong | Active, Closed, Found | Admin | Retire |
-//! |---|---|---|---|---|---|
-//! | forking (no Hello yet) | yes | — | — | — | — |
-//! | serving | — | yes | yes | yes | yes |
-//! | draining | — | yes | yes | yes | — |
+//! | worker state | Hello | Pong | Active, Closed, Found | Admin | Retire | StreamWant, StatsTasks, TaskList |
+//! |---|---|---|---|---|---|---|
+//! | forking (no Hello yet) | yes | — | — | — | — | — |
+//! | serving | — | yes | yes | yes | yes | yes |
+//! | draining | — | yes | yes | yes | yes (nothing to do) | yes |
 //!
 //! | zygote state | Progress | Ready | LoadFailed | ForkFailed |
 //! |---|---|---|---|---|
@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use super::procs::Ended;
 use crate::engine::LoadProgress;
-use crate::ipc::messages::{EngineReady, Fleet};
+use crate::ipc::messages::{EngineReady, Fleet, RetireReason};
 
 pub type GenId = u64;
 pub type WorkerId = u64;
@@ -79,6 +79,8 @@ pub enum WorkerMsg {
     Conn,
     Admin,
     Retire,
+    /// Stream memory and task lists (`StreamWant`, `StatsTasks`, `TaskList`).
+    Share,
 }
 
 /// Zygote messages, by kind.
@@ -109,8 +111,8 @@ pub enum Event {
         healthy: bool,
     },
     WorkerExited(WorkerId, Ended),
-    /// The worker asks to be replaced (its temporary directory failed).
-    WorkerRetire(WorkerId),
+    /// The worker asks to be replaced (and drains itself).
+    WorkerRetire(WorkerId, RetireReason),
     /// The process broke a rule; `why` goes to the log.
     Violation(Who, String),
     Reload(&'static str),
@@ -244,7 +246,9 @@ fn worker_message_allowed(s: WState, m: WorkerMsg) -> bool {
             | (WState::Serving | WState::Draining, WorkerMsg::Pong)
             | (WState::Serving | WState::Draining, WorkerMsg::Conn)
             | (WState::Serving | WState::Draining, WorkerMsg::Admin)
-            | (WState::Serving, WorkerMsg::Retire)
+            // A worker may ask to retire at the moment it is told to drain.
+            | (WState::Serving | WState::Draining, WorkerMsg::Retire)
+            | (WState::Serving | WState::Draining, WorkerMsg::Share)
     )
 }
 
@@ -365,11 +369,21 @@ impl Machine {
                 healthy,
             } => self.pong(worker, (scans, found, errors), healthy, now, &mut out),
             Event::WorkerExited(w, how) => self.worker_exited(w, how, now, &mut out),
-            Event::WorkerRetire(w) => {
-                if let Some(worker) = self.workers.get_mut(&w) {
+            Event::WorkerRetire(w, reason) => {
+                // Already draining: nothing more to do.
+                if let Some(worker) = self
+                    .workers
+                    .get_mut(&w)
+                    .filter(|x| x.state == WState::Serving)
+                {
                     worker.state = WState::Draining;
                     let slot = worker.slot;
-                    tracing::warn!(worker = w, slot, "worker retires (its temporary directory failed a scan); a fresh one replaces it");
+                    tracing::warn!(
+                        worker = w,
+                        slot,
+                        reason = reason.as_str(),
+                        "worker retires; a fresh one replaces it"
+                    );
                     out.push(Action::Drain(w));
                     self.slot_failed(slot, now);
                 }

@@ -810,7 +810,10 @@ impl Driver {
                 WorkerMsg::Conn
             }
             FromWorker::Admin { .. } => WorkerMsg::Admin,
-            FromWorker::Retire => WorkerMsg::Retire,
+            FromWorker::Retire { .. } => WorkerMsg::Retire,
+            FromWorker::StreamWant { .. }
+            | FromWorker::StatsTasks { .. }
+            | FromWorker::TaskList { .. } => WorkerMsg::Share,
         };
         if let Err(why) = self.machine.check_worker(w, kind) {
             return self.apply(lifecycle::Event::Violation(Who::Worker(w), why));
@@ -860,7 +863,13 @@ impl Driver {
                 }
                 Err(why) => violation(format!("Found for {why}")),
             },
-            FromWorker::Retire => Some(lifecycle::Event::WorkerRetire(w)),
+            FromWorker::Retire { reason } => Some(lifecycle::Event::WorkerRetire(w, reason)),
+            msg @ (FromWorker::StreamWant { .. }
+            | FromWorker::StatsTasks { .. }
+            | FromWorker::TaskList { .. }) => {
+                interim_worker_share(w, &msg);
+                None
+            }
             FromWorker::Admin { conn, command } => match self.admin(w, conn, command) {
                 Ok(event) => Some(event),
                 Err(why) => violation(why),
@@ -1275,4 +1284,16 @@ async fn forward_zygote(
     };
     let stop = matches!(event, Event::Broken(..));
     tx.send(event).await.is_ok() && !stop
+}
+
+/// TEMPORARY (worker-fair branch): the supervisor half of the shares
+/// between workers — stream memory leases (`StreamWant` → `StreamGrant`),
+/// the daemon-wide task list for an administrator's STATS (`StatsTasks`,
+/// `TaskQuery` → `TaskList`) — comes with the connection gate. Until then
+/// these messages are accepted and left unanswered: a worker keeps its
+/// starting grant (`limits.stream-memory`, as before) and an
+/// administrator's STATS shows the answering worker's tasks after a short
+/// wait.
+fn interim_worker_share(w: WorkerId, msg: &FromWorker) {
+    tracing::trace!(worker = w, message = ?msg, "share message (no supervisor half yet)");
 }
