@@ -534,8 +534,8 @@ fn odd_fildes_descriptors_are_errors_never_ok() {
     std::fs::write(&writable, eicar()).unwrap();
     let (pipe_r, pipe_w) = nix::unistd::pipe().unwrap();
     let (sock_a, _sock_b) = std::os::unix::net::UnixStream::pair().unwrap();
-    let memfd = nix::sys::memfd::memfd_create(c"eicar", nix::sys::memfd::MemFdCreateFlag::empty())
-        .unwrap();
+    let memfd =
+        nix::sys::memfd::memfd_create(c"eicar", nix::sys::memfd::MemFdCreateFlag::empty()).unwrap();
     nix::unistd::write(&memfd, &eicar()).unwrap();
     let memfd_wronly = open(
         Path::new(&format!("/proc/self/fd/{}", memfd.as_raw_fd())),
@@ -554,7 +554,11 @@ fn odd_fildes_descriptors_are_errors_never_ok() {
     for (what, fd) in &same {
         let theirs = fildes_fd(&pair.clamd.unix_addr(), fd.as_raw_fd());
         let ours = fildes_fd(&pair.ours.unix_addr(), fd.as_raw_fd());
-        assert_eq!(without_fd_number(&theirs), without_fd_number(&ours), "{what}");
+        assert_eq!(
+            without_fd_number(&theirs),
+            without_fd_number(&ours),
+            "{what}"
+        );
     }
     let differ: Vec<(&str, OwnedFd)> = vec![
         ("an O_PATH file", open(&eicar_path, OFlag::O_PATH)),

@@ -569,7 +569,10 @@ fn a_session_ends_at_a_command_boundary_after_its_lifetime() {
     );
     let mut c = Conn::open(&d.unix_addr()).unwrap();
     c.send(b"zIDSESSION\0zPING\0").unwrap();
-    assert_eq!(show(&c.read_until(b"\0", Duration::from_secs(30))), "1: PONG\\0");
+    assert_eq!(
+        show(&c.read_until(b"\0", Duration::from_secs(30))),
+        "1: PONG\\0"
+    );
     // A stream is under way when the lifetime runs out (waiting twice the
     // lifetime makes sure it does): it is still answered.
     let data = eicar();

@@ -94,8 +94,13 @@ fn count_tasks(stats: &str, command: &str) -> usize {
 
 /// Starts `n` slow INSTREAMs from `src` over TCP; returns the count of
 /// replies received so far (they arrive while the test goes on).
-fn hog(d: &Daemon, src: IpAddr, n: usize) -> (Arc<AtomicUsize>, Vec<std::net::TcpStream>) {
-    let req = instream(b"zINSTREAM\0", &slow_input(SLOW_LINES), 4096);
+fn hog(
+    d: &Daemon,
+    src: IpAddr,
+    n: usize,
+    lines: usize,
+) -> (Arc<AtomicUsize>, Vec<std::net::TcpStream>) {
+    let req = instream(b"zINSTREAM\0", &slow_input(lines), 4096);
     let replies = Arc::new(AtomicUsize::new(0));
     let mut held = Vec::new();
     for _ in 0..n {
@@ -134,7 +139,7 @@ fn one_clients_slow_inputs_leave_threads_for_the_others() {
     let attacker: IpAddr = "127.0.0.1".parse().unwrap();
     // Another /24: loopback addresses in 127.0.0.0/24 are one peer.
     let honest: IpAddr = "127.0.1.1".parse().unwrap();
-    let (hog_replies, _held) = hog(&d, attacker, 8);
+    let (hog_replies, _held) = hog(&d, attacker, 8, SLOW_LINES);
     let s = wait_for_stats(&d, |s| {
         count_tasks(s, "INSTREAM") == 2 && s.contains("QUEUE: 6 items")
     });
@@ -180,7 +185,8 @@ fn one_clients_slow_inputs_leave_threads_for_the_others() {
             ("limits", "reserve-threads = 0"),
         ],
     );
-    let (hog_replies, _held) = hog(&d, attacker, 8);
+    // Shorter inputs: the honest request waits for the first to end.
+    let (hog_replies, _held) = hog(&d, attacker, 8, SLOW_LINES / 4);
     wait_for_stats(&d, |s| {
         count_tasks(s, "INSTREAM") == 2 && s.contains("QUEUE: 6 items")
     });
