@@ -268,9 +268,11 @@ pub enum FromWorker {
     Retire { reason: RetireReason },
     /// The stream memory this worker would like to hold, in bytes
     /// (absolute): what it holds plus what waiting streams need, rounded up
-    /// to [`STREAM_STEP`]. Sent when the need rises above the grant, and
-    /// when holdings fall well below it (so memory flows back). Answered
-    /// by [`ToWorker::StreamGrant`].
+    /// to [`STREAM_STEP`], plus 4 steps of headroom. Sent when the need
+    /// rises above the grant (once per rise), and when the need falls 8
+    /// steps below both the grant and the last want (so memory flows
+    /// back). Answered by [`ToWorker::StreamGrant`]; a waiting stream is
+    /// refused after 2 s without one.
     StreamWant { bytes: u64 },
     /// An administrator on connection `conn` asked for STATS: send the
     /// whole daemon's tasks ([`ToWorker::StatsTasks`]) within a short
