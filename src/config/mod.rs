@@ -215,6 +215,13 @@ pub struct LimitsConfig {
     pub idle_timeout: u64,
     pub max_command_length: ByteSize,
     pub max_session_commands: u32,
+    /// Seconds an IDSESSION may last; it ends at the next command boundary
+    /// after this (the reply in progress is sent first). 0: no bound.
+    pub max_session_seconds: u64,
+    /// Scanning threads per worker beyond its share of `max_threads`, which
+    /// only run jobs of a client that has fewer running scans than its fair
+    /// share: one client's slow inputs cannot hold every thread.
+    pub reserve_threads: u32,
 }
 
 impl LimitsConfig {
@@ -466,6 +473,8 @@ impl Default for LimitsConfig {
             idle_timeout: 120,
             max_command_length: ByteSize(4104),
             max_session_commands: 10_000,
+            max_session_seconds: 600,
+            reserve_threads: 2,
         }
     }
 }
@@ -718,6 +727,18 @@ impl Config {
         }
         if l.max_session_commands == 0 {
             return Err(("limits.max-session-commands", "must be at least 1".into()));
+        }
+        if l.max_session_seconds > 86_400 {
+            return Err((
+                "limits.max-session-seconds",
+                "must be between 1 and 86400 seconds, or 0 for no bound".into(),
+            ));
+        }
+        if l.reserve_threads > 64 {
+            return Err((
+                "limits.reserve-threads",
+                "must be between 0 and 64 (threads per worker beyond its share of limits.max-threads)".into(),
+            ));
         }
         if l.max_connections_per_client == 0 {
             return Err((

@@ -113,6 +113,25 @@ impl Verdict {
         ]
         .contains(code))
     }
+
+    /// The verdict for a scan written off for running past
+    /// `scan.max-scan-time` (libclamav did not stop it): what libclamav
+    /// itself reports when it stops a scan at its time limit —
+    /// `Heuristics.Limits.Exceeded.MaxScanTime` with
+    /// `scan.alert-exceeds-max`, else its error for the limit (`Exceeded
+    /// time limit`; clamd 1.4.6 turns a stopped scan into `OK` instead,
+    /// which would be a clean verdict for a file nobody scanned).
+    pub fn time_limit(alert_exceeds_max: bool) -> Verdict {
+        if alert_exceeds_max {
+            Verdict::Found(vec!["Heuristics.Limits.Exceeded.MaxScanTime".into()])
+        } else {
+            let code = sys::cl_error_t::CL_ETIMEOUT.0;
+            Verdict::Error {
+                code,
+                message: strerror(code),
+            }
+        }
+    }
 }
 
 static INIT: OnceLock<u32> = OnceLock::new();

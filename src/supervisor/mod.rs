@@ -358,17 +358,26 @@ const IDLE_WORKER: Duration = Duration::from_secs(600);
 const ACTIVE_LINGER: Duration = Duration::from_secs(10);
 
 /// No connection lives longer than this, whatever its worker does: the
-/// longest a well-behaved session can take (the worker's own deadlines end
-/// it sooner), plus a margin.
+/// longest a well-behaved connection can take — a session's
+/// `limits.max-session-seconds`, then its last command (a scan, a stream
+/// with its silences) — plus a margin. Without a session bound, the longest
+/// a session of `max-session-commands` commands can idle and stream.
 fn connection_lifetime(config: &Config) -> Duration {
     let l = &config.limits;
-    let session = l.idle_timeout.saturating_add(l.command_timeout);
-    let commands = u64::from(l.max_session_commands.min(100_000));
-    let bound = session
-        .saturating_mul(commands.max(1))
-        .max(l.read_timeout)
-        .min(24 * 3600);
-    Duration::from_secs(bound.max(3600))
+    let command = l
+        .read_timeout
+        .max(l.command_timeout)
+        .saturating_add(u64::from(config.scan.max_scan_time) / 1000);
+    let bound = if l.max_session_seconds > 0 {
+        l.max_session_seconds.saturating_add(command)
+    } else {
+        let per_command = l.idle_timeout.saturating_add(l.command_timeout);
+        per_command
+            .saturating_mul(u64::from(l.max_session_commands.min(100_000)))
+            .max(command)
+            .min(24 * 3600)
+    };
+    Duration::from_secs(bound.saturating_add(60))
 }
 
 fn lifecycle_settings(config: &Config) -> lifecycle::Settings {

@@ -339,10 +339,30 @@ impl Executor {
             A::ReleaseWorker(w) => queue.push_back(Step::Life(lifecycle::Event::Release(w))),
             A::Threads { worker, limit } => {
                 tracing::debug!(worker, limit, "scan thread share");
+                self.children.send(worker, &ToWorker::Threads { limit });
             }
             A::StreamGrant { worker, bytes } => {
                 tracing::debug!(worker, bytes, "stream memory lease");
+                self.children.send(worker, &ToWorker::StreamGrant { bytes });
             }
+            A::QueryTasks { seq, workers } => {
+                for w in workers {
+                    self.children.try_send(w, &ToWorker::TaskQuery { seq });
+                }
+            }
+            A::StatsTasks {
+                worker,
+                conn,
+                tasks,
+                omitted,
+            } => self.children.send(
+                worker,
+                &ToWorker::StatsTasks {
+                    conn,
+                    tasks,
+                    omitted,
+                },
+            ),
             A::Admin {
                 id,
                 worker,
@@ -586,7 +606,10 @@ impl Executor {
                 WorkerMsg::Conn
             }
             FromWorker::Admin { .. } => WorkerMsg::Admin,
-            FromWorker::Retire => WorkerMsg::Retire,
+            FromWorker::Retire { .. } => WorkerMsg::Retire,
+            FromWorker::StreamWant { .. }
+            | FromWorker::StatsTasks { .. }
+            | FromWorker::TaskList { .. } => WorkerMsg::Share,
         };
         if let Err(why) = self.life.check_worker(w, kind) {
             return self.feed(Step::Life(lifecycle::Event::Violation(Who::Worker(w), why)));
@@ -622,7 +645,18 @@ impl Executor {
                 target,
             }),
             FromWorker::Admin { conn, command } => report(gate::Report::Admin { conn, command }),
-            FromWorker::Retire => Step::Life(lifecycle::Event::WorkerRetire(w)),
+            FromWorker::Retire { reason } => Step::Life(lifecycle::Event::WorkerRetire(w, reason)),
+            FromWorker::StreamWant { bytes } => report(gate::Report::StreamWant(bytes)),
+            FromWorker::StatsTasks { conn } => report(gate::Report::StatsTasks { conn }),
+            FromWorker::TaskList {
+                seq,
+                tasks,
+                omitted,
+            } => report(gate::Report::TaskList {
+                seq,
+                tasks,
+                omitted,
+            }),
         };
         self.feed(step)
     }

@@ -28,6 +28,7 @@ pub mod pool;
 pub mod process;
 mod shared;
 mod stream;
+pub mod streams;
 pub mod watchdog;
 
 use std::os::fd::OwnedFd;
@@ -136,6 +137,7 @@ fn serve(
             .await
             .map_err(|e| format!("control channel: {e}"))?;
         tokio::spawn(forward(Arc::clone(&control), rx));
+        tokio::spawn(watch_overruns(Arc::clone(&shared)));
         control_loop(control, shared).await;
         Ok(())
     })
@@ -209,19 +211,97 @@ async fn control_loop(control: Arc<AsyncChannel>, shared: Arc<Shared>) {
                 tracing::info!("draining: finishing in-flight requests");
                 shared.drain();
             }
+            Ok(ToWorker::Threads { limit }) => {
+                tracing::debug!(limit, "scan threads permitted at once");
+                shared.pool.set_limit(limit as usize);
+            }
+            Ok(ToWorker::StreamGrant { bytes }) => shared.streams.set_grant(bytes),
+            Ok(ToWorker::TaskQuery { seq }) => {
+                let (tasks, omitted) = shared.task_list();
+                let list = FromWorker::TaskList {
+                    seq,
+                    tasks,
+                    omitted,
+                };
+                if control.send(&list.encode()).await.is_err() {
+                    shared.drain();
+                }
+            }
+            Ok(ToWorker::StatsTasks {
+                conn,
+                tasks,
+                omitted,
+            }) => shared.deliver_tasks(conn, tasks, omitted),
             other => tracing::warn!(message = ?other, "unexpected control message ignored"),
         }
     }
 }
 
-/// Resolves once draining was asked for and no connection is left.
+/// Resolves once draining was asked for and no connection is left (or,
+/// after a scan overran its time limit, at the latest by the exit
+/// deadline: what is still open then ends with the process).
 async fn drained(shared: &Shared) {
     let mut stop = shared.shutdown_signal();
     let _ = stop.wait_for(|s| *s).await;
     while shared.open.load(Ordering::SeqCst) > 0 {
+        if shared
+            .exit_by()
+            .is_some_and(|t| std::time::Instant::now() >= t)
+        {
+            tracing::warn!(
+                connections = shared.open.load(Ordering::SeqCst),
+                "exit deadline after a scan overrun: closing what is left"
+            );
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     shared.pool.close();
+}
+
+/// How often the scan threads are checked for a libclamav call past its
+/// time limit.
+const OVERRUN_CHECK: Duration = Duration::from_secs(1);
+
+/// Writes off scans that run past `scan.max-scan-time` plus a grace
+/// (libclamav does not check its limit on every path): each one's client
+/// gets an answer from its connection, and the worker retires so that the
+/// lost thread costs nobody else ([`Shared::scan_overrun`]).
+async fn watch_overruns(shared: Arc<Shared>) {
+    let max_ms = shared.config.scan.max_scan_time;
+    let Some(limit) = watchdog::overrun_limit(max_ms) else {
+        return;
+    };
+    let mut tick = tokio::time::interval(OVERRUN_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let written = shared.pool.overruns(std::time::Instant::now(), limit);
+        for o in &written {
+            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                command = o.command,
+                scan_target = %crate::log::LogBytes(&o.filename),
+                owner = %o.owner.map_or_else(|| "worker".to_string(), |k| k.to_string()),
+                scanning_ms = o.scanning_for.as_millis() as u64,
+                max_scan_time_ms = max_ms,
+                "scan still running past scan.max-scan-time (libclamav did not stop it): its client gets a time-limit reply; the thread is written off"
+            );
+        }
+        if !written.is_empty() {
+            shared.scan_overrun();
+        }
+        if shared.exit_by().is_some() && shared.pool.live_threads() == 0 {
+            // Nothing can run what still waits: answer it now.
+            let dropped = shared.pool.clear_queue();
+            if dropped > 0 {
+                tracing::warn!(
+                    dropped,
+                    "every scan thread is written off: queued scans refused"
+                );
+            }
+        }
+    }
 }
 
 fn accept(shared: &Arc<Shared>, info: ConnInfo, socket: OwnedFd) {

@@ -336,7 +336,9 @@ fn plan(
         .map(|(_, hard)| hard)
         .unwrap_or(1024);
     let workers = u64::from(config.limits.max_workers + config.limits.standby_workers);
-    let per_worker = worker_threads(config) as u64 + WORKER_EXTRA_THREADS;
+    let per_worker = worker_threads(config) as u64
+        + u64::from(config.limits.reserve_threads)
+        + WORKER_EXTRA_THREADS;
     // Two generations of workers overlap during a reload, each worker with
     // its threads, plus the forks in between. RLIMIT_NPROC counts every task
     // of the service user system-wide, including ones started after this
