@@ -47,6 +47,10 @@ enum Cmd {
         #[arg(long)]
         probe: bool,
     },
+    /// Internal: the observer (metrics, HAProxy agent, self-test), started
+    /// by the supervisor.
+    #[command(name = "__observer", hide = true)]
+    Observer,
 }
 
 impl Cli {
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
             };
             ExitCode::from(clamsentry::zygote::main(mode).clamp(0, 255) as u8)
         }
+        Some(Cmd::Observer) => ExitCode::from(clamsentry::observer::main().clamp(0, 255) as u8),
         Some(Cmd::SandboxCheck) => match clamsentry::supervisor::sandbox_check(source) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {

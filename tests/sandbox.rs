@@ -585,6 +585,7 @@ mod child {
             user: std::env::var("CS_USER").ok(),
             read_only: vec![env_path("CS_RO")],
             read_write: vec![env_path("CS_RW")],
+            read_files: vec![],
             max_open_files: 64,
             max_threads: std::env::var("CS_MAX_THREADS").unwrap().parse().unwrap(),
         };
@@ -723,6 +724,7 @@ mod child {
             user: None,
             read_only: vec![],
             read_write: vec![],
+            read_files: vec![],
             max_open_files: 64,
             max_threads: 0,
         };

@@ -20,6 +20,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use super::observe::{ProcUsage, WorkerCounters};
 use crate::policy::ListenerKind;
 
 /// Largest datagram either side sends or accepts.
@@ -53,6 +54,8 @@ pub enum ToZygote {
     /// Retired: exit now. Workers forked earlier are the supervisor's
     /// children and live on.
     Exit,
+    /// Report your own memory, CPU time and descriptors (`Usage`).
+    Measure,
 }
 
 /// Zygote → supervisor.
@@ -71,6 +74,8 @@ pub enum FromZygote {
     LoadFailed { error: String },
     /// A fork request failed (the zygote goes on).
     ForkFailed { worker: u64, error: String },
+    /// Answer to `Measure`.
+    Usage(ProcUsage),
 }
 
 /// What a ready zygote reports.
@@ -184,6 +189,9 @@ pub enum FromWorker {
     /// scan: libclamav may have cached as clean what it could not scan). It
     /// finishes its requests; no new connection should come.
     Retire,
+    /// What the worker counted since it started, its scan pool now and its
+    /// own resource use (see `observe`).
+    Counters(Box<WorkerCounters>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -470,6 +478,7 @@ impl ToZygote {
                 .bytes(temp_dir),
             ToZygote::Fork { worker } => Out::new(2).u64(*worker),
             ToZygote::Exit => Out::new(3),
+            ToZygote::Measure => Out::new(4),
         }
         .0
     }
@@ -484,6 +493,7 @@ impl ToZygote {
             },
             2 => ToZygote::Fork { worker: r.u64()? },
             3 => ToZygote::Exit,
+            4 => ToZygote::Measure,
             t => return Err(DecodeError::UnknownTag(t)),
         };
         r.end(m)
@@ -507,6 +517,11 @@ impl FromZygote {
             FromZygote::LoadFailed { error } => Out::new(3).bytes(error.as_bytes()),
             FromZygote::ForkFailed { worker, error } => {
                 Out::new(4).u64(*worker).bytes(error.as_bytes())
+            }
+            FromZygote::Usage(u) => {
+                let mut o = super::observe::Out::new(5);
+                o.usage(u);
+                return o.0;
             }
         }
         .0
@@ -534,6 +549,11 @@ impl FromZygote {
                 worker: r.u64()?,
                 error: r.text(TEXT)?,
             },
+            5 => {
+                let mut o = super::observe::In::new(r.buf);
+                let u = o.usage()?;
+                return o.end(FromZygote::Usage(u));
+            }
             t => return Err(DecodeError::UnknownTag(t)),
         };
         r.end(m)
@@ -700,6 +720,11 @@ impl FromWorker {
                 target,
             } => Out::new(6).u64(*conn).bytes(virus.as_bytes()).bytes(target),
             FromWorker::Retire => Out::new(7),
+            FromWorker::Counters(c) => {
+                let mut o = super::observe::Out::new(8);
+                c.encode_into(&mut o);
+                return o.0;
+            }
         }
         .0
     }
@@ -731,6 +756,11 @@ impl FromWorker {
                 target: r.bytes(MAX_PATH)?,
             },
             7 => FromWorker::Retire,
+            8 => {
+                let mut o = super::observe::In::new(r.buf);
+                let c = WorkerCounters::decode_from(&mut o)?;
+                return o.end(FromWorker::Counters(Box::new(c)));
+            }
             t => return Err(DecodeError::UnknownTag(t)),
         };
         r.end(m)
@@ -876,6 +906,7 @@ mod tests {
             },
             ToZygote::Fork { worker: 3 },
             ToZygote::Exit,
+            ToZygote::Measure,
         ] {
             assert_eq!(ToZygote::decode(&m.encode()).unwrap(), m);
         }
@@ -899,6 +930,12 @@ mod tests {
                 worker: 2,
                 error: "EAGAIN".into(),
             },
+            FromZygote::Usage(ProcUsage {
+                pss_kib: 1,
+                rss_kib: 2,
+                cpu_us: 3,
+                fds: 4,
+            }),
         ] {
             assert_eq!(FromZygote::decode(&m.encode()).unwrap(), m);
         }
@@ -972,6 +1009,7 @@ mod tests {
                 target: b"/tmp/x".to_vec(),
             },
             FromWorker::Retire,
+            FromWorker::Counters(Box::new(WorkerCounters::empty())),
         ] {
             assert_eq!(FromWorker::decode(&m.encode()).unwrap(), m);
         }

@@ -150,6 +150,12 @@ pub struct Plan {
     pub read_only: Vec<PathBuf>,
     /// Directories readable and writable — the worker's private temp dir.
     pub read_write: Vec<PathBuf>,
+    /// Directories below which files may be read, but not listed: the
+    /// engine holder's `/proc`, so that each worker it forks can open its
+    /// own `/proc/self/smaps_rollup` (`crate::usage`) before it narrows its
+    /// sandbox to its temporary directory, after which it can open nothing
+    /// under `/proc` again.
+    pub read_files: Vec<PathBuf>,
     /// RLIMIT_NOFILE to set (soft = hard = this). Set after the capabilities
     /// are gone, so it must not exceed the current hard limit (systemd's
     /// default hard limit is 524288); lowering is always possible.
@@ -256,7 +262,7 @@ impl SandboxError {
 /// one thread; no-new-privs is already set by [`demote`].
 pub fn narrow_to(read_write: &std::path::Path) -> Result<LandlockState, SandboxError> {
     identity::check_single_threaded_or_unknown()?;
-    landlock_rules::restrict_to(&[], &[read_write.to_path_buf()])
+    landlock_rules::restrict_to(&[], &[read_write.to_path_buf()], &[])
 }
 
 /// From now on this process can create neither processes nor threads

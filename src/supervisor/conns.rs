@@ -24,6 +24,8 @@ pub struct Conn {
     pub worker: WorkerId,
     pub identity: Arc<Identity>,
     pub listener: ListenerKind,
+    /// The listener's name (the metrics' label).
+    pub listener_name: Arc<str>,
     /// The listener's profile allows commands that name local files.
     pub paths_allowed: bool,
     pub admin: bool,
@@ -93,6 +95,7 @@ pub struct NewConn {
     pub worker: WorkerId,
     pub identity: Arc<Identity>,
     pub listener: ListenerKind,
+    pub listener_name: Arc<str>,
     pub paths_allowed: bool,
     pub admin: bool,
     /// The supervisor's copy of the client socket.
@@ -117,6 +120,7 @@ impl ConnTable {
                 worker: c.worker,
                 identity: c.identity,
                 listener: c.listener,
+                listener_name: c.listener_name,
                 paths_allowed: c.paths_allowed,
                 admin: c.admin,
                 accepted: now,
@@ -263,6 +267,26 @@ impl ConnTable {
             .collect()
     }
 
+    /// The listener a connection came from.
+    pub fn listener_of(&self, id: u64) -> Option<Arc<str>> {
+        self.lock()
+            .conns
+            .get(&id)
+            .map(|c| Arc::clone(&c.listener_name))
+    }
+
+    /// Open (not evicted) connections per listener name, for the metrics.
+    pub fn open_by_listener(&self) -> Vec<(String, u32)> {
+        let mut out: Vec<(String, u32)> = Vec::new();
+        for c in self.lock().conns.values().filter(|c| !c.evicted) {
+            match out.iter_mut().find(|(n, _)| **n == *c.listener_name) {
+                Some((_, k)) => *k += 1,
+                None => out.push((c.listener_name.to_string(), 1)),
+            }
+        }
+        out
+    }
+
     /// Connections open now (evicted ones included until their worker
     /// reports them finished).
     pub fn len(&self) -> usize {
@@ -294,6 +318,7 @@ mod tests {
                     pid: None,
                 }),
                 listener: ListenerKind::Unix,
+                listener_name: Arc::from("unix"),
                 paths_allowed: true,
                 admin: false,
                 socket: OwnedFd::from(a),

@@ -22,13 +22,13 @@
 //! Which message may arrive in which state ([`worker_message_allowed`],
 //! [`zygote_message_allowed`]); anything else ends the process that sent it:
 //!
-//! | worker state | Hello | Pong | Active, Closed, Found | Admin | Retire |
+//! | worker state | Hello | Pong, Counters | Active, Closed, Found | Admin | Retire |
 //! |---|---|---|---|---|---|
 //! | forking (no Hello yet) | yes | — | — | — | — |
 //! | serving | — | yes | yes | yes | yes |
 //! | draining | — | yes | yes | yes | — |
 //!
-//! | zygote state | Progress | Ready | LoadFailed | ForkFailed |
+//! | zygote state | Progress | Ready | LoadFailed | ForkFailed, Usage |
 //! |---|---|---|---|---|
 //! | loading | yes | yes | yes | — |
 //! | ready | — | — | — | yes |
@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use super::procs::Ended;
 use crate::engine::LoadProgress;
 use crate::ipc::messages::{EngineReady, Fleet};
+use crate::ipc::observe::{ReloadTrigger, RestartReason, WorkerStates};
 
 pub type GenId = u64;
 pub type WorkerId = u64;
@@ -76,6 +77,8 @@ pub enum Who {
 pub enum WorkerMsg {
     Hello,
     Pong,
+    /// What the worker counted (`FromWorker::Counters`).
+    Counters,
     Conn,
     Admin,
     Retire,
@@ -88,6 +91,8 @@ pub enum ZygoteMsg {
     Ready,
     LoadFailed,
     ForkFailed,
+    /// Its memory, CPU time and descriptors (`FromZygote::Usage`).
+    Usage,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -127,7 +132,12 @@ pub enum Note {
         db_version: u32,
         sandbox: String,
     },
-    Reloading,
+    /// A reload starts (what asked for it).
+    Reloading(ReloadTrigger),
+    /// An engine holder finished loading (how long it took).
+    EngineLoaded(Duration),
+    /// A worker is replaced, and why.
+    WorkerReplaced(RestartReason),
     Reloaded {
         ok: bool,
         signatures: u32,
@@ -195,6 +205,8 @@ struct Worker {
     last_ping: Instant,
     counters: (u64, u64, u64),
     healthy: bool,
+    /// Why the machine ended it, when it did (its exit is not a crash).
+    ended_by: Option<RestartReason>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -242,6 +254,7 @@ fn worker_message_allowed(s: WState, m: WorkerMsg) -> bool {
         (s, m),
         (WState::Forking, WorkerMsg::Hello)
             | (WState::Serving | WState::Draining, WorkerMsg::Pong)
+            | (WState::Serving | WState::Draining, WorkerMsg::Counters)
             | (WState::Serving | WState::Draining, WorkerMsg::Conn)
             | (WState::Serving | WState::Draining, WorkerMsg::Admin)
             | (WState::Serving, WorkerMsg::Retire)
@@ -256,6 +269,7 @@ fn zygote_message_allowed(s: GenState, m: ZygoteMsg) -> bool {
             | (GenState::Loading, ZygoteMsg::Ready)
             | (GenState::Loading, ZygoteMsg::LoadFailed)
             | (GenState::Ready | GenState::Retiring, ZygoteMsg::ForkFailed)
+            | (GenState::Ready | GenState::Retiring, ZygoteMsg::Usage)
     )
 }
 
@@ -329,6 +343,22 @@ impl Machine {
         }
     }
 
+    /// Workers by state, for the metrics.
+    pub fn worker_states(&self) -> WorkerStates {
+        let count = |s: WState| self.workers.values().filter(|w| w.state == s).count() as u32;
+        WorkerStates {
+            configured: self.want as u32,
+            forking: count(WState::Forking),
+            serving: count(WState::Serving),
+            draining: count(WState::Draining),
+        }
+    }
+
+    /// A reload is in progress (a new engine loads, or its workers start).
+    pub fn is_reloading(&self) -> bool {
+        self.ever_ready && (self.loading.is_some() || self.reloading.is_some())
+    }
+
     /// The engine of the current generation.
     pub fn engine(&self) -> Option<&EngineReady> {
         self.current
@@ -353,6 +383,9 @@ impl Machine {
                 if let Some(worker) = self.workers.remove(&w) {
                     self.slot_failed(worker.slot, now);
                     out.push(Action::Forget(w));
+                    out.push(Action::Notify(Note::WorkerReplaced(
+                        RestartReason::NotStarted,
+                    )));
                 }
             }
             Event::ZygoteExited(g, how) => self.gen_exited(g, how, now, &mut out),
@@ -371,6 +404,7 @@ impl Machine {
                     let slot = worker.slot;
                     tracing::warn!(worker = w, slot, "worker retires (its temporary directory failed a scan); a fresh one replaces it");
                     out.push(Action::Drain(w));
+                    out.push(Action::Notify(Note::WorkerReplaced(RestartReason::Retired)));
                     self.slot_failed(slot, now);
                 }
             }
@@ -416,6 +450,9 @@ impl Machine {
             loaded_in_ms = now.duration_since(gen.since).as_millis() as u64,
             "engine holder ready"
         );
+        out.push(Action::Notify(Note::EngineLoaded(
+            now.duration_since(gen.since),
+        )));
         if let Some(old) = self.current.replace(g) {
             if let Some(o) = self.gens.get_mut(&old) {
                 if o.state == GenState::Ready {
@@ -599,6 +636,7 @@ impl Machine {
                 worker = w,
                 "the worker's scan pool shows no progress; replacing the worker"
             );
+            worker.ended_by.get_or_insert(RestartReason::Stalled);
             out.push(Action::Kill(w));
             return;
         }
@@ -638,6 +676,9 @@ impl Machine {
             _ => {}
         }
         self.crashes += 1;
+        out.push(Action::Notify(Note::WorkerReplaced(
+            worker.ended_by.unwrap_or(RestartReason::Crashed),
+        )));
         let slot = worker.slot;
         if worker.state == WState::Serving && now.duration_since(worker.since) >= STABLE_AFTER {
             self.slots[slot].failures = 0;
@@ -671,10 +712,13 @@ impl Machine {
     fn violation(&mut self, who: Who, why: &str, now: Instant, out: &mut Vec<Action>) {
         match who {
             Who::Worker(w) => {
-                if self.workers.contains_key(&w) {
+                if let Some(worker) = self.workers.get_mut(&w) {
                     tracing::error!(worker = w, reason = %why, "worker broke the protocol; ending it");
-                    self.end_worker(w, now, out);
+                    worker.ended_by.get_or_insert(RestartReason::Violation);
+                } else {
+                    return;
                 }
+                self.end_worker(w, now, out);
             }
             Who::Zygote(g) => {
                 if self.gens.contains_key(&g) {
@@ -697,7 +741,7 @@ impl Machine {
             trigger,
             "reloading: a new engine holder loads the signatures"
         );
-        out.push(Action::Notify(Note::Reloading));
+        out.push(Action::Notify(Note::Reloading(ReloadTrigger::of(trigger))));
         self.spawn_gen(now, out);
     }
 
@@ -748,6 +792,7 @@ impl Machine {
             match w.state {
                 WState::Serving if now.duration_since(w.last_pong) > WEDGED_AFTER => {
                     tracing::error!(worker = *id, "worker stopped answering; killing it");
+                    w.ended_by.get_or_insert(RestartReason::Wedged);
                     out.push(Action::Kill(*id));
                     w.last_pong = now;
                 }
@@ -776,7 +821,9 @@ impl Machine {
             && !self.stopping
         {
             self.zygote_retry_at = None;
-            out.push(Action::Notify(Note::Reloading));
+            out.push(Action::Notify(Note::Reloading(
+                ReloadTrigger::EngineRestart,
+            )));
             self.spawn_gen(now, out);
         }
     }
@@ -810,6 +857,7 @@ impl Machine {
                     last_ping: now,
                     counters: (0, 0, 0),
                     healthy: true,
+                    ended_by: None,
                 },
             );
             out.push(Action::Fork {
@@ -844,6 +892,9 @@ impl Machine {
             out.push(Action::Forget(w));
             if !self.stopping {
                 self.slot_failed(slot, now);
+                out.push(Action::Notify(Note::WorkerReplaced(
+                    RestartReason::NotStarted,
+                )));
             }
         }
     }
@@ -994,7 +1045,7 @@ mod tests {
         let (mut m, old) = serving(2, t);
         let a = m.handle(Event::Reload("RELOAD command"), t);
         assert!(a.contains(&Action::SpawnZygote(2)));
-        assert!(a.contains(&Action::Notify(Note::Reloading)));
+        assert!(a.contains(&Action::Notify(Note::Reloading(ReloadTrigger::Command))));
         // A second request while loading is merged.
         assert!(!m
             .handle(Event::Reload("SIGHUP"), t)

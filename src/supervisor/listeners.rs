@@ -171,7 +171,13 @@ pub fn log(listeners: &[Listener]) {
 }
 
 /// Starts one accept loop per listener; accepted connections go to `tx`.
-pub fn start(listeners: Vec<Listener>, allow: AllowList, tx: Sender<Accepted>) {
+/// TCP connections refused by `listen.tcp-allow` are counted in `counted`.
+pub fn start(
+    listeners: Vec<Listener>,
+    allow: AllowList,
+    tx: Sender<Accepted>,
+    counted: Arc<super::observer::Refusals>,
+) {
     let allow = Arc::new(allow);
     let refusals = Arc::new(RateLimit::new(20, Duration::from_secs(60)));
     for l in listeners {
@@ -185,7 +191,7 @@ pub fn start(listeners: Vec<Listener>, allow: AllowList, tx: Sender<Accepted>) {
                     t,
                     name,
                     Arc::clone(&allow),
-                    Arc::clone(&refusals),
+                    (Arc::clone(&refusals), Arc::clone(&counted)),
                     tx.clone(),
                 ));
             }
@@ -261,7 +267,7 @@ async fn accept_tcp(
     listener: TcpListener,
     name: Arc<str>,
     allow: Arc<AllowList>,
-    refusals: Arc<RateLimit>,
+    (refusals, counted): (Arc<RateLimit>, Arc<super::observer::Refusals>),
     tx: Sender<Accepted>,
 ) {
     let mut errors = AcceptErrors::default();
@@ -276,6 +282,7 @@ async fn accept_tcp(
         errors.accepted("a TCP socket");
         // Refused connections are closed before a byte is read.
         if !allow.admits(addr.ip()) {
+            counted.count(&name);
             refuse(&refusals, addr, "address not in listen.tcp-allow");
             continue;
         }

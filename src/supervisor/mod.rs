@@ -20,6 +20,8 @@ pub mod conns;
 mod dbwatch;
 pub mod lifecycle;
 mod listeners;
+pub mod metrics;
+mod observer;
 pub mod procs;
 mod status;
 mod tempdir;
@@ -196,7 +198,8 @@ fn serve(source: ConfigSource, readiness: &Readiness) -> Result<(), StartError> 
         .pid_file()
         .map(crate::pidfile::PidFile::create)
         .transpose()?;
-    let activated = activation::take(&prepared.config)?;
+    let mut activated = activation::take(&prepared.config)?;
+    let observed = observer::Sockets::take(&prepared.config, &mut activated)?;
     procs::close_on_exec_all();
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| StartError::Failed(format!("cannot become a child subreaper: {e}")))?;
@@ -235,7 +238,7 @@ fn serve(source: ConfigSource, readiness: &Readiness) -> Result<(), StartError> 
         tracing::info!(directory = %temp.path().display(), "private temporary directory created");
         let virus_events = VirusEvents::from_config(&config)?;
         keep_supervisor_capabilities()?;
-        let result = Driver::new(Arc::new(config), text, temp, virus_events, listeners)
+        let result = Driver::new(Arc::new(config), text, temp, virus_events, listeners, observed)
             .run(readiness)
             .await;
         if let Some(p) = bound_unix {
@@ -338,6 +341,8 @@ enum Event {
     Broken(Who, String),
     /// New memory figures: the workers hear them at once (STATS).
     Measured,
+    /// From or about the observer (metrics, agent, self-test).
+    Observer(observer::ObserverEvent),
 }
 
 struct ZygoteProc {
@@ -384,11 +389,9 @@ struct Driver {
     /// Last time a connection opened or closed (exit-when-idle).
     last_activity: Instant,
     proc_dev: u64,
-    /// Memory of the daemon's processes (PSS, KiB), measured off the event
-    /// loop: reading smaps_rollup of a process holding an engine takes
-    /// milliseconds.
-    pss: Arc<std::sync::Mutex<PssCache>>,
     next_pick: usize,
+    /// Metrics, the observer process and the self-test.
+    observing: observer::Observing,
 }
 
 impl Driver {
@@ -398,6 +401,7 @@ impl Driver {
         temp: TempRoot,
         virus_events: Option<VirusEvents>,
         listeners: Vec<Listener>,
+        observed: observer::Sockets,
     ) -> Driver {
         let (tx, rx) = mpsc::channel(1024);
         let conns = Arc::new(ConnTable::default());
@@ -413,6 +417,7 @@ impl Driver {
         });
         let policy = &config.policy;
         let now = Instant::now();
+        let names: Vec<String> = listeners.iter().map(|l| l.name.to_string()).collect();
         Driver {
             machine: Machine::new(config.limits.worker_count()),
             admins: {
@@ -446,8 +451,8 @@ impl Driver {
             proc_dev: std::fs::metadata("/proc")
                 .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
                 .unwrap_or(0),
-            pss: Arc::default(),
             next_pick: 0,
+            observing: observer::Observing::new(&config, text.clone(), observed, &names),
             config,
             text,
         }
@@ -463,6 +468,9 @@ impl Driver {
     async fn run(mut self, readiness: &Readiness) -> Result<(), String> {
         Notifier::from_env().loading_started(&self.config.database.directory.display().to_string());
         spawn_signal_task(self.tx.clone());
+        if self.observing.wanted(&self.config) {
+            self.observing.start(&self.tx);
+        }
         let dbtx = self.tx.clone();
         tokio::spawn(dbwatch::run(
             self.config.database.directory.clone(),
@@ -503,6 +511,9 @@ impl Driver {
                     if let Some(z) = exited.and_then(|g| self.zygotes.remove(&g)) {
                         self.temp.remove(&z.temp_dir);
                     }
+                    if let Some(g) = exited {
+                        self.observing.metrics.gone(metrics::Proc::EngineHolder(g));
+                    }
                     done
                 }
                 Event::Accepted(a) => {
@@ -517,6 +528,10 @@ impl Driver {
                     for w in serving {
                         self.ping(w, 0);
                     }
+                    None
+                }
+                Event::Observer(e) => {
+                    self.observing.event(e, Instant::now(), &mut self.status);
                     None
                 }
             };
@@ -587,6 +602,7 @@ impl Driver {
                 self.revoke(w);
             }
             Action::Forget(w) => {
+                self.observing.metrics.gone(metrics::Proc::Worker(w));
                 self.revoke(w);
                 if let Some(p) = self.workers.remove(&w) {
                     self.temp.remove(&p.temp_dir);
@@ -597,9 +613,14 @@ impl Driver {
                 if matches!(note, Note::Ready { .. }) {
                     self.start_accepting();
                 }
+                let unix = observer::unix_ms() / 1000;
+                self.observing.metrics.note(&note, Instant::now(), unix);
                 self.status.observe(note);
             }
-            Action::Exit(result) => return Some(result),
+            Action::Exit(result) => {
+                self.observing.stop();
+                return Some(result);
+            }
         }
         None
     }
@@ -767,6 +788,7 @@ impl Driver {
             FromZygote::Ready(_) => ZygoteMsg::Ready,
             FromZygote::LoadFailed { .. } => ZygoteMsg::LoadFailed,
             FromZygote::ForkFailed { .. } => ZygoteMsg::ForkFailed,
+            FromZygote::Usage(_) => ZygoteMsg::Usage,
         };
         if let Err(why) = self.machine.check_zygote(g, kind) {
             return self.apply(lifecycle::Event::Violation(Who::Zygote(g), why));
@@ -793,6 +815,13 @@ impl Driver {
             FromZygote::ForkFailed { worker, error } => {
                 lifecycle::Event::ForkFailed(g, worker, error)
             }
+            FromZygote::Usage(u) => {
+                self.observing
+                    .metrics
+                    .usage(metrics::Proc::EngineHolder(g), u);
+                let _ = self.tx.try_send(Event::Measured);
+                return None;
+            }
         };
         self.apply(event)
     }
@@ -811,6 +840,7 @@ impl Driver {
             }
             FromWorker::Admin { .. } => WorkerMsg::Admin,
             FromWorker::Retire => WorkerMsg::Retire,
+            FromWorker::Counters(_) => WorkerMsg::Counters,
         };
         if let Err(why) = self.machine.check_worker(w, kind) {
             return self.apply(lifecycle::Event::Violation(Who::Worker(w), why));
@@ -861,6 +891,10 @@ impl Driver {
                 Err(why) => violation(format!("Found for {why}")),
             },
             FromWorker::Retire => Some(lifecycle::Event::WorkerRetire(w)),
+            FromWorker::Counters(c) => {
+                self.observing.metrics.worker_counters(w, *c);
+                None
+            }
             FromWorker::Admin { conn, command } => match self.admin(w, conn, command) {
                 Ok(event) => Some(event),
                 Err(why) => violation(why),
@@ -948,7 +982,7 @@ impl Driver {
         };
         let allow = AllowList::new(self.config.tcp_allow().unwrap_or_default());
         let (atx, mut arx) = mpsc::channel::<Accepted>(256);
-        listeners::start(listeners, allow, atx);
+        listeners::start(listeners, allow, atx, self.observing.refusals());
         let tx = self.tx.clone();
         tokio::spawn(async move {
             while let Some(a) = arx.recv().await {
@@ -970,6 +1004,8 @@ impl Driver {
         };
         match admission::decide(self.caps, &self.conns.open_now(), a.listener, addr) {
             admission::Verdict::Refuse(limit) => {
+                let over = crate::ipc::observe::ConnOutcome::OverCap;
+                self.observing.metrics.connection(&a.name, over);
                 if let Some(suppressed) = self.refusals.allow() {
                     tracing::warn!(
                         listener = a.listener.as_str(),
@@ -982,6 +1018,10 @@ impl Driver {
             }
             admission::Verdict::Admit { evict } => {
                 for id in evict {
+                    if let Some(name) = self.conns.listener_of(id) {
+                        let evicted = crate::ipc::observe::ConnOutcome::Evicted;
+                        self.observing.metrics.connection(&name, evicted);
+                    }
                     let Some(who) = self.conns.evict(id) else {
                         continue;
                     };
@@ -997,6 +1037,8 @@ impl Driver {
                         );
                     }
                 }
+                let accepted = crate::ipc::observe::ConnOutcome::Accepted;
+                self.observing.metrics.connection(&a.name, accepted);
                 self.hand(a, None);
             }
         }
@@ -1008,6 +1050,7 @@ impl Driver {
             return false;
         };
         self.zygotes.values().any(|z| z.child.pid == *pid)
+            || self.observing.pid() == Some(*pid)
             || self
                 .workers
                 .values()
@@ -1059,6 +1102,7 @@ impl Driver {
                     worker: w,
                     identity: Arc::clone(&identity),
                     listener: a.listener,
+                    listener_name: Arc::clone(&a.name),
                     paths_allowed,
                     admin,
                     socket,
@@ -1143,46 +1187,39 @@ impl Driver {
             return;
         };
         let mut fleet = self.machine.fleet();
-        let pid = p.child.as_ref().map(|c| c.pid);
-        {
-            let mut cache = self.pss.lock().unwrap_or_else(|e| e.into_inner());
-            fleet.daemon_pss_kib = cache.total;
-            fleet.worker_pss_kib = pid.and_then(|p| cache.by_pid.get(&p).copied()).unwrap_or(0);
-            if !cache.measuring
-                && !cache
-                    .at
-                    .is_some_and(|t| t.elapsed() < lifecycle::PING_EVERY)
-            {
-                cache.measuring = true;
-                let mut pids = vec![std::process::id() as i32];
-                pids.extend(self.zygotes.values().map(|z| z.child.pid));
-                pids.extend(
-                    self.workers
-                        .values()
-                        .filter_map(|x| x.child.as_ref().map(|c| c.pid)),
-                );
-                let pss = Arc::clone(&self.pss);
-                let tx = self.tx.clone();
-                tokio::task::spawn_blocking(move || {
-                    let by_pid: HashMap<i32, u64> =
-                        pids.into_iter().map(|p| (p, procs::pss_kib(p))).collect();
-                    let mut cache = pss.lock().unwrap_or_else(|e| e.into_inner());
-                    cache.total = by_pid.values().sum();
-                    cache.by_pid = by_pid;
-                    cache.at = Some(Instant::now());
-                    cache.measuring = false;
-                    drop(cache);
-                    let _ = tx.try_send(Event::Measured);
-                });
-            }
-        }
+        // Each process measures itself (see `crate::usage`).
+        (fleet.worker_pss_kib, fleet.daemon_pss_kib) = self.observing.metrics.memory(w);
         let msg = ToWorker::Ping { seq, fleet }.encode();
         let _ = p.control.try_send(&msg, &[]);
+    }
+
+    /// Metrics, the observer and the self-test, once per tick.
+    fn observe(&mut self, now: Instant) {
+        if self.observing.measure_due(now) {
+            for z in self.zygotes.values() {
+                let _ = z.control.try_send(&ToZygote::Measure.encode(), &[]);
+            }
+        }
+        let conns = &self.conns;
+        let open = || conns.open_by_listener();
+        let (machine, status) = (&self.machine, &mut self.status);
+        self.observing.tick(now, machine, open, &self.tx, status);
+        if let Some(id) = self.observing.selftest_due(now, &self.machine) {
+            // Handed to a worker like an accepted connection (see `observer`).
+            match observer::synthetic_connection() {
+                Ok((accepted, theirs)) => {
+                    self.hand(accepted, None);
+                    self.observing.selftest_sent(id, theirs, &mut self.status);
+                }
+                Err(e) => self.observing.selftest_not_sent(id, &e, &mut self.status),
+            }
+        }
     }
 
     /// Once per tick: stray children, exit-when-idle.
     fn housekeeping(&mut self) {
         let now = Instant::now();
+        self.observe(now);
         if now.duration_since(self.last_sweep) >= Duration::from_secs(2) {
             self.last_sweep = now;
             let known: Vec<i32> = self
@@ -1190,6 +1227,7 @@ impl Driver {
                 .values()
                 .filter_map(|p| p.child.as_ref().map(|c| c.pid))
                 .chain(self.zygotes.values().map(|z| z.child.pid))
+                .chain(self.observing.pid())
                 .collect();
             for (pid, what) in self.strays.sweep(&known, now) {
                 tracing::warn!(pid, what, "a child process nobody accounts for");
@@ -1212,15 +1250,6 @@ impl Driver {
             self.last_activity = now;
         }
     }
-}
-
-/// The last PSS measurement of the daemon's processes.
-#[derive(Default)]
-struct PssCache {
-    at: Option<Instant>,
-    measuring: bool,
-    total: u64,
-    by_pid: HashMap<i32, u64>,
 }
 
 impl Drop for Driver {

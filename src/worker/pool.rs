@@ -10,6 +10,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::ipc::observe::{QueueWaitHistogram, QUEUE_WAIT_BOUNDS_US};
+
 /// A unit of work; it receives the slot of the thread that runs it.
 pub type Job = Box<dyn FnOnce(&TaskSlot) + Send + 'static>;
 
@@ -76,6 +78,8 @@ struct Shared {
     ready: Condvar,
     max_queue: usize,
     slots: Vec<TaskSlot>,
+    /// How long jobs waited in the queue (the metrics' queue wait).
+    waited: Mutex<QueueWaitHistogram>,
 }
 
 /// The pool. Cloning shares it.
@@ -94,6 +98,8 @@ pub struct PoolSnapshot {
     pub tasks: Vec<Task>,
     /// How long each idle thread has been idle.
     pub idle: Vec<Duration>,
+    /// How long every job so far waited before a thread took it.
+    pub wait_histogram: QueueWaitHistogram,
 }
 
 impl ScanPool {
@@ -106,6 +112,7 @@ impl ScanPool {
             ready: Condvar::new(),
             max_queue,
             slots: (0..threads).map(|_| TaskSlot::default()).collect(),
+            waited: Mutex::new(QueueWaitHistogram::default()),
         });
         for i in 0..threads {
             let shared = Arc::clone(&shared);
@@ -187,6 +194,7 @@ impl ScanPool {
             waits,
             tasks,
             idle,
+            wait_histogram: *lock(&self.shared.waited),
         }
     }
 }
@@ -197,7 +205,9 @@ fn worker(shared: &Shared, index: usize) {
         let job = {
             let mut q = lock(&shared.queue);
             loop {
-                if let Some((_, job)) = q.jobs.pop_front() {
+                if let Some((queued_at, job)) = q.jobs.pop_front() {
+                    let waited = u64::try_from(queued_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    lock(&shared.waited).observe(&QUEUE_WAIT_BOUNDS_US, waited);
                     break job;
                 }
                 if q.closed {

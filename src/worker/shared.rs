@@ -54,6 +54,8 @@ pub struct Shared {
     retiring: std::sync::atomic::AtomicBool,
     /// Log budgets per peer (address or uid).
     peer_logs: Mutex<crate::log::limiter::Limiter<String>>,
+    /// What the metrics count (see [`super::metrics`]).
+    pub metrics: super::metrics::Collector,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -112,6 +114,7 @@ impl Shared {
                 config.log.peer_lines_per_minute,
                 PEER_LOG_KEYS,
             )),
+            metrics: super::metrics::Collector::new(config.metrics.top_detections as usize),
             config,
         }))
     }
@@ -259,6 +262,9 @@ const PEER_LOG_KEYS: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub listener: ListenerKind,
+    /// The listener's name (systemd's FileDescriptorName=, "unix", "tcp",
+    /// "selftest"), the metrics' `listener` label.
+    pub listener_name: Arc<str>,
     pub info: PeerInfo,
     pub admin: bool,
 }
@@ -267,6 +273,7 @@ impl Peer {
     pub fn of(c: &ConnInfo) -> Peer {
         Peer {
             listener: c.listener,
+            listener_name: Arc::from(c.listener_name.as_str()),
             info: c.peer,
             admin: c.admin,
         }

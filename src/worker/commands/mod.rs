@@ -96,12 +96,19 @@ pub async fn respond(ctx: &Ctx, work: Work, to: ReplyTo) {
         Work::Stream(data, budget) => {
             let text = scan_stream(ctx, data).await;
             drop(budget);
-            text
+            return reply_to_scan(ctx, &to.to_vec(&text)).await;
         }
-        Work::Fd(fd) => scan_fd(ctx, fd).await,
+        Work::Fd(fd) => return reply_to_scan(ctx, &to.to_vec(&scan_fd(ctx, fd).await)).await,
         Work::Path { kind, path } => return pathscan::respond(ctx, kind, path, to).await,
     };
     let _ = ctx.writer.send(&to.to_vec(&text)).await;
+}
+
+/// A scan's reply; counted as abandoned when the client is gone.
+async fn reply_to_scan(ctx: &Ctx, reply: &[u8]) {
+    if ctx.writer.send(reply).await.is_err() {
+        ctx.shared.metrics.abandoned();
+    }
 }
 
 fn version_text(shared: &Shared) -> Vec<u8> {
@@ -185,6 +192,9 @@ async fn scan_fd(ctx: &Ctx, fd: OwnedFd) -> Vec<u8> {
         .await;
     match result {
         Ok((None, _, _)) => {
+            ctx.shared
+                .metrics
+                .error(crate::ipc::observe::ErrorReason::NotRegularFile);
             tracing::info!(
                 command = "FILDES",
                 scan_result = "error",
@@ -215,18 +225,19 @@ fn finish(
     let verdict = match result {
         Ok(v) => v,
         Err(_) => {
+            ctx.shared.metrics.queue_full();
             tracing::warn!(command, scan_result = "error", "scan refused: queue full");
             return reply::error(name.as_bytes(), QUEUE_FULL);
         }
     };
-    let duration_ms = started.elapsed().as_millis() as u64;
     record(
         &ctx.shared,
+        &ctx.peer.listener_name,
         name.as_bytes(),
         command,
         &verdict,
         bytes,
-        duration_ms,
+        started.elapsed(),
     );
     ctx.shared.report_found(ctx.guard.id, target, &verdict);
     verdict_text(name.as_bytes(), &verdict)
@@ -242,15 +253,21 @@ pub(crate) fn verdict_text(name: &[u8], verdict: &Verdict) -> Vec<u8> {
     }
 }
 
-/// Counters and the structured log line of one scan.
+/// Counters and the structured log line of one scan. `duration`: from
+/// its submission to the scan pool to the verdict.
 pub(crate) fn record(
     shared: &Shared,
+    listener: &str,
     name: &[u8],
     command: &str,
     verdict: &Verdict,
     bytes: u64,
-    duration_ms: u64,
+    duration: std::time::Duration,
 ) {
+    shared
+        .metrics
+        .scan(listener, command, verdict, bytes, duration);
+    let duration_ms = duration.as_millis() as u64;
     let c = &shared.counters;
     c.scans.fetch_add(1, Ordering::Relaxed);
     match verdict {

@@ -76,6 +76,7 @@ pub async fn respond(ctx: &Ctx, kind: CommandKind, path: Vec<u8>, to: ReplyTo) {
     let engine = shared.engine();
     let job_shared = Arc::clone(&shared);
     let top = path.clone();
+    let listener = Arc::clone(&ctx.peer.listener_name);
     // The walk runs on a scan-pool thread: carry the connection's span
     // (PEER, LISTENER, ID) there, so that its results are logged with them.
     let span = tracing::Span::current();
@@ -83,9 +84,10 @@ pub async fn respond(ctx: &Ctx, kind: CommandKind, path: Vec<u8>, to: ReplyTo) {
     let submitted = shared.pool.submit(Box::new(move |slot: &TaskSlot| {
         let _span = span.enter();
         slot.begin(mode.word(), &String::from_utf8_lossy(&top));
-        Walker::new(&job_shared, engine, mode, to, tx, slot, files).run(&top);
+        Walker::new(&job_shared, engine, mode, to, tx, slot, files, listener).run(&top);
     }));
     if submitted.is_err() {
+        shared.metrics.queue_full();
         tracing::warn!(command = kind.word(), "scan refused: queue full");
         let _ = ctx
             .writer
@@ -168,6 +170,8 @@ struct Walker<'a> {
     jobs: Option<(mpsc::Sender<FileResult>, mpsc::Receiver<FileResult>, u64)>,
     files: ConnFiles,
     _multiscan: Option<MultiscanGuard>,
+    /// The connection's listener (the metrics' label).
+    listener: Arc<str>,
 }
 
 fn errno(code: i32) -> std::io::Error {
@@ -175,6 +179,7 @@ fn errno(code: i32) -> std::io::Error {
 }
 
 impl<'a> Walker<'a> {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         shared: &'a Arc<Shared>,
         engine: Arc<Engine>,
@@ -183,6 +188,7 @@ impl<'a> Walker<'a> {
         tx: Sender<Vec<u8>>,
         slot: &'a TaskSlot,
         files: ConnFiles,
+        listener: Arc<str>,
     ) -> Self {
         Walker {
             shared,
@@ -198,6 +204,7 @@ impl<'a> Walker<'a> {
             jobs: None,
             files,
             _multiscan: None,
+            listener,
         }
     }
 
@@ -525,6 +532,8 @@ impl<'a> Walker<'a> {
 
     fn file_job(&self, name: &[u8], file: File, size: u64) -> FileJob {
         FileJob {
+            command: self.mode.word(),
+            listener: Arc::clone(&self.listener),
             conn: self.files.conn().id,
             shared: Arc::clone(self.shared),
             engine: Arc::clone(&self.engine),
@@ -651,6 +660,9 @@ enum Source<'d> {
 
 /// Scanning one opened file and answering for it; inline or as a MULTISCAN job.
 struct FileJob {
+    /// The walk's command and listener (the metrics' labels).
+    command: &'static str,
+    listener: Arc<str>,
     conn: u64,
     shared: Arc<Shared>,
     engine: Arc<Engine>,
@@ -676,11 +688,12 @@ impl FileJob {
             .scan_fd(std::os::fd::AsFd::as_fd(&self.file), named, allmatch);
         record(
             &self.shared,
+            &self.listener,
             &self.name,
-            "SCAN",
+            self.command,
             &verdict,
             self.size,
-            started.elapsed().as_millis() as u64,
+            started.elapsed(),
         );
         self.shared.report_found(self.conn, &self.name, &verdict);
         match verdict {
