@@ -324,6 +324,23 @@ pub fn children(pid: i32) -> Vec<i32> {
     out
 }
 
+/// Proportional set size in KiB of one process (its smaps_rollup; root
+/// reads any process's), 0 when unreadable.
+pub fn pss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// PSS in KiB of a process and all its descendants.
+pub fn tree_pss_kib(pid: i32) -> u64 {
+    pss_kib(pid) + children(pid).into_iter().map(tree_pss_kib).sum::<u64>()
+}
+
 /// VmRSS in KiB of a process and all its descendants.
 pub fn tree_rss_kib(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
