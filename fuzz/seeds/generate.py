@@ -119,3 +119,6 @@ write("config", "scan", b'[scan]\nexclude-path = ["^/proc/", "\\\\.git/"]\n'
       b'max-scan-size = "100M"\nmax-file-size = 1024\nbytecode = false\n')
 write("config", "bad_key", b"[limits]\nmax-thread = 4\n")
 write("config", "empty", b"")
+
+# observe: written by a Rust test, since the snapshot's layout is long:
+#   cargo test --lib write_observe_seeds -- --ignored

@@ -1398,6 +1398,69 @@ mod tests {
         assert_eq!(ToObserver::decode(&[9]), Err(DecodeError::UnknownTag(9)));
     }
 
+    /// Writes the `observe` fuzz target's seeds (`fuzz/seeds/observe/`):
+    /// `cargo test --lib write_observe_seeds -- --ignored`.
+    #[test]
+    #[ignore]
+    fn write_observe_seeds() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/observe");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut seeds: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "usage",
+                FromObserver::Usage(ProcUsage {
+                    pss_kib: 5000,
+                    rss_kib: 9000,
+                    cpu_us: 120_000,
+                    fds: 12,
+                })
+                .encode(),
+            ),
+            (
+                "selftest-passed",
+                FromObserver::SelftestResult {
+                    id: 1,
+                    outcome: SelftestOutcome::Passed,
+                    detail: "stream: Win.Test.EICAR_HDB-1 FOUND".into(),
+                }
+                .encode(),
+            ),
+            (
+                "start",
+                ToObserver::Start {
+                    toml: "[metrics]\nlisten = \"127.0.0.1:9906\"\n".into(),
+                    metrics: true,
+                    agent: false,
+                }
+                .encode(),
+            ),
+            (
+                "snapshot",
+                ToObserver::Snapshot(Box::new(snapshot())).encode(),
+            ),
+            ("selftest", ToObserver::Selftest { id: 7 }.encode()),
+        ];
+        for (name, req) in [
+            ("http-get", "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text;version=1.0.0\r\n\r\n"),
+            ("http-head", "HEAD / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"),
+            ("http-post", "POST /status.json?x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"),
+        ] {
+            seeds.push((name, req.as_bytes().to_vec()));
+        }
+        for (name, bytes) in seeds {
+            let which = if name.starts_with("http") {
+                2
+            } else if matches!(name, "usage" | "selftest-passed") {
+                0
+            } else {
+                1
+            };
+            let mut data = vec![which];
+            data.extend_from_slice(&bytes);
+            std::fs::write(dir.join(name), data).unwrap();
+        }
+    }
+
     #[test]
     fn categories_come_from_the_platform_prefix() {
         assert_eq!(Category::of("Win.Test.EICAR_HDB-1"), Category::Win);

@@ -24,6 +24,11 @@ pub const MAX_HEADERS: usize = 64;
 pub const MAX_REQUESTS: u32 = 100;
 /// Time a client has to take a response.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// After an error answer, what the client still sends is read and dropped
+/// for this long (at most [`LINGER_BYTES`]), so that the close does not
+/// turn into a reset that destroys the answer.
+pub const LINGER: Duration = Duration::from_secs(1);
+pub const LINGER_BYTES: usize = 64 * 1024;
 
 /// A request head, as far as the routes care.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,12 +236,14 @@ where
                 Parsed::Bad(status) => {
                     let r = Response::text(status, bad_text(status));
                     let _ = write(&mut stream, &r.to_bytes(false)).await;
+                    linger(&mut stream).await;
                     return Some(Trouble::Answered(status, String::new()));
                 }
                 Parsed::Partial if len == buf.len() => {
                     let r =
                         Response::text(Status::HeadersTooLarge, "request head longer than 8 KiB\n");
                     let _ = write(&mut stream, &r.to_bytes(false)).await;
+                    linger(&mut stream).await;
                     return Some(Trouble::Answered(Status::HeadersTooLarge, String::new()));
                 }
                 Parsed::Partial => {}
@@ -274,7 +281,11 @@ where
             return Some(Trouble::WriteTimeout);
         }
         if response.close {
-            let _ = stream.shutdown().await;
+            if trouble.is_some() {
+                linger(&mut stream).await;
+            } else {
+                let _ = stream.shutdown().await;
+            }
             return trouble;
         }
         buf.copy_within(used..len, 0);
@@ -282,6 +293,21 @@ where
     }
     let _ = stream.shutdown().await;
     None
+}
+
+/// Ends the writing side, then reads and drops what the client still
+/// sends, within [`LINGER`] and [`LINGER_BYTES`].
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
+    let _ = stream.shutdown().await;
+    let until = tokio::time::Instant::now() + LINGER;
+    let mut sink = [0u8; 4096];
+    let mut left = LINGER_BYTES;
+    while left > 0 {
+        match tokio::time::timeout_at(until, stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+            _ => return,
+        }
+    }
 }
 
 fn bad_text(status: Status) -> &'static str {

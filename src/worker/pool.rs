@@ -69,7 +69,9 @@ impl TaskSlot {
 }
 
 struct Queue {
-    jobs: VecDeque<(Instant, Job)>,
+    /// When each job was queued, and whether its wait counts in the
+    /// metrics (the health probe's does not).
+    jobs: VecDeque<(Instant, bool, Job)>,
     closed: bool,
 }
 
@@ -130,11 +132,21 @@ impl ScanPool {
 
     /// Like [`submit`](Self::submit), but hands a refused job back to the caller.
     pub fn submit_or_return(&self, job: Job) -> Result<(), Job> {
+        self.queue(job, true)
+    }
+
+    /// Like [`submit`](Self::submit), for the health probe: its wait is not
+    /// a scan's and is not counted in the queue wait metrics.
+    pub fn submit_probe(&self, job: Job) -> Result<(), Busy> {
+        self.queue(job, false).map_err(|_| Busy)
+    }
+
+    fn queue(&self, job: Job, metered: bool) -> Result<(), Job> {
         let mut q = lock(&self.shared.queue);
         if q.closed || q.jobs.len() >= self.shared.max_queue {
             return Err(job);
         }
-        q.jobs.push_back((Instant::now(), job));
+        q.jobs.push_back((Instant::now(), metered, job));
         drop(q);
         self.shared.ready.notify_one();
         Ok(())
@@ -168,7 +180,7 @@ impl ScanPool {
         let now = Instant::now();
         let (queued, waits) = {
             let q = lock(&self.shared.queue);
-            let waits: Vec<Duration> = q.jobs.iter().map(|(t, _)| now - *t).collect();
+            let waits: Vec<Duration> = q.jobs.iter().map(|(t, _, _)| now - *t).collect();
             let summary = if waits.is_empty() {
                 None
             } else {
@@ -205,9 +217,12 @@ fn worker(shared: &Shared, index: usize) {
         let job = {
             let mut q = lock(&shared.queue);
             loop {
-                if let Some((queued_at, job)) = q.jobs.pop_front() {
-                    let waited = u64::try_from(queued_at.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    lock(&shared.waited).observe(&QUEUE_WAIT_BOUNDS_US, waited);
+                if let Some((queued_at, metered, job)) = q.jobs.pop_front() {
+                    if metered {
+                        let waited =
+                            u64::try_from(queued_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        lock(&shared.waited).observe(&QUEUE_WAIT_BOUNDS_US, waited);
+                    }
                     break job;
                 }
                 if q.closed {

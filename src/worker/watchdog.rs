@@ -73,7 +73,7 @@ impl PoolHealth {
             // A full queue refuses the probe; movement of the running
             // tasks still counts, and the next check tries again.
             if pool
-                .submit(Box::new(move |_| {
+                .submit_probe(Box::new(move |_| {
                     let _ = tx.send(());
                 }))
                 .is_ok()

@@ -288,6 +288,18 @@ impl Daemon {
         self.children_named("clamsentry-work")
     }
 
+    /// The pid of the observer (metrics, agent, self-test), once it runs.
+    pub fn observer(&self) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(&o) = self.children_named("clamsentry-obs").first() {
+                return o;
+            }
+            assert!(Instant::now() < deadline, "no observer process");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The pids of the engine holders (zygotes).
     pub fn zygotes(&self) -> Vec<i32> {
         self.children_named("clamsentry-eng")

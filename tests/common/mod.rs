@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod daemons;
+pub mod scrape;
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,12 @@ pub const COMPAT_SETTINGS: [(&str, &str); 2] = [
         "commands = [\"SCAN\", \"QUIT\", \"RELOAD\", \"PING\", \"CONTSCAN\", \"VERSIONCOMMANDS\", \"VERSION\", \"END\", \"SHUTDOWN\", \"MULTISCAN\", \"FILDES\", \"STATS\", \"IDSESSION\", \"INSTREAM\", \"DETSTATSCLEAR\", \"DETSTATS\", \"ALLMATCHSCAN\"]",
     ),
 ];
+
+/// Whether the tests run as root (CI does): tests that need it print
+/// `SKIPPED: …` and return otherwise.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
 
 /// Debian's clamav-testfiles.
 pub const TESTFILES: &str = "/usr/share/clamav-testfiles";
