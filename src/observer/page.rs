@@ -321,6 +321,14 @@ function show(d) {
   set("memory", (d.memory_bytes / 1048576).toFixed(1) + " MiB");
   var body = $("reloads");
   while (body.firstChild) body.removeChild(body.firstChild);
+  if (d.reloads.length === 0) {
+    var none = document.createElement("tr"), cell = document.createElement("td");
+    cell.colSpan = 5;
+    cell.className = "muted";
+    cell.textContent = "no reload since the daemon started";
+    none.appendChild(cell);
+    body.appendChild(none);
+  }
   d.reloads.forEach(function (r) {
     var tr = document.createElement("tr");
     [when(r.at), r.trigger, r.ok ? "ok" : "FAILED", r.seconds + " s", r.db_version].forEach(function (v) {
