@@ -105,7 +105,10 @@
 //! `/proc` (including `/proc/self`), `/dev/null` (so `Stdio::null()` fails)
 //! and every other path not listed above. Descriptors opened before
 //! demotion keep working: open what the worker needs (journald socket, log
-//! files, `/dev/null` if needed) before calling [`demote`].
+//! files, `/dev/null` if needed) before calling [`demote`]. One exception,
+//! [`Plan::read_files`]: the engine holder may read (not list) files under
+//! `/proc`, so that each worker it forks opens its own
+//! `/proc/self/smaps_rollup` before [`narrow_to`] closes `/proc` to it.
 
 //! # Calling it (worker)
 //!
