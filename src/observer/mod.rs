@@ -507,3 +507,85 @@ async fn agent_reply(mut conn: Box<dyn ConnBox>, shared: &Shared) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Shared {
+        let config = Config::default();
+        Shared {
+            metrics_allow: AllowList::new(config.metrics_allow()),
+            agent_allow: AllowList::new(config.agent_allow()),
+            logs: Mutex::new(Limiter::new(30, 16)),
+            state: Mutex::new(State::default()),
+            config,
+        }
+    }
+
+    fn get(path: &str, accept: Option<&str>) -> Request {
+        Request {
+            method: "GET".into(),
+            path: path.into(),
+            accept: accept.map(str::to_string),
+            keep_alive: true,
+            has_body: false,
+        }
+    }
+
+    #[test]
+    fn before_the_first_snapshot_only_the_page_answers() {
+        let s = shared();
+        let r = s.respond(Route::Metrics, &get("/metrics", None));
+        assert_eq!(r.status, Status::Unavailable);
+        assert!(r.extra.contains(&"Retry-After: 1".to_string()));
+        assert_eq!(
+            s.respond(Route::Json, &get("/status.json", None)).status,
+            Status::Unavailable
+        );
+        let page = s.respond(Route::Page, &get("/", None));
+        assert_eq!(page.status, Status::Ok);
+        assert!(page
+            .extra
+            .iter()
+            .any(|h| h.starts_with("Content-Security-Policy:")));
+        assert_eq!(
+            s.answer_now(&s.state()).line(),
+            "down #no status from the daemon yet\n"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_is_rendered_once_per_format() {
+        let s = shared();
+        let mut snap = Snapshot::default();
+        snap.normalise();
+        snap.seq = 7;
+        snap.flags.engine = true;
+        snap.pool.threads = 2;
+        {
+            let mut st = s.state();
+            st.history.add(&snap);
+            st.snapshot = Some((Arc::new(snap), Instant::now()));
+        }
+        let om = s.respond(
+            Route::Metrics,
+            &get("/metrics", Some("application/openmetrics-text")),
+        );
+        assert!(om.content_type.starts_with("application/openmetrics-text"));
+        assert!(String::from_utf8(om.body).unwrap().ends_with("# EOF\n"));
+        let plain = s.respond(Route::Metrics, &get("/metrics", None));
+        assert!(plain.content_type.starts_with("text/plain; version=0.0.4"));
+        assert!(String::from_utf8(plain.body.clone())
+            .unwrap()
+            .contains("clamsentry_ready 1\n"));
+        assert_eq!(s.state().cache.len(), 2);
+        let again = s.respond(Route::Metrics, &get("/metrics", None));
+        assert_eq!(again.body, plain.body);
+        assert_eq!(s.state().cache.len(), 2, "served from the cache");
+        let json = s.respond(Route::Json, &get("/status.json", None));
+        let v: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["health"]["state"], "ready");
+    }
+}

@@ -1159,4 +1159,77 @@ mod tests {
         );
         assert_eq!(a.first(), Some(&Action::Kill(ids[0])));
     }
+
+    fn replaced(actions: &[Action]) -> Vec<RestartReason> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Notify(Note::WorkerReplaced(r)) => Some(*r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The metrics hear why each worker went: the machine's own decision
+    /// (wedged, stalled, broke the protocol) when it ended the worker, a
+    /// crash otherwise; a draining worker's exit is no replacement.
+    #[test]
+    fn replacements_say_why() {
+        let t = Instant::now();
+        let (mut m, ids) = serving(3, t);
+        let late = t + WEDGED_AFTER + Duration::from_secs(1);
+        // ids[1] and ids[2] answer; ids[0] does not.
+        for w in &ids[1..] {
+            m.handle(
+                Event::WorkerPong {
+                    worker: *w,
+                    scans: 0,
+                    found: 0,
+                    errors: 0,
+                    healthy: true,
+                },
+                late - Duration::from_secs(2),
+            );
+        }
+        m.handle(Event::Tick, late);
+        let a = m.handle(Event::WorkerExited(ids[0], Ended::Signaled(9)), late);
+        assert_eq!(replaced(&a), vec![RestartReason::Wedged]);
+        m.handle(Event::Violation(Who::Worker(ids[1]), "test".into()), late);
+        let a = m.handle(Event::WorkerExited(ids[1], Ended::Signaled(9)), late);
+        assert_eq!(replaced(&a), vec![RestartReason::Violation]);
+        let a = m.handle(Event::WorkerExited(ids[2], Ended::Signaled(11)), late);
+        assert_eq!(replaced(&a), vec![RestartReason::Crashed]);
+        let a = m.handle(Event::WorkerRetire(99), late);
+        assert!(replaced(&a).is_empty(), "an unknown worker");
+        let w = *m.workers.keys().next().unwrap();
+        m.handle(Event::WorkerHello(w), late);
+        let a = m.handle(Event::WorkerRetire(w), late);
+        assert_eq!(replaced(&a), vec![RestartReason::Retired]);
+        let a = m.handle(Event::WorkerExited(w, Ended::Exited(0)), late);
+        assert!(
+            replaced(&a).is_empty(),
+            "a drained worker is no replacement"
+        );
+    }
+
+    #[test]
+    fn reloads_name_their_trigger_and_loads_their_time() {
+        let t = Instant::now();
+        let (mut m, _) = serving(1, t);
+        let a = m.handle(Event::Reload("database.self-check"), t);
+        assert!(a.contains(&Action::Notify(Note::Reloading(ReloadTrigger::SelfCheck))));
+        let a = m.handle(
+            Event::ZygoteReady(2, ready()),
+            t + Duration::from_millis(1500),
+        );
+        assert!(
+            a.contains(&Action::Notify(Note::EngineLoaded(Duration::from_millis(
+                1500
+            ))))
+        );
+        assert!(m.is_reloading());
+        assert_eq!(m.worker_states().configured, 1);
+        assert_eq!(m.worker_states().serving, 1);
+        assert_eq!(m.worker_states().forking, 1);
+    }
 }
