@@ -13,7 +13,7 @@
 //! |---|---|
 //! | serving, self-test passing, database fresh | `up ready N%` (N: free scan capacity, 1–100) |
 //! | an administrator asked for maintenance | `up maint #…` |
-//! | stopping, loading with no engine yet, self-test failing, a reload waiting for memory headroom, database older than `database.max-age` | `up drain #reason` |
+//! | stopping, no engine yet or no serving worker, self-test failing, a reload waiting for memory headroom, database older than `database.max-age` | `up drain #reason` |
 //! | no snapshot from the supervisor (yet, or for [`STALE_AFTER`]) | `down #reason` |
 #![forbid(unsafe_code)]
 
@@ -114,7 +114,12 @@ pub fn decide(i: Input<'_>) -> Answer {
         return Answer::Drain("stopping: finishing the scans in flight".into());
     }
     if !f.engine {
-        return Answer::Drain("no engine: loading signatures".into());
+        let why = if s.generation == 0 {
+            "no engine yet: loading signatures"
+        } else {
+            "no serving worker: replacing them"
+        };
+        return Answer::Drain(why.into());
     }
     if s.selftest.failing {
         return Answer::Drain(format!("self-test failing: {}", s.selftest.detail));
