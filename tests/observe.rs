@@ -857,3 +857,58 @@ fn systemd_metrics_and_agent_sockets() {
         "the clamd sockets still serve"
     );
 }
+
+/// The self-test's connection is no client's: its EICAR runs no
+/// VirusEvent command, is not counted in STATS or the status line, and
+/// self-tests do not keep an idle daemon from exiting.
+#[test]
+fn selftests_are_not_client_activity() {
+    let db = TestDb::new();
+    let out = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(out.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let marker = out.path().join("events");
+    let command = format!("command = \"echo %v >> {}\"", marker.display());
+    let (d, m) = with_metrics(
+        db.path(),
+        &[("selftest", "interval = 1"), ("virus-event", &command)],
+    );
+    until(m, "two passed self-tests", |t| {
+        sum(t, "clamsentry_selftests_total", &[("result", "passed")]) >= 2.0
+    });
+    let stats = talk(&d.unix_addr(), &[b"zSTATS\0"], T).unwrap();
+    assert!(!marker.exists(), "a self-test ran the VirusEvent command");
+    assert!(!d.log().contains("virus found"), "{}", d.log());
+    assert!(show(&stats).contains("POOLS: 1"));
+    // A client's EICAR does run it (the command works).
+    assert_eq!(scan(&d.tcp_addr(), &eicar()), FOUND);
+    let deadline = Instant::now() + T;
+    while !std::fs::read_to_string(&marker).is_ok_and(|s| s.contains("Win.Test.EICAR_HDB-1")) {
+        assert!(
+            Instant::now() < deadline,
+            "no VirusEvent for the client's scan"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(d);
+
+    let mut idle = Daemon::clamsentry(
+        db.path(),
+        &[
+            ("selftest", "interval = 1"),
+            ("service", "exit-when-idle = 3"),
+        ],
+    );
+    assert_eq!(
+        idle.wait_exit(Duration::from_secs(60)),
+        Some(0),
+        "self-tests kept an idle daemon alive: {}",
+        idle.log()
+    );
+    let log = idle.log();
+    assert!(
+        log.contains("self-test passed"),
+        "self-tests ran meanwhile: {log}"
+    );
+    assert!(log.contains("service.exit-when-idle"), "{log}");
+}

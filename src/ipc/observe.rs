@@ -34,6 +34,10 @@ pub const MAX_LISTENERS: usize = 16;
 pub const MAX_LISTENER_NAME: usize = 64;
 /// Name of the entry that collects listeners beyond [`MAX_LISTENERS`].
 pub const OTHER_LISTENER: &str = "other";
+/// The listener name of the self-test's connection: it is no client's, so
+/// it runs no VirusEvent command, keeps no idle daemon alive, and its
+/// detections are logged at debug level.
+pub const SELFTEST_LISTENER: &str = "selftest";
 /// Entries of the opt-in list of detections by full signature name.
 pub const MAX_TOP: usize = 100;
 /// Longest signature name in that list (longer ones are cut).

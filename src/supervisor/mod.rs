@@ -868,13 +868,19 @@ impl Driver {
                 Ok(()) => None,
                 Err(why) => violation(format!("Active for {why}")),
             },
-            FromWorker::Closed { conn } => match self.conns.finish(conn, w) {
-                Ok(()) => {
-                    self.last_activity = Instant::now();
-                    None
+            FromWorker::Closed { conn } => {
+                let client = self.conns.listener_of(conn);
+                let client = client.is_some_and(|n| !observer::is_selftest(&n));
+                match self.conns.finish(conn, w) {
+                    Ok(()) => {
+                        if client {
+                            self.last_activity = Instant::now();
+                        }
+                        None
+                    }
+                    Err(why) => violation(format!("Closed for {why}")),
                 }
-                Err(why) => violation(format!("Closed for {why}")),
-            },
+            }
             FromWorker::Found {
                 conn,
                 virus,
@@ -882,8 +888,11 @@ impl Driver {
             } => match self.conns.lookup(conn, w) {
                 Ok(_) => {
                     // Only for a connection this worker holds; the names are
-                    // data (`crate::virus_event` quotes or refuses them).
-                    if let Some(events) = &self.virus_events {
+                    // data (`crate::virus_event` quotes or refuses them). The
+                    // self-test's EICAR is no client's detection.
+                    let client = self.conns.listener_of(conn);
+                    let client = client.is_some_and(|n| !observer::is_selftest(&n));
+                    if let Some(events) = self.virus_events.as_ref().filter(|_| client) {
                         events.trigger(&virus, &target);
                     }
                     None
@@ -1109,7 +1118,9 @@ impl Driver {
                 },
                 Instant::now(),
             );
-            self.last_activity = Instant::now();
+            if !observer::is_selftest(&a.name) {
+                self.last_activity = Instant::now();
+            }
             let msg = ToWorker::Conn(ConnInfo {
                 id,
                 listener: a.listener,

@@ -47,8 +47,12 @@ pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
 pub const MEASURE_EVERY: Duration = Duration::from_secs(5);
 /// The first self-test, after the first worker serves.
 pub const FIRST_SELFTEST_AFTER: Duration = Duration::from_secs(2);
-/// The listener name of the self-test's connection.
-pub const SELFTEST_LISTENER: &str = "selftest";
+pub use crate::ipc::observe::SELFTEST_LISTENER;
+
+/// Is this listener name the self-test's (not a client's)?
+pub fn is_selftest(listener: &str) -> bool {
+    listener == SELFTEST_LISTENER
+}
 /// Longest wait before a dead observer is started again.
 pub const MAX_RESTART_DELAY: Duration = Duration::from_secs(60);
 

@@ -269,7 +269,16 @@ pub(crate) fn record(
         .scan(listener, command, verdict, bytes, duration);
     let duration_ms = duration.as_millis() as u64;
     let c = &shared.counters;
-    c.scans.fetch_add(1, Ordering::Relaxed);
+    // The self-test's scans are in the metrics (listener "selftest"), not
+    // in STATS and the status line, which count the clients'.
+    if listener == crate::ipc::observe::SELFTEST_LISTENER {
+        if let Verdict::Found(names) = verdict {
+            tracing::debug!(command, virus_name = %LogStr(&names.join(",")), "self-test scan found");
+            return;
+        }
+    } else {
+        c.scans.fetch_add(1, Ordering::Relaxed);
+    }
     match verdict {
         Verdict::Clean => {
             if shared.config.log.clean {
