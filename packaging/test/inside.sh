@@ -133,9 +133,10 @@ check "metrics on 127.0.0.1:9906 (systemd's socket, read by the observer): ready
         && echo "$m" | grep -q "^clamsentry_scans_total{command=\"INSTREAM\",listener=\"unix\",result=\"found\"} [1-9]"'
 check "... the metrics socket came from systemd" bash -c '
     journal | grep -q "metrics listener on 127.0.0.1:9906 from systemd"'
-check "... the observer runs as clamsentry, not dumpable (its /proc entry belongs to root)" bash -c '
-    o=$(pgrep -x clamsentry-obs); [ -n "$o" ] && [ "$(stat -c %U /proc/$o)" = root ] \
-        && grep -q "^Uid:.*$(id -u clamsentry)" /proc/$o/status'
+check "... the observer runs as clamsentry, not dumpable (its /proc files belong to root)" bash -c '
+    o=$(pgrep -x clamsentry-obs); echo "observer: $o"; [ -n "$o" ] \
+        && [ "$(stat -c %U /proc/$o/status)" = root ] \
+        && grep -Eq "^Uid:\s+$(id -u clamsentry)\s" /proc/$o/status'
 check "users outside group clamav cannot connect (socket mode)" bash -c "
     ! setpriv --reuid=nobody --regid=nogroup --clear-groups socat -t3 - UNIX-CONNECT:$sock </dev/null"
 
@@ -170,19 +171,25 @@ check "journalctl -u clamsentry SCAN_RESULT=found -o json: structured fields on 
     done < /tmp/found.json'
 
 # --- privilege separation under systemd ---------------------------------------
-check "engine holder and workers run as clamsentry with no capabilities, no-new-privs, Landlock" bash -c '
+check "engine holder, workers and observer run as clamsentry with no capabilities, no-new-privs, Landlock" bash -c '
     main=$(systemctl show -p MainPID --value clamsentry.service)
-    u=$(id -u clamsentry); g=$(id -g clamsentry); zygotes=0; workers=0
+    u=$(id -u clamsentry); g=$(id -g clamsentry); zygotes=0; workers=0; observers=0
     for p in $(cat /proc/$main/task/*/children); do
         comm=$(cat /proc/$p/comm); echo "$p $comm"
         grep -E "^(Uid|Gid|Groups|Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):" /proc/$p/status
-        case $comm in clamsentry-eng) zygotes=$((zygotes + 1)) ;; clamsentry-work) workers=$((workers + 1)) ;; *) exit 1 ;; esac
+        case $comm in
+            clamsentry-eng) zygotes=$((zygotes + 1)) ;;
+            clamsentry-work) workers=$((workers + 1)) ;;
+            clamsentry-obs) observers=$((observers + 1)) ;;
+            *) exit 1 ;;
+        esac
         grep -Eq "^Uid:\s+$u\s+$u\s+$u\s+$u$" /proc/$p/status \
             && grep -Eq "^Gid:\s+$g\s+$g\s+$g\s+$g$" /proc/$p/status \
             && [ "$(grep -c -E "^Cap(Inh|Prm|Eff|Bnd|Amb):\s+0000000000000000$" /proc/$p/status)" = 5 ] \
             && grep -Eq "^NoNewPrivs:\s+1$" /proc/$p/status || exit 1
     done
-    echo "$zygotes engine holder(s), $workers workers"; [ "$zygotes" = 1 ] && [ "$workers" -ge 2 ]'
+    echo "$zygotes engine holder(s), $workers workers, $observers observer(s)"
+    [ "$zygotes" = 1 ] && [ "$workers" -ge 2 ] && [ "$observers" = 1 ]'
 check "status line: landlock=full, workers serving" bash -c '
     s=$(systemctl show -p StatusText --value clamsentry.service); echo "$s"
     echo "$s" | grep -q "landlock=full" && echo "$s" | grep -Eq "workers ([0-9]+)/\1"'
