@@ -48,8 +48,9 @@ pub const MAX_RECENT_RELOADS: usize = 10;
 pub const MAX_DETAIL: usize = 256;
 /// Longest version text.
 pub const MAX_VERSION: usize = 64;
-/// Longest configuration handed to the observer.
-pub const MAX_CONFIG: usize = 48 * 1024;
+/// Longest configuration handed to the observer (what fits in a datagram
+/// with the rest of its first message).
+pub const MAX_CONFIG: usize = super::messages::MAX_MESSAGE - 16;
 
 // ---------------------------------------------------------------- closed label sets
 
