@@ -158,10 +158,6 @@ fn client_bytes_in_scan_paths_cannot_forge_log_lines() {
 
 const NOBODY: u32 = 65534;
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 /// Runs a Python program as nobody, with `fds` placed at 3, 4, ….
 fn python_as_nobody(script: &str, args: &[String], fds: &[RawFd]) -> Command {
     let mut c = Command::new("python3");
@@ -258,12 +254,7 @@ print(missing)
 /// FOUND lines.
 #[test]
 fn one_local_user_flooding_unreadable_paths_gets_a_bounded_log() {
-    if !is_root() {
-        eprintln!(
-            "SKIPPED: needs root (a client running as nobody, a directory only root may enter)"
-        );
-        return;
-    }
+    require_root!("needs root (a client running as nobody, a directory only root may enter)");
     let db = common::TestDb::new();
     let d = Daemon::clamsentry(
         db.path(),
@@ -475,10 +466,7 @@ print(os.getpid())
 /// decode ends it.
 #[test]
 fn a_compromised_worker_cannot_write_lines_that_look_like_the_supervisors() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (pidfd_getfd on the daemon's worker)");
-        return;
-    }
+    require_root!("needs root (pidfd_getfd on the daemon's worker)");
     let db = common::TestDb::new();
     let d = Daemon::clamsentry(
         db.path(),

@@ -214,7 +214,9 @@ fn reload_is_blue_green_per_tenant() {
     let bound_a = ids[0];
     let a = m.handle(Event::Reload("RELOAD command"), t);
     assert!(a.contains(&Action::SpawnZygote(2)));
-    assert!(a.contains(&Action::Notify(Note::Reloading)));
+    assert!(a.contains(&Action::Notify(Note::Reloading(
+        crate::ipc::observe::ReloadTrigger::Command
+    ))));
     // A second request while loading is merged.
     assert!(!m
         .handle(Event::Reload("SIGHUP"), t)
