@@ -196,7 +196,7 @@ fn field<'a>(p: &'a Parsed, name: &str) -> Option<&'a str> {
 /// Does this line concern client uid `uid` (its peer, or its budget key)?
 fn about_uid(p: &Parsed, uid: u32) -> bool {
     field(p, "peer").is_some_and(|v| v.starts_with(&format!("unix uid={uid} ")))
-        || field(p, "peer_key") == Some(&format!("uid:{uid}"))
+        || field(p, "peer_key") == Some(&format!("uid={uid}"))
 }
 
 /// How many budget windows (minutes) a run of `elapsed` can touch.
@@ -324,7 +324,7 @@ fn one_local_user_flooding_unreadable_paths_gets_a_bounded_log() {
     let reported = |lines: &[Parsed]| -> u64 {
         lines
             .iter()
-            .filter(|p| field(p, "peer_key") == Some("uid:65534"))
+            .filter(|p| field(p, "peer_key") == Some("uid=65534"))
             .filter_map(|p| field(p, "suppressed")?.parse::<u64>().ok())
             .sum()
     };

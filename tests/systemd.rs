@@ -504,7 +504,7 @@ wait || true
         .filter(|e| {
             e.get("PEER")
                 .is_some_and(|p| p.starts_with("unix uid=65534 "))
-                || e.get("PEER_KEY") == Some("uid:65534")
+                || e.get("PEER_KEY") == Some("uid=65534")
         })
         .filter(|e| e.get("PRIORITY").is_some_and(|p| p <= "6"))
         .collect();
