@@ -19,11 +19,13 @@
 
 pub mod commands;
 pub mod network;
+pub mod peer;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
 pub use commands::{Decision, Profile};
+pub use peer::{PeerKey, Prefixes};
 
 /// The two kinds of listener; each has its own profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
