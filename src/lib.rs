@@ -1,6 +1,6 @@
 //! clamsentry: a clamd-compatible daemon on the real ClamAV engine.
 //!
-//! The daemon is three kinds of process; the folders say which code runs
+//! The daemon is four kinds of process; the folders say which code runs
 //! where, and imports point one way (process modules use the shared ones,
 //! never each other, except that the engine holder becomes a worker when it
 //! forks):
@@ -9,7 +9,9 @@
 //! * [`zygote`] (service user, sandboxed, one thread): holds the compiled
 //!   engine and forks workers;
 //! * [`worker`] (service user, sandboxed, no new tasks): the protocol,
-//!   streams, scans.
+//!   streams, scans;
+//! * [`launcher`] (`virus-event.user`, no capabilities, non-dumpable): runs
+//!   clamd's VirusEvent command for the detections the supervisor forwards.
 //!
 //! Shared, process-neutral modules:
 //! * [`ipc`]: the messages between the processes and how they travel;
@@ -22,8 +24,7 @@
 //! * [`log`]: escaped log text, the stderr writer, the journald layer, rate limits;
 //! * [`clamd_cli`], [`daemonize`], [`pidfile`]: clamd's command line, forking
 //!   into the background with readiness, the PID file;
-//! * [`socket_setup`]: owner, group and backlog of the sockets clamsentry binds;
-//! * [`virus_event`]: clamd's VirusEvent, run by the supervisor on detections.
+//! * [`socket_setup`]: owner, group and backlog of the sockets clamsentry binds.
 //!
 //! `unsafe_code` is denied crate-wide and allowed only in the few files at
 //! the library and OS boundaries (libclamav, descriptor passing, fork,
@@ -37,6 +38,7 @@ pub mod config;
 pub mod daemonize;
 pub mod engine;
 pub mod ipc;
+pub mod launcher;
 pub mod log;
 pub mod pidfile;
 pub mod policy;
@@ -45,6 +47,5 @@ pub mod sandbox;
 pub mod socket_setup;
 pub mod supervisor;
 pub mod systemd;
-pub mod virus_event;
 pub mod worker;
 pub mod zygote;

@@ -47,6 +47,9 @@ enum Cmd {
         #[arg(long)]
         probe: bool,
     },
+    /// Internal: the VirusEvent launcher, started by the supervisor.
+    #[command(name = "__virus-event", hide = true)]
+    VirusEvent,
 }
 
 impl Cli {
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
             };
             ExitCode::from(clamsentry::zygote::main(mode).clamp(0, 255) as u8)
         }
+        Some(Cmd::VirusEvent) => ExitCode::from(clamsentry::launcher::main().clamp(0, 255) as u8),
         Some(Cmd::SandboxCheck) => match clamsentry::supervisor::sandbox_check(source) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {

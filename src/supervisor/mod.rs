@@ -23,6 +23,7 @@ mod listeners;
 pub mod procs;
 mod status;
 mod tempdir;
+pub mod virus_event;
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
@@ -41,6 +42,7 @@ use self::lifecycle::{Action, GenId, Machine, Note, Who, WorkerId, WorkerMsg, Zy
 use self::listeners::{Accepted, Listener};
 use self::procs::{Child, Strays};
 use self::tempdir::TempRoot;
+use self::virus_event::VirusEvents;
 use crate::config::{clamd_conf, Config, ConfigError, ConfigSource};
 use crate::daemonize::Readiness;
 use crate::engine::{LoadPhase, LoadProgress};
@@ -55,7 +57,6 @@ use crate::proto::CommandKind;
 use crate::sandbox::{self, SandboxError};
 use crate::systemd::activation::{self, ActivationError};
 use crate::systemd::notify::Notifier;
-use crate::virus_event::VirusEvents;
 
 /// Peers whose eviction lines are counted separately (beyond, they share
 /// one budget; see `log::limiter`).
@@ -75,7 +76,7 @@ pub enum StartError {
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
     #[error(transparent)]
-    VirusEvent(#[from] crate::virus_event::VirusEventError),
+    VirusEvent(#[from] virus_event::VirusEventError),
     #[error("{0}")]
     Failed(String),
 }
@@ -233,8 +234,11 @@ fn serve(source: ConfigSource, readiness: &Readiness) -> Result<(), StartError> 
             .map(Path::to_path_buf);
         let temp = TempRoot::create(&config.scan.temporary_directory, owner)?;
         tracing::info!(directory = %temp.path().display(), "private temporary directory created");
-        let virus_events = VirusEvents::from_config(&config)?;
         keep_supervisor_capabilities()?;
+        let both_kinds = [ListenerKind::Unix, ListenerKind::Tcp]
+            .iter()
+            .all(|k| listeners.iter().any(|l| l.kind() == *k));
+        let virus_events = VirusEvents::from_config(&config, both_kinds)?;
         let result = Driver::new(Arc::new(config), text, temp, virus_events, listeners)
             .run(readiness)
             .await;
@@ -850,11 +854,11 @@ impl Driver {
                 virus,
                 target,
             } => match self.conns.lookup(conn, w) {
-                Ok(_) => {
-                    // Only for a connection this worker holds; the names are
-                    // data (`crate::virus_event` quotes or refuses them).
+                Ok(holder) => {
+                    // Only for a connection this worker holds, charged to its
+                    // client; the names are data (see `virus_event`).
                     if let Some(events) = &self.virus_events {
-                        events.trigger(&virus, &target);
+                        events.trigger(&holder.identity, &virus, &target);
                     }
                     None
                 }
@@ -1190,6 +1194,7 @@ impl Driver {
                 .values()
                 .filter_map(|p| p.child.as_ref().map(|c| c.pid))
                 .chain(self.zygotes.values().map(|z| z.child.pid))
+                .chain(self.virus_events.as_ref().and_then(VirusEvents::pid))
                 .collect();
             for (pid, what) in self.strays.sweep(&known, now) {
                 tracing::warn!(pid, what, "a child process nobody accounts for");

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod daemons;
+pub mod users;
 
 use std::path::{Path, PathBuf};
 
