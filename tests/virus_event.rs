@@ -200,6 +200,7 @@ fn command_gets_clamds_environment_as_its_own_user_from_a_confined_launcher() {
              printf '%s' %v > {d}/v; env > {d}/env; \
              grep -E '^(CapEff|CapPrm|NoNewPrivs)' /proc/self/status > {d}/status; \
              if [ -e /proc/self/fd/{leaky} ]; then echo leaked > {d}/fd; fi; \
+             if [ -e /proc/self/fd/3 ]; then echo channel > {d}/fd3; fi; \
              echo $PPID > {d}/ppid; \
              if cat /proc/$PPID/environ > /dev/null 2>&1; then echo read > {d}/launcher; fi; \
              pwd > {d}/pwd; echo out-line; echo err-line >&2"
@@ -235,6 +236,10 @@ fn command_gets_clamds_environment_as_its_own_user_from_a_confined_launcher() {
     assert!(
         !dir.path().join("fd").exists(),
         "the command got a descriptor"
+    );
+    assert!(
+        !dir.path().join("fd3").exists(),
+        "the command got the launcher's channel"
     );
     // The command's parent is the launcher, which it cannot read (nor ptrace).
     assert_eq!(read(dir.path().join("ppid")).trim(), launcher.to_string());
