@@ -72,11 +72,13 @@ check "dependencies: libclamav12 (>= 1.4), adduser, procps, clamav-base; recomme
     d=$(dpkg-query -W -f="\${Depends}|\${Recommends}|\${Suggests}" clamsentry); echo "$d"
     echo "$d" | grep -Eq "libclamav12 \(>= 1\.4[^)]*\)" && echo "$d" | grep -q adduser && echo "$d" | grep -q procps \
         && echo "$d" | grep -q clamav-base && echo "$d" | grep -q "|clamav-freshclam|clamdscan$"'
-check "user clamsentry: system user and group, no login, no home" bash -c '
-    IFS=: read -r _ _ uid gid _ home shell < <(getent passwd clamsentry)
+for u in clamsentry clamsentry-event; do
+check "user $u: system user and group, no login, no home" bash -c '
+    IFS=: read -r _ _ uid gid _ home shell < <(getent passwd '"$u"')
     echo "uid=$uid gid=$gid home=$home shell=$shell"
-    [ "$uid" -lt 1000 ] && [ "$(getent group clamsentry | cut -d: -f3)" = "$gid" ] \
+    [ "$uid" -lt 1000 ] && [ "$(getent group '"$u"' | cut -d: -f3)" = "$gid" ] \
         && [ "$home" = /nonexistent ] && [ ! -e /nonexistent ] && [ "$shell" = /usr/sbin/nologin ]'
+done
 check "/var/lib/clamav untouched (clamav:clamav 755) and readable by clamsentry" bash -c '
     stat -c "%U:%G %a" /var/lib/clamav; [ "$(stat -c "%U:%G %a" /var/lib/clamav)" = "clamav:clamav 755" ] \
         && setpriv --reuid=clamsentry --regid=clamsentry --clear-groups ls /var/lib/clamav >/dev/null'
@@ -224,8 +226,9 @@ check "socket still listening after the service stopped; the next connection sta
 # --- purge -------------------------------------------------------------------
 uid=$(id -u clamsentry)
 check "apt purge clamsentry" apt purge -y -q clamsentry
-check "purge removed the user, group, units, config, socket and every trace" bash -c "
+check "purge removed the user, group, units, config, socket and every trace; kept clamsentry-event" bash -c "
     getent passwd clamsentry && exit 1; getent group clamsentry && exit 1
+    getent passwd clamsentry-event >/dev/null || exit 1
     for f in /etc/clamsentry /run/clamsentry /lib/systemd/system/clamsentry.service /lib/systemd/system/clamsentry.socket \
         /etc/systemd/system/sockets.target.wants/clamsentry.socket /usr/bin/clamsentry; do
         [ -e \$f ] || [ -L \$f ] && { echo \"left: \$f\"; exit 1; }
