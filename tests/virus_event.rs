@@ -444,6 +444,7 @@ fn the_command_never_runs_as_root_nor_as_the_workers() {
         err,
         "t:3: virus-event.user: the command never runs as root: name an unprivileged user"
     );
+    assert!(Config::parse("[virus-event]\ncommand = \"true\"\nuser = \"0\"\n", "t").is_err());
     let err = Config::parse(
         "[sandbox]\nuser = \"clamsentry-event\"\n[virus-event]\ncommand = \"true\"\n",
         "t",
@@ -470,17 +471,13 @@ fn the_command_never_runs_as_root_nor_as_the_workers() {
         };
         VirusEvents::start(&c, options()).err().unwrap().to_string()
     };
-    for root in ["root", "0"] {
-        assert!(start(root).contains("never runs as root"), "{root}");
-    }
-    // sandbox.user is nobody in `options()`: by name or by number.
-    for workers in ["nobody", "65534"] {
-        let err = start(workers);
-        assert!(
-            err.contains("has the uid of sandbox.user \"nobody\""),
-            "{err}"
-        );
-    }
+    assert!(start("root").contains("never runs as root"));
+    // sandbox.user is nobody in `options()`.
+    let err = start("nobody");
+    assert!(
+        err.contains("has the uid of sandbox.user \"nobody\""),
+        "{err}"
+    );
     assert_eq!(
         start("cs-no-such-event-user"),
         "virus-event.user: no user \"cs-no-such-event-user\" on this system: create it with \
@@ -599,6 +596,92 @@ fn a_killed_launcher_is_started_again_and_counted() {
     instream_found(&d.unix_addr());
     assert_eq!(event_lines(&out, 2).len(), 2);
     assert!(!d.log().contains("restarts=2"), "{}", d.log());
+}
+
+/// A launcher taken over (here: its channel copied with `pidfd_getfd` and
+/// the launcher stopped, as `tests/trust.rs` does with a worker) can only
+/// send root outcomes; one that does not repeat an event in flight, a
+/// second Ready, or bytes that do not decode end it, and a new launcher
+/// serves the next detection.
+#[test]
+fn a_launcher_that_lies_is_ended_and_started_again() {
+    use clamsentry::ipc::channel::Channel;
+    use clamsentry::ipc::launch::{Excerpt, FromLauncher, Outcome, Status, ToLauncher};
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to copy the launcher's channel");
+        return;
+    }
+    let user = EventUser::ensure();
+    let db = common::TestDb::new();
+    let dir = shared_dir();
+    let out = dir.path().join("events");
+    let command = format!("echo \"$CLAM_VIRUSEVENT_FILENAME\" >> {}", out.display());
+    let d = common::daemons::Daemon::clamsentry(
+        db.path(),
+        &[("virus-event", &format!("command = {command:?}"))],
+    );
+    // The launcher's end of its channel, and the launcher stopped.
+    let take_over = |pid: i32| {
+        let pidfd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(pid).unwrap(),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .unwrap();
+        let fd = rustix::process::pidfd_getfd(&pidfd, 3, rustix::process::PidfdGetfdFlags::empty())
+            .unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .unwrap();
+        Channel::from_fd(fd)
+    };
+    let first = launcher_of(&d, None);
+    let channel = take_over(first);
+    // A detection: its event comes to the copied channel.
+    instream_found(&d.unix_addr());
+    let (msg, _) = channel.recv().unwrap().unwrap();
+    let ToLauncher::Event(event) = ToLauncher::decode(&msg).unwrap() else {
+        panic!("not an event");
+    };
+    assert_eq!(event.target, b"instream(local)");
+    let lie = FromLauncher::Outcome(Outcome {
+        id: event.id,
+        peer: event.peer,
+        virus: "Not.What.Was.Found".into(),
+        target: event.target,
+        status: Status::Exited(0),
+        duration_ms: 1,
+        stdout: Excerpt::default(),
+        stderr: Excerpt::default(),
+    });
+    channel.send(&lie.encode(), &[]).unwrap();
+    let second = launcher_of(&d, Some(first));
+    let reason = format!("an outcome for event {} that it was not sent", event.id);
+    assert!(d.log().contains(&reason), "{}", d.log());
+    let channel = take_over(second);
+    channel.send(&FromLauncher::Ready.encode(), &[]).unwrap();
+    let third = launcher_of(&d, Some(second));
+    assert!(
+        d.log().contains("it sent Ready while running"),
+        "{}",
+        d.log()
+    );
+    let channel = take_over(third);
+    channel.send(&[0xff], &[]).unwrap();
+    let fourth = launcher_of(&d, Some(third));
+    let log = d.log();
+    assert!(log.contains("a message that does not decode"), "{log}");
+    assert!(log.contains("restarts=3"), "{log}");
+    // The new launcher runs the next command; nothing of the lies ran one.
+    let sample = dir.path().join("sample.com");
+    std::fs::write(&sample, common::eicar()).unwrap();
+    let scan = format!("zSCAN {}\0", sample.display());
+    let reply =
+        common::client::talk(&d.unix_addr(), &[scan.as_bytes()], Duration::from_secs(30)).unwrap();
+    assert!(String::from_utf8_lossy(&reply).contains("FOUND"));
+    assert_eq!(event_lines(&out, 1), [sample.display().to_string()]);
+    assert_confined(fourth, &user);
 }
 
 /// Issue 17, attack 8: EICAR streams over TCP, 40 from 127.0.0.1 one

@@ -356,37 +356,16 @@ impl Shared {
     }
 }
 
-/// The user's ids and groups (as `initgroups` would set them); a number
-/// that is no user's name is taken as uid and gid.
+/// The user's uid and primary group, its only group (as the workers').
 fn lookup(user: &str) -> Result<Ids, VirusEventError> {
-    match nix::unistd::User::from_name(user) {
-        Ok(Some(u)) => {
-            let name = std::ffi::CString::new(user).map_err(|_| VirusEventError::Lookup {
-                user: user.to_string(),
-                reason: "NUL in the name".into(),
-            })?;
-            let groups = nix::unistd::getgrouplist(&name, u.gid)
-                .map_err(|e| VirusEventError::Lookup {
-                    user: user.to_string(),
-                    reason: format!("its groups: {e}"),
-                })?
-                .into_iter()
-                .map(|g| g.as_raw())
-                .collect();
-            Ok(Ids {
-                uid: u.uid.as_raw(),
-                gid: u.gid.as_raw(),
-                groups,
-            })
-        }
-        Ok(None) => match user.parse::<u32>() {
-            Ok(n) => Ok(Ids {
-                uid: n,
-                gid: n,
-                groups: vec![n],
-            }),
-            Err(_) => Err(VirusEventError::NoSuchUser(user.to_string())),
-        },
+    use crate::sandbox::SandboxError;
+    match crate::sandbox::lookup_user(user) {
+        Ok((uid, gid)) => Ok(Ids {
+            uid,
+            gid,
+            groups: vec![gid],
+        }),
+        Err(SandboxError::NoSuchUser(_)) => Err(VirusEventError::NoSuchUser(user.to_string())),
         Err(e) => Err(VirusEventError::Lookup {
             user: user.to_string(),
             reason: e.to_string(),
@@ -510,18 +489,17 @@ fn keep_running(shared: &Shared, mut child: Child, mut channel: Arc<Channel>) {
             st.stats.restarts += 1;
             st.stats.restarts
         };
+        tracing::warn!(
+            pid = child.pid,
+            ended = %how,
+            lost,
+            restarts,
+            "virus-event: the launcher ended ({why}); {lost} outcomes lost; starting it again in {} s",
+            budget::backoff(failures).as_secs()
+        );
         // Until it runs again, and as long as it cannot be started.
         loop {
-            let wait = budget::backoff(failures);
-            tracing::warn!(
-                pid = child.pid,
-                ended = %how,
-                lost,
-                restarts,
-                "virus-event: the launcher ended ({why}); {lost} outcomes lost; starting it again in {} s",
-                wait.as_secs()
-            );
-            if stopping(shared, wait) {
+            if stopping(shared, budget::backoff(failures)) {
                 return;
             }
             match launch(shared) {
@@ -531,7 +509,10 @@ fn keep_running(shared: &Shared, mut child: Child, mut channel: Arc<Channel>) {
                 }
                 Err(e) => {
                     failures += 1;
-                    tracing::error!("virus-event: cannot start the launcher: {e}");
+                    tracing::error!(
+                        "virus-event: cannot start the launcher: {e}; trying again in {} s",
+                        budget::backoff(failures).as_secs()
+                    );
                 }
             }
         }
