@@ -1,9 +1,9 @@
 //! The messages between the supervisor and the VirusEvent launcher
-//! (`crate::launcher`): two small closed sets, bounded, encoded by hand as
-//! in [`super::messages`] (tag byte, fields in order, integers little
-//! endian, byte strings as `u32` length + bytes, booleans 0 or 1 only), so
-//! that every value has exactly one encoding (the `launch` fuzz target
-//! checks the round trip).
+//! (`crate::launcher`): two small closed sets, bounded, encoded by hand
+//! with [`super::messages`]'s encoder (tag byte, fields in order, integers
+//! little endian, byte strings as `u32` length + bytes, booleans 0 or 1
+//! only), so that every value has exactly one encoding (the `launch` fuzz
+//! target checks the round trip).
 //!
 //! | direction | messages |
 //! |---|---|
@@ -21,7 +21,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
-use super::messages::{DecodeError, MAX_PATH, MAX_VIRUS_NAME};
+use super::messages::{start, DecodeError, In, Out, MAX_PATH, MAX_VIRUS_NAME};
 use crate::policy::peer::PeerView;
 use crate::policy::PeerKey;
 
@@ -147,135 +147,47 @@ pub struct Excerpt {
 }
 
 // ---------------------------------------------------------------- encoding
+// With the encoder and decoder of `messages`, plus the two field kinds only
+// these messages have.
 
-struct Out(Vec<u8>);
-
-impl Out {
-    fn new(tag: u8) -> Out {
-        Out(vec![tag])
-    }
-    fn u8(mut self, v: u8) -> Out {
-        self.0.push(v);
-        self
-    }
-    fn bool(self, v: bool) -> Out {
-        self.u8(u8::from(v))
-    }
-    fn u32(mut self, v: u32) -> Out {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    fn i32(self, v: i32) -> Out {
-        self.u32(v as u32)
-    }
-    fn u64(mut self, v: u64) -> Out {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    fn bytes(mut self, v: &[u8]) -> Out {
-        self.0.extend_from_slice(&(v.len() as u32).to_le_bytes());
-        self.0.extend_from_slice(v);
-        self
-    }
-    fn peer(mut self, p: &PeerKey) -> Out {
-        match p.view() {
-            PeerView::Uid(uid) => self.u8(0).u32(uid),
-            PeerView::Net(IpNet::V4(n)) => {
-                self.0.push(4);
-                self.0.extend_from_slice(&n.addr().octets());
-                self.u8(n.prefix_len())
-            }
-            PeerView::Net(IpNet::V6(n)) => {
-                self.0.push(6);
-                self.0.extend_from_slice(&n.addr().octets());
-                self.u8(n.prefix_len())
-            }
-        }
-    }
-    fn excerpt(self, e: &Excerpt) -> Out {
-        self.bytes(&e.bytes).bool(e.truncated)
-    }
+fn put_peer(mut out: Out, p: &PeerKey) -> Out {
+    let (tag, addr, len): (u8, Vec<u8>, u8) = match p.view() {
+        PeerView::Uid(uid) => return out.u8(0).u32(uid),
+        PeerView::Net(IpNet::V4(n)) => (4, n.addr().octets().to_vec(), n.prefix_len()),
+        PeerView::Net(IpNet::V6(n)) => (6, n.addr().octets().to_vec(), n.prefix_len()),
+    };
+    out.0.push(tag);
+    out.0.extend_from_slice(&addr);
+    out.u8(len)
 }
 
-struct In<'a> {
-    buf: &'a [u8],
+fn put_excerpt(out: Out, e: &Excerpt) -> Out {
+    out.bytes(&e.bytes).bool(e.truncated)
 }
 
-impl<'a> In<'a> {
-    fn start(buf: &'a [u8]) -> Result<(u8, In<'a>), DecodeError> {
-        let (&tag, rest) = buf.split_first().ok_or(DecodeError::Empty)?;
-        Ok((tag, In { buf: rest }))
-    }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if self.buf.len() < n {
-            return Err(DecodeError::Truncated);
+fn get_peer(r: &mut In<'_>) -> Result<PeerKey, DecodeError> {
+    let net = match r.u8()? {
+        0 => return Ok(PeerKey::uid(r.u32()?)),
+        4 => {
+            let b = r.take(4)?;
+            let ip = Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+            IpNet::new(IpAddr::V4(ip), r.u8()?)
         }
-        let (a, b) = self.buf.split_at(n);
-        self.buf = b;
-        Ok(a)
-    }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
-    }
-    fn bool(&mut self) -> Result<bool, DecodeError> {
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err(DecodeError::BadValue),
+        6 => {
+            let mut o = [0u8; 16];
+            o.copy_from_slice(r.take(16)?);
+            IpNet::new(IpAddr::V6(Ipv6Addr::from(o)), r.u8()?)
         }
-    }
-    fn u32(&mut self) -> Result<u32, DecodeError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn i32(&mut self) -> Result<i32, DecodeError> {
-        Ok(self.u32()? as i32)
-    }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(self.take(8)?);
-        Ok(u64::from_le_bytes(a))
-    }
-    fn bytes(&mut self, max: usize) -> Result<Vec<u8>, DecodeError> {
-        let n = self.u32()? as usize;
-        if n > max {
-            return Err(DecodeError::TooLong(n));
-        }
-        Ok(self.take(n)?.to_vec())
-    }
-    fn text(&mut self, max: usize) -> Result<String, DecodeError> {
-        String::from_utf8(self.bytes(max)?).map_err(|_| DecodeError::NotUtf8)
-    }
-    fn peer(&mut self) -> Result<PeerKey, DecodeError> {
-        let net = match self.u8()? {
-            0 => return Ok(PeerKey::uid(self.u32()?)),
-            4 => {
-                let b = self.take(4)?;
-                let ip = Ipv4Addr::new(b[0], b[1], b[2], b[3]);
-                IpNet::new(IpAddr::V4(ip), self.u8()?)
-            }
-            6 => {
-                let mut o = [0u8; 16];
-                o.copy_from_slice(self.take(16)?);
-                IpNet::new(IpAddr::V6(Ipv6Addr::from(o)), self.u8()?)
-            }
-            _ => return Err(DecodeError::BadValue),
-        };
-        net.ok().and_then(PeerKey::net).ok_or(DecodeError::BadValue)
-    }
-    fn excerpt(&mut self) -> Result<Excerpt, DecodeError> {
-        Ok(Excerpt {
-            bytes: self.bytes(CAPTURE)?,
-            truncated: self.bool()?,
-        })
-    }
-    fn end<T>(self, v: T) -> Result<T, DecodeError> {
-        if self.buf.is_empty() {
-            Ok(v)
-        } else {
-            Err(DecodeError::Trailing(self.buf.len()))
-        }
-    }
+        _ => return Err(DecodeError::BadValue),
+    };
+    net.ok().and_then(PeerKey::net).ok_or(DecodeError::BadValue)
+}
+
+fn get_excerpt(r: &mut In<'_>) -> Result<Excerpt, DecodeError> {
+    Ok(Excerpt {
+        bytes: r.bytes(CAPTURE)?,
+        truncated: r.bool()?,
+    })
 }
 
 impl ToLauncher {
@@ -286,9 +198,7 @@ impl ToLauncher {
                 .u32(s.timeout_s)
                 .u32(s.max_concurrent)
                 .bytes(&s.path),
-            ToLauncher::Event(e) => Out::new(2)
-                .u64(e.id)
-                .peer(&e.peer)
+            ToLauncher::Event(e) => put_peer(Out::new(2).u64(e.id), &e.peer)
                 .bytes(e.virus.as_bytes())
                 .bytes(&e.target),
         }
@@ -296,7 +206,7 @@ impl ToLauncher {
     }
 
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
-        let (tag, mut r) = In::start(buf)?;
+        let (tag, mut r) = start(buf)?;
         let m = match tag {
             1 => ToLauncher::Setup(Setup {
                 command: r.text(MAX_COMMAND)?,
@@ -306,7 +216,7 @@ impl ToLauncher {
             }),
             2 => ToLauncher::Event(Event {
                 id: r.u64()?,
-                peer: r.peer()?,
+                peer: get_peer(&mut r)?,
                 virus: r.text(MAX_VIRUS_NAME)?,
                 target: r.bytes(MAX_FILE_NAME)?,
             }),
@@ -321,9 +231,7 @@ impl FromLauncher {
         match self {
             FromLauncher::Ready => Out::new(1),
             FromLauncher::Outcome(o) => {
-                let out = Out::new(2)
-                    .u64(o.id)
-                    .peer(&o.peer)
+                let out = put_peer(Out::new(2).u64(o.id), &o.peer)
                     .bytes(o.virus.as_bytes())
                     .bytes(&o.target);
                 let out = match &o.status {
@@ -333,7 +241,7 @@ impl FromLauncher {
                     Status::Refused(r) => out.u8(3).u8(refusal_byte(*r)),
                     Status::Failed(e) => out.u8(4).bytes(e.as_bytes()),
                 };
-                out.u64(o.duration_ms).excerpt(&o.stdout).excerpt(&o.stderr)
+                put_excerpt(put_excerpt(out.u64(o.duration_ms), &o.stdout), &o.stderr)
             }
             FromLauncher::Fatal { error } => Out::new(3).bytes(error.as_bytes()),
         }
@@ -341,12 +249,12 @@ impl FromLauncher {
     }
 
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
-        let (tag, mut r) = In::start(buf)?;
+        let (tag, mut r) = start(buf)?;
         let m = match tag {
             1 => FromLauncher::Ready,
             2 => {
                 let id = r.u64()?;
-                let peer = r.peer()?;
+                let peer = get_peer(&mut r)?;
                 let virus = r.text(MAX_VIRUS_NAME)?;
                 let target = r.bytes(MAX_FILE_NAME)?;
                 let status = match r.u8()? {
@@ -364,8 +272,8 @@ impl FromLauncher {
                     target,
                     status,
                     duration_ms: r.u64()?,
-                    stdout: r.excerpt()?,
-                    stderr: r.excerpt()?,
+                    stdout: get_excerpt(&mut r)?,
+                    stderr: get_excerpt(&mut r)?,
                 })
             }
             3 => FromLauncher::Fatal {
@@ -474,15 +382,21 @@ mod tests {
         assert_eq!(FromLauncher::decode(&[9]), Err(DecodeError::UnknownTag(9)));
         assert_eq!(FromLauncher::decode(&[1, 0]), Err(DecodeError::Trailing(1)));
         // A network with host bits set is not a peer key.
-        let mut e = Out::new(2).u64(1).u8(4);
-        e.0.extend_from_slice(&[127, 0, 0, 1]);
-        let e = e.u8(24).bytes(b"x").bytes(b"y").0;
-        assert_eq!(ToLauncher::decode(&e), Err(DecodeError::BadValue));
+        let event = |addr: [u8; 4], len: u8| {
+            let mut e = Out::new(2).u64(1).u8(4);
+            e.0.extend_from_slice(&addr);
+            e.u8(len).bytes(b"x").bytes(b"y").0
+        };
+        assert!(ToLauncher::decode(&event([127, 0, 0, 0], 24)).is_ok());
+        assert_eq!(
+            ToLauncher::decode(&event([127, 0, 0, 1], 24)),
+            Err(DecodeError::BadValue)
+        );
         // Nor a prefix longer than the address.
-        let mut e = Out::new(2).u64(1).u8(4);
-        e.0.extend_from_slice(&[127, 0, 0, 0]);
-        let e = e.u8(33).bytes(b"x").bytes(b"y").0;
-        assert_eq!(ToLauncher::decode(&e), Err(DecodeError::BadValue));
+        assert_eq!(
+            ToLauncher::decode(&event([127, 0, 0, 0], 33)),
+            Err(DecodeError::BadValue)
+        );
         // Output excerpts are bounded.
         let o = Outcome {
             id: 1,
