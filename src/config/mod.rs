@@ -73,7 +73,8 @@ pub struct VirusEventConfig {
     pub user: String,
     /// Seconds before the command's process group is killed.
     pub timeout: u64,
-    /// Commands running at once; one client gets half of them at most.
+    /// Commands running at once; one client gets all but one alone, half
+    /// beside other clients.
     pub max_concurrent: u32,
     /// Commands started per minute, in all.
     pub max_per_minute: u32,

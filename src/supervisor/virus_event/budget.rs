@@ -10,17 +10,20 @@
 //!
 //! | bound | running at once | started per minute |
 //! |---|---|---|
-//! | one client | half of `max-concurrent`, rounded up | `max-per-minute-per-peer` (default: a quarter of `max-per-minute`, rounded up) |
+//! | one client | half of `max-concurrent`, rounded up, while another client runs one; `max-concurrent` − 1 while none does | `max-per-minute-per-peer` (default: a quarter of `max-per-minute`, rounded up) |
 //! | all clients of one listener kind, when the daemon listens on both Unix and TCP | `max-concurrent` minus a quarter of it (rounded down, at least 1 when `max-concurrent` ≥ 2) | `max-per-minute` minus a quarter of it (the same rounding) |
 //! | everyone | `max-concurrent` | `max-per-minute` |
 //!
-//! So with the defaults (4 and 60): one client runs at most 2 commands at
-//! once and starts 15 a minute; TCP clients together 3 and 45, and so do
-//! Unix clients; 4 and 60 in all. A client can never use another client's
-//! share: a second client always finds a slot and starts left in the
-//! minute (with `max-concurrent` ≥ 2), and no number of TCP clients can
-//! stop a local user's command, nor the reverse. Nothing is queued: a
-//! detection beyond a bound runs no command (counted and logged).
+//! So with the defaults (4 and 60): one client runs at most 3 commands at
+//! once alone and starts a command only while it runs fewer than 2 when
+//! another client runs one, and starts 15 a minute; TCP clients together
+//! 3 and 45, and so do Unix clients; 4 and 60 in all. A client can never
+//! use another client's share: one slot always stays free for a second
+//! client, which also finds starts left in the minute (with
+//! `max-concurrent` ≥ 2), and no number of TCP clients can stop a local
+//! user's command, nor the reverse. Nothing is queued (commands cannot be
+//! stopped to make room): a detection beyond a bound runs no command
+//! (counted and logged).
 //!
 //! The minute is a fixed window that starts with the first start after the
 //! previous one ended. A slot is held from the decision until the
@@ -63,9 +66,16 @@ impl Limits {
         }
     }
 
-    /// Commands one client may run at once.
-    pub fn peer_concurrent(&self) -> u32 {
-        self.max_concurrent.div_ceil(2).max(1)
+    /// Commands one client may run at once: half of `max_concurrent`
+    /// (rounded up) while `others` (other clients run commands), else all
+    /// but one, so that a slot always stays free for another client.
+    pub fn peer_concurrent(&self, others: bool) -> u32 {
+        let half = self.max_concurrent.div_ceil(2).max(1);
+        if others {
+            half
+        } else {
+            (self.max_concurrent - 1).max(half)
+        }
     }
 
     /// Commands the clients of one listener kind may run at once.
@@ -110,7 +120,7 @@ impl Refusal {
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::PeerBusy => {
-                "this client runs its share of virus-event.max-concurrent (half, rounded up)"
+                "this client runs its share of virus-event.max-concurrent (all but one alone, half beside others)"
             }
             Refusal::KindBusy => {
                 "the clients of this listener kind run their share of virus-event.max-concurrent"
@@ -207,7 +217,8 @@ impl Budget {
     pub fn decide(&mut self, peer: PeerKey, now: Instant) -> Result<u64, Refusal> {
         let l = &self.limits;
         let kind = peer.kind();
-        if self.running.peer(&peer) >= l.peer_concurrent() {
+        let mine = self.running.peer(&peer);
+        if mine >= l.peer_concurrent(self.running.total > mine) {
             return Err(Refusal::PeerBusy);
         }
         if self.running.total >= l.max_concurrent {
@@ -319,7 +330,8 @@ mod tests {
             (l.max_concurrent, l.max_per_minute, l.per_peer_per_minute),
             (4, 60, 15)
         );
-        assert_eq!((l.peer_concurrent(), l.kind_concurrent()), (2, 3));
+        assert_eq!((l.peer_concurrent(true), l.peer_concurrent(false)), (2, 3));
+        assert_eq!(l.kind_concurrent(), 3);
         assert_eq!(l.kind_per_minute(), 45);
         assert_eq!(l.slot_deadline, Duration::from_secs(40));
         // With one listener kind there is nobody to keep a reserve for.
@@ -329,7 +341,7 @@ mod tests {
         let l = limits(1, 1, 1, true);
         assert_eq!(
             (
-                l.peer_concurrent(),
+                l.peer_concurrent(false),
                 l.kind_concurrent(),
                 l.kind_per_minute()
             ),
@@ -342,13 +354,19 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Budget::new(limits(4, 60, 15, false));
         let a = PeerKey::uid(1000);
+        // Alone: all slots but one.
+        let first = b.decide(a, t0).unwrap();
         assert!(b.decide(a, t0).is_ok());
         assert!(b.decide(a, t0).is_ok());
         assert_eq!(b.decide(a, t0), Err(Refusal::PeerBusy));
+        // The last slot is another client's; then everyone is busy.
         let other = PeerKey::uid(1001);
         let id = b.decide(other, t0).unwrap();
-        assert!(b.decide(other, t0).is_ok());
         assert_eq!(b.decide(PeerKey::uid(1002), t0), Err(Refusal::Busy));
+        // Beside another client, a client starts only below half.
+        b.finish(first);
+        assert_eq!(b.decide(a, t0), Err(Refusal::PeerBusy));
+        assert!(b.decide(other, t0).is_ok());
         assert_eq!(b.finish(id), Some(other));
         assert_eq!(b.finish(id), None, "an outcome counts once");
         assert!(b.decide(PeerKey::uid(1002), t0).is_ok());
