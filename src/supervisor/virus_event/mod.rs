@@ -51,7 +51,7 @@ use crate::sandbox::child::Ids;
 /// one budget; see `log::limiter`).
 const REFUSAL_LOG_KEYS: usize = 1024;
 /// How long a new launcher may take to say it is ready.
-const READY_WITHIN: Duration = Duration::from_secs(10);
+const READY_WITHIN: Duration = Duration::from_secs(30);
 /// A launcher that ran this long before it died starts again after 1 s.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 
