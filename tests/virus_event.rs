@@ -146,7 +146,8 @@ fn status_field(pid: i32, key: &str) -> String {
         .join(" ")
 }
 
-/// The launcher runs as `user` (every id), with no capability, with
+/// The launcher runs as `user` (every id), with no capability (its bounding
+/// set empty too), with
 /// no-new-privs, non-dumpable (its /proc files then belong to root)
 /// and with no descriptor but 0-2 and its channel.
 fn assert_confined(pid: i32, user: &EventUser) {
@@ -154,7 +155,7 @@ fn assert_confined(pid: i32, user: &EventUser) {
     assert_eq!(status_field(pid, "Uid"), format!("{u} {u} {u} {u}"));
     assert_eq!(status_field(pid, "Gid"), format!("{g} {g} {g} {g}"));
     assert_eq!(status_field(pid, "Groups"), g.to_string());
-    for caps in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+    for caps in ["CapInh", "CapPrm", "CapEff", "CapAmb", "CapBnd"] {
         assert_eq!(status_field(pid, caps), "0000000000000000", "{caps}");
     }
     assert_eq!(status_field(pid, "NoNewPrivs"), "1");

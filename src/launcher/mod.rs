@@ -3,9 +3,9 @@
 //! sent nor starts a shell. Started by the supervisor as
 //! `clamsentry __virus-event` (only when a command is configured), with its
 //! channel at descriptor 3 and nothing else, *already* as
-//! `virus-event.user`: root sets the groups, gid and uid and no-new-privs
-//! before `exec` (`sandbox::child`), so no code of ours ever runs as root
-//! here. Imports neither `supervisor` nor `worker`.
+//! `virus-event.user`: root empties the capability bounding set and sets
+//! the groups, gid and uid and no-new-privs before `exec`
+//! (`sandbox::child`), so no code of ours ever runs as root here. Imports neither `supervisor` nor `worker`.
 //!
 //! # Start
 //!
@@ -14,14 +14,14 @@
 //!    read its memory (the names and file names of every client's
 //!    detections pass through it); named `clamsentry-evt`.
 //! 2. Checked, or the launcher reports [`FromLauncher::Fatal`] and exits:
-//!    no id is 0; no capability in any set (cleared and verified); no-new-privs
-//!    (set and verified); non-dumpable; no descriptor but 0–2 (`/dev/null`)
-//!    and its channel.
+//!    no id is 0; non-dumpable; no descriptor but 0–2 (`/dev/null`) and its
+//!    channel.
 //! 3. [`ToLauncher::Setup`] (the command, the timeout, its own bound on
-//!    running commands, `PATH`); rlimits: `RLIMIT_CORE` 0,
-//!    `RLIMIT_NOFILE` [`MAX_OPEN_FILES`], `RLIMIT_NPROC` the tasks its user
-//!    runs now plus [`TASKS_PER_COMMAND`] per command it may run. Then
-//!    [`FromLauncher::Ready`].
+//!    running commands, `PATH`), then `sandbox::confine_helper`: every
+//!    capability set cleared and verified, no-new-privs set and verified,
+//!    `RLIMIT_CORE` 0, `RLIMIT_NOFILE` [`MAX_OPEN_FILES`], `RLIMIT_NPROC`
+//!    the tasks its user runs now plus [`TASKS_PER_COMMAND`] per command it
+//!    may run. Then [`FromLauncher::Ready`].
 //!
 //! # Each event, as clamd 1.4's `virusaction` (`clamd/clamd_others.c`)
 //!

@@ -52,9 +52,10 @@ pub const HELPER_CHANNEL_FD: RawFd = 3;
 /// between `fork` and `exec`, in this order:
 ///
 /// 1. `channel` is placed at descriptor 3;
-/// 2. `setgroups(ids.groups)` → `setresgid(gid)` → `setresuid(uid)`, then
-///    verified: real, effective and saved uid are the target, and none is 0
-///    (a helper never runs as root);
+/// 2. with `ids`: the capability bounding set emptied (while root still
+///    holds `CAP_SETPCAP`), then `setgroups(ids.groups)` →
+///    `setresgid(gid)` → `setresuid(uid)`; verified: real, effective and
+///    saved uid are the target, and none is 0 (a helper never runs as root);
 /// 3. `PR_SET_NO_NEW_PRIVS`, so nothing it executes can gain privileges
 ///    (setuid binaries, file capabilities);
 /// 4. every descriptor above 3 becomes close-on-exec, so the helper gets
@@ -94,6 +95,7 @@ pub fn spawn_helper(
     let closure = move || -> io::Result<()> {
         place_at(source, HELPER_CHANNEL_FD)?;
         if let Some((uid, gid, groups)) = &ids {
+            empty_bounding_set()?;
             unistd::setgroups(groups)?;
             unistd::setresgid(*gid, *gid, *gid)?;
             unistd::setresuid(*uid, *uid, *uid)?;
@@ -111,8 +113,8 @@ pub fn spawn_helper(
         cloexec_from(HELPER_CHANNEL_FD as u32 + 1)
     };
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // system calls (fcntl, dup2, setgroups, setresgid, setresuid, getresuid,
-    // prctl, close_range or fcntl, getrlimit) on values prepared before the
+    // system calls (fcntl, dup2, prctl, setgroups, setresgid, setresuid,
+    // getresuid, close_range or fcntl, getrlimit) on values prepared before the
     // fork (the group list is not reallocated): no allocation, no locks. Its
     // errors are raw OS error codes, which do not allocate (a refusal to run
     // as root, or an identity that did not take, is EPERM).
@@ -122,6 +124,22 @@ pub fn spawn_helper(
     let child = cmd.spawn();
     drop(exe);
     child
+}
+
+/// Drops every capability from the bounding set (up to the first number
+/// the kernel does not know).
+fn empty_bounding_set() -> io::Result<()> {
+    for cap in 0..64 {
+        // SAFETY: prctl with plain integers; async-signal-safe.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                break;
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// Puts `source` at descriptor `target`, without close-on-exec.
