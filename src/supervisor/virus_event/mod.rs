@@ -206,7 +206,7 @@ impl VirusEvents {
         if config.command.is_empty() {
             return Err(VirusEventError::NoCommand);
         }
-        let user = config.effective_user().to_string();
+        let mut user = config.effective_user().to_string();
         let ids = if nix::unistd::geteuid().is_root() {
             let ids = lookup(&user)?;
             if ids.uid == 0 {
@@ -220,9 +220,15 @@ impl VirusEvents {
             }
             Some(ids)
         } else {
+            let me = nix::unistd::getuid();
+            let own = nix::unistd::User::from_uid(me)
+                .ok()
+                .flatten()
+                .map_or_else(|| me.to_string(), |u| u.name);
             tracing::info!(
-                "virus-event: not started as root, so the command runs as the daemon's own user, not {user:?}"
+                "virus-event: not started as root, so the command runs as the daemon's own user {own:?}, not {user:?}"
             );
+            user = own;
             None
         };
         let path = std::env::var_os("PATH").unwrap_or_default();
