@@ -7,6 +7,7 @@ pub mod daemons;
 pub mod require;
 pub mod scrape;
 pub mod seccomp;
+pub mod users;
 
 use std::path::{Path, PathBuf};
 
