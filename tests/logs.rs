@@ -519,7 +519,7 @@ fn a_compromised_worker_cannot_write_lines_that_look_like_the_supervisors() {
         log.contains("worker broke the protocol") && log.contains("log record")
     });
     let got = talk(&d.unix_addr(), &[&b"zPING\0"[..]], T).unwrap();
-    assert_eq!(got, b"PONG\0");
+    assert_eq!(got, b"PONG\0", "{}", d.log());
 
     let lines = parsed_lines(&d, start);
     let worker_id = lines

@@ -139,7 +139,31 @@ pub enum ToWorker {
         tasks: Vec<TaskInfo>,
         /// Tasks left out to keep the message under [`MAX_MESSAGE`].
         omitted: u32,
+        /// Every worker's scan pool, summed (the THREADS and QUEUE lines).
+        pool: PoolCounts,
     },
+}
+
+/// A scan pool's threads and queue, as STATS counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolCounts {
+    /// Threads, reserve threads included.
+    pub threads: u32,
+    /// Threads running a job.
+    pub busy: u32,
+    /// Jobs waiting for a thread.
+    pub queued: u32,
+}
+
+impl PoolCounts {
+    /// The sum of two pools (saturating).
+    pub fn plus(self, o: PoolCounts) -> PoolCounts {
+        PoolCounts {
+            threads: self.threads.saturating_add(o.threads),
+            busy: self.busy.saturating_add(o.busy),
+            queued: self.queued.saturating_add(o.queued),
+        }
+    }
 }
 
 /// One running scan task, as STATS shows it (`\t<command> <seconds> <file>`).
@@ -292,6 +316,7 @@ pub enum FromWorker {
         seq: u64,
         tasks: Vec<TaskInfo>,
         omitted: u32,
+        pool: PoolCounts,
     },
     /// What the worker counted since it started, its scan pool now and its
     /// own resource use (see `observe`).
@@ -490,6 +515,9 @@ impl Out {
         }
         out.u32(omitted)
     }
+    fn pool(self, p: &PoolCounts) -> Out {
+        self.u32(p.threads).u32(p.busy).u32(p.queued)
+    }
     pub(super) fn stat(self, r: &Result<Meta, i32>) -> Out {
         match r {
             Ok(m) => self.u8(0).meta(m),
@@ -578,13 +606,31 @@ impl<'a> In<'a> {
         }
         let mut tasks = Vec::with_capacity(n);
         for _ in 0..n {
-            tasks.push(TaskInfo {
+            let t = TaskInfo {
                 command: self.text(MAX_TASK_COMMAND)?,
                 elapsed_us: self.u64()?,
                 filename: self.text(MAX_TASK_NAME)?,
-            });
+            };
+            // Lines of an administrator's STATS: a command word, and a
+            // file name already escaped by its worker. A raw control
+            // character could forge lines (another task, `END`).
+            let word = !t.command.is_empty()
+                && t.command
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+            if !word || t.filename.chars().any(crate::log::escape::needs_escape) {
+                return Err(DecodeError::BadValue);
+            }
+            tasks.push(t);
         }
         Ok((tasks, self.u32()?))
+    }
+    fn pool(&mut self) -> Result<PoolCounts, DecodeError> {
+        Ok(PoolCounts {
+            threads: self.u32()?,
+            busy: self.u32()?,
+            queued: self.u32()?,
+        })
     }
     pub(super) fn end<T>(self, v: T) -> Result<T, DecodeError> {
         if self.buf.is_empty() {
@@ -783,7 +829,8 @@ impl ToWorker {
                 conn,
                 tasks,
                 omitted,
-            } => Out::new(8).u64(*conn).tasks(tasks, *omitted),
+                pool,
+            } => Out::new(8).u64(*conn).tasks(tasks, *omitted).pool(pool),
         }
         .0
     }
@@ -862,6 +909,7 @@ impl ToWorker {
                     conn,
                     tasks,
                     omitted,
+                    pool: r.pool()?,
                 }
             }
             t => return Err(DecodeError::UnknownTag(t)),
@@ -907,7 +955,8 @@ impl FromWorker {
                 seq,
                 tasks,
                 omitted,
-            } => Out::new(10).u64(*seq).tasks(tasks, *omitted),
+                pool,
+            } => Out::new(10).u64(*seq).tasks(tasks, *omitted).pool(pool),
             FromWorker::Counters(c) => {
                 let mut o = super::observe::Out::new(11);
                 c.encode_into(&mut o);
@@ -959,6 +1008,7 @@ impl FromWorker {
                     seq,
                     tasks,
                     omitted,
+                    pool: r.pool()?,
                 }
             }
             11 => {
@@ -1198,6 +1248,11 @@ mod tests {
                 conn: 4,
                 tasks: vec![task("SCAN", "/home/a/x"), task("INSTREAM", "")],
                 omitted: 2,
+                pool: PoolCounts {
+                    threads: 12,
+                    busy: 3,
+                    queued: 7,
+                },
             },
         ] {
             assert_eq!(ToWorker::decode(&m.encode()).unwrap(), m);
@@ -1234,6 +1289,7 @@ mod tests {
                 seq: 8,
                 tasks: vec![task("CONTSCAN", "/srv/ü")],
                 omitted: 0,
+                pool: PoolCounts::default(),
             },
             FromWorker::Counters(Box::new(WorkerCounters::empty())),
         ] {
@@ -1309,6 +1365,7 @@ mod tests {
             seq: u64::MAX,
             tasks: kept,
             omitted,
+            pool: PoolCounts::default(),
         };
         assert!(m.encode().len() <= MAX_MESSAGE);
         assert_eq!(FromWorker::decode(&m.encode()).unwrap(), m);
@@ -1316,10 +1373,35 @@ mod tests {
             conn: u64::MAX,
             tasks: fit_tasks(vec![task("SCAN", &long); 500], TASK_LIST_ROOM).0,
             omitted: 0,
+            pool: PoolCounts::default(),
         };
         assert!(m.encode().len() <= MAX_MESSAGE);
         let (few, none) = fit_tasks(vec![task("SCAN", "/a")], TASK_LIST_ROOM);
         assert_eq!((few.len(), none), (1, 0));
+    }
+
+    #[test]
+    fn task_lines_that_could_forge_stats_lines_do_not_decode() {
+        for (command, filename) in [
+            ("SCAN", "/a\nEND"),
+            ("SCAN", "/a\r"),
+            ("SCAN", "/a\u{2028}b"),
+            ("SCAN\n", "/a"),
+            ("scan", "/a"),
+            ("", "/a"),
+        ] {
+            let m = FromWorker::TaskList {
+                seq: 1,
+                tasks: vec![task(command, filename)],
+                omitted: 0,
+                pool: PoolCounts::default(),
+            };
+            assert_eq!(
+                FromWorker::decode(&m.encode()),
+                Err(DecodeError::BadValue),
+                "{command:?} {filename:?}"
+            );
+        }
     }
 
     #[test]

@@ -119,9 +119,12 @@ fn run() -> Result<(), String> {
     let control = Channel::inherit(CONTROL_FD).map_err(|e| {
         format!("descriptor {CONTROL_FD}: {e}: the observer is started only by the supervisor")
     })?;
+    // Its log channel (records, marked as the observer's by the
+    // supervisor); without it, stderr, which the supervisor reads too.
+    let log = Channel::inherit(crate::log::relay::LOG_FD).ok();
     let start = read_start(&control)?;
     let config = start.config;
-    crate::log::init(&config.log.level, &config.log.target);
+    crate::log::relay::init_child(&config.log.level, log);
     let meter = crate::usage::Meter::open();
     let conns = u64::from(config.metrics.max_connections);
     let plan = sandbox::Plan {
@@ -242,6 +245,7 @@ impl Shared {
                             &render::Options {
                                 compat: self.config.metrics.compat_names,
                                 idle_timeout: self.config.limits.idle_timeout,
+                                max_threads: self.config.limits.max_threads,
                                 answer: &answer,
                             },
                         );

@@ -51,6 +51,10 @@ pub struct Options<'a> {
     pub compat: bool,
     /// `limits.idle-timeout` (clamav_exporter's `idle_timeout_threads`).
     pub idle_timeout: u64,
+    /// `limits.max-threads`: the daemon's scanning threads, shared out
+    /// among its workers (clamav_exporter's `max_threads`; the live ones
+    /// are the workers' sum, reserve threads included).
+    pub max_threads: u32,
     /// The agent's answer now (`ready`).
     pub answer: &'a Answer,
 }
@@ -446,7 +450,7 @@ fn connections(t: &mut Text, s: &Snapshot) {
     t.family(
         "clamsentry_workers",
         Kind::Gauge,
-        "Worker processes by state (configured: limits.workers).",
+        "Worker processes by state (configured: the most there can be, limits.max-workers bound to clients plus limits.standby-workers).",
     );
     let w = &s.workers;
     for (state, n) in [
@@ -627,7 +631,7 @@ fn compat(t: &mut Text, s: &Snapshot, o: &Options<'_>) {
         (
             "clamav_pool_max_threads",
             "Maximum number of threads in the pool.",
-            p.threads.to_string(),
+            o.max_threads.to_string(),
         ),
         (
             "clamav_pool_idle_timeout_threads",
@@ -709,6 +713,7 @@ mod tests {
         let o = Options {
             compat: true,
             idle_timeout: 120,
+            max_threads: 10,
             answer: &a,
         };
         let s = snapshot();

@@ -344,6 +344,10 @@ impl Executor {
                 },
                 queue,
             ),
+            A::Admitted { name } => {
+                let accepted = crate::ipc::observe::ConnOutcome::Accepted;
+                self.observing.metrics.connection(&name, accepted);
+            }
             A::Evict {
                 id,
                 key,
@@ -390,6 +394,11 @@ impl Executor {
                 self.children.send(worker, &ToWorker::StreamGrant { bytes });
             }
             A::QueryTasks { seq, workers } => {
+                tracing::debug!(
+                    query = seq,
+                    workers = workers.len(),
+                    "asking every worker for its tasks (an administrator's STATS)"
+                );
                 for w in workers {
                     self.children.try_send(w, &ToWorker::TaskQuery { seq });
                 }
@@ -399,14 +408,25 @@ impl Executor {
                 conn,
                 tasks,
                 omitted,
-            } => self.children.send(
-                worker,
-                &ToWorker::StatsTasks {
-                    conn,
-                    tasks,
+                pool,
+            } => {
+                tracing::debug!(
+                    worker,
+                    id = conn,
+                    tasks = tasks.len(),
                     omitted,
-                },
-            ),
+                    "the daemon's tasks, for an administrator's STATS"
+                );
+                self.children.send(
+                    worker,
+                    &ToWorker::StatsTasks {
+                        conn,
+                        tasks,
+                        omitted,
+                        pool,
+                    },
+                );
+            }
             A::Admin {
                 id,
                 worker,
@@ -719,10 +739,12 @@ impl Executor {
                 seq,
                 tasks,
                 omitted,
+                pool,
             } => report(gate::Report::TaskList {
                 seq,
                 tasks,
                 omitted,
+                pool,
             }),
         };
         self.feed(step)

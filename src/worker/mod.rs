@@ -273,11 +273,12 @@ async fn control_loop(control: Arc<AsyncChannel>, shared: Arc<Shared>, meter: cr
             }
             Ok(ToWorker::StreamGrant { bytes }) => shared.streams.set_grant(bytes),
             Ok(ToWorker::TaskQuery { seq }) => {
-                let (tasks, omitted) = shared.task_list();
+                let mine = shared.task_list();
                 let list = FromWorker::TaskList {
                     seq,
-                    tasks,
-                    omitted,
+                    tasks: mine.tasks,
+                    omitted: mine.omitted,
+                    pool: mine.pool,
                 };
                 if control.send(&list.encode()).await.is_err() {
                     shared.drain();
@@ -287,7 +288,15 @@ async fn control_loop(control: Arc<AsyncChannel>, shared: Arc<Shared>, meter: cr
                 conn,
                 tasks,
                 omitted,
-            }) => shared.deliver_tasks(conn, tasks, omitted),
+                pool,
+            }) => shared.deliver_tasks(
+                conn,
+                shared::DaemonTasks {
+                    tasks,
+                    omitted,
+                    pool,
+                },
+            ),
             other => tracing::warn!(message = ?other, "unexpected control message ignored"),
         }
     }

@@ -406,7 +406,7 @@ impl TaskSlot {
             Some(t) => Ok(Task {
                 command: t.command,
                 started: t.started,
-                filename: String::from_utf8_lossy(&t.filename).into_owned(),
+                filename: crate::log::escape(&t.filename),
                 owner: s.owner,
                 written_off: t.written_off,
             }),

@@ -17,7 +17,8 @@ use super::streams::StreamMemory;
 use crate::config::Config;
 use crate::engine::{Engine, Verdict};
 use crate::ipc::messages::{
-    fit_tasks, ConnInfo, Fleet, FromWorker, PeerInfo, RetireReason, TaskInfo, TASK_LIST_ROOM,
+    fit_tasks, ConnInfo, Fleet, FromWorker, PeerInfo, PoolCounts, RetireReason, TaskInfo,
+    TASK_LIST_ROOM,
 };
 use crate::policy::{ListenerKind, PeerKey, Profile};
 
@@ -76,8 +77,15 @@ pub struct Shared {
 /// worker is ended for asking).
 const ADMIN_ANSWER: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The whole daemon's tasks and how many were left out of the message.
-pub type DaemonTasks = (Vec<TaskInfo>, u32);
+/// Scan tasks and pools, as an administrator's STATS shows them: the
+/// whole daemon's (from the supervisor) or one worker's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DaemonTasks {
+    pub tasks: Vec<TaskInfo>,
+    /// Tasks left out to keep a message under its size.
+    pub omitted: u32,
+    pub pool: PoolCounts,
+}
 
 /// How long an administrator's STATS waits for the daemon-wide task list
 /// before it shows this worker's tasks alone.
@@ -194,6 +202,7 @@ impl Shared {
         let Verdict::Found(names) = verdict else {
             return;
         };
+
         if self.config.virus_event.command.is_empty() {
             return;
         }
@@ -336,17 +345,28 @@ impl Shared {
 
     /// The supervisor's answer to [`daemon_tasks`](Self::daemon_tasks)
     /// (ignored when nobody waits any more).
-    pub fn deliver_tasks(&self, conn: u64, tasks: Vec<TaskInfo>, omitted: u32) {
+    pub fn deliver_tasks(&self, conn: u64, daemon: DaemonTasks) {
         if let Some(tx) = lock(&self.stats_waiters).remove(&conn) {
-            let _ = tx.send((tasks, omitted));
+            let _ = tx.send(daemon);
         }
     }
 
-    /// This worker's running tasks, for the supervisor's `TaskQuery`.
+    /// This worker's running tasks and its pool, for the supervisor's
+    /// `TaskQuery`.
     pub fn task_list(&self) -> DaemonTasks {
         let snap = self.pool.snapshot();
         let tasks = snap.tasks.iter().map(super::pool::Task::info).collect();
-        fit_tasks(tasks, TASK_LIST_ROOM)
+        let (tasks, omitted) = fit_tasks(tasks, TASK_LIST_ROOM);
+        let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        DaemonTasks {
+            tasks,
+            omitted,
+            pool: PoolCounts {
+                threads: n(snap.threads),
+                busy: n(snap.busy),
+                queued: n(snap.queued),
+            },
+        }
     }
 
     pub(crate) fn opened(&self) {

@@ -51,7 +51,9 @@ use std::time::{Duration, Instant};
 
 use self::admission::{Caps, Newcomer, Open, Verdict};
 use self::shares::Leases;
-use crate::ipc::messages::{fit_tasks, AdminCommand, ConnInfo, PeerInfo, TaskInfo, TASK_LIST_ROOM};
+use crate::ipc::messages::{
+    fit_tasks, AdminCommand, ConnInfo, PeerInfo, PoolCounts, TaskInfo, TASK_LIST_ROOM,
+};
 use crate::policy::{Admins, Decision, Identity, ListenerKind, PeerKey, Prefixes, Profile};
 use crate::proto::CommandKind;
 
@@ -197,11 +199,12 @@ pub enum Report {
     StreamWant(u64),
     /// The client of `conn` asked for STATS: the whole daemon's tasks.
     StatsTasks { conn: ConnId },
-    /// The worker's tasks, answering query `seq`.
+    /// The worker's tasks and pool, answering query `seq`.
     TaskList {
         seq: u64,
         tasks: Vec<TaskInfo>,
         omitted: u32,
+        pool: PoolCounts,
     },
 }
 
@@ -255,6 +258,9 @@ pub enum Action {
         identity: Arc<Identity>,
         paths: bool,
     },
+    /// A client's connection passed admission (counted by listener; the
+    /// self-test's is no client's and is not).
+    Admitted { name: Arc<str> },
     /// Close the connection from the supervisor's side (the worker sees
     /// the end of the stream) and end its authority. The record stays until
     /// the worker says `Closed` (or is gone).
@@ -302,6 +308,7 @@ pub enum Action {
         conn: ConnId,
         tasks: Vec<TaskInfo>,
         omitted: u32,
+        pool: PoolCounts,
     },
     /// The worker broke a rule: end it.
     Violation { worker: WorkerId, why: String },
@@ -364,6 +371,7 @@ struct Query {
     waiting: BTreeSet<WorkerId>,
     tasks: Vec<TaskInfo>,
     omitted: u32,
+    pool: PoolCounts,
     asked: Instant,
 }
 
@@ -564,6 +572,11 @@ impl Gate {
         };
         let paths = self.profile(listener).allows_paths();
         let selftest = &*name == crate::ipc::observe::SELFTEST_LISTENER;
+        if !selftest {
+            out.push(Action::Admitted {
+                name: Arc::clone(&name),
+            });
+        }
         self.conns.insert(
             id,
             Conn {
@@ -825,6 +838,8 @@ impl Gate {
                 virus,
                 target,
             } => match self.owned(w, conn, "Found") {
+                // The daemon's own EICAR is no client's detection.
+                Ok(c) if c.selftest => {}
                 // A detection stays one after the client left: its
                 // command still runs.
                 Ok(c) => out.push(Action::VirusEvent {
@@ -881,6 +896,7 @@ impl Gate {
                 seq,
                 tasks,
                 omitted,
+                pool,
             } => {
                 if seq == 0 || seq >= self.next_query {
                     out.push(violation(format!("TaskList for query {seq}, never asked")));
@@ -891,6 +907,7 @@ impl Gate {
                     if q.waiting.remove(&w) {
                         q.tasks.extend(tasks);
                         q.omitted = q.omitted.saturating_add(omitted);
+                        q.pool = q.pool.plus(pool);
                     }
                 }
                 self.answer_queries(now, out);
@@ -910,6 +927,7 @@ impl Gate {
                 waiting: workers.iter().copied().collect(),
                 tasks: Vec::new(),
                 omitted: 0,
+                pool: PoolCounts::default(),
                 asked: now,
             },
         );
@@ -939,6 +957,7 @@ impl Gate {
                 conn: q.conn,
                 tasks,
                 omitted: q.omitted.saturating_add(cut),
+                pool: q.pool,
             });
         }
     }
@@ -1009,7 +1028,9 @@ impl Gate {
         if !self.conns.values().any(|o| o.tenant == c.tenant) {
             self.last_seen.insert(c.tenant, now);
         }
-        if self.conns.values().all(|c| c.selftest) {
+        // The self-test's own connections neither start nor restart the
+        // idle clock: only a client's last goodbye does.
+        if !c.selftest && self.conns.values().all(|c| c.selftest) {
             self.idle_since = Some(now);
         }
         // One worker per connection: it goes with it.

@@ -488,6 +488,43 @@ fn exit_when_idle_counts_from_the_last_connection() {
 }
 
 #[test]
+fn self_tests_do_not_keep_an_idle_daemon_alive() {
+    let mut g = G {
+        gate: Gate::new(settings(), Some(Duration::from_secs(5))),
+        t: Instant::now(),
+        next: 1,
+    };
+    let (id, _) = g.accept(user(1000));
+    g.up(1, Tenant::Uid(1000));
+    let t = g.at(1);
+    g.gate.handle(Event::Report(1, Report::Closed(id)), t);
+    // A self-test every second, each closed before the next.
+    for s in 2..6 {
+        let st = g.next;
+        g.next += 1;
+        let t = g.at(s);
+        let a = g.gate.handle(
+            Event::Accepted {
+                id: st,
+                listener: ListenerKind::Tcp,
+                name: Arc::from(crate::ipc::observe::SELFTEST_LISTENER),
+                identity: Arc::new(Identity::Tcp("[::]:0".parse().unwrap())),
+                own_process: false,
+            },
+            t,
+        );
+        assert!(!a.contains(&Action::IdleExit));
+        // The self-test's worker (the network's) starts with the first.
+        if let Some(&tenant) = needs(&a).first() {
+            g.up(2, tenant);
+        }
+        let a = g.later(s, Event::Report(2, Report::Closed(st)));
+        assert!(!a.contains(&Action::IdleExit));
+    }
+    assert!(g.later(6, Event::Tick).contains(&Action::IdleExit));
+}
+
+#[test]
 fn a_flood_from_one_network_cannot_lock_others_out() {
     let mut g = G::new();
     g.accept(tcp("10.0.0.1"));
@@ -543,7 +580,12 @@ fn only_an_administrator_sees_every_workers_tasks() {
             Report::TaskList {
                 seq,
                 tasks: vec![task("/home/u/a")],
-                omitted: 0
+                omitted: 0,
+                pool: PoolCounts {
+                    threads: 2,
+                    busy: 1,
+                    queued: 3
+                },
             }
         )
         .is_empty());
@@ -553,6 +595,11 @@ fn only_an_administrator_sees_every_workers_tasks() {
             seq,
             tasks: vec![task("/root/b")],
             omitted: 1,
+            pool: PoolCounts {
+                threads: 2,
+                busy: 1,
+                queued: 3,
+            },
         },
     );
     assert_eq!(
@@ -561,7 +608,12 @@ fn only_an_administrator_sees_every_workers_tasks() {
             worker: 1,
             conn: root,
             tasks: vec![task("/home/u/a"), task("/root/b")],
-            omitted: 1
+            omitted: 1,
+            pool: PoolCounts {
+                threads: 4,
+                busy: 2,
+                queued: 6
+            },
         }]
     );
     // An answer to a query never asked is a violation; a late one is not.
@@ -571,7 +623,12 @@ fn only_an_administrator_sees_every_workers_tasks() {
             Report::TaskList {
                 seq: 99,
                 tasks: vec![],
-                omitted: 0
+                omitted: 0,
+                pool: PoolCounts {
+                    threads: 2,
+                    busy: 1,
+                    queued: 3
+                },
             }
         )),
         1
@@ -582,7 +639,12 @@ fn only_an_administrator_sees_every_workers_tasks() {
             Report::TaskList {
                 seq,
                 tasks: vec![],
-                omitted: 0
+                omitted: 0,
+                pool: PoolCounts {
+                    threads: 2,
+                    busy: 1,
+                    queued: 3
+                },
             }
         )
         .is_empty());
@@ -605,6 +667,11 @@ fn a_worker_that_does_not_answer_does_not_hold_up_stats() {
             seq,
             tasks: vec![],
             omitted: 0,
+            pool: PoolCounts {
+                threads: 2,
+                busy: 1,
+                queued: 3,
+            },
         },
     );
     let later = g.t + TASKS_WITHIN;
@@ -612,4 +679,38 @@ fn a_worker_that_does_not_answer_does_not_hold_up_stats() {
     assert!(a
         .iter()
         .any(|x| matches!(x, Action::StatsTasks { worker: 1, .. })));
+}
+
+#[test]
+fn the_selftests_detection_runs_no_virus_event() {
+    let mut g = G::new();
+    let id = g.next;
+    g.next += 1;
+    let name: Arc<str> = Arc::from(crate::ipc::observe::SELFTEST_LISTENER);
+    // As the executor hands it over: a TCP connection from [::]:0.
+    let a = g.on(Event::Accepted {
+        id,
+        listener: ListenerKind::Tcp,
+        name,
+        identity: Arc::new(Identity::Tcp("[::]:0".parse().unwrap())),
+        own_process: false,
+    });
+    assert!(!a.iter().any(|x| matches!(x, Action::Admitted { .. })));
+    let tenant = needs(&a)[0];
+    assert_eq!(hands(&g.up(1, tenant)), vec![(id, 1)]);
+    let found = |id| Report::Found {
+        conn: id,
+        virus: "Eicar-Signature".into(),
+        target: b"stream".to_vec(),
+    };
+    let a = g.report(1, found(id));
+    assert!(!a.iter().any(|x| matches!(x, Action::VirusEvent { .. })));
+    assert_eq!(violations(&a), 0);
+    // A client's detection on the same worker does run it.
+    let (c, a) = g.accept(tcp("192.0.2.1"));
+    assert!(a.contains(&Action::Admitted {
+        name: Arc::from("tcp")
+    }));
+    let a = g.report(1, found(c));
+    assert!(a.iter().any(|x| matches!(x, Action::VirusEvent { .. })));
 }

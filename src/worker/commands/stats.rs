@@ -16,8 +16,12 @@
 //! Who sees which tasks (the task lines keep clamd's format, which
 //! clamdtop and exporters parse): an administrator (root,
 //! `policy.unix.admin-users`/`admin-groups`) sees every task of the whole
-//! daemon, as in clamd — the worker asks the supervisor, which asks every
-//! worker, and shows its own tasks if no answer comes within a short wait;
+//! daemon, as in clamd, and the THREADS and QUEUE lines count every
+//! worker's pool (summed; the wait times are then left out, as clamd
+//! leaves them out of an empty queue) — the worker asks the supervisor,
+//! which asks every worker, and shows its own pool and tasks if no answer
+//! comes within a short wait; file names are escaped as log text is
+//! (`crate::log::escape`), so no name adds a line;
 //! anyone else sees only the tasks of its own identity (its uid, or its
 //! address prefix over TCP), and the others only as counts in the THREADS
 //! and QUEUE lines: file names being scanned for another user are that
@@ -25,6 +29,7 @@
 
 use std::fmt::Write;
 
+use super::super::shared::DaemonTasks;
 use super::super::{Peer, Shared};
 use crate::ipc::messages::TaskInfo;
 
@@ -34,7 +39,7 @@ pub enum Tasks {
     Own,
     /// Every task: the whole daemon's when the supervisor answered, else
     /// this worker's.
-    All(Option<(Vec<TaskInfo>, u32)>),
+    All(Option<DaemonTasks>),
 }
 
 pub fn render(shared: &Shared, peer: &Peer, tasks: Tasks, out: &mut Vec<u8>) {
@@ -42,16 +47,23 @@ pub fn render(shared: &Shared, peer: &Peer, tasks: Tasks, out: &mut Vec<u8>) {
     let mut s = String::with_capacity(512);
     let idle_timeout = shared.config.limits.idle_timeout;
     let _ = write!(s, "POOLS: 1\n\nSTATE: VALID PRIMARY\n");
+    let (threads, busy, queued, waits) = match &tasks {
+        Tasks::All(Some(d)) => (
+            d.pool.threads as usize,
+            d.pool.busy as usize,
+            d.pool.queued as usize,
+            None,
+        ),
+        _ => (snap.threads, snap.busy, snap.queued, snap.waits),
+    };
+    // STATS itself counts as the one busy thread clamd shows.
     let _ = writeln!(
         s,
-        "THREADS: live {}  idle {} max {} idle-timeout {}",
-        snap.threads,
-        snap.idle.len().saturating_sub(1),
-        snap.threads,
-        idle_timeout
+        "THREADS: live {threads}  idle {} max {threads} idle-timeout {idle_timeout}",
+        threads.saturating_sub(busy).saturating_sub(1),
     );
-    let _ = write!(s, "QUEUE: {} items", snap.queued);
-    if let Some((min, max, avg)) = snap.waits {
+    let _ = write!(s, "QUEUE: {queued} items");
+    if let Some((min, max, avg)) = waits {
         let _ = write!(
             s,
             " min_wait: {:.6} max_wait: {:.6} avg_wait: {:.6}",
@@ -65,7 +77,7 @@ pub fn render(shared: &Shared, peer: &Peer, tasks: Tasks, out: &mut Vec<u8>) {
     s.push_str("\tSTATS 0.000000 \n");
     let key = peer.key();
     let lines: Vec<TaskInfo> = match tasks {
-        Tasks::All(Some((daemon, _omitted))) => daemon,
+        Tasks::All(Some(daemon)) => daemon.tasks,
         Tasks::All(None) => snap.tasks.iter().map(|t| t.info()).collect(),
         Tasks::Own => snap
             .tasks
