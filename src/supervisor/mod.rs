@@ -24,6 +24,7 @@ pub mod lifecycle;
 mod listeners;
 mod memory;
 pub mod procs;
+mod proxied;
 mod run;
 mod status;
 mod tempdir;
@@ -197,13 +198,21 @@ fn serve(source: ConfigSource, readiness: &Readiness) -> Result<(), StartError> 
         let listeners = if activated.is_empty() {
             listeners::bind_from_config(&config).await?
         } else {
-            if config.unix_path().is_some() || !config.listen.tcp.is_empty() {
+            if config.unix_path().is_some()
+                || !config.listen.tcp.is_empty()
+                || !config.listen.tcp_proxy.is_empty()
+            {
                 tracing::info!("sockets come from systemd: [listen] unix and tcp are not bound");
             }
             listeners::from_systemd(activated)?
         };
         if listeners.is_empty() {
             return Err(StartError::NoListeners);
+        }
+        if listeners.iter().any(|l| l.proxy) && config.listen.proxy_from.is_empty() {
+            return Err(StartError::Failed(
+                "a PROXY listener (tcp-proxy) without balancers to trust: list them in listen.proxy-from".into(),
+            ));
         }
         listeners::log(&listeners);
         let from_systemd = listeners

@@ -497,8 +497,9 @@ impl Executor {
             return;
         };
         let allow = AllowList::new(self.config.tcp_allow().unwrap_or_default());
+        let proxy = Arc::new(super::proxied::Settings::from_config(&self.config));
         let (atx, mut arx) = mpsc::channel::<Accepted>(256);
-        self.accepting = listeners::start(listeners, allow, atx);
+        self.accepting = listeners::start(listeners, allow, proxy, atx);
         let tx = self.tx.clone();
         self.accepting.push(tokio::spawn(async move {
             while let Some(a) = arx.recv().await {
