@@ -41,6 +41,15 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Put this node in maintenance for the load balancer's agent (on), take it out (off), or ask (status).
+    Maint {
+        /// on, off or status.
+        #[arg(value_parser = ["on", "off", "status"])]
+        action: String,
+        /// The daemon's Unix socket (default: listen.unix of the configuration).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
     /// Internal: the engine holder, started by the supervisor.
     #[command(name = "__zygote", hide = true)]
     Zygote {
@@ -83,6 +92,7 @@ fn main() -> ExitCode {
             }
         },
         Some(Cmd::ConvertClamdConf { file }) => convert(&file),
+        Some(Cmd::Maint { action, socket }) => maint(&action, socket, source),
         Some(Cmd::Clamd { args }) => ExitCode::from(clamsentry::clamd_cli::main(&args)),
         Some(Cmd::Zygote { probe }) => {
             let mode = if probe {
@@ -108,6 +118,42 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `maint on|off|status`: prints `maintenance on` or `maintenance off`
+/// (exit 0), or why it could not ask (exit 1; 2 for a configuration that
+/// does not load).
+fn maint(action: &str, socket: Option<PathBuf>, source: ConfigSource) -> ExitCode {
+    use clamsentry::maint_cli::{run, Request};
+    let Some(request) = Request::parse(action) else {
+        return ExitCode::from(2);
+    };
+    let socket = match socket {
+        Some(s) => s,
+        None => match source.load() {
+            Ok(loaded) => match loaded.config.unix_path() {
+                Some(p) => p.to_path_buf(),
+                None => {
+                    eprintln!("clamsentry: the configuration has no Unix socket (listen.unix): give one with --socket");
+                    return ExitCode::from(2);
+                }
+            },
+            Err(e) => {
+                eprintln!("clamsentry: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match run(request, &socket) {
+        Ok(on) => {
+            println!("maintenance {}", if on { "on" } else { "off" });
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("clamsentry: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -20,9 +20,11 @@ mod children;
 mod dbwatch;
 pub mod gate;
 mod hangup;
+pub mod headroom;
 pub mod lifecycle;
 mod listeners;
 mod memory;
+pub mod node;
 pub mod procs;
 mod proxied;
 mod run;
@@ -418,6 +420,13 @@ fn lifecycle_settings(config: &Config) -> lifecycle::Settings {
         standby: config.limits.standby_workers as usize,
         drain_timeout: Duration::from_secs(config.limits.drain_timeout),
         max_workers: config.limits.max_workers as usize,
+        memory: config
+            .limits
+            .reload_memory_check
+            .then(|| lifecycle::MemoryCheck {
+                headroom: config.limits.reload_headroom.0,
+                retry: Duration::from_secs(config.limits.reload_retry),
+            }),
     }
 }
 

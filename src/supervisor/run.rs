@@ -74,10 +74,16 @@ pub struct Executor {
     status: ServiceStatus,
     listeners: Option<Vec<Listener>>,
     accepting: Vec<tokio::task::JoinHandle<()>>,
+    /// Passes accepted connections to the event loop; ends (saying
+    /// `AcceptStopped`) once the accept loops are gone and every
+    /// connection they accepted has been passed.
+    forwarding: bool,
     virus_events: Option<VirusEvents>,
     /// Refusal and eviction lines, per client.
     lines: Limiter<PeerKey>,
     pss: super::memory::Pss,
+    /// Maintenance, as administrators asked (`MAINT`).
+    node: super::node::Node,
 }
 
 impl Executor {
@@ -121,9 +127,11 @@ impl Executor {
             status: ServiceStatus::new(Notifier::from_env()),
             listeners: Some(listeners),
             accepting: Vec::new(),
+            forwarding: false,
             virus_events,
             lines: Limiter::new(config.log.peer_lines_per_minute, LOG_KEYS),
             pss: super::memory::Pss::default(),
+            node: super::node::Node::default(),
             tx,
             rx,
             config,
@@ -165,6 +173,12 @@ impl Executor {
                     self.children.sweep(Instant::now());
                     self.feed(Step::Gate(gate::Event::Tick))
                         .or_else(|| self.feed(Step::Life(lifecycle::Event::Tick)))
+                }
+                Input::Life(lifecycle::Event::AcceptStopped) => {
+                    // Everything accepted before the stop is in the gate:
+                    // no newcomer after this, then the workers drain.
+                    self.feed(Step::Gate(gate::Event::Stopping))
+                        .or_else(|| self.feed(Step::Life(lifecycle::Event::AcceptStopped)))
                 }
                 Input::Life(e) => {
                     let exited = match &e {
@@ -330,17 +344,31 @@ impl Executor {
                 command,
                 identity,
             } => {
-                let word = match command {
-                    AdminCommand::Reload => "RELOAD",
-                    AdminCommand::Shutdown => "SHUTDOWN",
+                let (word, event) = match command {
+                    AdminCommand::Reload => {
+                        ("RELOAD", Some(lifecycle::Event::Reload("RELOAD command")))
+                    }
+                    AdminCommand::Shutdown => {
+                        ("SHUTDOWN", Some(lifecycle::Event::Stop("SHUTDOWN command")))
+                    }
+                    AdminCommand::Maintenance(on) => {
+                        self.node.request(on, &identity);
+                        self.status.maintenance(self.node.maintenance());
+                        ("MAINT", None)
+                    }
                 };
                 tracing::info!(id, peer = %identity, command = word, "administrative command accepted");
-                self.children
-                    .try_send(worker, &ToWorker::AdminAccepted { conn: id });
-                queue.push_back(Step::Life(match command {
-                    AdminCommand::Reload => lifecycle::Event::Reload("RELOAD command"),
-                    AdminCommand::Shutdown => lifecycle::Event::Stop("SHUTDOWN command"),
-                }));
+                let maintenance = self.node.maintenance();
+                self.children.try_send(
+                    worker,
+                    &ToWorker::AdminAccepted {
+                        conn: id,
+                        maintenance,
+                    },
+                );
+                if let Some(event) = event {
+                    queue.push_back(Step::Life(event));
+                }
             }
             A::VirusEvent {
                 id: _,
@@ -461,12 +489,17 @@ impl Executor {
                 self.worker_gone(w, queue);
             }
             A::Ping(w, seq) => self.ping(w, seq),
+            A::MeasureMemory => {
+                let reading = super::headroom::read();
+                queue.push_back(Step::Life(lifecycle::Event::Memory(reading)));
+            }
             A::Notify(note) => {
                 match &note {
                     Note::Ready { .. } => self.start_accepting(),
-                    Note::Stopping => {
-                        self.stop_accepting();
+                    Note::Stopping if !self.stop_accepting() => {
+                        // Nothing was accepted: the workers may drain now.
                         queue.push_back(Step::Gate(gate::Event::Stopping));
+                        queue.push_back(Step::Life(lifecycle::Event::AcceptStopped));
                     }
                     _ => {}
                 }
@@ -501,22 +534,28 @@ impl Executor {
         let (atx, mut arx) = mpsc::channel::<Accepted>(256);
         self.accepting = listeners::start(listeners, allow, proxy, atx);
         let tx = self.tx.clone();
-        self.accepting.push(tokio::spawn(async move {
+        self.forwarding = true;
+        tokio::spawn(async move {
             while let Some(a) = arx.recv().await {
                 if tx.send(Input::Accepted(a)).await.is_err() {
                     return;
                 }
             }
-        }));
+            let _ = tx.send(Input::Life(lifecycle::Event::AcceptStopped)).await;
+        });
     }
 
     /// On stop: no new connection is accepted. Sockets from systemd stay
     /// open in systemd, which queues new connections for the next start.
-    fn stop_accepting(&mut self) {
+    /// What was accepted already still reaches the gate (PROXY headers
+    /// being read finish first); true when that is on its way, and
+    /// `AcceptStopped` will say when it has arrived.
+    fn stop_accepting(&mut self) -> bool {
         for task in self.accepting.drain(..) {
             task.abort();
         }
         self.listeners = None;
+        std::mem::take(&mut self.forwarding)
     }
 
     fn on_zygote(&mut self, g: lifecycle::GenId, msg: FromZygote) -> Option<Result<(), String>> {
@@ -607,6 +646,14 @@ impl Executor {
             FromWorker::Retire => Step::Life(lifecycle::Event::WorkerRetire(w)),
         };
         self.feed(step)
+    }
+
+    /// What the load balancer's agent shows about this node beyond the
+    /// machines' own state (maintenance, a reload waiting for memory):
+    /// hand it to the observer's snapshot with each update.
+    #[allow(dead_code)]
+    pub(crate) fn agent_view(&self) -> super::node::AgentView {
+        self.node.agent_view(self.life.reload_deferred())
     }
 
     fn ping(&mut self, w: WorkerId, seq: u64) {

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod daemons;
+pub mod holder;
 pub mod require;
 
 use std::path::{Path, PathBuf};
