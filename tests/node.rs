@@ -356,6 +356,11 @@ fn sigterm_under_socket_activation_finishes_in_flight_scans_and_new_ones_wait() 
         talk(&u, &[b"zPING\0"], T).ok().as_deref() == Some(b"PONG\0")
     });
     assert_eq!(scan(&t), FOUND);
+    assert!(
+        first.log().contains("from systemd (listener tcp"),
+        "{}",
+        first.log()
+    );
     // A scan in flight: half its stream sent, and its worker has it.
     let started = |log: String| {
         log.lines()

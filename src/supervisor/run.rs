@@ -357,7 +357,12 @@ impl Executor {
                         ("MAINT", None)
                     }
                 };
-                tracing::info!(id, peer = %identity, command = word, "administrative command accepted");
+                if command == AdminCommand::Maintenance(None) {
+                    // A question (an agent may ask every second): not news.
+                    tracing::debug!(id, peer = %identity, command = word, "administrative command accepted");
+                } else {
+                    tracing::info!(id, peer = %identity, command = word, "administrative command accepted");
+                }
                 let maintenance = self.node.maintenance();
                 self.children.try_send(
                     worker,

@@ -56,9 +56,27 @@ impl Holder {
     /// service: the sockets at descriptors 3, 4, …, and `LISTEN_PID` the
     /// program's own pid (set by a shell that then execs it).
     pub fn command(&self, program: &Path, args: &[&str]) -> Command {
+        self.command_in("", &[], program, args)
+    }
+
+    /// The same, with `prelude` shell commands run first (e.g. joining a
+    /// cgroup: `echo $$ > …/cgroup.procs &&`), then started through
+    /// `wrapper` (e.g. `nsenter --net=… --`, which execs in place).
+    pub fn command_in(
+        &self,
+        prelude: &str,
+        wrapper: &[&str],
+        program: &Path,
+        args: &[&str],
+    ) -> Command {
         let mut c = Command::new("/bin/sh");
         c.arg("-c")
-            .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
+            .arg(format!("{prelude} exec \"$@\""))
+            .arg("sh")
+            .args(wrapper)
+            .arg("/bin/sh")
+            .arg("-c")
+            .arg("export LISTEN_PID=$$; exec \"$0\" \"$@\"")
             .arg(program)
             .args(args)
             .env("LISTEN_FDS", self.sockets.len().to_string())
