@@ -38,7 +38,7 @@ pub mod daemonize;
 pub mod engine;
 pub mod ipc;
 pub mod log;
-pub mod maint_cli;
+pub mod node_cli;
 pub mod pidfile;
 pub mod policy;
 pub mod proto;

@@ -418,3 +418,46 @@ fn sigterm_under_socket_activation_finishes_in_flight_scans_and_new_ones_wait() 
     );
     drop(first);
 }
+
+/// `clamsentry probe`: `ping` is clamd's PING (what a liveness probe
+/// should ask: a dead engine fails it, not only a closed port); `ready`
+/// reads the HAProxy agent's line. The agent is the observer process's,
+/// not on this branch: a listener of the test's answers its lines here.
+#[test]
+fn probes_for_an_orchestrator() {
+    let db = TestDb::new();
+    let d = Daemon::clamsentry(db.path(), &[]);
+    let probe = |args: &[&str]| {
+        let out = Command::new(BIN).arg("probe").args(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        )
+    };
+    let sock = d.unix.display().to_string();
+    assert_eq!(probe(&["ping", "--socket", &sock]).0, 0);
+    assert_eq!(probe(&["ping", "--tcp", &d.tcp.to_string()]).0, 0);
+    let config = d.dir.path().join("clamsentry.toml").display().to_string();
+    assert_eq!(probe(&["ping", "--config", &config]).0, 0);
+    let (code, _, err) = probe(&["ping", "--socket", "/nonexistent.sock"]);
+    assert!(code == 1 && err.contains("cannot connect"), "{err}");
+    for (line, code) in [
+        ("up ready 75%\n", 0),
+        ("up drain #stopping: finishing the scans in flight\n", 1),
+        ("up maint #maintenance requested by an administrator\n", 1),
+        ("down #no status from the daemon for 9 s\n", 1),
+    ] {
+        let agent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = agent.local_addr().unwrap().to_string();
+        let answer = std::thread::spawn(move || {
+            use std::io::Write;
+            let (mut c, _) = agent.accept().unwrap();
+            c.write_all(line.as_bytes()).unwrap();
+        });
+        let (got, out, err) = probe(&["ready", "--agent", &addr]);
+        answer.join().unwrap();
+        assert_eq!(got, code, "{line}: {out} {err}");
+    }
+    assert_eq!(probe(&["ready"]).0, 2, "--agent is needed");
+}
