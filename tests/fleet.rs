@@ -326,7 +326,11 @@ impl Load {
     /// after its --max-seconds).
     fn complete(mut self) -> Vec<Scan> {
         let status = self.child.wait().unwrap();
-        assert!(status.success(), "load.py failed: {status}");
+        assert!(
+            status.success(),
+            "load.py failed ({status}): {}",
+            std::fs::read_to_string(self.out.with_extension("err")).unwrap_or_default()
+        );
         self.results()
     }
 
@@ -348,6 +352,14 @@ impl Load {
 
     fn done(&self) -> usize {
         self.results().len()
+    }
+}
+
+impl Drop for Load {
+    /// A load left running by a failed assertion ends with the test.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
