@@ -42,6 +42,7 @@ pub mod node_cli;
 pub mod pidfile;
 pub mod policy;
 pub mod proto;
+pub mod safe_fs;
 pub mod sandbox;
 pub mod socket_setup;
 pub mod supervisor;

@@ -409,3 +409,56 @@ fn clamdtop_over_tcp_without_stats_shows_the_refusal_and_quits() {
     tmux_kill(&session);
     assert!(text.contains("EXIT=0"), "q quits clamdtop: {text}");
 }
+
+/// clamdtop holds one IDSESSION and polls STATS in it: a pooled session
+/// client. When the session reaches `limits.max-session-seconds` it is
+/// ended as clamd ends an idle session, and clamdtop reconnects by itself
+/// and goes on showing the pool. Over TCP: clamdtop 1.4 cannot reconnect a
+/// Unix-socket connection at all (it keeps no address for one and exits
+/// with "Failed to reconnect", against clamd too).
+#[test]
+fn clamdtop_reconnects_when_its_session_reaches_its_lifetime() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("SKIP: no tmux");
+        return;
+    }
+    let db = TestDb::new();
+    let d = Daemon::clamsentry(
+        db.path(),
+        &[
+            ("limits", "max-session-seconds = 2"),
+            (
+                "policy.tcp",
+                "commands = [\"PING\", \"VERSION\", \"IDSESSION\", \"END\", \"STATS\"]",
+            ),
+        ],
+    );
+    let (session, out) = clamdtop_in_tmux(&d.tcp.to_string(), d.dir.path());
+    let ended = || {
+        d.log()
+            .matches("IDSESSION ended: limits.max-session-seconds reached")
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while ended() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let sessions_ended = ended();
+    // Still running, and showing the pool over its newest session.
+    let mut screen = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        screen = tmux_screen(&session);
+        if screen.contains("ClamAV 1.4.6") && screen.contains("Pool:") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let exited = std::fs::read_to_string(&out).unwrap_or_default();
+    tmux_kill(&session);
+    println!("{screen}");
+    println!("sessions ended by their lifetime: {sessions_ended}");
+    assert!(sessions_ended >= 3, "{}", d.log());
+    assert!(!exited.contains("EXIT="), "clamdtop gave up: {exited}");
+    assert!(screen.contains("ClamAV 1.4.6"), "{screen}");
+}

@@ -380,9 +380,7 @@ fn sigterm_under_socket_activation_finishes_in_flight_scans_and_new_ones_wait() 
     )
     .unwrap();
     eventually("the stop began", Duration::from_secs(30), || {
-        first
-            .log()
-            .contains("stopping: workers finish their requests")
+        first.log().contains("stopping: draining workers")
     });
     // The scan in flight finishes with its answer.
     in_flight.send(&whole[whole.len() / 2..]).unwrap();

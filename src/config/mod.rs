@@ -98,6 +98,10 @@ pub struct SandboxConfig {
     /// "identity": a worker per client identity (a uid; TCP clients
     /// together); "connection": a worker per connection.
     pub isolation: String,
+    /// "required": refuse to start when the workers' system-call filter
+    /// (no sockets, no connect, …) cannot be installed; "best-effort": run
+    /// without it and say so in the status.
+    pub seccomp: String,
 }
 
 impl Default for SandboxConfig {
@@ -106,6 +110,7 @@ impl Default for SandboxConfig {
             user: "clamsentry".into(),
             landlock: "required".into(),
             isolation: "identity".into(),
+            seccomp: "required".into(),
         }
     }
 }
@@ -114,6 +119,12 @@ impl SandboxConfig {
     /// Whether start-up must fail when Landlock cannot be applied.
     pub fn landlock_required(&self) -> bool {
         self.landlock == "required"
+    }
+
+    /// Whether start-up must fail when the system-call filter cannot be
+    /// installed.
+    pub fn seccomp_required(&self) -> bool {
+        self.seccomp == "required"
     }
 }
 
@@ -135,10 +146,12 @@ pub struct ListenConfig {
     /// Octal permission bits of the Unix socket.
     pub unix_mode: String,
     /// Owner of the Unix socket file clamsentry creates (a user name or a
-    /// number); empty: the user clamsentry runs as.
+    /// number), who creates it (as clamd's User); empty: the user
+    /// clamsentry runs as.
     pub unix_owner: String,
     /// Group of the Unix socket file (clamd's LocalSocketGroup); empty: the
-    /// group clamsentry runs as.
+    /// owner's primary group when `unix_owner` is set, else the group
+    /// clamsentry runs as.
     pub unix_group: String,
     /// Length of the queue of connections not yet accepted, for the sockets
     /// clamsentry binds itself (clamd's MaxConnectionQueueLength).
@@ -223,6 +236,13 @@ pub struct LimitsConfig {
     pub idle_timeout: u64,
     pub max_command_length: ByteSize,
     pub max_session_commands: u32,
+    /// Seconds an IDSESSION may last; it ends at the next command boundary
+    /// after this (the reply in progress is sent first). 0: no bound.
+    pub max_session_seconds: u64,
+    /// Scanning threads per worker beyond its share of `max_threads`, which
+    /// only run jobs of a client that has fewer running scans than its fair
+    /// share: one client's slow inputs cannot hold every thread.
+    pub reserve_threads: u32,
 }
 
 impl LimitsConfig {
@@ -388,9 +408,12 @@ impl Default for TcpPolicy {
 pub struct LogConfig {
     /// error, warn, info, debug or trace.
     pub level: String,
-    /// Refusals and client errors logged per peer and minute, in each
-    /// worker; more are counted and summarised ("suppressed N").
+    /// Refusals, client errors and warnings logged per client identity and
+    /// minute (supervisor and workers together); more are counted and
+    /// summarised ("suppressed=N").
     pub peer_lines_per_minute: u32,
+    /// Scan results and debug lines logged per client identity and minute.
+    pub result_lines_per_minute: u32,
     /// Log clean scan results at info (otherwise at debug).
     pub clean: bool,
     /// Where log lines go: "auto" (journald when stderr is connected to the
@@ -410,7 +433,7 @@ pub struct ServiceConfig {
     /// "tcp" are always known.
     pub sockets: std::collections::BTreeMap<String, String>,
     /// File the daemon writes its process id to (clamd's PidFile); empty:
-    /// none.
+    /// none. Only a regular file of the daemon's own user there is replaced.
     pub pid_file: PathBuf,
 }
 
@@ -478,6 +501,8 @@ impl Default for LimitsConfig {
             idle_timeout: 120,
             max_command_length: ByteSize(4104),
             max_session_commands: 10_000,
+            max_session_seconds: 600,
+            reserve_threads: 2,
         }
     }
 }
@@ -563,6 +588,7 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             peer_lines_per_minute: 30,
+            result_lines_per_minute: 6000,
             clean: false,
             target: "auto".into(),
         }
@@ -730,6 +756,18 @@ impl Config {
         if l.max_session_commands == 0 {
             return Err(("limits.max-session-commands", "must be at least 1".into()));
         }
+        if l.max_session_seconds > 86_400 {
+            return Err((
+                "limits.max-session-seconds",
+                "must be between 1 and 86400 seconds, or 0 for no bound".into(),
+            ));
+        }
+        if l.reserve_threads > 64 {
+            return Err((
+                "limits.reserve-threads",
+                "must be between 0 and 64 (threads per worker beyond its share of limits.max-threads)".into(),
+            ));
+        }
         if l.max_connections_per_client == 0 {
             return Err((
                 "limits.max-connections-per-client",
@@ -804,7 +842,10 @@ impl Config {
                 "is empty, so no client could connect over TCP: list the networks that may (e.g. [\"127.0.0.0/8\"])".into(),
             ));
         }
-        if let Some(open) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+        if let Some(open) = addrs
+            .iter()
+            .find(|a| !crate::policy::peer::canonical(a.ip()).is_loopback())
+        {
             if allow.iter().all(|n| n.addr().is_loopback()) {
                 return Err((
                     "listen.tcp-allow",
@@ -916,8 +957,20 @@ impl Config {
                 ),
             ));
         }
+        if !matches!(self.sandbox.seccomp.as_str(), "required" | "best-effort") {
+            return Err((
+                "sandbox.seccomp",
+                format!(
+                    "{:?} is not a choice: use \"required\" or \"best-effort\"",
+                    self.sandbox.seccomp
+                ),
+            ));
+        }
         if self.log.peer_lines_per_minute == 0 {
             return Err(("log.peer-lines-per-minute", "must be at least 1".into()));
+        }
+        if self.log.result_lines_per_minute == 0 {
+            return Err(("log.result-lines-per-minute", "must be at least 1".into()));
         }
         if !matches!(self.log.target.as_str(), "auto" | "journald" | "stderr") {
             return Err((

@@ -113,6 +113,25 @@ impl Verdict {
         ]
         .contains(code))
     }
+
+    /// The verdict for a scan written off for running past
+    /// `scan.max-scan-time` (libclamav did not stop it): what libclamav
+    /// itself reports when it stops a scan at its time limit —
+    /// `Heuristics.Limits.Exceeded.MaxScanTime` with
+    /// `scan.alert-exceeds-max`, else its error for the limit (`Exceeded
+    /// time limit`; clamd 1.4.6 turns a stopped scan into `OK` instead,
+    /// which would be a clean verdict for a file nobody scanned).
+    pub fn time_limit(alert_exceeds_max: bool) -> Verdict {
+        if alert_exceeds_max {
+            Verdict::Found(vec!["Heuristics.Limits.Exceeded.MaxScanTime".into()])
+        } else {
+            let code = sys::cl_error_t::CL_ETIMEOUT.0;
+            Verdict::Error {
+                code,
+                message: strerror(code),
+            }
+        }
+    }
 }
 
 static INIT: OnceLock<u32> = OnceLock::new();
@@ -147,11 +166,13 @@ pub fn version() -> String {
 /// signature container (`daily.cvd`, `daily.cld`), read as libclamav's
 /// `cl_cvdhead` reads it: the first 512 bytes up to the first line end,
 /// trailing blanks cut, parsed by `cl_cvdparse`. `None` when the file is
-/// missing, unreadable or not a container.
+/// missing, unreadable, not a container, or not a regular file (never a
+/// link, FIFO or device: `clamd -V` runs as root in freshclam's directory;
+/// see [`crate::safe_fs::open_regular`]).
 pub fn cvd_head(path: &Path) -> Option<(u32, u64)> {
     use std::io::Read;
     let mut head = Vec::with_capacity(512);
-    std::fs::File::open(path)
+    crate::safe_fs::open_regular(path)
         .ok()?
         .take(512)
         .read_to_end(&mut head)
@@ -409,7 +430,7 @@ impl Engine {
             return Err(EngineError::Load { dir: shown, reason });
         }
         for d in details {
-            tracing::warn!(source = "libclamav", "{d}");
+            tracing::warn!(library = "libclamav", "{d}");
         }
         if sigs == 0 {
             return Err(EngineError::Empty { dir: shown });
@@ -599,12 +620,12 @@ unsafe extern "C" fn on_message(
             None => false,
         });
         if !kept {
-            tracing::warn!(source = "libclamav", "{text}");
+            tracing::warn!(library = "libclamav", "{text}");
         }
     } else if severity == sys::cl_msg::CL_MSG_WARN {
-        tracing::info!(source = "libclamav", "{text}");
+        tracing::info!(library = "libclamav", "{text}");
     } else {
-        tracing::trace!(source = "libclamav", "{text}");
+        tracing::trace!(library = "libclamav", "{text}");
     }
 }
 

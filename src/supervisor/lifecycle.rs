@@ -47,11 +47,11 @@
 //! Which message may arrive in which state ([`worker_message_allowed`],
 //! [`zygote_message_allowed`]); anything else ends the process that sent it:
 //!
-//! | worker state | Hello | Pong | Active, Closed, Found | Admin | Retire |
-//! |---|---|---|---|---|---|
-//! | forking (no Hello yet) | yes | — | — | — | — |
-//! | serving | — | yes | yes | yes | yes |
-//! | draining | — | yes | yes | yes | — |
+//! | worker state | Hello | Pong | Active, Closed, Found | Admin | Retire | StreamWant, StatsTasks, TaskList |
+//! |---|---|---|---|---|---|---|
+//! | forking (no Hello yet) | yes | — | — | — | — | — |
+//! | serving | — | yes | yes | yes | yes | yes |
+//! | draining | — | yes | yes | yes | yes (nothing to do) | yes |
 //!
 //! | zygote state | Progress | Ready | LoadFailed | ForkFailed |
 //! |---|---|---|---|---|
@@ -67,7 +67,7 @@ use super::gate::Tenant;
 use super::headroom::{self, Shortfall};
 use super::procs::Ended;
 use crate::engine::LoadProgress;
-use crate::ipc::messages::{EngineReady, Fleet};
+use crate::ipc::messages::{EngineReady, Fleet, RetireReason};
 
 pub type GenId = u64;
 pub type WorkerId = u64;
@@ -131,6 +131,8 @@ pub enum WorkerMsg {
     Conn,
     Admin,
     Retire,
+    /// Stream memory and task lists (`StreamWant`, `StatsTasks`, `TaskList`).
+    Share,
 }
 
 /// Zygote messages, by kind.
@@ -162,8 +164,8 @@ pub enum Event {
     },
     WorkerExited(WorkerId, Ended),
     /// The worker asks to be replaced (its temporary directory failed, or
-    /// a scan ran past its time limit).
-    WorkerRetire(WorkerId),
+    /// a scan ran past its time limit); it drains itself.
+    WorkerRetire(WorkerId, RetireReason),
     /// A worker for this tenant is needed (from the gate).
     Want(Tenant),
     /// The gate does not need this worker any more.
@@ -334,7 +336,9 @@ fn worker_message_allowed(s: WState, m: WorkerMsg) -> bool {
             | (WState::Serving | WState::Draining, WorkerMsg::Pong)
             | (WState::Serving | WState::Draining, WorkerMsg::Conn)
             | (WState::Serving | WState::Draining, WorkerMsg::Admin)
-            | (WState::Serving, WorkerMsg::Retire)
+            // A worker may ask to retire at the moment it is told to drain.
+            | (WState::Serving | WState::Draining, WorkerMsg::Retire)
+            | (WState::Serving | WState::Draining, WorkerMsg::Share)
     )
 }
 
@@ -478,9 +482,15 @@ impl Machine {
                 healthy,
             } => self.pong(worker, (scans, found, errors), healthy, now, &mut out),
             Event::WorkerExited(w, how) => self.worker_exited(w, how, now, &mut out),
-            Event::WorkerRetire(w) => {
-                if let Some(worker) = self.workers.get(&w) {
-                    tracing::warn!(worker = w, tenant = ?worker.tenant, "worker retires (a scan ran past its time limit, or its temporary directory failed); its client gets a fresh one");
+            Event::WorkerRetire(w, reason) => {
+                // Already draining: nothing more to do.
+                if let Some(worker) = self.workers.get(&w).filter(|x| x.state == WState::Serving) {
+                    tracing::warn!(
+                        worker = w,
+                        tenant = ?worker.tenant,
+                        reason = reason.as_str(),
+                        "worker retires; its client gets a fresh one"
+                    );
                     self.drain(w, now, &mut out);
                 }
             }
@@ -1072,7 +1082,7 @@ impl Machine {
         tracing::info!(
             trigger,
             drain_timeout_s = self.s.drain_timeout.as_secs(),
-            "stopping: workers finish their requests (limits.drain-timeout)"
+            "stopping: draining workers"
         );
         out.push(Action::Notify(Note::Stopping));
         self.closing = true;

@@ -20,8 +20,10 @@
 //!   without a TCP client (UDP, UNIX, UNSPEC) is refused: there would be no
 //!   client to apply the policy to.
 //!
-//! Every refusal is logged with its reason, within a budget per source
-//! (`log.peer-lines-per-minute` per balancer or client prefix).
+//! Every refusal is logged with its reason, within the per-identity budget
+//! every refusal shares (`log.peer-lines-per-minute`, `log::limiter::
+//! PeerBudgets`), charged to the balancer or, for a client outside
+//! `tcp-allow`, to that client.
 //!
 //! **Why the root supervisor reads these bytes**, when it otherwise never
 //! reads a byte a client sends: the identity that every share and policy
@@ -41,20 +43,16 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use crate::log::limiter::{Limiter, Verdict};
+use crate::log::limiter::{Class, PeerBudgets};
 use crate::policy::network::AllowList;
 use crate::policy::peer::canonical;
 use crate::policy::{PeerKey, Prefixes};
 use crate::proto::proxy::{self, Command, Decoded, Header, Invalid, MAX_HEADER};
-
-/// How many sources the refusal log tracks separately (beyond, they share
-/// one budget).
-const LOG_KEYS: usize = 1024;
 
 /// What a PROXY listener is configured with.
 pub struct Settings {
@@ -67,19 +65,20 @@ pub struct Settings {
     /// `listen.proxy-pending`.
     pub pending: u32,
     pub prefixes: Prefixes,
-    lines: Mutex<Limiter<PeerKey>>,
+    budgets: Arc<PeerBudgets>,
     reading: Mutex<HashMap<IpAddr, u32>>,
 }
 
 impl Settings {
-    pub fn from_config(config: &crate::config::Config) -> Settings {
+    /// `budgets`: the daemon's per-identity log budgets.
+    pub fn from_config(config: &crate::config::Config, budgets: Arc<PeerBudgets>) -> Settings {
         Settings::new(
             AllowList::new(config.proxy_from().unwrap_or_default()),
             AllowList::new(config.tcp_allow().unwrap_or_default()),
             Duration::from_secs(config.listen.proxy_timeout),
             config.listen.proxy_pending,
             config.limits.prefixes(),
-            config.log.peer_lines_per_minute,
+            budgets,
         )
     }
 
@@ -89,7 +88,7 @@ impl Settings {
         timeout: Duration,
         pending: u32,
         prefixes: Prefixes,
-        lines_per_minute: u32,
+        budgets: Arc<PeerBudgets>,
     ) -> Settings {
         Settings {
             from,
@@ -97,7 +96,7 @@ impl Settings {
             timeout,
             pending,
             prefixes,
-            lines: Mutex::new(Limiter::new(lines_per_minute, LOG_KEYS)),
+            budgets,
             reading: Mutex::default(),
         }
     }
@@ -120,8 +119,7 @@ impl Settings {
 
     /// Logs a refused connection within the budget of `key`.
     fn refused(&self, listener: &str, peer: SocketAddr, key: PeerKey, why: &Refusal) {
-        let verdict = lock(&self.lines).check(&key, Instant::now());
-        if let Verdict::Allow { suppressed } = verdict {
+        if let Some(suppressed) = self.budgets.allow(Class::Lines, key) {
             tracing::warn!(
                 listener,
                 peer = %peer,
@@ -396,7 +394,7 @@ mod tests {
             Duration::from_secs(5),
             2,
             Prefixes::default(),
-            30,
+            Arc::new(PeerBudgets::new(30, 6000)),
         ));
         let a: IpAddr = "192.0.2.10".parse().unwrap();
         let b: IpAddr = "192.0.2.11".parse().unwrap();

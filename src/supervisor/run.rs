@@ -29,15 +29,11 @@ use crate::config::Config;
 use crate::daemonize::Readiness;
 use crate::engine::{LoadPhase, LoadProgress};
 use crate::ipc::messages::{AdminCommand, FromWorker, FromZygote, ToWorker};
-use crate::log::limiter::{Limiter, Verdict};
+use crate::log::limiter::{Class, PeerBudgets};
 use crate::policy::network::AllowList;
 use crate::policy::{Identity, PeerKey};
 use crate::systemd::notify::Notifier;
 use crate::virus_event::VirusEvents;
-
-/// Peers whose refusal and eviction lines are counted separately (beyond,
-/// they share one budget; see `log::limiter`).
-const LOG_KEYS: usize = 4096;
 
 /// How long a connection may wait for room in its worker's queue.
 const HAND_WITHIN: Duration = Duration::from_secs(5);
@@ -79,8 +75,11 @@ pub struct Executor {
     /// connection they accepted has been passed.
     forwarding: bool,
     virus_events: Option<VirusEvents>,
-    /// Refusal and eviction lines, per client.
-    lines: Limiter<PeerKey>,
+    /// The per-identity log budgets (`log.peer-lines-per-minute`,
+    /// `log.result-lines-per-minute`): admission refusals, evictions, the
+    /// broker's refusals and the workers' relayed lines share them.
+    budgets: Arc<PeerBudgets>,
+    last_report: Instant,
     pss: super::memory::Pss,
     /// Maintenance, as administrators asked (`MAINT`).
     node: super::node::Node,
@@ -90,12 +89,17 @@ impl Executor {
     pub fn new(
         config: Arc<Config>,
         text: String,
-        children: impl FnOnce(mpsc::Sender<Input>) -> Children,
+        temp: super::tempdir::TempRoot,
         virus_events: Option<VirusEvents>,
         listeners: Vec<Listener>,
     ) -> std::io::Result<Executor> {
         let (tx, rx) = mpsc::channel(1024);
         let authority = Arc::new(Authority::default());
+        let budgets = Arc::new(PeerBudgets::new(
+            config.log.peer_lines_per_minute,
+            config.log.result_lines_per_minute,
+        ));
+        let prefixes = config.limits.prefixes();
         let scan = &config.scan;
         let broker = Arc::new(Broker {
             rules: super::broker::resolve::Rules::new(
@@ -105,6 +109,15 @@ impl Executor {
             ),
             authority: Arc::clone(&authority),
             handles_per_conn: (scan.max_directory_recursion as usize).clamp(1, 62) + 2,
+            budgets: Arc::clone(&budgets),
+            prefixes,
+        });
+        let relay = Arc::new(super::logrelay::Relay {
+            authority: Arc::clone(&authority),
+            prefixes,
+            budgets: Arc::clone(&budgets),
+            lines_per_minute: config.log.peer_lines_per_minute,
+            volume_per_minute: config.log.result_lines_per_minute,
         });
         let htx = tx.clone();
         let hangups = Watch::start(move |id| {
@@ -118,7 +131,7 @@ impl Executor {
                     .then(|| Duration::from_secs(config.service.exit_when_idle)),
             ),
             life: Machine::new(super::lifecycle_settings(&config)),
-            children: children(tx.clone()),
+            children: Children::new(temp, tx.clone(), relay),
             authority,
             broker,
             hangups,
@@ -129,7 +142,8 @@ impl Executor {
             accepting: Vec::new(),
             forwarding: false,
             virus_events,
-            lines: Limiter::new(config.log.peer_lines_per_minute, LOG_KEYS),
+            budgets,
+            last_report: Instant::now(),
             pss: super::memory::Pss::default(),
             node: super::node::Node::default(),
             tx,
@@ -170,7 +184,12 @@ impl Executor {
             };
             let done = match input {
                 Input::Tick => {
-                    self.children.sweep(Instant::now());
+                    let now = Instant::now();
+                    self.children.sweep(now);
+                    if now.duration_since(self.last_report) >= Duration::from_secs(2) {
+                        self.last_report = now;
+                        super::logrelay::report_expired(&self.budgets, now);
+                    }
                     self.feed(Step::Gate(gate::Event::Tick))
                         .or_else(|| self.feed(Step::Life(lifecycle::Event::Tick)))
                 }
@@ -268,7 +287,7 @@ impl Executor {
             } => {
                 self.sockets.remove(&id);
                 let key = PeerKey::of(&identity, self.config.limits.prefixes());
-                if let Verdict::Allow { suppressed } = self.lines.check(&key, Instant::now()) {
+                if let Some(suppressed) = self.budgets.allow(Class::Lines, key) {
                     let what = match why {
                         gate::Refusal::Limit(_) => {
                             "connection refused: limit reached and no idle connection to close"
@@ -315,7 +334,7 @@ impl Executor {
                     );
                 }
                 if why != gate::Eviction::WorkerGone {
-                    if let Verdict::Allow { suppressed } = self.lines.check(&key, Instant::now()) {
+                    if let Some(suppressed) = self.budgets.allow(Class::Lines, key) {
                         tracing::info!(id, peer = %identity, client = %key, suppressed, "{}", why.as_str());
                     }
                 }
@@ -334,10 +353,30 @@ impl Executor {
             A::ReleaseWorker(w) => queue.push_back(Step::Life(lifecycle::Event::Release(w))),
             A::Threads { worker, limit } => {
                 tracing::debug!(worker, limit, "scan thread share");
+                self.children.send(worker, &ToWorker::Threads { limit });
             }
             A::StreamGrant { worker, bytes } => {
                 tracing::debug!(worker, bytes, "stream memory lease");
+                self.children.send(worker, &ToWorker::StreamGrant { bytes });
             }
+            A::QueryTasks { seq, workers } => {
+                for w in workers {
+                    self.children.try_send(w, &ToWorker::TaskQuery { seq });
+                }
+            }
+            A::StatsTasks {
+                worker,
+                conn,
+                tasks,
+                omitted,
+            } => self.children.send(
+                worker,
+                &ToWorker::StatsTasks {
+                    conn,
+                    tasks,
+                    omitted,
+                },
+            ),
             A::Admin {
                 id,
                 worker,
@@ -535,7 +574,10 @@ impl Executor {
             return;
         };
         let allow = AllowList::new(self.config.tcp_allow().unwrap_or_default());
-        let proxy = Arc::new(super::proxied::Settings::from_config(&self.config));
+        let proxy = Arc::new(super::proxied::Settings::from_config(
+            &self.config,
+            Arc::clone(&self.budgets),
+        ));
         let (atx, mut arx) = mpsc::channel::<Accepted>(256);
         self.accepting = listeners::start(listeners, allow, proxy, atx);
         let tx = self.tx.clone();
@@ -612,7 +654,10 @@ impl Executor {
                 WorkerMsg::Conn
             }
             FromWorker::Admin { .. } => WorkerMsg::Admin,
-            FromWorker::Retire => WorkerMsg::Retire,
+            FromWorker::Retire { .. } => WorkerMsg::Retire,
+            FromWorker::StreamWant { .. }
+            | FromWorker::StatsTasks { .. }
+            | FromWorker::TaskList { .. } => WorkerMsg::Share,
         };
         if let Err(why) = self.life.check_worker(w, kind) {
             return self.feed(Step::Life(lifecycle::Event::Violation(Who::Worker(w), why)));
@@ -648,7 +693,18 @@ impl Executor {
                 target,
             }),
             FromWorker::Admin { conn, command } => report(gate::Report::Admin { conn, command }),
-            FromWorker::Retire => Step::Life(lifecycle::Event::WorkerRetire(w)),
+            FromWorker::Retire { reason } => Step::Life(lifecycle::Event::WorkerRetire(w, reason)),
+            FromWorker::StreamWant { bytes } => report(gate::Report::StreamWant(bytes)),
+            FromWorker::StatsTasks { conn } => report(gate::Report::StatsTasks { conn }),
+            FromWorker::TaskList {
+                seq,
+                tasks,
+                omitted,
+            } => report(gate::Report::TaskList {
+                seq,
+                tasks,
+                omitted,
+            }),
         };
         self.feed(step)
     }

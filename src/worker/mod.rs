@@ -10,8 +10,11 @@
 //! Start-up, still single-threaded: close the engine holder's descriptors,
 //! point the engine at the worker's own temporary directory, narrow the
 //! sandbox to that directory (a second Landlock layer: no signature files,
-//! no other worker's files), start the scan pool and the I/O runtime, then
-//! forbid new tasks (`RLIMIT_NPROC` = 0: no fork, no thread), say hello.
+//! no other worker's files), build the I/O runtime (tokio makes its signal
+//! driver's socket pair now), add the worker's layer of the system-call
+//! filter (no `socketpair`, no process; the engine holder's layer, no
+//! sockets and no connect, is inherited), start the scan pool, then forbid
+//! new tasks (`RLIMIT_NPROC` = 0: no fork, no thread), say hello.
 //!
 //! A worker never decides anything for the daemon: RELOAD and SHUTDOWN are
 //! passed to the supervisor with the connection id, and the supervisor
@@ -25,6 +28,7 @@ pub mod pool;
 pub mod process;
 mod shared;
 mod stream;
+pub mod streams;
 pub mod watchdog;
 
 use std::os::fd::OwnedFd;
@@ -98,12 +102,14 @@ fn serve(
         .map_err(|e| e.to_string())?;
     config.scan.temporary_directory = start.temp_dir.clone();
     let landlock = sandbox::narrow_to(&start.temp_dir).map_err(|e| e.to_string())?;
-    tracing::debug!(worker = start.worker, landlock = ?landlock, "worker narrowed its sandbox to its temporary directory");
+    tracing::debug!(landlock = ?landlock, "worker narrowed its sandbox to its temporary directory");
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    // The runtime made its socket pair; still one thread.
+    seal(&config)?;
     let config = Arc::new(config);
     runtime.block_on(async move {
         let control = Arc::new(AsyncChannel::new(control).map_err(|e| e.to_string())?);
@@ -131,9 +137,22 @@ fn serve(
             .await
             .map_err(|e| format!("control channel: {e}"))?;
         tokio::spawn(forward(Arc::clone(&control), rx));
+        tokio::spawn(watch_overruns(Arc::clone(&shared)));
         control_loop(control, shared).await;
         Ok(())
     })
+}
+
+/// Adds the worker's layer of the system-call filter; a failure is fatal
+/// unless `sandbox.seccomp = "best-effort"` (then the engine holder said so
+/// already).
+fn seal(config: &Config) -> Result<(), String> {
+    match sandbox::seal_worker().map_err(|e| e.to_string())? {
+        sandbox::SeccompState::Failed { reason } if config.sandbox.seccomp_required() => Err(
+            format!("the worker's system-call filter cannot be installed: {reason}"),
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Sends what connections report (active, closed, RELOAD/SHUTDOWN, found)
@@ -191,25 +210,100 @@ async fn control_loop(control: Arc<AsyncChannel>, shared: Arc<Shared>) {
                 shared.admin_accepted(conn, maintenance)
             }
             Ok(ToWorker::Drain) => {
-                tracing::info!(
-                    worker = shared.worker,
-                    "draining: finishing in-flight requests"
-                );
+                tracing::info!("draining: finishing in-flight requests");
                 shared.drain();
             }
+            Ok(ToWorker::Threads { limit }) => {
+                tracing::debug!(limit, "scan threads permitted at once");
+                shared.pool.set_limit(limit as usize);
+            }
+            Ok(ToWorker::StreamGrant { bytes }) => shared.streams.set_grant(bytes),
+            Ok(ToWorker::TaskQuery { seq }) => {
+                let (tasks, omitted) = shared.task_list();
+                let list = FromWorker::TaskList {
+                    seq,
+                    tasks,
+                    omitted,
+                };
+                if control.send(&list.encode()).await.is_err() {
+                    shared.drain();
+                }
+            }
+            Ok(ToWorker::StatsTasks {
+                conn,
+                tasks,
+                omitted,
+            }) => shared.deliver_tasks(conn, tasks, omitted),
             other => tracing::warn!(message = ?other, "unexpected control message ignored"),
         }
     }
 }
 
-/// Resolves once draining was asked for and no connection is left.
+/// Resolves once draining was asked for and no connection is left (or,
+/// after a scan overran its time limit, at the latest by the exit
+/// deadline: what is still open then ends with the process).
 async fn drained(shared: &Shared) {
     let mut stop = shared.shutdown_signal();
     let _ = stop.wait_for(|s| *s).await;
     while shared.open.load(Ordering::SeqCst) > 0 {
+        if shared
+            .exit_by()
+            .is_some_and(|t| std::time::Instant::now() >= t)
+        {
+            tracing::warn!(
+                connections = shared.open.load(Ordering::SeqCst),
+                "exit deadline after a scan overrun: closing what is left"
+            );
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     shared.pool.close();
+}
+
+/// How often the scan threads are checked for a libclamav call past its
+/// time limit.
+const OVERRUN_CHECK: Duration = Duration::from_secs(1);
+
+/// Writes off scans that run past `scan.max-scan-time` plus a grace
+/// (libclamav does not check its limit on every path): each one's client
+/// gets an answer from its connection, and the worker retires so that the
+/// lost thread costs nobody else ([`Shared::scan_overrun`]).
+async fn watch_overruns(shared: Arc<Shared>) {
+    let max_ms = shared.config.scan.max_scan_time;
+    let Some(limit) = watchdog::overrun_limit(max_ms) else {
+        return;
+    };
+    let mut tick = tokio::time::interval(OVERRUN_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let written = shared.pool.overruns(std::time::Instant::now(), limit);
+        for o in &written {
+            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                command = o.command,
+                scan_target = %crate::log::LogBytes(&o.filename),
+                owner = %o.owner.map_or_else(|| "worker".to_string(), |k| k.to_string()),
+                scanning_ms = o.scanning_for.as_millis() as u64,
+                max_scan_time_ms = max_ms,
+                "scan still running past scan.max-scan-time (libclamav did not stop it): its client gets a time-limit reply; the thread is written off"
+            );
+        }
+        if !written.is_empty() {
+            shared.scan_overrun();
+        }
+        if shared.exit_by().is_some() && shared.pool.live_threads() == 0 {
+            // Nothing can run what still waits: answer it now.
+            let dropped = shared.pool.clear_queue();
+            if dropped > 0 {
+                tracing::warn!(
+                    dropped,
+                    "every scan thread is written off: queued scans refused"
+                );
+            }
+        }
+    }
 }
 
 fn accept(shared: &Arc<Shared>, info: ConnInfo, socket: OwnedFd) {
@@ -248,7 +342,7 @@ fn adopt(kind: ListenerKind, socket: OwnedFd) -> std::io::Result<stream::Stream>
 /// `sandbox-check` in a worker forked as for serving: narrow the sandbox,
 /// forbid new tasks, then try forbidden things. Returns the exit code (0
 /// when everything forbidden was denied).
-pub fn probe_forked(config: &Config) -> i32 {
+pub fn probe_forked(config: &Config, targets: &sandbox::Targets) -> i32 {
     let temp = config.scan.temporary_directory.clone();
     let landlock = match sandbox::narrow_to(&temp) {
         Ok(l) => l,
@@ -261,8 +355,15 @@ pub fn probe_forked(config: &Config) -> i32 {
         println!("worker: {e}");
         return 1;
     }
+    let sealed = match sandbox::seal_worker() {
+        Ok(s) => s,
+        Err(e) => {
+            println!("worker: {e}");
+            return 1;
+        }
+    };
     println!(
-        "worker: landlock narrowed to {} ({landlock:?}), no new tasks",
+        "worker: landlock narrowed to {} ({landlock:?}), no new tasks, worker filter {sealed:?}",
         temp.display()
     );
     let plan = sandbox::Plan {
@@ -271,8 +372,9 @@ pub fn probe_forked(config: &Config) -> i32 {
         read_write: vec![temp],
         max_open_files: 0,
         max_threads: 0,
+        seccomp: true,
     };
-    let attempts = sandbox::probe_worker(&plan, &config.database.directory);
+    let attempts = sandbox::probe_worker(&plan, &config.database.directory, targets);
     let mut bad = 0;
     for a in &attempts {
         let verdict = if a.denied { "denied" } else { "allowed" };

@@ -10,9 +10,11 @@ Clients (--client):
              balancer's TCPAddr/TCPSocket);
   pool       pooled IDSESSION sessions (what long-lived clients such as
              MTA filters keep): INSTREAM after INSTREAM on one connection;
-             when the daemon ends the session at its bound it says so with
-             an ERROR reply, and the client reconnects and sends the scan
-             again (counted as a reconnect, not a failure).
+             when the daemon ends the session at its bound it says so, as
+             clamd ends a session it will not wait for any longer ("COMMAND
+             READ TIMED OUT", limits.max-session-seconds) or with an ERROR
+             naming limits.max-session-commands, and the client reconnects
+             and sends the scan again (a reconnect, not a failure).
 
 Every 10th scan is the EICAR test string (made in code) and must be FOUND;
 the others are unique clean text and must be OK.
@@ -138,20 +140,42 @@ def clamdscan_client(shared, source):
                       kind=kind, ok=ok, reply=text)
 
 
-def read_reply(s):
-    buf = b""
-    while not buf.endswith(b"\0"):
-        chunk = s.recv(4096)
-        if not chunk:
-            raise ConnectionError("closed")
-        buf += chunk
-    return buf[:-1].decode(errors="replace")
+class Session:
+    """One IDSESSION connection and the bytes read past the last reply."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.pending = b""
+
+    def reply(self):
+        """The next reply up to its NUL, or the session's end ("COMMAND READ
+        TIMED OUT\\n", then close), which may arrive in the same read as
+        the reply before it."""
+        while True:
+            if self.pending.startswith(b"COMMAND READ TIMED OUT"):
+                return "COMMAND READ TIMED OUT"
+            nul = self.pending.find(b"\0")
+            if nul >= 0:
+                out, self.pending = self.pending[:nul], self.pending[nul + 1:]
+                return out.decode(errors="replace")
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed after %r" % self.pending)
+            self.pending += chunk
+
+    def close(self):
+        self.sock.close()
+
+
+def session_ended(text):
+    return text == "COMMAND READ TIMED OUT" or (
+        "limits.max-session" in text and text.endswith("ERROR"))
 
 
 def pool_client(shared, source):
     a = shared.args
     host, port = a.front.rsplit(":", 1)
-    s, nid, sessions = None, 0, 0
+    sess, nid, sessions = None, 0, 0
     while True:
         n = shared.take()
         if n is None:
@@ -161,38 +185,42 @@ def pool_client(shared, source):
         reconnects, text, ok = 0, "", False
         for attempt in range(3):
             try:
-                if s is None:
+                if sess is None:
                     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                     s.settimeout(a.timeout)
                     s.bind((source, 0))
                     s.connect((host, int(port)))
                     s.sendall(b"zIDSESSION\0")
-                    nid, sessions = 0, sessions + 1
+                    sess, nid, sessions = Session(s), 0, sessions + 1
                 nid += 1
-                s.sendall(b"zINSTREAM\0" + struct.pack(">I", len(data)) + data + b"\0\0\0\0")
-                text = read_reply(s)
-                if "limits.max-session" in text and text.endswith("ERROR"):
+                sess.sock.sendall(b"zINSTREAM\0" + struct.pack(">I", len(data)) + data + b"\0\0\0\0")
+                text = sess.reply()
+                if session_ended(text):
                     # The session's bound: a new session, the same scan.
-                    s.close()
-                    s, reconnects = None, reconnects + 1
+                    sess.close()
+                    sess, reconnects = None, reconnects + 1
                     continue
                 want = "%d: stream: %s" % (nid, "%s FOUND" % VIRUS if kind == "found" else "OK")
                 ok = text == want
+                if ok and sess.pending.startswith(b"COMMAND READ TIMED OUT"):
+                    # Answered, and the session ended right after.
+                    sess.close()
+                    sess, reconnects = None, reconnects + 1
                 break
             except Exception as e:
                 text = "%s: %s" % (type(e).__name__, e)
-                if s is not None:
-                    s.close()
-                s = None
+                if sess is not None:
+                    sess.close()
+                sess = None
                 break
         shared.record(t0=t0, t1=time.time(), client="pool", src=source, kind=kind,
                       ok=ok, reply=text, reconnects=reconnects, sessions=sessions)
-    if s is not None:
+    if sess is not None:
         try:
-            s.sendall(b"zEND\0")
+            sess.sock.sendall(b"zEND\0")
         except OSError:
             pass
-        s.close()
+        sess.close()
 
 
 def main():

@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 
 use self::admission::{Caps, Newcomer, Open, Verdict};
 use self::shares::Leases;
-use crate::ipc::messages::{AdminCommand, ConnInfo, PeerInfo};
+use crate::ipc::messages::{fit_tasks, AdminCommand, ConnInfo, PeerInfo, TaskInfo, TASK_LIST_ROOM};
 use crate::policy::{Admins, Decision, Identity, ListenerKind, PeerKey, Prefixes, Profile};
 use crate::proto::CommandKind;
 
@@ -196,6 +196,14 @@ pub enum Report {
     Admin { conn: ConnId, command: AdminCommand },
     /// The worker would like to hold this many bytes of stream memory.
     StreamWant(u64),
+    /// The client of `conn` asked for STATS: the whole daemon's tasks.
+    StatsTasks { conn: ConnId },
+    /// The worker's tasks, answering query `seq`.
+    TaskList {
+        seq: u64,
+        tasks: Vec<TaskInfo>,
+        omitted: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -283,6 +291,16 @@ pub enum Action {
         virus: String,
         target: Vec<u8>,
     },
+    /// Ask these workers what their scan threads do (answered with
+    /// `Report::TaskList`).
+    QueryTasks { seq: u64, workers: Vec<WorkerId> },
+    /// The whole daemon's tasks, for an administrator's STATS on `conn`.
+    StatsTasks {
+        worker: WorkerId,
+        conn: ConnId,
+        tasks: Vec<TaskInfo>,
+        omitted: u32,
+    },
     /// The worker broke a rule: end it.
     Violation { worker: WorkerId, why: String },
     /// Nothing has been open for `service.exit-when-idle`.
@@ -333,6 +351,21 @@ struct Worker {
     threads: Option<u32>,
 }
 
+/// An administrator's STATS waiting for every worker's tasks.
+#[derive(Debug, Clone)]
+struct Query {
+    worker: WorkerId,
+    conn: ConnId,
+    waiting: BTreeSet<WorkerId>,
+    tasks: Vec<TaskInfo>,
+    omitted: u32,
+    asked: Instant,
+}
+
+/// How long an administrator's STATS waits for the workers' task lists
+/// (the worker itself gives up at 200 ms and shows its own).
+pub const TASKS_WITHIN: Duration = Duration::from_millis(150);
+
 /// The machine. See the module documentation.
 pub struct Gate {
     s: Settings,
@@ -349,6 +382,9 @@ pub struct Gate {
     last_seen: BTreeMap<Tenant, Instant>,
     leases: Leases,
     stopping: bool,
+    /// Administrators' STATS being answered, by query number.
+    queries: BTreeMap<u64, Query>,
+    next_query: u64,
     /// When the last connection closed (None while any is open, or before
     /// the first worker served).
     idle_since: Option<Instant>,
@@ -368,6 +404,8 @@ impl Gate {
             last_seen: BTreeMap::new(),
             leases,
             stopping: false,
+            queries: BTreeMap::new(),
+            next_query: 1,
             idle_since: None,
             exit_when_idle,
         }
@@ -707,6 +745,10 @@ impl Gate {
         let Some(worker) = self.workers.remove(&w) else {
             return;
         };
+        for q in self.queries.values_mut() {
+            q.waiting.remove(&w);
+        }
+        self.answer_queries(now, out);
         let held: Vec<ConnId> = self
             .conns
             .iter()
@@ -811,6 +853,83 @@ impl Gate {
                     out.push(Action::StreamGrant { worker, bytes });
                 }
             }
+            Report::StatsTasks { conn } => match self.owned(w, conn, "StatsTasks") {
+                // Every client's file names: only for an administrator
+                // (an honest worker asks only then).
+                Ok(c) if c.admin => {
+                    if !c.revoked {
+                        self.query_tasks(w, conn, now, out);
+                    }
+                }
+                Ok(c) => out.push(violation(format!(
+                    "StatsTasks for connection {conn} ({}), which is not an administrator's",
+                    c.identity
+                ))),
+                Err(why) => out.push(violation(why)),
+            },
+            Report::TaskList {
+                seq,
+                tasks,
+                omitted,
+            } => {
+                if seq == 0 || seq >= self.next_query {
+                    out.push(violation(format!("TaskList for query {seq}, never asked")));
+                    return;
+                }
+                // A late answer (the query is over) is dropped.
+                if let Some(q) = self.queries.get_mut(&seq) {
+                    if q.waiting.remove(&w) {
+                        q.tasks.extend(tasks);
+                        q.omitted = q.omitted.saturating_add(omitted);
+                    }
+                }
+                self.answer_queries(now, out);
+            }
+        }
+    }
+
+    fn query_tasks(&mut self, w: WorkerId, conn: ConnId, now: Instant, out: &mut Vec<Action>) {
+        let seq = self.next_query;
+        self.next_query += 1;
+        let workers: Vec<WorkerId> = self.workers.keys().copied().collect();
+        self.queries.insert(
+            seq,
+            Query {
+                worker: w,
+                conn,
+                waiting: workers.iter().copied().collect(),
+                tasks: Vec::new(),
+                omitted: 0,
+                asked: now,
+            },
+        );
+        out.push(Action::QueryTasks { seq, workers });
+    }
+
+    /// Answers the queries every worker answered, or whose time is up.
+    fn answer_queries(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let done: Vec<u64> = self
+            .queries
+            .iter()
+            .filter(|(_, q)| {
+                q.waiting.is_empty() || now.saturating_duration_since(q.asked) >= TASKS_WITHIN
+            })
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in done {
+            let Some(q) = self.queries.remove(&seq) else {
+                continue;
+            };
+            if !self.workers.contains_key(&q.worker) {
+                continue;
+            }
+            let (tasks, cut) = fit_tasks(q.tasks, TASK_LIST_ROOM);
+            out.push(Action::StatsTasks {
+                worker: q.worker,
+                conn: q.conn,
+                tasks,
+                omitted: q.omitted.saturating_add(cut),
+            });
         }
     }
 
@@ -891,6 +1010,7 @@ impl Gate {
     // ------------------------------------------------------------ time
 
     fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.answer_queries(now, out);
         let mut late: Vec<(ConnId, Eviction)> = Vec::new();
         for (id, c) in &self.conns {
             let age = now.saturating_duration_since(c.accepted);

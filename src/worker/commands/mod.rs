@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::files::ConnGuard;
+use super::pool::RunError;
 use super::stream::Writer;
 use super::{Peer, Shared};
 use crate::engine::{self, Verdict};
@@ -46,7 +47,7 @@ pub enum Work {
     VersionCommands,
     Stats,
     /// Stream data and the share of `limits.stream-memory` it holds.
-    Stream(Vec<u8>, Option<tokio::sync::OwnedSemaphorePermit>),
+    Stream(Vec<u8>, Option<super::streams::StreamHold>),
     Fd(OwnedFd),
     /// A path command (files come through the supervisor's broker).
     Path {
@@ -88,7 +89,12 @@ pub async fn respond(ctx: &Ctx, work: Work, to: ReplyTo) {
             if let Some(id) = to.id {
                 out.extend_from_slice(format!("{id}: ").as_bytes());
             }
-            stats::render(shared, &mut out);
+            let tasks = if ctx.peer.admin {
+                stats::Tasks::All(shared.daemon_tasks(ctx.guard.id).await)
+            } else {
+                stats::Tasks::Own
+            };
+            stats::render(shared, &ctx.peer, tasks, &mut out);
             out.push(to.term);
             let _ = ctx.writer.send(&out).await;
             return;
@@ -133,9 +139,9 @@ async fn scan_stream(ctx: &Ctx, data: Vec<u8>) -> Vec<u8> {
     let result = ctx
         .shared
         .pool
-        .run(move |slot| {
-            slot.begin("INSTREAM", "");
-            engine.scan_bytes(&data, false)
+        .run(Some(ctx.peer.key()), move |slot| {
+            slot.begin("INSTREAM", b"");
+            slot.scanning(|| engine.scan_bytes(&data, false))
         })
         .await;
     let target = instream_name(&ctx.peer.info);
@@ -161,42 +167,73 @@ fn instream_name(peer: &crate::ipc::messages::PeerInfo) -> String {
     }
 }
 
+/// Why a passed descriptor cannot be scanned, if it cannot: libclamav
+/// answers `OK` for a descriptor it cannot read (opened with `O_PATH` or
+/// write-only), so those are refused before a scan, as is anything that is
+/// not a regular file (clamd's reply).
+fn unscannable(fd: &OwnedFd) -> Option<(&'static str, &'static [u8])> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = match fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL) {
+        Ok(f) => OFlag::from_bits_truncate(f),
+        Err(_) => return Some(("the descriptor's flags cannot be read", CANT_READ)),
+    };
+    let regular = matches!(
+        nix::sys::stat::fstat(fd.as_raw_fd()),
+        Ok(st) if (st.st_mode & libc::S_IFMT) == libc::S_IFREG
+    );
+    if !regular {
+        return Some(("descriptor is not a regular file", b"Not a regular file"));
+    }
+    if flags.contains(OFlag::O_PATH) {
+        return Some((
+            "descriptor opened with O_PATH: it cannot be read (open the file for reading)",
+            CANT_READ,
+        ));
+    }
+    if flags & OFlag::O_ACCMODE == OFlag::O_WRONLY {
+        return Some((
+            "descriptor opened write-only: it cannot be read (open the file for reading)",
+            CANT_READ,
+        ));
+    }
+    None
+}
+
+/// libclamav's text for a file it cannot read (`CL_EREAD`).
+const CANT_READ: &[u8] = b"Can't read file";
+
 async fn scan_fd(ctx: &Ctx, fd: OwnedFd) -> Vec<u8> {
     let name = format!("fd[{}]", fd.as_raw_fd());
+    if let Some((why, text)) = unscannable(&fd) {
+        tracing::info!(
+            command = "FILDES",
+            scan_result = "error",
+            reason = why,
+            "descriptor not scanned"
+        );
+        return reply::error(name.as_bytes(), text);
+    }
     let engine = ctx.shared.engine();
     let started = Instant::now();
     let shown = name.clone();
     let result = ctx
         .shared
         .pool
-        .run(move |slot| {
-            let meta = nix::sys::stat::fstat(fd.as_raw_fd());
-            let regular = matches!(meta, Ok(st) if (st.st_mode & libc::S_IFMT) == libc::S_IFREG);
-            if !regular {
-                return (None, 0, PathBuf::new());
-            }
-            let size = meta.map(|st| st.st_size as u64).unwrap_or(0);
+        .run(Some(ctx.peer.key()), move |slot| {
+            let size = nix::sys::stat::fstat(fd.as_raw_fd()).map_or(0, |st| st.st_size as u64);
             let target = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
                 .unwrap_or_else(|_| PathBuf::from(&shown));
-            slot.begin("FILDES", &shown);
-            let verdict = engine.scan_fd(fd.as_fd(), &target, false);
-            (Some(verdict), size, target)
+            slot.begin("FILDES", shown.as_bytes());
+            let verdict = slot.scanning(|| engine.scan_fd(fd.as_fd(), &target, false));
+            (verdict, size, target)
         })
         .await;
     match result {
-        Ok((None, _, _)) => {
-            tracing::info!(
-                command = "FILDES",
-                scan_result = "error",
-                "descriptor is not a regular file"
-            );
-            reply::error(name.as_bytes(), b"Not a regular file")
-        }
-        Ok((Some(v), size, target)) => {
+        Ok((v, size, target)) => {
             let target = target.as_os_str().as_bytes();
             finish(ctx, &name, target, "FILDES", Ok(v), size, started)
         }
-        Err(busy) => finish(ctx, &name, b"", "FILDES", Err(busy), 0, started),
+        Err(e) => finish(ctx, &name, b"", "FILDES", Err(e), 0, started),
     }
 }
 
@@ -208,16 +245,21 @@ fn finish(
     name: &str,
     target: &[u8],
     command: &'static str,
-    result: Result<Verdict, super::pool::Busy>,
+    result: Result<Verdict, RunError>,
     bytes: u64,
     started: Instant,
 ) -> Vec<u8> {
     let verdict = match result {
         Ok(v) => v,
-        Err(_) => {
-            tracing::warn!(command, scan_result = "error", "scan refused: queue full");
+        Err(RunError::Busy(busy)) => {
+            if let Some(suppressed) = ctx.may_log() {
+                tracing::warn!(command, scan_result = "error", reason = ?busy, suppressed, "scan refused: queue full");
+            }
             return reply::error(name.as_bytes(), QUEUE_FULL);
         }
+        // Written off: the worker logged it and retires; the client gets
+        // what libclamav says of a scan stopped at its time limit.
+        Err(RunError::Overrun) => Verdict::time_limit(ctx.shared.config.scan.alert_exceeds_max),
     };
     let duration_ms = started.elapsed().as_millis() as u64;
     record(
