@@ -30,6 +30,11 @@
 //! that cannot be read counts as no limit (a machine without cgroups, a
 //! kernel without `MemAvailable`), and an engine whose size is unknown
 //! never defers: the check never stops a reload it cannot judge.
+//!
+//! The engine's size comes from the unprivileged engine holder: it decides
+//! only when a reload starts. An engine holder that lies can make reloads
+//! wait (it could as well fail to load) or skip the check (as with it
+//! turned off); it cannot widen anything else.
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
