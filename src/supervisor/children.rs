@@ -288,14 +288,21 @@ impl Children {
         }
     }
 
-    /// Sends a control message, waiting for room (never blocks the loop).
+    /// Sends a control message, in order with the others when the
+    /// worker's queue has room, else waiting for room (never blocks the
+    /// loop).
     pub fn send(&self, w: WorkerId, msg: &ToWorker) {
         if let Some(p) = self.workers.get(&w) {
-            let control = Arc::clone(&p.control);
             let bytes = msg.encode();
-            tokio::spawn(async move {
-                let _ = control.send(&bytes).await;
-            });
+            match p.control.try_send(&bytes, &[]) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let control = Arc::clone(&p.control);
+                    tokio::spawn(async move {
+                        let _ = control.send(&bytes).await;
+                    });
+                }
+                _ => {}
+            }
         }
     }
 

@@ -115,7 +115,9 @@ impl Shared {
         let unix_profile = Profile::new(ListenerKind::Unix, &policy.unix.commands);
         let tcp_profile = Profile::new(ListenerKind::Tcp, &policy.tcp.commands);
         // Until the supervisor's first grant: the whole daemon's bound.
-        let streams = StreamMemory::new(limits.stream_memory.0, s.upstream.clone());
+        // No stream memory until the supervisor grants some (it does when
+        // it binds the worker to a client, before the first connection).
+        let streams = StreamMemory::new(0, s.upstream.clone());
         Ok(Arc::new(Shared {
             unix_profile,
             tcp_profile,

@@ -68,7 +68,8 @@ impl Book {
             grant,
             held: 0,
             waiting: 0,
-            told: grant,
+            // Nothing asked yet: the first need above the grant asks.
+            told: 0,
             step: step.max(1),
             peers: HashMap::new(),
         }
@@ -327,10 +328,10 @@ mod tests {
 
     #[test]
     fn wants_go_up_once_per_rise_and_down_when_well_below() {
-        let mut b = Book::new(8 * M, M);
-        // The starting grant is more than needed: give most of it back.
-        assert_eq!(b.want(), Some(4 * M), "need 0 + headroom");
-        assert_eq!(b.want(), None, "said once");
+        // A worker starts with nothing and asks for nothing until it needs.
+        let mut b = Book::new(0, M);
+        assert_eq!(b.want(), None, "nothing needed");
+        // The supervisor's base grant, unasked.
         b.set_grant(4 * M);
         assert!(b.try_take(p(1), 3 * M));
         assert_eq!(b.want(), None, "within the grant");
