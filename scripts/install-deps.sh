@@ -18,6 +18,7 @@ test_packages=(
   systemd util-linux procps tmux bzip2 haproxy iproute2
   debootstrap systemd-container lintian dpkg-dev binutils
   check python3-pytest python3-pytest-timeout
+  prometheus chromium chromium-driver python3-selenium
 )
 case "$profile" in
   build) packages=("${build_packages[@]}") ;;

@@ -69,8 +69,8 @@ struct Cli {
     #[arg(long, value_delimiter = ',', default_value = "clamd,clamsentry")]
     daemons: Vec<String>,
     /// Run only these parts (repeatable or comma-separated): throughput,
-    /// crash, workers, reloads, dirscan [default: all; only throughput when
-    /// --scenario is given].
+    /// crash, workers, reloads, dirscan, scrape [default: all; only
+    /// throughput when --scenario is given].
     #[arg(long = "part", value_delimiter = ',')]
     parts: Vec<String>,
     /// Run each throughput scenario N times per daemon, the daemons

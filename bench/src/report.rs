@@ -94,6 +94,7 @@ pub struct Report {
     pub workers: Option<WorkersResult>,
     pub reloads: Option<ReloadsResult>,
     pub dirscan: Option<DirscanResult>,
+    pub scrape: Option<crate::scrape::ScrapeResult>,
     pub targets: Vec<Target>,
     pub total_s: f64,
 }
@@ -292,6 +293,7 @@ pub fn build(
         workers: None,
         reloads: None,
         dirscan: None,
+        scrape: None,
         targets: Vec::new(),
         total_s,
     }
@@ -866,6 +868,9 @@ impl Report {
                 );
             }
             s.push('\n');
+        }
+        if let Some(r) = &self.scrape {
+            s.push_str(&r.markdown());
         }
         if let Some(d) = &self.dirscan {
             let _ = writeln!(

@@ -144,6 +144,9 @@ write("logrec", "forged", b"\x0e" + logrec(1, b"2026-01-01T00:00:00.000000Z  INF
     (b"priority", b"0"), (b"message", b"x")], target=b"clamsentry::supervisor", file=b"", line=0))
 write("logrec", "empty_message", b"\x01" + logrec(4, b"", [], target=b"x", file=b"", line=0))
 
+# observe: written by a Rust test, since the snapshot's layout is long:
+#   cargo test --lib write_observe_seeds -- --ignored
+
 # proxy: byte 0 even = raw bytes, odd = a structured description. The raw
 # seeds are what HAProxy 2.6's send-proxy-v2 writes (IPv4, IPv6, a LOCAL
 # health check with check-send-proxy), followed by the client's first command.

@@ -104,6 +104,49 @@ impl Verdict {
         matches!(self, Verdict::Error { code, .. } if *code == sys::cl_error_t::CL_EACCES.0)
     }
 
+    /// What kind of error a scan ended in (the metrics' reasons).
+    pub fn error_kind(&self) -> Option<ScanErrorKind> {
+        use sys::cl_error_t as e;
+        let Verdict::Error { code, .. } = self else {
+            return None;
+        };
+        let c = *code;
+        let is = |list: &[sys::cl_error_t]| list.iter().any(|x| x.0 == c);
+        Some(if is(&[e::CL_EACCES]) {
+            ScanErrorKind::Access
+        } else if is(&[e::CL_ETMPDIR, e::CL_ETMPFILE]) {
+            ScanErrorKind::TemporaryDirectory
+        } else if is(&[
+            e::CL_EOPEN,
+            e::CL_ECREAT,
+            e::CL_EUNLINK,
+            e::CL_ESTAT,
+            e::CL_EREAD,
+            e::CL_ESEEK,
+            e::CL_EWRITE,
+            e::CL_EDUP,
+            e::CL_EMAP,
+        ]) {
+            ScanErrorKind::Io
+        } else if is(&[e::CL_EMEM]) {
+            ScanErrorKind::Memory
+        } else if is(&[e::CL_EFORMAT, e::CL_EPARSE, e::CL_EUNPACK]) {
+            ScanErrorKind::Format
+        } else if is(&[e::CL_ETIMEOUT]) {
+            ScanErrorKind::MaxScanTime
+        } else if is(&[e::CL_EMAXREC]) {
+            ScanErrorKind::MaxRecursion
+        } else if is(&[e::CL_EMAXSIZE]) {
+            ScanErrorKind::MaxScanSize
+        } else if is(&[e::CL_EMAXFILES]) {
+            ScanErrorKind::MaxFiles
+        } else if is(&[e::CL_EBYTECODE, e::CL_EBYTECODE_TESTFAIL]) {
+            ScanErrorKind::Bytecode
+        } else {
+            ScanErrorKind::Other
+        })
+    }
+
     /// The scan failed because the temporary directory was unusable.
     pub fn is_temp_failure(&self) -> bool {
         matches!(self, Verdict::Error { code, .. } if [
@@ -132,6 +175,27 @@ impl Verdict {
             }
         }
     }
+}
+
+/// Kinds of libclamav scan errors (`cl_error_t`), by what an operator
+/// would do about them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanErrorKind {
+    Io,
+    Access,
+    TemporaryDirectory,
+    Memory,
+    Format,
+    /// `scan.max-scan-time` (CL_ETIMEOUT).
+    MaxScanTime,
+    /// `scan.max-recursion` (CL_EMAXREC).
+    MaxRecursion,
+    /// `scan.max-scan-size` (CL_EMAXSIZE).
+    MaxScanSize,
+    /// `scan.max-files` (CL_EMAXFILES).
+    MaxFiles,
+    Bytecode,
+    Other,
 }
 
 static INIT: OnceLock<u32> = OnceLock::new();

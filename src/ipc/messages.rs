@@ -20,6 +20,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use super::observe::{ProcUsage, WorkerCounters};
 use crate::policy::ListenerKind;
 
 /// Largest datagram either side sends or accepts.
@@ -53,6 +54,8 @@ pub enum ToZygote {
     /// Retired: exit now. Workers forked earlier are the supervisor's
     /// children and live on.
     Exit,
+    /// Report your own memory, CPU time and descriptors (`Usage`).
+    Measure,
 }
 
 /// Zygote → supervisor.
@@ -71,6 +74,8 @@ pub enum FromZygote {
     LoadFailed { error: String },
     /// A fork request failed (the zygote goes on).
     ForkFailed { worker: u64, error: String },
+    /// Answer to `Measure`.
+    Usage(ProcUsage),
 }
 
 /// What a ready zygote reports.
@@ -294,6 +299,9 @@ pub enum FromWorker {
         tasks: Vec<TaskInfo>,
         omitted: u32,
     },
+    /// What the worker counted since it started, its scan pool now and its
+    /// own resource use (see `observe`).
+    Counters(Box<WorkerCounters>),
 }
 
 /// Stream memory moves between the supervisor and a worker in steps of
@@ -632,6 +640,7 @@ impl ToZygote {
                 .bytes(temp_dir),
             ToZygote::Fork { worker } => Out::new(2).u64(*worker),
             ToZygote::Exit => Out::new(3),
+            ToZygote::Measure => Out::new(4),
         }
         .0
     }
@@ -646,6 +655,7 @@ impl ToZygote {
             },
             2 => ToZygote::Fork { worker: r.u64()? },
             3 => ToZygote::Exit,
+            4 => ToZygote::Measure,
             t => return Err(DecodeError::UnknownTag(t)),
         };
         r.end(m)
@@ -670,6 +680,11 @@ impl FromZygote {
             FromZygote::LoadFailed { error } => Out::new(3).bytes(error.as_bytes()),
             FromZygote::ForkFailed { worker, error } => {
                 Out::new(4).u64(*worker).bytes(error.as_bytes())
+            }
+            FromZygote::Usage(u) => {
+                let mut o = super::observe::Out::new(5);
+                o.usage(u);
+                return o.0;
             }
         }
         .0
@@ -698,6 +713,11 @@ impl FromZygote {
                 worker: r.u64()?,
                 error: r.text(TEXT)?,
             },
+            5 => {
+                let mut o = super::observe::In::new(r.buf);
+                let u = o.usage()?;
+                return o.end(FromZygote::Usage(u));
+            }
             t => return Err(DecodeError::UnknownTag(t)),
         };
         r.end(m)
@@ -904,6 +924,11 @@ impl FromWorker {
                 tasks,
                 omitted,
             } => Out::new(10).u64(*seq).tasks(tasks, *omitted),
+            FromWorker::Counters(c) => {
+                let mut o = super::observe::Out::new(11);
+                c.encode_into(&mut o);
+                return o.0;
+            }
         }
         .0
     }
@@ -954,6 +979,11 @@ impl FromWorker {
                     tasks,
                     omitted,
                 }
+            }
+            11 => {
+                let mut o = super::observe::In::new(r.buf);
+                let c = WorkerCounters::decode_from(&mut o)?;
+                return o.end(FromWorker::Counters(Box::new(c)));
             }
             t => return Err(DecodeError::UnknownTag(t)),
         };
@@ -1100,6 +1130,7 @@ mod tests {
             },
             ToZygote::Fork { worker: 3 },
             ToZygote::Exit,
+            ToZygote::Measure,
         ] {
             assert_eq!(ToZygote::decode(&m.encode()).unwrap(), m);
         }
@@ -1124,6 +1155,12 @@ mod tests {
                 worker: 2,
                 error: "EAGAIN".into(),
             },
+            FromZygote::Usage(ProcUsage {
+                pss_kib: 1,
+                rss_kib: 2,
+                cpu_us: 3,
+                fds: 4,
+            }),
         ] {
             assert_eq!(FromZygote::decode(&m.encode()).unwrap(), m);
         }
@@ -1229,6 +1266,7 @@ mod tests {
                 tasks: vec![task("CONTSCAN", "/srv/ü")],
                 omitted: 0,
             },
+            FromWorker::Counters(Box::new(WorkerCounters::empty())),
         ] {
             assert_eq!(FromWorker::decode(&m.encode()).unwrap(), m);
         }

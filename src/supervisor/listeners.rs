@@ -184,11 +184,13 @@ pub fn log(listeners: &[Listener]) {
 /// `proxy` is what PROXY listeners check; their header tasks hold a clone
 /// of `tx`, so the receiver ends only after every header read in progress
 /// has handed its connection over (or was refused).
+/// TCP connections refused by `listen.tcp-allow` are counted in `counted`.
 pub fn start(
     listeners: Vec<Listener>,
     allow: AllowList,
     proxy: Arc<super::proxied::Settings>,
     tx: Sender<Accepted>,
+    counted: Arc<super::observer::Refusals>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let allow = Arc::new(allow);
     let refusals = Arc::new(RateLimit::new(20, Duration::from_secs(60)));
@@ -197,14 +199,18 @@ pub fn start(
         let name = Arc::clone(&l.name);
         tasks.push(match l.sock {
             Sock::Unix(u) => tokio::spawn(accept_unix(u, name, tx.clone())),
-            Sock::Tcp(t) if l.proxy => {
-                tokio::spawn(accept_proxied(t, name, Arc::clone(&proxy), tx.clone()))
-            }
+            Sock::Tcp(t) if l.proxy => tokio::spawn(accept_proxied(
+                t,
+                name,
+                Arc::clone(&proxy),
+                Arc::clone(&counted),
+                tx.clone(),
+            )),
             Sock::Tcp(t) => tokio::spawn(accept_tcp(
                 t,
                 name,
                 Arc::clone(&allow),
-                Arc::clone(&refusals),
+                (Arc::clone(&refusals), Arc::clone(&counted)),
                 tx.clone(),
             )),
         });
@@ -280,7 +286,7 @@ async fn accept_tcp(
     listener: TcpListener,
     name: Arc<str>,
     allow: Arc<AllowList>,
-    refusals: Arc<RateLimit>,
+    (refusals, counted): (Arc<RateLimit>, Arc<super::observer::Refusals>),
     tx: Sender<Accepted>,
 ) {
     let mut errors = AcceptErrors::default();
@@ -295,6 +301,7 @@ async fn accept_tcp(
         errors.accepted("a TCP socket");
         // Refused connections are closed before a byte is read.
         if !allow.admits(addr.ip()) {
+            counted.count(&name);
             refuse(&refusals, addr, "address not in listen.tcp-allow");
             continue;
         }
@@ -321,6 +328,7 @@ async fn accept_proxied(
     listener: TcpListener,
     name: Arc<str>,
     settings: Arc<super::proxied::Settings>,
+    counted: Arc<super::observer::Refusals>,
     tx: Sender<Accepted>,
 ) {
     let mut errors = AcceptErrors::default();
@@ -334,9 +342,12 @@ async fn accept_proxied(
         };
         errors.accepted("a TCP socket");
         let (name, settings, tx) = (Arc::clone(&name), Arc::clone(&settings), tx.clone());
+        let counted = Arc::clone(&counted);
         tokio::spawn(async move {
             let Some((stream, client)) = super::proxied::admit(settings, &name, stream, addr).await
             else {
+                // Counted with the listener's other refusals (metrics).
+                counted.count(&name);
                 return;
             };
             let Ok(socket) = stream.into_std().map(OwnedFd::from) else {

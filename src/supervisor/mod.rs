@@ -26,8 +26,9 @@ pub mod headroom;
 pub mod lifecycle;
 mod listeners;
 pub mod logrelay;
-mod memory;
+pub mod metrics;
 pub mod node;
+mod observer;
 pub mod procs;
 mod proxied;
 mod run;
@@ -190,7 +191,8 @@ fn serve(source: ConfigSource, readiness: &Readiness) -> Result<(), StartError> 
         .pid_file()
         .map(crate::pidfile::PidFile::create)
         .transpose()?;
-    let activated = activation::take(&prepared.config)?;
+    let mut activated = activation::take(&prepared.config)?;
+    let observed = observer::Sockets::take(&prepared.config, &mut activated)?;
     procs::close_on_exec_all();
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| StartError::Failed(format!("cannot become a child subreaper: {e}")))?;
@@ -234,7 +236,14 @@ fn serve(source: ConfigSource, readiness: &Readiness) -> Result<(), StartError> 
         tracing::info!(directory = %temp.path().display(), "private temporary directory created");
         let virus_events = VirusEvents::from_config(&config)?;
         keep_supervisor_capabilities()?;
-        let executor = run::Executor::new(Arc::new(config), text, temp, virus_events, listeners)?;
+        let executor = run::Executor::new(
+            Arc::new(config),
+            text,
+            temp,
+            virus_events,
+            listeners,
+            observed,
+        )?;
         let result = executor.run(readiness).await;
         if let Some(m) = bound_unix {
             runtime_files::remove_at_exit(&m, "Unix socket");
@@ -312,6 +321,8 @@ pub(crate) enum Input {
     Broken(Who, String),
     /// New memory figures: the workers hear them at once (STATS).
     Measured,
+    /// From or about the observer (metrics, agent, self-test).
+    Observer(observer::ObserverEvent),
 }
 
 /// The gate's settings, from the configuration.

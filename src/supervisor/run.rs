@@ -80,7 +80,9 @@ pub struct Executor {
     /// broker's refusals and the workers' relayed lines share them.
     budgets: Arc<PeerBudgets>,
     last_report: Instant,
-    pss: super::memory::Pss,
+    /// The metrics, the observer process and the self-test.
+    observing: super::observer::Observing,
+    relay: Arc<super::logrelay::Relay>,
     /// Maintenance, as administrators asked (`MAINT`).
     node: super::node::Node,
 }
@@ -92,6 +94,7 @@ impl Executor {
         temp: super::tempdir::TempRoot,
         virus_events: Option<VirusEvents>,
         listeners: Vec<Listener>,
+        observed: super::observer::Sockets,
     ) -> std::io::Result<Executor> {
         let (tx, rx) = mpsc::channel(1024);
         let authority = Arc::new(Authority::default());
@@ -131,7 +134,17 @@ impl Executor {
                     .then(|| Duration::from_secs(config.service.exit_when_idle)),
             ),
             life: Machine::new(super::lifecycle_settings(&config)),
-            children: Children::new(temp, tx.clone(), relay),
+            children: Children::new(temp, tx.clone(), Arc::clone(&relay)),
+            observing: super::observer::Observing::new(
+                &config,
+                text.clone(),
+                observed,
+                &listeners
+                    .iter()
+                    .map(|l| l.name.to_string())
+                    .collect::<Vec<_>>(),
+            ),
+            relay,
             authority,
             broker,
             hangups,
@@ -144,7 +157,6 @@ impl Executor {
             virus_events,
             budgets,
             last_report: Instant::now(),
-            pss: super::memory::Pss::default(),
             node: super::node::Node::default(),
             tx,
             rx,
@@ -157,6 +169,9 @@ impl Executor {
     pub async fn run(mut self, readiness: &Readiness) -> Result<(), String> {
         Notifier::from_env().loading_started(&self.config.database.directory.display().to_string());
         super::spawn_signal_task(self.tx.clone());
+        if self.observing.wanted(&self.config) {
+            self.observing.start(&self.tx, &self.relay);
+        }
         let dbtx = self.tx.clone();
         tokio::spawn(super::dbwatch::run(
             self.config.database.directory.clone(),
@@ -185,7 +200,9 @@ impl Executor {
             let done = match input {
                 Input::Tick => {
                     let now = Instant::now();
-                    self.children.sweep(now);
+                    let observer = self.observing.pid();
+                    self.children.sweep(now, observer.into_iter().collect());
+                    self.observe(now);
                     if now.duration_since(self.last_report) >= Duration::from_secs(2) {
                         self.last_report = now;
                         super::logrelay::report_expired(&self.budgets, now);
@@ -207,6 +224,9 @@ impl Executor {
                     let done = self.feed(Step::Life(e));
                     if let Some(g) = exited {
                         self.children.zygote_gone(g);
+                        self.observing
+                            .metrics
+                            .gone(super::metrics::Proc::EngineHolder(g));
                     }
                     done
                 }
@@ -222,6 +242,10 @@ impl Executor {
                     for w in alive {
                         self.ping(w, 0);
                     }
+                    None
+                }
+                Input::Observer(e) => {
+                    self.observing.event(e, Instant::now(), &mut self.status);
                     None
                 }
             };
@@ -263,7 +287,9 @@ impl Executor {
         self.next_conn += 1;
         self.authority.issued(id);
         let own_process = match &a.identity {
-            Identity::Unix { pid: Some(pid), .. } => self.children.pids().contains(pid),
+            Identity::Unix { pid: Some(pid), .. } => {
+                self.children.pids().contains(pid) || self.observing.pid() == Some(*pid)
+            }
             _ => false,
         };
         self.sockets.insert(id, a.socket);
@@ -283,9 +309,15 @@ impl Executor {
                 id,
                 identity,
                 listener,
+                name,
                 why,
             } => {
                 self.sockets.remove(&id);
+                if let gate::Refusal::Limit(_) = why {
+                    self.observing
+                        .metrics
+                        .connection(&name, crate::ipc::observe::ConnOutcome::OverCap);
+                }
                 let key = PeerKey::of(&identity, self.config.limits.prefixes());
                 if let Some(suppressed) = self.budgets.allow(Class::Lines, key) {
                     let what = match why {
@@ -324,8 +356,14 @@ impl Executor {
                 id,
                 key,
                 identity,
+                name,
                 why,
             } => {
+                if matches!(why, gate::Eviction::Room | gate::Eviction::Surplus) {
+                    self.observing
+                        .metrics
+                        .connection(&name, crate::ipc::observe::ConnOutcome::Evicted);
+                }
                 self.authority.revoke(id);
                 if let Some(s) = self.sockets.get(&id) {
                     let _ = nix::sys::socket::shutdown(
@@ -530,6 +568,7 @@ impl Executor {
             }
             A::Forget(w) => {
                 self.children.forget_worker(w);
+                self.observing.metrics.gone(super::metrics::Proc::Worker(w));
                 self.worker_gone(w, queue);
             }
             A::Ping(w, seq) => self.ping(w, seq),
@@ -538,6 +577,11 @@ impl Executor {
                 queue.push_back(Step::Life(lifecycle::Event::Memory(reading)));
             }
             A::Notify(note) => {
+                self.observing.metrics.note(
+                    &note,
+                    Instant::now(),
+                    super::observer::unix_ms() / 1000,
+                );
                 match &note {
                     Note::Ready { .. } => self.start_accepting(),
                     Note::Stopping if !self.stop_accepting() => {
@@ -549,7 +593,10 @@ impl Executor {
                 }
                 self.status.observe(note);
             }
-            A::Exit(result) => return Some(result),
+            A::Exit(result) => {
+                self.observing.stop();
+                return Some(result);
+            }
         }
         None
     }
@@ -579,7 +626,7 @@ impl Executor {
             Arc::clone(&self.budgets),
         ));
         let (atx, mut arx) = mpsc::channel::<Accepted>(256);
-        self.accepting = listeners::start(listeners, allow, proxy, atx);
+        self.accepting = listeners::start(listeners, allow, proxy, atx, self.observing.refusals());
         let tx = self.tx.clone();
         self.forwarding = true;
         tokio::spawn(async move {
@@ -611,6 +658,7 @@ impl Executor {
             FromZygote::Ready(_) => ZygoteMsg::Ready,
             FromZygote::LoadFailed { .. } => ZygoteMsg::LoadFailed,
             FromZygote::ForkFailed { .. } => ZygoteMsg::ForkFailed,
+            FromZygote::Usage(_) => ZygoteMsg::Usage,
         };
         if let Err(why) = self.life.check_zygote(g, kind) {
             return self.feed(Step::Life(lifecycle::Event::Violation(Who::Zygote(g), why)));
@@ -637,6 +685,13 @@ impl Executor {
             FromZygote::ForkFailed { worker, error } => {
                 lifecycle::Event::ForkFailed(g, worker, error)
             }
+            FromZygote::Usage(u) => {
+                self.observing
+                    .metrics
+                    .usage(super::metrics::Proc::EngineHolder(g), u);
+                let _ = self.tx.try_send(Input::Measured);
+                return None;
+            }
         };
         self.feed(Step::Life(event))
     }
@@ -658,6 +713,7 @@ impl Executor {
             FromWorker::StreamWant { .. }
             | FromWorker::StatsTasks { .. }
             | FromWorker::TaskList { .. } => WorkerMsg::Share,
+            FromWorker::Counters(_) => WorkerMsg::Counters,
         };
         if let Err(why) = self.life.check_worker(w, kind) {
             return self.feed(Step::Life(lifecycle::Event::Violation(Who::Worker(w), why)));
@@ -695,6 +751,10 @@ impl Executor {
             FromWorker::Admin { conn, command } => report(gate::Report::Admin { conn, command }),
             FromWorker::Retire { reason } => Step::Life(lifecycle::Event::WorkerRetire(w, reason)),
             FromWorker::StreamWant { bytes } => report(gate::Report::StreamWant(bytes)),
+            FromWorker::Counters(c) => {
+                self.observing.metrics.worker_counters(w, *c);
+                return None;
+            }
             FromWorker::StatsTasks { conn } => report(gate::Report::StatsTasks { conn }),
             FromWorker::TaskList {
                 seq,
@@ -710,21 +770,47 @@ impl Executor {
     }
 
     /// What the load balancer's agent shows about this node beyond the
-    /// machines' own state (maintenance, a reload waiting for memory):
-    /// hand it to the observer's snapshot with each update.
-    #[allow(dead_code)]
-    pub(crate) fn agent_view(&self) -> super::node::AgentView {
+    /// machines' own state (maintenance, a reload waiting for memory),
+    /// copied into the observer's snapshot with each update.
+    fn agent_view(&self) -> super::node::AgentView {
         self.node.agent_view(self.life.reload_deferred())
     }
 
     fn ping(&mut self, w: WorkerId, seq: u64) {
         let mut fleet = self.life.fleet();
-        let pid = self.children.pid_of(w);
-        let mut pids = vec![std::process::id() as i32];
-        pids.extend(self.children.pids());
-        let (daemon, worker) = self.pss.figures(pid, pids, &self.tx);
-        fleet.daemon_pss_kib = daemon;
-        fleet.worker_pss_kib = worker;
+        (fleet.worker_pss_kib, fleet.daemon_pss_kib) = self.observing.metrics.memory(w);
         self.children.try_send(w, &ToWorker::Ping { seq, fleet });
+    }
+
+    /// Once a tick: memory measurements, the observer's snapshot, and the
+    /// self-test (a connection the daemon makes to itself, handed to a
+    /// worker like a client's; the observer speaks on the other end).
+    fn observe(&mut self, now: Instant) {
+        if self.observing.measure_due(now) {
+            self.children.measure_engine_holders();
+        }
+        // The agent's maint and drain words (MAINT; a reload waiting for
+        // memory headroom).
+        let view = self.agent_view();
+        self.observing.maintenance = view.maintenance;
+        self.observing.no_headroom = view.reload_deferred.is_some();
+        let open = || self.gate.open_by_listener();
+        self.observing.tick(
+            now,
+            &self.life,
+            open,
+            &self.tx,
+            &self.relay,
+            &mut self.status,
+        );
+        if let Some(id) = self.observing.selftest_due(now, &self.life) {
+            match super::observer::synthetic_connection() {
+                Ok((accepted, theirs)) => {
+                    let _ = self.accepted(accepted);
+                    self.observing.selftest_sent(id, theirs, &mut self.status);
+                }
+                Err(e) => self.observing.selftest_not_sent(id, &e, &mut self.status),
+            }
+        }
     }
 }

@@ -33,6 +33,8 @@ pub struct ServiceStatus {
     maintenance: bool,
     /// A reload waits for memory headroom: why, and when it is tried again.
     deferred: Option<(super::headroom::Shortfall, Instant)>,
+    /// What the failing self-test saw (`None` while it passes).
+    selftest_failure: Option<String>,
 }
 
 impl ServiceStatus {
@@ -54,6 +56,7 @@ impl ServiceStatus {
             loading: None,
             maintenance: false,
             deferred: None,
+            selftest_failure: None,
         }
     }
 
@@ -96,6 +99,10 @@ impl ServiceStatus {
                 f.last_replacement_us as f64 / 1000.0
             ));
         }
+        if let Some(why) = &self.selftest_failure {
+            line.push_str("; SELF-TEST FAILING (not ready): ");
+            line.push_str(why);
+        }
         if !self.sandbox.is_empty() {
             line.push_str("; sandbox ");
             line.push_str(&self.sandbox);
@@ -112,6 +119,18 @@ impl ServiceStatus {
             );
         }
         line
+    }
+
+    /// The self-test failed (with what it saw) or passes again (`None`);
+    /// the status line says so at once.
+    pub fn selftest(&mut self, failure: Option<String>) {
+        if self.selftest_failure == failure {
+            return;
+        }
+        self.selftest_failure = failure;
+        if self.ready && !self.reloading {
+            self.notifier.status(&self.line());
+        }
     }
 
     pub fn observe(&mut self, note: Note) {
@@ -143,7 +162,7 @@ impl ServiceStatus {
                 self.deferred = Some((why, Instant::now() + retry));
                 self.notifier.status(&self.line());
             }
-            Note::Reloading => {
+            Note::Reloading(_) => {
                 self.deferred = None;
                 self.reloading = true;
                 self.loading = None;
@@ -166,6 +185,7 @@ impl ServiceStatus {
                 self.notifier.ready(&self.line());
             }
             Note::Stopping => self.notifier.stopping(),
+            Note::EngineLoaded(_) | Note::WorkerReplaced(_) => {}
             Note::Alive {
                 scans,
                 found,
@@ -258,7 +278,7 @@ mod tests {
             ),
             "{line}"
         );
-        s.observe(Note::Reloading);
+        s.observe(Note::Reloading(crate::ipc::observe::ReloadTrigger::Command));
         s.maintenance(false);
         let line = s.line();
         assert!(

@@ -33,6 +33,7 @@ use super::stream::{Reader, Writer};
 use super::streams::{StreamHold, StreamMemory, GRANT_WAIT};
 use super::{Peer, Shared};
 use crate::ipc::messages::{AdminCommand, ConnInfo, FromWorker};
+use crate::ipc::observe::Limit;
 use crate::policy::Decision;
 use crate::proto::framer::Step;
 use crate::proto::instream::{ChunkDecoder, ChunkHeader};
@@ -161,7 +162,10 @@ impl Conn {
             self.accepted + Duration::from_secs(self.shared().config.limits.command_read_timeout);
         let frame = match self.next_frame(Wait::Until(first), true).await {
             Ok(f) => f,
-            Err(end) => return self.end(end, b'\n').await,
+            Err(end) => {
+                self.count_limit(&end, Limit::CommandReadTimeout);
+                return self.end(end, b'\n').await;
+            }
         };
         let to = ReplyTo::new(None, frame.framing.terminator());
         let kind = frame.cmd.kind;
@@ -222,6 +226,8 @@ impl Conn {
             .shared()
             .profile(peer.listener)
             .decide(cmd.kind, peer.admin);
+        let metrics = &self.ctx.shared.metrics;
+        metrics.command(&peer.listener_name, cmd.kind, decision);
         let (text, reason) = match decision {
             Decision::Allow => return false,
             Decision::NotOnListener => (
@@ -298,6 +304,7 @@ impl Conn {
             CommandKind::Instream => match self.read_stream().await {
                 Ok((data, budget)) => Some(Work::Stream(data, budget)),
                 Err(StreamError::Budget(held)) => {
+                    shared.metrics.limit(Limit::StreamMemory);
                     if let Some(suppressed) = self.ctx.may_log() {
                         tracing::warn!(
                             held,
@@ -312,6 +319,7 @@ impl Conn {
                     None
                 }
                 Err(StreamError::TooLarge(len)) => {
+                    shared.metrics.limit(Limit::StreamMaxLength);
                     if let Some(suppressed) = self.ctx.may_log() {
                         tracing::warn!(
                             chunk = len,
@@ -329,6 +337,7 @@ impl Conn {
                     None
                 }
                 Err(StreamError::End(End::TooSlow)) => {
+                    shared.metrics.limit(Limit::StreamMinRate);
                     if let Some(suppressed) = self.ctx.may_log() {
                         tracing::warn!(
                             min_rate = shared.config.limits.stream_min_rate.0,
@@ -342,6 +351,7 @@ impl Conn {
                     None
                 }
                 Err(StreamError::End(end)) => {
+                    self.count_limit(&end, Limit::ReadTimeout);
                     self.end(end, to.term).await;
                     None
                 }
@@ -445,6 +455,12 @@ impl Conn {
                     break;
                 }
                 Err(end) => {
+                    let timeout = if self.frame_started.is_some() {
+                        Limit::CommandTimeout
+                    } else {
+                        Limit::IdleTimeout
+                    };
+                    self.count_limit(&end, timeout);
                     self.end(end, term).await;
                     tasks.abort_all();
                     break;
@@ -495,6 +511,7 @@ impl Conn {
             // Refused commands count too: a session of refusals ends as
             // soon as one of allowed commands would.
             if id > limits.max_session_commands {
+                self.ctx.shared.metrics.limit(Limit::MaxSessionCommands);
                 if let Some(suppressed) = self.ctx.may_log() {
                     tracing::warn!(
                         limit = limits.max_session_commands,
@@ -681,6 +698,18 @@ impl Conn {
         self.len += n;
         self.fresh = true;
         Ok(())
+    }
+
+    /// Counts the limit a read ended at: the command length, or the
+    /// deadline that applied (`timeout`).
+    fn count_limit(&self, end: &End, timeout: Limit) {
+        let limit = match end {
+            End::TooLong => Limit::MaxCommandLength,
+            End::TimedOut => timeout,
+            End::TooSlow => Limit::StreamMinRate,
+            _ => return,
+        };
+        self.ctx.shared.metrics.limit(limit);
     }
 
     fn consume(&mut self, n: usize) {

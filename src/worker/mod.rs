@@ -23,6 +23,7 @@
 pub mod commands;
 mod conn;
 pub mod files;
+pub mod metrics;
 pub mod pace;
 pub mod pool;
 pub mod process;
@@ -101,6 +102,8 @@ fn serve(
         .set_temp_dir(&start.temp_dir)
         .map_err(|e| e.to_string())?;
     config.scan.temporary_directory = start.temp_dir.clone();
+    // Its own memory figures: /proc is closed once the sandbox narrows.
+    let meter = crate::usage::Meter::open();
     let landlock = sandbox::narrow_to(&start.temp_dir).map_err(|e| e.to_string())?;
     tracing::debug!(landlock = ?landlock, "worker narrowed its sandbox to its temporary directory");
 
@@ -138,7 +141,7 @@ fn serve(
             .map_err(|e| format!("control channel: {e}"))?;
         tokio::spawn(forward(Arc::clone(&control), rx));
         tokio::spawn(watch_overruns(Arc::clone(&shared)));
-        control_loop(control, shared).await;
+        control_loop(control, shared, meter).await;
         Ok(())
     })
 }
@@ -168,15 +171,67 @@ async fn forward(
     }
 }
 
+/// What the worker last told the supervisor for the metrics.
+struct Reporter {
+    meter: crate::usage::Meter,
+    usage: crate::ipc::observe::ProcUsage,
+    pool: (u32, u32),
+}
+
+impl Reporter {
+    /// Sends the counters when something changed since the last time (or
+    /// always, with `force`); `measure` reads the process's usage anew.
+    async fn report(
+        &mut self,
+        control: &AsyncChannel,
+        shared: &Shared,
+        force: bool,
+        measure: bool,
+    ) {
+        if measure {
+            self.usage = self.meter.read();
+        }
+        let snap = shared.pool.snapshot();
+        let pool = (snap.busy as u32, snap.queued as u32);
+        let changed = shared.metrics.take_changed() || pool != self.pool;
+        if !(changed || force) {
+            return;
+        }
+        self.pool = pool;
+        let walks = shared.counters.abandoned.load(Ordering::Relaxed);
+        let counters = shared.metrics.counters(walks, &snap, self.usage);
+        let _ = control
+            .send(&FromWorker::Counters(Box::new(counters)).encode())
+            .await;
+    }
+}
+
 /// Messages from the supervisor, until drained. If the supervisor goes
 /// away, drain: a worker never serves without its broker and its keeper.
-async fn control_loop(control: Arc<AsyncChannel>, shared: Arc<Shared>) {
+/// Every second the counters go to the supervisor if they changed, with
+/// every pong in any case, and once more at the end.
+async fn control_loop(control: Arc<AsyncChannel>, shared: Arc<Shared>, meter: crate::usage::Meter) {
     let stall = watchdog::stall_limit(shared.config.scan.max_scan_time);
     let mut health = watchdog::PoolHealth::new(stall, std::time::Instant::now());
+    let mut reporter = Reporter {
+        meter,
+        usage: Default::default(),
+        pool: (0, 0),
+    };
+    reporter.report(&control, &shared, true, true).await;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let received = tokio::select! {
             r = control.recv() => r,
-            _ = drained(&shared) => return,
+            _ = drained(&shared) => {
+                reporter.report(&control, &shared, true, true).await;
+                return;
+            }
+            _ = tick.tick() => {
+                reporter.report(&control, &shared, false, false).await;
+                continue;
+            }
         };
         let (msg, mut fds) = match received {
             Ok(Some(m)) => m,
@@ -194,6 +249,7 @@ async fn control_loop(control: Arc<AsyncChannel>, shared: Arc<Shared>) {
             }
             Ok(ToWorker::Ping { seq, fleet }) => {
                 shared.set_fleet(fleet);
+                reporter.report(&control, &shared, true, true).await;
                 let c = &shared.counters;
                 let pong = FromWorker::Pong {
                     seq,
@@ -370,9 +426,11 @@ pub fn probe_forked(config: &Config, targets: &sandbox::Targets) -> i32 {
         user: None,
         read_only: Vec::new(),
         read_write: vec![temp],
+        read_files: Vec::new(),
         max_open_files: 0,
         max_threads: 0,
         seccomp: true,
+        accepts: false,
     };
     let attempts = sandbox::probe_worker(&plan, &config.database.directory, targets);
     let mut bad = 0;

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::ipc::observe::{QueueWaitHistogram, QUEUE_WAIT_BOUNDS_US};
 use crate::policy::PeerKey;
 
 /// A unit of work; it receives the slot of the thread that runs it.
@@ -429,6 +430,9 @@ pub struct Overrun {
 struct Queued {
     tag: Option<Tag>,
     job: Job,
+    /// When it was queued (a client's job's wait goes to the metrics; the
+    /// worker's own health probe's does not).
+    at: Instant,
 }
 
 struct Shared {
@@ -436,6 +440,8 @@ struct Shared {
     ready: Condvar,
     slots: Vec<TaskSlot>,
     normal: usize,
+    /// How long clients' jobs waited in the queue (the metrics' queue wait).
+    waited: Mutex<QueueWaitHistogram>,
 }
 
 /// The pool. Cloning shares it.
@@ -458,6 +464,8 @@ pub struct PoolSnapshot {
     pub tasks: Vec<Task>,
     /// How long each idle thread has been idle.
     pub idle: Vec<Duration>,
+    /// How long every job so far waited before a thread took it.
+    pub wait_histogram: QueueWaitHistogram,
 }
 
 impl ScanPool {
@@ -479,6 +487,7 @@ impl ScanPool {
             ready: Condvar::new(),
             slots,
             normal: threads,
+            waited: Mutex::new(QueueWaitHistogram::default()),
         });
         for i in 0..threads + reserve {
             let shared = Arc::clone(&shared);
@@ -512,7 +521,8 @@ impl ScanPool {
 
     fn push(&self, owner: Owner, tag: Option<Tag>, job: Job) -> Result<(), (Busy, Job)> {
         let mut s = lock(&self.shared.sched);
-        s.push(owner, Queued { tag, job }, Instant::now())
+        let now = Instant::now();
+        s.push(owner, Queued { tag, job, at: now }, now)
             .map_err(|(b, q)| (b, q.job))?;
         drop(s);
         self.shared.ready.notify_all();
@@ -640,6 +650,7 @@ impl ScanPool {
             waits,
             tasks,
             idle,
+            wait_histogram: *lock(&self.shared.waited),
         }
     }
 }
@@ -662,6 +673,10 @@ fn thread_main(shared: &Shared, index: usize) {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
         };
+        if queued.tag.is_some() {
+            let waited = u64::try_from(queued.at.elapsed().as_micros()).unwrap_or(u64::MAX);
+            lock(&shared.waited).observe(&QUEUE_WAIT_BOUNDS_US, waited);
+        }
         slot.start(owner, queued.tag);
         // A panicking job must not take the thread (and its slot) with it.
         let job = queued.job;

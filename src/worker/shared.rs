@@ -69,6 +69,8 @@ pub struct Shared {
     /// Administrators' STATS waiting for the daemon's task list, by
     /// connection.
     stats_waiters: Mutex<HashMap<u64, oneshot::Sender<DaemonTasks>>>,
+    /// What the metrics count (see [`super::metrics`]).
+    pub metrics: super::metrics::Collector,
 }
 
 /// How long an administrative command waits for the supervisor's answer.
@@ -143,6 +145,7 @@ impl Shared {
             admin_answers: Mutex::default(),
             exit_by: Mutex::new(None),
             stats_waiters: Mutex::new(HashMap::new()),
+            metrics: super::metrics::Collector::new(config.metrics.top_detections as usize),
             config,
         }))
     }
@@ -371,6 +374,9 @@ const PEER_LOG_KEYS: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub listener: ListenerKind,
+    /// The listener's name (systemd's FileDescriptorName=, "unix", "tcp",
+    /// "selftest"), the metrics' `listener` label.
+    pub listener_name: Arc<str>,
     pub info: PeerInfo,
     pub admin: bool,
 }
@@ -379,6 +385,7 @@ impl Peer {
     pub fn of(c: &ConnInfo) -> Peer {
         Peer {
             listener: c.listener,
+            listener_name: Arc::from(c.listener_name.as_str()),
             info: c.peer,
             admin: c.admin,
         }

@@ -124,6 +124,8 @@ fn run(mode: Mode) -> Result<i32, String> {
     // Opened now, read once the engine is loaded, closed before Ready: the
     // peak of the load is what a reload's second engine will need.
     let status_file = std::fs::File::open("/proc/self/status").ok();
+    // Its own memory, read through this descriptor after demotion.
+    let mut meter = crate::usage::Meter::open();
 
     let plan = plan(&config, signatures.path(), &temp_parent, &mode);
     // sandbox-check: its spare sockets are made before the sandbox.
@@ -229,6 +231,7 @@ fn run(mode: Mode) -> Result<i32, String> {
                         let _ = nix::unistd::close(control.as_raw_fd());
                         drop(threads);
                         drop(signatures);
+                        drop(meter);
                         let engine = engine.take().ok_or("no engine")?;
                         let code = crate::worker::serve_forked(
                             config,
@@ -242,6 +245,7 @@ fn run(mode: Mode) -> Result<i32, String> {
                 }
             }
             ToZygote::Exit => return Ok(0),
+            ToZygote::Measure => send(&control, &FromZygote::Usage(meter.read())),
             ToZygote::Config { .. } => return Err("a second configuration".into()),
         }
     }
@@ -372,9 +376,13 @@ fn plan(
         user: root.then(|| config.sandbox.user.clone()),
         read_only: vec![signatures.to_path_buf()],
         read_write: vec![temp_parent.to_path_buf()],
+        // Each worker opens its own smaps_rollup between the fork and its
+        // narrowing (see `crate::usage`).
+        read_files: vec![std::path::PathBuf::from("/proc")],
         max_open_files: (u64::from(config.limits.max_connections) * 3 + 256).min(hard_nofile),
         max_threads: tasks,
         seccomp: true,
+        accepts: false,
     }
 }
 

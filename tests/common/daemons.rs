@@ -405,6 +405,18 @@ impl Daemon {
         }
     }
 
+    /// The pid of the observer (metrics, agent, self-test), once it runs.
+    pub fn observer(&self) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(&o) = self.children_named("clamsentry-obs").first() {
+                return o;
+            }
+            assert!(Instant::now() < deadline, "no observer process");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The pids of the engine holders (zygotes): live children of the
     /// supervisor named clamsentry-eng.
     pub fn zygotes(&self) -> Vec<i32> {
@@ -458,6 +470,23 @@ pub fn children(pid: i32) -> Vec<i32> {
         .unwrap_or_default();
     out.sort_unstable();
     out
+}
+
+/// Proportional set size in KiB of one process (its smaps_rollup; root
+/// reads any process's), 0 when unreadable.
+pub fn pss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// PSS in KiB of a process and all its descendants.
+pub fn tree_pss_kib(pid: i32) -> u64 {
+    pss_kib(pid) + children(pid).into_iter().map(tree_pss_kib).sum::<u64>()
 }
 
 /// VmRSS in KiB of a process and all its descendants.

@@ -243,6 +243,8 @@ pub enum Action {
         id: ConnId,
         identity: Arc<Identity>,
         listener: ListenerKind,
+        /// The listener's name (metrics, logs).
+        name: Arc<str>,
         why: Refusal,
     },
     /// Give the connection to the worker: its authority starts now, as
@@ -261,6 +263,7 @@ pub enum Action {
         id: ConnId,
         key: PeerKey,
         identity: Arc<Identity>,
+        name: Arc<str>,
         why: Eviction,
     },
     /// The client left: the connection's authority ends; the worker still
@@ -329,6 +332,9 @@ struct Conn {
     /// Closed by the gate, or its client left: no authority, and it no
     /// longer counts against any limit.
     revoked: bool,
+    /// The daemon's own self-test (not a client: it keeps nothing awake
+    /// and runs no VirusEvent command).
+    selftest: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -492,6 +498,7 @@ impl Gate {
             id,
             identity: Arc::clone(&identity),
             listener,
+            name: Arc::clone(&name),
             why,
         };
         let refusal = if self.stopping {
@@ -557,6 +564,7 @@ impl Gate {
             (Isolation::Identity, Identity::Tcp(_)) => Tenant::Network,
         };
         let paths = self.profile(listener).allows_paths();
+        let selftest = &*name == crate::ipc::observe::SELFTEST_LISTENER;
         self.conns.insert(
             id,
             Conn {
@@ -571,9 +579,12 @@ impl Gate {
                 accepted: now,
                 active: false,
                 revoked: false,
+                selftest,
             },
         );
-        self.idle_since = None;
+        if !selftest {
+            self.idle_since = None;
+        }
         self.last_seen.insert(tenant, now);
         self.place(id, now, out);
     }
@@ -971,12 +982,13 @@ impl Gate {
         if c.revoked && why != Eviction::WorkerGone {
             return;
         }
-        let (key, identity) = (c.key, Arc::clone(&c.identity));
+        let (key, identity, name) = (c.key, Arc::clone(&c.identity), Arc::clone(&c.name));
         self.revoke(id);
         out.push(Action::Evict {
             id,
             key,
             identity,
+            name,
             why,
         });
     }
@@ -998,7 +1010,7 @@ impl Gate {
         if !self.conns.values().any(|o| o.tenant == c.tenant) {
             self.last_seen.insert(c.tenant, now);
         }
-        if self.conns.is_empty() {
+        if self.conns.values().all(|c| c.selftest) {
             self.idle_since = Some(now);
         }
         // One worker per connection: it goes with it.
@@ -1077,6 +1089,15 @@ impl Gate {
                 out.push(Action::Threads { worker: *id, limit });
             }
         }
+    }
+
+    /// Open connections per listener name (the metrics).
+    pub fn open_by_listener(&self) -> Vec<(String, u32)> {
+        let mut out: BTreeMap<&str, u32> = BTreeMap::new();
+        for c in self.conns.values().filter(|c| !c.revoked) {
+            *out.entry(&c.name).or_default() += 1;
+        }
+        out.into_iter().map(|(n, k)| (n.to_string(), k)).collect()
     }
 
     /// Counts the gate keeps for STATS, metrics and the status line.

@@ -216,7 +216,9 @@ fn reload_is_blue_green_per_tenant() {
     let bound_a = ids[0];
     let a = m.handle(Event::Reload("RELOAD command"), t);
     assert!(a.contains(&Action::SpawnZygote(2)));
-    assert!(a.contains(&Action::Notify(Note::Reloading)));
+    assert!(a.contains(&Action::Notify(Note::Reloading(
+        crate::ipc::observe::ReloadTrigger::Command
+    ))));
     // A second request while loading is merged.
     assert!(!m
         .handle(Event::Reload("SIGHUP"), t)
@@ -490,7 +492,7 @@ fn a_reload_measures_memory_first_and_loads_when_there_is_room() {
     assert!(m.handle(Event::Reload("SIGHUP"), t).is_empty());
     let a = m.handle(Event::Memory(available(2000)), t);
     assert!(a.contains(&Action::SpawnZygote(2)), "{a:?}");
-    assert!(a.contains(&Action::Notify(Note::Reloading)));
+    assert!(a.contains(&Action::Notify(Note::Reloading(ReloadTrigger::Command))));
     assert!(m.reload_deferred().is_none());
 }
 

@@ -102,12 +102,19 @@ pub async fn respond(ctx: &Ctx, work: Work, to: ReplyTo) {
         Work::Stream(data, budget) => {
             let text = scan_stream(ctx, data).await;
             drop(budget);
-            text
+            return reply_to_scan(ctx, &to.to_vec(&text)).await;
         }
-        Work::Fd(fd) => scan_fd(ctx, fd).await,
+        Work::Fd(fd) => return reply_to_scan(ctx, &to.to_vec(&scan_fd(ctx, fd).await)).await,
         Work::Path { kind, path } => return pathscan::respond(ctx, kind, path, to).await,
     };
     let _ = ctx.writer.send(&to.to_vec(&text)).await;
+}
+
+/// A scan's reply; counted as abandoned when the client is gone.
+async fn reply_to_scan(ctx: &Ctx, reply: &[u8]) {
+    if ctx.writer.send(reply).await.is_err() {
+        ctx.shared.metrics.abandoned();
+    }
 }
 
 fn version_text(shared: &Shared) -> Vec<u8> {
@@ -205,6 +212,12 @@ const CANT_READ: &[u8] = b"Can't read file";
 async fn scan_fd(ctx: &Ctx, fd: OwnedFd) -> Vec<u8> {
     let name = format!("fd[{}]", fd.as_raw_fd());
     if let Some((why, text)) = unscannable(&fd) {
+        let reason = if text == CANT_READ {
+            crate::ipc::observe::ErrorReason::Io
+        } else {
+            crate::ipc::observe::ErrorReason::NotRegularFile
+        };
+        ctx.shared.metrics.error(reason);
         tracing::info!(
             command = "FILDES",
             scan_result = "error",
@@ -252,6 +265,7 @@ fn finish(
     let verdict = match result {
         Ok(v) => v,
         Err(RunError::Busy(busy)) => {
+            ctx.shared.metrics.queue_full();
             if let Some(suppressed) = ctx.may_log() {
                 tracing::warn!(command, scan_result = "error", reason = ?busy, suppressed, "scan refused: queue full");
             }
@@ -261,14 +275,14 @@ fn finish(
         // what libclamav says of a scan stopped at its time limit.
         Err(RunError::Overrun) => Verdict::time_limit(ctx.shared.config.scan.alert_exceeds_max),
     };
-    let duration_ms = started.elapsed().as_millis() as u64;
     record(
         &ctx.shared,
+        &ctx.peer.listener_name,
         name.as_bytes(),
         command,
         &verdict,
         bytes,
-        duration_ms,
+        started.elapsed(),
     );
     ctx.shared.report_found(ctx.guard.id, target, &verdict);
     verdict_text(name.as_bytes(), &verdict)
@@ -284,17 +298,32 @@ pub(crate) fn verdict_text(name: &[u8], verdict: &Verdict) -> Vec<u8> {
     }
 }
 
-/// Counters and the structured log line of one scan.
+/// Counters and the structured log line of one scan. `duration`: from
+/// its submission to the scan pool to the verdict.
 pub(crate) fn record(
     shared: &Shared,
+    listener: &str,
     name: &[u8],
     command: &str,
     verdict: &Verdict,
     bytes: u64,
-    duration_ms: u64,
+    duration: std::time::Duration,
 ) {
+    shared
+        .metrics
+        .scan(listener, command, verdict, bytes, duration);
+    let duration_ms = duration.as_millis() as u64;
     let c = &shared.counters;
-    c.scans.fetch_add(1, Ordering::Relaxed);
+    // The self-test's scans are in the metrics (listener "selftest"), not
+    // in STATS and the status line, which count the clients'.
+    if listener == crate::ipc::observe::SELFTEST_LISTENER {
+        if let Verdict::Found(names) = verdict {
+            tracing::debug!(command, virus_name = %LogStr(&names.join(",")), "self-test scan found");
+            return;
+        }
+    } else {
+        c.scans.fetch_add(1, Ordering::Relaxed);
+    }
     match verdict {
         Verdict::Clean => {
             if shared.config.log.clean {

@@ -75,6 +75,7 @@ pub async fn respond(ctx: &Ctx, kind: CommandKind, path: Vec<u8>, to: ReplyTo) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
     let job_shared = Arc::clone(&shared);
     let top = path.clone();
+    let listener = Arc::clone(&ctx.peer.listener_name);
     // The walk runs on a scan-pool thread: carry the connection's span
     // (PEER, LISTENER, ID) there, so that its results are logged with them.
     let span = tracing::Span::current();
@@ -87,10 +88,11 @@ pub async fn respond(ctx: &Ctx, kind: CommandKind, path: Vec<u8>, to: ReplyTo) {
         Box::new(move |slot: &TaskSlot| {
             let _span = span.enter();
             slot.begin(mode.word(), &top);
-            Walker::new(&job_shared, mode, to, tx, slot, files, walk_tag).run(&top);
+            Walker::new(&job_shared, mode, to, tx, slot, files, walk_tag, listener).run(&top);
         }),
     );
     if let Err(busy) = submitted {
+        shared.metrics.queue_full();
         if let Some(suppressed) = ctx.may_log() {
             tracing::warn!(command = kind.word(), reason = ?busy, suppressed, "scan refused: queue full");
         }
@@ -197,6 +199,8 @@ struct Walker<'a> {
     /// The supervisor answered that the client left (its connection's
     /// authority ended): the walk stops, as when the replies cannot go out.
     revoked: bool,
+    /// The connection's listener (the metrics' label).
+    listener: Arc<str>,
 }
 
 fn errno(code: i32) -> std::io::Error {
@@ -204,6 +208,7 @@ fn errno(code: i32) -> std::io::Error {
 }
 
 impl<'a> Walker<'a> {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         shared: &'a Arc<Shared>,
         mode: Mode,
@@ -212,6 +217,7 @@ impl<'a> Walker<'a> {
         slot: &'a TaskSlot,
         files: ConnFiles,
         tag: Tag,
+        listener: Arc<str>,
     ) -> Self {
         Walker {
             engine: shared.engine(),
@@ -229,6 +235,7 @@ impl<'a> Walker<'a> {
             tag,
             _multiscan: None,
             revoked: false,
+            listener,
         }
     }
 
@@ -571,6 +578,8 @@ impl<'a> Walker<'a> {
 
     fn file_job(&self, name: &[u8], file: File, size: u64) -> FileJob {
         FileJob {
+            command: self.mode.word(),
+            listener: Arc::clone(&self.listener),
             conn: self.files.conn().id,
             shared: Arc::clone(self.shared),
             engine: Arc::clone(&self.engine),
@@ -701,6 +710,9 @@ enum Source<'d> {
 
 /// Scanning one opened file and answering for it; inline or as a MULTISCAN job.
 struct FileJob {
+    /// The walk's command and listener (the metrics' labels).
+    command: &'static str,
+    listener: Arc<str>,
     conn: u64,
     shared: Arc<Shared>,
     engine: Arc<Engine>,
@@ -726,11 +738,12 @@ impl FileJob {
         });
         record(
             &self.shared,
+            &self.listener,
             &self.name,
-            "SCAN",
+            self.command,
             &verdict,
             self.size,
-            started.elapsed().as_millis() as u64,
+            started.elapsed(),
         );
         self.shared.report_found(self.conn, &self.name, &verdict);
         match verdict {
