@@ -25,6 +25,18 @@ fn scan(addr: &Addr) -> Vec<u8> {
     talk(addr, &[&instream(b"zINSTREAM\0", &eicar(), 1024)], T).unwrap()
 }
 
+/// The observer's HAProxy agent at `addr`: its one line.
+fn agent_line(addr: &str) -> String {
+    use std::io::Read;
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(T));
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
 fn eventually(what: &str, within: Duration, mut pred: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !pred() {
@@ -53,9 +65,14 @@ fn maint(args: &[&str], uid: Option<u32>) -> (i32, String, String) {
 fn maintenance_is_an_administrators_request_on_the_unix_socket() {
     require_root!("a client runs as nobody, and root is the administrator");
     let db = TestDb::new();
-    let d = Daemon::clamsentry(db.path(), &[]);
+    let agent = format!("127.0.0.1:{}", free_port());
+    let agent_listen = format!("listen = {agent:?}");
+    let d = Daemon::clamsentry(db.path(), &[("agent", &agent_listen)]);
     std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let sock = d.unix.display().to_string();
+    eventually("the agent says ready", Duration::from_secs(60), || {
+        agent_line(&agent).starts_with("up ready")
+    });
     assert_eq!(
         maint(&["status", "--socket", &sock], None),
         (0, "maintenance off\n".into(), String::new())
@@ -77,6 +94,16 @@ fn maintenance_is_an_administrators_request_on_the_unix_socket() {
         log.contains("maintenance on: the load balancer's agent now answers maint"),
         "{log}"
     );
+    // The observer's agent (what HAProxy's agent-check reads) says maint,
+    // and `probe ready` (Kubernetes' readiness) says not ready.
+    eventually("the agent says maint", Duration::from_secs(60), || {
+        agent_line(&agent).starts_with("up maint #")
+    });
+    let out = Command::new(BIN)
+        .args(["probe", "ready", "--agent", &agent])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
     // A local user who is not an administrator: refused, state unchanged.
     let (code, _, err) = maint(&["off", "--socket", &sock], Some(65534));
     assert_eq!(code, 1);
@@ -111,6 +138,16 @@ fn maintenance_is_an_administrators_request_on_the_unix_socket() {
         "maintenance off\n"
     );
     assert!(d.log().contains("maintenance off"));
+    eventually(
+        "the agent says ready again",
+        Duration::from_secs(60),
+        || agent_line(&agent).starts_with("up ready"),
+    );
+    let out = Command::new(BIN)
+        .args(["probe", "ready", "--agent", &agent])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
     // A missing socket says what to do.
     let (code, _, err) = maint(&["status", "--socket", "/nonexistent.sock"], None);
     assert_eq!(code, 1);
@@ -241,12 +278,15 @@ fn a_reload_without_memory_headroom_waits_while_scans_go_on() {
     std::fs::create_dir(&cg.dir).unwrap();
     let db = big_db();
     let procs = cg.dir.join("cgroup.procs");
+    let agent = format!("127.0.0.1:{}", free_port());
+    let agent_listen = format!("listen = {agent:?}");
     let d = Daemon::launch(
         db.path(),
         &[
             ("limits", "reload-retry = 1"),
             ("limits", "reload-headroom = \"16M\""),
             ("database", "self-check = 0"),
+            ("agent", &agent_listen),
         ],
         |l| {
             let mut c = Command::new("/bin/sh");
@@ -292,6 +332,12 @@ fn a_reload_without_memory_headroom_waits_while_scans_go_on() {
         || d.log().matches("reload deferred").count() >= 2,
     );
     assert_eq!(d.zygotes().len(), 1, "no second engine while it waits");
+    // The observer's agent drains the node meanwhile (new work goes to
+    // nodes that have room), and says why.
+    eventually("the agent says drain", Duration::from_secs(60), || {
+        let line = agent_line(&agent);
+        line.starts_with("up drain #") && line.contains("memory headroom")
+    });
     assert!(!d.log().contains("reload complete"));
     // Room again: the next retry reloads.
     cg.set_limit(None);
@@ -299,6 +345,11 @@ fn a_reload_without_memory_headroom_waits_while_scans_go_on() {
         d.log().contains("reload complete")
     });
     assert!(d.log().contains("memory headroom suffices now"));
+    eventually(
+        "the agent says ready again",
+        Duration::from_secs(60),
+        || agent_line(&agent).starts_with("up ready"),
+    );
     assert_eq!(scan(&d.unix_addr()), FOUND);
     drop(d);
 }
