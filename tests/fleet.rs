@@ -14,12 +14,13 @@
 //! stand-in for the socket unit (`common::holder`), so a node that stops or
 //! restarts leaves new connections waiting in its queue, not refused.
 //!
-//! Two parts are stand-ins, said where they are used:
-//! * the HAProxy agent: `tests/fleet/agent.py` answers from the node's own
-//!   `MAINT` state (and from a file the test writes for the database-age
-//!   scenario) until the observer process, which answers from the
-//!   supervisor's snapshot (drain while stopping, without memory headroom,
-//!   with a database older than `database.max-age`), is on this branch;
+//! HAProxy's agent-check talks to each node's own agent (the observer
+//! process, `[agent] listen`): `maint` after MAINT ON, `drain` while the
+//! node stops or waits for memory headroom. One answer is a stand-in, said
+//! where it is used: a database older than `database.max-age` needs a
+//! signed `daily.cvd` (libclamav refuses a hand-made container header, so a
+//! test cannot make one), so for that scenario HAProxy is pointed at
+//! `tests/fleet/agent.py`, which answers the observer's words for it.
 
 mod common;
 
@@ -41,6 +42,8 @@ const NET: &str = "10.77.0";
 const LB: &str = "10.77.0.10";
 const PORT: u16 = 3310;
 const AGENT_PORT: u16 = 9907;
+/// Where the stand-in agent answers (`tests/fleet/agent.py`).
+const STAND_IN_AGENT_PORT: u16 = 9917;
 /// Load clients' addresses (one per thread: a client each for the
 /// per-client shares), in listen.tcp-allow (10.77.0.96/27).
 const LOAD_SOURCES: &str =
@@ -294,6 +297,8 @@ struct Server {
     weight: u32,
     current: u64,
     total: u64,
+    /// The last agent check (`L7OK` when the agent answered).
+    agent: String,
 }
 
 /// A load run in the client namespace (`tests/fleet/load.py`).
@@ -441,20 +446,63 @@ impl Fleet {
         let _ = s.write_all(b"show stat\n");
         let mut text = String::new();
         let _ = s.read_to_string(&mut text);
-        for line in text.lines() {
+        let mut lines = text.lines();
+        // "# pxname,svname,…": the columns by name.
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("# ")
+            .split(',')
+            .collect();
+        let col = |name: &str| header.iter().position(|h| *h == name);
+        let (Some(status), Some(weight), Some(scur), Some(stot), Some(agent)) = (
+            col("status"),
+            col("weight"),
+            col("scur"),
+            col("stot"),
+            col("agent_status"),
+        ) else {
+            return out;
+        };
+        for line in lines {
             let f: Vec<&str> = line.split(',').collect();
-            if f.len() > 18 && f[0] == "clamsentry" && f[1].starts_with('n') {
+            if f.len() > agent && f[0] == "clamsentry" && f[1].starts_with('n') {
                 out.insert(
                     f[1].to_string(),
                     Server {
-                        status: f[17].to_string(),
-                        weight: f[18].parse().unwrap_or(0),
-                        current: f[4].parse().unwrap_or(0),
-                        total: f[7].parse().unwrap_or(0),
+                        status: f[status].to_string(),
+                        weight: f[weight].parse().unwrap_or(0),
+                        current: f[scur].parse().unwrap_or(0),
+                        total: f[stot].parse().unwrap_or(0),
+                        agent: f[agent].to_string(),
                     },
                 );
             }
         }
+        out
+    }
+
+    /// Waits until HAProxy sends `name` nothing new: drained, down or in
+    /// maintenance.
+    fn wait_out_of_rotation(&self, name: &str, within: Duration) {
+        eventually(
+            &format!("{name} out of rotation"),
+            within,
+            || format!("{:?}", self.servers()),
+            || {
+                let s = self.server(name);
+                !s.status.starts_with("UP") || s.weight == 0
+            },
+        );
+    }
+
+    /// One command on HAProxy's stats socket (its runtime API).
+    fn haproxy_command(&self, cmd: &str) -> String {
+        let mut s = std::os::unix::net::UnixStream::connect(&self.stats).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
         out
     }
 
@@ -470,7 +518,10 @@ impl Fleet {
             || format!("{:?}", self.servers()),
             || {
                 let s = self.server(name);
-                s.status.starts_with(word) && (word != "UP" || s.weight > 0)
+                // UP counts once its agent has answered too (a new
+                // daemon's agent says down until its first snapshot).
+                s.status.starts_with(word)
+                    && (word != "UP" || (s.weight > 0 && s.agent.starts_with("L7OK")))
             },
         );
     }
@@ -544,12 +595,26 @@ impl Fleet {
         self.nodes.iter_mut().find(|n| n.name == name).unwrap()
     }
 
+    fn haproxy_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("haproxy.log")).unwrap_or_default()
+    }
+
     fn logs(&self) -> String {
         self.nodes
             .iter()
             .map(|n| format!("==== {}\n{}", n.name, n.log()))
             .collect()
     }
+}
+
+/// An INSTREAM of the EICAR test string.
+fn instream_eicar() -> Vec<u8> {
+    let data = common::eicar();
+    let mut out = b"zINSTREAM\0".to_vec();
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(&data);
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out
 }
 
 /// The nodes' shared signature directory: the test signatures and 100,000
@@ -674,6 +739,8 @@ fn setup() -> Fleet {
         let proxy = format!("tcp-proxy = [\"{addr}\"]");
         let proxy_from = format!("proxy-from = [\"{LB}/32\"]");
         let cap = format!("max-connections-per-client = {CAP}");
+        let agent_listen = format!("listen = \"{node_ip}:{AGENT_PORT}\"");
+        let agent_allow = format!("tcp-allow = [\"{LB}/32\"]");
         let config = write_config(
             &home,
             &db,
@@ -692,6 +759,8 @@ fn setup() -> Fleet {
                 ("limits", "reload-headroom = \"16M\""),
                 ("database", "self-check = 0"),
                 ("log", "level = \"info\""),
+                ("agent", &agent_listen),
+                ("agent", &agent_allow),
             ],
         );
         let listener = bind_in_netns(&ns, addr);
@@ -716,22 +785,21 @@ fn setup() -> Fleet {
         };
         node.start();
         fleet.nodes.push(node);
-        // The stand-in agent, in the node's namespace.
-        let agent = die_with_parent(
-            Command::new("ip")
-                .args(["netns", "exec", &ns, "python3"])
-                .arg(format!("{FLEET_DIR}/agent.py"))
-                .arg(&node_ip)
-                .arg(AGENT_PORT.to_string())
-                .arg(&unix)
-                .arg(home.join("agent.override")),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-        fleet.agents.push(agent);
     }
+    // The stand-in agent for the database-age scenario, in n3's namespace.
+    let agent = die_with_parent(
+        Command::new("ip")
+            .args(["netns", "exec", &fleet.ns("n3"), "python3"])
+            .arg(format!("{FLEET_DIR}/agent.py"))
+            .arg(format!("{NET}.13"))
+            .arg(STAND_IN_AGENT_PORT.to_string())
+            .arg(fleet.dir.path().join("n3/agent.answer")),
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    fleet.agents.push(agent);
     for n in &fleet.nodes {
         eventually(
             &format!("{} serves", n.name),
@@ -806,7 +874,13 @@ fn a_fleet_behind_haproxy_drains_heals_and_keeps_per_client_policy() {
     let load = f.load("python", 6, 10_000, 30);
     let scans = load.complete();
     assert_eq!(scans.len(), 10_000);
-    assert!(failures(&scans).is_empty(), "{}", failed(&scans));
+    assert!(
+        failures(&scans).is_empty(),
+        "{}\nHAProxy: {}\n{}",
+        failed(&scans),
+        f.haproxy_log(),
+        f.logs()
+    );
     let after = f.servers();
     let served: Vec<u64> = ["n1", "n2", "n3"]
         .iter()
@@ -895,6 +969,12 @@ fn a_fleet_behind_haproxy_drains_heals_and_keeps_per_client_policy() {
         .unwrap();
         let code = node.wait_exit(Duration::from_secs(60));
         assert_eq!(code, Some(0), "{name} exit: {}", node.log());
+        // Out of rotation first (the agent said drain while it stopped, or
+        // the PING check fails against the held socket): only then is an
+        // UP afterwards the new daemon's, and the next node may stop.
+        // Meanwhile new connections wait in the held socket's queue.
+        f.wait_out_of_rotation(name, Duration::from_secs(60));
+        let node = f.node_mut(name);
         node.start();
         let n = f.node(name);
         eventually(
@@ -909,8 +989,9 @@ fn a_fleet_behind_haproxy_drains_heals_and_keeps_per_client_policy() {
     let (scans, cscans) = (load.finish(), cds.finish());
     assert!(
         failures(&scans).is_empty(),
-        "{}\n{}",
+        "{}\nHAProxy: {}\n{}",
         failed(&scans),
+        f.haproxy_log(),
         f.logs()
     );
     assert!(failures(&cscans).is_empty(), "{}", failed(&cscans));
@@ -976,13 +1057,14 @@ fn a_fleet_behind_haproxy_drains_heals_and_keeps_per_client_policy() {
             );
         }
     }
-    let n2_before = f.server("n2").total;
+    // Its agent drains it (new work goes to the nodes that reloaded); it
+    // keeps serving with the old signatures, as its own clients see.
+    f.wait_status("n2", "DRAIN", Duration::from_secs(60));
     f.scans_go_on(&load, 60);
-    assert!(
-        f.server("n2").total > n2_before,
-        "n2 keeps serving: {:?}",
-        f.servers()
-    );
+    let n2 = f.node("n2");
+    assert!(n2.answers());
+    let found = n2.ask(&instream_eicar());
+    assert_eq!(found, b"stream: Win.Test.EICAR_HDB-1.UNOFFICIAL FOUND\0");
     assert_eq!(
         f.node("n2").count("reload complete"),
         completes[1],
@@ -998,6 +1080,7 @@ fn a_fleet_behind_haproxy_drains_heals_and_keeps_per_client_policy() {
         || n2.log(),
         || n2.count("reload complete") > completes[1],
     );
+    f.wait_status("n2", "UP", Duration::from_secs(60));
     eprintln!("reloads done ({:?})", started.elapsed());
 
     // ---------------------------------------------------------------- SIGKILL
@@ -1081,14 +1164,17 @@ fn a_fleet_behind_haproxy_drains_heals_and_keeps_per_client_policy() {
 
     // ---------------------------------------------------------------- database too old
     // The agent drains a node whose database is older than
-    // database.max-age (stand-in agent: the observer's rule is not on this
-    // branch); the others serve everything.
-    let override_file = f.dir.path().join("n3/agent.override");
+    // database.max-age; the others serve everything. (Stand-in: HAProxy
+    // asks tests/fleet/agent.py for n3, which answers what the observer
+    // says for an old database; see the module documentation.)
     std::fs::write(
-        &override_file,
-        "up drain #database older than database.max-age (stub agent)",
+        f.dir.path().join("n3/agent.answer"),
+        "up drain #database 27000 built 720 h ago, older than database.max-age (stand-in agent)",
     )
     .unwrap();
+    f.haproxy_command(&format!(
+        "set server clamsentry/n3 agent-port {STAND_IN_AGENT_PORT}"
+    ));
     f.wait_status("n3", "DRAIN", Duration::from_secs(60));
     let n3_before = f.server("n3").total;
     let scans = f.load("python", 4, 300, 30).complete();
@@ -1099,7 +1185,7 @@ fn a_fleet_behind_haproxy_drains_heals_and_keeps_per_client_policy() {
         n3_before,
         "a drained node gets nothing"
     );
-    std::fs::remove_file(&override_file).unwrap();
+    f.haproxy_command(&format!("set server clamsentry/n3 agent-port {AGENT_PORT}"));
     f.wait_status("n3", "UP", Duration::from_secs(60));
 
     // ---------------------------------------------------------------- pooled sessions
