@@ -164,7 +164,7 @@ BUILD=$WORKDIR/build
 RESULTS=$WORKDIR/results
 mkdir -p "$BUILD/unit_tests/input/clamav_hdb_scanfiles" "$BUILD/libclamav" "$WORKDIR/bin" "$RESULTS"
 
-CREATED_USER=0
+CREATED_USERS=
 SUITE_PGID=
 cleanup() {
   local rc=$?
@@ -173,17 +173,17 @@ cleanup() {
     sleep 1
     kill -KILL -- "-$SUITE_PGID" 2>/dev/null || true
   fi
-  if [ "$CREATED_USER" = 1 ]; then
-    say "removing the user clamsentry created for this run"
+  local u i
+  for u in $CREATED_USERS; do
+    say "removing the user $u created for this run"
     # A VirusEvent command (its own process group) may still be ending.
-    local i
     for i in 1 2 3 4 5 6 7 8 9 10; do
-      userdel clamsentry 2>/dev/null && break
-      [ "$i" = 10 ] && echo "upstream-clamd-tests: could not remove the user clamsentry (userdel clamsentry)" >&2
+      userdel "$u" 2>/dev/null && break
+      [ "$i" = 10 ] && echo "upstream-clamd-tests: could not remove the user $u (userdel $u)" >&2
       sleep 1
     done
-    groupdel clamsentry 2>/dev/null || true
-  fi
+    groupdel "$u" 2>/dev/null || true
+  done
   # A made-up work directory goes, unless asked to keep it or a test failed
   # (its logs are the evidence).
   if [ "${CREATED_RUNNER:-0}" = 1 ]; then
@@ -283,12 +283,17 @@ CLAMSENTRY=$(readlink -f "$CLAMSENTRY")
 # build under /root would not be reachable.
 install -m 0755 "$CLAMSENTRY" "$WORKDIR/bin/clamd"
 say "clamsentry: $CLAMSENTRY, started as $WORKDIR/bin/clamd"
-if ! getent passwd clamsentry >/dev/null; then
-  say "creating the system user clamsentry (the workers' user when clamd.conf has no User line; the Debian package creates it too)"
-  useradd --system --user-group --no-create-home --home-dir /nonexistent \
-    --shell /usr/sbin/nologin clamsentry
-  CREATED_USER=1
-fi
+# clamsentry: the workers' user when clamd.conf has no User line;
+# clamsentry-event: the VirusEvent command's (test_clamd_08). The Debian
+# package creates both.
+for u in clamsentry clamsentry-event; do
+  if ! getent passwd "$u" >/dev/null; then
+    say "creating the system user $u (the Debian package creates it too)"
+    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin "$u"
+    CREATED_USERS="$CREATED_USERS $u"
+  fi
+done
 
 # --- the runs ---------------------------------------------------------------
 # One daemon: clamd_test.py under pytest, as ctest runs it (environment of
@@ -426,7 +431,7 @@ def known(test, run):
     if test == "test_clamd_08_VirusEvent" and run == "clamsentry":
         # The command (virusaction-test.sh) writes test-clamd.log into the
         # test's directory, a 0700 mkdtemp of root's. clamd without User runs
-        # it as root; clamsentry runs it as its service user (never root):
+        # it as root; clamsentry runs it as virus-event.user (never root):
         # the file is missing.
         failed_on_log = re.search(r"No such file: \S*/test-clamd\.log|test-clamd\.log: Permission denied", text)
         never_root = "VirusEvent: runs as in clamd" in text and "never as root" in text
@@ -435,7 +440,7 @@ def known(test, run):
             return ("the test's VirusEvent command writes into the test's root-only (0700) "
                     "directory: clamd without User runs it as root, clamsentry never as root "
                     "(as {}; README: VirusEvent), so its log is missing").format(
-                        user.group(1) if user else "the service user")
+                        user.group(1) if user else "virus-event.user")
     return None
 
 strict = os.environ.get("STRICT") == "1"

@@ -1,6 +1,6 @@
 //! clamsentry: a clamd-compatible daemon on the real ClamAV engine.
 //!
-//! The daemon is three kinds of process; the folders say which code runs
+//! The daemon is five kinds of process; the folders say which code runs
 //! where, and imports point one way (process modules use the shared ones,
 //! never each other, except that the engine holder becomes a worker when it
 //! forks):
@@ -12,7 +12,9 @@
 //!   streams, scans;
 //! * [`observer`] (service user, sandboxed, one thread, no file access):
 //!   the metrics and status page listener, HAProxy's agent, the self-test's
-//!   client side.
+//!   client side;
+//! * [`launcher`] (`virus-event.user`, no capabilities, non-dumpable): runs
+//!   clamd's VirusEvent command for the detections the supervisor forwards.
 //!
 //! Shared, process-neutral modules:
 //! * [`ipc`]: the messages between the processes and how they travel;
@@ -26,8 +28,7 @@
 //! * [`clamd_cli`], [`daemonize`], [`pidfile`]: clamd's command line, forking
 //!   into the background with readiness, the PID file;
 //! * [`socket_setup`]: owner, group and backlog of the sockets clamsentry binds;
-//! * [`usage`]: a process's own memory, CPU time and descriptors;
-//! * [`virus_event`]: clamd's VirusEvent, run by the supervisor on detections.
+//! * [`usage`]: a process's own memory, CPU time and descriptors.
 //!
 //! `unsafe_code` is denied crate-wide and allowed only in the few files at
 //! the library and OS boundaries (libclamav, descriptor passing, fork,
@@ -41,6 +42,7 @@ pub mod config;
 pub mod daemonize;
 pub mod engine;
 pub mod ipc;
+pub mod launcher;
 pub mod log;
 pub mod node_cli;
 pub mod observer;
@@ -53,7 +55,6 @@ pub mod socket_setup;
 pub mod supervisor;
 pub mod systemd;
 pub mod usage;
-pub mod virus_event;
 pub mod worker;
 pub mod zygote;
 

@@ -81,6 +81,9 @@ enum Cmd {
     /// by the supervisor.
     #[command(name = "__observer", hide = true)]
     Observer,
+    /// Internal: the VirusEvent launcher, started by the supervisor.
+    #[command(name = "__virus-event", hide = true)]
+    VirusEvent,
 }
 
 impl Cli {
@@ -137,6 +140,7 @@ fn main() -> ExitCode {
             };
             ExitCode::from(clamsentry::zygote::main(mode).clamp(0, 255) as u8)
         }
+        Some(Cmd::VirusEvent) => ExitCode::from(clamsentry::launcher::main().clamp(0, 255) as u8),
         Some(Cmd::Observer) => ExitCode::from(clamsentry::observer::main().clamp(0, 255) as u8),
         Some(Cmd::SandboxCheck { connect }) => {
             match clamsentry::supervisor::sandbox_check(source, &connect) {

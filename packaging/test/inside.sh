@@ -74,11 +74,13 @@ check "dependencies: libclamav12 (>= 1.4), adduser, procps, clamav-base; recomme
     d=$(dpkg-query -W -f="\${Depends}|\${Recommends}|\${Suggests}" clamsentry); echo "$d"
     echo "$d" | grep -Eq "libclamav12 \(>= 1\.4[^)]*\)" && echo "$d" | grep -q adduser && echo "$d" | grep -q procps \
         && echo "$d" | grep -q clamav-base && echo "$d" | grep -q "|clamav-freshclam|clamdscan$"'
-check "user clamsentry: system user and group, no login, no home" bash -c '
-    IFS=: read -r _ _ uid gid _ home shell < <(getent passwd clamsentry)
+for u in clamsentry clamsentry-event; do
+check "user $u: system user and group, no login, no home" bash -c '
+    IFS=: read -r _ _ uid gid _ home shell < <(getent passwd '"$u"')
     echo "uid=$uid gid=$gid home=$home shell=$shell"
-    [ "$uid" -lt 1000 ] && [ "$(getent group clamsentry | cut -d: -f3)" = "$gid" ] \
+    [ "$uid" -lt 1000 ] && [ "$(getent group '"$u"' | cut -d: -f3)" = "$gid" ] \
         && [ "$home" = /nonexistent ] && [ ! -e /nonexistent ] && [ "$shell" = /usr/sbin/nologin ]'
+done
 check "/var/lib/clamav untouched (clamav:clamav 755) and readable by clamsentry" bash -c '
     stat -c "%U:%G %a" /var/lib/clamav; [ "$(stat -c "%U:%G %a" /var/lib/clamav)" = "clamav:clamav 755" ] \
         && setpriv --reuid=clamsentry --regid=clamsentry --clear-groups ls /var/lib/clamav >/dev/null'
@@ -235,6 +237,42 @@ check "supervisor keeps only SETUID SETGID SETPCAP CHOWN DAC_READ_SEARCH KILL" b
     # bits: KILL 5, SETGID 6, SETUID 7, SETPCAP 8, DAC_READ_SEARCH 2
     [ "$(grep -E "^Cap(Prm|Eff|Bnd):" /proc/$main/status | awk "{print \$2}" | sort -u)" = 00000000000001e5 ]'
 
+# --- VirusEvent under the unit's hardening -------------------------------------
+# A command configured in the shipped file: the launcher runs as
+# clamsentry-event, confined, and the command's output reaches the journal
+# through the supervisor. The shipped file is put back afterwards.
+virus_event() {
+    local toml=/etc/clamsentry/clamsentry.toml main p launcher="" u
+    cp "$toml" /tmp/clamsentry.toml.orig
+    sed -i 's|^command = ""$|command = "echo ran as $(id -un) for %v"|' "$toml"
+    grep -q '^command = "echo ran as' "$toml" || { echo "no command line in $toml"; return 1; }
+    systemctl restart clamsentry.service || return 1
+    main=$(svc MainPID)
+    for _ in $(seq 100); do
+        for p in $(cat /proc/$main/task/*/children); do
+            [ "$(cat /proc/$p/comm)" = clamsentry-evt ] && launcher=$p
+        done
+        [ -n "$launcher" ] && break; sleep 0.1
+    done
+    [ -n "$launcher" ] || { echo "no launcher"; return 1; }
+    grep -E "^(Uid|Gid|CapEff|CapPrm|CapBnd|NoNewPrivs):" /proc/$launcher/status
+    u=$(id -u clamsentry-event)
+    grep -Eq "^Uid:\s+$u\s+$u\s+$u\s+$u$" /proc/$launcher/status \
+        && [ "$(grep -c -E "^Cap(Inh|Prm|Eff|Bnd|Amb):\s+0000000000000000$" /proc/$launcher/status)" = 5 ] \
+        && grep -Eq "^NoNewPrivs:\s+1$" /proc/$launcher/status \
+        && [ "$(stat -c %u /proc/$launcher/environ)" = 0 ] || { echo "launcher not confined"; return 1; }
+    clamdscan --config-file=/etc/clamsentry/clamd.conf --no-summary --stream /srv/e2e/eicar.com \
+        | grep -q 'FOUND$' || return 1
+    wait_for bash -c 'journal VIRUS_EVENT_STATUS=exited -o json | grep -q "\"VIRUS_EVENT_STDOUT\":\"ran as clamsentry-event for Win.Test.EICAR_HDB-1.UNOFFICIAL\""' \
+        || { journal -n 20 -o cat; return 1; }
+}
+restore_config() {
+    cp /tmp/clamsentry.toml.orig /etc/clamsentry/clamsentry.toml && systemctl restart clamsentry.service
+}
+export -f virus_event restore_config
+check "VirusEvent: the launcher runs as clamsentry-event (no capabilities, non-dumpable), the command's output in the journal" virus_event
+check "... the shipped configuration back, the service restarted" restore_config
+
 # --- upgrade (same version again): a running service restarts -----------------
 pid_before=$(svc MainPID)
 check "upgrade (apt install --reinstall): the running service restarts on the new files" bash -c "
@@ -264,8 +302,9 @@ check "socket still listening after the service stopped; the next connection sta
 # --- purge -------------------------------------------------------------------
 uid=$(id -u clamsentry)
 check "apt purge clamsentry" apt purge -y -q clamsentry
-check "purge removed the user, group, units, config, socket and every trace" bash -c "
+check "purge removed the user, group, units, config, socket and every trace; kept clamsentry-event" bash -c "
     getent passwd clamsentry && exit 1; getent group clamsentry && exit 1
+    getent passwd clamsentry-event >/dev/null || exit 1
     for f in /etc/clamsentry /run/clamsentry /lib/systemd/system/clamsentry.service /lib/systemd/system/clamsentry.socket \
         /etc/systemd/system/sockets.target.wants/clamsentry.socket /usr/bin/clamsentry; do
         [ -e \$f ] || [ -L \$f ] && { echo \"left: \$f\"; exit 1; }

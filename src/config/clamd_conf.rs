@@ -1100,8 +1100,8 @@ impl Translator<'_> {
             self.source("virus-event.command", "VirusEvent");
             let v = &self.config.virus_event;
             let message = format!(
-                "runs as in clamd (/bin/sh -c, %v, CLAM_VIRUSEVENT_FILENAME, CLAM_VIRUSEVENT_VIRUSNAME), but never as root (as virus-event.user, default sandbox.user), killed after {} s, at most {} at once and {} a minute; a virus name with shell characters is quoted for %v",
-                v.timeout, v.max_concurrent, v.max_per_minute
+                "runs as in clamd (/bin/sh -c, %v, CLAM_VIRUSEVENT_FILENAME, CLAM_VIRUSEVENT_VIRUSNAME), but never as root and not as User (the scanning workers' user): as virus-event.user ({}, which the Debian package creates), killed after {} s, at most {} at once and {} a minute ({} for one client); a virus name with shell characters is quoted for %v",
+                v.effective_user(), v.timeout, v.max_concurrent, v.max_per_minute, v.per_peer_per_minute()
             );
             self.note("VirusEvent", NoteLevel::Info, message);
         }

@@ -140,32 +140,62 @@ pub enum ObserverListen {
     Unix(PathBuf),
 }
 
+/// The user VirusEvent commands run as by default: a user of their own,
+/// created by the Debian package (never root, never `sandbox.user`).
+pub const DEFAULT_VIRUS_EVENT_USER: &str = "clamsentry-event";
+
 /// A command run on each detection, clamd's VirusEvent (see
-/// `crate::virus_event` for how it runs).
+/// `crate::launcher` for how it runs, and `supervisor::virus_event` for
+/// which detections may run one).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct VirusEventConfig {
     /// Shell command (`/bin/sh -c`); `%v` is replaced by the virus name,
     /// the file name is in `$CLAM_VIRUSEVENT_FILENAME`. Empty: none.
     pub command: String,
-    /// The user the command runs as; empty: `sandbox.user`. Never root.
+    /// The user the launcher and the command run as (`""`: the default,
+    /// [`DEFAULT_VIRUS_EVENT_USER`]). Never root, never `sandbox.user`.
     pub user: String,
     /// Seconds before the command's process group is killed.
     pub timeout: u64,
-    /// Commands running at once; further detections run no command (logged).
+    /// Commands running at once; one client gets all but one alone, half
+    /// beside other clients.
     pub max_concurrent: u32,
-    /// Commands started per minute; further detections run no command (logged).
+    /// Commands started per minute, in all.
     pub max_per_minute: u32,
+    /// Commands started per minute for one client (a Unix uid, or a TCP
+    /// /24 or /64); 0: a quarter of `max_per_minute`, rounded up.
+    pub max_per_minute_per_peer: u32,
 }
 
 impl Default for VirusEventConfig {
     fn default() -> Self {
         VirusEventConfig {
             command: String::new(),
-            user: String::new(),
+            user: DEFAULT_VIRUS_EVENT_USER.into(),
             timeout: 30,
             max_concurrent: 4,
             max_per_minute: 60,
+            max_per_minute_per_peer: 0,
+        }
+    }
+}
+
+impl VirusEventConfig {
+    /// `user`, or the default user when it is empty.
+    pub fn effective_user(&self) -> &str {
+        if self.user.is_empty() {
+            DEFAULT_VIRUS_EVENT_USER
+        } else {
+            &self.user
+        }
+    }
+
+    /// Commands one client may start per minute.
+    pub fn per_peer_per_minute(&self) -> u32 {
+        match self.max_per_minute_per_peer {
+            0 => self.max_per_minute.div_ceil(4).max(1),
+            n => n,
         }
     }
 }
@@ -1083,14 +1113,19 @@ impl Config {
                 "must be at most 4096 bytes, without NUL".into(),
             ));
         }
-        if matches!(v.user.as_str(), "root" | "0")
-            || (v.user.is_empty()
-                && !v.command.is_empty()
-                && matches!(self.sandbox.user.as_str(), "root" | "0"))
-        {
+        if matches!(v.user.as_str(), "root" | "0") {
             return Err((
                 "virus-event.user",
                 "the command never runs as root: name an unprivileged user".into(),
+            ));
+        }
+        if !v.command.is_empty() && v.effective_user() == self.sandbox.user {
+            return Err((
+                "virus-event.user",
+                format!(
+                    "{:?} is sandbox.user: the command would run as the scanning workers, outside their sandbox; name a user of its own (default {DEFAULT_VIRUS_EVENT_USER})",
+                    self.sandbox.user
+                ),
             ));
         }
         if v.timeout == 0 || v.timeout > 3600 {
@@ -1109,6 +1144,15 @@ impl Config {
             return Err((
                 "virus-event.max-per-minute",
                 "must be between 1 and 100000".into(),
+            ));
+        }
+        if v.max_per_minute_per_peer > v.max_per_minute {
+            return Err((
+                "virus-event.max-per-minute-per-peer",
+                format!(
+                    "must be at most virus-event.max-per-minute ({}); 0 is a quarter of it",
+                    v.max_per_minute
+                ),
             ));
         }
         for (name, kind) in &self.service.sockets {

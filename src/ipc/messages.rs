@@ -451,40 +451,41 @@ pub enum DecodeError {
 
 // ---------------------------------------------------------------- encoding
 
-struct Out(Vec<u8>);
+/// The encoder, shared with [`super::launch`].
+pub(super) struct Out(pub(super) Vec<u8>);
 
 impl Out {
-    fn new(tag: u8) -> Out {
+    pub(super) fn new(tag: u8) -> Out {
         Out(vec![tag])
     }
-    fn u8(mut self, v: u8) -> Out {
+    pub(super) fn u8(mut self, v: u8) -> Out {
         self.0.push(v);
         self
     }
-    fn bool(self, v: bool) -> Out {
+    pub(super) fn bool(self, v: bool) -> Out {
         self.u8(u8::from(v))
     }
-    fn u16(mut self, v: u16) -> Out {
+    pub(super) fn u16(mut self, v: u16) -> Out {
         self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
-    fn u32(mut self, v: u32) -> Out {
+    pub(super) fn u32(mut self, v: u32) -> Out {
         self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
-    fn i32(self, v: i32) -> Out {
+    pub(super) fn i32(self, v: i32) -> Out {
         self.u32(v as u32)
     }
-    fn u64(mut self, v: u64) -> Out {
+    pub(super) fn u64(mut self, v: u64) -> Out {
         self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
-    fn bytes(mut self, v: &[u8]) -> Out {
+    pub(super) fn bytes(mut self, v: &[u8]) -> Out {
         self.0.extend_from_slice(&(v.len() as u32).to_le_bytes());
         self.0.extend_from_slice(v);
         self
     }
-    fn meta(self, m: &Meta) -> Out {
+    pub(super) fn meta(self, m: &Meta) -> Out {
         self.u8(kind_byte(Some(m.kind))).u64(m.size).u64(m.dev)
     }
     fn tasks(self, tasks: &[TaskInfo], omitted: u32) -> Out {
@@ -497,7 +498,7 @@ impl Out {
         }
         out.u32(omitted)
     }
-    fn stat(self, r: &Result<Meta, i32>) -> Out {
+    pub(super) fn stat(self, r: &Result<Meta, i32>) -> Out {
         match r {
             Ok(m) => self.u8(0).meta(m),
             Err(e) => self.u8(1).i32(*e),
@@ -505,12 +506,13 @@ impl Out {
     }
 }
 
-struct In<'a> {
+/// The decoder, shared with [`super::launch`].
+pub(super) struct In<'a> {
     buf: &'a [u8],
 }
 
 impl<'a> In<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < n {
             return Err(DecodeError::Truncated);
         }
@@ -518,34 +520,34 @@ impl<'a> In<'a> {
         self.buf = b;
         Ok(a)
     }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
+    pub(super) fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
-    fn bool(&mut self) -> Result<bool, DecodeError> {
+    pub(super) fn bool(&mut self) -> Result<bool, DecodeError> {
         match self.u8()? {
             0 => Ok(false),
             1 => Ok(true),
             _ => Err(DecodeError::BadValue),
         }
     }
-    fn u16(&mut self) -> Result<u16, DecodeError> {
+    pub(super) fn u16(&mut self) -> Result<u16, DecodeError> {
         let b = self.take(2)?;
         Ok(u16::from_le_bytes([b[0], b[1]]))
     }
-    fn u32(&mut self) -> Result<u32, DecodeError> {
+    pub(super) fn u32(&mut self) -> Result<u32, DecodeError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
-    fn i32(&mut self) -> Result<i32, DecodeError> {
+    pub(super) fn i32(&mut self) -> Result<i32, DecodeError> {
         Ok(self.u32()? as i32)
     }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
+    pub(super) fn u64(&mut self) -> Result<u64, DecodeError> {
         let b = self.take(8)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(u64::from_le_bytes(a))
     }
-    fn bytes(&mut self, max: usize) -> Result<Vec<u8>, DecodeError> {
+    pub(super) fn bytes(&mut self, max: usize) -> Result<Vec<u8>, DecodeError> {
         let n = self.u32()? as usize;
         if n > max {
             return Err(DecodeError::TooLong(n));
@@ -553,24 +555,24 @@ impl<'a> In<'a> {
         Ok(self.take(n)?.to_vec())
     }
     /// Bytes that the file system will see: no NUL.
-    fn path(&mut self, max: usize) -> Result<Vec<u8>, DecodeError> {
+    pub(super) fn path(&mut self, max: usize) -> Result<Vec<u8>, DecodeError> {
         let p = self.bytes(max)?;
         if p.contains(&0) {
             return Err(DecodeError::BadValue);
         }
         Ok(p)
     }
-    fn text(&mut self, max: usize) -> Result<String, DecodeError> {
+    pub(super) fn text(&mut self, max: usize) -> Result<String, DecodeError> {
         String::from_utf8(self.bytes(max)?).map_err(|_| DecodeError::NotUtf8)
     }
-    fn meta(&mut self) -> Result<Meta, DecodeError> {
+    pub(super) fn meta(&mut self) -> Result<Meta, DecodeError> {
         Ok(Meta {
             kind: byte_kind(self.u8()?)?.ok_or(DecodeError::BadValue)?,
             size: self.u64()?,
             dev: self.u64()?,
         })
     }
-    fn stat(&mut self) -> Result<Result<Meta, i32>, DecodeError> {
+    pub(super) fn stat(&mut self) -> Result<Result<Meta, i32>, DecodeError> {
         match self.u8()? {
             0 => Ok(Ok(self.meta()?)),
             1 => Ok(Err(self.i32()?)),
@@ -592,7 +594,7 @@ impl<'a> In<'a> {
         }
         Ok((tasks, self.u32()?))
     }
-    fn end<T>(self, v: T) -> Result<T, DecodeError> {
+    pub(super) fn end<T>(self, v: T) -> Result<T, DecodeError> {
         if self.buf.is_empty() {
             Ok(v)
         } else {
@@ -601,7 +603,7 @@ impl<'a> In<'a> {
     }
 }
 
-fn start(buf: &[u8]) -> Result<(u8, In<'_>), DecodeError> {
+pub(super) fn start(buf: &[u8]) -> Result<(u8, In<'_>), DecodeError> {
     let (&tag, rest) = buf.split_first().ok_or(DecodeError::Empty)?;
     Ok((tag, In { buf: rest }))
 }

@@ -4,6 +4,8 @@
 //!   engine holder (zygote) and the scanning workers, each bounded in size
 //!   and encoded canonically (one encoding per value), so that decoding what
 //!   a possibly compromised process sent is easy to read, test and fuzz.
+//! * [`launch`]: the messages between the supervisor and the VirusEvent
+//!   launcher (events in, outcomes back), closed and bounded the same way.
 //! * [`channel`]: SEQPACKET socket pairs (one datagram = one message),
 //!   descriptors as SCM_RIGHTS, and the sender's pid as the kernel attaches
 //!   it (SCM_CREDENTIALS), which the supervisor uses to identify a new
@@ -22,6 +24,7 @@
 
 pub mod channel;
 pub mod fdpass;
+pub mod launch;
 pub mod logrec;
 pub mod messages;
 pub mod observe;

@@ -17,7 +17,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::Identity;
+use super::{Identity, ListenerKind};
 
 /// How many leading bits of a TCP client's address make one client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +96,15 @@ impl PeerKey {
 
     pub fn is_unix(&self) -> bool {
         matches!(self, PeerKey::Uid(_))
+    }
+
+    /// The kind of listener such a client comes from.
+    pub fn kind(&self) -> ListenerKind {
+        if self.is_unix() {
+            ListenerKind::Unix
+        } else {
+            ListenerKind::Tcp
+        }
     }
 }
 

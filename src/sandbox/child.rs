@@ -1,18 +1,6 @@
-//! Demotion of a short-lived program the supervisor starts (the VirusEvent
-//! command, `crate::virus_event`), between `fork` and `exec`:
-//!
-//! 1. `setgroups([gid])` → `setresgid(gid)` → `setresuid(uid)` when an
-//!    identity is given, then verified: real, effective and saved ids are the
-//!    target and uid 0 is refused outright (the supervisor runs as root; its
-//!    children must not);
-//! 2. `PR_SET_NO_NEW_PRIVS`, so nothing the program executes can gain
-//!    privileges (setuid binaries, file capabilities);
-//! 3. every descriptor above stderr becomes close-on-exec, so the program
-//!    gets none of the supervisor's sockets (systemd hands listening sockets
-//!    over without `FD_CLOEXEC`).
-//!
-//! A failure of any step fails the spawn (std reports it as the spawn's
-//! error); the program never runs half-demoted.
+//! Starting a helper process that never runs as root (the VirusEvent
+//! launcher, `crate::launcher`): [`spawn_helper`] demotes it between `fork`
+//! and `exec`, so that none of its own code runs with root's identity.
 //!
 //! Also here, as the other `fork` outside the engine holder:
 //! [`fork_single_threaded`], the fork into the background when clamsentry
@@ -20,8 +8,9 @@
 #![allow(unsafe_code)]
 
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use nix::unistd::{self, Gid, Uid};
 
@@ -43,37 +32,135 @@ pub fn fork_single_threaded() -> io::Result<unistd::ForkResult> {
     Ok(unsafe { unistd::fork() }?)
 }
 
-/// Registers the demotion to run in the child before `exec`. `ids` is the
-/// (uid, gid) to become, or `None` to keep the current identity (which must
-/// then not be root).
-pub fn demote_before_exec(cmd: &mut Command, ids: Option<(u32, u32)>) {
+/// Who a helper process runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (the primary one included).
+    pub groups: Vec<u32>,
+}
+
+/// The descriptor number a helper finds its channel at.
+pub const HELPER_CHANNEL_FD: RawFd = 3;
+
+/// Starts the program `exe` (an open file: executed through
+/// `/proc/self/fd`, so that the user it becomes needs no access to the
+/// directories above it) with `args`, an empty environment, stdin, stdout
+/// and stderr on `/dev/null` and `channel` at descriptor 3, as `ids` when
+/// given (else as the caller, which must then not be root). In the child,
+/// between `fork` and `exec`, in this order:
+///
+/// 1. `channel` is placed at descriptor 3;
+/// 2. with `ids`: the capability bounding set emptied (while root still
+///    holds `CAP_SETPCAP`), then `setgroups(ids.groups)` →
+///    `setresgid(gid)` → `setresuid(uid)`; verified: real, effective and
+///    saved uid are the target, and none is 0 (a helper never runs as root);
+/// 3. `PR_SET_NO_NEW_PRIVS`, so nothing it executes can gain privileges
+///    (setuid binaries, file capabilities);
+/// 4. every descriptor above 3 becomes close-on-exec, so the helper gets
+///    none of the supervisor's sockets (systemd hands listening sockets over
+///    without `FD_CLOEXEC`).
+///
+/// A failure of any step fails the spawn (std reports it as the spawn's
+/// error); the program never runs half-demoted. The change of uid empties
+/// the capability sets and makes the process non-dumpable until `exec`;
+/// the helper makes itself non-dumpable again as its first instruction.
+pub fn spawn_helper(
+    exe: &std::fs::File,
+    args: &[&str],
+    channel: BorrowedFd<'_>,
+    ids: Option<&Ids>,
+) -> io::Result<std::process::Child> {
+    // Above the descriptors placed in the child, so that placing the
+    // channel at 3 cannot replace it; close-on-exec, so that only `exec`
+    // itself uses it.
+    let exe = rustix::io::fcntl_dupfd_cloexec(exe, 10)?;
+    let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
+    cmd.arg0("clamsentry")
+        .args(args)
+        .env_clear()
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let source = channel.as_raw_fd();
+    let ids: Option<(Uid, Gid, Vec<Gid>)> = ids.map(|i| {
+        (
+            Uid::from_raw(i.uid),
+            Gid::from_raw(i.gid),
+            i.groups.iter().map(|g| Gid::from_raw(*g)).collect(),
+        )
+    });
     let closure = move || -> io::Result<()> {
-        if let Some((uid, gid)) = ids {
-            let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
-            unistd::setgroups(&[gid])?;
-            unistd::setresgid(gid, gid, gid)?;
-            unistd::setresuid(uid, uid, uid)?;
+        place_at(source, HELPER_CHANNEL_FD)?;
+        if let Some((uid, gid, groups)) = &ids {
+            empty_bounding_set()?;
+            unistd::setgroups(groups)?;
+            unistd::setresgid(*gid, *gid, *gid)?;
+            unistd::setresuid(*uid, *uid, *uid)?;
         }
         let r = unistd::getresuid()?;
         if r.real.is_root() || r.effective.is_root() || r.saved.is_root() {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
-        if let Some((uid, _)) = ids {
-            if r.real.as_raw() != uid || r.effective.as_raw() != uid || r.saved.as_raw() != uid {
+        if let Some((uid, _, _)) = &ids {
+            if r.real != *uid || r.effective != *uid || r.saved != *uid {
                 return Err(io::Error::from_raw_os_error(libc::EPERM));
             }
         }
         nix::sys::prctl::set_no_new_privs()?;
-        cloexec_from(3)
+        cloexec_from(HELPER_CHANNEL_FD as u32 + 1)
     };
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // system calls (setgroups, setresgid, setresuid, getresuid, prctl,
-    // close_range or fcntl, getrlimit): no allocation, no locks. Its errors
-    // are raw OS error codes, which do not allocate (a refusal to run as
-    // root, or an identity that did not take, is EPERM).
+    // system calls (fcntl, dup2, prctl, setgroups, setresgid, setresuid,
+    // getresuid, close_range or fcntl, getrlimit) on values prepared before the
+    // fork (the group list is not reallocated): no allocation, no locks. Its
+    // errors are raw OS error codes, which do not allocate (a refusal to run
+    // as root, or an identity that did not take, is EPERM).
     unsafe {
         cmd.pre_exec(closure);
     }
+    let child = cmd.spawn();
+    drop(exe);
+    child
+}
+
+/// Drops every capability from the bounding set (up to the first number
+/// the kernel does not know).
+fn empty_bounding_set() -> io::Result<()> {
+    for cap in 0..64 {
+        // SAFETY: prctl with plain integers; async-signal-safe.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                break;
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Puts `source` at descriptor `target`, without close-on-exec.
+fn place_at(source: RawFd, target: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl and dup2 on plain integers; async-signal-safe.
+    let rc = unsafe {
+        if source == target {
+            let f = libc::fcntl(source, libc::F_GETFD);
+            if f < 0 {
+                -1
+            } else {
+                libc::fcntl(source, libc::F_SETFD, f & !libc::FD_CLOEXEC)
+            }
+        } else {
+            libc::dup2(source, target)
+        }
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Marks every descriptor from `first` on close-on-exec.

@@ -325,6 +325,34 @@ pub fn forbid_new_tasks() -> Result<(), SandboxError> {
     limits::forbid_new_tasks()
 }
 
+/// For a helper started already as its own unprivileged user (the
+/// VirusEvent launcher, `crate::launcher`): clears every capability set
+/// (empty already after a change of user from root; this also covers
+/// ambient or file capabilities), sets no-new-privs, and sets
+/// `RLIMIT_CORE` 0, `RLIMIT_NOFILE` to `max_open_files` (or the hard limit,
+/// if lower) and `RLIMIT_NPROC` to the tasks its uid runs now plus
+/// `extra_tasks`; each step verified. No Landlock: the helper runs the
+/// operator's programs, which may need any file.
+pub fn confine_helper(max_open_files: u64, extra_tasks: u64) -> Result<(), SandboxError> {
+    caps_set::clear_all(false)?;
+    limits::set_no_new_privs()?;
+    let uid = nix::unistd::getuid().as_raw();
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_err(|e| SandboxError::step("RLIMIT_NOFILE", e))?;
+    let plan = Plan {
+        user: None,
+        read_only: Vec::new(),
+        read_write: Vec::new(),
+        read_files: Vec::new(),
+        max_open_files: max_open_files.min(hard),
+        max_threads: extra_tasks,
+        // The operator's command may need any system call.
+        seccomp: false,
+        accepts: false,
+    };
+    limits::set_rlimits(&plan, limits::count_tasks_of(uid))
+}
+
 /// Why Landlock could not be applied, in words an operator can act on:
 /// a kernel without it, a kernel that has it but not enabled, or a seccomp
 /// filter that hides its system calls (containers). Reads

@@ -35,6 +35,7 @@ mod run;
 pub mod runtime_files;
 mod status;
 mod tempdir;
+pub mod virus_event;
 
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
@@ -46,6 +47,7 @@ use tokio::sync::mpsc;
 
 use self::lifecycle::{GenId, Who, WorkerId};
 use self::tempdir::TempRoot;
+use self::virus_event::VirusEvents;
 use crate::config::{clamd_conf, Config, ConfigError, ConfigSource};
 use crate::daemonize::Readiness;
 use crate::ipc::channel::Channel;
@@ -54,7 +56,6 @@ use crate::policy::{Admins, ListenerKind, Profile};
 use crate::sandbox::{self, SandboxError};
 use crate::systemd::activation::{self, ActivationError};
 use crate::systemd::notify::Notifier;
-use crate::virus_event::VirusEvents;
 
 /// Why the daemon could not start; main prints it and exits non-zero.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +71,7 @@ pub enum StartError {
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
     #[error(transparent)]
-    VirusEvent(#[from] crate::virus_event::VirusEventError),
+    VirusEvent(#[from] virus_event::VirusEventError),
     #[error("{0}")]
     Failed(String),
 }
@@ -234,8 +235,11 @@ fn serve(source: ConfigSource, readiness: &Readiness) -> Result<(), StartError> 
         let bound_unix = listeners.iter_mut().find_map(|l| l.made.take());
         let temp = TempRoot::create(&config.scan.temporary_directory, owner)?;
         tracing::info!(directory = %temp.path().display(), "private temporary directory created");
-        let virus_events = VirusEvents::from_config(&config)?;
         keep_supervisor_capabilities()?;
+        let both_kinds = [ListenerKind::Unix, ListenerKind::Tcp]
+            .iter()
+            .all(|k| listeners.iter().any(|l| l.kind() == *k));
+        let virus_events = VirusEvents::from_config(&config, both_kinds)?;
         let executor = run::Executor::new(
             Arc::new(config),
             text,

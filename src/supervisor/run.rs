@@ -24,6 +24,7 @@ use super::hangup::Watch;
 use super::lifecycle::{self, Machine, Note, Who, WorkerId, WorkerMsg, ZygoteMsg};
 use super::listeners::{self, Accepted, Listener};
 use super::status::ServiceStatus;
+use super::virus_event::VirusEvents;
 use super::Input;
 use crate::config::Config;
 use crate::daemonize::Readiness;
@@ -33,7 +34,6 @@ use crate::log::limiter::{Class, PeerBudgets};
 use crate::policy::network::AllowList;
 use crate::policy::{Identity, PeerKey};
 use crate::systemd::notify::Notifier;
-use crate::virus_event::VirusEvents;
 
 /// How long a connection may wait for room in its worker's queue.
 const HAND_WITHIN: Duration = Duration::from_secs(5);
@@ -201,7 +201,13 @@ impl Executor {
                 Input::Tick => {
                     let now = Instant::now();
                     let observer = self.observing.pid();
-                    self.children.sweep(now, observer.into_iter().collect());
+                    self.children.sweep(
+                        now,
+                        observer
+                            .into_iter()
+                            .chain(self.virus_events.as_ref().and_then(VirusEvents::pid))
+                            .collect(),
+                    );
                     self.observe(now);
                     if now.duration_since(self.last_report) >= Duration::from_secs(2) {
                         self.last_report = now;
@@ -454,13 +460,14 @@ impl Executor {
             }
             A::VirusEvent {
                 id: _,
-                key: _,
+                key,
                 virus,
                 target,
             } => {
-                // The names are data (`crate::virus_event` quotes or refuses them).
+                // Charged to the client the gate recorded; the names are
+                // data (the launcher quotes or refuses them).
                 if let Some(events) = &self.virus_events {
-                    events.trigger(&virus, &target);
+                    events.trigger(key, &virus, &target);
                 }
             }
             A::Violation { worker, why } => queue.push_back(Step::Life(

@@ -8,6 +8,7 @@ pub mod holder;
 pub mod require;
 pub mod scrape;
 pub mod seccomp;
+pub mod users;
 
 use std::path::{Path, PathBuf};
 

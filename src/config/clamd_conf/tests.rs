@@ -620,8 +620,8 @@ fn virus_event_maps_to_its_table() {
     let t = ok("VirusEvent /usr/local/bin/alert %v\nUser clamav\n");
     assert_eq!(t.config.virus_event.command, "/usr/local/bin/alert %v");
     assert_eq!(
-        t.config.virus_event.user, "",
-        "runs as sandbox.user, which is User"
+        t.config.virus_event.user, "clamsentry-event",
+        "not as User, the workers' user: as a user of its own"
     );
     assert_eq!(t.config.sandbox.user, "clamav");
     assert_eq!(t.sources["virus-event.command"], vec![Origin::Line(1)]);
