@@ -349,6 +349,9 @@ fn the_shipped_haproxy_configuration_is_valid() {
 #[test]
 fn haproxy_send_proxy_v2_reaches_the_node_as_the_client() {
     require!(common::require::program("haproxy", "haproxy"));
+    require_root!("the VirusEvent command runs as its own user");
+    // The default virus-event.user, created for the test if missing.
+    let _event_user = common::users::EventUser::ensure();
     let db = TestDb::new();
     let events = tempfile::tempdir().unwrap();
     {
