@@ -6,7 +6,7 @@
 #   fuzz/run.sh list                  # names of the targets
 #
 # Targets: command, instream, session, config, messages, launch, log_escape, logrec,
-# clamd_conf, observe
+# clamd_conf, observe, proxy
 # (see docs/fuzzing.md).
 # The harness is libFuzzer (crate libfuzzer-sys, which builds libFuzzer from
 # source with the system C++ compiler); coverage comes from LLVM's
@@ -19,7 +19,7 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-TARGETS=(command instream session config messages launch log_escape logrec clamd_conf observe)
+TARGETS=(command instream session config messages launch log_escape logrec clamd_conf observe proxy)
 TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"
 BIN_DIR="$HERE/target/$TRIPLE/release"
 

@@ -15,7 +15,7 @@ build_packages=(build-essential pkg-config libclang-dev libclamav-dev clamdscan 
 test_packages=(
   clamav clamav-daemon clamdscan clamav-testfiles clamav-milter miltertest
   python3 python3-pip python3-pyclamd libclamav-client-perl perl
-  systemd util-linux procps tmux bzip2
+  systemd util-linux procps tmux bzip2 haproxy iproute2
   debootstrap systemd-container lintian dpkg-dev binutils
   check python3-pytest python3-pytest-timeout
   prometheus chromium chromium-driver python3-selenium

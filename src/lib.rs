@@ -44,6 +44,7 @@ pub mod engine;
 pub mod ipc;
 pub mod launcher;
 pub mod log;
+pub mod node_cli;
 pub mod observer;
 pub mod pidfile;
 pub mod policy;

@@ -45,6 +45,30 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Put this node in maintenance for the load balancer's agent (on), take it out (off), or ask (status).
+    Maint {
+        /// on, off or status.
+        #[arg(value_parser = ["on", "off", "status"])]
+        action: String,
+        /// The daemon's Unix socket (default: listen.unix of the configuration).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+    /// Probes for an orchestrator: `ping` (clamd's PING; exit 0 on PONG) or `ready` (the HAProxy agent's answer; exit 0 when it says ready).
+    Probe {
+        /// ping or ready.
+        #[arg(value_parser = ["ping", "ready"])]
+        what: String,
+        /// ping: the daemon's Unix socket (default: listen.unix of the configuration).
+        #[arg(long, value_name = "PATH", conflicts_with = "tcp")]
+        socket: Option<PathBuf>,
+        /// ping: a TCP address instead ("127.0.0.1:3310").
+        #[arg(long, value_name = "ADDR")]
+        tcp: Option<String>,
+        /// ready: the agent's address ("127.0.0.1:9907").
+        #[arg(long, value_name = "ADDR")]
+        agent: Option<String>,
+    },
     /// Internal: the engine holder, started by the supervisor.
     #[command(name = "__zygote", hide = true)]
     Zygote {
@@ -100,6 +124,13 @@ fn main() -> ExitCode {
             }
         },
         Some(Cmd::ConvertClamdConf { file }) => convert(&file),
+        Some(Cmd::Maint { action, socket }) => maint(&action, socket, source),
+        Some(Cmd::Probe {
+            what,
+            socket,
+            tcp,
+            agent,
+        }) => probe(&what, socket, tcp, agent, source),
         Some(Cmd::Clamd { args }) => ExitCode::from(clamsentry::clamd_cli::main(&args)),
         Some(Cmd::Zygote { probe, connect }) => {
             let mode = if probe {
@@ -129,6 +160,84 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `maint on|off|status`: prints `maintenance on` or `maintenance off`
+/// (exit 0), or why it could not ask (exit 1; 2 for a configuration that
+/// does not load).
+fn maint(action: &str, socket: Option<PathBuf>, source: ConfigSource) -> ExitCode {
+    use clamsentry::node_cli::{run, Request};
+    let Some(request) = Request::parse(action) else {
+        return ExitCode::from(2);
+    };
+    let socket = match socket {
+        Some(s) => s,
+        None => match source.load() {
+            Ok(loaded) => match loaded.config.unix_path() {
+                Some(p) => p.to_path_buf(),
+                None => {
+                    eprintln!("clamsentry: the configuration has no Unix socket (listen.unix): give one with --socket");
+                    return ExitCode::from(2);
+                }
+            },
+            Err(e) => {
+                eprintln!("clamsentry: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match run(request, &socket) {
+        Ok(on) => {
+            println!("maintenance {}", if on { "on" } else { "off" });
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("clamsentry: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `probe ping|ready`: exit 0 (ping answered PONG; the agent says ready),
+/// 1 with the reason on stderr, 2 for a usage or configuration problem.
+fn probe(
+    what: &str,
+    socket: Option<PathBuf>,
+    tcp: Option<String>,
+    agent: Option<String>,
+    source: ConfigSource,
+) -> ExitCode {
+    use clamsentry::node_cli::{probe_ping, probe_ready, Target};
+    let result = match what {
+        "ready" => {
+            let Some(agent) = agent else {
+                eprintln!("clamsentry: probe ready needs --agent ADDR (the agent's agent.listen)");
+                return ExitCode::from(2);
+            };
+            probe_ready(&agent).map(|line| println!("{line}"))
+        }
+        _ => match (tcp, socket) {
+            (Some(a), _) => probe_ping(Target::Tcp(&a)),
+            (None, Some(p)) => probe_ping(Target::Unix(&p)),
+            (None, None) => match source.load() {
+                Ok(loaded) => match loaded.config.unix_path() {
+                    Some(p) => probe_ping(Target::Unix(p)),
+                    None => Err("the configuration has no Unix socket (listen.unix): give --socket or --tcp".into()),
+                },
+                Err(e) => {
+                    eprintln!("clamsentry: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("clamsentry: {e}");
+            ExitCode::FAILURE
         }
     }
 }

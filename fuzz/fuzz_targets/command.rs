@@ -127,6 +127,19 @@ fn legacy_ok(kind: CommandKind) -> bool {
 /// What clamd's `parse_command` means, written as plainly as possible.
 fn reference_parse(text: &[u8], legacy: bool) -> Command {
     let text = text.split(|&b| b == 0).next().unwrap_or_default();
+    // clamsentry's own MAINT, outside clamd's table.
+    if text == b"MAINT" {
+        return Command {
+            kind: CommandKind::Maint,
+            arg: None,
+        };
+    }
+    if text.len() > 5 && text.starts_with(b"MAINT ") {
+        return Command {
+            kind: CommandKind::Maint,
+            arg: Some(text[6..].to_vec()),
+        };
+    }
     let found = WORDS.iter().find_map(|&(word, kind, path)| {
         if path {
             (text.len() > word.len() && text.starts_with(word)).then(|| Command {

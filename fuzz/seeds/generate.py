@@ -146,3 +146,23 @@ write("logrec", "empty_message", b"\x01" + logrec(4, b"", [], target=b"x", file=
 
 # observe: written by a Rust test, since the snapshot's layout is long:
 #   cargo test --lib write_observe_seeds -- --ignored
+
+# proxy: byte 0 even = raw bytes, odd = a structured description. The raw
+# seeds are what HAProxy 2.6's send-proxy-v2 writes (IPv4, IPv6, a LOCAL
+# health check with check-send-proxy), followed by the client's first command.
+SIG = b"\r\n\r\n\0\r\nQUIT\n"
+V4 = SIG + b"\x21\x11\x00\x0c" + bytes([192, 0, 2, 7, 198, 51, 100, 1]) + struct.pack(">HH", 40000, 3310)
+V6 = (SIG + b"\x21\x21\x00\x24" + bytes(15) + b"\x07" + bytes(15) + b"\x01"
+      + struct.pack(">HH", 40000, 3310))
+LOCAL = SIG + b"\x20\x00\x00\x00"
+write("proxy", "haproxy_v4_ping", b"\x00" + V4 + b"zPING\0")
+write("proxy", "haproxy_v6_instream", b"\x00" + V6 + b"zINSTREAM\0" + chunks(b"clean", 5))
+write("proxy", "haproxy_local_check", b"\x00" + LOCAL + b"zPING\0")
+write("proxy", "v4_tlv_unique_id", b"\x00" + SIG + b"\x21\x11\x00\x16"
+      + bytes([192, 0, 2, 7, 198, 51, 100, 1]) + struct.pack(">HH", 1, 2)
+      + b"\x05\x00\x07abcdefg")
+write("proxy", "v1_text", b"\x00PROXY TCP4 192.0.2.7 198.51.100.1 40000 3310\r\nzPING\0")
+write("proxy", "plain_client", b"\x00zPING\0")
+write("proxy", "structured_v4_two_tlvs", b"\x01\x0a" + bytes([10, 0, 0, 1, 10, 0, 0, 2, 0, 1, 0, 2])
+      + b"\x02\x05\x03abc\x04\x00" + b"nPING\n")
+write("proxy", "structured_local", b"\x01\x01\x00zPING\0")

@@ -278,6 +278,18 @@ pub struct ListenConfig {
     pub tcp: Vec<String>,
     /// Networks (CIDR) that may connect to the TCP listeners.
     pub tcp_allow: Vec<String>,
+    /// TCP listen addresses where every connection comes from a load
+    /// balancer in `proxy_from` and starts with a PROXY protocol v2 header
+    /// naming the real client (see `supervisor::proxied`).
+    pub tcp_proxy: Vec<String>,
+    /// Networks (CIDR) of the load balancers trusted to say who the client
+    /// is; empty: no PROXY listener may be configured.
+    pub proxy_from: Vec<String>,
+    /// Seconds a balancer's connection may take to send its whole PROXY
+    /// header.
+    pub proxy_timeout: u64,
+    /// PROXY headers being read at once from one balancer address.
+    pub proxy_pending: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -295,6 +307,15 @@ pub struct LimitsConfig {
     /// Seconds a draining worker (reload, stop, release) may take to finish
     /// its requests before it is ended.
     pub drain_timeout: u64,
+    /// Memory that must stay available beyond what the current engine took
+    /// to load before a reload loads a second one (see
+    /// `supervisor::headroom`).
+    pub reload_headroom: ByteSize,
+    /// Whether a reload checks for memory headroom first.
+    pub reload_memory_check: bool,
+    /// Seconds before a reload deferred for lack of memory is tried again
+    /// (doubling each time, up to 16 times this).
+    pub reload_retry: u64,
     /// Scans the whole daemon runs at once, split between client identities.
     pub max_threads: u32,
     pub max_queue: u32,
@@ -561,6 +582,10 @@ impl Default for ListenConfig {
             backlog: 200,
             tcp: Vec::new(),
             tcp_allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            tcp_proxy: Vec::new(),
+            proxy_from: Vec::new(),
+            proxy_timeout: 5,
+            proxy_pending: 64,
         }
     }
 }
@@ -573,6 +598,9 @@ impl Default for LimitsConfig {
             max_workers: 16,
             standby_workers: 1,
             drain_timeout: 30,
+            reload_headroom: ByteSize(64 << 20),
+            reload_memory_check: true,
+            reload_retry: 30,
             max_threads: 10,
             max_queue: 100,
             max_connections: 1024,
@@ -889,6 +917,12 @@ impl Config {
                 "must be between 1 and 86400 seconds".into(),
             ));
         }
+        if l.reload_retry == 0 || l.reload_retry > 86_400 {
+            return Err((
+                "limits.reload-retry",
+                "must be between 1 and 86400 seconds".into(),
+            ));
+        }
         if l.ipv4_prefix > 32 {
             return Err(("limits.ipv4-prefix", "must be between 0 and 32".into()));
         }
@@ -941,6 +975,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_proxy(&addrs, &allow)?;
         for (key, words) in [
             ("policy.unix.commands", &self.policy.unix.commands),
             ("policy.tcp.commands", &self.policy.tcp.commands),
@@ -1121,10 +1156,12 @@ impl Config {
             ));
         }
         for (name, kind) in &self.service.sockets {
-            if !matches!(kind.as_str(), "unix" | "tcp") {
+            if !matches!(kind.as_str(), "unix" | "tcp" | "tcp-proxy") {
                 return Err((
                     "service.sockets",
-                    format!("socket {name:?} maps to {kind:?}: use \"unix\" or \"tcp\""),
+                    format!(
+                        "socket {name:?} maps to {kind:?}: use \"unix\", \"tcp\" or \"tcp-proxy\""
+                    ),
                 ));
             }
             if matches!(name.as_str(), "metrics" | "agent") {
@@ -1185,6 +1222,72 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The PROXY protocol keys: a PROXY listener needs balancers to trust,
+    /// and its clients are checked against `tcp-allow` as direct ones are.
+    fn validate_proxy(
+        &self,
+        tcp: &[SocketAddr],
+        allow: &[ipnet::IpNet],
+    ) -> Result<(), (&'static str, String)> {
+        let l = &self.listen;
+        let proxied = self
+            .tcp_proxy_addrs()
+            .map_err(|m| ("listen.tcp-proxy", m))?;
+        let from = self.proxy_from().map_err(|m| ("listen.proxy-from", m))?;
+        if let Some(both) = proxied.iter().find(|a| tcp.contains(a)) {
+            return Err((
+                "listen.tcp-proxy",
+                format!("{both} is also in listen.tcp: a port either expects PROXY headers or not"),
+            ));
+        }
+        let activated_proxy = self.service.sockets.values().any(|k| k == "tcp-proxy");
+        if (!proxied.is_empty() || activated_proxy) && from.is_empty() {
+            return Err((
+                "listen.proxy-from",
+                "is empty, so every connection to a PROXY listener (listen.tcp-proxy) would be refused: \
+                 list the load balancers' networks (e.g. [\"192.0.2.10/32\"])"
+                    .into(),
+            ));
+        }
+        if !proxied.is_empty() && allow.is_empty() {
+            return Err((
+                "listen.tcp-allow",
+                "is empty, so no client behind the balancer could connect: list the client networks".into(),
+            ));
+        }
+        if let Some(open) = proxied.iter().find(|a| !a.ip().is_loopback()) {
+            if allow.iter().all(|n| n.addr().is_loopback()) {
+                return Err((
+                    "listen.tcp-allow",
+                    format!(
+                        "listen.tcp-proxy binds {open} for a load balancer, but only loopback clients may connect: \
+                         list the client networks behind the balancer in listen.tcp-allow"
+                    ),
+                ));
+            }
+        }
+        if l.proxy_timeout == 0 || l.proxy_timeout > 300 {
+            return Err((
+                "listen.proxy-timeout",
+                "must be between 1 and 300 seconds".into(),
+            ));
+        }
+        if l.proxy_pending == 0 || l.proxy_pending > 65_535 {
+            return Err(("listen.proxy-pending", "must be between 1 and 65535".into()));
+        }
+        Ok(())
+    }
+
+    /// The addresses of the PROXY listeners.
+    pub fn tcp_proxy_addrs(&self) -> Result<Vec<SocketAddr>, String> {
+        parse_addrs(&self.listen.tcp_proxy)
+    }
+
+    /// The networks of the trusted load balancers.
+    pub fn proxy_from(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        allow_list(&self.listen.proxy_from)
     }
 
     /// `metrics.listen`, parsed: `None` when off.
@@ -1255,15 +1358,7 @@ impl Config {
     }
 
     pub fn tcp_addrs(&self) -> Result<Vec<SocketAddr>, String> {
-        self.listen
-            .tcp
-            .iter()
-            .map(|a| {
-                a.parse::<SocketAddr>().map_err(|_| {
-                    format!("{a:?} is not an address like \"127.0.0.1:3310\" or \"[::1]:3310\"")
-                })
-            })
-            .collect()
+        parse_addrs(&self.listen.tcp)
     }
 }
 
@@ -1274,6 +1369,16 @@ fn allow_list(list: &[String]) -> Result<Vec<ipnet::IpNet>, String> {
             n.parse::<ipnet::IpNet>()
                 .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
                 .map_err(|_| format!("{n:?} is not a network like \"127.0.0.0/8\" or an address"))
+        })
+        .collect()
+}
+
+fn parse_addrs(list: &[String]) -> Result<Vec<SocketAddr>, String> {
+    list.iter()
+        .map(|a| {
+            a.parse::<SocketAddr>().map_err(|_| {
+                format!("{a:?} is not an address like \"127.0.0.1:3310\" or \"[::1]:3310\"")
+            })
         })
         .collect()
 }
@@ -1387,6 +1492,68 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("is empty"), "{err}");
+    }
+
+    #[test]
+    fn proxy_listeners_need_balancers_and_client_networks() {
+        let err = Config::parse("[listen]\ntcp-proxy = [\"127.0.0.1:3311\"]\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen.proxy-from: is empty"), "{err}");
+        let ok = "[listen]\ntcp-proxy = [\"0.0.0.0:3311\"]\nproxy-from = [\"192.0.2.10\"]\n\
+                  tcp-allow = [\"198.51.100.0/24\"]\n";
+        let c = Config::parse(ok, "t").unwrap();
+        assert_eq!(c.tcp_proxy_addrs().unwrap().len(), 1);
+        assert_eq!(c.proxy_from().unwrap()[0].to_string(), "192.0.2.10/32");
+        assert_eq!((c.listen.proxy_timeout, c.listen.proxy_pending), (5, 64));
+        let err = Config::parse(
+            "[listen]\ntcp-proxy = [\"0.0.0.0:3311\"]\nproxy-from = [\"192.0.2.10\"]\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("listen.tcp-allow") && err.contains("behind the balancer"),
+            "{err}"
+        );
+        let err = Config::parse(
+            "[listen]\ntcp = [\"127.0.0.1:3311\"]\ntcp-proxy = [\"127.0.0.1:3311\"]\nproxy-from = [\"127.0.0.2\"]\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("listen.tcp-proxy: 127.0.0.1:3311 is also in listen.tcp"),
+            "{err}"
+        );
+        let err = Config::parse("[listen]\nproxy-from = [\"balancer\"]\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("listen.proxy-from: \"balancer\" is not a network"),
+            "{err}"
+        );
+        let err = Config::parse("[listen]\nproxy-timeout = 0\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen.proxy-timeout"), "{err}");
+        let err = Config::parse("[service]\nsockets = { lb = \"tcp-proxy\" }\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen.proxy-from"), "{err}");
+    }
+
+    #[test]
+    fn reload_memory_keys() {
+        let d = Config::default().limits;
+        assert_eq!(
+            (d.reload_memory_check, d.reload_headroom, d.reload_retry),
+            (true, ByteSize(64 << 20), 30)
+        );
+        let err = Config::parse("[limits]\nreload-retry = 0\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.reload-retry"), "{err}");
     }
 
     #[test]

@@ -87,6 +87,10 @@ pub struct EngineReady {
     pub db_time: u64,
     /// The sandbox, as `sandbox::Status` displays it.
     pub sandbox: String,
+    /// The engine holder's peak resident size while it loaded, KiB
+    /// (`VmHWM`; 0: unknown): what a reload's second engine will need
+    /// (`supervisor::headroom`).
+    pub load_peak_kib: u64,
 }
 
 // ---------------------------------------------------------------- worker
@@ -116,7 +120,9 @@ pub enum ToWorker {
     /// The administrative command of connection `conn` was accepted: the
     /// worker may now give the client its reply (RELOADING), so a client
     /// that waits for the reply knows the reload was ordered.
-    AdminAccepted { conn: u64 },
+    /// `maintenance`: whether the node is in maintenance now (the reply to
+    /// MAINT).
+    AdminAccepted { conn: u64, maintenance: bool },
     /// How many of the worker's normal scan threads may run jobs at once
     /// (its share of the daemon's `max-threads` now; at least 1, at most
     /// its threads). Sent whenever the share changes; the worker starts
@@ -352,6 +358,8 @@ impl RetireReason {
 pub enum AdminCommand {
     Reload,
     Shutdown,
+    /// `MAINT ON` (true), `MAINT OFF` (false), `MAINT` (None: the state).
+    Maintenance(Option<bool>),
 }
 
 // ---------------------------------------------------------------- broker
@@ -715,7 +723,8 @@ impl FromZygote {
                 .u32(e.signatures)
                 .u32(e.db_version)
                 .u64(e.db_time)
-                .bytes(e.sandbox.as_bytes()),
+                .bytes(e.sandbox.as_bytes())
+                .u64(e.load_peak_kib),
             FromZygote::LoadFailed { error } => Out::new(3).bytes(error.as_bytes()),
             FromZygote::ForkFailed { worker, error } => {
                 Out::new(4).u64(*worker).bytes(error.as_bytes())
@@ -743,6 +752,7 @@ impl FromZygote {
                 db_version: r.u32()?,
                 db_time: r.u64()?,
                 sandbox: r.text(TEXT)?,
+                load_peak_kib: r.u64()?,
             }),
             3 => FromZygote::LoadFailed {
                 error: r.text(TEXT)?,
@@ -821,7 +831,9 @@ impl ToWorker {
                 .u64(fleet.worker_pss_kib)
                 .u64(fleet.daemon_pss_kib),
             ToWorker::Drain => Out::new(4),
-            ToWorker::AdminAccepted { conn } => Out::new(20).u64(*conn),
+            ToWorker::AdminAccepted { conn, maintenance } => {
+                Out::new(20).u64(*conn).bool(*maintenance)
+            }
             ToWorker::Threads { limit } => Out::new(5).u32(*limit),
             ToWorker::StreamGrant { bytes } => Out::new(6).u64(*bytes),
             ToWorker::TaskQuery { seq } => Out::new(7).u64(*seq),
@@ -898,7 +910,10 @@ impl ToWorker {
                 },
             },
             4 => ToWorker::Drain,
-            20 => ToWorker::AdminAccepted { conn: r.u64()? },
+            20 => ToWorker::AdminAccepted {
+                conn: r.u64()?,
+                maintenance: r.bool()?,
+            },
             5 => ToWorker::Threads { limit: r.u32()? },
             6 => ToWorker::StreamGrant { bytes: r.u64()? },
             7 => ToWorker::TaskQuery { seq: r.u64()? },
@@ -939,6 +954,9 @@ impl FromWorker {
             FromWorker::Admin { conn, command } => Out::new(5).u64(*conn).u8(match command {
                 AdminCommand::Reload => 0,
                 AdminCommand::Shutdown => 1,
+                AdminCommand::Maintenance(None) => 2,
+                AdminCommand::Maintenance(Some(true)) => 3,
+                AdminCommand::Maintenance(Some(false)) => 4,
             }),
             FromWorker::Found {
                 conn,
@@ -984,6 +1002,9 @@ impl FromWorker {
                 command: match r.u8()? {
                     0 => AdminCommand::Reload,
                     1 => AdminCommand::Shutdown,
+                    2 => AdminCommand::Maintenance(None),
+                    3 => AdminCommand::Maintenance(Some(true)),
+                    4 => AdminCommand::Maintenance(Some(false)),
                     _ => return Err(DecodeError::BadValue),
                 },
             },
@@ -1177,6 +1198,7 @@ mod tests {
                 db_version: 27999,
                 db_time: 1_700_000_000,
                 sandbox: "landlock=full".into(),
+                load_peak_kib: 180_000,
             }),
             FromZygote::LoadFailed {
                 error: "bad.ndb".into(),
@@ -1240,7 +1262,10 @@ mod tests {
                 },
             },
             ToWorker::Drain,
-            ToWorker::AdminAccepted { conn: 7 },
+            ToWorker::AdminAccepted {
+                conn: 7,
+                maintenance: true,
+            },
             ToWorker::Threads { limit: 3 },
             ToWorker::StreamGrant { bytes: 5 << 20 },
             ToWorker::TaskQuery { seq: 8 },
@@ -1271,6 +1296,14 @@ mod tests {
             FromWorker::Admin {
                 conn: 5,
                 command: AdminCommand::Shutdown,
+            },
+            FromWorker::Admin {
+                conn: 5,
+                command: AdminCommand::Maintenance(Some(false)),
+            },
+            FromWorker::Admin {
+                conn: 6,
+                command: AdminCommand::Maintenance(None),
             },
             FromWorker::Found {
                 conn: 5,

@@ -55,6 +55,15 @@ impl Profile {
             // Not a policy matter: clamd's UNKNOWN COMMAND answers it.
             return Decision::Allow;
         }
+        if cmd == CommandKind::Maint {
+            // Not a clamd command, not in any profile: administrators on a
+            // Unix socket, whatever the profile lists.
+            return match (self.kind, admin) {
+                (ListenerKind::Unix, true) => Decision::Allow,
+                (ListenerKind::Unix, false) => Decision::NotAdmin,
+                (ListenerKind::Tcp, _) => Decision::NotOnListener,
+            };
+        }
         if !self.allowed.contains(&cmd) {
             return Decision::NotOnListener;
         }
@@ -143,5 +152,19 @@ mod tests {
         assert!(p.allows_paths());
         let words: Vec<String> = TCP_DEFAULT.iter().map(|s| s.to_string()).collect();
         assert!(!Profile::new(ListenerKind::Tcp, &words).allows_paths());
+    }
+
+    #[test]
+    fn maint_is_for_administrators_on_unix_whatever_the_profile() {
+        let unix = Profile::new(ListenerKind::Unix, &["PING".to_string()]);
+        assert_eq!(unix.decide(CommandKind::Maint, true), Decision::Allow);
+        assert_eq!(unix.decide(CommandKind::Maint, false), Decision::NotAdmin);
+        let tcp = Profile::new(ListenerKind::Tcp, &all_words());
+        assert_eq!(
+            tcp.decide(CommandKind::Maint, true),
+            Decision::NotOnListener
+        );
+        assert!(!unix.words().any(|w| w == "MAINT"));
+        assert!(parse_word("MAINT").is_none(), "not a configurable word");
     }
 }

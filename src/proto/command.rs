@@ -1,4 +1,6 @@
-//! Command words, matched exactly as clamd's `parse_command` does.
+//! Command words, matched exactly as clamd's `parse_command` does, plus
+//! clamsentry's own `MAINT` (not clamd's: it is outside clamd's table, so
+//! VERSIONCOMMANDS, which clients compare with clamd's, never lists it).
 
 /// Every command clamd 1.4.6 knows, plus `Unknown`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -20,6 +22,9 @@ pub enum CommandKind {
     DetStatsClear,
     DetStats,
     AllMatchScan,
+    /// clamsentry's own: `MAINT ON`, `MAINT OFF`, `MAINT` (what the HAProxy
+    /// agent says about the node; administrators on a Unix socket only).
+    Maint,
     Unknown,
 }
 
@@ -70,6 +75,9 @@ const TABLE: &[Entry] = &[
 impl CommandKind {
     /// The protocol word (QUIT and SHUTDOWN keep their own words for logs).
     pub fn word(self) -> &'static str {
+        if self == CommandKind::Maint {
+            return "MAINT";
+        }
         TABLE
             .iter()
             .find(|entry| entry.kind == self)
@@ -143,11 +151,25 @@ impl Command {
 /// Parses the text of one command (framing already removed).
 ///
 /// Like clamd, the text is treated as a C string: it ends at its first NUL.
+/// `MAINT` is matched after clamd's table (no clamd word starts with it):
+/// alone, or with one space and an argument the worker checks.
 pub fn parse(text: &[u8], legacy: bool) -> Command {
     let text = match text.iter().position(|&b| b == 0) {
         Some(nul) => &text[..nul],
         None => text,
     };
+    if text == b"MAINT" {
+        return Command {
+            kind: CommandKind::Maint,
+            arg: None,
+        };
+    }
+    if let Some(arg) = text.strip_prefix(b"MAINT ") {
+        return Command {
+            kind: CommandKind::Maint,
+            arg: Some(arg.to_vec()),
+        };
+    }
     for entry in TABLE {
         if !text.starts_with(entry.word) {
             continue;
@@ -242,6 +264,24 @@ mod tests {
                 !k.is_path_scan()
             );
         }
+    }
+
+    #[test]
+    fn maint_is_ours_and_not_listed() {
+        assert_eq!(parse(b"MAINT", false).kind, CommandKind::Maint);
+        assert_eq!(parse(b"MAINT", true).kind, CommandKind::Maint);
+        let on = parse(b"MAINT ON", false);
+        assert_eq!(
+            (on.kind, on.arg.as_deref()),
+            (CommandKind::Maint, Some(&b"ON"[..]))
+        );
+        assert_eq!(parse(b"MAINT OFF", false).arg.as_deref(), Some(&b"OFF"[..]));
+        assert_eq!(parse(b"MAINTX", false).kind, CommandKind::Unknown);
+        assert_eq!(parse(b"MAINT\tON", false).kind, CommandKind::Unknown);
+        assert!(!CommandKind::all().any(|k| k == CommandKind::Maint));
+        assert_eq!(CommandKind::Maint.word(), "MAINT");
+        assert!(!CommandKind::Maint.allowed_in_session());
+        assert_eq!(parse(&on.encode().unwrap(), false), on);
     }
 
     #[test]

@@ -18,12 +18,15 @@
 //!   between reads).
 //! * Replies ([`reply`]): byte-exact encoders, including the `N: ` prefix
 //!   inside IDSESSION and the terminator of the request's framing.
+//! * PROXY protocol v2 ([`proxy`]): the header a load balancer puts before
+//!   a client's bytes; the supervisor decodes it (it is not clamd's).
 #![forbid(unsafe_code)]
 
 pub mod command;
 pub mod frame;
 pub mod framer;
 pub mod instream;
+pub mod proxy;
 pub mod reply;
 
 pub use command::{Command, CommandKind};

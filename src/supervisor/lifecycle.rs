@@ -24,12 +24,25 @@
 //! * **reload** (blue/green): a new zygote loads while the old workers
 //!   serve; once it is ready, every bound worker of the old generation gets
 //!   a replacement for the same tenant, and drains as soon as it serves.
-//!   A generation that fails to load changes nothing.
+//!   A generation that fails to load changes nothing. Before a reload
+//!   loads a second engine, the machine asks for a memory reading
+//!   ([`Action::MeasureMemory`]) and decides with
+//!   [`super::headroom::decide`]: without headroom the reload waits (the
+//!   old engine serves, [`Note::ReloadDeferred`]) and is tried again after
+//!   `limits.reload-retry`, doubling up to 16 times that.
 //! * **deadlines in every state**: a fork that never says hello, a serving
 //!   or draining worker that stops answering pings ([`WEDGED_AFTER`]), a
 //!   draining worker that has not finished within `limits.drain-timeout`,
 //!   a retired zygote that does not exit, and on stop the whole daemon
 //!   after `limits.drain-timeout`: each is ended, whatever it does.
+//! * **stop** in two steps: first the accept loops close (the executor
+//!   stops accepting; under socket activation systemd keeps the listening
+//!   socket, so new connections wait for the next start), while the
+//!   workers keep serving what was already accepted, PROXY headers still
+//!   being read included; once the executor says nothing accepted is left
+//!   in flight ([`Event::AcceptStopped`], at most [`ACCEPT_FLUSH`] later),
+//!   every worker drains. So a connection the kernel completed before the
+//!   stop is served, not closed unanswered.
 //!
 //! Which message may arrive in which state ([`worker_message_allowed`],
 //! [`zygote_message_allowed`]); anything else ends the process that sent it:
@@ -51,6 +64,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::gate::Tenant;
+use super::headroom::{self, Shortfall};
 use super::procs::Ended;
 use crate::engine::LoadProgress;
 use crate::ipc::messages::{EngineReady, Fleet, RetireReason};
@@ -76,6 +90,10 @@ pub const RETIRE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const EMPTY_FLEET_RETRY: Duration = Duration::from_millis(250);
 /// Longest back-off between failing forks.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// On stop, the longest wait for the connections accepted before it to
+/// reach the gate (PROXY headers being read: `listen.proxy-timeout`)
+/// before the workers drain anyway.
+pub const ACCEPT_FLUSH: Duration = Duration::from_secs(10);
 
 /// What the machine is configured with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +104,18 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Workers there may be, for the status line and STATS.
     pub max_workers: usize,
+    /// The memory check before a reload (`limits.reload-memory-check`);
+    /// None: reloads start at once.
+    pub memory: Option<MemoryCheck>,
+}
+
+/// `limits.reload-headroom` and `limits.reload-retry`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryCheck {
+    /// Bytes beyond the current engine's load peak.
+    pub headroom: u64,
+    /// First wait before a deferred reload is tried again.
+    pub retry: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,8 +177,13 @@ pub enum Event {
     Release(WorkerId),
     /// The process broke a rule; `why` goes to the log.
     Violation(Who, String),
+    /// The memory figures [`Action::MeasureMemory`] asked for.
+    Memory(headroom::Reading),
     Reload(&'static str),
     Stop(&'static str),
+    /// After a stop: the accept loops are closed and every connection they
+    /// accepted has reached the gate.
+    AcceptStopped,
     Tick,
 }
 
@@ -173,6 +208,8 @@ pub enum Note {
         db_version: u32,
     },
     Stopping,
+    /// A reload waits for memory headroom; tried again after the duration.
+    ReloadDeferred(Shortfall, Duration),
     Alive {
         scans: u64,
         found: u64,
@@ -203,6 +240,9 @@ pub enum Action {
     /// The worker is gone: revoke its channels, connections and directory.
     Forget(WorkerId),
     Ping(WorkerId, u64),
+    /// Read the memory figures (`headroom::read`) and feed
+    /// [`Event::Memory`].
+    MeasureMemory,
     Notify(Note),
     Exit(Result<(), String>),
 }
@@ -261,6 +301,9 @@ pub struct Machine {
     next_worker: WorkerId,
     ping_seq: u64,
     stopping: Option<Instant>,
+    /// Stopping, and the workers are not draining yet: connections
+    /// accepted before the stop are still on their way.
+    closing: bool,
     ever_ready: bool,
     zygote_failures: u32,
     zygote_retry_at: Option<Instant>,
@@ -273,6 +316,21 @@ pub struct Machine {
     last_replacement: Option<Duration>,
     /// Counters of workers that are gone (scans, found, errors).
     retired: (u64, u64, u64),
+    /// A reload waiting for the memory reading it asked for (its trigger).
+    measuring: Option<&'static str>,
+    /// A reload deferred for lack of memory headroom.
+    deferred: Option<Deferred>,
+}
+
+/// A reload that waits for memory headroom.
+#[derive(Debug, Clone)]
+struct Deferred {
+    trigger: &'static str,
+    since: Instant,
+    retry_at: Instant,
+    /// Readings that found too little, after the first.
+    attempts: u32,
+    shortfall: Shortfall,
 }
 
 fn backoff(failures: u32) -> Duration {
@@ -323,6 +381,7 @@ impl Machine {
             next_worker: 1,
             ping_seq: 0,
             stopping: None,
+            closing: false,
             ever_ready: false,
             zygote_failures: 0,
             zygote_retry_at: None,
@@ -332,7 +391,15 @@ impl Machine {
             crashed: BTreeMap::new(),
             last_replacement: None,
             retired: (0, 0, 0),
+            measuring: None,
+            deferred: None,
         }
+    }
+
+    /// Why a reload waits for memory headroom, while one does (the
+    /// agent's `drain`, the status line).
+    pub fn reload_deferred(&self) -> Option<&Shortfall> {
+        self.deferred.as_ref().map(|d| &d.shortfall)
     }
 
     /// May this worker send a message of this kind now? `Err` explains a
@@ -473,8 +540,10 @@ impl Machine {
                 }
             }
             Event::Violation(who, why) => self.violation(who, &why, now, &mut out),
+            Event::Memory(reading) => self.memory(&reading, now, &mut out),
             Event::Reload(trigger) => self.reload(trigger, now, &mut out),
             Event::Stop(trigger) => self.stop(trigger, now, &mut out),
+            Event::AcceptStopped => self.drain_all(now, &mut out),
             Event::Tick => self.tick(now, &mut out),
         }
         self.respawn_zygote(now, &mut out);
@@ -513,6 +582,7 @@ impl Machine {
             db_version = ready.db_version,
             sandbox = %ready.sandbox,
             loaded_in_ms = now.duration_since(gen.since).as_millis() as u64,
+            load_peak_kib = ready.load_peak_kib,
             "engine holder ready"
         );
         out.push(Action::Notify(Note::EngineLoaded(
@@ -965,10 +1035,25 @@ impl Machine {
         if self.stopping.is_some() {
             return;
         }
-        if self.loading.is_some() {
+        if self.loading.is_some() || self.measuring.is_some() {
             tracing::info!(trigger, "reload already in progress; merged");
             return;
         }
+        if self.s.memory.is_some() && self.engine_peak() > 0 {
+            if self.deferred.is_some() {
+                tracing::info!(
+                    trigger,
+                    "a reload already waits for memory headroom; checking again now"
+                );
+            }
+            self.measuring = Some(trigger);
+            out.push(Action::MeasureMemory);
+            return;
+        }
+        self.start_reload(trigger, now, out);
+    }
+
+    fn start_reload(&mut self, trigger: &'static str, now: Instant, out: &mut Vec<Action>) {
         tracing::info!(
             trigger,
             "reloading: a new engine holder loads the signatures"
@@ -977,18 +1062,84 @@ impl Machine {
         self.spawn_gen(now, out);
     }
 
+    /// The current engine's peak while it loaded, bytes (0: unknown).
+    fn engine_peak(&self) -> u64 {
+        self.engine()
+            .map_or(0, |e| e.load_peak_kib.saturating_mul(1024))
+    }
+
+    /// The reading a reload asked for: load now, or wait.
+    fn memory(&mut self, reading: &headroom::Reading, now: Instant, out: &mut Vec<Action>) {
+        let (Some(trigger), Some(check)) = (self.measuring.take(), self.s.memory) else {
+            return;
+        };
+        if self.stopping.is_some() || self.loading.is_some() {
+            return;
+        }
+        match headroom::decide(reading, self.engine_peak(), check.headroom) {
+            headroom::Verdict::Go => {
+                if let Some(d) = self.deferred.take() {
+                    tracing::info!(
+                        trigger = d.trigger,
+                        waited_s = now.saturating_duration_since(d.since).as_secs(),
+                        "memory headroom suffices now"
+                    );
+                }
+                self.start_reload(trigger, now, out);
+            }
+            headroom::Verdict::Defer(shortfall) => {
+                let (first, since, attempts) = match &self.deferred {
+                    Some(d) => (d.trigger, d.since, d.attempts + 1),
+                    None => (trigger, now, 0),
+                };
+                let delay = check.retry.saturating_mul(1 << attempts.min(4));
+                tracing::warn!(
+                    trigger = first,
+                    need_mib = shortfall.need >> 20,
+                    available_mib = shortfall.available >> 20,
+                    limited_by = %shortfall.limited_by,
+                    retry_in_s = delay.as_secs(),
+                    "reload deferred: not enough memory for a second engine; the current signatures keep serving (limits.reload-headroom)"
+                );
+                out.push(Action::Notify(Note::ReloadDeferred(
+                    shortfall.clone(),
+                    delay,
+                )));
+                self.deferred = Some(Deferred {
+                    trigger: first,
+                    since,
+                    retry_at: now + delay,
+                    attempts,
+                    shortfall,
+                });
+            }
+        }
+    }
+
     fn stop(&mut self, trigger: &'static str, now: Instant, out: &mut Vec<Action>) {
         if self.stopping.is_some() {
             return;
         }
         self.stopping = Some(now);
         self.wants.clear();
+        self.deferred = None;
+        self.measuring = None;
         tracing::info!(
             trigger,
             drain_timeout_s = self.s.drain_timeout.as_secs(),
             "stopping: draining workers"
         );
         out.push(Action::Notify(Note::Stopping));
+        self.closing = true;
+    }
+
+    /// The second step of a stop: every worker drains, every engine holder
+    /// retires.
+    fn drain_all(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.stopping.is_none() || !self.closing {
+            return;
+        }
+        self.closing = false;
         let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
         for w in ids {
             self.drain(w, now, out);
@@ -1003,6 +1154,24 @@ impl Machine {
     }
 
     fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if let Some(at) = self.stopping {
+            if self.closing
+                && now.saturating_duration_since(at) >= ACCEPT_FLUSH.min(self.s.drain_timeout)
+            {
+                tracing::warn!("connections accepted before the stop did not all arrive in time; draining the workers now");
+                self.drain_all(now, out);
+            }
+        }
+        if let Some(d) = &self.deferred {
+            if now >= d.retry_at
+                && self.measuring.is_none()
+                && self.loading.is_none()
+                && self.stopping.is_none()
+            {
+                self.measuring = Some(d.trigger);
+                out.push(Action::MeasureMemory);
+            }
+        }
         let mut end: Vec<(WorkerId, &'static str, RestartReason)> = Vec::new();
         for (id, w) in self.workers.iter_mut() {
             if let Some(at) = w.killed {
@@ -1028,7 +1197,12 @@ impl Machine {
                         RestartReason::Wedged,
                     ));
                 }
-                WState::Draining if now.duration_since(w.since) >= self.s.drain_timeout => {
+                WState::Draining
+                    if now.duration_since(w.since) >= self.s.drain_timeout
+                        || self
+                            .stopping
+                            .is_some_and(|at| now.duration_since(at) >= self.s.drain_timeout) =>
+                {
                     end.push((
                         *id,
                         "worker did not finish draining within limits.drain-timeout; ending it and its connections",

@@ -2,7 +2,9 @@
 //! loops: every connection is accepted here, its peer read from the kernel
 //! once (SO_PEERCRED and SO_PEERGROUPS for Unix sockets, the address for
 //! TCP), TCP peers outside `listen.tcp-allow` closed unread, and the rest
-//! handed to the supervisor's event loop for admission.
+//! handed to the supervisor's event loop for admission. On a PROXY listener
+//! (`listen.tcp-proxy`) the client's address comes from the balancer's
+//! PROXY v2 header, read in a task of its own ([`super::proxied`]).
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -48,6 +50,9 @@ pub struct Listener {
     pub name: Arc<str>,
     pub origin: Origin,
     pub sock: Sock,
+    /// Every connection comes from a balancer in `listen.proxy-from` and
+    /// starts with a PROXY v2 header (`listen.tcp-proxy`).
+    pub proxy: bool,
     /// The socket file clamsentry made (bound from the configuration), to
     /// remove at exit.
     pub made: Option<crate::safe_fs::Made>,
@@ -102,6 +107,7 @@ pub fn from_systemd(activated: Vec<Activated>) -> std::io::Result<Vec<Listener>>
             name: Arc::from(a.name.as_str()),
             origin: Origin::Systemd,
             sock,
+            proxy: a.proxy,
             made: None,
         });
     }
@@ -123,20 +129,30 @@ pub async fn bind_from_config(config: &Config) -> std::io::Result<Vec<Listener>>
             origin: Origin::Config,
             sock: Sock::Unix(UnixListener::from_std(bound.listener)?),
             made: Some(bound.made),
+            proxy: false,
         });
     }
-    for addr in config.tcp_addrs().unwrap_or_default() {
+    let plain = config.tcp_addrs().unwrap_or_default();
+    let proxied = config.tcp_proxy_addrs().unwrap_or_default();
+    let tcp = plain.into_iter().map(|a| (a, false));
+    for (addr, proxy) in tcp.chain(proxied.into_iter().map(|a| (a, true))) {
+        let key = if proxy {
+            "listen.tcp-proxy"
+        } else {
+            "listen.tcp"
+        };
         let l = TcpListener::bind(addr).await.map_err(|e| {
             std::io::Error::new(
                 e.kind(),
-                format!("cannot listen on TCP {addr}: {e} (listen.tcp)"),
+                format!("cannot listen on TCP {addr}: {e} ({key})"),
             )
         })?;
         crate::socket_setup::set_backlog(&l, config.listen.backlog)?;
         out.push(Listener {
-            name: Arc::from("tcp"),
+            name: Arc::from(if proxy { "tcp-proxy" } else { "tcp" }),
             origin: Origin::Config,
             sock: Sock::Tcp(l),
+            proxy,
             made: None,
         });
     }
@@ -145,9 +161,10 @@ pub async fn bind_from_config(config: &Config) -> std::io::Result<Vec<Listener>>
 
 pub fn log(listeners: &[Listener]) {
     for l in listeners {
-        let (what, settings) = match l.kind() {
-            ListenerKind::Unix => ("Unix socket", "Unix"),
-            ListenerKind::Tcp => ("TCP", "TCP"),
+        let (what, settings) = match (l.kind(), l.proxy) {
+            (ListenerKind::Unix, _) => ("Unix socket", "Unix"),
+            (ListenerKind::Tcp, false) => ("TCP", "TCP"),
+            (ListenerKind::Tcp, true) => ("TCP (PROXY v2 from listen.proxy-from)", "TCP"),
         };
         tracing::info!(
             listener = %l.name,
@@ -163,10 +180,15 @@ pub fn log(listeners: &[Listener]) {
 /// Starts one accept loop per listener; accepted connections go to `tx`.
 /// Aborting a returned task stops its loop and closes the supervisor's
 /// copy of the listening socket.
+///
+/// `proxy` is what PROXY listeners check; their header tasks hold a clone
+/// of `tx`, so the receiver ends only after every header read in progress
+/// has handed its connection over (or was refused).
 /// TCP connections refused by `listen.tcp-allow` are counted in `counted`.
 pub fn start(
     listeners: Vec<Listener>,
     allow: AllowList,
+    proxy: Arc<super::proxied::Settings>,
     tx: Sender<Accepted>,
     counted: Arc<super::observer::Refusals>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -177,6 +199,13 @@ pub fn start(
         let name = Arc::clone(&l.name);
         tasks.push(match l.sock {
             Sock::Unix(u) => tokio::spawn(accept_unix(u, name, tx.clone())),
+            Sock::Tcp(t) if l.proxy => tokio::spawn(accept_proxied(
+                t,
+                name,
+                Arc::clone(&proxy),
+                Arc::clone(&counted),
+                tx.clone(),
+            )),
             Sock::Tcp(t) => tokio::spawn(accept_tcp(
                 t,
                 name,
@@ -288,6 +317,50 @@ async fn accept_tcp(
         if tx.send(accepted).await.is_err() {
             return;
         }
+    }
+}
+
+/// A PROXY listener: each connection's header is read in a task of its
+/// own, so a slow balancer never holds up the accept loop or the event
+/// loop; aborting the loop leaves those tasks to finish (within
+/// `listen.proxy-timeout`) and hand over what they read.
+async fn accept_proxied(
+    listener: TcpListener,
+    name: Arc<str>,
+    settings: Arc<super::proxied::Settings>,
+    counted: Arc<super::observer::Refusals>,
+    tx: Sender<Accepted>,
+) {
+    let mut errors = AcceptErrors::default();
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                errors.failed(&e, "a TCP socket").await;
+                continue;
+            }
+        };
+        errors.accepted("a TCP socket");
+        let (name, settings, tx) = (Arc::clone(&name), Arc::clone(&settings), tx.clone());
+        let counted = Arc::clone(&counted);
+        tokio::spawn(async move {
+            let Some((stream, client)) = super::proxied::admit(settings, &name, stream, addr).await
+            else {
+                // Counted with the listener's other refusals (metrics).
+                counted.count(&name);
+                return;
+            };
+            let Ok(socket) = stream.into_std().map(OwnedFd::from) else {
+                return;
+            };
+            let accepted = Accepted {
+                listener: ListenerKind::Tcp,
+                name,
+                socket,
+                identity: Identity::Tcp(client),
+            };
+            let _ = tx.send(accepted).await;
+        });
     }
 }
 

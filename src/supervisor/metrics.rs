@@ -434,6 +434,7 @@ mod tests {
             db_version: 27999,
             db_time: 1_700_000_000,
             sandbox: String::new(),
+            load_peak_kib: 0,
         }
     }
 

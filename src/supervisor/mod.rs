@@ -3,7 +3,9 @@
 //! records who the peer is, and hands the connection to a worker; it serves
 //! the workers' file requests as the client ([`broker`]); it starts the
 //! engine holders and decides everything about the daemon's life
-//! ([`lifecycle`]). It never parses a byte from a client or a scanned file.
+//! ([`lifecycle`]). It never parses a byte from a client or a scanned file,
+//! except the PROXY v2 header a trusted load balancer puts before a
+//! client's bytes ([`proxied`]: bounded, from `listen.proxy-from` only).
 //!
 //! Start-up order: configuration → logging → systemd's sockets (taken
 //! before any thread exists, as they come through environment variables) →
@@ -20,12 +22,15 @@ mod children;
 mod dbwatch;
 pub mod gate;
 mod hangup;
+pub mod headroom;
 pub mod lifecycle;
 mod listeners;
 pub mod logrelay;
 pub mod metrics;
+pub mod node;
 mod observer;
 pub mod procs;
+mod proxied;
 mod run;
 pub mod runtime_files;
 mod status;
@@ -202,13 +207,21 @@ fn serve(source: ConfigSource, readiness: &Readiness) -> Result<(), StartError> 
         let mut listeners = if activated.is_empty() {
             listeners::bind_from_config(&config).await?
         } else {
-            if config.unix_path().is_some() || !config.listen.tcp.is_empty() {
+            if config.unix_path().is_some()
+                || !config.listen.tcp.is_empty()
+                || !config.listen.tcp_proxy.is_empty()
+            {
                 tracing::info!("sockets come from systemd: [listen] unix and tcp are not bound");
             }
             listeners::from_systemd(activated)?
         };
         if listeners.is_empty() {
             return Err(StartError::NoListeners);
+        }
+        if listeners.iter().any(|l| l.proxy) && config.listen.proxy_from.is_empty() {
+            return Err(StartError::Failed(
+                "a PROXY listener (tcp-proxy) without balancers to trust: list them in listen.proxy-from".into(),
+            ));
         }
         listeners::log(&listeners);
         let from_systemd = listeners
@@ -400,6 +413,13 @@ fn lifecycle_settings(config: &Config) -> lifecycle::Settings {
         standby: config.limits.standby_workers as usize,
         drain_timeout: Duration::from_secs(config.limits.drain_timeout),
         max_workers: config.limits.max_workers as usize,
+        memory: config
+            .limits
+            .reload_memory_check
+            .then(|| lifecycle::MemoryCheck {
+                headroom: config.limits.reload_headroom.0,
+                retry: Duration::from_secs(config.limits.reload_retry),
+            }),
     }
 }
 

@@ -304,8 +304,9 @@ pub struct Observing {
     last_snapshot: Option<Instant>,
     last_measure: Option<Instant>,
     meter: crate::usage::Meter,
-    /// Set by the administrator's maintenance command (wired by the
-    /// event loop) and by a reload waiting for memory headroom.
+    /// The agent's `maint` and `drain` inputs, copied from the executor's
+    /// `node::AgentView` before each tick: an administrator's MAINT ON, and
+    /// a reload waiting for memory headroom (`lifecycle`'s deferral).
     pub maintenance: bool,
     pub no_headroom: bool,
     started: bool,

@@ -70,6 +70,10 @@ pub struct Executor {
     status: ServiceStatus,
     listeners: Option<Vec<Listener>>,
     accepting: Vec<tokio::task::JoinHandle<()>>,
+    /// Passes accepted connections to the event loop; ends (saying
+    /// `AcceptStopped`) once the accept loops are gone and every
+    /// connection they accepted has been passed.
+    forwarding: bool,
     virus_events: Option<VirusEvents>,
     /// The per-identity log budgets (`log.peer-lines-per-minute`,
     /// `log.result-lines-per-minute`): admission refusals, evictions, the
@@ -79,6 +83,8 @@ pub struct Executor {
     /// The metrics, the observer process and the self-test.
     observing: super::observer::Observing,
     relay: Arc<super::logrelay::Relay>,
+    /// Maintenance, as administrators asked (`MAINT`).
+    node: super::node::Node,
 }
 
 impl Executor {
@@ -147,9 +153,11 @@ impl Executor {
             status: ServiceStatus::new(Notifier::from_env()),
             listeners: Some(listeners),
             accepting: Vec::new(),
+            forwarding: false,
             virus_events,
             budgets,
             last_report: Instant::now(),
+            node: super::node::Node::default(),
             tx,
             rx,
             config,
@@ -207,6 +215,12 @@ impl Executor {
                     }
                     self.feed(Step::Gate(gate::Event::Tick))
                         .or_else(|| self.feed(Step::Life(lifecycle::Event::Tick)))
+                }
+                Input::Life(lifecycle::Event::AcceptStopped) => {
+                    // Everything accepted before the stop is in the gate:
+                    // no newcomer after this, then the workers drain.
+                    self.feed(Step::Gate(gate::Event::Stopping))
+                        .or_else(|| self.feed(Step::Life(lifecycle::Event::AcceptStopped)))
                 }
                 Input::Life(e) => {
                     let exited = match &e {
@@ -433,17 +447,36 @@ impl Executor {
                 command,
                 identity,
             } => {
-                let word = match command {
-                    AdminCommand::Reload => "RELOAD",
-                    AdminCommand::Shutdown => "SHUTDOWN",
+                let (word, event) = match command {
+                    AdminCommand::Reload => {
+                        ("RELOAD", Some(lifecycle::Event::Reload("RELOAD command")))
+                    }
+                    AdminCommand::Shutdown => {
+                        ("SHUTDOWN", Some(lifecycle::Event::Stop("SHUTDOWN command")))
+                    }
+                    AdminCommand::Maintenance(on) => {
+                        self.node.request(on, &identity);
+                        self.status.maintenance(self.node.maintenance());
+                        ("MAINT", None)
+                    }
                 };
-                tracing::info!(id, peer = %identity, command = word, "administrative command accepted");
-                self.children
-                    .try_send(worker, &ToWorker::AdminAccepted { conn: id });
-                queue.push_back(Step::Life(match command {
-                    AdminCommand::Reload => lifecycle::Event::Reload("RELOAD command"),
-                    AdminCommand::Shutdown => lifecycle::Event::Stop("SHUTDOWN command"),
-                }));
+                if command == AdminCommand::Maintenance(None) {
+                    // A question (an agent may ask every second): not news.
+                    tracing::debug!(id, peer = %identity, command = word, "administrative command accepted");
+                } else {
+                    tracing::info!(id, peer = %identity, command = word, "administrative command accepted");
+                }
+                let maintenance = self.node.maintenance();
+                self.children.try_send(
+                    worker,
+                    &ToWorker::AdminAccepted {
+                        conn: id,
+                        maintenance,
+                    },
+                );
+                if let Some(event) = event {
+                    queue.push_back(Step::Life(event));
+                }
             }
             A::VirusEvent {
                 id: _,
@@ -566,6 +599,10 @@ impl Executor {
                 self.worker_gone(w, queue);
             }
             A::Ping(w, seq) => self.ping(w, seq),
+            A::MeasureMemory => {
+                let reading = super::headroom::read();
+                queue.push_back(Step::Life(lifecycle::Event::Memory(reading)));
+            }
             A::Notify(note) => {
                 self.observing.metrics.note(
                     &note,
@@ -574,9 +611,10 @@ impl Executor {
                 );
                 match &note {
                     Note::Ready { .. } => self.start_accepting(),
-                    Note::Stopping => {
-                        self.stop_accepting();
+                    Note::Stopping if !self.stop_accepting() => {
+                        // Nothing was accepted: the workers may drain now.
                         queue.push_back(Step::Gate(gate::Event::Stopping));
+                        queue.push_back(Step::Life(lifecycle::Event::AcceptStopped));
                     }
                     _ => {}
                 }
@@ -610,25 +648,35 @@ impl Executor {
             return;
         };
         let allow = AllowList::new(self.config.tcp_allow().unwrap_or_default());
+        let proxy = Arc::new(super::proxied::Settings::from_config(
+            &self.config,
+            Arc::clone(&self.budgets),
+        ));
         let (atx, mut arx) = mpsc::channel::<Accepted>(256);
-        self.accepting = listeners::start(listeners, allow, atx, self.observing.refusals());
+        self.accepting = listeners::start(listeners, allow, proxy, atx, self.observing.refusals());
         let tx = self.tx.clone();
-        self.accepting.push(tokio::spawn(async move {
+        self.forwarding = true;
+        tokio::spawn(async move {
             while let Some(a) = arx.recv().await {
                 if tx.send(Input::Accepted(a)).await.is_err() {
                     return;
                 }
             }
-        }));
+            let _ = tx.send(Input::Life(lifecycle::Event::AcceptStopped)).await;
+        });
     }
 
     /// On stop: no new connection is accepted. Sockets from systemd stay
     /// open in systemd, which queues new connections for the next start.
-    fn stop_accepting(&mut self) {
+    /// What was accepted already still reaches the gate (PROXY headers
+    /// being read finish first); true when that is on its way, and
+    /// `AcceptStopped` will say when it has arrived.
+    fn stop_accepting(&mut self) -> bool {
         for task in self.accepting.drain(..) {
             task.abort();
         }
         self.listeners = None;
+        std::mem::take(&mut self.forwarding)
     }
 
     fn on_zygote(&mut self, g: lifecycle::GenId, msg: FromZygote) -> Option<Result<(), String>> {
@@ -750,6 +798,13 @@ impl Executor {
         self.feed(step)
     }
 
+    /// What the load balancer's agent shows about this node beyond the
+    /// machines' own state (maintenance, a reload waiting for memory),
+    /// copied into the observer's snapshot with each update.
+    fn agent_view(&self) -> super::node::AgentView {
+        self.node.agent_view(self.life.reload_deferred())
+    }
+
     fn ping(&mut self, w: WorkerId, seq: u64) {
         let mut fleet = self.life.fleet();
         (fleet.worker_pss_kib, fleet.daemon_pss_kib) = self.observing.metrics.memory(w);
@@ -763,6 +818,11 @@ impl Executor {
         if self.observing.measure_due(now) {
             self.children.measure_engine_holders();
         }
+        // The agent's maint and drain words (MAINT; a reload waiting for
+        // memory headroom).
+        let view = self.agent_view();
+        self.observing.maintenance = view.maintenance;
+        self.observing.no_headroom = view.reload_deferred.is_some();
         let open = || self.gate.open_by_listener();
         self.observing.tick(
             now,

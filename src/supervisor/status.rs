@@ -29,6 +29,10 @@ pub struct ServiceStatus {
     reloading: bool,
     wedged: bool,
     loading: Option<LoadReporter>,
+    /// An administrator's maintenance request is in force.
+    maintenance: bool,
+    /// A reload waits for memory headroom: why, and when it is tried again.
+    deferred: Option<(super::headroom::Shortfall, Instant)>,
     /// What the failing self-test saw (`None` while it passes).
     selftest_failure: Option<String>,
 }
@@ -50,7 +54,19 @@ impl ServiceStatus {
             reloading: false,
             wedged: false,
             loading: None,
+            maintenance: false,
+            deferred: None,
             selftest_failure: None,
+        }
+    }
+
+    /// Maintenance on or off (`MAINT`): shown in the status line.
+    pub fn maintenance(&mut self, on: bool) {
+        if self.maintenance != on {
+            self.maintenance = on;
+            if self.ready {
+                self.notifier.status(&self.line());
+            }
         }
     }
 
@@ -90,6 +106,17 @@ impl ServiceStatus {
         if !self.sandbox.is_empty() {
             line.push_str("; sandbox ");
             line.push_str(&self.sandbox);
+        }
+        if let Some((why, at)) = &self.deferred {
+            line.push_str(&format!(
+                "; reload deferred: {why}; retry in {} s (limits.reload-headroom)",
+                at.saturating_duration_since(Instant::now()).as_secs()
+            ));
+        }
+        if self.maintenance {
+            line.push_str(
+                "; maintenance (the load balancer's agent says maint; MAINT OFF ends it)",
+            );
         }
         line
     }
@@ -131,7 +158,12 @@ impl ServiceStatus {
                 self.notifier.ready(&line);
                 tracing::info!(signatures, db_version, sandbox = %sandbox, "ready: {line}");
             }
+            Note::ReloadDeferred(why, retry) => {
+                self.deferred = Some((why, Instant::now() + retry));
+                self.notifier.status(&self.line());
+            }
             Note::Reloading(_) => {
+                self.deferred = None;
                 self.reloading = true;
                 self.loading = None;
                 self.notifier.reloading();
@@ -213,6 +245,44 @@ mod tests {
         );
         assert!(
             line.contains("5 scans, 2 found, 0 reloads, 1 failed reloads"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn status_line_says_deferred_reloads_and_maintenance() {
+        let mut s = ServiceStatus::new(Notifier::from_env());
+        s.observe(Note::Ready {
+            signatures: 10,
+            db_version: 27999,
+            sandbox: String::new(),
+        });
+        let why = super::super::headroom::Shortfall {
+            need: 1264 << 20,
+            available: 1100 << 20,
+            limited_by: "MemAvailable".into(),
+        };
+        s.observe(Note::ReloadDeferred(
+            why,
+            std::time::Duration::from_secs(60),
+        ));
+        s.maintenance(true);
+        let line = s.line();
+        assert!(
+            line.contains("; reload deferred: a second engine needs 1264 MiB, MemAvailable leaves 1100 MiB; retry in "),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(
+                "; maintenance (the load balancer's agent says maint; MAINT OFF ends it)"
+            ),
+            "{line}"
+        );
+        s.observe(Note::Reloading(crate::ipc::observe::ReloadTrigger::Command));
+        s.maintenance(false);
+        let line = s.line();
+        assert!(
+            !line.contains("deferred") && !line.contains("maintenance"),
             "{line}"
         );
     }

@@ -13,7 +13,7 @@ use crate::config::Config;
 /// Why the activated sockets cannot be used; start-up fails with it.
 #[derive(Debug, thiserror::Error)]
 pub enum ActivationError {
-    #[error("socket {index} from systemd (FileDescriptorName={name}) is not one clamsentry expects: name it \"unix\" or \"tcp\" in clamsentry.socket (\"metrics\" or \"agent\" for the observer's listeners), or map the name in [service] sockets of the configuration")]
+    #[error("socket {index} from systemd (FileDescriptorName={name}) is not one clamsentry expects: name it \"unix\", \"tcp\" or \"tcp-proxy\" in clamsentry.socket (\"metrics\" or \"agent\" for the observer's listeners), or map the name in [service] sockets of the configuration")]
     UnknownName { index: usize, name: String },
     #[error("socket {index} from systemd (FileDescriptorName={name}) is a {actual} socket but its name selects the {wanted} listener settings: fix FileDescriptorName= in clamsentry.socket or [service] sockets")]
     WrongKind {
@@ -65,6 +65,9 @@ impl Socket {
 pub struct Activated {
     pub name: String,
     pub socket: Socket,
+    /// Named (or mapped to) "tcp-proxy": a TCP socket whose connections
+    /// carry PROXY v2 headers from `listen.proxy-from`.
+    pub proxy: bool,
 }
 
 /// Takes the sockets systemd passed to this process, if any. Empty when the
@@ -90,7 +93,11 @@ pub fn take(config: &Config) -> Result<Vec<Activated>, ActivationError> {
         };
         let name = name.unwrap_or_else(|| socket.kind().to_string());
         if name == METRICS || name == AGENT {
-            out.push(Activated { name, socket });
+            out.push(Activated {
+                name,
+                socket,
+                proxy: false,
+            });
             continue;
         }
         let wanted = settings_for(&name, &config.service.sockets)
@@ -99,7 +106,9 @@ pub fn take(config: &Config) -> Result<Vec<Activated>, ActivationError> {
                 name: name.clone(),
             })?
             .to_string();
-        if wanted != socket.kind() {
+        let proxy = wanted == "tcp-proxy";
+        let base = if proxy { "tcp" } else { wanted.as_str() };
+        if base != socket.kind() {
             return Err(ActivationError::WrongKind {
                 index,
                 name,
@@ -107,16 +116,21 @@ pub fn take(config: &Config) -> Result<Vec<Activated>, ActivationError> {
                 wanted,
             });
         }
-        out.push(Activated { name, socket });
+        out.push(Activated {
+            name,
+            socket,
+            proxy,
+        });
     }
     Ok(out)
 }
 
-/// Which listener settings ("unix" or "tcp") a socket name selects.
+/// Which listener settings ("unix", "tcp" or "tcp-proxy") a socket name
+/// selects.
 fn settings_for<'a>(name: &'a str, map: &'a BTreeMap<String, String>) -> Option<&'a str> {
     match map.get(name) {
         Some(kind) => Some(kind.as_str()),
-        None if name == "unix" || name == "tcp" => Some(name),
+        None if matches!(name, "unix" | "tcp" | "tcp-proxy") => Some(name),
         None => None,
     }
 }
@@ -134,5 +148,6 @@ mod tests {
         assert_eq!(settings_for("scanners", &map), Some("tcp"));
         assert_eq!(settings_for("tcp", &map), Some("unix"), "the map wins");
         assert_eq!(settings_for("clamsentry.socket", &map), None);
+        assert_eq!(settings_for("tcp-proxy", &map), Some("tcp-proxy"));
     }
 }

@@ -361,6 +361,7 @@ impl Conn {
                 if shared
                     .ask_admin(self.ctx.guard.id, AdminCommand::Reload)
                     .await
+                    .is_some()
                 {
                     let _ = self.ctx.writer.send(&to.to_vec(reply::RELOADING)).await;
                 }
@@ -371,6 +372,27 @@ impl Conn {
                 shared
                     .ask_admin(self.ctx.guard.id, AdminCommand::Shutdown)
                     .await;
+                None
+            }
+            CommandKind::Maint => {
+                let request = match cmd.arg.as_deref() {
+                    None => None,
+                    Some(b"ON") => Some(true),
+                    Some(b"OFF") => Some(false),
+                    Some(_) => {
+                        let _ = self
+                            .ctx
+                            .writer
+                            .send(&to.to_vec(b"MAINT takes ON, OFF or nothing. ERROR"))
+                            .await;
+                        return None;
+                    }
+                };
+                let asked = AdminCommand::Maintenance(request);
+                if let Some(on) = shared.ask_admin(self.ctx.guard.id, asked).await {
+                    let reply: &[u8] = if on { b"MAINT ON" } else { b"MAINT OFF" };
+                    let _ = self.ctx.writer.send(&to.to_vec(reply)).await;
+                }
                 None
             }
             CommandKind::DetStats | CommandKind::DetStatsClear => None,

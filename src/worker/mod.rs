@@ -262,7 +262,9 @@ async fn control_loop(control: Arc<AsyncChannel>, shared: Arc<Shared>, meter: cr
                     shared.drain();
                 }
             }
-            Ok(ToWorker::AdminAccepted { conn }) => shared.admin_accepted(conn),
+            Ok(ToWorker::AdminAccepted { conn, maintenance }) => {
+                shared.admin_accepted(conn, maintenance)
+            }
             Ok(ToWorker::Drain) => {
                 tracing::info!("draining: finishing in-flight requests");
                 shared.drain();

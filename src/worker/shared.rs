@@ -61,7 +61,9 @@ pub struct Shared {
     /// Log budgets per peer (address or uid).
     peer_logs: Mutex<crate::log::limiter::Limiter<crate::policy::PeerKey>>,
     /// Administrative commands waiting for the supervisor's acceptance.
-    admin_answers: Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
+    /// Administrative commands waiting for the supervisor's answer (with
+    /// the node's maintenance state), by connection.
+    admin_answers: Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<bool>>>,
     /// Set when a scan overran its time limit: the worker retires and
     /// exits by then, whatever is left.
     exit_by: Mutex<Option<Instant>>,
@@ -175,23 +177,28 @@ impl Shared {
     }
 
     /// Asks the supervisor to run an administrative command for connection
-    /// `conn`; true once it was accepted (within `ADMIN_ANSWER`). The
+    /// `conn`; `Some(maintenance)` once it was accepted (within
+    /// `ADMIN_ANSWER`), with whether the node is in maintenance then. The
     /// supervisor decides from the identity it recorded, while the client is
     /// still connected: the reply comes only after, so a client that waits
     /// for it knows the command runs.
-    pub async fn ask_admin(&self, conn: u64, command: crate::ipc::messages::AdminCommand) -> bool {
+    pub async fn ask_admin(
+        &self,
+        conn: u64,
+        command: crate::ipc::messages::AdminCommand,
+    ) -> Option<bool> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         lock(&self.admin_answers).insert(conn, tx);
         self.tell(FromWorker::Admin { conn, command });
-        let accepted = tokio::time::timeout(ADMIN_ANSWER, rx).await.is_ok();
+        let answer = tokio::time::timeout(ADMIN_ANSWER, rx).await;
         lock(&self.admin_answers).remove(&conn);
-        accepted
+        answer.ok().and_then(Result::ok)
     }
 
     /// The supervisor accepted connection `conn`'s administrative command.
-    pub fn admin_accepted(&self, conn: u64) {
+    pub fn admin_accepted(&self, conn: u64, maintenance: bool) {
         if let Some(tx) = lock(&self.admin_answers).remove(&conn) {
-            let _ = tx.send(());
+            let _ = tx.send(maintenance);
         }
     }
 

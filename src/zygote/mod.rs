@@ -121,6 +121,9 @@ fn run(mode: Mode) -> Result<i32, String> {
     // with (root, as clamd without `User`), so that the service user reaches
     // it even below directories only root may enter; see [`SignatureDir`].
     let signatures = SignatureDir::open(&config.database.directory, &config.sandbox.user);
+    // Opened now, read once the engine is loaded, closed before Ready: the
+    // peak of the load is what a reload's second engine will need.
+    let status_file = std::fs::File::open("/proc/self/status").ok();
     // Its own memory, read through this descriptor after demotion.
     let mut meter = crate::usage::Meter::open();
 
@@ -189,6 +192,7 @@ fn run(mode: Mode) -> Result<i32, String> {
     };
     // This process and every worker forked from it exit with the engine.
     engine.keep_until_exit();
+    let load_peak_kib = status_file.map_or(0, |f| load_peak_kib(&f));
     let info = engine.info().clone();
     send(
         &control,
@@ -198,6 +202,7 @@ fn run(mode: Mode) -> Result<i32, String> {
             db_version: info.db_version,
             db_time: info.db_time,
             sandbox: status.to_string(),
+            load_peak_kib,
         }),
     );
     let mut engine = Some(engine);
@@ -244,6 +249,21 @@ fn run(mode: Mode) -> Result<i32, String> {
             ToZygote::Config { .. } => return Err("a second configuration".into()),
         }
     }
+}
+
+/// This process's peak resident size in KiB (`VmHWM` of an already open
+/// `/proc/self/status`; the sandbox does not let it open one now), 0 if
+/// unknown.
+fn load_peak_kib(status: &std::fs::File) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 16 * 1024];
+    let n = status.read_at(&mut buf, 0).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn fail(control: &Channel, error: String) -> Result<i32, String> {

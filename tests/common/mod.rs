@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod daemons;
+pub mod holder;
 pub mod require;
 pub mod scrape;
 pub mod seccomp;

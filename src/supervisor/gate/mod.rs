@@ -28,8 +28,9 @@
 //!   connection the worker was never given is a violation: the worker is
 //!   ended; one that names a connection whose client already left is
 //!   refused quietly (an honest worker can race with the hang-up);
-//! * **administrative commands**: RELOAD and SHUTDOWN are run only for a
-//!   connection whose recorded identity may, by the listener's profile;
+//! * **administrative commands**: RELOAD, SHUTDOWN and MAINT are run only
+//!   for a connection whose recorded identity may, by the listener's
+//!   profile;
 //! * **deadlines**: a connection waiting for a worker, and every connection
 //!   older than its lifetime bound, is closed whatever its worker does;
 //! * **shares**: the daemon's scan threads (`limits.max-threads`) are
@@ -1148,11 +1149,13 @@ pub struct Counts {
 
 /// May this client run this administrative command on this listener? An
 /// honest worker refuses what is not allowed itself, so a request that is
-/// not allowed is a violation. SHUTDOWN stands for QUIT too.
+/// not allowed is a violation. SHUTDOWN stands for QUIT too; MAINT is for
+/// administrators on a Unix socket (`Profile::decide`).
 fn admin_allowed(profile: &Profile, command: AdminCommand, admin: bool) -> bool {
     let word = match command {
         AdminCommand::Reload => CommandKind::Reload,
         AdminCommand::Shutdown => CommandKind::Shutdown,
+        AdminCommand::Maintenance(_) => CommandKind::Maint,
     };
     profile.decide(word, admin) == Decision::Allow
         || (command == AdminCommand::Shutdown

@@ -319,6 +319,34 @@ fn administrative_commands_follow_the_recorded_identity() {
 }
 
 #[test]
+fn maintenance_is_for_administrators_on_unix() {
+    let mut s = settings();
+    s.admins = Admins::new([1234], []);
+    let mut g = G::with(s);
+    let (admin, _) = g.accept(user(1234));
+    g.up(1, Tenant::Uid(1234));
+    let (plain, _) = g.accept(user(1000));
+    g.up(2, Tenant::Uid(1000));
+    let (net, _) = g.accept(tcp("127.0.0.1"));
+    g.up(3, Tenant::Network);
+    let maint = |conn, on| Report::Admin {
+        conn,
+        command: AdminCommand::Maintenance(on),
+    };
+    for on in [Some(true), Some(false), None] {
+        assert!(
+            matches!(
+                g.report(1, maint(admin, on)).as_slice(),
+                [Action::Admin { command: AdminCommand::Maintenance(x), .. }] if *x == on
+            ),
+            "{on:?}"
+        );
+    }
+    assert_eq!(violations(&g.report(2, maint(plain, Some(true)))), 1);
+    assert_eq!(violations(&g.report(3, maint(net, Some(true)))), 1);
+}
+
+#[test]
 fn waiting_and_old_connections_are_closed_whatever_the_worker_does() {
     let mut g = G::new();
     let (waiting, _) = g.accept(user(1000));

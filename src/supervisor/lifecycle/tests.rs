@@ -9,6 +9,7 @@ fn settings(standby: usize) -> Settings {
         standby,
         drain_timeout: DRAIN,
         max_workers: 16,
+        memory: None,
     }
 }
 
@@ -19,6 +20,7 @@ fn ready() -> EngineReady {
         db_version: 1,
         db_time: 0,
         sandbox: "landlock=full".into(),
+        load_peak_kib: 0,
     }
 }
 
@@ -316,6 +318,10 @@ fn stop_drains_everything_then_exits_within_the_drain_timeout() {
     let (mut m, ids) = serving(1, t);
     m.handle(Event::Want(A), t);
     let a = m.handle(Event::Stop("SIGTERM"), t);
+    // First the accept loops close; what they accepted is still served.
+    assert_eq!(a, vec![Action::Notify(Note::Stopping)]);
+    assert!(drains(&m.handle(Event::Tick, t)).is_empty());
+    let a = m.handle(Event::AcceptStopped, t);
     assert!(drains(&a).contains(&ids[0]));
     assert!(a.contains(&Action::RetireZygote(1)));
     // Wants while stopping are ignored.
@@ -336,6 +342,21 @@ fn stop_drains_everything_then_exits_within_the_drain_timeout() {
         last = m.handle(Event::WorkerExited(w, Ended::Signaled(9)), t + DRAIN);
     }
     assert!(last.contains(&Action::Exit(Ok(()))), "{last:?}");
+}
+
+#[test]
+fn a_stop_drains_anyway_if_accepted_connections_never_arrive_and_keeps_its_deadline() {
+    let t = Instant::now();
+    let (mut m, ids) = serving(1, t);
+    m.handle(Event::Stop("SIGTERM"), t);
+    let a = m.handle(Event::Tick, t + ACCEPT_FLUSH);
+    assert!(drains(&a).contains(&ids[0]), "{a:?}");
+    assert!(a.contains(&Action::RetireZygote(1)));
+    // The late word changes nothing.
+    assert!(m.handle(Event::AcceptStopped, t + ACCEPT_FLUSH).is_empty());
+    // The drain deadline counts from the stop, not from the drain.
+    let a = m.handle(Event::Tick, t + DRAIN);
+    assert!(a.contains(&Action::Kill(ids[0])), "{a:?}");
 }
 
 #[test]
@@ -424,4 +445,136 @@ fn a_retiring_worker_drains_and_its_tenant_gets_another() {
     assert!(m.check_worker(ids[0], WorkerMsg::Retire).is_ok());
     assert!(drains(&m.handle(retire(), t)).is_empty());
     assert!(m.check_worker(ids[0], WorkerMsg::Conn).is_ok());
+}
+
+/// A machine serving an engine that took 1,000 MiB at its peak, with the
+/// memory check on (64 MiB headroom, first retry after 30 s).
+fn serving_with_memory_check(t: Instant) -> Machine {
+    let mut s = settings(1);
+    s.memory = Some(MemoryCheck {
+        headroom: 64 << 20,
+        retry: Duration::from_secs(30),
+    });
+    let mut m = Machine::new(s);
+    m.handle(Event::Start, t);
+    let mut big = ready();
+    big.load_peak_kib = 1000 << 10;
+    let a = m.handle(Event::ZygoteReady(1, big), t);
+    for (_, w) in forks(&a) {
+        m.handle(Event::WorkerHello(w), t);
+    }
+    m
+}
+
+fn available(mib: u64) -> super::headroom::Reading {
+    super::headroom::Reading {
+        mem_available: Some(mib << 20),
+        cgroups: Vec::new(),
+    }
+}
+
+fn deferred(a: &[Action]) -> Option<Duration> {
+    a.iter().find_map(|x| match x {
+        Action::Notify(Note::ReloadDeferred(_, retry)) => Some(*retry),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_reload_measures_memory_first_and_loads_when_there_is_room() {
+    let t = Instant::now();
+    let mut m = serving_with_memory_check(t);
+    assert_eq!(
+        m.handle(Event::Reload("RELOAD command"), t),
+        vec![Action::MeasureMemory]
+    );
+    // A second trigger while the reading is on its way: merged.
+    assert!(m.handle(Event::Reload("SIGHUP"), t).is_empty());
+    let a = m.handle(Event::Memory(available(2000)), t);
+    assert!(a.contains(&Action::SpawnZygote(2)), "{a:?}");
+    assert!(a.contains(&Action::Notify(Note::Reloading(ReloadTrigger::Command))));
+    assert!(m.reload_deferred().is_none());
+}
+
+#[test]
+fn without_headroom_the_old_engine_serves_and_the_reload_is_retried_with_back_off() {
+    let t = Instant::now();
+    let mut m = serving_with_memory_check(t);
+    m.handle(Event::Reload("database.self-check"), t);
+    // 1,000 MiB engine + 64 MiB headroom; 900 MiB available.
+    let a = m.handle(Event::Memory(available(900)), t);
+    assert_eq!(deferred(&a), Some(Duration::from_secs(30)));
+    assert!(
+        !a.iter().any(|x| matches!(x, Action::SpawnZygote(_))),
+        "{a:?}"
+    );
+    let why = m.reload_deferred().expect("deferred").clone();
+    assert_eq!((why.need, why.available), (1064 << 20, 900 << 20));
+    // Workers keep serving: nothing drains, nothing is killed.
+    assert!(m.serving().count() >= 1);
+    // Not before the retry time.
+    assert!(!m
+        .handle(Event::Tick, t + Duration::from_secs(29))
+        .contains(&Action::MeasureMemory));
+    let a = m.handle(Event::Tick, t + Duration::from_secs(30));
+    assert!(a.contains(&Action::MeasureMemory), "{a:?}");
+    // Still short: the wait doubles (30, 60, 120, 240, 480, then stays).
+    let mut now = t + Duration::from_secs(30);
+    for want in [60, 120, 240, 480, 480] {
+        let a = m.handle(Event::Memory(available(900)), now);
+        assert_eq!(deferred(&a), Some(Duration::from_secs(want)));
+        now += Duration::from_secs(want);
+        assert!(m.handle(Event::Tick, now).contains(&Action::MeasureMemory));
+    }
+    // Room at last: the reload runs, the deferral ends.
+    let a = m.handle(Event::Memory(available(4000)), now);
+    assert!(a.contains(&Action::SpawnZygote(2)), "{a:?}");
+    assert!(m.reload_deferred().is_none());
+}
+
+#[test]
+fn a_new_trigger_checks_a_deferred_reload_again_at_once() {
+    let t = Instant::now();
+    let mut m = serving_with_memory_check(t);
+    m.handle(Event::Reload("SIGHUP"), t);
+    m.handle(Event::Memory(available(100)), t);
+    assert!(m.reload_deferred().is_some());
+    assert_eq!(
+        m.handle(Event::Reload("RELOAD command"), t + Duration::from_secs(1)),
+        vec![Action::MeasureMemory]
+    );
+    let a = m.handle(Event::Memory(available(100)), t + Duration::from_secs(1));
+    assert_eq!(
+        deferred(&a),
+        Some(Duration::from_secs(60)),
+        "one more attempt"
+    );
+    // Stopping forgets it.
+    m.handle(Event::Stop("SIGTERM"), t + Duration::from_secs(2));
+    assert!(m.reload_deferred().is_none());
+    assert!(!m
+        .handle(Event::Tick, t + Duration::from_secs(3600))
+        .contains(&Action::MeasureMemory));
+}
+
+#[test]
+fn an_engine_of_unknown_size_or_the_check_off_reloads_at_once() {
+    let t = Instant::now();
+    // Check off.
+    let (mut m, _) = serving(1, t);
+    assert!(m
+        .handle(Event::Reload("SIGHUP"), t)
+        .contains(&Action::SpawnZygote(2)));
+    // Check on, but the engine holder reported no size.
+    let mut s = settings(1);
+    s.memory = Some(MemoryCheck {
+        headroom: 0,
+        retry: Duration::from_secs(30),
+    });
+    let mut m = Machine::new(s);
+    m.handle(Event::Start, t);
+    m.handle(Event::ZygoteReady(1, ready()), t);
+    assert!(m
+        .handle(Event::Reload("SIGHUP"), t)
+        .contains(&Action::SpawnZygote(2)));
 }
