@@ -20,6 +20,7 @@
 pub mod commands;
 mod conn;
 pub mod files;
+pub mod hangup;
 pub mod pace;
 pub mod pool;
 pub mod process;
@@ -131,6 +132,7 @@ fn serve(
             .await
             .map_err(|e| format!("control channel: {e}"))?;
         tokio::spawn(forward(Arc::clone(&control), rx));
+        tokio::spawn(Arc::clone(&shared.hangups).run());
         control_loop(control, shared).await;
         Ok(())
     })

@@ -56,6 +56,8 @@ pub struct Shared {
     peer_logs: Mutex<crate::log::limiter::Limiter<String>>,
     /// Administrative commands waiting for the supervisor's acceptance.
     admin_answers: Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
+    /// Clients that hang up while their work runs ([`super::hangup`]).
+    pub hangups: Arc<super::hangup::Hangups>,
 }
 
 /// How long an administrative command waits for the supervisor's answer.
@@ -120,6 +122,7 @@ impl Shared {
                 PEER_LOG_KEYS,
             )),
             admin_answers: Mutex::default(),
+            hangups: Arc::new(super::hangup::Hangups::new()?),
             config,
         }))
     }

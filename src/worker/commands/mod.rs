@@ -130,12 +130,13 @@ async fn scan_stream(ctx: &Ctx, data: Vec<u8>) -> Vec<u8> {
     let engine = ctx.shared.engine();
     let bytes = data.len();
     let started = Instant::now();
+    let gone = Arc::clone(ctx.guard.gone_flag());
     let result = ctx
         .shared
         .pool
         .run(move |slot| {
             slot.begin("INSTREAM", "");
-            engine.scan_bytes(&data, false)
+            engine.scan_bytes_unless(&data, false, Some(&gone))
         })
         .await;
     let target = instream_name(&ctx.peer.info);
@@ -166,6 +167,7 @@ async fn scan_fd(ctx: &Ctx, fd: OwnedFd) -> Vec<u8> {
     let engine = ctx.shared.engine();
     let started = Instant::now();
     let shown = name.clone();
+    let gone = Arc::clone(ctx.guard.gone_flag());
     let result = ctx
         .shared
         .pool
@@ -179,7 +181,7 @@ async fn scan_fd(ctx: &Ctx, fd: OwnedFd) -> Vec<u8> {
             let target = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
                 .unwrap_or_else(|_| PathBuf::from(&shown));
             slot.begin("FILDES", &shown);
-            let verdict = engine.scan_fd(fd.as_fd(), &target, false);
+            let verdict = engine.scan_fd_unless(fd.as_fd(), &target, false, Some(&gone));
             (Some(verdict), size, target)
         })
         .await;
@@ -239,6 +241,8 @@ pub(crate) fn verdict_text(name: &[u8], verdict: &Verdict) -> Vec<u8> {
             reply::found(name, names.first().map(String::as_bytes).unwrap_or(b""))
         }
         Verdict::Error { message, .. } => reply::error(name, message.as_bytes()),
+        // Nobody reads it: the client has gone.
+        Verdict::Abandoned => reply::error(name, b"Scan abandoned: the client has gone."),
     }
 }
 
@@ -252,8 +256,20 @@ pub(crate) fn record(
     duration_ms: u64,
 ) {
     let c = &shared.counters;
+    if *verdict == Verdict::Abandoned {
+        c.abandoned.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            command,
+            scan_target = %LogBytes(name),
+            bytes,
+            duration_ms,
+            "scan abandoned: the client is gone"
+        );
+        return;
+    }
     c.scans.fetch_add(1, Ordering::Relaxed);
     match verdict {
+        Verdict::Abandoned => {}
         Verdict::Clean => {
             if shared.config.log.clean {
                 tracing::info!(
