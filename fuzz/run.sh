@@ -5,7 +5,7 @@
 #   fuzz/run.sh build                 # only build the targets
 #   fuzz/run.sh list                  # names of the targets
 #
-# Targets: command, instream, session, config, messages, log_escape, clamd_conf
+# Targets: command, instream, session, config, messages, log_escape, logrec, clamd_conf
 # (see docs/fuzzing.md).
 # The harness is libFuzzer (crate libfuzzer-sys, which builds libFuzzer from
 # source with the system C++ compiler); coverage comes from LLVM's
@@ -18,7 +18,7 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-TARGETS=(command instream session config messages log_escape clamd_conf)
+TARGETS=(command instream session config messages log_escape logrec clamd_conf)
 TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"
 BIN_DIR="$HERE/target/$TRIPLE/release"
 

@@ -41,6 +41,7 @@ pub mod log;
 pub mod pidfile;
 pub mod policy;
 pub mod proto;
+pub mod safe_fs;
 pub mod sandbox;
 pub mod socket_setup;
 pub mod supervisor;

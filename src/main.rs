@@ -29,7 +29,11 @@ enum Cmd {
     /// Validate the configuration and exit (0 when valid).
     CheckConfig,
     /// Start a worker as in production and show what its sandbox denies.
-    SandboxCheck,
+    SandboxCheck {
+        /// Also try to connect to this Unix socket (repeatable), e.g. /run/dbus/system_bus_socket; the daemon's own socket is always tried.
+        #[arg(long, value_name = "PATH")]
+        connect: Vec<PathBuf>,
+    },
     /// Print the clamsentry configuration a clamd.conf stands for (TOML, one comment per line).
     ConvertClamdConf {
         /// The clamd.conf to translate.
@@ -46,6 +50,8 @@ enum Cmd {
     Zygote {
         #[arg(long)]
         probe: bool,
+        #[arg(long)]
+        connect: Vec<PathBuf>,
     },
 }
 
@@ -59,15 +65,19 @@ impl Cli {
 }
 
 fn main() -> ExitCode {
-    // Started as clamd (a symlink): clamd's command line.
-    let mut args = std::env::args();
-    let argv0 = args.next().unwrap_or_default();
-    if std::path::Path::new(&argv0)
+    // Started as clamd (a symlink), or `clamsentry clamd ARGS…`: clamd's
+    // command line, read before clap sees it (its global `-c`, clamsentry's
+    // --config, would take clamd's `-c FILE`).
+    let args: Vec<String> = std::env::args().collect();
+    let argv0 = args.first().map(String::as_str).unwrap_or_default();
+    if std::path::Path::new(argv0)
         .file_name()
         .is_some_and(|n| n == "clamd")
     {
-        let rest: Vec<String> = args.collect();
-        return ExitCode::from(clamsentry::clamd_cli::main(&rest));
+        return ExitCode::from(clamsentry::clamd_cli::main(&args[1..]));
+    }
+    if args.get(1).map(String::as_str) == Some("clamd") {
+        return ExitCode::from(clamsentry::clamd_cli::main(&args[2..]));
     }
     let cli = Cli::parse();
     let source = cli.source();
@@ -84,21 +94,23 @@ fn main() -> ExitCode {
         },
         Some(Cmd::ConvertClamdConf { file }) => convert(&file),
         Some(Cmd::Clamd { args }) => ExitCode::from(clamsentry::clamd_cli::main(&args)),
-        Some(Cmd::Zygote { probe }) => {
+        Some(Cmd::Zygote { probe, connect }) => {
             let mode = if probe {
-                clamsentry::zygote::Mode::Probe
+                clamsentry::zygote::Mode::Probe { connect }
             } else {
                 clamsentry::zygote::Mode::Serve
             };
             ExitCode::from(clamsentry::zygote::main(mode).clamp(0, 255) as u8)
         }
-        Some(Cmd::SandboxCheck) => match clamsentry::supervisor::sandbox_check(source) {
-            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
-            Err(e) => {
-                eprintln!("clamsentry: {e}");
-                ExitCode::FAILURE
+        Some(Cmd::SandboxCheck { connect }) => {
+            match clamsentry::supervisor::sandbox_check(source, &connect) {
+                Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+                Err(e) => {
+                    eprintln!("clamsentry: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         None => {
             let foreground = clamsentry::daemonize::Readiness::foreground();
             match clamsentry::supervisor::run(source, &foreground) {

@@ -1,89 +1,92 @@
-//! What clamsentry does to the listening sockets it binds itself, from the
-//! `[listen]` settings: the owner and group of the Unix socket file
-//! (`listen.unix-owner`, `listen.unix-group`: clamd's LocalSocketGroup) and
-//! the length of the queue of connections not yet accepted
-//! (`listen.backlog`: clamd's MaxConnectionQueueLength). Sockets handed over
-//! by systemd keep what their `.socket` unit set (`SocketUser=`,
-//! `SocketGroup=`, `Backlog=`).
+//! What the `[listen]` settings ask of the listening sockets clamsentry
+//! binds itself: the mode, owner and group of the Unix socket file
+//! (`listen.unix-mode`, `listen.unix-owner`, `listen.unix-group`: clamd's
+//! LocalSocketMode, User and LocalSocketGroup) and the length of the queue
+//! of connections not yet accepted (`listen.backlog`: clamd's
+//! MaxConnectionQueueLength). The socket file is created with all of them
+//! at once by `supervisor::runtime_files`. Sockets handed over by systemd
+//! keep what their `.socket` unit set (`SocketUser=`, `SocketGroup=`,
+//! `Backlog=`).
 //!
 //! Errors name the key, so that a typo in a group name says where to look.
 #![forbid(unsafe_code)]
 
 use std::io;
 use std::os::fd::AsFd;
-use std::path::Path;
 
 use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::config::ListenConfig;
 
-/// Gives the Unix socket file at `path` the configured owner and group
-/// (either may be empty: left as created). Needs `CAP_CHOWN` unless the
-/// owner stays ours and the group is one of ours, as for chown(1).
-pub fn apply_unix_owner(path: &Path, listen: &ListenConfig) -> io::Result<()> {
+/// What the configuration asks of the Unix socket file clamsentry creates
+/// (`supervisor::runtime_files` creates it with all of this at once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketSpec {
+    /// Permission bits (`listen.unix-mode`).
+    pub mode: u32,
+    /// Owner: `listen.unix-owner`, else the daemon's own user.
+    pub uid: u32,
+    /// Group: `listen.unix-group`; else, when `listen.unix-owner` is set,
+    /// that user's primary group (clamd's socket belongs to `User` and its
+    /// group); else the daemon's own group.
+    pub gid: u32,
+    /// The groups the socket's directory is checked with: the owner's
+    /// supplementary groups (as clamd, which binds after `initgroups`).
+    pub groups: Vec<u32>,
+    /// `listen.backlog`.
+    pub backlog: u32,
+}
+
+/// Resolves the owner, group and mode of the Unix socket. Errors name the
+/// key.
+pub fn unix_socket_spec(listen: &ListenConfig, mode: u32) -> io::Result<SocketSpec> {
+    let my_gid = nix::unistd::getegid().as_raw();
     let owner = match listen.unix_owner.as_str() {
         "" => None,
-        spec => Some(resolve_user(spec).map_err(|m| invalid("listen.unix-owner", m))?),
+        spec => Some(lookup_user(spec).map_err(|m| invalid("listen.unix-owner", m))?),
     };
     let group = match listen.unix_group.as_str() {
         "" => None,
-        spec => Some(resolve_group(spec).map_err(|m| invalid("listen.unix-group", m))?),
+        spec => Some(
+            resolve_group(spec)
+                .map_err(|m| invalid("listen.unix-group", m))?
+                .as_raw(),
+        ),
     };
-    if owner.is_none() && group.is_none() {
-        return Ok(());
+    let (uid, gid, mut groups) = match owner {
+        None => (
+            nix::unistd::geteuid().as_raw(),
+            group.unwrap_or(my_gid),
+            vec![],
+        ),
+        Some((uid, None)) => (uid.as_raw(), group.unwrap_or(my_gid), vec![]),
+        Some((uid, Some(user))) => {
+            let groups = std::ffi::CString::new(user.name.as_bytes())
+                .ok()
+                .and_then(|name| nix::unistd::getgrouplist(&name, user.gid).ok())
+                .unwrap_or_default()
+                .into_iter()
+                .map(Gid::as_raw)
+                .collect();
+            (uid.as_raw(), group.unwrap_or(user.gid.as_raw()), groups)
+        }
+    };
+    if !groups.contains(&gid) {
+        groups.push(gid);
     }
-    // The socket file itself, never a symlink's target.
-    nix::unistd::fchownat(
-        None,
-        path,
-        owner,
-        group,
-        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .map_err(|e| {
-        let key = if owner.is_some() {
-            "listen.unix-owner"
-        } else {
-            "listen.unix-group"
-        };
-        io::Error::new(
-            io::Error::from(e).kind(),
-            format!(
-                "cannot give {} owner {:?} and group {:?} ({key}): {e}",
-                path.display(),
-                listen.unix_owner,
-                listen.unix_group
-            ),
-        )
+    Ok(SocketSpec {
+        mode,
+        uid,
+        gid,
+        groups,
+        backlog: listen.backlog,
     })
 }
 
-/// Removes a socket file left by a previous run at `path`, so that it can
-/// be bound again. Never another kind of file, and never a socket a live
-/// daemon still answers on (clamd checks the same with `connect`: "Socket
-/// file … is in use by another process"); both are errors that say what to
-/// do.
-pub fn remove_stale_socket(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    let shown = path.display();
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return Ok(());
-    };
-    if !meta.file_type().is_socket() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("{shown} exists and is not a socket: remove it or choose another listen.unix"),
-        ));
-    }
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!(
-                "{shown} is in use by another process (is clamd still running?): stop it or choose another listen.unix"
-            ),
-        ));
-    }
-    std::fs::remove_file(path)
+/// A user by name or number, with its passwd entry when it has one.
+fn lookup_user(spec: &str) -> Result<(Uid, Option<User>), String> {
+    let uid = resolve_user(spec)?;
+    Ok((uid, User::from_uid(uid).ok().flatten()))
 }
 
 /// Sets the accept queue length of a listening socket. Linux lets `listen`
@@ -140,37 +143,45 @@ mod tests {
     }
 
     #[test]
-    fn errors_name_the_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s");
-        let _l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    fn the_socket_spec() {
         let listen = ListenConfig {
             unix_group: "no-such-group-here".into(),
             ..ListenConfig::default()
         };
-        let err = apply_unix_owner(&path, &listen).unwrap_err().to_string();
+        let err = unix_socket_spec(&listen, 0o660).unwrap_err().to_string();
         assert_eq!(
             err,
             "listen.unix-group: no group \"no-such-group-here\" on this system"
         );
-        // Nothing to change is not an error.
-        apply_unix_owner(&path, &ListenConfig::default()).unwrap();
-        set_backlog(&_l, 17).unwrap();
-    }
-
-    #[test]
-    fn stale_sockets_go_live_ones_stay() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s");
-        let live = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        let err = remove_stale_socket(&path).unwrap_err().to_string();
-        assert!(err.contains("in use by another process"), "{err}");
-        assert!(path.exists());
-        drop(live);
-        remove_stale_socket(&path).unwrap();
-        assert!(!path.exists());
-        remove_stale_socket(&path).unwrap();
-        std::fs::write(&path, "not a socket").unwrap();
-        assert!(remove_stale_socket(&path).is_err());
+        // Nothing set: the daemon's own user and group.
+        let spec = unix_socket_spec(&ListenConfig::default(), 0o660).unwrap();
+        assert_eq!(spec.uid, nix::unistd::geteuid().as_raw());
+        assert_eq!(spec.gid, nix::unistd::getegid().as_raw());
+        assert_eq!(spec.groups, vec![spec.gid]);
+        // An owner: its primary group unless a group is named.
+        let daemon = User::from_name("daemon").unwrap().expect("user daemon");
+        let listen = ListenConfig {
+            unix_owner: "daemon".into(),
+            ..ListenConfig::default()
+        };
+        let spec = unix_socket_spec(&listen, 0o666).unwrap();
+        assert_eq!(
+            (spec.uid, spec.gid),
+            (daemon.uid.as_raw(), daemon.gid.as_raw())
+        );
+        assert!(spec.groups.contains(&daemon.gid.as_raw()));
+        let listen = ListenConfig {
+            unix_owner: "daemon".into(),
+            unix_group: "0".into(),
+            backlog: 17,
+            ..ListenConfig::default()
+        };
+        let spec = unix_socket_spec(&listen, 0o666).unwrap();
+        assert_eq!((spec.gid, spec.mode, spec.backlog), (0, 0o666, 17));
+        assert!(spec.groups.contains(&0));
+        let l =
+            std::os::unix::net::UnixListener::bind(tempfile::tempdir().unwrap().path().join("s"))
+                .unwrap();
+        set_backlog(&l, 17).unwrap();
     }
 }

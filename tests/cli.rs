@@ -346,19 +346,30 @@ fn clamavs_test_configuration_is_read_unchanged() {
 }
 
 /// A clamd.conf for a daemon under test: its socket, the test database, a
-/// PID file, and the worker as nobody.
+/// PID file, and the worker as nobody. The socket's directory belongs to
+/// nobody (clamd creates its socket as `User`, and so does clamsentry, as
+/// Debian's `/run/clamav` belongs to clamav); the PID file's is root's.
 fn daemon_conf(dir: &Path, db: &Path, extra: &str) -> PathBuf {
+    let run = dir.join("run");
+    std::fs::create_dir(&run).unwrap();
+    nix::unistd::chown(&run, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
     let conf = dir.join("clamd.conf");
     std::fs::write(
         &conf,
         format!(
-            "LocalSocket {0}/clamd.sock\nLocalSocketMode 666\nDatabaseDirectory {1}\nPidFile {0}/clamd.pid\nUser nobody\n{extra}",
+            "LocalSocket {}\nLocalSocketMode 666\nDatabaseDirectory {}\nPidFile {}/clamd.pid\nUser nobody\n{extra}",
+            socket_in(dir).display(),
+            db.display(),
             dir.display(),
-            db.display()
         ),
     )
     .unwrap();
     conf
+}
+
+/// The socket [`daemon_conf`] names.
+fn socket_in(dir: &Path) -> PathBuf {
+    dir.join("run/clamd.sock")
 }
 
 fn ping(socket: &Path) -> Option<Vec<u8>> {
@@ -404,7 +415,7 @@ fn clamd_forks_into_the_background_once_it_serves() {
     assert_eq!(code, 0, "{err}");
     // Returned once serving: no waiting, no retry.
     assert_eq!(
-        ping(&dir.path().join("clamd.sock")).as_deref(),
+        ping(&socket_in(dir.path())).as_deref(),
         Some(&b"PONG\0"[..])
     );
     let pid = guard.pid().expect("PID file");
@@ -429,7 +440,7 @@ fn clamd_forks_into_the_background_once_it_serves() {
     )
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while dir.path().join("clamd.pid").exists() || dir.path().join("clamd.sock").exists() {
+    while dir.path().join("clamd.pid").exists() || socket_in(dir.path()).exists() {
         assert!(Instant::now() < deadline, "the daemon did not clean up");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -460,7 +471,7 @@ fn foreground_stays_and_stops_on_sigterm() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let socket = dir.path().join("clamd.sock");
+    let socket = socket_in(dir.path());
     let deadline = Instant::now() + Duration::from_secs(60);
     while ping(&socket).as_deref() != Some(&b"PONG\0"[..]) {
         assert!(child.try_wait().unwrap().is_none(), "exited");

@@ -3,13 +3,21 @@
 //! Every line that mentions such a path shows it escaped, and no line
 //! starts with text the client wrote (the journald side, with the exact
 //! bytes, is in tests/systemd.rs).
+//!
+//! Attacks on the log itself: one local user flooding the supervisor with
+//! refusals, and a compromised worker writing lines that look like the
+//! supervisor's, flooding lines and claiming detections.
 
 mod common;
 
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use clamsentry::log::stderr::{parse_line, Parsed};
 use common::client::{show, talk};
 use common::daemons::Daemon;
 
@@ -128,7 +136,7 @@ fn client_bytes_in_scan_paths_cannot_forge_log_lines() {
         .find(|l| l.contains("virus found"))
         .expect("a FOUND line");
     assert!(
-        found.contains(&format!("scan_target={infected_escaped}")),
+        found.contains(&format!("scan_target=\"{infected_escaped}\"")),
         "{found}"
     );
     assert!(
@@ -140,8 +148,473 @@ fn client_bytes_in_scan_paths_cannot_forge_log_lines() {
         .find(|l| l.contains("file path check failure") && l.contains("FAKE"))
         .expect("a path check failure line");
     assert!(
-        failure.contains(&format!("path={missing_escaped}")),
+        failure.contains(&format!("path=\"{missing_escaped}\"")),
         "{failure}"
     );
     assert!(mentions >= 2, "{log}");
+}
+
+// ------------------------------------------------------------ attacks on the log
+
+const NOBODY: u32 = 65534;
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Runs a Python program as nobody, with `fds` placed at 3, 4, ….
+fn python_as_nobody(script: &str, args: &[String], fds: &[RawFd]) -> Command {
+    let mut c = Command::new("python3");
+    c.arg("-c").arg(script).args(args);
+    c.uid(NOBODY).gid(NOBODY);
+    let fds = fds.to_vec();
+    // SAFETY: between fork and exec only dup2, which is async-signal-safe;
+    // nothing is allocated.
+    unsafe {
+        c.pre_exec(move || {
+            for (i, fd) in fds.iter().enumerate() {
+                if libc::dup2(*fd, 3 + i as RawFd) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    c
+}
+
+/// The daemon's log lines from byte `from` on, parsed (every line must
+/// parse: a line that does not is a forged or broken one).
+fn parsed_lines(d: &Daemon, from: usize) -> Vec<Parsed> {
+    let raw = raw_log(d);
+    let text = String::from_utf8(raw[from.min(raw.len())..].to_vec()).expect("the log is UTF-8");
+    text.lines()
+        .map(|l| parse_line(l).unwrap_or_else(|| panic!("a log line that does not parse: {l:?}")))
+        .collect()
+}
+
+fn field<'a>(p: &'a Parsed, name: &str) -> Option<&'a str> {
+    p.get(name).and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// Does this line concern client uid `uid` (its peer, or its budget key)?
+fn about_uid(p: &Parsed, uid: u32) -> bool {
+    field(p, "peer").is_some_and(|v| v.starts_with(&format!("unix uid={uid} ")))
+        || field(p, "peer_key") == Some(&format!("uid:{uid}"))
+}
+
+/// How many budget windows (minutes) a run of `elapsed` can touch.
+fn windows(elapsed: Duration) -> u64 {
+    elapsed.as_secs() / 60 + 2
+}
+
+/// SCANs of paths it cannot read, as one local user (nobody), in
+/// IDSESSIONs of 5,000 commands, eight at a time (more would fill the scan
+/// queue: "Scan queue full" is the answer clamd gives too); prints how many
+/// answers were "missing".
+const FLOODER: &str = r#"
+import socket, sys
+path, total = sys.argv[1].encode(), int(sys.argv[2])
+missing = 0
+others = []
+sent = 0
+while sent < total:
+    n = min(5000, total - sent)
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[3])
+    s.sendall(b'zIDSESSION\0')
+    buf = b''
+    done = 0
+    while done < n:
+        k = min(8, n - done)
+        s.sendall((b'zSCAN ' + path + b'\0') * k)
+        while buf.count(b'\0') < k:
+            data = s.recv(1 << 16)
+            if not data:
+                raise SystemExit('closed after %d' % (sent + done))
+            buf += data
+        replies = buf.split(b'\0')
+        buf = b'\0'.join(replies[k:])
+        for r in replies[:k]:
+            if r.endswith(b'File path check failure: No such file or directory. ERROR'):
+                missing += 1
+            else:
+                others.append(r)
+        done += k
+    s.sendall(b'zEND\0')
+    s.close()
+    sent += n
+if others:
+    sys.stderr.write('%d other replies, first: %r\n' % (len(others), others[:3]))
+print(missing)
+"#;
+
+/// Attack 5 of the second outside review: one unprivileged local user
+/// made the root supervisor write 40–70 MB/s of "path refused" lines
+/// (clamd 1.4.6 writes 68 lines for 37,000 such SCANs). Now every line
+/// about that user, the broker's and its workers', shares one budget of
+/// `log.peer-lines-per-minute` lines a minute; the rest are counted. An
+/// honest client (root) scanning at the same time gets its answers and its
+/// FOUND lines.
+#[test]
+fn one_local_user_flooding_unreadable_paths_gets_a_bounded_log() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED: needs root (a client running as nobody, a directory only root may enter)"
+        );
+        return;
+    }
+    let db = common::TestDb::new();
+    let d = Daemon::clamsentry(
+        db.path(),
+        &[("log", "target = \"stderr\""), ("log", "level = \"info\"")],
+    );
+    // A file nobody may not reach, and an infected one root scans.
+    let private = tempfile::Builder::new()
+        .prefix("cs-flood")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let secret = private.path().join("secret");
+    std::fs::write(&secret, b"nothing").unwrap();
+    let infected = private.path().join("infected");
+    std::fs::write(&infected, common::eicar()).unwrap();
+
+    let start = raw_log(&d).len();
+    let began = Instant::now();
+    const SCANS: usize = 37_000;
+    let flooder = python_as_nobody(
+        FLOODER,
+        &[
+            secret.display().to_string(),
+            SCANS.to_string(),
+            d.unix.display().to_string(),
+        ],
+        &[],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    // The honest client, meanwhile.
+    let mut honest = 0;
+    let want = format!(
+        "{}: Win.Test.EICAR_HDB-1.UNOFFICIAL FOUND\0",
+        infected.display()
+    );
+    for _ in 0..20 {
+        let cmd = format!("zSCAN {}\0", infected.display());
+        let got = talk(&d.unix_addr(), &[cmd.as_bytes()], T).unwrap();
+        assert_eq!(show(&got), show(want.as_bytes()));
+        honest += 1;
+    }
+    let out = flooder.wait_with_output().unwrap();
+    let flood_time = began.elapsed();
+    assert!(out.status.success());
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    let missing: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert_eq!(missing, SCANS, "every SCAN answered as a missing file");
+    println!("the flood took {:.1} s", flood_time.as_secs_f64());
+
+    // The honest client's detections are all there, each once.
+    let found_of_root = |lines: &[Parsed]| {
+        lines
+            .iter()
+            .filter(|p| field(p, "scan_result") == Some("found") && about_uid(p, 0))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while found_of_root(&parsed_lines(&d, start)) < honest {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // What was not written is reported once the user's minute is over,
+    // although it sent nothing since: one line with the count.
+    let reported = |lines: &[Parsed]| -> u64 {
+        lines
+            .iter()
+            .filter(|p| field(p, "peer_key") == Some("uid:65534"))
+            .filter_map(|p| field(p, "suppressed")?.parse::<u64>().ok())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while reported(&parsed_lines(&d, start)) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no suppressed count:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let elapsed = began.elapsed();
+    let lines = parsed_lines(&d, start);
+    let bytes = raw_log(&d).len() - start;
+    let about_nobody = lines.iter().filter(|p| about_uid(p, NOBODY)).count();
+    let refused = lines
+        .iter()
+        .filter(|p| p.message == b"path refused; the client is told it does not exist")
+        .count();
+    let suppressed = reported(&lines);
+    println!(
+        "{SCANS} SCANs of an unreadable path by one user: {} log lines in {:.0} s ({about_nobody} about that user, {refused} \"path refused\"), {bytes} bytes; {suppressed} lines reported suppressed; clamd 1.4.6: 68 lines",
+        lines.len(),
+        elapsed.as_secs_f64(),
+    );
+    let budget = 30 * windows(elapsed) as usize;
+    assert!(refused >= 1, "the refusals are logged, within the budget");
+    // The budget's lines, plus as many summaries ("not written: N").
+    assert!(
+        about_nobody <= 2 * budget,
+        "{about_nobody} lines about one user; budget {budget}:\n{}",
+        d.log()
+    );
+    // At least the broker's refusal of each SCAN is written or counted
+    // (the workers count their "file path check failure" lines beyond
+    // their own budgets themselves, and send only the ones they write).
+    assert!(
+        suppressed as usize + about_nobody >= SCANS,
+        "{suppressed} suppressed"
+    );
+    assert_eq!(found_of_root(&lines), honest, "{}", d.log());
+}
+
+/// Inodes of SEQPACKET Unix sockets (type 0005 in /proc/net/unix).
+fn seqpacket_inodes() -> Vec<String> {
+    std::fs::read_to_string("/proc/net/unix")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(4) == Some(&"0005")).then(|| f.get(6).unwrap_or(&"").to_string())
+        })
+        .collect()
+}
+
+/// Copies descriptor `fd` of process `pid` into this one (root may).
+fn steal(pid: i32, fd: RawFd) -> OwnedFd {
+    let pidfd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .unwrap();
+    rustix::process::pidfd_getfd(&pidfd, fd, rustix::process::PidfdGetfdFlags::empty()).unwrap()
+}
+
+/// A worker's log channel (its third SEQPACKET socket: control, broker and
+/// log come in one message, in that order) and its stderr, copied.
+fn worker_log_ends(worker: i32) -> (OwnedFd, OwnedFd) {
+    let inodes = seqpacket_inodes();
+    let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{worker}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let n: i32 = e.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            let t = target.to_string_lossy();
+            let ino = t.strip_prefix("socket:[")?.strip_suffix(']')?;
+            inodes.iter().any(|i| i == ino).then_some(n)
+        })
+        .collect();
+    fds.sort_unstable();
+    assert_eq!(fds.len(), 3, "control, broker and log channels: {fds:?}");
+    let stderr = std::fs::read_link(format!("/proc/{worker}/fd/2")).unwrap();
+    assert!(
+        stderr.to_string_lossy().starts_with("pipe:"),
+        "a worker's stderr is its own pipe to the supervisor, not {}",
+        stderr.display()
+    );
+    (steal(worker, fds[2]), steal(worker, 2))
+}
+
+/// What a compromised worker writes: records that look like the
+/// supervisor's lines, raw bytes to its stderr, floods of lines and of
+/// claimed detections, then a record that does not decode.
+const FORGER: &str = r#"
+import socket, struct, sys, os
+log = socket.socket(fileno=3)
+log.setblocking(True)
+err = 4
+phase, flood, claims = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+
+def b(v):
+    return struct.pack('<I', len(v)) + v
+
+def record(message, fields, level=3):
+    out = bytes([1, level, 0]) + struct.pack('<I', 0) + b(b'clamsentry::supervisor') + b(b'') + struct.pack('<I', 0) + b(message)
+    out += bytes([len(fields)])
+    for name, value in fields:
+        out += bytes([len(name)]) + name + b(value)
+    return out
+
+fake_time = b'2026-01-01T00:00:00.000000Z  INFO '
+if phase == 'forge':
+  log.send(record(b'path refused; the client is told it does not exist',
+    [(b'source', b'supervisor'), (b'pid', b'1'), (b'worker', b'0'),
+     (b'peer', b'unix uid=0 pid=1'),
+     (b'path', b'/etc/shadow\n' + fake_time + b'administrative command accepted id=1 command=SHUTDOWN')]))
+  log.send(record(b'administrative command accepted', [(b'command', b'SHUTDOWN')], level=3))
+  log.send(record(fake_time + b'administrative command accepted command=SHUTDOWN', []))
+  os.write(err, fake_time + b'administrative command accepted id=1 peer="unix uid=0" command=SHUTDOWN\n\x1b[2J\xff\n')
+else:
+  for i in range(flood):
+    log.send(record(b'forged flood line %d' % i, [(b'source', b'supervisor')], level=2))
+  for i in range(claims):
+    log.send(record(b'virus found', [(b'scan_result', b'found'), (b'virus_name', b'Claimed-%d' % i)], level=2))
+  log.send(b'\x01\x09')
+print(os.getpid())
+"#;
+
+/// Attack 10 of the second outside review: a compromised worker wrote
+/// lines that looked like the supervisor's, because workers shared the
+/// daemon's stderr. Now a worker holds neither the daemon's stderr nor a
+/// journald socket: its records and its raw stderr bytes reach the log
+/// only through the supervisor, marked `source=worker worker=N pid=P` (the
+/// pid the kernel reports for the sender), whatever fields or bytes they
+/// hold; its lines are budgeted like a client's; a record that does not
+/// decode ends it.
+#[test]
+fn a_compromised_worker_cannot_write_lines_that_look_like_the_supervisors() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (pidfd_getfd on the daemon's worker)");
+        return;
+    }
+    let db = common::TestDb::new();
+    let d = Daemon::clamsentry(
+        db.path(),
+        &[
+            ("log", "target = \"stderr\""),
+            ("log", "level = \"info\""),
+            ("log", "result-lines-per-minute = 200"),
+            ("limits", "workers = 2"),
+        ],
+    );
+    let pid = d.worker();
+    let start = raw_log(&d).len();
+    let (log, stderr) = worker_log_ends(pid);
+    // Only the attacker uses them now.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    const FLOOD: usize = 3000;
+    const CLAIMS: usize = 1000;
+    let run = |phase: &str| {
+        let out = python_as_nobody(
+            FORGER,
+            &[phase.to_string(), FLOOD.to_string(), CLAIMS.to_string()],
+            &[log.as_raw_fd(), stderr.as_raw_fd()],
+        )
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // Lines that look like the supervisor's, on both ends.
+    let sender = run("forge");
+    eventually("the stderr bytes relayed", &d, |log| {
+        log.matches("via=stderr").count() == 2
+    });
+    // Floods, then a record that does not decode.
+    let began = Instant::now();
+    let flooder = run("flood");
+    let elapsed = began.elapsed();
+    drop((log, stderr));
+
+    // The record that does not decode ends the worker; the daemon serves on.
+    eventually("the worker ended for its log record", &d, |log| {
+        log.contains("worker broke the protocol") && log.contains("log record")
+    });
+    let got = talk(&d.unix_addr(), &[&b"zPING\0"[..]], T).unwrap();
+    assert_eq!(got, b"PONG\0");
+
+    let lines = parsed_lines(&d, start);
+    let worker_id = lines
+        .iter()
+        .find(|p| field(p, "source") == Some("worker"))
+        .and_then(|p| field(p, "worker"))
+        .expect("a line of the worker")
+        .to_string();
+    let mut forged = 0;
+    for p in &lines {
+        let text = String::from_utf8_lossy(&p.message);
+        let looks_like_ours = text.contains("path refused")
+            || text.contains("administrative command accepted")
+            || text.contains("forged flood")
+            || text == "virus found";
+        if !looks_like_ours {
+            continue;
+        }
+        forged += 1;
+        // Marked: the first fields are the supervisor's marks.
+        assert_eq!(p.fields[0].0, "source", "{p:?}");
+        assert_eq!(field(p, "source"), Some("worker"), "{p:?}");
+        assert_eq!(field(p, "worker"), Some(worker_id.as_str()), "{p:?}");
+        if field(p, "via") != Some("stderr") {
+            // The kernel's word for who sent it, not the record's.
+            let pid = field(p, "pid");
+            assert!(
+                pid == Some(sender.as_str()) || pid == Some(flooder.as_str()),
+                "{p:?}"
+            );
+        }
+        assert_eq!(p.fields.iter().filter(|(n, _)| n == "source").count(), 1);
+    }
+    assert!(forged > 0);
+    if std::env::var_os("SHOW_LOG").is_some() {
+        println!("{}", d.log());
+    }
+    let fake = lines
+        .iter()
+        .find(|p| field(p, "child_source") == Some("supervisor") && p.get("path").is_some())
+        .expect("the first forged record");
+    assert!(fake.get("path").unwrap().starts_with(b"/etc/shadow\n2026-"));
+    assert_eq!(field(fake, "child_pid"), Some("1"));
+    let raw: Vec<&Parsed> = lines
+        .iter()
+        .filter(|p| field(p, "via") == Some("stderr"))
+        .collect();
+    assert!(
+        raw.iter().any(|p| p
+            .message
+            .starts_with(b"2026-01-01T00:00:00.000000Z  INFO administrative")),
+        "{raw:?}"
+    );
+    assert!(raw.iter().any(|p| p.message == b"\x1b[2J\xff"), "{raw:?}");
+    // Nothing the worker wrote is a line of its own: every line parses,
+    // and no line without the marks claims to accept a SHUTDOWN.
+    assert!(!lines.iter().any(|p| field(p, "source").is_none()
+        && String::from_utf8_lossy(&p.message).contains("administrative")));
+
+    // Budgets: its lines that name no connection of a client get the
+    // worker's own budget (log.peer-lines-per-minute: 30), claimed
+    // detections log.result-lines-per-minute (200 here).
+    let flood = lines
+        .iter()
+        .filter(|p| p.message.starts_with(b"forged flood"))
+        .count();
+    let claims = lines.iter().filter(|p| p.message == b"virus found").count();
+    let w = windows(elapsed) as usize;
+    println!(
+        "a worker's {FLOOD} forged lines: {flood} written; {CLAIMS} claimed detections: {claims} written"
+    );
+    assert!(flood >= 1 && flood <= 30 * w, "{flood}");
+    assert!(claims >= 1 && claims <= 200 * w, "{claims}");
+    // What was not written is counted once the channel ends.
+    eventually("the suppressed count", &d, |log| {
+        log.lines().any(|l| {
+            parse_line(l).is_some_and(|p| {
+                p.message
+                    .starts_with(b"log lines of this process not written")
+                    && field(&p, "child") == Some(&format!("worker {worker_id}"))
+                    && field(&p, "suppressed").and_then(|s| s.parse::<usize>().ok())
+                        >= Some(FLOOD + CLAIMS - flood - claims - 5)
+            })
+        })
+    });
 }

@@ -334,13 +334,16 @@ fn milter_accepts_clean_mail_and_rejects_eicar_through_clamsentry() {
     );
     assert!(!log.contains("Permission denied"), "{log}");
     // Both scans reached clamsentry from the milter's user, as FILDES.
-    let ours = d.log();
-    let peer = format!("peer=unix uid={uid} ");
-    let scans: Vec<&str> = ours
-        .lines()
-        .filter(|l| l.contains(&peer) && l.contains("command=\"FILDES\""))
-        .filter(|l| l.contains("scan clean") || l.contains("virus found"))
-        .collect();
+    let peer = format!("peer=\"unix uid={uid} ");
+    let scans_in = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains(&peer) && l.contains("command=FILDES"))
+            .filter(|l| l.contains("scan clean") || l.contains("virus found"))
+            .map(str::to_string)
+            .collect()
+    };
+    let ours = d.log_when("both scans", |log| scans_in(log).len() >= 2);
+    let scans = scans_in(&ours);
     assert_eq!(scans.len(), 2, "{ours}");
     assert!(scans[1].contains(&format!("virus_name={name}")), "{ours}");
     println!("milter: {lines:?} in {:?}", started.elapsed());

@@ -55,25 +55,43 @@ fn worker_runs_as_the_service_user_with_nothing_and_supervisor_keeps_little() {
     }
     assert_eq!(status_field(d.pid(), "CapInh"), "0000000000000000");
     assert_eq!(status_field(d.pid(), "CapAmb"), "0000000000000000");
-    assert!(d.log().contains("landlock=full"), "{}", d.log());
+    d.log_with("landlock=full");
+}
+
+/// A listening Unix socket at `path` with `mode`, accepting nothing yet.
+fn listening(path: &Path, mode: u32) -> std::os::unix::net::UnixListener {
+    let l = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    l.set_nonblocking(true).unwrap();
+    l
 }
 
 #[test]
 fn sandbox_check_reports_every_forbidden_attempt_denied() {
     let db = TestDb::new();
     let dir = tempfile::tempdir().unwrap();
+    // Both sockets are reachable by the service user: the daemon's own at
+    // Debian's mode 0666, another one at 0777, in a world-readable directory.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let own = dir.path().join("clamd.sock");
+    let other = dir.path().join("other.sock");
+    let own_listener = listening(&own, 0o666);
+    let other_listener = listening(&other, 0o777);
     let cfg = dir.path().join("c.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[database]\ndirectory = {:?}\n[sandbox]\nuser = \"nobody\"\n",
-            db.path().display().to_string()
+            "[database]\ndirectory = {:?}\n[listen]\nunix = {:?}\n[sandbox]\nuser = \"nobody\"\n",
+            db.path().display().to_string(),
+            own.display().to_string(),
         ),
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_clamsentry"))
         .args(["sandbox-check", "--config"])
         .arg(&cfg)
+        .arg("--connect")
+        .arg(&other)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -91,6 +109,21 @@ fn sandbox_check_reports_every_forbidden_attempt_denied() {
         "TCP connect",
         "TCP bind",
         "setuid(0)",
+        "socket(AF_UNIX SOCK_STREAM)",
+        "socket(AF_UNIX SOCK_DGRAM)",
+        "socket(AF_UNIX SOCK_SEQPACKET)",
+        "socket(AF_INET SOCK_STREAM)",
+        "socket(AF_INET SOCK_DGRAM)",
+        "socket(AF_INET6 SOCK_STREAM)",
+        "socket(AF_INET6 SOCK_DGRAM)",
+        "socket(AF_NETLINK NETLINK_ROUTE)",
+        "socketpair(AF_UNIX SOCK_STREAM)",
+        &format!("connect to {} with a new socket", own.display()),
+        &format!("connect to {} with a socket made before", own.display()),
+        &format!("connect to {} with a new socket", other.display()),
+        &format!("connect to {} with a socket made before", other.display()),
+        "io_uring_setup",
+        "unshare(CLONE_NEWUSER)",
     ] {
         let line = text
             .lines()
@@ -99,6 +132,15 @@ fn sandbox_check_reports_every_forbidden_attempt_denied() {
         assert!(line.starts_with("ok") && line.contains("denied"), "{line}");
     }
     assert!(!text.contains("UNEXPECTED"), "{text}");
+    assert!(
+        text.lines()
+            .next()
+            .is_some_and(|l| l.starts_with("engine holder: ") && l.contains(" seccomp=on ")),
+        "{text}"
+    );
+    // Nothing reached either socket.
+    assert!(own_listener.accept().is_err());
+    assert!(other_listener.accept().is_err());
 }
 
 /// Streams continuously from `clients` threads until `stop`; counts outcomes.
@@ -429,6 +471,19 @@ fn workers_share_the_engine_holders_pages() {
     );
 }
 
+/// Inodes of datagram Unix sockets (type 0002 in /proc/net/unix).
+fn datagram_inodes() -> Vec<String> {
+    std::fs::read_to_string("/proc/net/unix")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(4) == Some(&"0002")).then(|| f.get(6).unwrap_or(&"").to_string())
+        })
+        .collect()
+}
+
 /// "Max processes" of a process, from /proc/PID/limits (soft limit).
 fn max_processes(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/limits"))
@@ -442,8 +497,9 @@ fn max_processes(pid: i32) -> String {
 
 /// Workers can create no process and no thread (RLIMIT_NPROC 0 once their
 /// threads run); the engine holder can still fork (it forked them). The
-/// engine holder holds nothing but its control channel: no client
-/// connection, no listening socket.
+/// engine holder holds nothing but its control and log channels: no client
+/// connection, no listening socket. No child holds a datagram socket (the
+/// journald socket is the supervisor's alone), nor the daemon's stderr.
 #[test]
 fn workers_cannot_fork_and_the_engine_holder_holds_only_its_channel() {
     require_root!("the engine holder and the workers run as nobody");
@@ -464,10 +520,11 @@ fn workers_cannot_fork_and_the_engine_holder_holds_only_its_channel() {
     let z = d.zygotes()[0];
     let zlimit: u64 = max_processes(z).parse().unwrap();
     assert!(zlimit > 0, "the engine holder can fork");
-    // Its descriptors: stdin, stdout, stderr, one socket (its control
-    // channel), its own /proc/PID/task (to count its threads before each
-    // fork; opened before the sandbox closed /proc) and the signature
-    // directory (opened before it demoted itself).
+    // Its descriptors: stdin, stdout, stderr (a pipe to the supervisor),
+    // two sockets (its control and log channels), its own /proc/PID/task
+    // (to count its threads before each fork; opened before the sandbox
+    // closed /proc) and the signature directory (opened before it demoted
+    // itself).
     let signatures = std::fs::canonicalize(db.path())
         .unwrap()
         .display()
@@ -488,7 +545,30 @@ fn workers_cannot_fork_and_the_engine_holder_holds_only_its_channel() {
         );
         sockets += 1;
     }
-    assert_eq!(sockets, 1, "only the control channel");
+    assert_eq!(sockets, 2, "only the control and log channels");
+    let datagram = datagram_inodes();
+    let daemon_stderr = std::fs::read_link(format!("/proc/{}/fd/2", d.pid())).unwrap();
+    for child in d.children() {
+        for e in std::fs::read_dir(format!("/proc/{child}/fd"))
+            .unwrap()
+            .flatten()
+        {
+            let target = std::fs::read_link(e.path()).unwrap();
+            let t = target.display().to_string();
+            let ino = t.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']'));
+            assert!(
+                !ino.is_some_and(|i| datagram.iter().any(|d| d == i)),
+                "process {child} holds a datagram socket (fd {:?})",
+                e.file_name()
+            );
+            assert_ne!(
+                target,
+                daemon_stderr,
+                "process {child} holds the daemon's stderr (fd {:?})",
+                e.file_name()
+            );
+        }
+    }
     // Workers: stdio, their two channels, their clients' sockets.
     for w in workers {
         for e in std::fs::read_dir(format!("/proc/{w}/fd"))
@@ -684,7 +764,126 @@ fn landlock_hidden_by_seccomp_refuses_to_start_unless_best_effort() {
         show(&reply),
         "stream: Win.Test.EICAR_HDB-1.UNOFFICIAL FOUND\\0"
     );
+    let log = d.log_when("the engine holder's warning", |log| {
+        log.contains("running without Landlock") && log.contains("seccomp filter hides")
+    });
+    assert!(log.contains("source=engine-holder"), "{log}");
+}
+
+/// Under a filter that refuses the `seccomp()` system call but not `prctl`,
+/// the engine holder installs its filter with `prctl(PR_SET_SECCOMP)`, and
+/// its workers have it and their own: three filters, the outer one, the
+/// engine holder's and the worker's.
+#[test]
+fn the_filter_is_installed_with_prctl_where_seccomp_is_refused() {
+    require_root!("the supervisor starts its workers as another user");
+    let db = TestDb::new();
+    let d = Daemon::launch(db.path(), &[], common::seccomp::hidden_seccomp(false));
+    let reply = talk(
+        &d.unix_addr(),
+        &[&instream(b"zINSTREAM\0", &eicar(), 4096)],
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(
+        show(&reply),
+        "stream: Win.Test.EICAR_HDB-1.UNOFFICIAL FOUND\\0"
+    );
+    assert!(d.log().contains(" seccomp=on "), "{}", d.log());
+    assert_eq!(status_field(d.worker(), "Seccomp"), "2");
+    assert_eq!(status_field(d.worker(), "Seccomp_filters"), "3");
+    assert_eq!(status_field(d.zygotes()[0], "Seccomp_filters"), "2");
+}
+
+/// `sandbox.seccomp = "required"` (the default) refuses to start when the
+/// filter cannot be installed at all, and says so and what to do; with
+/// "best-effort" the daemon serves and the log says it runs without.
+#[test]
+fn a_filter_that_cannot_be_installed_refuses_to_start_unless_best_effort() {
+    require_root!("the supervisor starts its workers as another user");
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let tcp = format!("127.0.0.1:{}", common::daemons::free_port())
+        .parse()
+        .unwrap();
+    let config =
+        common::daemons::write_config(dir.path(), db.path(), &dir.path().join("s"), tcp, &[]);
+    let launch = common::daemons::Launch {
+        bin: env!("CARGO_BIN_EXE_clamsentry").into(),
+        config,
+        unix: dir.path().join("s"),
+        tcp,
+        dir: dir.path().to_path_buf(),
+    };
+    let out = common::daemons::die_with_parent(&mut common::seccomp::hidden_seccomp(true)(&launch))
+        .stdout(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("the system-call filter cannot be installed")
+            && err.contains("prctl(PR_SET_SECCOMP)")
+            && err.contains("sandbox.seccomp = \"best-effort\""),
+        "{err}"
+    );
+
+    let d = Daemon::launch(
+        db.path(),
+        &[("sandbox", "seccomp = \"best-effort\"")],
+        common::seccomp::hidden_seccomp(true),
+    );
+    let reply = talk(
+        &d.unix_addr(),
+        &[&instream(b"zINSTREAM\0", &eicar(), 4096)],
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(
+        show(&reply),
+        "stream: Win.Test.EICAR_HDB-1.UNOFFICIAL FOUND\\0"
+    );
     let log = d.log();
-    assert!(log.contains("running without Landlock"), "{log}");
-    assert!(log.contains("seccomp filter hides"), "{log}");
+    assert!(
+        log.contains("running without the system-call filter"),
+        "{log}"
+    );
+    assert!(log.contains(" seccomp=off(both seccomp()"), "{log}");
+}
+
+/// The socket inodes a process holds.
+fn socket_inodes(pid: i32) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|t| t.display().to_string())
+        .filter(|t| t.starts_with("socket:"))
+        .collect()
+}
+
+/// Workers serve different clients, so no socket may join two of them, nor
+/// a worker and the engine holder: each worker's runtime makes its own
+/// socket pair (tokio's signal driver) before its filter denies
+/// `socketpair()`, rather than sharing one made in the engine holder.
+#[test]
+fn no_socket_is_shared_between_workers_or_with_the_engine_holder() {
+    require_root!("the supervisor starts its workers as another user");
+    let db = TestDb::new();
+    let d = Daemon::clamsentry(db.path(), &[("limits", "workers = 3")]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while d.workers().len() < 3 {
+        assert!(Instant::now() < deadline, "three workers never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut procs: Vec<i32> = d.workers();
+    procs.extend(d.zygotes());
+    let sets: Vec<_> = procs.iter().map(|&p| (p, socket_inodes(p))).collect();
+    for (i, (a, sa)) in sets.iter().enumerate() {
+        assert!(!sa.is_empty(), "{a} holds no socket");
+        for (b, sb) in &sets[i + 1..] {
+            let shared: Vec<_> = sa.intersection(sb).collect();
+            assert!(shared.is_empty(), "{a} and {b} share {shared:?}");
+        }
+    }
 }

@@ -32,6 +32,10 @@ const TESTS: &[Test] = &[
         root_every_probe_denied_but_the_control,
     ),
     (
+        "root_landlock_alone_denies_files_and_tcp_but_not_unix_sockets",
+        root_landlock_alone_denies_files_and_tcp_but_not_unix_sockets,
+    ),
+    (
         "root_libclamav_loads_and_scans_after_demotion",
         root_libclamav_loads_and_scans_after_demotion,
     ),
@@ -117,10 +121,44 @@ fn started_as_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// A signature directory and a temp directory the service user can use.
+/// A listening Unix socket anyone may connect to (mode 0777 in a
+/// world-readable directory), as D-Bus's or a database's are: the probes
+/// try to connect to it.
+struct WorldSocket {
+    dir: tempfile::TempDir,
+    listener: std::os::unix::net::UnixListener,
+}
+
+impl WorldSocket {
+    fn new() -> WorldSocket {
+        let dir = tempfile::Builder::new()
+            .prefix("cs-world")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.path().join("s");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        WorldSocket { dir, listener }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("s")
+    }
+
+    /// Connections that reached the socket so far.
+    fn accepted(&self) -> usize {
+        std::iter::from_fn(|| self.listener.accept().ok()).count()
+    }
+}
+
+/// A signature directory and a temp directory the service user can use,
+/// and a socket it could connect to without the system-call filter.
 struct Dirs {
     db: common::TestDb,
     tmp: tempfile::TempDir,
+    sock: WorldSocket,
 }
 
 impl Dirs {
@@ -135,7 +173,11 @@ impl Dirs {
             let id = Some(nix::unistd::Uid::from_raw(uid));
             nix::unistd::chown(tmp.path(), id, Some(nix::unistd::Gid::from_raw(uid))).unwrap();
         }
-        Dirs { db, tmp }
+        Dirs {
+            db,
+            tmp,
+            sock: WorldSocket::new(),
+        }
     }
 }
 
@@ -232,6 +274,7 @@ fn demote_env(
         ("CS_RW", dirs.tmp.path().display().to_string()),
         ("CS_MAX_THREADS", max_threads.to_string()),
         ("CS_ZIP", format!("{}/clam.zip", common::TESTFILES)),
+        ("CS_SOCKET", dirs.sock.path().display().to_string()),
     ];
     if let Some(u) = user {
         env.push(("CS_USER", u.to_string()));
@@ -247,6 +290,7 @@ fn root_nobody() -> Outcome {
     let dirs = Dirs::new(Some(NOBODY));
     let out = run_child("demote", &demote_env(&dirs, Some("nobody"), 2, false));
     assert!(out.success, "child failed: {:#?}", out.lines);
+    assert_eq!(dirs.sock.accepted(), 0, "a connection reached the socket");
     out
 }
 
@@ -263,17 +307,26 @@ fn root_demotes_to_nobody_with_everything_dropped() {
     let status = out.must("status");
     assert!(
         status.starts_with("uid=65534 gid=65534 landlock=full(abi ")
-            && status.ends_with(" no_new_privs caps=none net=denied"),
+            && status.ends_with(") seccomp=on no_new_privs caps=none net=denied"),
         "{status}"
     );
+    assert_eq!(out.proc_field("Seccomp"), "2");
+    // The engine holder's layer and the worker's.
+    assert_eq!(out.proc_field("Seccomp_filters"), "2");
+    assert_eq!(out.must("sealed"), "On");
     // /proc does not show Landlock; the probe tests prove it is there.
     assert_eq!(out.must("rlimit_core"), "0 0");
     assert_eq!(out.must("rlimit_nofile"), "64 64");
 }
 
+/// Attempts of `sandbox::probe` with one socket path: 8 of files, exec,
+/// TCP and setuid (one of them the control), 8 socket families,
+/// socketpair, 2 connects, io_uring.
+const ATTEMPTS: usize = 20;
+
 fn check_attempts(out: &Outcome) {
     let attempts = out.attempts();
-    assert_eq!(attempts.len(), 8, "{attempts:#?}");
+    assert_eq!(attempts.len(), ATTEMPTS, "{attempts:#?}");
     for (what, denied, expect, detail) in &attempts {
         assert_eq!(denied, expect, "{what}: {detail}");
     }
@@ -287,28 +340,80 @@ fn root_every_probe_denied_but_the_control() {
     check_attempts(&out);
     let attempts = out.attempts();
     let detail = |w: &str| &attempts.iter().find(|a| a.0.contains(w)).unwrap().3;
-    // Landlock, not file permissions, stops the world-readable file and TCP.
+    // Landlock, not file permissions, stops the world-readable file.
     assert!(
         detail("/etc/passwd").contains("Permission denied"),
         "{}",
         detail("/etc/passwd")
     );
-    assert!(
-        detail("connect").contains("Permission denied"),
-        "{}",
-        detail("connect")
-    );
-    assert!(
-        detail("bind").contains("Permission denied"),
-        "{}",
-        detail("bind")
-    );
+    // The system-call filter (EPERM) stops every socket before Landlock
+    // (EACCES) would look at a TCP port, and connect() itself.
+    for what in [
+        "TCP connect",
+        "TCP bind",
+        "socket(AF_UNIX SOCK_STREAM)",
+        "socket(AF_INET SOCK_DGRAM)",
+        "socket(AF_NETLINK",
+        "socketpair",
+        "io_uring_setup",
+        "with a socket made before the sandbox",
+    ] {
+        assert!(
+            detail(what).contains("Operation not permitted"),
+            "{what}: {}",
+            detail(what)
+        );
+    }
     // With a thread budget a fork may succeed; the exec is what fails.
     assert!(
         detail("/bin/sh").starts_with("denied at"),
         "{}",
         detail("/bin/sh")
     );
+}
+
+/// Without the system-call filter (`Plan::seccomp` false) Landlock still
+/// denies the files, TCP connect and bind; what it cannot say (ABI < 9:
+/// path Unix sockets; any ABI: UDP, netlink, socketpair) goes through,
+/// which is why the filter exists. The world-connectable socket is reached.
+fn root_landlock_alone_denies_files_and_tcp_but_not_unix_sockets() {
+    require_root!("the child demotes itself from root to nobody");
+    let dirs = Dirs::new(Some(NOBODY));
+    let mut env = demote_env(&dirs, Some("nobody"), 2, false);
+    env.push(("CS_NO_SECCOMP", "1".into()));
+    let out = run_child("demote", &env);
+    assert!(out.success, "child failed: {:#?}", out.lines);
+    let status = out.must("status");
+    assert!(status.contains(") seccomp=off no_new_privs"), "{status}");
+    assert_eq!(out.proc_field("Seccomp"), "0");
+    let attempts = out.attempts();
+    let find = |w: &str| attempts.iter().find(|a| a.0.contains(w)).unwrap();
+    for what in ["/etc/passwd", "/etc/shadow", "TCP connect", "TCP bind"] {
+        let a = find(what);
+        assert!(a.1 && a.3.contains("Permission denied"), "{a:?}");
+    }
+    for what in [
+        "socket(AF_UNIX SOCK_STREAM)",
+        "socket(AF_INET SOCK_DGRAM)",
+        "socketpair",
+        "with a new socket",
+        "with a socket made before the sandbox",
+    ] {
+        assert!(!find(what).1, "{:?}", find(what));
+    }
+    let abi: u32 = status
+        .split("landlock=full(abi ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if abi < 9 {
+        assert_eq!(
+            dirs.sock.accepted(),
+            2,
+            "Landlock ABI {abi} lets both connects through"
+        );
+    }
 }
 
 fn check_engine(out: &Outcome) {
@@ -510,6 +615,7 @@ fn status_display_is_one_line() {
         uid: 105,
         gid: 110,
         landlock: sandbox::LandlockState::Full { abi: 5 },
+        seccomp: sandbox::SeccompState::On,
         no_new_privs: true,
         capabilities_cleared: true,
         bounding_set_cleared: true,
@@ -517,11 +623,14 @@ fn status_display_is_one_line() {
     };
     assert_eq!(
         s.to_string(),
-        "uid=105 gid=110 landlock=full(abi 5) no_new_privs caps=none net=denied"
+        "uid=105 gid=110 landlock=full(abi 5) seccomp=on no_new_privs caps=none net=denied"
     );
     let s = sandbox::Status {
         landlock: sandbox::LandlockState::NotEnforced {
             reason: "no Landlock".into(),
+        },
+        seccomp: sandbox::SeccompState::Failed {
+            reason: "refused".into(),
         },
         no_new_privs: false,
         bounding_set_cleared: false,
@@ -530,8 +639,13 @@ fn status_display_is_one_line() {
     };
     assert_eq!(
         s.to_string(),
-        "uid=105 gid=110 landlock=off(no Landlock) caps=none(bounding kept) net=allowed"
+        "uid=105 gid=110 landlock=off(no Landlock) seccomp=off(refused) caps=none(bounding kept) net=allowed"
     );
+    let s = sandbox::Status {
+        seccomp: sandbox::SeccompState::NotRequested,
+        ..s
+    };
+    assert!(s.to_string().contains(") seccomp=off caps="), "{s}");
 }
 
 /// What runs inside the re-executed child. It prints `key=value` lines.
@@ -584,9 +698,12 @@ mod child {
             read_write: vec![env_path("CS_RW")],
             max_open_files: 64,
             max_threads: std::env::var("CS_MAX_THREADS").unwrap().parse().unwrap(),
+            seccomp: std::env::var_os("CS_NO_SECCOMP").is_none(),
         };
         // Opened before demotion, as the broker would: the sandbox cannot open it.
         let zip = std::fs::File::open(env_path("CS_ZIP")).unwrap();
+        // Its spare socket is made before demotion too.
+        let targets = sandbox::Targets::new(vec![env_path("CS_SOCKET")]);
         let status = match sandbox::demote(&plan) {
             Ok(s) => s,
             Err(e) => {
@@ -594,6 +711,10 @@ mod child {
                 std::process::exit(3);
             }
         };
+        // As a worker does once its runtime exists: its own filter layer.
+        if plan.seccomp {
+            println!("sealed={:?}", sandbox::seal_worker().unwrap());
+        }
         println!("status={status}");
         println!("pid={}", std::process::id());
         println!(
@@ -610,7 +731,7 @@ mod child {
         );
         wait_for_parent();
 
-        for a in sandbox::probe(&plan) {
+        for a in sandbox::probe(&plan, &targets) {
             println!(
                 "attempt={}|{}|{}|{}",
                 a.what, a.denied, a.expect_denied, a.detail
@@ -722,6 +843,7 @@ mod child {
             read_write: vec![],
             max_open_files: 64,
             max_threads: 0,
+            seccomp: true,
         };
         match sandbox::demote(&plan) {
             Ok(s) => println!("status={s}"),

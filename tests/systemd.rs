@@ -92,7 +92,7 @@ fn socket_activation_serves_named_unix_and_tcp_sockets() {
     );
     assert!(log.contains("sockets come from systemd"), "{log}");
     assert!(
-        log.contains("listener=\"tcp\""),
+        log.contains("listener=tcp"),
         "TCP connections are tagged: {log}"
     );
     assert!(
@@ -388,6 +388,17 @@ wait || true
     );
     assert_eq!(e.get("PRIORITY"), Some("4"), "FOUND is a warning: {e:?}");
     assert_eq!(e.get("MESSAGE"), Some("virus found"), "{e:?}");
+    // A worker's line, written by the supervisor and marked as the
+    // worker's: SOURCE, WORKER and the worker's PID (the entry's own _PID is
+    // the supervisor's); no field of the worker's was renamed.
+    assert_eq!(e.get("SOURCE"), Some("worker"), "{e:?}");
+    assert!(
+        e.get("WORKER").is_some_and(|v| v.parse::<u64>().is_ok()),
+        "{e:?}"
+    );
+    let worker_pid = e.get("PID").expect("PID");
+    assert_ne!(e.get("_PID"), Some(worker_pid), "{e:?}");
+    assert!(e.0.keys().all(|k| !k.starts_with("CHILD_")), "{e:?}");
 
     // Client-supplied bytes reach the journal exactly: a SCAN path with a
     // newline and a byte that is not UTF-8 (the stderr log shows them
@@ -436,6 +447,38 @@ wait || true
     );
     assert_eq!(failed.as_deref(), Some(&missing[..]), "{}", show(&missing));
 
+    // One local user (nobody) asks for a path only root may reach, 3,000
+    // times: the journal gets at most log.peer-lines-per-minute refusal and
+    // error lines about it a minute, and the count of the rest.
+    let private = tempfile::Builder::new()
+        .prefix("cs-journal-private")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let secret = private.path().join("secret");
+    std::fs::write(&secret, b"nothing").unwrap();
+    let flood_began = Instant::now();
+    let out = {
+        use std::os::unix::process::CommandExt;
+        Command::new("python3")
+            .arg("-c")
+            .arg(FLOODER)
+            .arg(secret.as_os_str())
+            .arg("3000")
+            .arg(d.unix.as_os_str())
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3000");
+    let flood_minutes = flood_began.elapsed().as_secs() / 60 + 2;
+
     // Stop the daemon inside the namespace; the script then stops journald.
     let pid: i32 = std::fs::read_to_string(journal.path().join("daemon.pid"))
         .unwrap()
@@ -456,7 +499,62 @@ wait || true
             && e.get("SIGNATURES") == Some("4")),
         "lifecycle events carry their numbers"
     );
+    let about_nobody: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| {
+            e.get("PEER")
+                .is_some_and(|p| p.starts_with("unix uid=65534 "))
+                || e.get("PEER_KEY") == Some("uid:65534")
+        })
+        .filter(|e| e.get("PRIORITY").is_some_and(|p| p <= "6"))
+        .collect();
+    let refused = about_nobody
+        .iter()
+        .filter(|e| e.get("MESSAGE") == Some("path refused; the client is told it does not exist"))
+        .count();
+    println!(
+        "journald: 3,000 refused SCANs by one user: {} entries about it at info or above, {refused} \"path refused\"",
+        about_nobody.len()
+    );
+    assert!(refused >= 1);
+    assert!(
+        about_nobody.len() as u64 <= 2 * 30 * flood_minutes,
+        "{} entries",
+        about_nobody.len()
+    );
 }
+
+/// SCANs of one path, eight at a time in IDSESSIONs of 1,000 (as
+/// tests/logs.rs's flood); prints how many were answered as missing.
+const FLOODER: &str = r#"
+import socket, sys
+path, total = sys.argv[1].encode(), int(sys.argv[2])
+missing = 0
+sent = 0
+while sent < total:
+    n = min(1000, total - sent)
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[3])
+    s.sendall(b'zIDSESSION\0')
+    buf = b''
+    done = 0
+    while done < n:
+        k = min(8, n - done)
+        s.sendall((b'zSCAN ' + path + b'\0') * k)
+        while buf.count(b'\0') < k:
+            data = s.recv(1 << 16)
+            if not data:
+                raise SystemExit('closed')
+            buf += data
+        replies = buf.split(b'\0')
+        buf = b'\0'.join(replies[k:])
+        missing += sum(1 for r in replies[:k] if r.endswith(b'No such file or directory. ERROR'))
+        done += k
+    s.sendall(b'zEND\0')
+    s.close()
+    sent += n
+print(missing)
+"#;
 
 #[test]
 fn new_signature_files_are_loaded_without_a_signal() {

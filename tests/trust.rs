@@ -94,7 +94,8 @@ fn seqpacket_inodes() -> Vec<String> {
 
 /// The worker's control and broker channels, copied into this process; the
 /// worker is then stopped, so that only the attacker uses them. The
-/// control channel is received first, so its descriptor number is lower.
+/// control, broker and log channels come in one message, in that order,
+/// so their descriptor numbers are in that order.
 fn take_channels(worker: i32) -> (OwnedFd, OwnedFd) {
     let inodes = seqpacket_inodes();
     let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{worker}/fd"))
@@ -109,7 +110,11 @@ fn take_channels(worker: i32) -> (OwnedFd, OwnedFd) {
         })
         .collect();
     fds.sort_unstable();
-    assert_eq!(fds.len(), 2, "a worker holds exactly two channels: {fds:?}");
+    assert_eq!(
+        fds.len(),
+        3,
+        "a worker holds exactly three channels (control, broker, log): {fds:?}"
+    );
     let pid = rustix::process::Pid::from_raw(worker).unwrap();
     let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
     let get = |fd| {
@@ -239,20 +244,18 @@ fn nobody_connection(d: &Daemon) -> (Child, u64, u64) {
     }
 }
 
-/// The id and worker of the last connection from `uid` in the log.
+/// The id and worker of the last connection from `uid` in the log (its
+/// worker's "connected" line, relayed by the supervisor).
 fn conn_of(log: &str, uid: u32) -> Option<(u64, u64)> {
-    let needle = format!(" peer=unix uid={uid} ");
+    let peer = format!("unix uid={uid} ");
     log.lines().rev().find_map(|l| {
-        let span = l.split("conn{").nth(1)?;
-        if !span.contains(&needle) || !l.contains("connected") {
+        let line = clamsentry::log::stderr::parse_line(l)?;
+        if line.message != b"connected" || !line.get("peer")?.starts_with(peer.as_bytes()) {
             return None;
         }
-        let field = |name: &str| -> Option<u64> {
-            span.split_whitespace()
-                .find_map(|f| f.strip_prefix(name))
-                .and_then(|v| v.parse().ok())
-        };
-        Some((field("id=")?, field("worker=")?))
+        let field =
+            |name: &str| -> Option<u64> { std::str::from_utf8(line.get(name)?).ok()?.parse().ok() };
+        Some((field("id")?, field("worker")?))
     })
 }
 
@@ -393,10 +396,12 @@ fn a_compromised_worker_gains_nothing() {
         } else {
             other
         };
-        let mut attacked = w;
+        let attacked = if case == "root-left" { other_worker } else { w };
+        let pid = worker_pid(&d, attacked);
+        let channels = take_channels(pid);
         if case == "root-left" {
-            // The attacker holds root's worker, and root's client leaves.
-            attacked = other_worker;
+            // The attacker holds root's worker (stopped, so it never says
+            // Closed), and root's client leaves.
             drop(std::mem::take(&mut root_conns));
             let needle = format!("client left; its connection's authority ends id={other}");
             let deadline = Instant::now() + T;
@@ -405,8 +410,6 @@ fn a_compromised_worker_gains_nothing() {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        let pid = worker_pid(&d, attacked);
-        let channels = take_channels(pid);
         let lines = attack(
             case,
             &channels,
@@ -437,11 +440,14 @@ fn a_compromised_worker_gains_nothing() {
                 assert_eq!(lines, ["errno:103", "file(fds=1)"], "{case}");
             } else {
                 assert_eq!(lines, ["errno:103", "sent", "sent", "errno:103"], "{case}");
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
             }
+            // The worker was not ended: the test ends the stopped process.
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+            assert!(process_gone(pid), "{case}: the worker stays");
         } else {
             // Ended: nothing answered, never a descriptor; the channels are dead.
             assert!(

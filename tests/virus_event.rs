@@ -399,7 +399,12 @@ fn daemons_run_the_command_as_clamd_does() {
             .to_string(),
     ];
     assert_eq!(strip_uid(&mine), expected);
-    assert!(mine.iter().all(|l| l.ends_with("|65534")), "{mine:?}");
+    // As the daemon's service user (virus-event.user's default).
+    let uid = common::service_user().0;
+    assert!(
+        mine.iter().all(|l| l.ends_with(&format!("|{uid}"))),
+        "{mine:?}"
+    );
     // No fifth line arrives late (the clean file ran nothing).
     std::thread::sleep(Duration::from_millis(500));
     let late = std::fs::read_to_string(&ours_out).unwrap();

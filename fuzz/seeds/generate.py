@@ -119,3 +119,27 @@ write("config", "scan", b'[scan]\nexclude-path = ["^/proc/", "\\\\.git/"]\n'
       b'max-scan-size = "100M"\nmax-file-size = 1024\nbytecode = false\n')
 write("config", "bad_key", b"[limits]\nmax-thread = 4\n")
 write("config", "empty", b"")
+
+# logrec: a byte picking the marks, then a log record as a worker sends it
+# (see src/ipc/logrec.rs): honest ones (a FOUND with its connection's span
+# fields, a path refusal with a hostile path), and forgeries (reserved
+# names, a message that looks like a line of the supervisor's).
+def logrec(level, message, fields, target=b"clamsentry::worker::conn", file=b"src/worker/conn.rs", line=7, flags=0, dropped=0):
+    out = bytes([1, level, flags]) + struct.pack("<I", dropped)
+    out += struct.pack("<I", len(target)) + target + struct.pack("<I", len(file)) + file
+    out += struct.pack("<I", line) + struct.pack("<I", len(message)) + message + bytes([len(fields)])
+    for name, value in fields:
+        out += bytes([len(name)]) + name + struct.pack("<I", len(value)) + value
+    return out
+
+CONN = [(b"id", b"7"), (b"peer", b"unix uid=1000 pid=42"), (b"listener", b"unix")]
+write("logrec", "found", b"\x00" + logrec(2, b"virus found", CONN + [
+    (b"command", b"SCAN"), (b"scan_target", b"/home/a b/x"), (b"scan_result", b"found"),
+    (b"virus_name", b"Win.Test.EICAR_HDB-1"), (b"bytes", b"68"), (b"duration_ms", b"3")]))
+write("logrec", "path_failure", b"\x05" + logrec(3, b"file path check failure", CONN + [
+    (b"path", b"/tmp/x uid=0 command=\"SHUTDOWN\"\n\x1b[2J\xff\"\\"), (b"suppressed", b"3")],
+    flags=1, dropped=9))
+write("logrec", "forged", b"\x0e" + logrec(1, b"2026-01-01T00:00:00.000000Z  INFO path refused", [
+    (b"source", b"supervisor"), (b"worker", b"0"), (b"pid", b"1"), (b"syslog_identifier", b"sshd"),
+    (b"priority", b"0"), (b"message", b"x")], target=b"clamsentry::supervisor", file=b"", line=0))
+write("logrec", "empty_message", b"\x01" + logrec(4, b"", [], target=b"x", file=b"", line=0))

@@ -74,8 +74,10 @@ service user
 .RB ( "[sandbox] user" ,
 default
 .BR clamsentry )
-with no capabilities, no\\-new\\-privs and a Landlock sandbox before it loads
-the signatures and serves clients. A reload starts a new worker and retires
+with no capabilities, no\\-new\\-privs, a Landlock sandbox and a seccomp
+filter (no sockets, no connect;
+.BR "[sandbox] seccomp" )
+before it loads the signatures and serves clients. A reload starts a new worker and retires
 the old one once the new one is ready.
 .PP
 Started as

@@ -168,9 +168,27 @@ check "engine holder and workers run as clamsentry with no capabilities, no-new-
             && grep -Eq "^NoNewPrivs:\s+1$" /proc/$p/status || exit 1
     done
     echo "$zygotes engine holder(s), $workers workers"; [ "$zygotes" = 1 ] && [ "$workers" -ge 2 ]'
-check "status line: landlock=full, workers serving" bash -c '
+check "status line: landlock=full, seccomp=on, workers serving" bash -c '
     s=$(systemctl show -p StatusText --value clamsentry.service); echo "$s"
-    echo "$s" | grep -q "landlock=full" && echo "$s" | grep -Eq "workers ([0-9]+)/\1"'
+    echo "$s" | grep -q "landlock=full" && echo "$s" | grep -q " seccomp=on " \
+        && echo "$s" | grep -Eq "workers [1-9][0-9]* serving"'
+check "seccomp filters: the engine holder adds one to the unit's, each worker one more" bash -c '
+    main=$(systemctl show -p MainPID --value clamsentry.service)
+    own=$(awk "/^Seccomp_filters:/ {print \$2}" /proc/$main/status); echo "supervisor: $own filters"
+    [ "$own" -ge 1 ] || exit 1
+    for p in $(cat /proc/$main/task/*/children); do
+        n=$(awk "/^Seccomp_filters:/ {print \$2}" /proc/$p/status); echo "$p $(cat /proc/$p/comm): $n"
+        case $(cat /proc/$p/comm) in clamsentry-eng) want=$((own + 1)) ;; *) want=$((own + 2)) ;; esac
+        [ "$n" = "$want" ] || exit 1
+    done'
+check "sandbox-check under the unit's sandbox: every socket, connect and io_uring attempt denied" bash -c '
+    out=$(systemd-run --wait --pipe -q -p SystemCallFilter="@system-service landlock_create_ruleset landlock_add_rule landlock_restrict_self seccomp" \
+        -p SystemCallErrorNumber=EPERM -p RestrictAddressFamilies=AF_UNIX -p NoNewPrivileges=yes \
+        /usr/bin/clamsentry sandbox-check 2>/dev/null); rc=$?
+    echo "$out" | grep -E "engine holder|socket|connect|io_uring|unshare|UNEXPECTED"; echo "exit $rc"
+    [ $rc = 0 ] && echo "$out" | grep -q " seccomp=on " \
+        && echo "$out" | grep -q "denied   connect to /run/clamsentry/clamd.sock with a socket made before the sandbox" \
+        && ! echo "$out" | grep -q UNEXPECTED'
 check "a worker killed with SIGKILL is replaced by a fork, the engine holder stays" bash -c '
     main=$(systemctl show -p MainPID --value clamsentry.service)
     z=$(for p in $(cat /proc/$main/task/*/children); do [ "$(cat /proc/$p/comm)" = clamsentry-eng ] && echo $p; done)

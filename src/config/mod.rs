@@ -98,6 +98,10 @@ pub struct SandboxConfig {
     /// "identity": a worker per client identity (a uid; TCP clients
     /// together); "connection": a worker per connection.
     pub isolation: String,
+    /// "required": refuse to start when the workers' system-call filter
+    /// (no sockets, no connect, …) cannot be installed; "best-effort": run
+    /// without it and say so in the status.
+    pub seccomp: String,
 }
 
 impl Default for SandboxConfig {
@@ -106,6 +110,7 @@ impl Default for SandboxConfig {
             user: "clamsentry".into(),
             landlock: "required".into(),
             isolation: "identity".into(),
+            seccomp: "required".into(),
         }
     }
 }
@@ -114,6 +119,12 @@ impl SandboxConfig {
     /// Whether start-up must fail when Landlock cannot be applied.
     pub fn landlock_required(&self) -> bool {
         self.landlock == "required"
+    }
+
+    /// Whether start-up must fail when the system-call filter cannot be
+    /// installed.
+    pub fn seccomp_required(&self) -> bool {
+        self.seccomp == "required"
     }
 }
 
@@ -135,10 +146,12 @@ pub struct ListenConfig {
     /// Octal permission bits of the Unix socket.
     pub unix_mode: String,
     /// Owner of the Unix socket file clamsentry creates (a user name or a
-    /// number); empty: the user clamsentry runs as.
+    /// number), who creates it (as clamd's User); empty: the user
+    /// clamsentry runs as.
     pub unix_owner: String,
     /// Group of the Unix socket file (clamd's LocalSocketGroup); empty: the
-    /// group clamsentry runs as.
+    /// owner's primary group when `unix_owner` is set, else the group
+    /// clamsentry runs as.
     pub unix_group: String,
     /// Length of the queue of connections not yet accepted, for the sockets
     /// clamsentry binds itself (clamd's MaxConnectionQueueLength).
@@ -367,9 +380,12 @@ impl Default for TcpPolicy {
 pub struct LogConfig {
     /// error, warn, info, debug or trace.
     pub level: String,
-    /// Refusals and client errors logged per peer and minute, in each
-    /// worker; more are counted and summarised ("suppressed N").
+    /// Refusals, client errors and warnings logged per client identity and
+    /// minute (supervisor and workers together); more are counted and
+    /// summarised ("suppressed=N").
     pub peer_lines_per_minute: u32,
+    /// Scan results and debug lines logged per client identity and minute.
+    pub result_lines_per_minute: u32,
     /// Log clean scan results at info (otherwise at debug).
     pub clean: bool,
     /// Where log lines go: "auto" (journald when stderr is connected to the
@@ -389,7 +405,7 @@ pub struct ServiceConfig {
     /// "tcp" are always known.
     pub sockets: std::collections::BTreeMap<String, String>,
     /// File the daemon writes its process id to (clamd's PidFile); empty:
-    /// none.
+    /// none. Only a regular file of the daemon's own user there is replaced.
     pub pid_file: PathBuf,
 }
 
@@ -535,6 +551,7 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             peer_lines_per_minute: 30,
+            result_lines_per_minute: 6000,
             clean: false,
             target: "auto".into(),
         }
@@ -770,7 +787,10 @@ impl Config {
                 "is empty, so no client could connect over TCP: list the networks that may (e.g. [\"127.0.0.0/8\"])".into(),
             ));
         }
-        if let Some(open) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+        if let Some(open) = addrs
+            .iter()
+            .find(|a| !crate::policy::peer::canonical(a.ip()).is_loopback())
+        {
             if allow.iter().all(|n| n.addr().is_loopback()) {
                 return Err((
                     "listen.tcp-allow",
@@ -881,8 +901,20 @@ impl Config {
                 ),
             ));
         }
+        if !matches!(self.sandbox.seccomp.as_str(), "required" | "best-effort") {
+            return Err((
+                "sandbox.seccomp",
+                format!(
+                    "{:?} is not a choice: use \"required\" or \"best-effort\"",
+                    self.sandbox.seccomp
+                ),
+            ));
+        }
         if self.log.peer_lines_per_minute == 0 {
             return Err(("log.peer-lines-per-minute", "must be at least 1".into()));
+        }
+        if self.log.result_lines_per_minute == 0 {
+            return Err(("log.result-lines-per-minute", "must be at least 1".into()));
         }
         if !matches!(self.log.target.as_str(), "auto" | "journald" | "stderr") {
             return Err((

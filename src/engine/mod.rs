@@ -160,11 +160,13 @@ pub fn version() -> String {
 /// signature container (`daily.cvd`, `daily.cld`), read as libclamav's
 /// `cl_cvdhead` reads it: the first 512 bytes up to the first line end,
 /// trailing blanks cut, parsed by `cl_cvdparse`. `None` when the file is
-/// missing, unreadable or not a container.
+/// missing, unreadable, not a container, or not a regular file (never a
+/// link, FIFO or device: `clamd -V` runs as root in freshclam's directory;
+/// see [`crate::safe_fs::open_regular`]).
 pub fn cvd_head(path: &Path) -> Option<(u32, u64)> {
     use std::io::Read;
     let mut head = Vec::with_capacity(512);
-    std::fs::File::open(path)
+    crate::safe_fs::open_regular(path)
         .ok()?
         .take(512)
         .read_to_end(&mut head)
@@ -423,7 +425,7 @@ impl Engine {
             return Err(EngineError::Load { dir: shown, reason });
         }
         for d in details {
-            tracing::warn!(source = "libclamav", "{d}");
+            tracing::warn!(library = "libclamav", "{d}");
         }
         if sigs == 0 {
             return Err(EngineError::Empty { dir: shown });
@@ -650,12 +652,12 @@ unsafe extern "C" fn on_message(
             None => false,
         });
         if !kept {
-            tracing::warn!(source = "libclamav", "{text}");
+            tracing::warn!(library = "libclamav", "{text}");
         }
     } else if severity == sys::cl_msg::CL_MSG_WARN {
-        tracing::info!(source = "libclamav", "{text}");
+        tracing::info!(library = "libclamav", "{text}");
     } else {
-        tracing::trace!(source = "libclamav", "{text}");
+        tracing::trace!(library = "libclamav", "{text}");
     }
 }
 

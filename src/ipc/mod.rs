@@ -8,6 +8,8 @@
 //!   descriptors as SCM_RIGHTS, and the sender's pid as the kernel attaches
 //!   it (SCM_CREDENTIALS), which the supervisor uses to identify a new
 //!   worker without believing its word.
+//! * [`logrec`]: the log records every child sends the supervisor on its
+//!   log channel (closed, bounded, fuzzed like the messages).
 //! * [`fdpass`]: receiving client bytes together with the descriptors a
 //!   FILDES client passes.
 //! * [`peer`]: who is on the other end of a Unix socket (SO_PEERCRED,
@@ -18,5 +20,6 @@
 
 pub mod channel;
 pub mod fdpass;
+pub mod logrec;
 pub mod messages;
 pub mod peer;

@@ -62,12 +62,60 @@ pub fn escape(bytes: &[u8]) -> String {
 
 /// Writes the escaped text of `bytes` to `out`.
 pub fn escape_into(bytes: &[u8], out: &mut impl Write) -> fmt::Result {
+    escape_with(bytes, false, out)
+}
+
+/// `bytes` as a quoted value of a log line: `"`, the escaped text with
+/// every `"` written as `\"`, `"`. Nothing inside can end the quotes, add
+/// a field or a line; [`unquote`] inverts it.
+pub fn quote_into(bytes: &[u8], out: &mut impl Write) -> fmt::Result {
+    out.write_char('"')?;
+    escape_with(bytes, true, out)?;
+    out.write_char('"')
+}
+
+/// The bytes of a quoted value written by [`quote_into`] (with its
+/// quotes), or `None` when `quote_into` cannot produce `text`.
+pub fn unquote(text: &str) -> Option<Vec<u8>> {
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    let mut out = Vec::with_capacity(inner.len());
+    let mut rest = inner.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        match (b, tail) {
+            (b'"', _) => return None,
+            (b'\\', [b'"', tail @ ..]) => {
+                out.push(b'"');
+                rest = tail;
+            }
+            (b'\\', [b'\\', tail @ ..]) => {
+                out.push(b'\\');
+                rest = tail;
+            }
+            (b'\\', [b'x', hi, lo, tail @ ..]) => {
+                out.push((hex(*hi)? << 4) | hex(*lo)?);
+                rest = tail;
+            }
+            (b'\\', _) => return None,
+            (b, tail) => {
+                out.push(b);
+                rest = tail;
+            }
+        }
+    }
+    let mut again = String::new();
+    let _ = quote_into(&out, &mut again);
+    (again == text).then_some(out)
+}
+
+fn escape_with(bytes: &[u8], quoted: bool, out: &mut impl Write) -> fmt::Result {
     for piece in Utf8Pieces(bytes) {
         match piece {
             Ok(text) => {
                 for c in text.chars() {
                     if c == '\\' {
                         out.write_str("\\\\")?;
+                    } else if c == '"' && quoted {
+                        out.write_str("\\\"")?;
                     } else if needs_escape(c) {
                         let mut buf = [0u8; 4];
                         for b in c.encode_utf8(&mut buf).bytes() {
@@ -279,6 +327,30 @@ mod tests {
             for b in [0u8, 0x5c, 0x78, 0x80, 0xbf, 0xc2, 0xe2, 0xff] {
                 round_trip(&[a, b]);
                 round_trip(&[b, a]);
+            }
+        }
+    }
+
+    fn quote(b: &[u8]) -> String {
+        let mut s = String::new();
+        quote_into(b, &mut s).unwrap();
+        assert_eq!(unquote(&s).as_deref(), Some(b), "{s}");
+        s
+    }
+
+    #[test]
+    fn quoted_values_escape_quotes_and_round_trip() {
+        assert_eq!(quote(b"a b"), "\"a b\"");
+        assert_eq!(quote(b"say \"hi\""), "\"say \\\"hi\\\"\"");
+        assert_eq!(quote(b"C:\\x"), "\"C:\\\\x\"");
+        assert_eq!(quote(b"a\n\xff\x1b"), "\"a\\x0a\\xff\\x1b\"");
+        assert_eq!(quote(b""), "\"\"");
+        for bad in ["a", "\"a", "\"a\"b\"", "\"\\\"", "\"\\x41\"", "\"\\n\""] {
+            assert_eq!(unquote(bad), None, "{bad:?}");
+        }
+        for a in 0..=255u8 {
+            for b in [0u8, b'"', b'\\', b'x', 0xc2, 0xff] {
+                quote(&[a, b]);
             }
         }
     }

@@ -1,27 +1,29 @@
 //! Logging to journald with structured fields, over journald's native
 //! protocol (<https://systemd.io/JOURNAL_NATIVE_PROTOCOL/>).
 //!
-//! Why our own layer rather than `tracing-journald`: journald must receive
+//! Why our own sink rather than `tracing-journald`: journald must receive
 //! the exact bytes of client-supplied values (a SCAN path with a newline,
 //! an ESC or a byte that is not UTF-8), so that `journalctl -o json` shows
 //! what the client really sent. Such values reach tracing as the escaped
 //! text of [`LogBytes`](super::LogBytes), and tracing-journald sees only
-//! that `&str`: it would store the escapes. This layer decodes every field
-//! value with [`unescape`]; a value that is not text `escape` can produce
-//! (`unescape` returns `None`) is sent as it is. Fields recorded as bytes
-//! (`record_bytes`) are sent as they are too.
+//! that `&str`: it would store the escapes. Our [`Record`]s hold every
+//! value decoded back to its bytes (see `log::record`).
 //!
-//! What it writes, matching tracing-journald 0.3 with
+//! Only the supervisor writes to journald: the other processes send their
+//! records to it (`log::relay`), and it writes them here with marks saying
+//! whose they are (`SOURCE`, `WORKER`, `PID`).
+//!
+//! What it writes, as tracing-journald 0.3 did with
 //! `with_field_prefix(None)` and `with_syslog_identifier("clamsentry")`
-//! (which this replaces), so that `journalctl -u clamsentry
+//! (which this replaced), so that `journalctl -u clamsentry
 //! SCAN_RESULT=found` works as before:
 //! * one datagram per event, sent with `send_to` on an unconnected datagram
 //!   socket to `/run/systemd/journal/socket`;
-//! * the fields of the enclosing spans, outermost first (`SPAN_NAME`,
-//!   `SPAN_TARGET`, `SPAN_CODE_FILE`, `SPAN_CODE_LINE`, then the span's own
-//!   fields: the `conn` span's `id`, `peer`, `listener` become `ID`, `PEER`,
-//!   `LISTENER` on every event inside it), kept encoded in the span's
-//!   extensions as tracing-journald does;
+//! * the record's fields in order: for the supervisor's own events the
+//!   fields of the enclosing spans, outermost first, then the event's; for
+//!   a relayed line the marks first, then the child's fields (the `conn`
+//!   span's `id`, `peer`, `listener` become `ID`, `PEER`, `LISTENER` on
+//!   every event inside it);
 //! * `PRIORITY` — error 3, warning 4, info 6, debug and trace 7 (syslog's
 //!   meaning of the levels; tracing-journald put info at 5, notice, and debug
 //!   at 6) — `SYSLOG_IDENTIFIER=clamsentry`, `TARGET`, `CODE_FILE`,
@@ -40,19 +42,14 @@
 //! are all it needs.
 #![forbid(unsafe_code)]
 
-use std::fmt;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Metadata, Subscriber};
-use tracing_subscriber::layer::Context;
-use tracing_subscriber::registry::LookupSpan;
+use tracing::Level;
 
-use super::escape::unescape;
+use super::record::{Record, Sink};
 
 /// journald's socket for the native protocol.
 pub const JOURNALD_SOCKET: &str = "/run/systemd/journal/socket";
@@ -204,121 +201,42 @@ impl Journald {
     }
 }
 
-/// The encoded fields of a span, kept in its extensions.
-struct SpanFields(Vec<u8>);
-
-/// Writes visited fields as journal fields, with their values decoded.
-struct Fields<'a> {
-    out: &'a mut Vec<u8>,
-    /// The decoded `message`, kept for the truncated fallback entry.
-    message: Option<&'a mut Vec<u8>>,
+/// The journal entry of a record: its fields in order (span fields first,
+/// then the event's; for a relayed line the marks first), then PRIORITY,
+/// SYSLOG_IDENTIFIER, TARGET, CODE_FILE, CODE_LINE and MESSAGE. Returns
+/// the entry and where its head (PRIORITY … CODE_LINE) is, for
+/// [`short_entry`].
+pub fn entry(record: &Record) -> (Vec<u8>, std::ops::Range<usize>) {
+    let mut entry = Vec::with_capacity(512);
+    for (name, value) in &record.fields {
+        journal_field(name, value, &mut entry);
+    }
+    let head_start = entry.len();
+    journal_field(
+        "PRIORITY",
+        priority(&record.level).to_string().as_bytes(),
+        &mut entry,
+    );
+    journal_field("SYSLOG_IDENTIFIER", IDENTIFIER.as_bytes(), &mut entry);
+    journal_field("TARGET", record.target.as_bytes(), &mut entry);
+    if let Some(file) = &record.file {
+        journal_field("CODE_FILE", file.as_bytes(), &mut entry);
+    }
+    if let Some(line) = record.line {
+        journal_field("CODE_LINE", line.to_string().as_bytes(), &mut entry);
+    }
+    let head_end = entry.len();
+    journal_field("MESSAGE", &record.message, &mut entry);
+    (entry, head_start..head_end)
 }
 
-impl Fields<'_> {
-    fn put(&mut self, field: &Field, bytes: &[u8]) {
-        journal_field(field.name(), bytes, self.out);
-        if field.name() == "message" {
-            if let Some(m) = self.message.as_deref_mut() {
-                m.clear();
-                m.extend_from_slice(bytes);
-            }
-        }
-    }
-
-    fn put_text(&mut self, field: &Field, text: &str) {
-        match unescape(text) {
-            Some(bytes) => self.put(field, &bytes),
-            None => self.put(field, text.as_bytes()),
-        }
-    }
-}
-
-impl Visit for Fields<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.put_text(field, value);
-    }
-
-    fn record_bytes(&mut self, field: &Field, value: &[u8]) {
-        self.put(field, value);
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.put_text(field, &format!("{value:?}"));
-    }
-}
-
-/// TARGET, CODE_FILE and CODE_LINE, with `prefix` (`SPAN_` for spans).
-fn put_metadata(meta: &Metadata<'_>, prefix: &str, out: &mut Vec<u8>) {
-    journal_field(&format!("{prefix}TARGET"), meta.target().as_bytes(), out);
-    if let Some(file) = meta.file() {
-        journal_field(&format!("{prefix}CODE_FILE"), file.as_bytes(), out);
-    }
-    if let Some(line) = meta.line() {
-        journal_field(
-            &format!("{prefix}CODE_LINE"),
-            line.to_string().as_bytes(),
-            out,
-        );
-    }
-}
-
-impl<S> tracing_subscriber::Layer<S> for Journald
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else {
-            return;
-        };
-        let mut out = Vec::with_capacity(256);
-        journal_field("SPAN_NAME", span.name().as_bytes(), &mut out);
-        put_metadata(span.metadata(), "SPAN_", &mut out);
-        attrs.record(&mut Fields {
-            out: &mut out,
-            message: None,
-        });
-        span.extensions_mut().insert(SpanFields(out));
-    }
-
-    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else {
-            return;
-        };
-        let mut extensions = span.extensions_mut();
-        if let Some(SpanFields(out)) = extensions.get_mut::<SpanFields>() {
-            values.record(&mut Fields { out, message: None });
-        }
-    }
-
-    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let mut entry = Vec::with_capacity(512);
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope.from_root() {
-                if let Some(SpanFields(fields)) = span.extensions().get::<SpanFields>() {
-                    entry.extend_from_slice(fields);
-                }
-            }
-        }
-        let meta = event.metadata();
-        let head_start = entry.len();
-        journal_field(
-            "PRIORITY",
-            priority(meta.level()).to_string().as_bytes(),
-            &mut entry,
-        );
-        journal_field("SYSLOG_IDENTIFIER", IDENTIFIER.as_bytes(), &mut entry);
-        put_metadata(meta, "", &mut entry);
-        let head_end = entry.len();
-        let mut message = Vec::new();
-        event.record(&mut Fields {
-            out: &mut entry,
-            message: Some(&mut message),
-        });
+impl Sink for Journald {
+    fn write(&self, record: &Record) {
+        let (entry, head) = entry(record);
         if self.send(&entry).is_err() {
             // Neither a datagram nor a memfd: a short entry that says so.
             // Nowhere left to report a failure.
-            let head = &entry[head_start..head_end];
-            let _ = self.send(&short_entry(head, &message, entry.len()));
+            let _ = self.send(&short_entry(&entry[head], &record.message, entry.len()));
         }
     }
 }
@@ -338,6 +256,7 @@ fn short_entry(head: &[u8], message: &[u8], size: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::record::Capture;
     use tracing_subscriber::prelude::*;
 
     fn one(name: &str, value: &[u8]) -> Vec<u8> {
@@ -498,7 +417,7 @@ mod tests {
     fn events_carry_span_fields_and_the_exact_bytes() {
         let journald = FakeJournald::new();
         let layer = Journald::at(&journald.path).unwrap();
-        let subscriber = tracing_subscriber::registry().with(layer);
+        let subscriber = tracing_subscriber::registry().with(Capture::new(layer));
         let path: &[u8] = b"/tmp/x\nFAKE: stream: Eicar FOUND\n\x1b[2J\xff";
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("conn", id = 7u64, peer = "unix", listener = "tcp");
@@ -515,7 +434,6 @@ mod tests {
         let e = journald.entry();
         assert_eq!(get(&e, "PRIORITY"), [b"4"]);
         assert_eq!(get(&e, "SYSLOG_IDENTIFIER"), [b"clamsentry"]);
-        assert_eq!(get(&e, "SPAN_NAME"), [b"conn"]);
         assert_eq!(get(&e, "ID"), [b"7"]);
         assert_eq!(get(&e, "PEER"), [b"unix"]);
         assert_eq!(get(&e, "LISTENER"), [b"tcp"]);
@@ -533,7 +451,7 @@ mod tests {
     fn an_entry_too_large_for_a_datagram_goes_through_a_sealed_memfd() {
         let journald = FakeJournald::new();
         let layer = Journald::at(&journald.path).unwrap();
-        let subscriber = tracing_subscriber::registry().with(layer);
+        let subscriber = tracing_subscriber::registry().with(Capture::new(layer));
         // Larger than any datagram an AF_UNIX socket sends by default
         // (net.core.wmem_default, 208 KiB).
         let big = vec![b'a'; 4 << 20];

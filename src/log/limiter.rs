@@ -4,8 +4,10 @@
 //!
 //! * [`Budget`]: at most N lines per minute for one thing (a connection);
 //!   a plain struct, no map.
-//! * [`Limiter`]: a [`Budget`] per key (a peer address, a uid), at most
-//!   `capacity` keys.
+//! * [`Limiter`]: a [`Budget`] per key (a uid, an address prefix), at most
+//!   `capacity` keys;
+//! * [`PeerBudgets`]: the supervisor's two limiters per client identity
+//!   ([`PeerKey`]), one per [`Class`] of line.
 //!
 //! When a line is allowed after some were suppressed, the verdict carries
 //! how many were, and the caller logs them once: `suppressed = N`.
@@ -28,7 +30,10 @@
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::policy::PeerKey;
 
 /// The length of a budget's window.
 pub const WINDOW: Duration = Duration::from_secs(60);
@@ -36,17 +41,6 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 /// How often a full table is searched for keys whose minute is over (the
 /// search costs one pass over the table).
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The key of a TCP client's budget: its address without the port, so
-/// that every connection from one host shares one budget.
-pub fn tcp_peer_key(ip: std::net::IpAddr) -> String {
-    ip.to_string()
-}
-
-/// The key of a Unix-socket client's budget: its uid.
-pub fn unix_peer_key(uid: u32) -> String {
-    format!("uid={uid}")
-}
 
 /// May this line be logged?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +152,31 @@ impl<K: Hash + Eq> Limiter<K> {
         }
     }
 
+    /// Forgets every key whose minute is over at `now` and returns those
+    /// that had lines suppressed, with their counts (`None` for the shared
+    /// overflow budget), so that a client that stopped is still reported
+    /// ("suppressed=N") without waiting for its next line.
+    pub fn take_expired(&mut self, now: Instant) -> Vec<(Option<K>, u64)>
+    where
+        K: Clone,
+    {
+        let mut out = Vec::new();
+        self.budgets.retain(|k, b| {
+            if !b.window_over(now) {
+                return true;
+            }
+            let n = b.take_pending();
+            if n > 0 {
+                out.push((Some(k.clone()), n));
+            }
+            false
+        });
+        if self.overflow.window_over(now) && self.overflow.pending() > 0 {
+            out.push((None, self.overflow.take_pending()));
+        }
+        out
+    }
+
     /// Keys tracked now (at most `capacity`).
     pub fn len(&self) -> usize {
         self.budgets.len()
@@ -191,6 +210,71 @@ impl<K: Hash + Eq> Limiter<K> {
     }
 }
 
+/// The two budgets a line can be charged to (`log::relay::classify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// Refusals, client errors, warnings: `log.peer-lines-per-minute`.
+    Lines,
+    /// Scan results and debug lines: `log.result-lines-per-minute`.
+    Volume,
+}
+
+/// Client identities whose budgets are tracked at once (beyond, they share
+/// one overflow budget, see [`Limiter`]).
+pub const PEER_KEYS: usize = 4096;
+
+/// The supervisor's per-identity budgets, one [`Limiter`] per [`Class`],
+/// shared by everything it writes about a client: broker refusals,
+/// evictions, admission refusals and its workers' relayed lines.
+#[derive(Debug)]
+pub struct PeerBudgets {
+    lines: Mutex<Limiter<PeerKey>>,
+    volume: Mutex<Limiter<PeerKey>>,
+}
+
+impl PeerBudgets {
+    pub fn new(lines_per_minute: u32, volume_per_minute: u32) -> PeerBudgets {
+        PeerBudgets {
+            lines: Mutex::new(Limiter::new(lines_per_minute, PEER_KEYS)),
+            volume: Mutex::new(Limiter::new(volume_per_minute, PEER_KEYS)),
+        }
+    }
+
+    /// Counts one line of `class` about `key` at `now`.
+    pub fn check(&self, class: Class, key: PeerKey, now: Instant) -> Verdict {
+        let limiter = match class {
+            Class::Lines => &self.lines,
+            Class::Volume => &self.volume,
+        };
+        limiter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .check(&key, now)
+    }
+
+    /// Counts of lines suppressed for identities whose minute is over (see
+    /// [`Limiter::take_expired`]); `None`: identities beyond the table.
+    pub fn take_expired(&self, now: Instant) -> Vec<(Class, Option<PeerKey>, u64)> {
+        let mut out = Vec::new();
+        for (class, limiter) in [(Class::Lines, &self.lines), (Class::Volume, &self.volume)] {
+            let mut l = limiter
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            out.extend(l.take_expired(now).into_iter().map(|(k, n)| (class, k, n)));
+        }
+        out
+    }
+
+    /// May a line of `class` about `key` be written now? `Some(n)`: yes,
+    /// `n` lines about it were suppressed before (log `suppressed = n`).
+    pub fn allow(&self, class: Class, key: PeerKey) -> Option<u64> {
+        match self.check(class, key, Instant::now()) {
+            Verdict::Allow { suppressed } => Some(suppressed),
+            Verdict::Suppress => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +300,47 @@ mod tests {
         assert_eq!(b.check(secs(t0, 62)), Verdict::Suppress);
         assert_eq!(b.take_pending(), 1);
         assert_eq!(b.check(secs(t0, 200)), ALLOW);
+    }
+
+    #[test]
+    fn peer_budgets_are_per_class_and_per_identity() {
+        let t0 = Instant::now();
+        let b = PeerBudgets::new(1, 2);
+        let uid = PeerKey::unix(1000);
+        let net = PeerKey::tcp("10.0.0.1".parse().unwrap());
+        assert_eq!(b.check(Class::Lines, uid, t0), ALLOW);
+        assert_eq!(b.check(Class::Lines, uid, t0), Verdict::Suppress);
+        assert_eq!(b.check(Class::Lines, net, t0), ALLOW);
+        // The same /24: the same budget.
+        let same = PeerKey::tcp("10.0.0.200".parse().unwrap());
+        assert_eq!(b.check(Class::Lines, same, t0), Verdict::Suppress);
+        assert_eq!(b.check(Class::Volume, uid, t0), ALLOW);
+        assert_eq!(b.check(Class::Volume, uid, t0), ALLOW);
+        assert_eq!(b.check(Class::Volume, uid, t0), Verdict::Suppress);
+        assert_eq!(
+            b.check(Class::Lines, uid, secs(t0, 60)),
+            Verdict::Allow { suppressed: 1 }
+        );
+    }
+
+    #[test]
+    fn expired_keys_report_what_they_suppressed_and_are_forgotten() {
+        let t0 = Instant::now();
+        let mut l: Limiter<u32> = Limiter::new(1, 2);
+        assert_eq!(l.check(&1, t0), ALLOW);
+        assert_eq!(l.check(&1, t0), Verdict::Suppress);
+        assert_eq!(l.check(&2, secs(t0, 30)), ALLOW);
+        assert_eq!(l.check(&3, secs(t0, 30)), ALLOW); // overflow
+        assert_eq!(l.check(&4, secs(t0, 30)), Verdict::Suppress); // overflow
+        assert_eq!(l.take_expired(secs(t0, 59)), vec![]);
+        assert_eq!(l.take_expired(secs(t0, 60)), vec![(Some(1), 1)]);
+        assert_eq!(l.len(), 1);
+        // Key 2's minute is over but it suppressed nothing: just forgotten.
+        assert_eq!(l.take_expired(secs(t0, 90)), vec![(None, 1)]);
+        assert_eq!(l.len(), 0);
+        assert_eq!(l.take_expired(secs(t0, 200)), vec![]);
+        // A new minute starts afresh.
+        assert_eq!(l.check(&1, secs(t0, 200)), ALLOW);
     }
 
     #[test]

@@ -63,15 +63,6 @@ impl Identity {
     pub fn is_root(&self) -> bool {
         matches!(self, Identity::Unix { uid: 0, .. })
     }
-
-    /// Who this is for log rate limits (see `log::limiter`).
-    pub fn log_key(&self) -> String {
-        use crate::log::limiter::{tcp_peer_key, unix_peer_key};
-        match self {
-            Identity::Unix { uid, .. } => unix_peer_key(*uid),
-            Identity::Tcp(addr) => tcp_peer_key(addr.ip()),
-        }
-    }
 }
 
 impl std::fmt::Display for Identity {

@@ -76,6 +76,16 @@ impl PeerKey {
         }
     }
 
+    /// The key of a Unix-socket client.
+    pub fn unix(uid: u32) -> PeerKey {
+        PeerKey::Uid(uid)
+    }
+
+    /// The key of a TCP client with the default prefixes (/24, /64).
+    pub fn tcp(ip: IpAddr) -> PeerKey {
+        PeerKey::of_ip(ip, Prefixes::default())
+    }
+
     /// The key of a recorded identity.
     pub fn of(identity: &Identity, prefixes: Prefixes) -> PeerKey {
         match identity {

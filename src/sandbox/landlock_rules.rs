@@ -26,10 +26,6 @@ const NEWEST: ABI = ABI::V9;
 /// `libclamunrar_iface.so`, both read by `cl_init`.
 pub const EXTRA_READ_ONLY: &[&str] = &["/etc/localtime"];
 
-/// Path Unix sockets the worker may connect to, on kernels that can deny it
-/// (Landlock ABI ≥ 9): journald, for logging. Missing ones are skipped.
-pub const UNIX_SOCKETS: &[&str] = &["/run/systemd/journal/socket"];
-
 fn read_only() -> BitFlags<AccessFs> {
     AccessFs::ReadFile | AccessFs::ReadDir
 }
@@ -78,8 +74,11 @@ pub(super) fn restrict(plan: &Plan) -> Result<LandlockState, SandboxError> {
     restrict_to(&plan.read_only, &plan.read_write)
 }
 
-/// The ruleset for these directories only (plus [`EXTRA_READ_ONLY`] and
-/// [`UNIX_SOCKETS`]). Applied on top of an existing domain it narrows it:
+/// The ruleset for these directories only (plus [`EXTRA_READ_ONLY`]); no
+/// path Unix socket may be connected to on kernels that can deny it
+/// (Landlock ABI ≥ 9): the engine holder and the workers log through
+/// their log channel to the supervisor (`log::relay`), not to journald.
+/// Applied on top of an existing domain it narrows it:
 /// Landlock layers only ever take rights away.
 pub(super) fn restrict_to(
     read_only_dirs: &[std::path::PathBuf],
@@ -109,13 +108,6 @@ pub(super) fn restrict_to(
         if let Ok(fd) = PathFd::new(file) {
             ruleset = ruleset
                 .add_rule(PathBeneath::new(fd, AccessFs::ReadFile))
-                .map_err(err)?;
-        }
-    }
-    for socket in UNIX_SOCKETS {
-        if let Ok(fd) = PathFd::new(socket) {
-            ruleset = ruleset
-                .add_rule(PathBeneath::new(fd, AccessFs::ResolveUnix))
                 .map_err(err)?;
         }
     }

@@ -56,8 +56,17 @@
 //!    no device ioctl, no special files, no symlinks, no cross-directory
 //!    rename). TCP bind and connect are handled with no rule, so both are
 //!    denied (ABI ≥ 4). Abstract Unix sockets and signals are scoped to the
-//!    sandbox (ABI ≥ 6). On ABI ≥ 9, connecting to path Unix sockets is
-//!    denied except [`UNIX_SOCKETS`] (journald).
+//!    sandbox (ABI ≥ 6). On ABI ≥ 9, connecting to any path Unix socket is
+//!    denied (journald's too: children log through the supervisor).
+//! 7. When [`Plan::seccomp`] is set, the engine holder's system-call filter
+//!    of [`mod@seccomp`]: no new sockets (any family), no `connect`, `bind`,
+//!    `listen`, `accept`, no io_uring, ptrace, eBPF, namespaces, mounts,
+//!    `execve`, and the rest of [`seccomp::DENIED`], each answered `EPERM`.
+//!    It says what Landlock cannot (path Unix sockets below ABI 9, UDP,
+//!    netlink, raw sockets) and is inherited by every thread and process
+//!    created afterwards. Verified by a `socket()` that must fail with
+//!    `EPERM`. A kernel or container that refuses to install it gives
+//!    [`SeccompState::Failed`]; the caller decides (`sandbox.seccomp`).
 //!
 //! # What a compromised worker can and cannot do afterwards
 //!
@@ -65,21 +74,21 @@
 //! directory (not `/etc/passwd`, not `/etc/shadow`, not the scanned files
 //! of other clients: it only sees descriptors the supervisor passes it);
 //! write anywhere but its temp directory; execute anything; gain privileges
-//! (setuid binaries, `setuid(0)`, capabilities); open TCP connections or
-//! listening TCP sockets; signal or connect (abstract sockets) to processes
-//! outside its sandbox; create more tasks than [`Plan::max_threads`].
+//! (setuid binaries, `setuid(0)`, capabilities); create a socket of any
+//! family or connect one (the daemon's own socket, D-Bus, a database: path
+//! Unix sockets are outside Landlock below ABI 9, hence the filter), listen
+//! or accept; signal or connect (abstract sockets) to processes outside its
+//! sandbox; create namespaces, use io_uring, ptrace, eBPF, perf events;
+//! create more tasks than [`Plan::max_threads`]; once a worker called
+//! [`seal_worker`], make a socket pair or any process.
 //!
-//! It can still: use every descriptor it holds (listening sockets, the
-//! control socket, client connections, passed files), so it can answer
-//! clients falsely and send the supervisor any control message (the
-//! supervisor must treat those as hostile); read and write its temp
-//! directory and read the signatures; use UDP and other non-TCP sockets
-//! (Landlock only filters TCP); connect to path Unix sockets its uid may
-//! write to, on kernels below Landlock ABI 9 (e.g. the journald socket, the
-//! D-Bus system bus); `fork` itself (same sandbox) within the task budget;
-//! exercise the kernel's system calls (a seccomp filter and systemd's
-//! `RestrictNamespaces=`/`SystemCallFilter=` are the layers for that);
-//! consume CPU and memory up to the unit's limits.
+//! It can still: use every descriptor it holds (the control socket, its
+//! log channel, client connections, passed files), so it can answer clients
+//! falsely and send the supervisor any control message or log record (the
+//! supervisor must treat those as hostile: it marks and budgets the
+//! records); read and write its temp directory and read the signatures;
+//! `fork` itself (same sandbox) within the task budget; exercise the system
+//! calls the filter allows; consume CPU and memory up to the unit's limits.
 //!
 //! # What libclamav needs
 //!
@@ -104,25 +113,30 @@
 //!
 //! `/proc` (including `/proc/self`), `/dev/null` (so `Stdio::null()` fails)
 //! and every other path not listed above. Descriptors opened before
-//! demotion keep working: open what the worker needs (journald socket, log
-//! files, `/dev/null` if needed) before calling [`demote`].
+//! demotion keep working: open what the worker needs (its log channel,
+//! `/dev/null` if needed) before calling [`demote`].
 
 //! # Calling it (worker)
 //!
 //! 1. One thread only: read the inherited descriptors and the config, set up
-//!    logging (open the journald socket or log file now), run `cl_init`
+//!    logging (`log::relay::init_child` on the inherited log channel), run `cl_init`
 //!    (see above), create the private temp directory and give it to the
 //!    service user, open anything else the worker will need.
 //! 2. [`demote`] with the signature directory in `read_only`, the temp
 //!    directory in `read_write` (and in the engine's `temp_dir`), and
 //!    `max_threads` ≥ every thread the worker will ever have alive at once
 //!    (tokio workers + blocking pool + scan pool + slack): a thread spawn
-//!    beyond it fails with `EAGAIN`. Log the returned [`Status`].
-//! 3. Load the engine, report Ready, start tokio.
+//!    beyond it fails with `EAGAIN`; `seccomp: true` for the engine
+//!    holder's filter. Log the returned [`Status`].
+//! 3. Load the engine, report Ready; in each forked worker, [`narrow_to`]
+//!    its temp directory, build the tokio runtime, [`seal_worker`] (still
+//!    one thread), start the scan threads, [`forbid_new_tasks`].
 //!
 //! The supervisor calls [`restrict_supervisor`] once, early; keeping
 //! `CAP_SETPCAP` lets its re-executed workers empty their bounding sets.
-//! `sandbox-check`: [`demote`] with `max_threads: 0`, then [`probe`].
+//! `sandbox-check`: [`demote`] with `max_threads: 0`, then in the forked
+//! worker [`narrow_to`], [`forbid_new_tasks`], [`seal_worker`] and
+//! [`probe_worker`] (its [`Targets`] made before [`demote`]).
 
 mod caps_set;
 pub mod child;
@@ -130,6 +144,7 @@ mod identity;
 mod landlock_rules;
 mod limits;
 mod probe;
+pub mod seccomp;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -137,8 +152,8 @@ use std::path::PathBuf;
 pub use caps::Capability;
 pub use caps_set::restrict_supervisor;
 pub use identity::lookup_user;
-pub use landlock_rules::{EXTRA_READ_ONLY, UNIX_SOCKETS};
-pub use probe::{probe, probe_worker, Attempt};
+pub use landlock_rules::EXTRA_READ_ONLY;
+pub use probe::{probe, probe_worker, Attempt, Targets};
 
 /// What the worker is allowed after demotion.
 #[derive(Debug, Clone)]
@@ -159,6 +174,9 @@ pub struct Plan {
     /// the target user already runs plus this. 0: the process stays
     /// single-threaded and cannot fork (what `sandbox-check` uses).
     pub max_threads: u64,
+    /// Install the system-call filter of [`mod@seccomp`] (the engine holder
+    /// and its workers). Off for a process that must open sockets.
+    pub seccomp: bool,
 }
 
 /// How much of the Landlock ruleset the kernel enforces.
@@ -174,12 +192,25 @@ pub enum LandlockState {
     NotEnforced { reason: String },
 }
 
+/// Whether the system-call filter of [`mod@seccomp`] is in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeccompState {
+    /// Installed, and `socket()` fails with `EPERM`.
+    On,
+    /// [`Plan::seccomp`] was not set.
+    NotRequested,
+    /// Requested, but the kernel or a filter around the process refused
+    /// it, and why.
+    Failed { reason: String },
+}
+
 /// What [`demote`] achieved, verified.
 #[derive(Debug, Clone)]
 pub struct Status {
     pub uid: u32,
     pub gid: u32,
     pub landlock: LandlockState,
+    pub seccomp: SeccompState,
     pub no_new_privs: bool,
     /// Effective, permitted, inheritable and ambient sets are empty.
     pub capabilities_cleared: bool,
@@ -196,6 +227,11 @@ impl fmt::Display for Status {
             LandlockState::Full { abi } => write!(f, "full(abi {abi})")?,
             LandlockState::Partial { abi } => write!(f, "partial(abi {abi})")?,
             LandlockState::NotEnforced { reason } => write!(f, "off({reason})")?,
+        }
+        match &self.seccomp {
+            SeccompState::On => f.write_str(" seccomp=on")?,
+            SeccompState::NotRequested => f.write_str(" seccomp=off")?,
+            SeccompState::Failed { reason } => write!(f, " seccomp=off({reason})")?,
         }
         if self.no_new_privs {
             f.write_str(" no_new_privs")?;
@@ -259,6 +295,16 @@ pub fn narrow_to(read_write: &std::path::Path) -> Result<LandlockState, SandboxE
     landlock_rules::restrict_to(&[], &[read_write.to_path_buf()])
 }
 
+/// The worker's own layer of the system-call filter, on top of the engine
+/// holder's that it inherited: no `socketpair`, no process (`fork`,
+/// `vfork`, `clone` without `CLONE_THREAD`). Call after the worker's
+/// runtime exists (tokio makes a socket pair when it starts) and while the
+/// process has one thread. [`SeccompState::Failed`] when it cannot be
+/// installed; the caller decides (`sandbox.seccomp`).
+pub fn seal_worker() -> Result<SeccompState, SandboxError> {
+    seccomp::install(seccomp::Layer::Worker)
+}
+
 /// From now on this process can create neither processes nor threads
 /// (`RLIMIT_NPROC` = 0; Linux counts threads against it). The engine holder
 /// keeps its own limit, so it can still fork workers.
@@ -308,6 +354,11 @@ pub fn demote(plan: &Plan) -> Result<Status, SandboxError> {
     limits::set_no_new_privs()?;
     limits::set_rlimits(plan, tasks_now)?;
     let landlock = landlock_rules::restrict(plan)?;
+    let seccomp = if plan.seccomp {
+        seccomp::install(seccomp::Layer::EngineHolder)?
+    } else {
+        SeccompState::NotRequested
+    };
     // Landlock needs no_new_privs, which it would set itself; read it back
     // once more after everything.
     let no_new_privs = limits::no_new_privs()?;
@@ -319,6 +370,7 @@ pub fn demote(plan: &Plan) -> Result<Status, SandboxError> {
         uid: target.uid,
         gid: target.gid,
         landlock,
+        seccomp,
         no_new_privs,
         capabilities_cleared: true,
         bounding_set_cleared,

@@ -1,10 +1,19 @@
 //! `sandbox-check`: try forbidden things after demotion and report each.
+//!
+//! Two attempts need the raw system call (no safe wrapper in our
+//! dependencies): `io_uring_setup` and `unshare`.
+#![allow(unsafe_code)]
 
 use std::io::{ErrorKind, Read};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nix::errno::Errno;
+use nix::sys::socket::{
+    connect, socket, socketpair, AddressFamily, SockFlag, SockProtocol, SockType, UnixAddr,
+};
 use nix::unistd::{self, Uid};
 
 use super::Plan;
@@ -60,9 +69,169 @@ fn file_inside(plan: &Plan) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The path-named Unix sockets the probe tries to connect to (the daemon's
+/// own socket, and any the operator names), each with an unconnected
+/// stream socket made before the sandbox: `connect()` itself is tried on
+/// it, not only `socket()` (an attacker may find a socket it did not have
+/// to create).
+pub struct Targets {
+    unix: Vec<(PathBuf, Option<OwnedFd>)>,
+}
+
+impl Targets {
+    /// Call before demotion (the spare sockets are made now).
+    pub fn new(paths: Vec<PathBuf>) -> Targets {
+        Targets {
+            unix: paths
+                .into_iter()
+                .map(|p| {
+                    let spare = socket(
+                        AddressFamily::Unix,
+                        SockType::Stream,
+                        SockFlag::SOCK_CLOEXEC,
+                        None,
+                    )
+                    .ok();
+                    (p, spare)
+                })
+                .collect(),
+        }
+    }
+
+    /// No socket paths.
+    pub fn none() -> Targets {
+        Targets { unix: Vec::new() }
+    }
+}
+
+/// A connect attempt's outcome: only the sandbox's answers (`EPERM` from
+/// the system-call filter, `EACCES` from Landlock) count as denied. A
+/// refused or missing socket means the call went through the sandbox.
+fn connected(r: nix::Result<()>) -> Result<String, String> {
+    match r {
+        Ok(()) => Ok("connected".into()),
+        Err(e @ (Errno::EPERM | Errno::EACCES)) => Err(e.desc().into()),
+        Err(e) => Ok(format!(
+            "not stopped by the sandbox, the kernel answered: {}",
+            e.desc()
+        )),
+    }
+}
+
+/// The socket address of `path`; a path that cannot be one (too long) is
+/// reported as not tried, which does not count as denied.
+fn address(path: &Path) -> Result<UnixAddr, String> {
+    UnixAddr::new(path).map_err(|e| format!("not tried, not a Unix socket address: {e}"))
+}
+
+fn connect_fresh(path: &Path) -> Result<String, String> {
+    let addr = match address(path) {
+        Ok(a) => a,
+        Err(not_tried) => return Ok(not_tried),
+    };
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| format!("denied at socket(): {}", e.desc()))?;
+    connected(connect(fd.as_raw_fd(), &addr))
+}
+
+fn connect_spare(path: &Path, spare: Option<&OwnedFd>) -> Result<String, String> {
+    let addr = match address(path) {
+        Ok(a) => a,
+        Err(not_tried) => return Ok(not_tried),
+    };
+    let Some(fd) = spare else {
+        return Ok("no socket could be made before the sandbox to try it with".into());
+    };
+    connected(connect(fd.as_raw_fd(), &addr))
+}
+
+/// The socket families a worker must not open, as (label, family, type,
+/// protocol).
+const FAMILIES: &[(&str, AddressFamily, SockType, Option<SockProtocol>)] = &[
+    (
+        "AF_UNIX SOCK_STREAM",
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+    ),
+    (
+        "AF_UNIX SOCK_DGRAM",
+        AddressFamily::Unix,
+        SockType::Datagram,
+        None,
+    ),
+    (
+        "AF_UNIX SOCK_SEQPACKET",
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+    ),
+    (
+        "AF_INET SOCK_STREAM",
+        AddressFamily::Inet,
+        SockType::Stream,
+        None,
+    ),
+    (
+        "AF_INET SOCK_DGRAM",
+        AddressFamily::Inet,
+        SockType::Datagram,
+        None,
+    ),
+    (
+        "AF_INET6 SOCK_STREAM",
+        AddressFamily::Inet6,
+        SockType::Stream,
+        None,
+    ),
+    (
+        "AF_INET6 SOCK_DGRAM",
+        AddressFamily::Inet6,
+        SockType::Datagram,
+        None,
+    ),
+    (
+        "AF_NETLINK NETLINK_ROUTE",
+        AddressFamily::Netlink,
+        SockType::Raw,
+        Some(SockProtocol::NetlinkRoute),
+    ),
+];
+
+fn io_uring_setup() -> Result<String, String> {
+    // struct io_uring_params: 120 bytes, zeroed = no flags.
+    let mut params = [0u8; 120];
+    // SAFETY: io_uring_setup(entries, params) reads and writes the 120-byte
+    // struct io_uring_params, which `params` is; a returned descriptor is
+    // owned here and closed at once.
+    let rc = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    // SAFETY: the kernel just returned this descriptor to us.
+    drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(rc as i32) });
+    Ok("created an io_uring instance".into())
+}
+
+fn unshare_user_namespace() -> Result<String, String> {
+    // SAFETY: unshare takes flags only. On success this process is in a new
+    // user namespace; it is the last attempt, and the probe exits after it.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWUSER) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    Ok("this process is now in a new user namespace".into())
+}
+
 /// Runs every attempt. Call it after [`super::demote`]; it changes nothing
-/// that outlives it (a file it managed to create is removed again).
-pub fn probe(plan: &Plan) -> Vec<Attempt> {
+/// that outlives the process (a file it managed to create is removed again;
+/// the last attempt, a new user namespace, changes this process).
+pub fn probe(plan: &Plan, targets: &Targets) -> Vec<Attempt> {
     let mut out = Vec::new();
 
     out.push(attempt(
@@ -102,7 +271,7 @@ pub fn probe(plan: &Plan) -> Vec<Attempt> {
         Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
             Err(format!("denied at fork (RLIMIT_NPROC): {e}"))
         }
-        Err(e) => Err(format!("denied at exec: {e}")),
+        Err(e) => Err(format!("denied at fork or exec: {e}")),
     };
     out.push(attempt("execute /bin/sh", exec));
 
@@ -161,13 +330,51 @@ pub fn probe(plan: &Plan) -> Vec<Attempt> {
         expect_denied: false,
         ..control
     });
+
+    for (label, family, ty, protocol) in FAMILIES {
+        let made = socket(*family, *ty, SockFlag::SOCK_CLOEXEC, *protocol)
+            .map(|_| "created a socket".to_string())
+            .map_err(|e| e.desc().to_string());
+        out.push(attempt(format!("socket({label})"), made));
+    }
+    let pair = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map(|_| "created a connected pair".to_string())
+    .map_err(|e| e.desc().to_string());
+    out.push(attempt("socketpair(AF_UNIX SOCK_STREAM)", pair));
+    for (path, spare) in &targets.unix {
+        out.push(attempt(
+            format!("connect to {} with a new socket", path.display()),
+            connect_fresh(path),
+        ));
+        out.push(attempt(
+            format!(
+                "connect to {} with a socket made before the sandbox",
+                path.display()
+            ),
+            connect_spare(path, spare.as_ref()),
+        ));
+    }
+    out.push(attempt("io_uring_setup", io_uring_setup()));
     out
+}
+
+/// The last attempt of all: it changes the process (see [`probe`]).
+fn last_attempts(out: &mut Vec<Attempt>) {
+    out.push(attempt(
+        "unshare(CLONE_NEWUSER) (a user namespace)",
+        unshare_user_namespace(),
+    ));
 }
 
 /// The extra attempts of a worker forked from the engine holder: it may not
 /// read the signature files (its engine is already loaded), nor fork.
-pub fn probe_worker(plan: &Plan, signatures: &Path) -> Vec<Attempt> {
-    let mut out = probe(plan);
+pub fn probe_worker(plan: &Plan, signatures: &Path, targets: &Targets) -> Vec<Attempt> {
+    let mut out = probe(plan, targets);
     let sig = std::fs::read_dir(signatures)
         .ok()
         .and_then(|d| d.flatten().map(|e| e.path()).find(|p| p.is_file()));
@@ -196,5 +403,6 @@ pub fn probe_worker(plan: &Plan, signatures: &Path) -> Vec<Attempt> {
         })
         .map_err(|e| format!("denied (RLIMIT_NPROC): {e}"));
     out.push(attempt("start a thread or process", spawn));
+    last_attempts(&mut out);
     out
 }

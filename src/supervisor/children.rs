@@ -16,12 +16,14 @@ use tokio::sync::mpsc;
 
 use super::broker::{self, Broker};
 use super::lifecycle::{self, GenId, Who, WorkerId};
+use super::logrelay::{self, Relay};
 use super::procs::{self, Child, Strays};
 use super::tempdir::TempRoot;
 use super::Input;
 use crate::config::Config;
 use crate::ipc::channel::{AsyncChannel, Channel};
 use crate::ipc::messages::{FromWorker, FromZygote, ToWorker, ToZygote};
+use crate::log::relay::Source;
 
 struct ZygoteProc {
     control: Arc<AsyncChannel>,
@@ -45,11 +47,14 @@ pub struct Children {
     last_sweep: Instant,
     proc_dev: u64,
     tx: mpsc::Sender<Input>,
+    /// Reads every child's log records and stderr (see [`logrelay`]).
+    relay: Arc<Relay>,
 }
 
 impl Children {
-    pub fn new(temp: TempRoot, tx: mpsc::Sender<Input>) -> Children {
+    pub fn new(temp: TempRoot, tx: mpsc::Sender<Input>, relay: Arc<Relay>) -> Children {
         Children {
+            relay,
             zygotes: HashMap::new(),
             workers: HashMap::new(),
             temp,
@@ -67,7 +72,15 @@ impl Children {
     pub fn spawn_zygote(&mut self, g: GenId, text: &str) -> std::io::Result<()> {
         let temp_dir = self.temp.private(&format!("z{g}"))?;
         let (ours, theirs) = Channel::pair()?;
-        let child = Arc::new(procs::spawn_zygote(&["__zygote"], &OwnedFd::from(theirs))?);
+        let (log, log_reader) = self.relay.open(Source::EngineHolder(g), None)?;
+        let child = Arc::new(procs::spawn_zygote(
+            &["__zygote"],
+            &OwnedFd::from(theirs),
+            &log.channel,
+            Some(log.stderr),
+        )?);
+        drop(log.channel);
+        self.watch_log(Who::Zygote(g), log_reader);
         tracing::info!(generation = g, pid = child.pid, "engine holder started");
         let config = ToZygote::Config {
             toml: text.to_string(),
@@ -129,6 +142,17 @@ impl Children {
         Ok(())
     }
 
+    /// Reads a child's log channel; a record that breaks the rules ends
+    /// the child, like a bad message on its other channels.
+    fn watch_log(&self, who: Who, reader: logrelay::Reader) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            if let Some(why) = reader.await {
+                let _ = tx.send(Input::Broken(who, why)).await;
+            }
+        });
+    }
+
     /// The engine holder of `g` has exited: its directory goes.
     pub fn zygote_gone(&mut self, g: GenId) {
         if let Some(z) = self.zygotes.remove(&g) {
@@ -174,11 +198,18 @@ impl Children {
             proc_dev: self.proc_dev,
         };
         control.send(&start.encode(), &[])?;
+        let (log, log_reader) = self.relay.open(Source::Worker(w), None)?;
         zygote.control.try_send(
             &ToZygote::Fork { worker: w }.encode(),
-            &[control_child.as_fd(), broker_child.as_fd()],
+            &[
+                control_child.as_fd(),
+                broker_child.as_fd(),
+                log.channel.as_fd(),
+                log.stderr.as_fd(),
+            ],
         )?;
-        drop((control_child, broker_child));
+        drop((control_child, broker_child, log));
+        self.watch_log(Who::Worker(w), log_reader);
         let control = Arc::new(AsyncChannel::new(control)?);
         let broker_ch = Arc::new(broker_ch);
         // Control messages: the first carries the kernel's word for the pid.

@@ -931,7 +931,7 @@ impl Machine {
         tracing::info!(
             trigger,
             drain_timeout_s = self.s.drain_timeout.as_secs(),
-            "stopping: workers finish their requests (limits.drain-timeout)"
+            "stopping: draining workers"
         );
         out.push(Action::Notify(Note::Stopping));
         let ids: Vec<WorkerId> = self.workers.keys().copied().collect();

@@ -7,7 +7,6 @@
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +48,9 @@ pub struct Listener {
     pub name: Arc<str>,
     pub origin: Origin,
     pub sock: Sock,
+    /// The socket file clamsentry made (bound from the configuration), to
+    /// remove at exit.
+    pub made: Option<crate::safe_fs::Made>,
 }
 
 impl Listener {
@@ -60,6 +62,9 @@ impl Listener {
     }
 
     fn address(&self) -> String {
+        if let Some(m) = &self.made {
+            return m.path().display().to_string();
+        }
         match &self.sock {
             Sock::Unix(l) => l
                 .local_addr()
@@ -97,6 +102,7 @@ pub fn from_systemd(activated: Vec<Activated>) -> std::io::Result<Vec<Listener>>
             name: Arc::from(a.name.as_str()),
             origin: Origin::Systemd,
             sock,
+            made: None,
         });
     }
     Ok(out)
@@ -106,13 +112,17 @@ pub fn from_systemd(activated: Vec<Activated>) -> std::io::Result<Vec<Listener>>
 pub async fn bind_from_config(config: &Config) -> std::io::Result<Vec<Listener>> {
     let mut out = Vec::new();
     if let Some(path) = config.unix_path() {
-        let l = bind_unix(path, config.unix_mode().unwrap_or(0o660))?;
-        crate::socket_setup::apply_unix_owner(path, &config.listen)?;
-        crate::socket_setup::set_backlog(&l, config.listen.backlog)?;
+        let spec = crate::socket_setup::unix_socket_spec(
+            &config.listen,
+            config.unix_mode().unwrap_or(0o660),
+        )?;
+        let bound = super::runtime_files::bind_unix(path, &spec)?;
+        bound.listener.set_nonblocking(true)?;
         out.push(Listener {
             name: Arc::from("unix"),
             origin: Origin::Config,
-            sock: Sock::Unix(l),
+            sock: Sock::Unix(UnixListener::from_std(bound.listener)?),
+            made: Some(bound.made),
         });
     }
     for addr in config.tcp_addrs().unwrap_or_default() {
@@ -127,30 +137,10 @@ pub async fn bind_from_config(config: &Config) -> std::io::Result<Vec<Listener>>
             name: Arc::from("tcp"),
             origin: Origin::Config,
             sock: Sock::Tcp(l),
+            made: None,
         });
     }
     Ok(out)
-}
-
-fn bind_unix(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    let shown = path.display();
-    crate::socket_setup::remove_stale_socket(path)?;
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() && !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
-    }
-    let listener = UnixListener::bind(path).map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot listen on {shown}: {e} (listen.unix)"),
-        )
-    })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    Ok(listener)
 }
 
 pub fn log(listeners: &[Listener]) {

@@ -22,15 +22,17 @@ pub mod gate;
 mod hangup;
 pub mod lifecycle;
 mod listeners;
+pub mod logrelay;
 mod memory;
 pub mod procs;
 mod run;
+pub mod runtime_files;
 mod status;
 mod tempdir;
 
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -147,7 +149,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, StartError> {
 /// SETPCAP), giving each worker its directory (CHOWN), acting as a client
 /// in the broker (SETUID and SETGID again, for the file identity; and
 /// DAC_READ_SEARCH for root clients; the same file identity removes the
-/// socket and PID file at exit, see [`remove_at_exit`]) and signalling
+/// socket and PID file at exit, see [`runtime_files::remove_at_exit`]) and signalling
 /// children (KILL) need;
 /// everything else goes, bounding set included.
 fn keep_supervisor_capabilities() -> Result<(), StartError> {
@@ -194,7 +196,7 @@ fn serve(source: ConfigSource, readiness: &Readiness) -> Result<(), StartError> 
             text,
             owner,
         } = prepared;
-        let listeners = if activated.is_empty() {
+        let mut listeners = if activated.is_empty() {
             listeners::bind_from_config(&config).await?
         } else {
             if config.unix_path().is_some() || !config.listen.tcp.is_empty() {
@@ -214,82 +216,40 @@ fn serve(source: ConfigSource, readiness: &Readiness) -> Result<(), StartError> 
                 "service.exit-when-idle is set but the sockets are not from systemd: nothing will start clamsentry again after it exits"
             );
         }
-        let bound_unix = config
-            .unix_path()
-            .filter(|_| listeners.iter().any(|l| l.origin == listeners::Origin::Config && l.kind() == ListenerKind::Unix))
-            .map(Path::to_path_buf);
+        let bound_unix = listeners.iter_mut().find_map(|l| l.made.take());
         let temp = TempRoot::create(&config.scan.temporary_directory, owner)?;
         tracing::info!(directory = %temp.path().display(), "private temporary directory created");
         let virus_events = VirusEvents::from_config(&config)?;
         keep_supervisor_capabilities()?;
-        let executor = run::Executor::new(
-            Arc::new(config),
-            text,
-            |tx| children::Children::new(temp, tx),
-            virus_events,
-            listeners,
-        )?;
+        let executor = run::Executor::new(Arc::new(config), text, temp, virus_events, listeners)?;
         let result = executor.run(readiness).await;
-        if let Some(p) = bound_unix {
-            remove_at_exit(&p, "Unix socket");
+        if let Some(m) = bound_unix {
+            runtime_files::remove_at_exit(&m, "Unix socket");
         }
         result.map_err(StartError::Failed)?;
         tracing::info!("stopped");
         Ok(())
     });
-    if let Some(p) = pid_file.as_ref().filter(|p| p.is_ours()) {
-        remove_at_exit(p.path(), "PID file");
+    if let Some(p) = &pid_file {
+        runtime_files::remove_at_exit(p.made(), "PID file");
     }
     result
 }
 
-/// Removes a file the daemon made at start (its Unix socket, its PID file)
-/// when it stops. By then the supervisor has given up CAP_DAC_OVERRIDE, so
-/// it cannot unlink in a directory it may not write, such as Debian's
-/// `/run/clamav` (owned by clamav, mode 0755; clamd, running as clamav,
-/// removes its socket there). Then it tries again as the directory's
-/// owner, on this thread only ([`broker::creds`]): never more than that
-/// user could do. A failure is logged, not fatal.
-fn remove_at_exit(path: &Path, what: &str) {
-    use std::io::ErrorKind;
-    let mut result = std::fs::remove_file(path);
-    if matches!(&result, Err(e) if e.kind() == ErrorKind::PermissionDenied) {
-        result = as_directory_owner(path, || std::fs::remove_file(path));
-    }
-    match result {
-        Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!("cannot remove the {what} {}: {e}", path.display()),
-    }
-}
-
-/// Runs `f` with the file-system identity of the owner and group of the
-/// directory holding `path`.
-fn as_directory_owner<T>(
-    path: &Path,
-    f: impl FnOnce() -> std::io::Result<T>,
-) -> std::io::Result<T> {
-    use std::os::unix::fs::MetadataExt;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let meta = std::fs::metadata(dir)?;
-    let own = broker::creds::Own::capture()?;
-    let owner = broker::creds::FsIdentity {
-        uid: meta.uid(),
-        gid: meta.gid(),
-        groups: vec![meta.gid()],
-    };
-    let _acting = broker::creds::act_as(&own, &owner)?;
-    f()
-}
-
 /// `clamsentry sandbox-check`: an engine holder and a worker forked from it
-/// exactly as in production try forbidden things and print what happened.
+/// exactly as in production try forbidden things and print what happened;
+/// `connect`: Unix sockets to try besides the daemon's own.
 /// Returns the exit code (0 when every attempt was denied).
-pub fn sandbox_check(source: ConfigSource) -> Result<i32, StartError> {
+pub fn sandbox_check(source: ConfigSource, connect: &[PathBuf]) -> Result<i32, StartError> {
     let prepared = prepare(source)?;
+    let mut args = vec!["__zygote".to_string(), "--probe".to_string()];
+    for path in connect {
+        let path = path.to_str().ok_or_else(|| {
+            StartError::Failed(format!("--connect {}: not UTF-8", path.display()))
+        })?;
+        args.push(format!("--connect={path}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     procs::close_on_exec_all();
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| StartError::Failed(format!("cannot become a child subreaper: {e}")))?;
@@ -297,7 +257,14 @@ pub fn sandbox_check(source: ConfigSource) -> Result<i32, StartError> {
     keep_supervisor_capabilities()?;
     let zdir = temp.private("probe")?;
     let (ours, theirs) = Channel::pair()?;
-    let child = procs::spawn_zygote(&["__zygote", "--probe"], &OwnedFd::from(theirs))?;
+    let (log, log_child) = Channel::pair()?;
+    logrelay::relay_blocking(log, crate::log::relay::Source::EngineHolder(0))?;
+    let child = procs::spawn_zygote(
+        &args,
+        &OwnedFd::from(theirs),
+        &OwnedFd::from(log_child),
+        None,
+    )?;
     let config = ToZygote::Config {
         toml: prepared.text,
         temp_parent: temp.path_bytes(),

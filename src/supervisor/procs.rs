@@ -121,10 +121,17 @@ pub fn adopt(pid: i32) -> std::io::Result<Child> {
 /// The fd numbers the zygote finds its control channel at.
 pub const ZYGOTE_CONTROL_FD: RawFd = 3;
 
-/// Starts `clamsentry <args>` (the same binary) with `control` at fd 3 and
-/// nothing else but stdin (/dev/null), stdout and stderr; systemd's
-/// variables are not passed on.
-pub fn spawn_zygote(args: &[&str], control: &OwnedFd) -> std::io::Result<Child> {
+/// Starts `clamsentry <args>` (the same binary) with `control` at fd 3,
+/// `log` (its log channel) at fd 4 (`log::relay::LOG_FD`) and nothing else
+/// but stdin (/dev/null), stdout and stderr: `stderr` when given (the pipe
+/// the supervisor reads its lines from), else the supervisor's own.
+/// systemd's variables are not passed on.
+pub fn spawn_zygote(
+    args: &[&str],
+    control: &OwnedFd,
+    log: &OwnedFd,
+    stderr: Option<OwnedFd>,
+) -> std::io::Result<Child> {
     let mut cmd = std::process::Command::new("/proc/self/exe");
     cmd.args(args)
         .stdin(std::process::Stdio::null())
@@ -134,24 +141,29 @@ pub fn spawn_zygote(args: &[&str], control: &OwnedFd) -> std::io::Result<Child> 
         .env_remove("LISTEN_FDS")
         .env_remove("LISTEN_PID")
         .env_remove("LISTEN_FDNAMES");
-    let source = control.as_raw_fd();
+    if let Some(fd) = stderr {
+        cmd.stderr(std::process::Stdio::from(fd));
+    }
+    let sources = [control.as_raw_fd(), log.as_raw_fd()];
     // SAFETY: the closure runs in the child between fork and exec and only
     // calls fcntl and dup2, which are async-signal-safe; it allocates
-    // nothing. dup2 clears close-on-exec on the copy at fd 3; every other
-    // descriptor of the supervisor is close-on-exec (see `fds`).
+    // nothing. Each source is first copied above 9 (close-on-exec), so
+    // that placing one cannot overwrite the other; dup2 then clears
+    // close-on-exec on the copies at fds 3 and 4. Every other descriptor
+    // of the supervisor is close-on-exec (see `close_on_exec_all`).
     unsafe {
         cmd.pre_exec(move || {
-            let fd = if source == ZYGOTE_CONTROL_FD {
-                let f = libc::fcntl(source, libc::F_GETFD);
-                if f < 0 || libc::fcntl(source, libc::F_SETFD, f & !libc::FD_CLOEXEC) < 0 {
+            let mut high = [-1; 2];
+            for (i, fd) in sources.iter().enumerate() {
+                high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
+                if high[i] < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                source
-            } else {
-                libc::dup2(source, ZYGOTE_CONTROL_FD)
-            };
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
+            }
+            for (i, fd) in high.iter().enumerate() {
+                if libc::dup2(*fd, ZYGOTE_CONTROL_FD + i as RawFd) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });

@@ -29,15 +29,11 @@ use crate::config::Config;
 use crate::daemonize::Readiness;
 use crate::engine::{LoadPhase, LoadProgress};
 use crate::ipc::messages::{AdminCommand, FromWorker, FromZygote, ToWorker};
-use crate::log::limiter::{Limiter, Verdict};
+use crate::log::limiter::{Class, PeerBudgets};
 use crate::policy::network::AllowList;
 use crate::policy::{Identity, PeerKey};
 use crate::systemd::notify::Notifier;
 use crate::virus_event::VirusEvents;
-
-/// Peers whose refusal and eviction lines are counted separately (beyond,
-/// they share one budget; see `log::limiter`).
-const LOG_KEYS: usize = 4096;
 
 /// How long a connection may wait for room in its worker's queue.
 const HAND_WITHIN: Duration = Duration::from_secs(5);
@@ -75,8 +71,11 @@ pub struct Executor {
     listeners: Option<Vec<Listener>>,
     accepting: Vec<tokio::task::JoinHandle<()>>,
     virus_events: Option<VirusEvents>,
-    /// Refusal and eviction lines, per client.
-    lines: Limiter<PeerKey>,
+    /// The per-identity log budgets (`log.peer-lines-per-minute`,
+    /// `log.result-lines-per-minute`): admission refusals, evictions, the
+    /// broker's refusals and the workers' relayed lines share them.
+    budgets: Arc<PeerBudgets>,
+    last_report: Instant,
     pss: super::memory::Pss,
 }
 
@@ -84,12 +83,17 @@ impl Executor {
     pub fn new(
         config: Arc<Config>,
         text: String,
-        children: impl FnOnce(mpsc::Sender<Input>) -> Children,
+        temp: super::tempdir::TempRoot,
         virus_events: Option<VirusEvents>,
         listeners: Vec<Listener>,
     ) -> std::io::Result<Executor> {
         let (tx, rx) = mpsc::channel(1024);
         let authority = Arc::new(Authority::default());
+        let budgets = Arc::new(PeerBudgets::new(
+            config.log.peer_lines_per_minute,
+            config.log.result_lines_per_minute,
+        ));
+        let prefixes = config.limits.prefixes();
         let scan = &config.scan;
         let broker = Arc::new(Broker {
             rules: super::broker::resolve::Rules::new(
@@ -99,6 +103,15 @@ impl Executor {
             ),
             authority: Arc::clone(&authority),
             handles_per_conn: (scan.max_directory_recursion as usize).clamp(1, 62) + 2,
+            budgets: Arc::clone(&budgets),
+            prefixes,
+        });
+        let relay = Arc::new(super::logrelay::Relay {
+            authority: Arc::clone(&authority),
+            prefixes,
+            budgets: Arc::clone(&budgets),
+            lines_per_minute: config.log.peer_lines_per_minute,
+            volume_per_minute: config.log.result_lines_per_minute,
         });
         let htx = tx.clone();
         let hangups = Watch::start(move |id| {
@@ -112,7 +125,7 @@ impl Executor {
                     .then(|| Duration::from_secs(config.service.exit_when_idle)),
             ),
             life: Machine::new(super::lifecycle_settings(&config)),
-            children: children(tx.clone()),
+            children: Children::new(temp, tx.clone(), relay),
             authority,
             broker,
             hangups,
@@ -122,7 +135,8 @@ impl Executor {
             listeners: Some(listeners),
             accepting: Vec::new(),
             virus_events,
-            lines: Limiter::new(config.log.peer_lines_per_minute, LOG_KEYS),
+            budgets,
+            last_report: Instant::now(),
             pss: super::memory::Pss::default(),
             tx,
             rx,
@@ -162,7 +176,12 @@ impl Executor {
             };
             let done = match input {
                 Input::Tick => {
-                    self.children.sweep(Instant::now());
+                    let now = Instant::now();
+                    self.children.sweep(now);
+                    if now.duration_since(self.last_report) >= Duration::from_secs(2) {
+                        self.last_report = now;
+                        super::logrelay::report_expired(&self.budgets, now);
+                    }
                     self.feed(Step::Gate(gate::Event::Tick))
                         .or_else(|| self.feed(Step::Life(lifecycle::Event::Tick)))
                 }
@@ -254,7 +273,7 @@ impl Executor {
             } => {
                 self.sockets.remove(&id);
                 let key = PeerKey::of(&identity, self.config.limits.prefixes());
-                if let Verdict::Allow { suppressed } = self.lines.check(&key, Instant::now()) {
+                if let Some(suppressed) = self.budgets.allow(Class::Lines, key) {
                     let what = match why {
                         gate::Refusal::Limit(_) => {
                             "connection refused: limit reached and no idle connection to close"
@@ -301,7 +320,7 @@ impl Executor {
                     );
                 }
                 if why != gate::Eviction::WorkerGone {
-                    if let Verdict::Allow { suppressed } = self.lines.check(&key, Instant::now()) {
+                    if let Some(suppressed) = self.budgets.allow(Class::Lines, key) {
                         tracing::info!(id, peer = %identity, client = %key, suppressed, "{}", why.as_str());
                     }
                 }

@@ -69,7 +69,10 @@ impl ServiceStatus {
             ));
         }
         let f = &self.fleet;
-        line.push_str(&format!("; workers {}/{}", f.serving, f.workers));
+        line.push_str(&format!(
+            "; workers {} serving (at most {})",
+            f.serving, f.workers
+        ));
         if f.crashes > 0 {
             line.push_str(&format!(
                 ", {} crashes (last replaced in {:.1} ms)",

@@ -45,10 +45,11 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, info: ConnInfo) {
     let writer = Writer::new(w, Duration::from_millis(limits.send_timeout));
     let peer = Peer::of(&info);
     let id = info.id;
+    // The supervisor marks every line of this worker with `worker` and
+    // `pid` itself (`log::relay`).
     let span = tracing::info_span!(
         "conn",
         id,
-        worker = shared.worker,
         peer = %peer,
         listener = info.listener_name.as_str()
     );

@@ -78,8 +78,9 @@ impl BrokerClient {
 /// and the report that it is finished, sent when the last holder lets go.
 pub struct ConnGuard {
     pub id: u64,
-    /// The peer's key for the per-peer log budget (an address or a uid).
-    pub peer: String,
+    /// The peer's key for the per-peer log budget (a uid or an address
+    /// prefix).
+    pub peer: crate::policy::PeerKey,
     /// This connection's own log budget.
     pub log: Mutex<crate::log::limiter::Budget>,
     /// Set when the client hung up (`worker::hangup`): its work stops.
@@ -90,7 +91,7 @@ pub struct ConnGuard {
 impl ConnGuard {
     pub fn new(
         id: u64,
-        peer: String,
+        peer: crate::policy::PeerKey,
         lines_per_minute: u32,
         upstream: tokio::sync::mpsc::UnboundedSender<FromWorker>,
     ) -> ConnGuard {

@@ -10,8 +10,11 @@
 //! Start-up, still single-threaded: close the engine holder's descriptors,
 //! point the engine at the worker's own temporary directory, narrow the
 //! sandbox to that directory (a second Landlock layer: no signature files,
-//! no other worker's files), start the scan pool and the I/O runtime, then
-//! forbid new tasks (`RLIMIT_NPROC` = 0: no fork, no thread), say hello.
+//! no other worker's files), build the I/O runtime (tokio makes its signal
+//! driver's socket pair now), add the worker's layer of the system-call
+//! filter (no `socketpair`, no process; the engine holder's layer, no
+//! sockets and no connect, is inherited), start the scan pool, then forbid
+//! new tasks (`RLIMIT_NPROC` = 0: no fork, no thread), say hello.
 //!
 //! A worker never decides anything for the daemon: RELOAD and SHUTDOWN are
 //! passed to the supervisor with the connection id, and the supervisor
@@ -99,12 +102,14 @@ fn serve(
         .map_err(|e| e.to_string())?;
     config.scan.temporary_directory = start.temp_dir.clone();
     let landlock = sandbox::narrow_to(&start.temp_dir).map_err(|e| e.to_string())?;
-    tracing::debug!(worker = start.worker, landlock = ?landlock, "worker narrowed its sandbox to its temporary directory");
+    tracing::debug!(landlock = ?landlock, "worker narrowed its sandbox to its temporary directory");
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    // The runtime made its socket pair; still one thread.
+    seal(&config)?;
     let config = Arc::new(config);
     runtime.block_on(async move {
         let control = Arc::new(AsyncChannel::new(control).map_err(|e| e.to_string())?);
@@ -136,6 +141,18 @@ fn serve(
         control_loop(control, shared).await;
         Ok(())
     })
+}
+
+/// Adds the worker's layer of the system-call filter; a failure is fatal
+/// unless `sandbox.seccomp = "best-effort"` (then the engine holder said so
+/// already).
+fn seal(config: &Config) -> Result<(), String> {
+    match sandbox::seal_worker().map_err(|e| e.to_string())? {
+        sandbox::SeccompState::Failed { reason } if config.sandbox.seccomp_required() => Err(
+            format!("the worker's system-call filter cannot be installed: {reason}"),
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Sends what connections report (active, closed, RELOAD/SHUTDOWN, found)
@@ -191,10 +208,7 @@ async fn control_loop(control: Arc<AsyncChannel>, shared: Arc<Shared>) {
             }
             Ok(ToWorker::AdminAccepted { conn }) => shared.admin_accepted(conn),
             Ok(ToWorker::Drain) => {
-                tracing::info!(
-                    worker = shared.worker,
-                    "draining: finishing in-flight requests"
-                );
+                tracing::info!("draining: finishing in-flight requests");
                 shared.drain();
             }
             other => tracing::warn!(message = ?other, "unexpected control message ignored"),
@@ -248,7 +262,7 @@ fn adopt(kind: ListenerKind, socket: OwnedFd) -> std::io::Result<stream::Stream>
 /// `sandbox-check` in a worker forked as for serving: narrow the sandbox,
 /// forbid new tasks, then try forbidden things. Returns the exit code (0
 /// when everything forbidden was denied).
-pub fn probe_forked(config: &Config) -> i32 {
+pub fn probe_forked(config: &Config, targets: &sandbox::Targets) -> i32 {
     let temp = config.scan.temporary_directory.clone();
     let landlock = match sandbox::narrow_to(&temp) {
         Ok(l) => l,
@@ -261,8 +275,15 @@ pub fn probe_forked(config: &Config) -> i32 {
         println!("worker: {e}");
         return 1;
     }
+    let sealed = match sandbox::seal_worker() {
+        Ok(s) => s,
+        Err(e) => {
+            println!("worker: {e}");
+            return 1;
+        }
+    };
     println!(
-        "worker: landlock narrowed to {} ({landlock:?}), no new tasks",
+        "worker: landlock narrowed to {} ({landlock:?}), no new tasks, worker filter {sealed:?}",
         temp.display()
     );
     let plan = sandbox::Plan {
@@ -271,8 +292,9 @@ pub fn probe_forked(config: &Config) -> i32 {
         read_write: vec![temp],
         max_open_files: 0,
         max_threads: 0,
+        seccomp: true,
     };
-    let attempts = sandbox::probe_worker(&plan, &config.database.directory);
+    let attempts = sandbox::probe_worker(&plan, &config.database.directory, targets);
     let mut bad = 0;
     for a in &attempts {
         let verdict = if a.denied { "denied" } else { "allowed" };

@@ -53,7 +53,7 @@ pub struct Shared {
     /// Set once the worker asked to be replaced.
     retiring: std::sync::atomic::AtomicBool,
     /// Log budgets per peer (address or uid).
-    peer_logs: Mutex<crate::log::limiter::Limiter<String>>,
+    peer_logs: Mutex<crate::log::limiter::Limiter<crate::policy::PeerKey>>,
     /// Administrative commands waiting for the supervisor's acceptance.
     admin_answers: Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
     /// Clients that hang up while their work runs ([`super::hangup`]).
@@ -187,10 +187,10 @@ impl Shared {
 
     /// The guard that reports connection `id` finished when dropped.
     pub fn conn_guard(&self, id: u64, peer: &Peer) -> Arc<ConnGuard> {
-        use crate::log::limiter::{tcp_peer_key, unix_peer_key};
+        use crate::policy::PeerKey;
         let key = match peer.info {
-            PeerInfo::Tcp(addr) => tcp_peer_key(addr.ip()),
-            PeerInfo::Unix { uid, .. } => unix_peer_key(uid),
+            PeerInfo::Tcp(addr) => PeerKey::of_ip(addr.ip(), self.config.limits.prefixes()),
+            PeerInfo::Unix { uid, .. } => PeerKey::unix(uid),
         };
         Arc::new(ConnGuard::new(
             id,
@@ -204,7 +204,7 @@ impl Shared {
     /// peer's budget alone)?
     pub fn may_log_peer(&self, conn: &ConnGuard) -> Option<u64> {
         use crate::log::limiter::Verdict;
-        match lock(&self.peer_logs).check(conn.peer.as_str(), Instant::now()) {
+        match lock(&self.peer_logs).check(&conn.peer, Instant::now()) {
             Verdict::Allow { suppressed } => Some(suppressed),
             Verdict::Suppress => None,
         }
@@ -221,7 +221,7 @@ impl Shared {
             Verdict::Allow { suppressed } => suppressed,
             Verdict::Suppress => return None,
         };
-        match lock(&self.peer_logs).check(conn.peer.as_str(), now) {
+        match lock(&self.peer_logs).check(&conn.peer, now) {
             Verdict::Allow { suppressed } => Some(mine + suppressed),
             Verdict::Suppress => None,
         }

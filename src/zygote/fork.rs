@@ -114,6 +114,17 @@ fn wait_for_parent(supervisor: Pid) {
     }
 }
 
+/// Makes `stderr` (the worker's own pipe to the supervisor) this process's
+/// stderr, in place of the engine holder's.
+pub fn take_stderr(stderr: OwnedFd) {
+    use std::os::fd::AsRawFd;
+    if stderr.as_raw_fd() != libc::STDERR_FILENO {
+        // Nothing to report to if it fails: the worker then writes to the
+        // holder's pipe, which the supervisor reads too.
+        let _ = nix::unistd::dup2(stderr.as_raw_fd(), libc::STDERR_FILENO);
+    }
+}
+
 /// Ends the process without running exit handlers or flushing buffers: an
 /// intermediate fork must not touch state it shares with the holder.
 fn exit_now(code: i32) -> ! {

@@ -5,7 +5,8 @@
 //! engine's memory.
 //!
 //! Started by the supervisor as `clamsentry __zygote` with its control
-//! channel at fd 3 and nothing else. It stays single-threaded for its whole
+//! channel at fd 3, its log channel at fd 4 (`log::relay`) and its stderr a
+//! pipe the supervisor reads, nothing else. It stays single-threaded for its whole
 //! life (a fork is only sound then), never touches a client connection, and
 //! reads nothing but its control messages and the signature files:
 //!
@@ -16,12 +17,16 @@
 //!    with, see `SignatureDir`), then
 //!    demote (`sandbox::demote`): the service user, no capabilities,
 //!    no-new-privs, rlimits (enough tasks for the workers it will fork),
-//!    Landlock (signatures read-only, the temporary tree read-write). With
-//!    `sandbox.landlock = "required"` a missing Landlock ends it here, with
-//!    the reason;
+//!    Landlock (signatures read-only, the temporary tree read-write), and
+//!    the system-call filter (no sockets, no connect, …; see
+//!    `sandbox::seccomp`), which every worker inherits through `fork`
+//!    before it exists (each adds a layer of its own). With `sandbox.landlock = "required"` a missing
+//!    Landlock ends it here, with the reason, and with
+//!    `sandbox.seccomp = "required"` a filter that could not be installed;
 //! 3. load and compile, reporting progress; Ready;
-//! 4. on `Fork`, fork a worker (see [`fork`]) that takes the two channels
-//!    that came with the request; on `Exit`, exit. A reload is a new zygote.
+//! 4. on `Fork`, fork a worker (see [`fork`]) that takes the two channels,
+//!    the log channel and the stderr pipe that came with the request; on
+//!    `Exit`, exit. A reload is a new zygote.
 
 pub mod fork;
 
@@ -39,10 +44,14 @@ use crate::sandbox::{self, LandlockState};
 pub const CONTROL_FD: RawFd = 3;
 
 /// What `sandbox-check` asks for instead of serving.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     Serve,
-    Probe,
+    /// Probe the sandbox; `connect`: Unix sockets to try besides the
+    /// daemon's own (`sandbox-check --connect`).
+    Probe {
+        connect: Vec<PathBuf>,
+    },
 }
 
 /// The zygote's `main`; returns the exit code.
@@ -85,6 +94,9 @@ fn run(mode: Mode) -> Result<i32, String> {
     let control = Channel::inherit(CONTROL_FD).map_err(|e| {
         format!("descriptor {CONTROL_FD}: {e}: the engine holder is started only by the supervisor")
     })?;
+    // Its log channel; without it (never from the supervisor) it logs to
+    // its stderr, which the supervisor reads too.
+    let log = Channel::inherit(crate::log::relay::LOG_FD).ok();
     let (toml, temp_parent, temp_dir) = match recv(&control)? {
         (
             ToZygote::Config {
@@ -99,7 +111,7 @@ fn run(mode: Mode) -> Result<i32, String> {
     let mut config =
         Config::parse(&toml, "configuration from the supervisor").map_err(|e| e.to_string())?;
     config.scan.temporary_directory = temp_dir.clone();
-    crate::log::init(&config.log.level, &config.log.target);
+    crate::log::relay::init_child(&config.log.level, log);
 
     // Before the sandbox: what needs /proc, /sys, /etc or OpenSSL's files.
     engine::init().map_err(|e| e.to_string())?;
@@ -108,9 +120,21 @@ fn run(mode: Mode) -> Result<i32, String> {
     // The signature directory, opened with the identity we were started
     // with (root, as clamd without `User`), so that the service user reaches
     // it even below directories only root may enter; see [`SignatureDir`].
-    let signatures = SignatureDir::open(&config.database.directory);
+    let signatures = SignatureDir::open(&config.database.directory, &config.sandbox.user);
 
-    let plan = plan(&config, signatures.path(), &temp_parent, mode);
+    let plan = plan(&config, signatures.path(), &temp_parent, &mode);
+    // sandbox-check: its spare sockets are made before the sandbox.
+    let targets = match &mode {
+        Mode::Probe { connect } => Some(sandbox::Targets::new(
+            config
+                .unix_path()
+                .map(std::path::Path::to_path_buf)
+                .into_iter()
+                .chain(connect.iter().cloned())
+                .collect(),
+        )),
+        Mode::Serve => None,
+    };
     let status = match sandbox::demote(&plan) {
         Ok(s) => s,
         Err(e) => {
@@ -132,10 +156,23 @@ fn run(mode: Mode) -> Result<i32, String> {
         }
         tracing::warn!(reason = %reason, "running without Landlock (sandbox.landlock = \"best-effort\")");
     }
+    if let sandbox::SeccompState::Failed { reason } = &status.seccomp {
+        if config.sandbox.seccomp_required() {
+            return fail(
+                &control,
+                format!(
+                    "the system-call filter cannot be installed: {reason}. \
+                     Set sandbox.seccomp = \"best-effort\" to run without it \
+                     (workers could then open sockets and connect to path Unix sockets)"
+                ),
+            );
+        }
+        tracing::warn!(reason = %reason, "running without the system-call filter (sandbox.seccomp = \"best-effort\")");
+    }
     tracing::info!(sandbox = %status, "engine holder sandboxed");
 
-    if mode == Mode::Probe {
-        return probe(&mut threads, supervisor, &config, &status);
+    if let Some(targets) = targets {
+        return probe(&mut threads, supervisor, &config, &status, &targets);
     }
 
     let mut progress = ProgressSender::default();
@@ -166,13 +203,23 @@ fn run(mode: Mode) -> Result<i32, String> {
         let (msg, fds) = recv(&control)?;
         match msg {
             ToZygote::Fork { worker } => {
-                let [worker_control, broker]: [OwnedFd; 2] = match fds.try_into() {
-                    Ok(pair) => pair,
-                    Err(_) => return Err("a fork request without its two channels".into()),
+                let [worker_control, broker, log, stderr]: [OwnedFd; 4] = match fds.try_into() {
+                    Ok(fds) => fds,
+                    Err(_) => {
+                        return Err(
+                            "a fork request without its two channels, log channel and stderr"
+                                .into(),
+                        )
+                    }
                 };
                 match fork::fork_worker(&mut threads, supervisor) {
                     Ok(fork::Side::Holder) => {}
                     Ok(fork::Side::Worker) => {
+                        // Its own log channel and stderr (a pipe the
+                        // supervisor reads), so that its lines are marked
+                        // as this worker's, never the holder's.
+                        crate::log::relay::switch(Channel::from_fd(log));
+                        fork::take_stderr(stderr);
                         // The holder's descriptors are not the worker's.
                         let _ = nix::unistd::close(control.as_raw_fd());
                         drop(threads);
@@ -217,8 +264,12 @@ fn fail(control: &Channel, error: String) -> Result<i32, String> {
 /// covers the same directory (the rule's `O_PATH` open follows the link to
 /// it), and the service user still needs search and read permission on the
 /// directory and read permission on its files, so a signature file only
-/// root may read still fails to load. If the open fails (no such
-/// directory), the configured path is used as before and the error names it.
+/// root may read still fails to load. The directory is reached with
+/// [`crate::safe_fs::open_dir`]: if another user than root and the service
+/// user could replace an entry on the way (and so point root's handle into
+/// a directory only root may enter), or the open fails (no such
+/// directory), the configured path is used as before, resolved by the
+/// service user itself, and an error names it.
 struct SignatureDir {
     configured: PathBuf,
     /// `/proc/self/fd/N` while `fd` is open, else `configured`.
@@ -227,23 +278,34 @@ struct SignatureDir {
 }
 
 impl SignatureDir {
-    fn open(configured: &std::path::Path) -> SignatureDir {
-        use rustix::fs::{Mode as FileMode, OFlags};
-        match rustix::fs::open(
-            configured,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            FileMode::empty(),
-        ) {
-            Ok(fd) => SignatureDir {
-                configured: configured.to_path_buf(),
-                path: PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
-                fd: Some(fd),
-            },
-            Err(_) => SignatureDir {
-                configured: configured.to_path_buf(),
-                path: configured.to_path_buf(),
-                fd: None,
-            },
+    fn open(configured: &std::path::Path, service_user: &str) -> SignatureDir {
+        let me = rustix::process::geteuid().as_raw();
+        let theirs = nix::unistd::User::from_name(service_user)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw());
+        let trusted: Vec<u32> = std::iter::once(me).chain(theirs).collect();
+        match crate::safe_fs::open_dir(configured, &trusted, None) {
+            Ok(dir) => {
+                let fd = dir.into_fd();
+                SignatureDir {
+                    configured: configured.to_path_buf(),
+                    path: PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+                    fd: Some(fd),
+                }
+            }
+            Err(e) => {
+                if let crate::safe_fs::WalkError::Exposed { .. } = e {
+                    tracing::warn!(
+                        "database.directory: {e}; the service user reaches it by its path instead"
+                    );
+                }
+                SignatureDir {
+                    configured: configured.to_path_buf(),
+                    path: configured.to_path_buf(),
+                    fd: None,
+                }
+            }
         }
     }
 
@@ -267,7 +329,7 @@ fn plan(
     config: &Config,
     signatures: &std::path::Path,
     temp_parent: &std::path::Path,
-    mode: Mode,
+    mode: &Mode,
 ) -> sandbox::Plan {
     let root = nix::unistd::geteuid().is_root();
     let hard_nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
@@ -281,7 +343,7 @@ fn plan(
     // one (another instance, a test suite running several daemons as the
     // same user), so the budget has room; it still stops a fork bomb.
     let tasks = match mode {
-        Mode::Probe => 64,
+        Mode::Probe { .. } => 64,
         Mode::Serve => 2 * workers * (per_worker + 1) + 512,
     };
     sandbox::Plan {
@@ -290,6 +352,7 @@ fn plan(
         read_write: vec![temp_parent.to_path_buf()],
         max_open_files: (u64::from(config.limits.max_connections) * 3 + 256).min(hard_nofile),
         max_threads: tasks,
+        seccomp: true,
     }
 }
 
@@ -306,11 +369,12 @@ fn probe(
     supervisor: nix::unistd::Pid,
     config: &Config,
     status: &sandbox::Status,
+    targets: &sandbox::Targets,
 ) -> Result<i32, String> {
     println!("engine holder: {status}");
     match fork::fork_worker(threads, supervisor).map_err(|e| format!("fork: {e}"))? {
         fork::Side::Holder => Ok(0),
-        fork::Side::Worker => std::process::exit(crate::worker::probe_forked(config)),
+        fork::Side::Worker => std::process::exit(crate::worker::probe_forked(config, targets)),
     }
 }
 

@@ -127,6 +127,34 @@ impl Daemon {
         settings: &[(&str, &str)],
         command: impl FnOnce(&Launch) -> Command,
     ) -> Daemon {
+        Daemon::launch_with(db, settings, command, true)
+    }
+
+    /// Starts clamsentry under `wrapper` (for example `ip netns exec NS`),
+    /// and waits until its Unix socket answers PING (its TCP listeners,
+    /// from `settings`, may be in another network namespace).
+    pub fn launch_in(db: &Path, settings: &[(&str, &str)], wrapper: &[&str]) -> Daemon {
+        Daemon::launch_with(
+            db,
+            settings,
+            |l| {
+                let mut c = Command::new(wrapper[0]);
+                c.args(&wrapper[1..])
+                    .arg(&l.bin)
+                    .arg("--config")
+                    .arg(&l.config);
+                c
+            },
+            false,
+        )
+    }
+
+    fn launch_with(
+        db: &Path,
+        settings: &[(&str, &str)],
+        command: impl FnOnce(&Launch) -> Command,
+        wait_tcp: bool,
+    ) -> Daemon {
         let dir = tempfile::Builder::new().prefix("cs-run").tempdir().unwrap();
         let unix = dir.path().join("clamsentry.sock");
         let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -151,7 +179,11 @@ impl Daemon {
             dir,
             name: "clamsentry",
         };
-        d.wait_ready();
+        if wait_tcp {
+            d.wait_ready();
+        } else {
+            d.wait_answers(&[d.unix_addr()]);
+        }
         d
     }
 
@@ -208,8 +240,13 @@ impl Daemon {
 
     /// Waits until both sockets answer PING.
     pub fn wait_ready(&mut self) {
+        self.wait_answers(&[self.unix_addr(), self.tcp_addr()]);
+    }
+
+    /// Waits until each of `addrs` answers PING.
+    pub fn wait_answers(&mut self, addrs: &[Addr]) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        for addr in [self.unix_addr(), self.tcp_addr()] {
+        for addr in addrs {
             loop {
                 if let Ok(Some(status)) = self.child.try_wait() {
                     panic!(
@@ -218,7 +255,7 @@ impl Daemon {
                         self.log()
                     );
                 }
-                if talk(&addr, &[b"zPING\0"], Duration::from_secs(2))
+                if talk(addr, &[b"zPING\0"], Duration::from_secs(2))
                     .ok()
                     .as_deref()
                     == Some(b"PONG\0")
@@ -266,6 +303,30 @@ impl Daemon {
             "daemon.log"
         };
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    /// The log once `pred` holds for it; panics (showing the log) after
+    /// 60 s. The lines of the engine holder and of the workers reach the log
+    /// through the supervisor (`log::relay`), a moment after what they
+    /// did: a reply can reach the client first.
+    pub fn log_when(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log = self.log();
+            if pred(&log) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gave up waiting for {what}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The log once it contains `needle` (see [`Daemon::log_when`]).
+    pub fn log_with(&self, needle: &str) -> String {
+        self.log_when(needle, |l| l.contains(needle))
     }
 
     /// Resident memory in KiB of the daemon and its workers, from /proc.

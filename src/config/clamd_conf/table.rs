@@ -169,7 +169,7 @@ pub static OPTIONS: &[ClamdOption] = &[
     o("LocalSocket", "", '\0', Str, -1, "", 0, "/run/clamav/clamd.sock", Mapped("listen.unix")),
     o("LocalSocketGroup", "", '\0', Str, -1, "", 0, "virusgroup", Mapped("listen.unix-group")),
     o("LocalSocketMode", "", '\0', Str, -1, "", 0, "660", Mapped("listen.unix-mode")),
-    o("FixStaleSocket", "", '\0', Bool, 1, "", 0, "no", Logged("clamsentry always replaces a stale socket file (never a file that is not a socket)")),
+    o("FixStaleSocket", "", '\0', Bool, 1, "", 0, "no", Logged("clamsentry always replaces a stale socket file of the socket's owner (never a file that is not a socket, nor another user's socket)")),
     o("TCPSocket", "", '\0', Number, -1, "", 0, "3310", Mapped("listen.tcp")),
     o("TCPAddr", "", '\0', Str, -1, "", MULTIPLE, "localhost", Mapped("listen.tcp")),
     o("MaxConnectionQueueLength", "", '\0', Number, 200, "", 0, "30", Mapped("listen.backlog")),

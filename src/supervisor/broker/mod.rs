@@ -36,8 +36,9 @@ use super::authority::Authority;
 use super::gate::WorkerId;
 use crate::ipc::channel::Channel;
 use crate::ipc::messages::{BrokerOp, BrokerReply, BrokerRequest, FileMeta, MAX_BATCH, MAX_NAME};
+use crate::log::limiter::{Class, PeerBudgets};
 use crate::log::LogBytes;
-use crate::policy::Identity;
+use crate::policy::{Identity, PeerKey};
 
 /// What every broker thread shares.
 pub struct Broker {
@@ -45,6 +46,12 @@ pub struct Broker {
     pub authority: Arc<Authority>,
     /// Directory handles one connection may hold at once (the walk's depth).
     pub handles_per_conn: usize,
+    /// The per-identity log budgets: a client that asks for paths it may
+    /// not open in a loop gets `log.peer-lines-per-minute` lines, shared
+    /// with everything else logged about it.
+    pub budgets: Arc<PeerBudgets>,
+    /// How TCP addresses group into clients, for those budgets.
+    pub prefixes: crate::policy::Prefixes,
 }
 
 fn fs_identity(who: &Identity) -> FsIdentity {
@@ -125,7 +132,10 @@ pub fn serve(channel: &Channel, worker: WorkerId, broker: &Broker) -> Result<(),
                 // A daemon started without the capabilities to act as
                 // another user: the client is told the file is missing
                 // (never answered with the daemon's own rights).
-                tracing::warn!(id = req.conn, peer = %holder.identity, error = %e, "path refused: the daemon cannot act as this client");
+                let key = crate::policy::PeerKey::of(&holder.identity, broker.prefixes);
+                if let Some(suppressed) = broker.budgets.allow(Class::Lines, key) {
+                    tracing::warn!(id = req.conn, peer = %holder.identity, error = %e, suppressed, "path refused: the daemon cannot act as this client");
+                }
                 (BrokerReply::Errno(libc::ENOENT), Vec::new())
             }
         };
@@ -169,18 +179,35 @@ fn handle(
                 if refused.errno == rustix::io::Errno::NOENT
                     && refused.why == resolve::CLIENT_ACCESS =>
             {
-                tracing::debug!(id = conn, path = %LogBytes(&path), "no such path");
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    if let Some(suppressed) = broker
+                        .budgets
+                        .allow(Class::Volume, PeerKey::of(who, broker.prefixes))
+                    {
+                        tracing::debug!(id = conn, path = %LogBytes(&path), suppressed, "no such path");
+                    }
+                }
                 (BrokerReply::Errno(libc::ENOENT), Vec::new())
             }
             Err(refused) => {
-                tracing::info!(
-                    id = conn,
-                    peer = %who,
-                    path = %LogBytes(&path),
-                    error = %refused.errno,
-                    reason = refused.why,
-                    "path refused; the client is told it does not exist"
-                );
+                // Budgeted per identity: one local user asking for paths
+                // it cannot read in a loop made this line 40-70 MB/s.
+                if tracing::enabled!(tracing::Level::INFO) {
+                    if let Some(suppressed) = broker
+                        .budgets
+                        .allow(Class::Lines, PeerKey::of(who, broker.prefixes))
+                    {
+                        tracing::info!(
+                            id = conn,
+                            peer = %who,
+                            path = %LogBytes(&path),
+                            error = %refused.errno,
+                            reason = refused.why,
+                            suppressed,
+                            "path refused; the client is told it does not exist"
+                        );
+                    }
+                }
                 (BrokerReply::Errno(libc::ENOENT), Vec::new())
             }
         },

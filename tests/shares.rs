@@ -1,0 +1,343 @@
+//! Every shared resource has a per-client share: one local user, or one
+//! network (a /24, a /64, IPv4-mapped IPv6 counted as IPv4), cannot hold
+//! the connection table, however many processes or addresses it uses.
+//! Each test runs the flood for real against the daemon and checks that
+//! honest clients — root, another local user, a TCP client from another
+//! network — are still answered. No timing thresholds: only outcomes.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::client::{connect_from, talk};
+use common::daemons::{free_port, Daemon};
+use common::TestDb;
+
+const NOBODY: u32 = 65534;
+const DAEMON_USER: u32 = 1;
+const T: Duration = Duration::from_secs(20);
+
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// A local user who opens `n` connections, each an IDSESSION that has
+/// answered a PING (so it is busy, not idle), and holds them until its
+/// stdin closes. Prints how many it holds.
+const HOLDER: &str = r#"
+import resource, socket, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+path, n = sys.argv[1], int(sys.argv[2])
+held = []
+for i in range(n):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    try:
+        s.connect(path)
+        s.sendall(b'zIDSESSION\0zPING\0')
+        if s.recv(100) == b'1: PONG\0':
+            held.append(s)
+            continue
+    except OSError:
+        pass
+    s.close()
+# Connections closed to make room (eviction) no longer answer.
+alive = 0
+for s in held:
+    try:
+        s.sendall(b'zPING\0')
+        if s.recv(100) == b'2: PONG\0':
+            alive += 1
+    except OSError:
+        pass
+print(alive, flush=True)
+sys.stdin.read()
+"#;
+
+fn hold_as(uid: u32, socket: &std::path::Path, n: usize) -> (std::process::Child, usize) {
+    let mut child = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(HOLDER)
+        .arg(socket)
+        .arg(n.to_string())
+        .uid(uid)
+        .gid(uid)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut line = String::new();
+    let mut b = [0u8; 1];
+    while out.read(&mut b).unwrap_or(0) == 1 && b[0] != b'\n' {
+        line.push(b[0] as char);
+    }
+    (child, line.trim().parse().expect("the holder's count"))
+}
+
+fn ping_as(uid: u32, socket: &std::path::Path) -> Vec<u8> {
+    let out = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg("import socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.settimeout(10)\ns.connect(sys.argv[1])\ns.sendall(b'zPING\\0')\nsys.stdout.buffer.write(s.recv(100))\n")
+        .arg(socket)
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .unwrap();
+    out.stdout
+}
+
+fn tcp_ping(from: IpAddr, to: SocketAddr) -> Vec<u8> {
+    let mut s = connect_from(from, to).unwrap();
+    s.write_all(b"zPING\0").unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    reply
+}
+
+/// Holds `n` busy sessions from `from` to `to`; returns the ones that
+/// answered.
+fn hold_tcp(from: IpAddr, to: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let Ok(mut s) = connect_from(from, to) else {
+            continue;
+        };
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        if s.write_all(b"zIDSESSION\0zPING\0").is_err() {
+            continue;
+        }
+        let mut b = [0u8; 8];
+        if matches!(s.read(&mut b), Ok(8)) && &b == b"1: PONG\0" {
+            held.push(s);
+        }
+    }
+    // Connections closed to make room (eviction) no longer answer.
+    held.retain_mut(|s| {
+        let mut b = [0u8; 8];
+        s.write_all(b"zPING\0").is_ok() && matches!(s.read(&mut b), Ok(8)) && &b == b"2: PONG\0"
+    });
+    held
+}
+
+#[test]
+fn one_local_user_cannot_hold_the_connection_table() {
+    require_root!("clients run as other users");
+    raise_fd_limit();
+    let db = TestDb::new();
+    let d = Daemon::clamsentry(
+        db.path(),
+        &[
+            ("listen", "unix-mode = \"0666\""),
+            ("limits", "max-connections = 256"),
+            ("limits", "unix-reserve = 32"),
+            ("limits", "admin-reserve = 16"),
+            ("limits", "max-connections-per-client = 32"),
+        ],
+    );
+    std::fs::set_permissions(
+        d.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    // The attack: one user opens as many busy sessions as the table holds.
+    let (mut attacker, held) = hold_as(NOBODY, &d.unix, 256);
+    println!("one local user holds {held} of its 256 sessions");
+    assert_eq!(held, 32, "one user holds at most its share");
+    // Everyone else is still served: root, another local user, TCP.
+    assert_eq!(ping_as(0, &d.unix), b"PONG\0");
+    assert_eq!(ping_as(DAEMON_USER, &d.unix), b"PONG\0");
+    assert_eq!(
+        tcp_ping("127.0.1.1".parse().unwrap(), d.tcp),
+        b"PONG\0".to_vec()
+    );
+    // A second user's own flood gets its own share, not the first's.
+    let (mut second, held2) = hold_as(DAEMON_USER, &d.unix, 64);
+    assert_eq!(held2, 32);
+    assert_eq!(ping_as(0, &d.unix), b"PONG\0");
+    let log = d.log();
+    assert!(
+        log.contains("limits.max-connections-per-client"),
+        "the refusals say which limit: {log}"
+    );
+    drop(attacker.stdin.take());
+    drop(second.stdin.take());
+    let _ = attacker.wait();
+    let _ = second.wait();
+}
+
+#[test]
+fn sixteen_loopback_addresses_are_one_client() {
+    raise_fd_limit();
+    let db = TestDb::new();
+    let d = Daemon::clamsentry(
+        db.path(),
+        &[
+            ("limits", "max-connections = 256"),
+            ("limits", "unix-reserve = 32"),
+            ("limits", "max-connections-per-client = 32"),
+        ],
+    );
+    // 16 addresses of one /24, 60 busy sessions each.
+    let mut held = Vec::new();
+    for last in 1..=16 {
+        let from: IpAddr = format!("127.0.0.{last}").parse().unwrap();
+        held.extend(hold_tcp(from, d.tcp, 60));
+    }
+    println!("16 addresses of 127.0.0.0/24 hold {} sessions", held.len());
+    assert_eq!(held.len(), 32, "one /24 is one client");
+    // Another network and the Unix socket are served.
+    assert_eq!(
+        tcp_ping("127.0.1.1".parse().unwrap(), d.tcp),
+        b"PONG\0".to_vec()
+    );
+    assert_eq!(
+        talk(&d.unix_addr(), &[b"zPING\0"], T).unwrap(),
+        b"PONG\0".to_vec()
+    );
+}
+
+#[test]
+fn ipv4_mapped_ipv6_and_ipv4_are_one_client() {
+    raise_fd_limit();
+    let db = TestDb::new();
+    let plain = free_port();
+    let mapped = free_port();
+    let d = Daemon::launch_in(
+        db.path(),
+        &[
+            (
+                "listen",
+                &format!("tcp = [\"127.0.0.1:{plain}\", \"[::ffff:127.0.0.1]:{mapped}\"]"),
+            ),
+            ("limits", "max-connections-per-client = 16"),
+        ],
+        &["env"],
+    );
+    let from: IpAddr = "127.0.0.7".parse().unwrap();
+    let v4 = hold_tcp(from, SocketAddr::from(([127, 0, 0, 1], plain)), 10);
+    // The same host through an IPv6 socket: the daemon sees ::ffff:127.0.0.7.
+    let via6 = hold_tcp(from, SocketAddr::from(([127, 0, 0, 1], mapped)), 10);
+    println!(
+        "{} sessions as IPv4, {} as IPv4-mapped IPv6",
+        v4.len(),
+        via6.len()
+    );
+    assert_eq!(v4.len() + via6.len(), 16, "one host is one client");
+    let log = d.log();
+    assert!(log.contains("::ffff:127.0.0.7"), "{log}");
+}
+
+/// A network namespace made by the test, with a /64 on its loopback.
+struct Netns(String);
+
+impl Netns {
+    fn new(name: &str) -> Netns {
+        let _ = Command::new("ip").args(["netns", "del", name]).status();
+        let ok = |args: &[&str]| {
+            let s = Command::new("ip").args(args).status().unwrap();
+            assert!(s.success(), "ip {args:?}");
+        };
+        ok(&["netns", "add", name]);
+        let ns = Netns(name.to_string());
+        ok(&["-n", name, "link", "set", "lo", "up"]);
+        ok(&["-n", name, "addr", "add", "2001:db8:77::1/64", "dev", "lo"]);
+        ok(&["-n", name, "addr", "add", "2001:db8:78::1/64", "dev", "lo"]);
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Many addresses of one /64 are one client (a host is routinely given a
+/// whole /64): in a namespace of the test's own, with its own loopback.
+#[test]
+fn many_addresses_of_one_ipv6_64_are_one_client() {
+    require_root!("it makes a network namespace");
+    require!(common::require::program("ip", "iproute2"));
+    raise_fd_limit();
+    let ns = Netns::new("cs-shares-v6");
+    let db = TestDb::new();
+    let port = free_port();
+    // The daemon runs in the namespace (its sockets are made there).
+    let d = Daemon::launch_in(
+        db.path(),
+        &[
+            ("listen", &format!("tcp = [\"[2001:db8:77::1]:{port}\"]")),
+            (
+                "listen",
+                "tcp-allow = [\"2001:db8:77::/64\", \"2001:db8:78::/64\"]",
+            ),
+            ("limits", "max-connections-per-client = 16"),
+        ],
+        &["ip", "netns", "exec", &ns.0],
+    );
+    // The flood: 40 addresses of 2001:db8:77::/64, 2 sessions each, and an
+    // honest client from another /64; run inside the namespace.
+    let script = r#"
+import socket, sys
+port = int(sys.argv[1])
+def session(src):
+    s = socket.socket(socket.AF_INET6)
+    s.settimeout(10)
+    s.bind((src, 0))
+    s.connect(('2001:db8:77::1', port))
+    s.sendall(b'zIDSESSION\0zPING\0')
+    return s if s.recv(100) == b'1: PONG\0' else None
+held = []
+for i in range(40):
+    src = '2001:db8:77::%x' % (0x100 + i)
+    for _ in range(2):
+        try:
+            s = session(src)
+            if s: held.append(s)
+        except OSError:
+            pass
+alive = 0
+for s in held:
+    try:
+        s.sendall(b'zPING\0')
+        if s.recv(100) == b'2: PONG\0':
+            alive += 1
+    except OSError:
+        pass
+held = [None] * alive
+h = socket.socket(socket.AF_INET6)
+h.settimeout(10)
+h.bind(('2001:db8:78::1', 0))
+h.connect(('2001:db8:77::1', port))
+h.sendall(b'zPING\0')
+print(len(held), h.recv(100))
+"#;
+    for i in 0..40 {
+        let s = Command::new("ip")
+            .args(["-n", &ns.0, "addr", "add"])
+            .arg(format!("2001:db8:77::{:x}/64", 0x100 + i))
+            .args(["dev", "lo", "nodad"])
+            .status()
+            .unwrap();
+        assert!(s.success());
+    }
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "python3", "-c", script])
+        .arg(port.to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(text.trim(), "16 b'PONG\\x00'", "{}", d.log());
+    drop(d);
+}
