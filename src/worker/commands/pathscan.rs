@@ -176,6 +176,8 @@ struct Walker<'a> {
     /// MULTISCAN: files gathered for the next job, and their bytes.
     chunk: Vec<FileJob>,
     chunk_bytes: u64,
+    /// MULTISCAN: chunks handed to the pool and not finished.
+    pending: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn errno(code: i32) -> std::io::Error {
@@ -209,6 +211,7 @@ impl<'a> Walker<'a> {
             revoked: false,
             chunk: Vec::new(),
             chunk_bytes: 0,
+            pending: Arc::default(),
         }
     }
 
@@ -707,13 +710,23 @@ impl<'a> Walker<'a> {
         self.chunk_bytes = 0;
         let results = sender.clone();
         let span = tracing::Span::current();
+        let pending = Arc::clone(&self.pending);
         let run: super::super::pool::Job = Box::new(move |slot: &TaskSlot| {
             let _span = span.enter();
             for job in chunk {
                 let _ = results.send(job.run(slot, false));
             }
+            pending.fetch_sub(1, Ordering::SeqCst);
         });
-        if let Err(run) = self.shared.pool.submit_or_return(run) {
+        // At most one chunk per scanning thread waits or runs; beyond
+        // that this thread scans the chunk itself. The walk then opens
+        // files only as fast as they are scanned (never the whole queue
+        // ahead, whose descriptors would be held, whose scans would wait
+        // in front of other clients', and which a client that leaves
+        // would have had opened for nothing).
+        if self.pending.fetch_add(1, Ordering::SeqCst) >= self.shared.pool.threads() {
+            run(self.slot);
+        } else if let Err(run) = self.shared.pool.submit_or_return(run) {
             // Queue full: scan them on this thread instead of failing them.
             run(self.slot);
         }
