@@ -6,14 +6,13 @@
 //!   were opened, and the files opened after that are counted until none
 //!   has been opened for 1.5 s. Also measured: the time from the disconnect
 //!   until STATS no longer lists the walk (its thread serves again).
-//! * **stream**: a gzip'd tar of many small members (libclamav scans every
-//!   member, so it takes seconds) sent with INSTREAM; the client disconnects
+//! * **stream**: a ZIP of many small members (libclamav extracts and scans
+//!   every member, so it takes seconds) sent with INSTREAM; the client disconnects
 //!   once STATS shows the scan running, and the time until STATS no longer
 //!   lists it is compared with the time of the same scan for a client that
 //!   waits for its reply (different contents each time, so that libclamav's
 //!   cache of clean files answers neither).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -35,7 +34,8 @@ pub struct CancelOptions {
     pub files_per_dir: usize,
     /// The client disconnects once this many files were opened.
     pub after_opens: usize,
-    /// Members of the slow archive, and bytes per member.
+    /// Members of the slow archive, and bytes per member (the archive is
+    /// stored, so it must stay below the stream limit, 32 MiB here).
     pub archive_members: usize,
     pub member_size: usize,
     /// Disconnects of each kind per daemon.
@@ -183,56 +183,83 @@ fn build_tree(root: &Path, dirs: usize, files: usize) -> std::io::Result<Vec<Pat
     Ok(all)
 }
 
-/// A gzip'd tar of `members` text files of `size` bytes, unique to `seed`
-/// (gzip is Debian's own; the tar headers are written here).
-pub fn slow_archive(members: usize, size: usize, seed: u64) -> std::io::Result<Vec<u8>> {
-    let mut tar = Vec::with_capacity(members * (size + 1024) + 1024);
+/// A ZIP archive of `members` text files of `size` bytes each, unique to
+/// `seed`, stored without compression (written here: headers and CRC-32).
+/// libclamav extracts and scans every member, so the scan takes long, and
+/// each member is a layer of its own (a callback between members).
+pub fn slow_archive(members: usize, size: usize, seed: u64) -> Vec<u8> {
+    let mut zip = Vec::with_capacity(members * (size + 80) + 64);
+    let mut central = Vec::new();
     for i in 0..members {
-        let mut body = Vec::with_capacity(size);
+        let mut body = Vec::with_capacity(size + 64);
         while body.len() < size {
             body.extend_from_slice(
                 format!("archive {seed} member {i} line {} ", body.len()).as_bytes(),
             );
         }
         body.truncate(size);
-        let mut h = [0u8; 512];
         let name = format!("m{i:06}.txt");
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        h[100..108].copy_from_slice(b"0000644\0");
-        h[108..116].copy_from_slice(b"0000000\0");
-        h[116..124].copy_from_slice(b"0000000\0");
-        h[124..136].copy_from_slice(format!("{:011o}\0", body.len()).as_bytes());
-        h[136..148].copy_from_slice(b"00000000000\0");
-        h[148..156].copy_from_slice(b"        ");
-        h[156] = b'0';
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-        tar.extend_from_slice(&h);
-        tar.extend_from_slice(&body);
-        tar.resize(tar.len().div_ceil(512) * 512, 0);
+        let crc = crc32(&body);
+        let offset = zip.len() as u32;
+        let head = |sig: u32, central: bool| {
+            let mut h = Vec::with_capacity(64);
+            h.extend_from_slice(&sig.to_le_bytes());
+            if central {
+                h.extend_from_slice(&20u16.to_le_bytes()); // made by
+            }
+            h.extend_from_slice(&20u16.to_le_bytes()); // needed to extract
+            h.extend_from_slice(&0u16.to_le_bytes()); // flags
+            h.extend_from_slice(&0u16.to_le_bytes()); // stored
+            h.extend_from_slice(&0u32.to_le_bytes()); // time, date
+            h.extend_from_slice(&crc.to_le_bytes());
+            h.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            h.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            h.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            h.extend_from_slice(&0u16.to_le_bytes()); // extra
+            if central {
+                h.extend_from_slice(&[0u8; 8]); // comment, disk, attributes
+                h.extend_from_slice(&0u32.to_le_bytes()); // external attributes
+                h.extend_from_slice(&offset.to_le_bytes());
+            }
+            h.extend_from_slice(name.as_bytes());
+            h
+        };
+        zip.extend_from_slice(&head(0x0403_4b50, false));
+        zip.extend_from_slice(&body);
+        central.extend_from_slice(&head(0x0201_4b50, true));
     }
-    tar.resize(tar.len() + 1024, 0);
-    let mut gz = std::process::Command::new("gzip")
-        .args(["-c", "-1"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
-    let mut stdin = gz
-        .stdin
-        .take()
-        .ok_or_else(|| std::io::Error::other("gzip stdin"))?;
-    let writer = std::thread::spawn(move || stdin.write_all(&tar));
-    let out = gz.wait_with_output()?;
-    let _ = writer.join();
-    if !out.status.success() {
-        return Err(std::io::Error::other(format!(
-            "gzip failed: {}",
-            out.status
-        )));
+    let at = zip.len() as u32;
+    let n = members.min(u16::MAX as usize) as u16;
+    zip.extend_from_slice(&central);
+    zip.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    zip.extend_from_slice(&[0u8; 4]); // disks
+    zip.extend_from_slice(&n.to_le_bytes());
+    zip.extend_from_slice(&n.to_le_bytes());
+    zip.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    zip.extend_from_slice(&at.to_le_bytes());
+    zip.extend_from_slice(&0u16.to_le_bytes());
+    zip
+}
+
+/// CRC-32 (IEEE), as ZIP records it.
+fn crc32(data: &[u8]) -> u32 {
+    let mut table = [0u32; 256];
+    for (i, t) in table.iter_mut().enumerate() {
+        let mut c = i as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+        *t = c;
     }
-    Ok(out.stdout)
+    let mut crc = !0u32;
+    for &b in data {
+        crc = table[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
+    }
+    !crc
 }
 
 async fn walk_cancel(
@@ -307,8 +334,7 @@ async fn stream_cancel(
 ) -> Result<StreamCancel, String> {
     let next = |seed: &mut u64| {
         *seed += 1;
-        slow_archive(opts.archive_members, opts.member_size, *seed)
-            .map_err(|e| format!("cannot build the archive: {e}"))
+        Ok::<Vec<u8>, String>(slow_archive(opts.archive_members, opts.member_size, *seed))
     };
     // The whole scan, for reference.
     let archive = next(seed)?;

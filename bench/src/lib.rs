@@ -137,7 +137,7 @@ impl Options {
                 dirs: 20,
                 files_per_dir: 5_000,
                 after_opens: 2_000,
-                archive_members: 4_000,
+                archive_members: 1_500,
                 member_size: 20 << 10,
                 runs: 3,
             },
@@ -184,7 +184,7 @@ impl Options {
                 dirs: 4,
                 files_per_dir: 2_500,
                 after_opens: 500,
-                archive_members: 1_500,
+                archive_members: 600,
                 runs: 1,
                 ..Options::full().cancel
             },

@@ -1051,7 +1051,7 @@ impl Report {
             }
             let _ = writeln!(
                 s,
-                "\nAbandoned stream scans ({} members of {} bytes, gzip'd tar): the client disconnects while the scan runs\n",
+                "\nAbandoned stream scans ({} members of {} bytes, stored ZIP): the client disconnects while the scan runs\n",
                 c.options.as_ref().map_or(0, |o| o.archive_members),
                 c.options.as_ref().map_or(0, |o| o.member_size)
             );
