@@ -5,7 +5,8 @@
 #   fuzz/run.sh build                 # only build the targets
 #   fuzz/run.sh list                  # names of the targets
 #
-# Targets: command, instream, session, config, messages, log_escape, logrec, clamd_conf
+# Targets: command, instream, session, config, messages, log_escape, logrec,
+# clamd_conf, observe
 # (see docs/fuzzing.md).
 # The harness is libFuzzer (crate libfuzzer-sys, which builds libFuzzer from
 # source with the system C++ compiler); coverage comes from LLVM's
@@ -18,7 +19,7 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-TARGETS=(command instream session config messages log_escape logrec clamd_conf)
+TARGETS=(command instream session config messages log_escape logrec clamd_conf observe)
 TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"
 BIN_DIR="$HERE/target/$TRIPLE/release"
 

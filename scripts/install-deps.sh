@@ -15,9 +15,10 @@ build_packages=(build-essential pkg-config libclang-dev libclamav-dev clamdscan 
 test_packages=(
   clamav clamav-daemon clamdscan clamav-testfiles clamav-milter miltertest
   python3 python3-pip python3-pyclamd libclamav-client-perl perl
-  systemd util-linux procps tmux
+  systemd util-linux procps tmux bzip2
   debootstrap systemd-container lintian dpkg-dev binutils
   check python3-pytest python3-pytest-timeout
+  prometheus chromium chromium-driver python3-selenium
 )
 case "$profile" in
   build) packages=("${build_packages[@]}") ;;

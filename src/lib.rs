@@ -9,7 +9,10 @@
 //! * [`zygote`] (service user, sandboxed, one thread): holds the compiled
 //!   engine and forks workers;
 //! * [`worker`] (service user, sandboxed, no new tasks): the protocol,
-//!   streams, scans.
+//!   streams, scans;
+//! * [`observer`] (service user, sandboxed, one thread, no file access):
+//!   the metrics and status page listener, HAProxy's agent, the self-test's
+//!   client side.
 //!
 //! Shared, process-neutral modules:
 //! * [`ipc`]: the messages between the processes and how they travel;
@@ -23,6 +26,7 @@
 //! * [`clamd_cli`], [`daemonize`], [`pidfile`]: clamd's command line, forking
 //!   into the background with readiness, the PID file;
 //! * [`socket_setup`]: owner, group and backlog of the sockets clamsentry binds;
+//! * [`usage`]: a process's own memory, CPU time and descriptors;
 //! * [`virus_event`]: clamd's VirusEvent, run by the supervisor on detections.
 //!
 //! `unsafe_code` is denied crate-wide and allowed only in the few files at
@@ -38,6 +42,7 @@ pub mod daemonize;
 pub mod engine;
 pub mod ipc;
 pub mod log;
+pub mod observer;
 pub mod pidfile;
 pub mod policy;
 pub mod proto;
@@ -46,6 +51,7 @@ pub mod sandbox;
 pub mod socket_setup;
 pub mod supervisor;
 pub mod systemd;
+pub mod usage;
 pub mod virus_event;
 pub mod worker;
 pub mod zygote;

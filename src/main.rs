@@ -53,6 +53,10 @@ enum Cmd {
         #[arg(long)]
         connect: Vec<PathBuf>,
     },
+    /// Internal: the observer (metrics, HAProxy agent, self-test), started
+    /// by the supervisor.
+    #[command(name = "__observer", hide = true)]
+    Observer,
 }
 
 impl Cli {
@@ -102,6 +106,7 @@ fn main() -> ExitCode {
             };
             ExitCode::from(clamsentry::zygote::main(mode).clamp(0, 255) as u8)
         }
+        Some(Cmd::Observer) => ExitCode::from(clamsentry::observer::main().clamp(0, 255) as u8),
         Some(Cmd::SandboxCheck { connect }) => {
             match clamsentry::supervisor::sandbox_check(source, &connect) {
                 Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

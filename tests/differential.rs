@@ -455,6 +455,141 @@ fn fildes_matches_clamd() {
     }
 }
 
+/// Sends `bytes` and `fd` in one message (sendmsg), as a client that
+/// attaches the descriptor to the command itself does.
+fn with_fd_in_one_message(addr: &Addr, before: &[u8], bytes: &[u8], fd: i32) -> Vec<u8> {
+    let mut c = Conn::open(addr).unwrap();
+    if !before.is_empty() {
+        c.send(before).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let Conn::Unix(s) = &c else { unreachable!() };
+    let fds = [fd];
+    let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+    let iov = [std::io::IoSlice::new(bytes)];
+    nix::sys::socket::sendmsg::<()>(
+        s.as_raw_fd(),
+        &iov,
+        &cmsg,
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+    c.read_all(Duration::from_secs(3))
+}
+
+/// A descriptor sent in the same message as its FILDES command (without
+/// the payload byte it should travel with) is unclaimed: clamd answers at
+/// once with a protocol error, and so does clamsentry (it used to wait for
+/// `command-read-timeout`). A descriptor that comes with a partial command
+/// is the same error; with the payload byte in the message it is scanned.
+#[test]
+fn fildes_with_the_descriptor_in_the_command_message_matches_clamd() {
+    let pair = pair();
+    let f = std::fs::File::open(pair.tree.path().join("eicar.txt")).unwrap();
+    let fd = f.as_raw_fd();
+    let cases: [(&[u8], &[u8]); 9] = [
+        (b"", b"zFILDES\0"),
+        (b"", b"nFILDES\n"),
+        (b"", b"FILDES"),
+        (b"", b"zFILDES\0X"),
+        (b"", b"zFIL"),
+        (b"", b"nFIL"),
+        (b"zIDSESSION\0", b"zFILDES\0"),
+        (b"nIDSESSION\n", b"nFILDES\n"),
+        (b"zIDSESSION\0", b"zFIL"),
+    ];
+    for (before, bytes) in cases {
+        let theirs = with_fd_in_one_message(&pair.clamd.unix_addr(), before, bytes, fd);
+        let ours = with_fd_in_one_message(&pair.ours.unix_addr(), before, bytes, fd);
+        assert!(!theirs.ends_with(b"<TIMEOUT>"), "clamd answers at once");
+        assert_eq!(
+            without_fd_number(&theirs),
+            without_fd_number(&ours),
+            "{} then {} with the descriptor",
+            show(before),
+            show(bytes)
+        );
+    }
+}
+
+/// Odd descriptors: where clamd answers an error (anything but a regular
+/// file) clamsentry answers the same bytes; where clamd answers `OK`
+/// because libclamav cannot read the descriptor (`O_PATH`, write-only),
+/// clamsentry answers `Can't read file ERROR` (a deliberate difference:
+/// an unread file is not clean).
+#[test]
+fn odd_fildes_descriptors_are_errors_never_ok() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let pair = pair();
+    let tree = pair.tree.path();
+    let eicar_path = tree.join("eicar.txt");
+    let open = |p: &Path, flags: nix::fcntl::OFlag| -> OwnedFd {
+        let fd = nix::fcntl::open(p, flags, nix::sys::stat::Mode::empty()).unwrap();
+        // SAFETY: a descriptor just opened here, owned by nobody else.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+    use nix::fcntl::OFlag;
+    let writable = tree.join("writable.txt");
+    std::fs::write(&writable, eicar()).unwrap();
+    let (pipe_r, pipe_w) = nix::unistd::pipe().unwrap();
+    let (sock_a, _sock_b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let memfd =
+        nix::sys::memfd::memfd_create(c"eicar", nix::sys::memfd::MemFdCreateFlag::empty()).unwrap();
+    nix::unistd::write(&memfd, &eicar()).unwrap();
+    let memfd_wronly = open(
+        Path::new(&format!("/proc/self/fd/{}", memfd.as_raw_fd())),
+        OFlag::O_WRONLY,
+    );
+    let same: Vec<(&str, OwnedFd)> = vec![
+        ("a directory", open(tree, OFlag::O_RDONLY)),
+        ("an O_PATH directory", open(tree, OFlag::O_PATH)),
+        ("a pipe's read end", pipe_r),
+        ("a pipe's write end", pipe_w),
+        ("a socket", OwnedFd::from(sock_a)),
+        ("/dev/zero", open(Path::new("/dev/zero"), OFlag::O_RDONLY)),
+        ("a readable memfd", memfd),
+        ("a read-write file", open(&writable, OFlag::O_RDWR)),
+    ];
+    for (what, fd) in &same {
+        let theirs = fildes_fd(&pair.clamd.unix_addr(), fd.as_raw_fd());
+        let ours = fildes_fd(&pair.ours.unix_addr(), fd.as_raw_fd());
+        assert_eq!(
+            without_fd_number(&theirs),
+            without_fd_number(&ours),
+            "{what}"
+        );
+    }
+    let differ: Vec<(&str, OwnedFd)> = vec![
+        ("an O_PATH file", open(&eicar_path, OFlag::O_PATH)),
+        ("a write-only file", open(&writable, OFlag::O_WRONLY)),
+        (
+            "an append-only file",
+            open(&writable, OFlag::O_WRONLY | OFlag::O_APPEND),
+        ),
+        ("a write-only memfd", memfd_wronly),
+    ];
+    for (what, fd) in &differ {
+        let theirs = fildes_fd(&pair.clamd.unix_addr(), fd.as_raw_fd());
+        let ours = fildes_fd(&pair.ours.unix_addr(), fd.as_raw_fd());
+        assert_eq!(without_fd_number(&theirs), "fd[N]: OK\0", "clamd, {what}");
+        assert_eq!(
+            without_fd_number(&ours),
+            "fd[N]: Can't read file ERROR\0",
+            "{what}"
+        );
+    }
+}
+
+/// FILDES of one descriptor, the payload byte in its own message.
+fn fildes_fd(addr: &Addr, fd: i32) -> Vec<u8> {
+    let mut c = Conn::open(addr).unwrap();
+    c.send(b"zFILDES\0").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    c.send_fd(fd).unwrap();
+    c.read_all(Duration::from_secs(3))
+}
+
 #[test]
 fn testfiles_detected_with_the_same_names() {
     let pair = pair();

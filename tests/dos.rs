@@ -547,3 +547,51 @@ fn idle_floods_from_one_address_do_not_lock_it_out() {
     assert!(d.log().contains("closed an idle connection to make room"));
     no_restart(&d);
 }
+
+/// Sessions have a lifetime (`limits.max-session-seconds`): a pooled
+/// client cannot pin its connection (and, behind a balancer, itself) to
+/// one worker forever. The session ends at a command boundary: the
+/// command in progress when the lifetime runs out is answered first, then
+/// clamd's `COMMAND READ TIMED OUT` (what clamd sends when it ends an idle
+/// session), then the connection closes.
+#[test]
+fn a_session_ends_at_a_command_boundary_after_its_lifetime() {
+    let db = TestDb::new();
+    let d = Daemon::clamsentry(
+        db.path(),
+        &[
+            ("limits", "max-session-seconds = 1"),
+            ("limits", "stream-min-rate = 0"),
+        ],
+    );
+    let mut c = Conn::open(&d.unix_addr()).unwrap();
+    c.send(b"zIDSESSION\0zPING\0").unwrap();
+    assert_eq!(
+        show(&c.read_until(b"\0", Duration::from_secs(30))),
+        "1: PONG\\0"
+    );
+    // A stream is under way when the lifetime runs out (waiting twice the
+    // lifetime makes sure it does): it is still answered.
+    let data = eicar();
+    let mut head = b"zINSTREAM\0".to_vec();
+    head.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    head.extend_from_slice(&data[..10]);
+    c.send(&head).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let mut tail = data[10..].to_vec();
+    tail.extend_from_slice(&[0, 0, 0, 0]);
+    c.send(&tail).unwrap();
+    let got = c.read_all(Duration::from_secs(30));
+    assert_eq!(
+        show(&got),
+        format!("2: stream: {FOUND} FOUND\\0COMMAND READ TIMED OUT\n")
+    );
+    assert!(d
+        .log()
+        .contains("IDSESSION ended: limits.max-session-seconds reached"));
+    // An idle session ends when its lifetime does, not at idle-timeout.
+    let mut c = Conn::open(&d.unix_addr()).unwrap();
+    c.send(b"nIDSESSION\n").unwrap();
+    let got = c.read_all(Duration::from_secs(60));
+    assert_eq!(show(&got), "COMMAND READ TIMED OUT\n");
+}

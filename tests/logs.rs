@@ -158,10 +158,6 @@ fn client_bytes_in_scan_paths_cannot_forge_log_lines() {
 
 const NOBODY: u32 = 65534;
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 /// Runs a Python program as nobody, with `fds` placed at 3, 4, ….
 fn python_as_nobody(script: &str, args: &[String], fds: &[RawFd]) -> Command {
     let mut c = Command::new("python3");
@@ -200,7 +196,7 @@ fn field<'a>(p: &'a Parsed, name: &str) -> Option<&'a str> {
 /// Does this line concern client uid `uid` (its peer, or its budget key)?
 fn about_uid(p: &Parsed, uid: u32) -> bool {
     field(p, "peer").is_some_and(|v| v.starts_with(&format!("unix uid={uid} ")))
-        || field(p, "peer_key") == Some(&format!("uid:{uid}"))
+        || field(p, "peer_key") == Some(&format!("uid={uid}"))
 }
 
 /// How many budget windows (minutes) a run of `elapsed` can touch.
@@ -258,12 +254,7 @@ print(missing)
 /// FOUND lines.
 #[test]
 fn one_local_user_flooding_unreadable_paths_gets_a_bounded_log() {
-    if !is_root() {
-        eprintln!(
-            "SKIPPED: needs root (a client running as nobody, a directory only root may enter)"
-        );
-        return;
-    }
+    require_root!("needs root (a client running as nobody, a directory only root may enter)");
     let db = common::TestDb::new();
     let d = Daemon::clamsentry(
         db.path(),
@@ -333,7 +324,7 @@ fn one_local_user_flooding_unreadable_paths_gets_a_bounded_log() {
     let reported = |lines: &[Parsed]| -> u64 {
         lines
             .iter()
-            .filter(|p| field(p, "peer_key") == Some("uid:65534"))
+            .filter(|p| field(p, "peer_key") == Some("uid=65534"))
             .filter_map(|p| field(p, "suppressed")?.parse::<u64>().ok())
             .sum()
     };
@@ -475,10 +466,7 @@ print(os.getpid())
 /// decode ends it.
 #[test]
 fn a_compromised_worker_cannot_write_lines_that_look_like_the_supervisors() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (pidfd_getfd on the daemon's worker)");
-        return;
-    }
+    require_root!("needs root (pidfd_getfd on the daemon's worker)");
     let db = common::TestDb::new();
     let d = Daemon::clamsentry(
         db.path(),
@@ -486,7 +474,7 @@ fn a_compromised_worker_cannot_write_lines_that_look_like_the_supervisors() {
             ("log", "target = \"stderr\""),
             ("log", "level = \"info\""),
             ("log", "result-lines-per-minute = 200"),
-            ("limits", "workers = 2"),
+            ("limits", "standby-workers = 2"),
         ],
     );
     let pid = d.worker();

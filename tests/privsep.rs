@@ -523,8 +523,8 @@ fn workers_cannot_fork_and_the_engine_holder_holds_only_its_channel() {
     // Its descriptors: stdin, stdout, stderr (a pipe to the supervisor),
     // two sockets (its control and log channels), its own /proc/PID/task
     // (to count its threads before each fork; opened before the sandbox
-    // closed /proc) and the signature directory (opened before it demoted
-    // itself).
+    // closed /proc), its own /proc/PID/smaps_rollup (its memory figure,
+    // same) and the signature directory (opened before it demoted itself).
     let signatures = std::fs::canonicalize(db.path())
         .unwrap()
         .display()
@@ -536,7 +536,11 @@ fn workers_cannot_fork_and_the_engine_holder_holds_only_its_channel() {
     {
         let n: i32 = e.file_name().to_str().unwrap().parse().unwrap();
         let target = std::fs::read_link(e.path()).unwrap().display().to_string();
-        if n <= 2 || target == format!("/proc/{z}/task") || target == signatures {
+        if n <= 2
+            || target == format!("/proc/{z}/task")
+            || target == format!("/proc/{z}/smaps_rollup")
+            || target == signatures
+        {
             continue;
         }
         assert!(
@@ -569,7 +573,8 @@ fn workers_cannot_fork_and_the_engine_holder_holds_only_its_channel() {
             );
         }
     }
-    // Workers: stdio, their two channels, their clients' sockets.
+    // Workers: stdio, their channels, their clients' sockets, their own
+    // smaps_rollup (opened before they narrowed their sandbox).
     for w in workers {
         for e in std::fs::read_dir(format!("/proc/{w}/fd"))
             .unwrap()
@@ -585,6 +590,7 @@ fn workers_cannot_fork_and_the_engine_holder_holds_only_its_channel() {
                     || target.starts_with("anon_inode:")
                     || target.starts_with("pipe:")
                     || target == "/dev/null"
+                    || target == format!("/proc/{w}/smaps_rollup")
                     || target.starts_with("/tmp")
                     || target.contains("daemon.log"),
                 "worker fd -> {target}"
@@ -870,7 +876,7 @@ fn socket_inodes(pid: i32) -> std::collections::BTreeSet<String> {
 fn no_socket_is_shared_between_workers_or_with_the_engine_holder() {
     require_root!("the supervisor starts its workers as another user");
     let db = TestDb::new();
-    let d = Daemon::clamsentry(db.path(), &[("limits", "workers = 3")]);
+    let d = Daemon::clamsentry(db.path(), &[("limits", "standby-workers = 3")]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while d.workers().len() < 3 {
         assert!(Instant::now() < deadline, "three workers never ran");

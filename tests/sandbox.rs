@@ -696,9 +696,11 @@ mod child {
             user: std::env::var("CS_USER").ok(),
             read_only: vec![env_path("CS_RO")],
             read_write: vec![env_path("CS_RW")],
+            read_files: vec![],
             max_open_files: 64,
             max_threads: std::env::var("CS_MAX_THREADS").unwrap().parse().unwrap(),
             seccomp: std::env::var_os("CS_NO_SECCOMP").is_none(),
+            accepts: false,
         };
         // Opened before demotion, as the broker would: the sandbox cannot open it.
         let zip = std::fs::File::open(env_path("CS_ZIP")).unwrap();
@@ -841,9 +843,11 @@ mod child {
             user: None,
             read_only: vec![],
             read_write: vec![],
+            read_files: vec![],
             max_open_files: 64,
             max_threads: 0,
             seccomp: true,
+            accepts: false,
         };
         match sandbox::demote(&plan) {
             Ok(s) => println!("status={s}"),

@@ -504,7 +504,7 @@ wait || true
         .filter(|e| {
             e.get("PEER")
                 .is_some_and(|p| p.starts_with("unix uid=65534 "))
-                || e.get("PEER_KEY") == Some("uid:65534")
+                || e.get("PEER_KEY") == Some("uid=65534")
         })
         .filter(|e| e.get("PRIORITY").is_some_and(|p| p <= "6"))
         .collect();
@@ -628,11 +628,9 @@ fn units_for_analysis() -> tempfile::TempDir {
         &format!("ExecStart={}", env!("CARGO_BIN_EXE_clamsentry")),
     );
     std::fs::write(dir.path().join("clamsentry.service"), service).unwrap();
-    std::fs::copy(
-        root.join("clamsentry.socket"),
-        dir.path().join("clamsentry.socket"),
-    )
-    .unwrap();
+    for unit in ["clamsentry.socket", "clamsentry-metrics.socket"] {
+        std::fs::copy(root.join(unit), dir.path().join(unit)).unwrap();
+    }
     dir
 }
 
@@ -646,6 +644,7 @@ fn shipped_units_verify_cleanly() {
             "verify",
             "--man=no",
             "clamsentry.socket",
+            "clamsentry-metrics.socket",
             "clamsentry.service",
         ])
         .output()

@@ -40,6 +40,8 @@ pub struct Settings {
     /// TemporaryDirectory / scan.temporary-directory (libclamav makes a
     /// directory here for every scan; clamd also writes every stream here).
     pub temp_dir: PathBuf,
+    /// clamsentry's `metrics.listen` (None: off).
+    pub metrics_listen: Option<String>,
 }
 
 /// clamd.conf for the benchmark.
@@ -106,7 +108,10 @@ pub fn clamsentry_toml(db: &Path, socket: &Path, s: &Settings) -> String {
         workers = s
             .workers
             .map_or(String::new(), |n| format!("workers = {n}\n")),
-    )
+    ) + &s
+        .metrics_listen
+        .as_ref()
+        .map_or(String::new(), |m| format!("\n[metrics]\nlisten = {m:?}\n"))
 }
 
 /// A running daemon; killed (SIGTERM, then SIGKILL) when dropped.

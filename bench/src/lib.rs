@@ -16,6 +16,7 @@ pub mod latency;
 pub mod load;
 pub mod memory;
 pub mod report;
+pub mod scrape;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -68,6 +69,7 @@ pub struct Options {
     pub cancel: cancel::CancelOptions,
     /// Alternating rounds of the latency part [default: 5].
     pub latency_rounds: usize,
+    pub scrape: scrape::ScrapeOptions,
     /// clamsentry's log level.
     pub clamsentry_log: String,
 }
@@ -75,7 +77,8 @@ pub struct Options {
 /// The parts of a run, in the order they run: the throughput scenarios
 /// with the per-daemon measurements (start, idle connections, one reload),
 /// crash recovery, memory with N workers, memory across reloads under load,
-/// directory walks, tail latency at 16 and 256 clients, abandoned scans.
+/// directory walks, tail latency at 16 and 256 clients, abandoned scans,
+/// the cost of being scraped once a second.
 pub const PARTS: &[&str] = &[
     "throughput",
     "crash",
@@ -84,6 +87,7 @@ pub const PARTS: &[&str] = &[
     "dirscan",
     "latency",
     "cancel",
+    "scrape",
 ];
 
 impl Options {
@@ -142,6 +146,12 @@ impl Options {
                 runs: 3,
             },
             latency_rounds: 5,
+            scrape: scrape::ScrapeOptions {
+                rounds: 3,
+                clients: 16,
+                size: 10 << 10,
+                every_s: 1.0,
+            },
             clamsentry_log: "info".into(),
         }
     }
@@ -189,6 +199,10 @@ impl Options {
                 ..Options::full().cancel
             },
             latency_rounds: 1,
+            scrape: scrape::ScrapeOptions {
+                rounds: 2,
+                ..Options::full().scrape
+            },
             ..Options::full()
         }
     }
@@ -205,6 +219,7 @@ impl Options {
             max_connections: 2048,
             workers: None,
             log_level: self.clamsentry_log.clone(),
+            metrics_listen: None,
         }
     }
 }
@@ -665,6 +680,43 @@ pub fn run(opts: &Options) -> Result<Report, String> {
         let r = rt.block_on(cancel::run(&starter, &daemon_list, &work, &opts.cancel))?;
         eprintln!("cancel: {:.0} s", t.elapsed().as_secs_f64());
         report.cancel = Some(r);
+    }
+
+    if opts.wants("scrape") {
+        if let Some(prog) = program(Kind::Clamsentry) {
+            let t = Instant::now();
+            let dir = fresh_dir("scrape-clamsentry")?;
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| e.to_string())?;
+            let settings = Settings {
+                metrics_listen: Some(port.to_string()),
+                ..settings.clone()
+            };
+            let mut d = Daemon::spawn(Kind::Clamsentry, prog, &dir, &dbdir, &settings)
+                .map_err(|e| e.to_string())?;
+            rt.block_on(wait_pong(&mut d))?;
+            let payload = Arc::new(db::payload(opts.scrape.size, 0x5C2A));
+            let r = rt.block_on(scrape::run(
+                &d,
+                port,
+                &payload,
+                &counter,
+                opts.chunk,
+                Duration::from_secs_f64(opts.warmup_s),
+                Duration::from_secs_f64(opts.duration_s),
+                &opts.scrape,
+            ))?;
+            drop(d);
+            eprintln!(
+                "scrape: with / without {:.3} (range {:.3}-{:.3}), {:.0} s",
+                r.median,
+                r.min,
+                r.max,
+                t.elapsed().as_secs_f64()
+            );
+            report.scrape = Some(r);
+        }
     }
 
     report.finish(started.elapsed().as_secs_f64());

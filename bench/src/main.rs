@@ -69,7 +69,7 @@ struct Cli {
     #[arg(long, value_delimiter = ',', default_value = "clamd,clamsentry")]
     daemons: Vec<String>,
     /// Run only these parts (repeatable or comma-separated): throughput,
-    /// crash, workers, reloads, dirscan, latency, cancel [default: all; only
+    /// crash, workers, reloads, dirscan, latency, cancel, scrape [default: all; only
     /// throughput when --scenario is given].
     #[arg(long = "part", value_delimiter = ',')]
     parts: Vec<String>,

@@ -98,6 +98,7 @@ pub struct Report {
     pub dirscan: Option<DirscanResult>,
     pub latency: Option<LatencyResult>,
     pub cancel: Option<CancelResult>,
+    pub scrape: Option<crate::scrape::ScrapeResult>,
     pub targets: Vec<Target>,
     pub total_s: f64,
 }
@@ -298,6 +299,7 @@ pub fn build(
         dirscan: None,
         latency: None,
         cancel: None,
+        scrape: None,
         targets: Vec::new(),
         total_s,
     }
@@ -953,6 +955,9 @@ impl Report {
                 );
             }
             s.push('\n');
+        }
+        if let Some(r) = &self.scrape {
+            s.push_str(&r.markdown());
         }
         if let Some(d) = &self.dirscan {
             let _ = writeln!(

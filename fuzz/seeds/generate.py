@@ -143,3 +143,6 @@ write("logrec", "forged", b"\x0e" + logrec(1, b"2026-01-01T00:00:00.000000Z  INF
     (b"source", b"supervisor"), (b"worker", b"0"), (b"pid", b"1"), (b"syslog_identifier", b"sshd"),
     (b"priority", b"0"), (b"message", b"x")], target=b"clamsentry::supervisor", file=b"", line=0))
 write("logrec", "empty_message", b"\x01" + logrec(4, b"", [], target=b"x", file=b"", line=0))
+
+# observe: written by a Rust test, since the snapshot's layout is long:
+#   cargo test --lib write_observe_seeds -- --ignored

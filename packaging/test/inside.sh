@@ -60,6 +60,8 @@ check "apt install ./target/debian/clamsentry_*.deb (offline: every dependency i
 check "package contents: binary, units in /lib/systemd/system, conffiles, man pages, docs" bash -c '
     set -e
     for f in /usr/bin/clamsentry /lib/systemd/system/clamsentry.service /lib/systemd/system/clamsentry.socket \
+        /lib/systemd/system/clamsentry-metrics.socket /usr/share/clamsentry/prometheus/clamsentry-rules.yml \
+        /usr/share/clamsentry/prometheus/clamsentry-rules.test.yml /usr/share/clamsentry/grafana/clamsentry-dashboard.json \
         /etc/clamsentry/clamsentry.toml /etc/clamsentry/clamd.conf /usr/share/man/man8/clamsentry.8.gz \
         /usr/share/man/man5/clamsentry.toml.5.gz /usr/share/doc/clamsentry/README.md \
         /usr/share/doc/clamsentry/copyright /usr/share/doc/clamsentry/changelog.Debian.gz; do
@@ -83,6 +85,8 @@ check "/var/lib/clamav untouched (clamav:clamav 755) and readable by clamsentry"
 check "clamsentry.socket enabled and listening on $sock (clamav:clamav 0660)" bash -c "
     systemctl is-enabled clamsentry.socket && systemctl is-active clamsentry.socket \
         && [ \"\$(stat -c '%F %U:%G %a' $sock)\" = 'socket clamav:clamav 660' ]"
+check "clamsentry-metrics.socket enabled and listening on 127.0.0.1:9906" bash -c "
+    systemctl is-enabled clamsentry-metrics.socket && systemctl is-active clamsentry-metrics.socket"
 check "clamsentry.service inactive and not enabled (socket activation)" bash -c '
     s=$(systemctl show -p ActiveState --value clamsentry.service); e=$(systemctl is-enabled clamsentry.service)
     echo "$s $e"; [ "$s" = inactive ] && [ "$e" = disabled ]'
@@ -121,6 +125,18 @@ check "clamdscan --fdpass (FILDES): EICAR found" bash -c "
 check "systemctl show -p StatusText: database details" bash -c '
     s=$(systemctl show -p StatusText --value clamsentry.service); echo "$s"
     echo "$s" | grep -Eq "^Serving: 2 signatures, database version [0-9]+, .*0 reloads"'
+metrics() { printf 'GET /metrics HTTP/1.0\r\n\r\n' | socat -t5 - TCP:127.0.0.1:9906; }
+export -f metrics
+check "metrics on 127.0.0.1:9906 (systemd's socket, read by the observer): ready, self-test passed, scans counted" \
+    wait_for bash -c 'm=$(metrics); echo "$m" | grep -qx "clamsentry_ready 1" \
+        && echo "$m" | grep -q "^clamsentry_selftest_last_success_timestamp_seconds " \
+        && echo "$m" | grep -q "^clamsentry_scans_total{command=\"INSTREAM\",listener=\"unix\",result=\"found\"} [1-9]"'
+check "... the metrics socket came from systemd" bash -c '
+    journal | grep -q "metrics listener on 127.0.0.1:9906 from systemd"'
+check "... the observer runs as clamsentry, not dumpable (its /proc files belong to root)" bash -c '
+    o=$(pgrep -x clamsentry-obs); echo "observer: $o"; [ -n "$o" ] \
+        && [ "$(stat -c %U /proc/$o/status)" = root ] \
+        && grep -Eq "^Uid:\s+$(id -u clamsentry)\s" /proc/$o/status'
 check "users outside group clamav cannot connect (socket mode)" bash -c "
     ! setpriv --reuid=nobody --regid=nogroup --clear-groups socat -t3 - UNIX-CONNECT:$sock </dev/null"
 
@@ -155,19 +171,25 @@ check "journalctl -u clamsentry SCAN_RESULT=found -o json: structured fields on 
     done < /tmp/found.json'
 
 # --- privilege separation under systemd ---------------------------------------
-check "engine holder and workers run as clamsentry with no capabilities, no-new-privs, Landlock" bash -c '
+check "engine holder, workers and observer run as clamsentry with no capabilities, no-new-privs, Landlock" bash -c '
     main=$(systemctl show -p MainPID --value clamsentry.service)
-    u=$(id -u clamsentry); g=$(id -g clamsentry); zygotes=0; workers=0
+    u=$(id -u clamsentry); g=$(id -g clamsentry); zygotes=0; workers=0; observers=0
     for p in $(cat /proc/$main/task/*/children); do
         comm=$(cat /proc/$p/comm); echo "$p $comm"
         grep -E "^(Uid|Gid|Groups|Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):" /proc/$p/status
-        case $comm in clamsentry-eng) zygotes=$((zygotes + 1)) ;; clamsentry-work) workers=$((workers + 1)) ;; *) exit 1 ;; esac
+        case $comm in
+            clamsentry-eng) zygotes=$((zygotes + 1)) ;;
+            clamsentry-work) workers=$((workers + 1)) ;;
+            clamsentry-obs) observers=$((observers + 1)) ;;
+            *) exit 1 ;;
+        esac
         grep -Eq "^Uid:\s+$u\s+$u\s+$u\s+$u$" /proc/$p/status \
             && grep -Eq "^Gid:\s+$g\s+$g\s+$g\s+$g$" /proc/$p/status \
             && [ "$(grep -c -E "^Cap(Inh|Prm|Eff|Bnd|Amb):\s+0000000000000000$" /proc/$p/status)" = 5 ] \
             && grep -Eq "^NoNewPrivs:\s+1$" /proc/$p/status || exit 1
     done
-    echo "$zygotes engine holder(s), $workers workers"; [ "$zygotes" = 1 ] && [ "$workers" -ge 2 ]'
+    echo "$zygotes engine holder(s), $workers workers, $observers observer(s)"
+    [ "$zygotes" = 1 ] && [ "$workers" -ge 2 ] && [ "$observers" = 1 ]'
 check "status line: landlock=full, seccomp=on, workers serving" bash -c '
     s=$(systemctl show -p StatusText --value clamsentry.service); echo "$s"
     echo "$s" | grep -q "landlock=full" && echo "$s" | grep -q " seccomp=on " \

@@ -8,8 +8,10 @@
 
 pub mod clamd_conf;
 mod size;
+mod span;
 
 pub use size::ByteSize;
+pub use span::Span;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -53,6 +55,89 @@ pub struct Config {
     pub log: LogConfig,
     pub service: ServiceConfig,
     pub virus_event: VirusEventConfig,
+    pub metrics: MetricsConfig,
+    pub agent: AgentConfig,
+    pub selftest: SelftestConfig,
+}
+
+/// The metrics and status page listener (read by the observer, an
+/// unprivileged sandboxed process).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct MetricsConfig {
+    /// A TCP address ("127.0.0.1:9906") or a Unix socket path; empty: off
+    /// (unless systemd passes a socket named `metrics`).
+    pub listen: String,
+    /// Networks (CIDR) that may connect over TCP.
+    pub tcp_allow: Vec<String>,
+    /// Also the `clamav_*` names of sergeymakinen/clamav_exporter.
+    pub compat_names: bool,
+    /// The N most frequent full signature names (0: categories only).
+    pub top_detections: u32,
+    /// Open connections to the metrics listener; more are closed at once.
+    pub max_connections: u32,
+    /// Seconds a client has to send a request's headers.
+    pub header_timeout: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: String::new(),
+            tcp_allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            compat_names: false,
+            top_detections: 0,
+            max_connections: 64,
+            header_timeout: 5,
+        }
+    }
+}
+
+/// HAProxy's `agent-check` responder.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct AgentConfig {
+    /// A TCP address ("0.0.0.0:9907"); empty: off (unless systemd passes a
+    /// socket named `agent`).
+    pub listen: String,
+    /// Networks (CIDR) that may connect: the load balancers.
+    pub tcp_allow: Vec<String>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            listen: String::new(),
+            tcp_allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
+        }
+    }
+}
+
+/// The built-in self-test: the EICAR string through a worker, as a
+/// client's stream.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct SelftestConfig {
+    /// Seconds between self-tests; 0 = off.
+    pub interval: u64,
+    /// Seconds a self-test may take before it counts as failed.
+    pub timeout: u64,
+}
+
+impl Default for SelftestConfig {
+    fn default() -> Self {
+        SelftestConfig {
+            interval: 60,
+            timeout: 30,
+        }
+    }
+}
+
+/// Where a metrics or agent listener is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObserverListen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
 }
 
 /// A command run on each detection, clamd's VirusEvent (see
@@ -136,6 +221,9 @@ pub struct DatabaseConfig {
     /// Seconds between checks of the directory for changed signature files
     /// (clamd's SelfCheck); 0 turns the check off.
     pub self_check: u64,
+    /// A database built longer ago than this makes the HAProxy agent answer
+    /// `drain` and `ready` 0; 0 = no limit.
+    pub max_age: Span,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -215,6 +303,13 @@ pub struct LimitsConfig {
     pub idle_timeout: u64,
     pub max_command_length: ByteSize,
     pub max_session_commands: u32,
+    /// Seconds an IDSESSION may last; it ends at the next command boundary
+    /// after this (the reply in progress is sent first). 0: no bound.
+    pub max_session_seconds: u64,
+    /// Scanning threads per worker beyond its share of `max_threads`, which
+    /// only run jobs of a client that has fewer running scans than its fair
+    /// share: one client's slow inputs cannot hold every thread.
+    pub reserve_threads: u32,
 }
 
 impl LimitsConfig {
@@ -421,6 +516,7 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             directory: PathBuf::from("/var/lib/clamav"),
             self_check: 60,
+            max_age: Span(7 * 86_400),
         }
     }
 }
@@ -466,6 +562,8 @@ impl Default for LimitsConfig {
             idle_timeout: 120,
             max_command_length: ByteSize(4104),
             max_session_commands: 10_000,
+            max_session_seconds: 600,
+            reserve_threads: 2,
         }
     }
 }
@@ -718,6 +816,18 @@ impl Config {
         }
         if l.max_session_commands == 0 {
             return Err(("limits.max-session-commands", "must be at least 1".into()));
+        }
+        if l.max_session_seconds > 86_400 {
+            return Err((
+                "limits.max-session-seconds",
+                "must be between 1 and 86400 seconds, or 0 for no bound".into(),
+            ));
+        }
+        if l.reserve_threads > 64 {
+            return Err((
+                "limits.reserve-threads",
+                "must be between 0 and 64 (threads per worker beyond its share of limits.max-threads)".into(),
+            ));
         }
         if l.max_connections_per_client == 0 {
             return Err((
@@ -973,8 +1083,106 @@ impl Config {
                     format!("socket {name:?} maps to {kind:?}: use \"unix\" or \"tcp\""),
                 ));
             }
+            if matches!(name.as_str(), "metrics" | "agent") {
+                return Err((
+                    "service.sockets",
+                    format!(
+                        "socket {name:?} is the {name} listener's own name and cannot be mapped"
+                    ),
+                ));
+            }
+        }
+        self.validate_observer()
+    }
+
+    fn validate_observer(&self) -> Result<(), (&'static str, String)> {
+        let m = &self.metrics;
+        let metrics = self.metrics_listen().map_err(|e| ("metrics.listen", e))?;
+        let allow = allow_list(&m.tcp_allow).map_err(|e| ("metrics.tcp-allow", e))?;
+        if let Some(ObserverListen::Tcp(addr)) = metrics {
+            open_to_network("metrics.tcp-allow", addr, &allow)?;
+        }
+        if m.top_detections > crate::ipc::observe::MAX_TOP as u32 {
+            return Err((
+                "metrics.top-detections",
+                format!(
+                    "must be between 0 (off) and {}",
+                    crate::ipc::observe::MAX_TOP
+                ),
+            ));
+        }
+        if m.max_connections == 0 || m.max_connections > 4096 {
+            return Err((
+                "metrics.max-connections",
+                "must be between 1 and 4096".into(),
+            ));
+        }
+        if m.header_timeout == 0 || m.header_timeout > 300 {
+            return Err((
+                "metrics.header-timeout",
+                "must be between 1 and 300 seconds".into(),
+            ));
+        }
+        let agent = self.agent_listen().map_err(|e| ("agent.listen", e))?;
+        let allow = allow_list(&self.agent.tcp_allow).map_err(|e| ("agent.tcp-allow", e))?;
+        if let Some(addr) = agent {
+            open_to_network("agent.tcp-allow", addr, &allow)?;
+        }
+        if self.selftest.interval > 86_400 {
+            return Err((
+                "selftest.interval",
+                "must be between 0 (off) and 86400 seconds".into(),
+            ));
+        }
+        if self.selftest.timeout == 0 || self.selftest.timeout > 3600 {
+            return Err((
+                "selftest.timeout",
+                "must be between 1 and 3600 seconds".into(),
+            ));
         }
         Ok(())
+    }
+
+    /// `metrics.listen`, parsed: `None` when off.
+    pub fn metrics_listen(&self) -> Result<Option<ObserverListen>, String> {
+        let text = self.metrics.listen.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        if text.starts_with('/') {
+            if text.contains('\0') || text.len() > 107 {
+                return Err(format!(
+                    "{text:?} is not a usable Unix socket path (at most 107 bytes)"
+                ));
+            }
+            return Ok(Some(ObserverListen::Unix(PathBuf::from(text))));
+        }
+        text.parse::<SocketAddr>()
+            .map(|a| Some(ObserverListen::Tcp(a)))
+            .map_err(|_| {
+                format!("{text:?} is not an address like \"127.0.0.1:9906\" nor an absolute Unix socket path")
+            })
+    }
+
+    /// `agent.listen`, parsed: `None` when off.
+    pub fn agent_listen(&self) -> Result<Option<SocketAddr>, String> {
+        let text = self.agent.listen.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse::<SocketAddr>().map(Some).map_err(|_| {
+            format!(
+                "{text:?} is not an address like \"0.0.0.0:9907\" (HAProxy's agent-check uses TCP)"
+            )
+        })
+    }
+
+    pub fn metrics_allow(&self) -> Vec<ipnet::IpNet> {
+        allow_list(&self.metrics.tcp_allow).unwrap_or_default()
+    }
+
+    pub fn agent_allow(&self) -> Vec<ipnet::IpNet> {
+        allow_list(&self.agent.tcp_allow).unwrap_or_default()
     }
 
     /// The Unix socket path, if one is configured.
@@ -999,17 +1207,7 @@ impl Config {
     }
 
     pub fn tcp_allow(&self) -> Result<Vec<ipnet::IpNet>, String> {
-        self.listen
-            .tcp_allow
-            .iter()
-            .map(|n| {
-                n.parse::<ipnet::IpNet>()
-                    .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| {
-                        format!("{n:?} is not a network like \"127.0.0.0/8\" or an address")
-                    })
-            })
-            .collect()
+        allow_list(&self.listen.tcp_allow)
     }
 
     pub fn tcp_addrs(&self) -> Result<Vec<SocketAddr>, String> {
@@ -1023,6 +1221,36 @@ impl Config {
             })
             .collect()
     }
+}
+
+/// Networks of an allow-list (`listen.tcp-allow` and its kin).
+fn allow_list(list: &[String]) -> Result<Vec<ipnet::IpNet>, String> {
+    list.iter()
+        .map(|n| {
+            n.parse::<ipnet::IpNet>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("{n:?} is not a network like \"127.0.0.0/8\" or an address"))
+        })
+        .collect()
+}
+
+/// A listener reachable from the network needs client networks in its
+/// allow-list (as `listen.tcp`).
+fn open_to_network(
+    key: &'static str,
+    addr: SocketAddr,
+    allow: &[ipnet::IpNet],
+) -> Result<(), (&'static str, String)> {
+    if allow.is_empty() {
+        return Err((key, "is empty, so no client could connect: list the networks that may (e.g. [\"127.0.0.0/8\"])".into()));
+    }
+    if !addr.ip().is_loopback() && allow.iter().all(|n| n.addr().is_loopback()) {
+        return Err((
+            key,
+            format!("the listener binds {addr}, reachable from the network, but only loopback may connect: list the client networks (e.g. [\"192.0.2.0/24\"])"),
+        ));
+    }
+    Ok(())
 }
 
 /// The 1-based line where `table.key` is set, or 0 if the file does not set it.
@@ -1151,6 +1379,55 @@ mod tests {
             err,
             "t:2: log.target: \"syslog\" is not a log target: use auto, journald or stderr"
         );
+    }
+
+    #[test]
+    fn observer_keys_are_checked() {
+        let c = Config::default();
+        assert_eq!(c.metrics_listen().unwrap(), None);
+        assert_eq!(c.selftest.interval, 60);
+        assert_eq!(c.database.max_age, Span(7 * 86_400));
+        let c = Config::parse(
+            "[metrics]\nlisten = \"127.0.0.1:9906\"\ntop-detections = 10\n[agent]\nlisten = \"0.0.0.0:9907\"\ntcp-allow = [\"192.0.2.0/24\"]\n[database]\nmax-age = \"36h\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            c.metrics_listen().unwrap(),
+            Some(ObserverListen::Tcp("127.0.0.1:9906".parse().unwrap()))
+        );
+        assert_eq!(
+            c.agent_listen().unwrap(),
+            Some("0.0.0.0:9907".parse().unwrap())
+        );
+        assert_eq!(c.database.max_age, Span(36 * 3600));
+        let c = Config::parse("[metrics]\nlisten = \"/run/cs/metrics.sock\"\n", "t").unwrap();
+        assert_eq!(
+            c.metrics_listen().unwrap(),
+            Some(ObserverListen::Unix("/run/cs/metrics.sock".into()))
+        );
+        for (text, key) in [
+            (
+                "[metrics]\nlisten = \"0.0.0.0:9906\"\n",
+                "metrics.tcp-allow",
+            ),
+            ("[metrics]\nlisten = \"metrics.sock\"\n", "metrics.listen"),
+            (
+                "[metrics]\ntop-detections = 101\n",
+                "metrics.top-detections",
+            ),
+            ("[agent]\nlisten = \"/run/agent.sock\"\n", "agent.listen"),
+            ("[agent]\nlisten = \"0.0.0.0:9907\"\n", "agent.tcp-allow"),
+            ("[selftest]\ntimeout = 0\n", "selftest.timeout"),
+            ("[database]\nmax-age = \"7w\"\n", "max-age"),
+            (
+                "[service]\nsockets = { metrics = \"tcp\" }\n",
+                "service.sockets",
+            ),
+        ] {
+            let err = Config::parse(text, "t").unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -117,6 +117,49 @@ impl Verdict {
         matches!(self, Verdict::Error { code, .. } if *code == sys::cl_error_t::CL_EACCES.0)
     }
 
+    /// What kind of error a scan ended in (the metrics' reasons).
+    pub fn error_kind(&self) -> Option<ScanErrorKind> {
+        use sys::cl_error_t as e;
+        let Verdict::Error { code, .. } = self else {
+            return None;
+        };
+        let c = *code;
+        let is = |list: &[sys::cl_error_t]| list.iter().any(|x| x.0 == c);
+        Some(if is(&[e::CL_EACCES]) {
+            ScanErrorKind::Access
+        } else if is(&[e::CL_ETMPDIR, e::CL_ETMPFILE]) {
+            ScanErrorKind::TemporaryDirectory
+        } else if is(&[
+            e::CL_EOPEN,
+            e::CL_ECREAT,
+            e::CL_EUNLINK,
+            e::CL_ESTAT,
+            e::CL_EREAD,
+            e::CL_ESEEK,
+            e::CL_EWRITE,
+            e::CL_EDUP,
+            e::CL_EMAP,
+        ]) {
+            ScanErrorKind::Io
+        } else if is(&[e::CL_EMEM]) {
+            ScanErrorKind::Memory
+        } else if is(&[e::CL_EFORMAT, e::CL_EPARSE, e::CL_EUNPACK]) {
+            ScanErrorKind::Format
+        } else if is(&[e::CL_ETIMEOUT]) {
+            ScanErrorKind::MaxScanTime
+        } else if is(&[e::CL_EMAXREC]) {
+            ScanErrorKind::MaxRecursion
+        } else if is(&[e::CL_EMAXSIZE]) {
+            ScanErrorKind::MaxScanSize
+        } else if is(&[e::CL_EMAXFILES]) {
+            ScanErrorKind::MaxFiles
+        } else if is(&[e::CL_EBYTECODE, e::CL_EBYTECODE_TESTFAIL]) {
+            ScanErrorKind::Bytecode
+        } else {
+            ScanErrorKind::Other
+        })
+    }
+
     /// The scan failed because the temporary directory was unusable.
     pub fn is_temp_failure(&self) -> bool {
         matches!(self, Verdict::Error { code, .. } if [
@@ -126,6 +169,46 @@ impl Verdict {
         ]
         .contains(code))
     }
+
+    /// The verdict for a scan written off for running past
+    /// `scan.max-scan-time` (libclamav did not stop it): what libclamav
+    /// itself reports when it stops a scan at its time limit —
+    /// `Heuristics.Limits.Exceeded.MaxScanTime` with
+    /// `scan.alert-exceeds-max`, else its error for the limit (`Exceeded
+    /// time limit`; clamd 1.4.6 turns a stopped scan into `OK` instead,
+    /// which would be a clean verdict for a file nobody scanned).
+    pub fn time_limit(alert_exceeds_max: bool) -> Verdict {
+        if alert_exceeds_max {
+            Verdict::Found(vec!["Heuristics.Limits.Exceeded.MaxScanTime".into()])
+        } else {
+            let code = sys::cl_error_t::CL_ETIMEOUT.0;
+            Verdict::Error {
+                code,
+                message: strerror(code),
+            }
+        }
+    }
+}
+
+/// Kinds of libclamav scan errors (`cl_error_t`), by what an operator
+/// would do about them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanErrorKind {
+    Io,
+    Access,
+    TemporaryDirectory,
+    Memory,
+    Format,
+    /// `scan.max-scan-time` (CL_ETIMEOUT).
+    MaxScanTime,
+    /// `scan.max-recursion` (CL_EMAXREC).
+    MaxRecursion,
+    /// `scan.max-scan-size` (CL_EMAXSIZE).
+    MaxScanSize,
+    /// `scan.max-files` (CL_EMAXFILES).
+    MaxFiles,
+    Bytecode,
+    Other,
 }
 
 static INIT: OnceLock<u32> = OnceLock::new();

@@ -20,6 +20,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use super::observe::{ProcUsage, WorkerCounters};
 use crate::policy::ListenerKind;
 
 /// Largest datagram either side sends or accepts.
@@ -53,6 +54,8 @@ pub enum ToZygote {
     /// Retired: exit now. Workers forked earlier are the supervisor's
     /// children and live on.
     Exit,
+    /// Report your own memory, CPU time and descriptors (`Usage`).
+    Measure,
 }
 
 /// Zygote → supervisor.
@@ -71,6 +74,8 @@ pub enum FromZygote {
     LoadFailed { error: String },
     /// A fork request failed (the zygote goes on).
     ForkFailed { worker: u64, error: String },
+    /// Answer to `Measure`.
+    Usage(ProcUsage),
 }
 
 /// What a ready zygote reports.
@@ -112,6 +117,87 @@ pub enum ToWorker {
     /// worker may now give the client its reply (RELOADING), so a client
     /// that waits for the reply knows the reload was ordered.
     AdminAccepted { conn: u64 },
+    /// How many of the worker's normal scan threads may run jobs at once
+    /// (its share of the daemon's `max-threads` now; at least 1, at most
+    /// its threads). Sent whenever the share changes; the worker starts
+    /// with all its threads permitted.
+    Threads { limit: u32 },
+    /// The stream memory the worker may hold now, in bytes (absolute; may
+    /// grow or shrink). Shrinking revokes nothing already held: it stops
+    /// further growth until holdings fall below it. Answers
+    /// [`FromWorker::StreamWant`]; may also come unasked (memory taken
+    /// back for another worker). The worker starts with
+    /// `limits.stream-memory` until the first one arrives.
+    StreamGrant { bytes: u64 },
+    /// What are your scan threads doing? Answer with
+    /// [`FromWorker::TaskList`] with the same `seq`.
+    TaskQuery { seq: u64 },
+    /// The answer to [`FromWorker::StatsTasks`]: every task of the whole
+    /// daemon, for an administrator's STATS on connection `conn`.
+    StatsTasks {
+        conn: u64,
+        tasks: Vec<TaskInfo>,
+        /// Tasks left out to keep the message under [`MAX_MESSAGE`].
+        omitted: u32,
+    },
+}
+
+/// One running scan task, as STATS shows it (`\t<command> <seconds> <file>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskInfo {
+    /// The clamd command word (`SCAN`, `INSTREAM`, …), at most
+    /// [`MAX_TASK_COMMAND`] bytes.
+    pub command: String,
+    /// Microseconds since the task began.
+    pub elapsed_us: u64,
+    /// The file being scanned, at most [`MAX_TASK_NAME`] bytes (cut at a
+    /// character boundary).
+    pub filename: String,
+}
+
+/// Longest command word in a [`TaskInfo`].
+pub const MAX_TASK_COMMAND: usize = 32;
+/// Longest file name in a [`TaskInfo`]; longer names are cut.
+pub const MAX_TASK_NAME: usize = 512;
+
+/// Bytes one task takes in a task list (exactly, as encoded).
+pub fn task_size(t: &TaskInfo) -> usize {
+    4 + t.command.len() + 8 + 4 + t.filename.len()
+}
+
+/// Cuts each name to [`MAX_TASK_NAME`] and keeps as many tasks, in order,
+/// as fit in `room` bytes of encoded list; returns them and how many were
+/// left out. A task list message with `room` = [`TASK_LIST_ROOM`] always
+/// fits in [`MAX_MESSAGE`].
+pub fn fit_tasks(tasks: Vec<TaskInfo>, room: usize) -> (Vec<TaskInfo>, u32) {
+    let total = tasks.len();
+    let mut used = 0;
+    let mut out = Vec::new();
+    for mut t in tasks {
+        cut(&mut t.command, MAX_TASK_COMMAND);
+        cut(&mut t.filename, MAX_TASK_NAME);
+        let size = task_size(&t);
+        if used + size > room {
+            break;
+        }
+        used += size;
+        out.push(t);
+    }
+    let omitted = u32::try_from(total - out.len()).unwrap_or(u32::MAX);
+    (out, omitted)
+}
+
+/// Room for the tasks in a task list message (the rest is its header).
+pub const TASK_LIST_ROOM: usize = MAX_MESSAGE - 64;
+
+fn cut(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
 }
 
 /// A handed-over connection: its id (which broker requests name), where it
@@ -184,10 +270,57 @@ pub enum FromWorker {
         virus: String,
         target: Vec<u8>,
     },
-    /// This worker should be replaced (its temporary directory failed a
-    /// scan: libclamav may have cached as clean what it could not scan). It
-    /// finishes its requests; no new connection should come.
-    Retire,
+    /// This worker should be replaced; it drains itself (finishes its
+    /// requests, takes no new command) and exits. No new connection should
+    /// come; its identity's next connections go to a fresh worker. Sent at
+    /// most once, and only while serving (not after `Drain`).
+    Retire { reason: RetireReason },
+    /// The stream memory this worker would like to hold, in bytes
+    /// (absolute): what it holds plus what waiting streams need, rounded up
+    /// to [`STREAM_STEP`], plus 4 steps of headroom. Sent when the need
+    /// rises above the grant (once per rise), and when the need falls 8
+    /// steps below both the grant and the last want (so memory flows
+    /// back). Answered by [`ToWorker::StreamGrant`]; a waiting stream is
+    /// refused after 2 s without one.
+    StreamWant { bytes: u64 },
+    /// An administrator on connection `conn` asked for STATS: send the
+    /// whole daemon's tasks ([`ToWorker::StatsTasks`]) within a short
+    /// deadline; the worker shows its own tasks if none come.
+    StatsTasks { conn: u64 },
+    /// The answer to [`ToWorker::TaskQuery`].
+    TaskList {
+        seq: u64,
+        tasks: Vec<TaskInfo>,
+        omitted: u32,
+    },
+    /// What the worker counted since it started, its scan pool now and its
+    /// own resource use (see `observe`).
+    Counters(Box<WorkerCounters>),
+}
+
+/// Stream memory moves between the supervisor and a worker in steps of
+/// this many bytes.
+pub const STREAM_STEP: u64 = 1 << 20;
+
+/// Why a worker asks to be replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetireReason {
+    /// Its temporary directory failed a scan: libclamav may have cached as
+    /// clean what it could not scan.
+    TempFailure,
+    /// A scan ran past `scan.max-scan-time` (libclamav did not stop it):
+    /// its thread is lost; the worker answered that client and finishes
+    /// the others.
+    ScanOverrun,
+}
+
+impl RetireReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetireReason::TempFailure => "its temporary directory failed a scan",
+            RetireReason::ScanOverrun => "a scan ran past scan.max-scan-time",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -359,6 +492,16 @@ impl Out {
     fn meta(self, m: &Meta) -> Out {
         self.u8(kind_byte(Some(m.kind))).u64(m.size).u64(m.dev)
     }
+    fn tasks(self, tasks: &[TaskInfo], omitted: u32) -> Out {
+        let mut out = self.u32(tasks.len() as u32);
+        for t in tasks {
+            out = out
+                .bytes(t.command.as_bytes())
+                .u64(t.elapsed_us)
+                .bytes(t.filename.as_bytes());
+        }
+        out.u32(omitted)
+    }
     fn stat(self, r: &Result<Meta, i32>) -> Out {
         match r {
             Ok(m) => self.u8(0).meta(m),
@@ -481,6 +624,21 @@ impl<'a> In<'a> {
         }
         Ok((entries, more))
     }
+    fn tasks(&mut self) -> Result<(Vec<TaskInfo>, u32), DecodeError> {
+        let n = self.u32()? as usize;
+        if n > MAX_MESSAGE / 16 {
+            return Err(DecodeError::TooLong(n));
+        }
+        let mut tasks = Vec::with_capacity(n);
+        for _ in 0..n {
+            tasks.push(TaskInfo {
+                command: self.text(MAX_TASK_COMMAND)?,
+                elapsed_us: self.u64()?,
+                filename: self.text(MAX_TASK_NAME)?,
+            });
+        }
+        Ok((tasks, self.u32()?))
+    }
     fn end<T>(self, v: T) -> Result<T, DecodeError> {
         if self.buf.is_empty() {
             Ok(v)
@@ -529,6 +687,7 @@ impl ToZygote {
                 .bytes(temp_dir),
             ToZygote::Fork { worker } => Out::new(2).u64(*worker),
             ToZygote::Exit => Out::new(3),
+            ToZygote::Measure => Out::new(4),
         }
         .0
     }
@@ -543,6 +702,7 @@ impl ToZygote {
             },
             2 => ToZygote::Fork { worker: r.u64()? },
             3 => ToZygote::Exit,
+            4 => ToZygote::Measure,
             t => return Err(DecodeError::UnknownTag(t)),
         };
         r.end(m)
@@ -566,6 +726,11 @@ impl FromZygote {
             FromZygote::LoadFailed { error } => Out::new(3).bytes(error.as_bytes()),
             FromZygote::ForkFailed { worker, error } => {
                 Out::new(4).u64(*worker).bytes(error.as_bytes())
+            }
+            FromZygote::Usage(u) => {
+                let mut o = super::observe::Out::new(5);
+                o.usage(u);
+                return o.0;
             }
         }
         .0
@@ -593,6 +758,11 @@ impl FromZygote {
                 worker: r.u64()?,
                 error: r.text(TEXT)?,
             },
+            5 => {
+                let mut o = super::observe::In::new(r.buf);
+                let u = o.usage()?;
+                return o.end(FromZygote::Usage(u));
+            }
             t => return Err(DecodeError::UnknownTag(t)),
         };
         r.end(m)
@@ -659,6 +829,14 @@ impl ToWorker {
                 .u64(fleet.daemon_pss_kib),
             ToWorker::Drain => Out::new(4),
             ToWorker::AdminAccepted { conn } => Out::new(20).u64(*conn),
+            ToWorker::Threads { limit } => Out::new(5).u32(*limit),
+            ToWorker::StreamGrant { bytes } => Out::new(6).u64(*bytes),
+            ToWorker::TaskQuery { seq } => Out::new(7).u64(*seq),
+            ToWorker::StatsTasks {
+                conn,
+                tasks,
+                omitted,
+            } => Out::new(8).u64(*conn).tasks(tasks, *omitted),
         }
         .0
     }
@@ -727,6 +905,18 @@ impl ToWorker {
             },
             4 => ToWorker::Drain,
             20 => ToWorker::AdminAccepted { conn: r.u64()? },
+            5 => ToWorker::Threads { limit: r.u32()? },
+            6 => ToWorker::StreamGrant { bytes: r.u64()? },
+            7 => ToWorker::TaskQuery { seq: r.u64()? },
+            8 => {
+                let conn = r.u64()?;
+                let (tasks, omitted) = r.tasks()?;
+                ToWorker::StatsTasks {
+                    conn,
+                    tasks,
+                    omitted,
+                }
+            }
             t => return Err(DecodeError::UnknownTag(t)),
         };
         r.end(m)
@@ -760,7 +950,22 @@ impl FromWorker {
                 virus,
                 target,
             } => Out::new(6).u64(*conn).bytes(virus.as_bytes()).bytes(target),
-            FromWorker::Retire => Out::new(7),
+            FromWorker::Retire { reason } => Out::new(7).u8(match reason {
+                RetireReason::TempFailure => 0,
+                RetireReason::ScanOverrun => 1,
+            }),
+            FromWorker::StreamWant { bytes } => Out::new(8).u64(*bytes),
+            FromWorker::StatsTasks { conn } => Out::new(9).u64(*conn),
+            FromWorker::TaskList {
+                seq,
+                tasks,
+                omitted,
+            } => Out::new(10).u64(*seq).tasks(tasks, *omitted),
+            FromWorker::Counters(c) => {
+                let mut o = super::observe::Out::new(11);
+                c.encode_into(&mut o);
+                return o.0;
+            }
         }
         .0
     }
@@ -791,7 +996,29 @@ impl FromWorker {
                 virus: r.text(MAX_VIRUS_NAME)?,
                 target: r.bytes(MAX_PATH)?,
             },
-            7 => FromWorker::Retire,
+            7 => FromWorker::Retire {
+                reason: match r.u8()? {
+                    0 => RetireReason::TempFailure,
+                    1 => RetireReason::ScanOverrun,
+                    _ => return Err(DecodeError::BadValue),
+                },
+            },
+            8 => FromWorker::StreamWant { bytes: r.u64()? },
+            9 => FromWorker::StatsTasks { conn: r.u64()? },
+            10 => {
+                let seq = r.u64()?;
+                let (tasks, omitted) = r.tasks()?;
+                FromWorker::TaskList {
+                    seq,
+                    tasks,
+                    omitted,
+                }
+            }
+            11 => {
+                let mut o = super::observe::In::new(r.buf);
+                let c = WorkerCounters::decode_from(&mut o)?;
+                return o.end(FromWorker::Counters(Box::new(c)));
+            }
             t => return Err(DecodeError::UnknownTag(t)),
         };
         r.end(m)
@@ -981,6 +1208,7 @@ mod tests {
             },
             ToZygote::Fork { worker: 3 },
             ToZygote::Exit,
+            ToZygote::Measure,
         ] {
             assert_eq!(ToZygote::decode(&m.encode()).unwrap(), m);
         }
@@ -1004,6 +1232,12 @@ mod tests {
                 worker: 2,
                 error: "EAGAIN".into(),
             },
+            FromZygote::Usage(ProcUsage {
+                pss_kib: 1,
+                rss_kib: 2,
+                cpu_us: 3,
+                fds: 4,
+            }),
         ] {
             assert_eq!(FromZygote::decode(&m.encode()).unwrap(), m);
         }
@@ -1054,6 +1288,14 @@ mod tests {
             },
             ToWorker::Drain,
             ToWorker::AdminAccepted { conn: 7 },
+            ToWorker::Threads { limit: 3 },
+            ToWorker::StreamGrant { bytes: 5 << 20 },
+            ToWorker::TaskQuery { seq: 8 },
+            ToWorker::StatsTasks {
+                conn: 4,
+                tasks: vec![task("SCAN", "/home/a/x"), task("INSTREAM", "")],
+                omitted: 2,
+            },
         ] {
             assert_eq!(ToWorker::decode(&m.encode()).unwrap(), m);
         }
@@ -1077,7 +1319,20 @@ mod tests {
                 virus: "Eicar".into(),
                 target: b"/tmp/x".to_vec(),
             },
-            FromWorker::Retire,
+            FromWorker::Retire {
+                reason: RetireReason::TempFailure,
+            },
+            FromWorker::Retire {
+                reason: RetireReason::ScanOverrun,
+            },
+            FromWorker::StreamWant { bytes: 3 << 20 },
+            FromWorker::StatsTasks { conn: 9 },
+            FromWorker::TaskList {
+                seq: 8,
+                tasks: vec![task("CONTSCAN", "/srv/ü")],
+                omitted: 0,
+            },
+            FromWorker::Counters(Box::new(WorkerCounters::empty())),
         ] {
             assert_eq!(FromWorker::decode(&m.encode()).unwrap(), m);
         }
@@ -1149,6 +1404,43 @@ mod tests {
         ] {
             assert_eq!(BrokerReply::decode(&m.encode()).unwrap(), m);
         }
+    }
+
+    fn task(command: &str, file: &str) -> TaskInfo {
+        TaskInfo {
+            command: command.into(),
+            elapsed_us: 1_500_000,
+            filename: file.into(),
+        }
+    }
+
+    #[test]
+    fn task_lists_always_fit_in_a_message() {
+        // 2,000 tasks with 4 KiB names: names are cut, the list is cut.
+        let long = "é".repeat(2048);
+        let tasks: Vec<_> = (0..2000).map(|_| task("SCAN", &long)).collect();
+        let (kept, omitted) = fit_tasks(tasks, TASK_LIST_ROOM);
+        assert!(kept.iter().all(|t| t.filename.len() <= MAX_TASK_NAME));
+        assert!(
+            kept[0].filename.chars().all(|c| c == 'é'),
+            "cut at a character boundary"
+        );
+        assert_eq!(kept.len() + omitted as usize, 2000);
+        let m = FromWorker::TaskList {
+            seq: u64::MAX,
+            tasks: kept,
+            omitted,
+        };
+        assert!(m.encode().len() <= MAX_MESSAGE);
+        assert_eq!(FromWorker::decode(&m.encode()).unwrap(), m);
+        let m = ToWorker::StatsTasks {
+            conn: u64::MAX,
+            tasks: fit_tasks(vec![task("SCAN", &long); 500], TASK_LIST_ROOM).0,
+            omitted: 0,
+        };
+        assert!(m.encode().len() <= MAX_MESSAGE);
+        let (few, none) = fit_tasks(vec![task("SCAN", "/a")], TASK_LIST_ROOM);
+        assert_eq!((few.len(), none), (1, 0));
     }
 
     #[test]

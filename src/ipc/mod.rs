@@ -12,6 +12,8 @@
 //!   log channel (closed, bounded, fuzzed like the messages).
 //! * [`fdpass`]: receiving client bytes together with the descriptors a
 //!   FILDES client passes.
+//! * [`observe`]: what the daemon says about itself (counters, process
+//!   usage, the observer's snapshot and self-test), closed and bounded too.
 //! * [`peer`]: who is on the other end of a Unix socket (SO_PEERCRED,
 //!   SO_PEERGROUPS), read once by the supervisor when it accepts.
 //!
@@ -22,4 +24,5 @@ pub mod channel;
 pub mod fdpass;
 pub mod logrec;
 pub mod messages;
+pub mod observe;
 pub mod peer;

@@ -71,18 +71,20 @@ fn err(e: impl std::fmt::Display) -> SandboxError {
 /// Builds and enforces the ruleset on the calling thread (and its future
 /// threads and children).
 pub(super) fn restrict(plan: &Plan) -> Result<LandlockState, SandboxError> {
-    restrict_to(&plan.read_only, &plan.read_write)
+    restrict_to(&plan.read_only, &plan.read_write, &plan.read_files)
 }
 
-/// The ruleset for these directories only (plus [`EXTRA_READ_ONLY`]); no
-/// path Unix socket may be connected to on kernels that can deny it
-/// (Landlock ABI ≥ 9): the engine holder and the workers log through
-/// their log channel to the supervisor (`log::relay`), not to journald.
-/// Applied on top of an existing domain it narrows it:
+/// The ruleset for these directories only (plus [`EXTRA_READ_ONLY`]);
+/// below `read_file_dirs` files may be read, not listed. No path Unix
+/// socket may be connected to on kernels that can deny it (Landlock ABI ≥
+/// 9): the engine holder and the workers log through their log channel to
+/// the supervisor (`log::relay`), not to journald. Applied on top of an
+/// existing domain it narrows it:
 /// Landlock layers only ever take rights away.
 pub(super) fn restrict_to(
     read_only_dirs: &[std::path::PathBuf],
     read_write_dirs: &[std::path::PathBuf],
+    read_file_dirs: &[std::path::PathBuf],
 ) -> Result<LandlockState, SandboxError> {
     let mut ruleset = Ruleset::default()
         .handle_access(AccessFs::from_all(NEWEST))
@@ -101,6 +103,11 @@ pub(super) fn restrict_to(
     for dir in read_write_dirs {
         ruleset = ruleset
             .add_rule(PathBeneath::new(open(dir)?, read_write()))
+            .map_err(err)?;
+    }
+    for dir in read_file_dirs {
+        ruleset = ruleset
+            .add_rule(PathBeneath::new(open(dir)?, AccessFs::ReadFile))
             .map_err(err)?;
     }
     for file in EXTRA_READ_ONLY {

@@ -114,7 +114,10 @@
 //! `/proc` (including `/proc/self`), `/dev/null` (so `Stdio::null()` fails)
 //! and every other path not listed above. Descriptors opened before
 //! demotion keep working: open what the worker needs (its log channel,
-//! `/dev/null` if needed) before calling [`demote`].
+//! `/dev/null` if needed) before calling [`demote`]. One exception,
+//! [`Plan::read_files`]: the engine holder may read (not list) files under
+//! `/proc`, so that each worker it forks opens its own
+//! `/proc/self/smaps_rollup` before [`narrow_to`] closes `/proc` to it.
 
 //! # Calling it (worker)
 //!
@@ -165,6 +168,12 @@ pub struct Plan {
     pub read_only: Vec<PathBuf>,
     /// Directories readable and writable — the worker's private temp dir.
     pub read_write: Vec<PathBuf>,
+    /// Directories below which files may be read, but not listed: the
+    /// engine holder's `/proc`, so that each worker it forks can open its
+    /// own `/proc/self/smaps_rollup` (`crate::usage`) before it narrows its
+    /// sandbox to its temporary directory, after which it can open nothing
+    /// under `/proc` again.
+    pub read_files: Vec<PathBuf>,
     /// RLIMIT_NOFILE to set (soft = hard = this). Set after the capabilities
     /// are gone, so it must not exceed the current hard limit (systemd's
     /// default hard limit is 524288); lowering is always possible.
@@ -177,6 +186,10 @@ pub struct Plan {
     /// Install the system-call filter of [`mod@seccomp`] (the engine holder
     /// and its workers). Off for a process that must open sockets.
     pub seccomp: bool,
+    /// The process accepts connections on listening sockets it was given
+    /// (the observer): the filter lets `accept`/`accept4` through, and still
+    /// denies making or connecting any socket.
+    pub accepts: bool,
 }
 
 /// How much of the Landlock ruleset the kernel enforces.
@@ -292,7 +305,7 @@ impl SandboxError {
 /// one thread; no-new-privs is already set by [`demote`].
 pub fn narrow_to(read_write: &std::path::Path) -> Result<LandlockState, SandboxError> {
     identity::check_single_threaded_or_unknown()?;
-    landlock_rules::restrict_to(&[], &[read_write.to_path_buf()])
+    landlock_rules::restrict_to(&[], &[read_write.to_path_buf()], &[])
 }
 
 /// The worker's own layer of the system-call filter, on top of the engine
@@ -355,7 +368,12 @@ pub fn demote(plan: &Plan) -> Result<Status, SandboxError> {
     limits::set_rlimits(plan, tasks_now)?;
     let landlock = landlock_rules::restrict(plan)?;
     let seccomp = if plan.seccomp {
-        seccomp::install(seccomp::Layer::EngineHolder)?
+        let layer = if plan.accepts {
+            seccomp::Layer::Listener
+        } else {
+            seccomp::Layer::EngineHolder
+        };
+        seccomp::install(layer)?
     } else {
         SeccompState::NotRequested
     };

@@ -88,6 +88,10 @@ use super::{SandboxError, SeccompState};
 pub enum Layer {
     /// [`DENIED`] and [`CONDITIONAL`]; installed by [`super::demote`].
     EngineHolder,
+    /// The same but `accept`/`accept4`: a helper that serves listening
+    /// sockets it was given (the observer), and still cannot make or
+    /// connect one.
+    Listener,
     /// [`WORKER_DENIED`], on top of the inherited engine holder's layer.
     Worker,
 }
@@ -326,10 +330,13 @@ fn rule(conditions: Vec<SeccompCondition>) -> Result<SeccompRule, String> {
 }
 
 /// The engine holder's table: [`DENIED`] and [`CONDITIONAL`].
-fn engine_holder_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, String> {
+fn engine_holder_rules(accepts: bool) -> Result<BTreeMap<i64, Vec<SeccompRule>>, String> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     for group in DENIED {
         for (_, nr) in group.calls {
+            if accepts && (*nr == libc::SYS_accept || *nr == libc::SYS_accept4) {
+                continue;
+            }
             rules.insert(*nr, Vec::new());
         }
     }
@@ -382,7 +389,8 @@ pub fn program(layer: Layer) -> Result<Vec<sock_filter>, String> {
         )
     })?;
     let rules = match layer {
-        Layer::EngineHolder => engine_holder_rules()?,
+        Layer::EngineHolder => engine_holder_rules(false)?,
+        Layer::Listener => engine_holder_rules(true)?,
         Layer::Worker => worker_rules()?,
     };
     let table: Vec<sock_filter> = SeccompFilter::new(
@@ -506,7 +514,7 @@ pub fn install(layer: Layer) -> Result<SeccompState, SandboxError> {
 fn verify(layer: Layer) -> Result<(), SandboxError> {
     use nix::sys::socket::{socket, socketpair, AddressFamily, SockFlag, SockType};
     let (call, result) = match layer {
-        Layer::EngineHolder => (
+        Layer::EngineHolder | Layer::Listener => (
             "socket()",
             socket(
                 AddressFamily::Unix,

@@ -166,6 +166,13 @@ impl Children {
         }
     }
 
+    /// Asks every engine holder for its memory, CPU and descriptors.
+    pub fn measure_engine_holders(&self) {
+        for z in self.zygotes.values() {
+            let _ = z.control.try_send(&ToZygote::Measure.encode(), &[]);
+        }
+    }
+
     pub fn kill_zygote(&self, g: GenId) {
         if let Some(z) = self.zygotes.get(&g) {
             z.child.kill();
@@ -288,14 +295,21 @@ impl Children {
         }
     }
 
-    /// Sends a control message, waiting for room (never blocks the loop).
+    /// Sends a control message, in order with the others when the
+    /// worker's queue has room, else waiting for room (never blocks the
+    /// loop).
     pub fn send(&self, w: WorkerId, msg: &ToWorker) {
         if let Some(p) = self.workers.get(&w) {
-            let control = Arc::clone(&p.control);
             let bytes = msg.encode();
-            tokio::spawn(async move {
-                let _ = control.send(&bytes).await;
-            });
+            match p.control.try_send(&bytes, &[]) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let control = Arc::clone(&p.control);
+                    tokio::spawn(async move {
+                        let _ = control.send(&bytes).await;
+                    });
+                }
+                _ => {}
+            }
         }
     }
 
@@ -367,19 +381,15 @@ impl Children {
             .collect()
     }
 
-    pub fn pid_of(&self, w: WorkerId) -> Option<i32> {
-        self.workers
-            .get(&w)
-            .and_then(|p| p.child.as_ref().map(|c| c.pid))
-    }
-
-    /// Reaps or kills children nobody accounts for (every 2 s at most).
-    pub fn sweep(&mut self, now: Instant) {
+    /// Reaps or kills children nobody accounts for (every 2 s at most);
+    /// `others`: the helpers' pids (observer, VirusEvent launcher).
+    pub fn sweep(&mut self, now: Instant, others: Vec<i32>) {
         if now.duration_since(self.last_sweep) < Duration::from_secs(2) {
             return;
         }
         self.last_sweep = now;
-        let known = self.pids();
+        let mut known = self.pids();
+        known.extend(others);
         for (pid, what) in self.strays.sweep(&known, now) {
             tracing::warn!(pid, what, "a child process nobody accounts for");
         }

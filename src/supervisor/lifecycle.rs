@@ -34,13 +34,13 @@
 //! Which message may arrive in which state ([`worker_message_allowed`],
 //! [`zygote_message_allowed`]); anything else ends the process that sent it:
 //!
-//! | worker state | Hello | Pong | Active, Closed, Found | Admin | Retire |
-//! |---|---|---|---|---|---|
-//! | forking (no Hello yet) | yes | — | — | — | — |
-//! | serving | — | yes | yes | yes | yes |
-//! | draining | — | yes | yes | yes | — |
+//! | worker state | Hello | Pong, Counters | Active, Closed, Found | Admin | Retire | StreamWant, StatsTasks, TaskList |
+//! |---|---|---|---|---|---|---|
+//! | forking (no Hello yet) | yes | — | — | — | — | — |
+//! | serving | — | yes | yes | yes | yes | yes |
+//! | draining | — | yes | yes | yes | yes (nothing to do) | yes |
 //!
-//! | zygote state | Progress | Ready | LoadFailed | ForkFailed |
+//! | zygote state | Progress | Ready | LoadFailed | ForkFailed, Usage |
 //! |---|---|---|---|---|
 //! | loading | yes | yes | yes | — |
 //! | ready | — | — | — | yes |
@@ -53,7 +53,8 @@ use std::time::{Duration, Instant};
 use super::gate::Tenant;
 use super::procs::Ended;
 use crate::engine::LoadProgress;
-use crate::ipc::messages::{EngineReady, Fleet};
+use crate::ipc::messages::{EngineReady, Fleet, RetireReason};
+use crate::ipc::observe::{ReloadTrigger, RestartReason, WorkerStates};
 
 pub type GenId = u64;
 pub type WorkerId = u64;
@@ -98,9 +99,13 @@ pub enum Who {
 pub enum WorkerMsg {
     Hello,
     Pong,
+    /// What the worker counted (`FromWorker::Counters`).
+    Counters,
     Conn,
     Admin,
     Retire,
+    /// Stream memory and task lists (`StreamWant`, `StatsTasks`, `TaskList`).
+    Share,
 }
 
 /// Zygote messages, by kind.
@@ -110,6 +115,8 @@ pub enum ZygoteMsg {
     Ready,
     LoadFailed,
     ForkFailed,
+    /// Its memory, CPU time and descriptors (`FromZygote::Usage`).
+    Usage,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -132,8 +139,8 @@ pub enum Event {
     },
     WorkerExited(WorkerId, Ended),
     /// The worker asks to be replaced (its temporary directory failed, or
-    /// a scan ran past its time limit).
-    WorkerRetire(WorkerId),
+    /// a scan ran past its time limit); it drains itself.
+    WorkerRetire(WorkerId, RetireReason),
     /// A worker for this tenant is needed (from the gate).
     Want(Tenant),
     /// The gate does not need this worker any more.
@@ -154,7 +161,12 @@ pub enum Note {
         db_version: u32,
         sandbox: String,
     },
-    Reloading,
+    /// A reload starts (what asked for it).
+    Reloading(ReloadTrigger),
+    /// An engine holder finished loading (how long it took).
+    EngineLoaded(Duration),
+    /// A worker is replaced, and why.
+    WorkerReplaced(RestartReason),
     Reloaded {
         ok: bool,
         signatures: u32,
@@ -230,6 +242,8 @@ struct Worker {
     healthy: bool,
     /// When it was sent SIGKILL (again every [`PING_EVERY`] until it exits).
     killed: Option<Instant>,
+    /// Why the machine ended it, when it did (its exit is not a crash).
+    ended_by: Option<RestartReason>,
 }
 
 /// The state machine. See the module documentation.
@@ -274,9 +288,12 @@ fn worker_message_allowed(s: WState, m: WorkerMsg) -> bool {
         (s, m),
         (WState::Forking, WorkerMsg::Hello)
             | (WState::Serving | WState::Draining, WorkerMsg::Pong)
+            | (WState::Serving | WState::Draining, WorkerMsg::Counters)
             | (WState::Serving | WState::Draining, WorkerMsg::Conn)
             | (WState::Serving | WState::Draining, WorkerMsg::Admin)
-            | (WState::Serving, WorkerMsg::Retire)
+            // A worker may ask to retire at the moment it is told to drain.
+            | (WState::Serving | WState::Draining, WorkerMsg::Retire)
+            | (WState::Serving | WState::Draining, WorkerMsg::Share)
     )
 }
 
@@ -288,6 +305,7 @@ fn zygote_message_allowed(s: GenState, m: ZygoteMsg) -> bool {
             | (GenState::Loading, ZygoteMsg::Ready)
             | (GenState::Loading, ZygoteMsg::LoadFailed)
             | (GenState::Ready | GenState::Retiring, ZygoteMsg::ForkFailed)
+            | (GenState::Ready | GenState::Retiring, ZygoteMsg::Usage)
     )
 }
 
@@ -372,6 +390,22 @@ impl Machine {
         }
     }
 
+    /// Workers by state, for the metrics.
+    pub fn worker_states(&self) -> WorkerStates {
+        let count = |s: WState| self.workers.values().filter(|w| w.state == s).count() as u32;
+        WorkerStates {
+            configured: (self.s.max_workers + self.s.standby) as u32,
+            forking: count(WState::Forking),
+            serving: count(WState::Serving),
+            draining: count(WState::Draining),
+        }
+    }
+
+    /// A reload is in progress (a new engine loads, or its workers start).
+    pub fn is_reloading(&self) -> bool {
+        self.ever_ready && (self.loading.is_some() || self.reloading.is_some())
+    }
+
     /// The engine of the current generation.
     pub fn engine(&self) -> Option<&EngineReady> {
         self.current
@@ -399,6 +433,9 @@ impl Machine {
                         self.wants.insert(t);
                     }
                     out.push(Action::Forget(w));
+                    out.push(Action::Notify(Note::WorkerReplaced(
+                        RestartReason::NotStarted,
+                    )));
                 }
             }
             Event::ZygoteExited(g, how) => self.gen_exited(g, how, now, &mut out),
@@ -411,10 +448,17 @@ impl Machine {
                 healthy,
             } => self.pong(worker, (scans, found, errors), healthy, now, &mut out),
             Event::WorkerExited(w, how) => self.worker_exited(w, how, now, &mut out),
-            Event::WorkerRetire(w) => {
-                if let Some(worker) = self.workers.get(&w) {
-                    tracing::warn!(worker = w, tenant = ?worker.tenant, "worker retires (a scan ran past its time limit, or its temporary directory failed); its client gets a fresh one");
+            Event::WorkerRetire(w, reason) => {
+                // Already draining: nothing more to do.
+                if let Some(worker) = self.workers.get(&w).filter(|x| x.state == WState::Serving) {
+                    tracing::warn!(
+                        worker = w,
+                        tenant = ?worker.tenant,
+                        reason = reason.as_str(),
+                        "worker retires; its client gets a fresh one"
+                    );
                     self.drain(w, now, &mut out);
+                    out.push(Action::Notify(Note::WorkerReplaced(RestartReason::Retired)));
                 }
             }
             Event::Want(t) => self.want(t, now, &mut out),
@@ -471,6 +515,9 @@ impl Machine {
             loaded_in_ms = now.duration_since(gen.since).as_millis() as u64,
             "engine holder ready"
         );
+        out.push(Action::Notify(Note::EngineLoaded(
+            now.duration_since(gen.since),
+        )));
         let previous = self.current.replace(g);
         if let Some(old) = previous {
             if let Some(o) = self.gens.get_mut(&old) {
@@ -780,6 +827,7 @@ impl Machine {
                 counters: (0, 0, 0),
                 healthy: true,
                 killed: None,
+                ended_by: None,
             },
         );
         out.push(Action::Fork { gen: g, worker: w });
@@ -828,6 +876,7 @@ impl Machine {
                 worker = w,
                 "the worker's scan pool shows no progress; replacing the worker"
             );
+            worker.ended_by.get_or_insert(RestartReason::Stalled);
             self.end_worker(w, now, out);
             return;
         }
@@ -885,6 +934,9 @@ impl Machine {
             crashes = self.crashes,
             "worker died; only its own requests failed"
         );
+        out.push(Action::Notify(Note::WorkerReplaced(
+            worker.ended_by.unwrap_or(RestartReason::Crashed),
+        )));
         self.reload_done(now, out);
         out.push(Action::Notify(Note::Fleet(self.fleet())));
     }
@@ -892,10 +944,13 @@ impl Machine {
     fn violation(&mut self, who: Who, why: &str, now: Instant, out: &mut Vec<Action>) {
         match who {
             Who::Worker(w) => {
-                if self.workers.contains_key(&w) {
+                if let Some(worker) = self.workers.get_mut(&w) {
                     tracing::error!(worker = w, reason = %why, "worker broke the protocol; ending it");
-                    self.end_worker(w, now, out);
+                    worker.ended_by.get_or_insert(RestartReason::Violation);
+                } else {
+                    return;
                 }
+                self.end_worker(w, now, out);
             }
             Who::Zygote(g) => {
                 if self.gens.contains_key(&g) {
@@ -918,7 +973,7 @@ impl Machine {
             trigger,
             "reloading: a new engine holder loads the signatures"
         );
-        out.push(Action::Notify(Note::Reloading));
+        out.push(Action::Notify(Note::Reloading(ReloadTrigger::of(trigger))));
         self.spawn_gen(now, out);
     }
 
@@ -948,7 +1003,7 @@ impl Machine {
     }
 
     fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let mut end: Vec<(WorkerId, &'static str)> = Vec::new();
+        let mut end: Vec<(WorkerId, &'static str, RestartReason)> = Vec::new();
         for (id, w) in self.workers.iter_mut() {
             if let Some(at) = w.killed {
                 if now.duration_since(at) >= PING_EVERY {
@@ -960,15 +1015,24 @@ impl Machine {
             let quiet = now.duration_since(w.last_pong);
             match w.state {
                 WState::Forking if now.duration_since(w.since) > FORK_TIMEOUT => {
-                    end.push((*id, "a new worker never said hello; giving up on it"));
+                    end.push((
+                        *id,
+                        "a new worker never said hello; giving up on it",
+                        RestartReason::NotStarted,
+                    ));
                 }
                 WState::Serving | WState::Draining if quiet > WEDGED_AFTER => {
-                    end.push((*id, "worker stopped answering pings; ending it"));
+                    end.push((
+                        *id,
+                        "worker stopped answering pings; ending it",
+                        RestartReason::Wedged,
+                    ));
                 }
                 WState::Draining if now.duration_since(w.since) >= self.s.drain_timeout => {
                     end.push((
                         *id,
                         "worker did not finish draining within limits.drain-timeout; ending it and its connections",
+                        RestartReason::DrainTimeout,
                     ));
                 }
                 WState::Serving | WState::Draining
@@ -981,8 +1045,11 @@ impl Machine {
                 _ => {}
             }
         }
-        for (w, why) in end {
+        for (w, why, reason) in end {
             tracing::error!(worker = w, "{why}");
+            if let Some(x) = self.workers.get_mut(&w) {
+                x.ended_by.get_or_insert(reason);
+            }
             let forking = self
                 .workers
                 .get(&w)
@@ -1007,7 +1074,9 @@ impl Machine {
             && self.stopping.is_none()
         {
             self.zygote_retry_at = None;
-            out.push(Action::Notify(Note::Reloading));
+            out.push(Action::Notify(Note::Reloading(
+                ReloadTrigger::EngineRestart,
+            )));
             self.spawn_gen(now, out);
         }
     }

@@ -163,10 +163,12 @@ pub fn log(listeners: &[Listener]) {
 /// Starts one accept loop per listener; accepted connections go to `tx`.
 /// Aborting a returned task stops its loop and closes the supervisor's
 /// copy of the listening socket.
+/// TCP connections refused by `listen.tcp-allow` are counted in `counted`.
 pub fn start(
     listeners: Vec<Listener>,
     allow: AllowList,
     tx: Sender<Accepted>,
+    counted: Arc<super::observer::Refusals>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let allow = Arc::new(allow);
     let refusals = Arc::new(RateLimit::new(20, Duration::from_secs(60)));
@@ -179,7 +181,7 @@ pub fn start(
                 t,
                 name,
                 Arc::clone(&allow),
-                Arc::clone(&refusals),
+                (Arc::clone(&refusals), Arc::clone(&counted)),
                 tx.clone(),
             )),
         });
@@ -255,7 +257,7 @@ async fn accept_tcp(
     listener: TcpListener,
     name: Arc<str>,
     allow: Arc<AllowList>,
-    refusals: Arc<RateLimit>,
+    (refusals, counted): (Arc<RateLimit>, Arc<super::observer::Refusals>),
     tx: Sender<Accepted>,
 ) {
     let mut errors = AcceptErrors::default();
@@ -270,6 +272,7 @@ async fn accept_tcp(
         errors.accepted("a TCP socket");
         // Refused connections are closed before a byte is read.
         if !allow.admits(addr.ip()) {
+            counted.count(&name);
             refuse(&refusals, addr, "address not in listen.tcp-allow");
             continue;
         }

@@ -23,7 +23,8 @@ mod hangup;
 pub mod lifecycle;
 mod listeners;
 pub mod logrelay;
-mod memory;
+pub mod metrics;
+mod observer;
 pub mod procs;
 mod run;
 pub mod runtime_files;
@@ -185,7 +186,8 @@ fn serve(source: ConfigSource, readiness: &Readiness) -> Result<(), StartError> 
         .pid_file()
         .map(crate::pidfile::PidFile::create)
         .transpose()?;
-    let activated = activation::take(&prepared.config)?;
+    let mut activated = activation::take(&prepared.config)?;
+    let observed = observer::Sockets::take(&prepared.config, &mut activated)?;
     procs::close_on_exec_all();
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| StartError::Failed(format!("cannot become a child subreaper: {e}")))?;
@@ -221,7 +223,14 @@ fn serve(source: ConfigSource, readiness: &Readiness) -> Result<(), StartError> 
         tracing::info!(directory = %temp.path().display(), "private temporary directory created");
         let virus_events = VirusEvents::from_config(&config)?;
         keep_supervisor_capabilities()?;
-        let executor = run::Executor::new(Arc::new(config), text, temp, virus_events, listeners)?;
+        let executor = run::Executor::new(
+            Arc::new(config),
+            text,
+            temp,
+            virus_events,
+            listeners,
+            observed,
+        )?;
         let result = executor.run(readiness).await;
         if let Some(m) = bound_unix {
             runtime_files::remove_at_exit(&m, "Unix socket");
@@ -299,6 +308,8 @@ pub(crate) enum Input {
     Broken(Who, String),
     /// New memory figures: the workers hear them at once (STATS).
     Measured,
+    /// From or about the observer (metrics, agent, self-test).
+    Observer(observer::ObserverEvent),
 }
 
 /// The gate's settings, from the configuration.
@@ -358,17 +369,26 @@ const IDLE_WORKER: Duration = Duration::from_secs(600);
 const ACTIVE_LINGER: Duration = Duration::from_secs(10);
 
 /// No connection lives longer than this, whatever its worker does: the
-/// longest a well-behaved session can take (the worker's own deadlines end
-/// it sooner), plus a margin.
+/// longest a well-behaved connection can take — a session's
+/// `limits.max-session-seconds`, then its last command (a scan, a stream
+/// with its silences) — plus a margin. Without a session bound, the longest
+/// a session of `max-session-commands` commands can idle and stream.
 fn connection_lifetime(config: &Config) -> Duration {
     let l = &config.limits;
-    let session = l.idle_timeout.saturating_add(l.command_timeout);
-    let commands = u64::from(l.max_session_commands.min(100_000));
-    let bound = session
-        .saturating_mul(commands.max(1))
-        .max(l.read_timeout)
-        .min(24 * 3600);
-    Duration::from_secs(bound.max(3600))
+    let command = l
+        .read_timeout
+        .max(l.command_timeout)
+        .saturating_add(u64::from(config.scan.max_scan_time) / 1000);
+    let bound = if l.max_session_seconds > 0 {
+        l.max_session_seconds.saturating_add(command)
+    } else {
+        let per_command = l.idle_timeout.saturating_add(l.command_timeout);
+        per_command
+            .saturating_mul(u64::from(l.max_session_commands.min(100_000)))
+            .max(command)
+            .min(24 * 3600)
+    };
+    Duration::from_secs(bound.saturating_add(60))
 }
 
 fn lifecycle_settings(config: &Config) -> lifecycle::Settings {

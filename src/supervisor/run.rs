@@ -76,7 +76,9 @@ pub struct Executor {
     /// broker's refusals and the workers' relayed lines share them.
     budgets: Arc<PeerBudgets>,
     last_report: Instant,
-    pss: super::memory::Pss,
+    /// The metrics, the observer process and the self-test.
+    observing: super::observer::Observing,
+    relay: Arc<super::logrelay::Relay>,
 }
 
 impl Executor {
@@ -86,6 +88,7 @@ impl Executor {
         temp: super::tempdir::TempRoot,
         virus_events: Option<VirusEvents>,
         listeners: Vec<Listener>,
+        observed: super::observer::Sockets,
     ) -> std::io::Result<Executor> {
         let (tx, rx) = mpsc::channel(1024);
         let authority = Arc::new(Authority::default());
@@ -121,7 +124,17 @@ impl Executor {
                     .then(|| Duration::from_secs(config.service.exit_when_idle)),
             ),
             life: Machine::new(super::lifecycle_settings(&config)),
-            children: Children::new(temp, tx.clone(), relay),
+            children: Children::new(temp, tx.clone(), Arc::clone(&relay)),
+            observing: super::observer::Observing::new(
+                &config,
+                text.clone(),
+                observed,
+                &listeners
+                    .iter()
+                    .map(|l| l.name.to_string())
+                    .collect::<Vec<_>>(),
+            ),
+            relay,
             authority,
             broker,
             hangups,
@@ -133,7 +146,6 @@ impl Executor {
             virus_events,
             budgets,
             last_report: Instant::now(),
-            pss: super::memory::Pss::default(),
             tx,
             rx,
             config,
@@ -145,6 +157,9 @@ impl Executor {
     pub async fn run(mut self, readiness: &Readiness) -> Result<(), String> {
         Notifier::from_env().loading_started(&self.config.database.directory.display().to_string());
         super::spawn_signal_task(self.tx.clone());
+        if self.observing.wanted(&self.config) {
+            self.observing.start(&self.tx, &self.relay);
+        }
         let dbtx = self.tx.clone();
         tokio::spawn(super::dbwatch::run(
             self.config.database.directory.clone(),
@@ -173,7 +188,9 @@ impl Executor {
             let done = match input {
                 Input::Tick => {
                     let now = Instant::now();
-                    self.children.sweep(now);
+                    let observer = self.observing.pid();
+                    self.children.sweep(now, observer.into_iter().collect());
+                    self.observe(now);
                     if now.duration_since(self.last_report) >= Duration::from_secs(2) {
                         self.last_report = now;
                         super::logrelay::report_expired(&self.budgets, now);
@@ -189,6 +206,9 @@ impl Executor {
                     let done = self.feed(Step::Life(e));
                     if let Some(g) = exited {
                         self.children.zygote_gone(g);
+                        self.observing
+                            .metrics
+                            .gone(super::metrics::Proc::EngineHolder(g));
                     }
                     done
                 }
@@ -204,6 +224,10 @@ impl Executor {
                     for w in alive {
                         self.ping(w, 0);
                     }
+                    None
+                }
+                Input::Observer(e) => {
+                    self.observing.event(e, Instant::now(), &mut self.status);
                     None
                 }
             };
@@ -245,7 +269,9 @@ impl Executor {
         self.next_conn += 1;
         self.authority.issued(id);
         let own_process = match &a.identity {
-            Identity::Unix { pid: Some(pid), .. } => self.children.pids().contains(pid),
+            Identity::Unix { pid: Some(pid), .. } => {
+                self.children.pids().contains(pid) || self.observing.pid() == Some(*pid)
+            }
             _ => false,
         };
         self.sockets.insert(id, a.socket);
@@ -265,9 +291,15 @@ impl Executor {
                 id,
                 identity,
                 listener,
+                name,
                 why,
             } => {
                 self.sockets.remove(&id);
+                if let gate::Refusal::Limit(_) = why {
+                    self.observing
+                        .metrics
+                        .connection(&name, crate::ipc::observe::ConnOutcome::OverCap);
+                }
                 let key = PeerKey::of(&identity, self.config.limits.prefixes());
                 if let Some(suppressed) = self.budgets.allow(Class::Lines, key) {
                     let what = match why {
@@ -306,8 +338,14 @@ impl Executor {
                 id,
                 key,
                 identity,
+                name,
                 why,
             } => {
+                if matches!(why, gate::Eviction::Room | gate::Eviction::Surplus) {
+                    self.observing
+                        .metrics
+                        .connection(&name, crate::ipc::observe::ConnOutcome::Evicted);
+                }
                 self.authority.revoke(id);
                 if let Some(s) = self.sockets.get(&id) {
                     let _ = nix::sys::socket::shutdown(
@@ -335,10 +373,30 @@ impl Executor {
             A::ReleaseWorker(w) => queue.push_back(Step::Life(lifecycle::Event::Release(w))),
             A::Threads { worker, limit } => {
                 tracing::debug!(worker, limit, "scan thread share");
+                self.children.send(worker, &ToWorker::Threads { limit });
             }
             A::StreamGrant { worker, bytes } => {
                 tracing::debug!(worker, bytes, "stream memory lease");
+                self.children.send(worker, &ToWorker::StreamGrant { bytes });
             }
+            A::QueryTasks { seq, workers } => {
+                for w in workers {
+                    self.children.try_send(w, &ToWorker::TaskQuery { seq });
+                }
+            }
+            A::StatsTasks {
+                worker,
+                conn,
+                tasks,
+                omitted,
+            } => self.children.send(
+                worker,
+                &ToWorker::StatsTasks {
+                    conn,
+                    tasks,
+                    omitted,
+                },
+            ),
             A::Admin {
                 id,
                 worker,
@@ -473,10 +531,16 @@ impl Executor {
             }
             A::Forget(w) => {
                 self.children.forget_worker(w);
+                self.observing.metrics.gone(super::metrics::Proc::Worker(w));
                 self.worker_gone(w, queue);
             }
             A::Ping(w, seq) => self.ping(w, seq),
             A::Notify(note) => {
+                self.observing.metrics.note(
+                    &note,
+                    Instant::now(),
+                    super::observer::unix_ms() / 1000,
+                );
                 match &note {
                     Note::Ready { .. } => self.start_accepting(),
                     Note::Stopping => {
@@ -487,7 +551,10 @@ impl Executor {
                 }
                 self.status.observe(note);
             }
-            A::Exit(result) => return Some(result),
+            A::Exit(result) => {
+                self.observing.stop();
+                return Some(result);
+            }
         }
         None
     }
@@ -513,7 +580,7 @@ impl Executor {
         };
         let allow = AllowList::new(self.config.tcp_allow().unwrap_or_default());
         let (atx, mut arx) = mpsc::channel::<Accepted>(256);
-        self.accepting = listeners::start(listeners, allow, atx);
+        self.accepting = listeners::start(listeners, allow, atx, self.observing.refusals());
         let tx = self.tx.clone();
         self.accepting.push(tokio::spawn(async move {
             while let Some(a) = arx.recv().await {
@@ -539,6 +606,7 @@ impl Executor {
             FromZygote::Ready(_) => ZygoteMsg::Ready,
             FromZygote::LoadFailed { .. } => ZygoteMsg::LoadFailed,
             FromZygote::ForkFailed { .. } => ZygoteMsg::ForkFailed,
+            FromZygote::Usage(_) => ZygoteMsg::Usage,
         };
         if let Err(why) = self.life.check_zygote(g, kind) {
             return self.feed(Step::Life(lifecycle::Event::Violation(Who::Zygote(g), why)));
@@ -565,6 +633,13 @@ impl Executor {
             FromZygote::ForkFailed { worker, error } => {
                 lifecycle::Event::ForkFailed(g, worker, error)
             }
+            FromZygote::Usage(u) => {
+                self.observing
+                    .metrics
+                    .usage(super::metrics::Proc::EngineHolder(g), u);
+                let _ = self.tx.try_send(Input::Measured);
+                return None;
+            }
         };
         self.feed(Step::Life(event))
     }
@@ -582,7 +657,11 @@ impl Executor {
                 WorkerMsg::Conn
             }
             FromWorker::Admin { .. } => WorkerMsg::Admin,
-            FromWorker::Retire => WorkerMsg::Retire,
+            FromWorker::Retire { .. } => WorkerMsg::Retire,
+            FromWorker::StreamWant { .. }
+            | FromWorker::StatsTasks { .. }
+            | FromWorker::TaskList { .. } => WorkerMsg::Share,
+            FromWorker::Counters(_) => WorkerMsg::Counters,
         };
         if let Err(why) = self.life.check_worker(w, kind) {
             return self.feed(Step::Life(lifecycle::Event::Violation(Who::Worker(w), why)));
@@ -618,19 +697,56 @@ impl Executor {
                 target,
             }),
             FromWorker::Admin { conn, command } => report(gate::Report::Admin { conn, command }),
-            FromWorker::Retire => Step::Life(lifecycle::Event::WorkerRetire(w)),
+            FromWorker::Retire { reason } => Step::Life(lifecycle::Event::WorkerRetire(w, reason)),
+            FromWorker::StreamWant { bytes } => report(gate::Report::StreamWant(bytes)),
+            FromWorker::Counters(c) => {
+                self.observing.metrics.worker_counters(w, *c);
+                return None;
+            }
+            FromWorker::StatsTasks { conn } => report(gate::Report::StatsTasks { conn }),
+            FromWorker::TaskList {
+                seq,
+                tasks,
+                omitted,
+            } => report(gate::Report::TaskList {
+                seq,
+                tasks,
+                omitted,
+            }),
         };
         self.feed(step)
     }
 
     fn ping(&mut self, w: WorkerId, seq: u64) {
         let mut fleet = self.life.fleet();
-        let pid = self.children.pid_of(w);
-        let mut pids = vec![std::process::id() as i32];
-        pids.extend(self.children.pids());
-        let (daemon, worker) = self.pss.figures(pid, pids, &self.tx);
-        fleet.daemon_pss_kib = daemon;
-        fleet.worker_pss_kib = worker;
+        (fleet.worker_pss_kib, fleet.daemon_pss_kib) = self.observing.metrics.memory(w);
         self.children.try_send(w, &ToWorker::Ping { seq, fleet });
+    }
+
+    /// Once a tick: memory measurements, the observer's snapshot, and the
+    /// self-test (a connection the daemon makes to itself, handed to a
+    /// worker like a client's; the observer speaks on the other end).
+    fn observe(&mut self, now: Instant) {
+        if self.observing.measure_due(now) {
+            self.children.measure_engine_holders();
+        }
+        let open = || self.gate.open_by_listener();
+        self.observing.tick(
+            now,
+            &self.life,
+            open,
+            &self.tx,
+            &self.relay,
+            &mut self.status,
+        );
+        if let Some(id) = self.observing.selftest_due(now, &self.life) {
+            match super::observer::synthetic_connection() {
+                Ok((accepted, theirs)) => {
+                    let _ = self.accepted(accepted);
+                    self.observing.selftest_sent(id, theirs, &mut self.status);
+                }
+                Err(e) => self.observing.selftest_not_sent(id, &e, &mut self.status),
+            }
+        }
     }
 }

@@ -29,6 +29,8 @@ pub struct ServiceStatus {
     reloading: bool,
     wedged: bool,
     loading: Option<LoadReporter>,
+    /// What the failing self-test saw (`None` while it passes).
+    selftest_failure: Option<String>,
 }
 
 impl ServiceStatus {
@@ -48,6 +50,7 @@ impl ServiceStatus {
             reloading: false,
             wedged: false,
             loading: None,
+            selftest_failure: None,
         }
     }
 
@@ -80,11 +83,27 @@ impl ServiceStatus {
                 f.last_replacement_us as f64 / 1000.0
             ));
         }
+        if let Some(why) = &self.selftest_failure {
+            line.push_str("; SELF-TEST FAILING (not ready): ");
+            line.push_str(why);
+        }
         if !self.sandbox.is_empty() {
             line.push_str("; sandbox ");
             line.push_str(&self.sandbox);
         }
         line
+    }
+
+    /// The self-test failed (with what it saw) or passes again (`None`);
+    /// the status line says so at once.
+    pub fn selftest(&mut self, failure: Option<String>) {
+        if self.selftest_failure == failure {
+            return;
+        }
+        self.selftest_failure = failure;
+        if self.ready && !self.reloading {
+            self.notifier.status(&self.line());
+        }
     }
 
     pub fn observe(&mut self, note: Note) {
@@ -112,7 +131,7 @@ impl ServiceStatus {
                 self.notifier.ready(&line);
                 tracing::info!(signatures, db_version, sandbox = %sandbox, "ready: {line}");
             }
-            Note::Reloading => {
+            Note::Reloading(_) => {
                 self.reloading = true;
                 self.loading = None;
                 self.notifier.reloading();
@@ -134,6 +153,7 @@ impl ServiceStatus {
                 self.notifier.ready(&self.line());
             }
             Note::Stopping => self.notifier.stopping(),
+            Note::EngineLoaded(_) | Note::WorkerReplaced(_) => {}
             Note::Alive {
                 scans,
                 found,

@@ -1,6 +1,8 @@
 //! Socket activation: the listening sockets systemd hands over
 //! (`LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`), matched to listener
-//! settings by name.
+//! settings by name. Two names are the observer's, not clamd listeners:
+//! [`METRICS`] (the metrics and status page) and [`AGENT`] (HAProxy's
+//! agent-check); a Unix or TCP socket of either name is passed on as it is.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -11,7 +13,7 @@ use crate::config::Config;
 /// Why the activated sockets cannot be used; start-up fails with it.
 #[derive(Debug, thiserror::Error)]
 pub enum ActivationError {
-    #[error("socket {index} from systemd (FileDescriptorName={name}) is not one clamsentry expects: name it \"unix\" or \"tcp\" in clamsentry.socket, or map the name in [service] sockets of the configuration")]
+    #[error("socket {index} from systemd (FileDescriptorName={name}) is not one clamsentry expects: name it \"unix\" or \"tcp\" in clamsentry.socket (\"metrics\" or \"agent\" for the observer's listeners), or map the name in [service] sockets of the configuration")]
     UnknownName { index: usize, name: String },
     #[error("socket {index} from systemd (FileDescriptorName={name}) is a {actual} socket but its name selects the {wanted} listener settings: fix FileDescriptorName= in clamsentry.socket or [service] sockets")]
     WrongKind {
@@ -23,6 +25,11 @@ pub enum ActivationError {
     #[error("socket {index} from systemd (FileDescriptorName={name}) is neither a listening Unix stream socket nor a TCP socket: use ListenStream= in clamsentry.socket")]
     Unsupported { index: usize, name: String },
 }
+
+/// `FileDescriptorName=` of the metrics listener's socket.
+pub const METRICS: &str = "metrics";
+/// `FileDescriptorName=` of the HAProxy agent listener's socket.
+pub const AGENT: &str = "agent";
 
 /// One socket handed over by systemd.
 pub enum Socket {
@@ -82,6 +89,10 @@ pub fn take(config: &Config) -> Result<Vec<Activated>, ActivationError> {
             return Err(ActivationError::Unsupported { index, name: shown });
         };
         let name = name.unwrap_or_else(|| socket.kind().to_string());
+        if name == METRICS || name == AGENT {
+            out.push(Activated { name, socket });
+            continue;
+        }
         let wanted = settings_for(&name, &config.service.sockets)
             .ok_or_else(|| ActivationError::UnknownName {
                 index,

@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -31,8 +30,10 @@ use super::commands::{self, Ctx, Work};
 use super::pace::{Check, CommandClock, Pace};
 pub use super::stream::Stream;
 use super::stream::{Reader, Writer};
+use super::streams::{StreamHold, StreamMemory, GRANT_WAIT};
 use super::{Peer, Shared};
 use crate::ipc::messages::{AdminCommand, ConnInfo, FromWorker};
+use crate::ipc::observe::Limit;
 use crate::policy::Decision;
 use crate::proto::framer::Step;
 use crate::proto::instream::{ChunkDecoder, ChunkHeader};
@@ -133,9 +134,12 @@ enum End {
     /// A stream slower than `stream-min-rate`.
     TooSlow,
     Shutdown,
-    /// Inside IDSESSION: every buffered command is handled and a passed
-    /// descriptor is left over.
-    StrayFd,
+    /// Every buffered command is handled and a passed descriptor is left
+    /// over; `awaiting`: a FILDES waits for its payload byte (the
+    /// descriptor came with the command itself, not with that byte).
+    StrayFd {
+        awaiting: bool,
+    },
     Io(io::Error),
 }
 
@@ -158,7 +162,10 @@ impl Conn {
             self.accepted + Duration::from_secs(self.shared().config.limits.command_read_timeout);
         let frame = match self.next_frame(Wait::Until(first), true).await {
             Ok(f) => f,
-            Err(end) => return self.end(end, b'\n').await,
+            Err(end) => {
+                self.count_limit(&end, Limit::CommandReadTimeout);
+                return self.end(end, b'\n').await;
+            }
         };
         let to = ReplyTo::new(None, frame.framing.terminator());
         let kind = frame.cmd.kind;
@@ -246,6 +253,8 @@ impl Conn {
             .shared()
             .profile(peer.listener)
             .decide(cmd.kind, peer.admin);
+        let metrics = &self.ctx.shared.metrics;
+        metrics.command(&peer.listener_name, cmd.kind, decision);
         let (text, reason) = match decision {
             Decision::Allow => return false,
             Decision::NotOnListener => (
@@ -322,6 +331,7 @@ impl Conn {
             CommandKind::Instream => match self.read_stream().await {
                 Ok((data, budget)) => Some(Work::Stream(data, budget)),
                 Err(StreamError::Budget(held)) => {
+                    shared.metrics.limit(Limit::StreamMemory);
                     if let Some(suppressed) = self.ctx.may_log() {
                         tracing::warn!(
                             held,
@@ -336,6 +346,7 @@ impl Conn {
                     None
                 }
                 Err(StreamError::TooLarge(len)) => {
+                    shared.metrics.limit(Limit::StreamMaxLength);
                     if let Some(suppressed) = self.ctx.may_log() {
                         tracing::warn!(
                             chunk = len,
@@ -353,6 +364,7 @@ impl Conn {
                     None
                 }
                 Err(StreamError::End(End::TooSlow)) => {
+                    shared.metrics.limit(Limit::StreamMinRate);
                     if let Some(suppressed) = self.ctx.may_log() {
                         tracing::warn!(
                             min_rate = shared.config.limits.stream_min_rate.0,
@@ -366,6 +378,7 @@ impl Conn {
                     None
                 }
                 Err(StreamError::End(end)) => {
+                    self.count_limit(&end, Limit::ReadTimeout);
                     self.end(end, to.term).await;
                     None
                 }
@@ -413,16 +426,30 @@ impl Conn {
             self.ctx.guard.gone_flag(),
         );
         let mut id: u32 = 1;
+        // The session's lifetime (limits.max-session-seconds): once over, no
+        // further command is read; the commands in progress are answered.
+        let lifetime = (limits.max_session_seconds > 0)
+            .then(|| self.accepted + Duration::from_secs(limits.max_session_seconds));
+        let over = |t: Option<Instant>| t.is_some_and(|t| Instant::now() >= t);
+        let mut lifetime_over = false;
         loop {
             // Backpressure: a session may not queue more than max-queue commands.
             while tasks.len() >= in_flight_cap {
                 let _ = tasks.join_next().await;
             }
+            if over(lifetime) {
+                lifetime_over = true;
+                break;
+            }
             let frame = match self
-                .next_frame(Wait::Session(clock, Instant::now()), true)
+                .next_frame(Wait::Session(clock, Instant::now(), lifetime), true)
                 .await
             {
                 Ok(f) => f,
+                Err(End::TimedOut) if over(lifetime) => {
+                    lifetime_over = true;
+                    break;
+                }
                 Err(End::Eof) => {
                     self.linger_at_close = false;
                     // Its replies will not be written: stop their scans too.
@@ -430,7 +457,7 @@ impl Conn {
                     tasks.abort_all();
                     break;
                 }
-                Err(End::StrayFd) => {
+                Err(End::StrayFd { awaiting }) => {
                     // As clamd: the buffered commands are used up and a
                     // descriptor is left that no FILDES claimed.
                     if let Some(suppressed) = self.ctx.may_log() {
@@ -438,14 +465,16 @@ impl Conn {
                     }
                     self.fds.clear();
                     let to = ReplyTo::new(Some(id), term);
-                    let _ = self
-                        .ctx
-                        .writer
-                        .send(&to.to_vec(reply::FD_WITHOUT_FILDES))
-                        .await;
+                    let _ = self.ctx.writer.send(&stray_fd_reply(to, awaiting)).await;
                     break;
                 }
                 Err(end) => {
+                    let timeout = if self.frame_started.is_some() {
+                        Limit::CommandTimeout
+                    } else {
+                        Limit::IdleTimeout
+                    };
+                    self.count_limit(&end, timeout);
                     self.end(end, term).await;
                     self.ctx.guard.abandon();
                     tasks.abort_all();
@@ -497,6 +526,7 @@ impl Conn {
             // Refused commands count too: a session of refusals ends as
             // soon as one of allowed commands would.
             if id > limits.max_session_commands {
+                self.ctx.shared.metrics.limit(Limit::MaxSessionCommands);
                 if let Some(suppressed) = self.ctx.may_log() {
                     tracing::warn!(
                         limit = limits.max_session_commands,
@@ -532,15 +562,38 @@ impl Conn {
             id += 1;
         }
         while tasks.join_next().await.is_some() {}
+        if lifetime_over {
+            // Ended the way clamd ends a session it will not wait for any
+            // longer (its idle timeout): a client reconnects.
+            if let Some(suppressed) = self.ctx.may_log() {
+                tracing::info!(
+                    limit_s = limits.max_session_seconds,
+                    commands = id - 1,
+                    suppressed,
+                    "IDSESSION ended: limits.max-session-seconds reached"
+                );
+            }
+            let _ = self.ctx.writer.send(reply::COMMAND_READ_TIMED_OUT).await;
+        }
     }
 
     async fn end(&mut self, end: End, term: u8) {
-        if !matches!(end, End::TooLong | End::StrayFd) {
+        if !matches!(end, End::TooLong | End::StrayFd { .. }) {
             // The client ended, went silent or is gone: nothing to wait for.
             self.linger_at_close = false;
         }
         match end {
-            End::Eof | End::Shutdown | End::StrayFd => {}
+            End::Eof | End::Shutdown => {}
+            End::StrayFd { awaiting } => {
+                // Before its first command clamd answers with a `\0`
+                // terminator, whatever framing the client started.
+                if let Some(suppressed) = self.ctx.may_log() {
+                    tracing::warn!(suppressed, "descriptor sent without FILDES");
+                }
+                self.fds.clear();
+                let to = ReplyTo::new(None, 0);
+                let _ = self.ctx.writer.send(&stray_fd_reply(to, awaiting)).await;
+            }
             End::TimedOut | End::TooSlow => {
                 if let Some(suppressed) = self.ctx.may_log() {
                     tracing::info!(suppressed, "client timed out");
@@ -603,14 +656,20 @@ impl Conn {
                     awaiting_descriptor,
                 } => {
                     // As clamd: once the buffered commands are used up, a
-                    // descriptor that no FILDES claimed is a protocol error.
-                    if !awaiting_descriptor && !self.fds.is_empty() {
-                        return Err(End::StrayFd);
+                    // descriptor that no FILDES claimed is a protocol error
+                    // — also one that came with a FILDES still waiting for
+                    // its payload byte (the descriptor travels with that
+                    // byte), answered at once as clamd does.
+                    if !self.fds.is_empty() {
+                        return Err(End::StrayFd {
+                            awaiting: awaiting_descriptor,
+                        });
                     }
                     let until = match wait {
                         Wait::Until(t) => t,
-                        Wait::Session(clock, since) => {
-                            clock.session_deadline(since, self.frame_started)
+                        Wait::Session(clock, since, lifetime) => {
+                            let t = clock.session_deadline(since, self.frame_started);
+                            lifetime.map_or(t, |l| t.min(l))
                         }
                     };
                     self.read_more(until, interruptible).await?
@@ -656,6 +715,18 @@ impl Conn {
         Ok(())
     }
 
+    /// Counts the limit a read ended at: the command length, or the
+    /// deadline that applied (`timeout`).
+    fn count_limit(&self, end: &End, timeout: Limit) {
+        let limit = match end {
+            End::TooLong => Limit::MaxCommandLength,
+            End::TimedOut => timeout,
+            End::TooSlow => Limit::StreamMinRate,
+            _ => return,
+        };
+        self.ctx.shared.metrics.limit(limit);
+    }
+
     fn consume(&mut self, n: usize) {
         let n = n.min(self.len);
         self.buf.copy_within(n..self.len, 0);
@@ -673,16 +744,17 @@ impl Conn {
     /// sends little holds little. The permit travels with the data and is
     /// returned when the scan is done. The stream's pace is checked
     /// throughout ([`Pace`]).
-    async fn read_stream(
-        &mut self,
-    ) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), StreamError> {
+    async fn read_stream(&mut self) -> Result<(Vec<u8>, Option<StreamHold>), StreamError> {
         let limits = self.ctx.shared.config.limits.clone();
         let max = usize::try_from(limits.stream_max_length.0).unwrap_or(usize::MAX);
-        let budget = Arc::clone(&self.ctx.shared.stream_budget);
+        let budget = Budget {
+            memory: Arc::clone(&self.ctx.shared.streams),
+            peer: self.ctx.peer.key(),
+        };
         let mut chunks = ChunkDecoder::new(limits.stream_max_length.0);
         let mut pace = Pace::new(&limits, Instant::now());
         let mut data: Vec<u8> = Vec::new();
-        let mut held: Option<OwnedSemaphorePermit> = None;
+        let mut held: Option<StreamHold> = None;
         loop {
             let mut header = [0u8; 4];
             self.read_header(&mut header, &mut pace)
@@ -697,14 +769,14 @@ impl Conn {
             // What the read buffer already holds.
             let from_buf = rest.min(self.len);
             if from_buf > 0 {
-                grow(&mut data, from_buf, max, &budget, &mut held)?;
+                grow(&mut data, from_buf, max, &budget, &mut held).await?;
                 data.extend_from_slice(&self.buf[..from_buf]);
                 self.consume(from_buf);
                 rest -= from_buf;
             }
             while rest > 0 {
                 let step = rest.min(STREAM_READ);
-                grow(&mut data, step, max, &budget, &mut held)?;
+                grow(&mut data, step, max, &budget, &mut held).await?;
                 let until = tokio::time::Instant::from_std(pace.deadline());
                 let mut take = (&mut self.reader).take(step as u64);
                 let n = match tokio::time::timeout_at(until, take.read_buf(&mut data)).await {
@@ -788,22 +860,40 @@ enum Wait {
     /// A fixed deadline (the first command).
     Until(Instant),
     /// Inside a session: idle until a first byte, then the command's own
-    /// deadline; the wait began at the instant given.
-    Session(CommandClock, Instant),
+    /// deadline; the wait began at the instant given; never beyond the
+    /// session's lifetime (the last instant), if it has one.
+    Session(CommandClock, Instant, Option<Instant>),
+}
+
+/// clamd's answer to a descriptor no FILDES claimed; when a FILDES was
+/// waiting for it, the command fails too.
+fn stray_fd_reply(to: ReplyTo, awaiting: bool) -> Vec<u8> {
+    let mut out = to.to_vec(reply::FD_WITHOUT_FILDES);
+    if awaiting {
+        to.line(&mut out, reply::ERROR_PROCESSING);
+    }
+    out
 }
 
 /// Largest piece of a chunk read at once (and so the most a stream's
 /// buffer runs ahead of the data it holds, besides its doubling).
 const STREAM_READ: usize = 64 * 1024;
 
+/// Where a stream's memory comes from: the worker's lease, as its peer.
+struct Budget {
+    memory: Arc<StreamMemory>,
+    peer: crate::policy::PeerKey,
+}
+
 /// Makes room for `more` bytes in the stream buffer, paying every growth
-/// from the stream memory budget first.
-fn grow(
+/// from the stream memory lease first; the client's reads wait meanwhile
+/// (up to [`GRANT_WAIT`]).
+async fn grow(
     data: &mut Vec<u8>,
     more: usize,
     max: usize,
-    budget: &Arc<tokio::sync::Semaphore>,
-    held: &mut Option<OwnedSemaphorePermit>,
+    budget: &Budget,
+    held: &mut Option<StreamHold>,
 ) -> Result<(), StreamError> {
     let need = data.len() + more;
     if need <= data.capacity() {
@@ -812,13 +902,13 @@ fn grow(
     let new_cap = need
         .max(data.capacity().saturating_mul(2))
         .min(max.max(need));
-    let extra = u32::try_from(new_cap - data.capacity()).unwrap_or(u32::MAX);
-    match Arc::clone(budget).try_acquire_many_owned(extra) {
-        Ok(p) => match held.as_mut() {
+    let extra = (new_cap - data.capacity()) as u64;
+    match budget.memory.take(budget.peer, extra, GRANT_WAIT).await {
+        Some(p) => match held.as_mut() {
             Some(h) => h.merge(p),
             None => *held = Some(p),
         },
-        Err(_) => return Err(StreamError::Budget(data.capacity())),
+        None => return Err(StreamError::Budget(data.capacity())),
     }
     data.reserve_exact(new_cap - data.len());
     Ok(())

@@ -24,11 +24,13 @@ pub mod commands;
 mod conn;
 pub mod files;
 pub mod hangup;
+pub mod metrics;
 pub mod pace;
 pub mod pool;
 pub mod process;
 mod shared;
 mod stream;
+pub mod streams;
 pub mod watchdog;
 
 use std::os::fd::OwnedFd;
@@ -101,6 +103,8 @@ fn serve(
         .set_temp_dir(&start.temp_dir)
         .map_err(|e| e.to_string())?;
     config.scan.temporary_directory = start.temp_dir.clone();
+    // Its own memory figures: /proc is closed once the sandbox narrows.
+    let meter = crate::usage::Meter::open();
     let landlock = sandbox::narrow_to(&start.temp_dir).map_err(|e| e.to_string())?;
     tracing::debug!(landlock = ?landlock, "worker narrowed its sandbox to its temporary directory");
 
@@ -138,7 +142,8 @@ fn serve(
             .map_err(|e| format!("control channel: {e}"))?;
         tokio::spawn(forward(Arc::clone(&control), rx));
         tokio::spawn(Arc::clone(&shared.hangups).run());
-        control_loop(control, shared).await;
+        tokio::spawn(watch_overruns(Arc::clone(&shared)));
+        control_loop(control, shared, meter).await;
         Ok(())
     })
 }
@@ -168,15 +173,67 @@ async fn forward(
     }
 }
 
+/// What the worker last told the supervisor for the metrics.
+struct Reporter {
+    meter: crate::usage::Meter,
+    usage: crate::ipc::observe::ProcUsage,
+    pool: (u32, u32),
+}
+
+impl Reporter {
+    /// Sends the counters when something changed since the last time (or
+    /// always, with `force`); `measure` reads the process's usage anew.
+    async fn report(
+        &mut self,
+        control: &AsyncChannel,
+        shared: &Shared,
+        force: bool,
+        measure: bool,
+    ) {
+        if measure {
+            self.usage = self.meter.read();
+        }
+        let snap = shared.pool.snapshot();
+        let pool = (snap.busy as u32, snap.queued as u32);
+        let changed = shared.metrics.take_changed() || pool != self.pool;
+        if !(changed || force) {
+            return;
+        }
+        self.pool = pool;
+        let walks = shared.counters.abandoned.load(Ordering::Relaxed);
+        let counters = shared.metrics.counters(walks, &snap, self.usage);
+        let _ = control
+            .send(&FromWorker::Counters(Box::new(counters)).encode())
+            .await;
+    }
+}
+
 /// Messages from the supervisor, until drained. If the supervisor goes
 /// away, drain: a worker never serves without its broker and its keeper.
-async fn control_loop(control: Arc<AsyncChannel>, shared: Arc<Shared>) {
+/// Every second the counters go to the supervisor if they changed, with
+/// every pong in any case, and once more at the end.
+async fn control_loop(control: Arc<AsyncChannel>, shared: Arc<Shared>, meter: crate::usage::Meter) {
     let stall = watchdog::stall_limit(shared.config.scan.max_scan_time);
     let mut health = watchdog::PoolHealth::new(stall, std::time::Instant::now());
+    let mut reporter = Reporter {
+        meter,
+        usage: Default::default(),
+        pool: (0, 0),
+    };
+    reporter.report(&control, &shared, true, true).await;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let received = tokio::select! {
             r = control.recv() => r,
-            _ = drained(&shared) => return,
+            _ = drained(&shared) => {
+                reporter.report(&control, &shared, true, true).await;
+                return;
+            }
+            _ = tick.tick() => {
+                reporter.report(&control, &shared, false, false).await;
+                continue;
+            }
         };
         let (msg, mut fds) = match received {
             Ok(Some(m)) => m,
@@ -194,6 +251,7 @@ async fn control_loop(control: Arc<AsyncChannel>, shared: Arc<Shared>) {
             }
             Ok(ToWorker::Ping { seq, fleet }) => {
                 shared.set_fleet(fleet);
+                reporter.report(&control, &shared, true, true).await;
                 let c = &shared.counters;
                 let pong = FromWorker::Pong {
                     seq,
@@ -211,19 +269,97 @@ async fn control_loop(control: Arc<AsyncChannel>, shared: Arc<Shared>) {
                 tracing::info!("draining: finishing in-flight requests");
                 shared.drain();
             }
+            Ok(ToWorker::Threads { limit }) => {
+                tracing::debug!(limit, "scan threads permitted at once");
+                shared.pool.set_limit(limit as usize);
+            }
+            Ok(ToWorker::StreamGrant { bytes }) => shared.streams.set_grant(bytes),
+            Ok(ToWorker::TaskQuery { seq }) => {
+                let (tasks, omitted) = shared.task_list();
+                let list = FromWorker::TaskList {
+                    seq,
+                    tasks,
+                    omitted,
+                };
+                if control.send(&list.encode()).await.is_err() {
+                    shared.drain();
+                }
+            }
+            Ok(ToWorker::StatsTasks {
+                conn,
+                tasks,
+                omitted,
+            }) => shared.deliver_tasks(conn, tasks, omitted),
             other => tracing::warn!(message = ?other, "unexpected control message ignored"),
         }
     }
 }
 
-/// Resolves once draining was asked for and no connection is left.
+/// Resolves once draining was asked for and no connection is left (or,
+/// after a scan overran its time limit, at the latest by the exit
+/// deadline: what is still open then ends with the process).
 async fn drained(shared: &Shared) {
     let mut stop = shared.shutdown_signal();
     let _ = stop.wait_for(|s| *s).await;
     while shared.open.load(Ordering::SeqCst) > 0 {
+        if shared
+            .exit_by()
+            .is_some_and(|t| std::time::Instant::now() >= t)
+        {
+            tracing::warn!(
+                connections = shared.open.load(Ordering::SeqCst),
+                "exit deadline after a scan overrun: closing what is left"
+            );
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     shared.pool.close();
+}
+
+/// How often the scan threads are checked for a libclamav call past its
+/// time limit.
+const OVERRUN_CHECK: Duration = Duration::from_secs(1);
+
+/// Writes off scans that run past `scan.max-scan-time` plus a grace
+/// (libclamav does not check its limit on every path): each one's client
+/// gets an answer from its connection, and the worker retires so that the
+/// lost thread costs nobody else ([`Shared::scan_overrun`]).
+async fn watch_overruns(shared: Arc<Shared>) {
+    let max_ms = shared.config.scan.max_scan_time;
+    let Some(limit) = watchdog::overrun_limit(max_ms) else {
+        return;
+    };
+    let mut tick = tokio::time::interval(OVERRUN_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let written = shared.pool.overruns(std::time::Instant::now(), limit);
+        for o in &written {
+            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                command = o.command,
+                scan_target = %crate::log::LogBytes(&o.filename),
+                owner = %o.owner.map_or_else(|| "worker".to_string(), |k| k.to_string()),
+                scanning_ms = o.scanning_for.as_millis() as u64,
+                max_scan_time_ms = max_ms,
+                "scan still running past scan.max-scan-time (libclamav did not stop it): its client gets a time-limit reply; the thread is written off"
+            );
+        }
+        if !written.is_empty() {
+            shared.scan_overrun();
+        }
+        if shared.exit_by().is_some() && shared.pool.live_threads() == 0 {
+            // Nothing can run what still waits: answer it now.
+            let dropped = shared.pool.clear_queue();
+            if dropped > 0 {
+                tracing::warn!(
+                    dropped,
+                    "every scan thread is written off: queued scans refused"
+                );
+            }
+        }
+    }
 }
 
 fn accept(shared: &Arc<Shared>, info: ConnInfo, socket: OwnedFd) {
@@ -290,9 +426,11 @@ pub fn probe_forked(config: &Config, targets: &sandbox::Targets) -> i32 {
         user: None,
         read_only: Vec::new(),
         read_write: vec![temp],
+        read_files: Vec::new(),
         max_open_files: 0,
         max_threads: 0,
         seccomp: true,
+        accepts: false,
     };
     let attempts = sandbox::probe_worker(&plan, &config.database.directory, targets);
     let mut bad = 0;

@@ -3,19 +3,23 @@
 //! the broker client and the line to the supervisor.
 #![forbid(unsafe_code)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::files::{BrokerClient, ConnFiles, ConnGuard};
 use super::pool::ScanPool;
+use super::streams::StreamMemory;
 use crate::config::Config;
 use crate::engine::{Engine, Verdict};
-use crate::ipc::messages::{ConnInfo, Fleet, FromWorker, PeerInfo};
-use crate::policy::{ListenerKind, Profile};
+use crate::ipc::messages::{
+    fit_tasks, ConnInfo, Fleet, FromWorker, PeerInfo, RetireReason, TaskInfo, TASK_LIST_ROOM,
+};
+use crate::policy::{ListenerKind, PeerKey, Profile};
 
 /// Counters since the worker started, for pongs and STATS.
 #[derive(Default)]
@@ -41,8 +45,9 @@ pub struct Shared {
     pub(crate) proc_dev: u64,
     unix_profile: Profile,
     tcp_profile: Profile,
-    /// Bytes of stream data all connections may hold at once.
-    pub(crate) stream_budget: Arc<Semaphore>,
+    /// Stream data this worker's connections hold, within the
+    /// supervisor's grant (`limits.stream-memory` for the whole daemon).
+    pub(crate) streams: Arc<StreamMemory>,
     broker: Arc<BrokerClient>,
     upstream: mpsc::UnboundedSender<FromWorker>,
     shutdown: watch::Sender<bool>,
@@ -58,12 +63,27 @@ pub struct Shared {
     admin_answers: Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
     /// Clients that hang up while their work runs ([`super::hangup`]).
     pub hangups: Arc<super::hangup::Hangups>,
+    /// Set when a scan overran its time limit: the worker retires and
+    /// exits by then, whatever is left.
+    exit_by: Mutex<Option<Instant>>,
+    /// Administrators' STATS waiting for the daemon's task list, by
+    /// connection.
+    stats_waiters: Mutex<HashMap<u64, oneshot::Sender<DaemonTasks>>>,
+    /// What the metrics count (see [`super::metrics`]).
+    pub metrics: super::metrics::Collector,
 }
 
 /// How long an administrative command waits for the supervisor's answer.
 /// A refused one is never answered (the client already left, or the
 /// worker is ended for asking).
 const ADMIN_ANSWER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The whole daemon's tasks and how many were left out of the message.
+pub type DaemonTasks = (Vec<TaskInfo>, u32);
+
+/// How long an administrator's STATS waits for the daemon-wide task list
+/// before it shows this worker's tasks alone.
+pub const STATS_TASKS_WAIT: Duration = Duration::from_millis(200);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -85,7 +105,7 @@ impl Shared {
     pub fn new(s: Setup) -> std::io::Result<Arc<Shared>> {
         let config = s.config;
         let limits = &config.limits;
-        let pool = ScanPool::new(s.threads, s.queue)?;
+        let pool = ScanPool::new(s.threads, limits.reserve_threads as usize, s.queue)?;
         let excludes = config
             .scan
             .exclude_path
@@ -96,13 +116,14 @@ impl Shared {
         let policy = &config.policy;
         let unix_profile = Profile::new(ListenerKind::Unix, &policy.unix.commands);
         let tcp_profile = Profile::new(ListenerKind::Tcp, &policy.tcp.commands);
-        let budget = usize::try_from(limits.stream_memory.0)
-            .unwrap_or(usize::MAX)
-            .min(Semaphore::MAX_PERMITS);
+        // Until the supervisor's first grant: the whole daemon's bound.
+        // No stream memory until the supervisor grants some (it does when
+        // it binds the worker to a client, before the first connection).
+        let streams = StreamMemory::new(0, s.upstream.clone());
         Ok(Arc::new(Shared {
             unix_profile,
             tcp_profile,
-            stream_budget: Arc::new(Semaphore::new(budget)),
+            streams,
             engine: Arc::new(s.engine),
             pool,
             counters: Counters::default(),
@@ -123,6 +144,9 @@ impl Shared {
             )),
             admin_answers: Mutex::default(),
             hangups: Arc::new(super::hangup::Hangups::new()?),
+            exit_by: Mutex::new(None),
+            stats_waiters: Mutex::new(HashMap::new()),
+            metrics: super::metrics::Collector::new(config.metrics.top_detections as usize),
             config,
         }))
     }
@@ -270,7 +294,62 @@ impl Shared {
         tracing::error!(
             "temporary directory failed a scan: this worker asks to be replaced by a fresh one"
         );
-        self.tell(FromWorker::Retire);
+        self.tell(FromWorker::Retire {
+            reason: RetireReason::TempFailure,
+        });
+    }
+
+    /// A scan ran past `scan.max-scan-time` and was written off (its
+    /// client is answered by its connection): this worker asks to be
+    /// replaced, stops taking commands, lets its other requests finish and
+    /// exits, at the latest [`super::watchdog::overrun_exit_after`] from
+    /// now. The lost thread dies with the process.
+    pub fn scan_overrun(&self) {
+        if self.retiring.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let after = super::watchdog::overrun_exit_after(self.config.scan.max_scan_time);
+        *lock(&self.exit_by) = Some(Instant::now() + after);
+        tracing::error!(
+            exit_within_s = after.as_secs(),
+            "a scan ran past scan.max-scan-time: this worker finishes its other requests, then exits; a fresh one replaces it"
+        );
+        self.tell(FromWorker::Retire {
+            reason: RetireReason::ScanOverrun,
+        });
+        self.drain();
+    }
+
+    /// When this worker must exit whatever it still holds (after an overrun).
+    pub fn exit_by(&self) -> Option<Instant> {
+        *lock(&self.exit_by)
+    }
+
+    /// Every task of the whole daemon, for an administrator's STATS on
+    /// connection `conn`: asked of the supervisor, which asks every worker;
+    /// `None` if no answer comes within [`STATS_TASKS_WAIT`].
+    pub async fn daemon_tasks(&self, conn: u64) -> Option<DaemonTasks> {
+        let (tx, rx) = oneshot::channel();
+        lock(&self.stats_waiters).insert(conn, tx);
+        self.tell(FromWorker::StatsTasks { conn });
+        let got = tokio::time::timeout(STATS_TASKS_WAIT, rx).await;
+        lock(&self.stats_waiters).remove(&conn);
+        got.ok().and_then(Result::ok)
+    }
+
+    /// The supervisor's answer to [`daemon_tasks`](Self::daemon_tasks)
+    /// (ignored when nobody waits any more).
+    pub fn deliver_tasks(&self, conn: u64, tasks: Vec<TaskInfo>, omitted: u32) {
+        if let Some(tx) = lock(&self.stats_waiters).remove(&conn) {
+            let _ = tx.send((tasks, omitted));
+        }
+    }
+
+    /// This worker's running tasks, for the supervisor's `TaskQuery`.
+    pub fn task_list(&self) -> DaemonTasks {
+        let snap = self.pool.snapshot();
+        let tasks = snap.tasks.iter().map(super::pool::Task::info).collect();
+        fit_tasks(tasks, TASK_LIST_ROOM)
     }
 
     pub(crate) fn opened(&self) {
@@ -291,6 +370,9 @@ const PEER_LOG_KEYS: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub listener: ListenerKind,
+    /// The listener's name (systemd's FileDescriptorName=, "unix", "tcp",
+    /// "selftest"), the metrics' `listener` label.
+    pub listener_name: Arc<str>,
     pub info: PeerInfo,
     pub admin: bool,
 }
@@ -299,8 +381,17 @@ impl Peer {
     pub fn of(c: &ConnInfo) -> Peer {
         Peer {
             listener: c.listener,
+            listener_name: Arc::from(c.listener_name.as_str()),
             info: c.peer,
             admin: c.admin,
+        }
+    }
+
+    /// The client identity its scans are shared out by (address prefix or uid).
+    pub fn key(&self) -> PeerKey {
+        match self.info {
+            PeerInfo::Tcp(a) => PeerKey::tcp(a.ip()),
+            PeerInfo::Unix { uid, .. } => PeerKey::unix(uid),
         }
     }
 

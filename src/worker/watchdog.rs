@@ -23,6 +23,26 @@ pub const STALL_MARGIN: Duration = Duration::from_secs(30);
 /// then legitimately run long, so only a pool still for this long is wedged.
 pub const UNLIMITED_SCAN_STALL: Duration = Duration::from_secs(600);
 
+/// Added to `scan.max-scan-time` before a libclamav call that has not
+/// returned is written off (libclamav checks its limit often, but not on
+/// every path: a scan a little past it is normal, one this far past has
+/// found a path without checks).
+pub const OVERRUN_GRACE: Duration = Duration::from_secs(5);
+
+/// How long one libclamav call may run before it is written off; `None`
+/// when `scan.max-scan-time` is 0 (no limit).
+pub fn overrun_limit(max_scan_time_ms: u32) -> Option<Duration> {
+    (max_scan_time_ms != 0)
+        .then(|| Duration::from_millis(u64::from(max_scan_time_ms)) + OVERRUN_GRACE)
+}
+
+/// How long a worker that retires after an overrun still finishes its
+/// other requests before it exits: every scan in flight has by then ended
+/// or been written off itself.
+pub fn overrun_exit_after(max_scan_time_ms: u32) -> Duration {
+    overrun_limit(max_scan_time_ms).unwrap_or(UNLIMITED_SCAN_STALL) + STALL_MARGIN
+}
+
 /// How long the pool may show no movement before it counts as wedged.
 pub fn stall_limit(max_scan_time_ms: u32) -> Duration {
     if max_scan_time_ms == 0 {
@@ -63,7 +83,16 @@ impl PoolHealth {
                 Err(oneshot::error::TryRecvError::Closed) => self.probe = None,
             }
         }
-        let view: Vec<_> = pool.snapshot().tasks.into_iter().map(key).collect();
+        // A scan written off for its time limit is its client's loss, not
+        // a wedge: the worker answered it and retires; what counts is that
+        // the rest of the pool moves while it finishes the others.
+        let view: Vec<_> = pool
+            .snapshot()
+            .tasks
+            .into_iter()
+            .filter(|t| !t.written_off)
+            .map(key)
+            .collect();
         if view != self.last_view {
             self.last_progress = now;
             self.last_view = view;
@@ -73,7 +102,7 @@ impl PoolHealth {
             // A full queue refuses the probe; movement of the running
             // tasks still counts, and the next check tries again.
             if pool
-                .submit(Box::new(move |_| {
+                .submit_own(Box::new(move |_| {
                     let _ = tx.send(());
                 }))
                 .is_ok()
@@ -98,11 +127,17 @@ mod tests {
     fn stall_limit_follows_max_scan_time() {
         assert_eq!(stall_limit(120_000), Duration::from_secs(150));
         assert_eq!(stall_limit(0), UNLIMITED_SCAN_STALL);
+        assert_eq!(overrun_limit(3000), Some(Duration::from_secs(8)));
+        assert_eq!(overrun_limit(0), None);
+        assert!(
+            overrun_limit(120_000).unwrap() < stall_limit(120_000),
+            "a stuck scan is written off before the pool counts as wedged"
+        );
     }
 
     #[test]
     fn idle_pool_is_healthy_and_wedged_pool_is_not() {
-        let pool = ScanPool::new(1, 4).unwrap();
+        let pool = ScanPool::new(1, 0, 4).unwrap();
         let t0 = Instant::now();
         let limit = Duration::from_secs(10);
         let mut health = PoolHealth::new(limit, t0);
@@ -119,8 +154,8 @@ mod tests {
         // Wedge the only thread.
         let (started_tx, started_rx) = mpsc::channel();
         let (gate_tx, gate_rx) = mpsc::channel::<()>();
-        pool.submit(Box::new(move |slot| {
-            slot.begin("INSTREAM", "");
+        pool.submit_own(Box::new(move |slot| {
+            slot.begin("INSTREAM", b"");
             started_tx.send(()).unwrap();
             let _ = gate_rx.recv();
         }))

@@ -121,6 +121,8 @@ fn run(mode: Mode) -> Result<i32, String> {
     // with (root, as clamd without `User`), so that the service user reaches
     // it even below directories only root may enter; see [`SignatureDir`].
     let signatures = SignatureDir::open(&config.database.directory, &config.sandbox.user);
+    // Its own memory, read through this descriptor after demotion.
+    let mut meter = crate::usage::Meter::open();
 
     let plan = plan(&config, signatures.path(), &temp_parent, &mode);
     // sandbox-check: its spare sockets are made before the sandbox.
@@ -224,6 +226,7 @@ fn run(mode: Mode) -> Result<i32, String> {
                         let _ = nix::unistd::close(control.as_raw_fd());
                         drop(threads);
                         drop(signatures);
+                        drop(meter);
                         let engine = engine.take().ok_or("no engine")?;
                         let code = crate::worker::serve_forked(
                             config,
@@ -237,6 +240,7 @@ fn run(mode: Mode) -> Result<i32, String> {
                 }
             }
             ToZygote::Exit => return Ok(0),
+            ToZygote::Measure => send(&control, &FromZygote::Usage(meter.read())),
             ToZygote::Config { .. } => return Err("a second configuration".into()),
         }
     }
@@ -336,7 +340,9 @@ fn plan(
         .map(|(_, hard)| hard)
         .unwrap_or(1024);
     let workers = u64::from(config.limits.max_workers + config.limits.standby_workers);
-    let per_worker = worker_threads(config) as u64 + WORKER_EXTRA_THREADS;
+    let per_worker = worker_threads(config) as u64
+        + u64::from(config.limits.reserve_threads)
+        + WORKER_EXTRA_THREADS;
     // Two generations of workers overlap during a reload, each worker with
     // its threads, plus the forks in between. RLIMIT_NPROC counts every task
     // of the service user system-wide, including ones started after this
@@ -350,9 +356,13 @@ fn plan(
         user: root.then(|| config.sandbox.user.clone()),
         read_only: vec![signatures.to_path_buf()],
         read_write: vec![temp_parent.to_path_buf()],
+        // Each worker opens its own smaps_rollup between the fork and its
+        // narrowing (see `crate::usage`).
+        read_files: vec![std::path::PathBuf::from("/proc")],
         max_open_files: (u64::from(config.limits.max_connections) * 3 + 256).min(hard_nofile),
         max_threads: tasks,
         seccomp: true,
+        accepts: false,
     }
 }
 

@@ -384,7 +384,8 @@ impl Daemon {
                 .rev()
                 .filter(|l| {
                     l.contains("worker bound to its client")
-                        && l.trim_end().ends_with(&format!("tenant={tenant}"))
+                        && (l.trim_end().ends_with(&format!("tenant={tenant}"))
+                            || l.trim_end().ends_with(&format!("tenant=\"{tenant}\"")))
                 })
                 .find_map(|l| field(l, "worker"));
             let pid = bound.and_then(|w| {
@@ -400,6 +401,18 @@ impl Daemon {
                 Instant::now() < deadline,
                 "no worker bound to {tenant}:\n{log}"
             );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The pid of the observer (metrics, agent, self-test), once it runs.
+    pub fn observer(&self) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(&o) = self.children_named("clamsentry-obs").first() {
+                return o;
+            }
+            assert!(Instant::now() < deadline, "no observer process");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -457,6 +470,23 @@ pub fn children(pid: i32) -> Vec<i32> {
         .unwrap_or_default();
     out.sort_unstable();
     out
+}
+
+/// Proportional set size in KiB of one process (its smaps_rollup; root
+/// reads any process's), 0 when unreadable.
+pub fn pss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// PSS in KiB of a process and all its descendants.
+pub fn tree_pss_kib(pid: i32) -> u64 {
+    pss_kib(pid) + children(pid).into_iter().map(tree_pss_kib).sum::<u64>()
 }
 
 /// VmRSS in KiB of a process and all its descendants.

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod daemons;
 pub mod require;
+pub mod scrape;
 pub mod seccomp;
 
 use std::path::{Path, PathBuf};

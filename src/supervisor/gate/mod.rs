@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 
 use self::admission::{Caps, Newcomer, Open, Verdict};
 use self::shares::Leases;
-use crate::ipc::messages::{AdminCommand, ConnInfo, PeerInfo};
+use crate::ipc::messages::{fit_tasks, AdminCommand, ConnInfo, PeerInfo, TaskInfo, TASK_LIST_ROOM};
 use crate::policy::{Admins, Decision, Identity, ListenerKind, PeerKey, Prefixes, Profile};
 use crate::proto::CommandKind;
 
@@ -195,6 +195,14 @@ pub enum Report {
     Admin { conn: ConnId, command: AdminCommand },
     /// The worker would like to hold this many bytes of stream memory.
     StreamWant(u64),
+    /// The client of `conn` asked for STATS: the whole daemon's tasks.
+    StatsTasks { conn: ConnId },
+    /// The worker's tasks, answering query `seq`.
+    TaskList {
+        seq: u64,
+        tasks: Vec<TaskInfo>,
+        omitted: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,6 +242,8 @@ pub enum Action {
         id: ConnId,
         identity: Arc<Identity>,
         listener: ListenerKind,
+        /// The listener's name (metrics, logs).
+        name: Arc<str>,
         why: Refusal,
     },
     /// Give the connection to the worker: its authority starts now, as
@@ -252,6 +262,7 @@ pub enum Action {
         id: ConnId,
         key: PeerKey,
         identity: Arc<Identity>,
+        name: Arc<str>,
         why: Eviction,
     },
     /// The client left: the connection's authority ends; the worker still
@@ -282,6 +293,16 @@ pub enum Action {
         virus: String,
         target: Vec<u8>,
     },
+    /// Ask these workers what their scan threads do (answered with
+    /// `Report::TaskList`).
+    QueryTasks { seq: u64, workers: Vec<WorkerId> },
+    /// The whole daemon's tasks, for an administrator's STATS on `conn`.
+    StatsTasks {
+        worker: WorkerId,
+        conn: ConnId,
+        tasks: Vec<TaskInfo>,
+        omitted: u32,
+    },
     /// The worker broke a rule: end it.
     Violation { worker: WorkerId, why: String },
     /// Nothing has been open for `service.exit-when-idle`.
@@ -310,6 +331,9 @@ struct Conn {
     /// Closed by the gate, or its client left: no authority, and it no
     /// longer counts against any limit.
     revoked: bool,
+    /// The daemon's own self-test (not a client: it keeps nothing awake
+    /// and runs no VirusEvent command).
+    selftest: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,6 +356,21 @@ struct Worker {
     threads: Option<u32>,
 }
 
+/// An administrator's STATS waiting for every worker's tasks.
+#[derive(Debug, Clone)]
+struct Query {
+    worker: WorkerId,
+    conn: ConnId,
+    waiting: BTreeSet<WorkerId>,
+    tasks: Vec<TaskInfo>,
+    omitted: u32,
+    asked: Instant,
+}
+
+/// How long an administrator's STATS waits for the workers' task lists
+/// (the worker itself gives up at 200 ms and shows its own).
+pub const TASKS_WITHIN: Duration = Duration::from_millis(150);
+
 /// The machine. See the module documentation.
 pub struct Gate {
     s: Settings,
@@ -352,6 +391,9 @@ pub struct Gate {
     per_tenant: BTreeMap<Tenant, usize>,
     leases: Leases,
     stopping: bool,
+    /// Administrators' STATS being answered, by query number.
+    queries: BTreeMap<u64, Query>,
+    next_query: u64,
     /// When the last connection closed (None while any is open, or before
     /// the first worker served).
     idle_since: Option<Instant>,
@@ -372,6 +414,8 @@ impl Gate {
             per_tenant: BTreeMap::new(),
             leases,
             stopping: false,
+            queries: BTreeMap::new(),
+            next_query: 1,
             idle_since: None,
             exit_when_idle,
         }
@@ -458,6 +502,7 @@ impl Gate {
             id,
             identity: Arc::clone(&identity),
             listener,
+            name: Arc::clone(&name),
             why,
         };
         let refusal = if self.stopping {
@@ -523,6 +568,7 @@ impl Gate {
             (Isolation::Identity, Identity::Tcp(_)) => Tenant::Network,
         };
         let paths = self.profile(listener).allows_paths();
+        let selftest = &*name == crate::ipc::observe::SELFTEST_LISTENER;
         self.conns.insert(
             id,
             Conn {
@@ -537,10 +583,13 @@ impl Gate {
                 accepted: now,
                 active: false,
                 revoked: false,
+                selftest,
             },
         );
         *self.per_tenant.entry(tenant).or_insert(0) += 1;
-        self.idle_since = None;
+        if !selftest {
+            self.idle_since = None;
+        }
         self.last_seen.insert(tenant, now);
         self.place(id, now, out);
     }
@@ -712,6 +761,10 @@ impl Gate {
         let Some(worker) = self.workers.remove(&w) else {
             return;
         };
+        for q in self.queries.values_mut() {
+            q.waiting.remove(&w);
+        }
+        self.answer_queries(now, out);
         let held: Vec<ConnId> = self
             .conns
             .iter()
@@ -816,6 +869,83 @@ impl Gate {
                     out.push(Action::StreamGrant { worker, bytes });
                 }
             }
+            Report::StatsTasks { conn } => match self.owned(w, conn, "StatsTasks") {
+                // Every client's file names: only for an administrator
+                // (an honest worker asks only then).
+                Ok(c) if c.admin => {
+                    if !c.revoked {
+                        self.query_tasks(w, conn, now, out);
+                    }
+                }
+                Ok(c) => out.push(violation(format!(
+                    "StatsTasks for connection {conn} ({}), which is not an administrator's",
+                    c.identity
+                ))),
+                Err(why) => out.push(violation(why)),
+            },
+            Report::TaskList {
+                seq,
+                tasks,
+                omitted,
+            } => {
+                if seq == 0 || seq >= self.next_query {
+                    out.push(violation(format!("TaskList for query {seq}, never asked")));
+                    return;
+                }
+                // A late answer (the query is over) is dropped.
+                if let Some(q) = self.queries.get_mut(&seq) {
+                    if q.waiting.remove(&w) {
+                        q.tasks.extend(tasks);
+                        q.omitted = q.omitted.saturating_add(omitted);
+                    }
+                }
+                self.answer_queries(now, out);
+            }
+        }
+    }
+
+    fn query_tasks(&mut self, w: WorkerId, conn: ConnId, now: Instant, out: &mut Vec<Action>) {
+        let seq = self.next_query;
+        self.next_query += 1;
+        let workers: Vec<WorkerId> = self.workers.keys().copied().collect();
+        self.queries.insert(
+            seq,
+            Query {
+                worker: w,
+                conn,
+                waiting: workers.iter().copied().collect(),
+                tasks: Vec::new(),
+                omitted: 0,
+                asked: now,
+            },
+        );
+        out.push(Action::QueryTasks { seq, workers });
+    }
+
+    /// Answers the queries every worker answered, or whose time is up.
+    fn answer_queries(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let done: Vec<u64> = self
+            .queries
+            .iter()
+            .filter(|(_, q)| {
+                q.waiting.is_empty() || now.saturating_duration_since(q.asked) >= TASKS_WITHIN
+            })
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in done {
+            let Some(q) = self.queries.remove(&seq) else {
+                continue;
+            };
+            if !self.workers.contains_key(&q.worker) {
+                continue;
+            }
+            let (tasks, cut) = fit_tasks(q.tasks, TASK_LIST_ROOM);
+            out.push(Action::StatsTasks {
+                worker: q.worker,
+                conn: q.conn,
+                tasks,
+                omitted: q.omitted.saturating_add(cut),
+            });
         }
     }
 
@@ -857,12 +987,13 @@ impl Gate {
         if c.revoked && why != Eviction::WorkerGone {
             return;
         }
-        let (key, identity) = (c.key, Arc::clone(&c.identity));
+        let (key, identity, name) = (c.key, Arc::clone(&c.identity), Arc::clone(&c.name));
         self.revoke(id);
         out.push(Action::Evict {
             id,
             key,
             identity,
+            name,
             why,
         });
     }
@@ -892,7 +1023,7 @@ impl Gate {
             self.per_tenant.remove(&c.tenant);
             self.last_seen.insert(c.tenant, now);
         }
-        if self.conns.is_empty() {
+        if self.conns.values().all(|c| c.selftest) {
             self.idle_since = Some(now);
         }
         // One worker per connection: it goes with it.
@@ -904,6 +1035,7 @@ impl Gate {
     // ------------------------------------------------------------ time
 
     fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.answer_queries(now, out);
         let mut late: Vec<(ConnId, Eviction)> = Vec::new();
         for (id, c) in &self.conns {
             let age = now.saturating_duration_since(c.accepted);
@@ -970,6 +1102,15 @@ impl Gate {
                 out.push(Action::Threads { worker: *id, limit });
             }
         }
+    }
+
+    /// Open connections per listener name (the metrics).
+    pub fn open_by_listener(&self) -> Vec<(String, u32)> {
+        let mut out: BTreeMap<&str, u32> = BTreeMap::new();
+        for c in self.conns.values().filter(|c| !c.revoked) {
+            *out.entry(&c.name).or_default() += 1;
+        }
+        out.into_iter().map(|(n, k)| (n.to_string(), k)).collect()
     }
 
     /// Counts the gate keeps for STATS, metrics and the status line.

@@ -513,3 +513,103 @@ fn a_flood_from_one_network_cannot_lock_others_out() {
     let (other, a) = g.accept(tcp("10.0.1.1"));
     assert_eq!(hands(&a), vec![(other, 1)]);
 }
+
+#[test]
+fn only_an_administrator_sees_every_workers_tasks() {
+    let mut g = G::new();
+    let (root, _) = g.accept(user(0));
+    g.up(1, Tenant::Uid(0));
+    let (plain, _) = g.accept(user(1000));
+    g.up(2, Tenant::Uid(1000));
+    // A plain user's worker asking for everyone's file names is a
+    // violation: an honest worker asks only for an administrator.
+    assert_eq!(
+        violations(&g.report(2, Report::StatsTasks { conn: plain })),
+        1
+    );
+    let a = g.report(1, Report::StatsTasks { conn: root });
+    let Some(Action::QueryTasks { seq, workers }) = a.first().cloned() else {
+        panic!("{a:?}")
+    };
+    assert_eq!(workers, vec![1, 2]);
+    let task = |f: &str| TaskInfo {
+        command: "SCAN".into(),
+        elapsed_us: 1,
+        filename: f.into(),
+    };
+    assert!(g
+        .report(
+            2,
+            Report::TaskList {
+                seq,
+                tasks: vec![task("/home/u/a")],
+                omitted: 0
+            }
+        )
+        .is_empty());
+    let a = g.report(
+        1,
+        Report::TaskList {
+            seq,
+            tasks: vec![task("/root/b")],
+            omitted: 1,
+        },
+    );
+    assert_eq!(
+        a,
+        vec![Action::StatsTasks {
+            worker: 1,
+            conn: root,
+            tasks: vec![task("/home/u/a"), task("/root/b")],
+            omitted: 1
+        }]
+    );
+    // An answer to a query never asked is a violation; a late one is not.
+    assert_eq!(
+        violations(&g.report(
+            2,
+            Report::TaskList {
+                seq: 99,
+                tasks: vec![],
+                omitted: 0
+            }
+        )),
+        1
+    );
+    assert!(g
+        .report(
+            2,
+            Report::TaskList {
+                seq,
+                tasks: vec![],
+                omitted: 0
+            }
+        )
+        .is_empty());
+}
+
+#[test]
+fn a_worker_that_does_not_answer_does_not_hold_up_stats() {
+    let mut g = G::new();
+    let (root, _) = g.accept(user(0));
+    g.up(1, Tenant::Uid(0));
+    g.accept(user(1000));
+    g.up(2, Tenant::Uid(1000));
+    let a = g.report(1, Report::StatsTasks { conn: root });
+    let Some(Action::QueryTasks { seq, .. }) = a.first().cloned() else {
+        panic!("{a:?}")
+    };
+    g.report(
+        1,
+        Report::TaskList {
+            seq,
+            tasks: vec![],
+            omitted: 0,
+        },
+    );
+    let later = g.t + TASKS_WITHIN;
+    let a = g.gate.handle(Event::Tick, later);
+    assert!(a
+        .iter()
+        .any(|x| matches!(x, Action::StatsTasks { worker: 1, .. })));
+}

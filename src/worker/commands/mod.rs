@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::files::ConnGuard;
+use super::pool::RunError;
 use super::stream::Writer;
 use super::{Peer, Shared};
 use crate::engine::{self, Verdict};
@@ -46,7 +47,7 @@ pub enum Work {
     VersionCommands,
     Stats,
     /// Stream data and the share of `limits.stream-memory` it holds.
-    Stream(Vec<u8>, Option<tokio::sync::OwnedSemaphorePermit>),
+    Stream(Vec<u8>, Option<super::streams::StreamHold>),
     Fd(OwnedFd),
     /// A path command (files come through the supervisor's broker).
     Path {
@@ -88,7 +89,12 @@ pub async fn respond(ctx: &Ctx, work: Work, to: ReplyTo) {
             if let Some(id) = to.id {
                 out.extend_from_slice(format!("{id}: ").as_bytes());
             }
-            stats::render(shared, &mut out);
+            let tasks = if ctx.peer.admin {
+                stats::Tasks::All(shared.daemon_tasks(ctx.guard.id).await)
+            } else {
+                stats::Tasks::Own
+            };
+            stats::render(shared, &ctx.peer, tasks, &mut out);
             out.push(to.term);
             let _ = ctx.writer.send(&out).await;
             return;
@@ -96,12 +102,19 @@ pub async fn respond(ctx: &Ctx, work: Work, to: ReplyTo) {
         Work::Stream(data, budget) => {
             let text = scan_stream(ctx, data).await;
             drop(budget);
-            text
+            return reply_to_scan(ctx, &to.to_vec(&text)).await;
         }
-        Work::Fd(fd) => scan_fd(ctx, fd).await,
+        Work::Fd(fd) => return reply_to_scan(ctx, &to.to_vec(&scan_fd(ctx, fd).await)).await,
         Work::Path { kind, path } => return pathscan::respond(ctx, kind, path, to).await,
     };
     let _ = ctx.writer.send(&to.to_vec(&text)).await;
+}
+
+/// A scan's reply; counted as abandoned when the client is gone.
+async fn reply_to_scan(ctx: &Ctx, reply: &[u8]) {
+    if ctx.writer.send(reply).await.is_err() {
+        ctx.shared.metrics.abandoned();
+    }
 }
 
 fn version_text(shared: &Shared) -> Vec<u8> {
@@ -134,9 +147,9 @@ async fn scan_stream(ctx: &Ctx, data: Vec<u8>) -> Vec<u8> {
     let result = ctx
         .shared
         .pool
-        .run(move |slot| {
-            slot.begin("INSTREAM", "");
-            engine.scan_bytes_unless(&data, false, Some(&gone))
+        .run(Some(ctx.peer.key()), move |slot| {
+            slot.begin("INSTREAM", b"");
+            slot.scanning(|| engine.scan_bytes_unless(&data, false, Some(&gone)))
         })
         .await;
     let target = instream_name(&ctx.peer.info);
@@ -162,8 +175,58 @@ fn instream_name(peer: &crate::ipc::messages::PeerInfo) -> String {
     }
 }
 
+/// Why a passed descriptor cannot be scanned, if it cannot: libclamav
+/// answers `OK` for a descriptor it cannot read (opened with `O_PATH` or
+/// write-only), so those are refused before a scan, as is anything that is
+/// not a regular file (clamd's reply).
+fn unscannable(fd: &OwnedFd) -> Option<(&'static str, &'static [u8])> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = match fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL) {
+        Ok(f) => OFlag::from_bits_truncate(f),
+        Err(_) => return Some(("the descriptor's flags cannot be read", CANT_READ)),
+    };
+    let regular = matches!(
+        nix::sys::stat::fstat(fd.as_raw_fd()),
+        Ok(st) if (st.st_mode & libc::S_IFMT) == libc::S_IFREG
+    );
+    if !regular {
+        return Some(("descriptor is not a regular file", b"Not a regular file"));
+    }
+    if flags.contains(OFlag::O_PATH) {
+        return Some((
+            "descriptor opened with O_PATH: it cannot be read (open the file for reading)",
+            CANT_READ,
+        ));
+    }
+    if flags & OFlag::O_ACCMODE == OFlag::O_WRONLY {
+        return Some((
+            "descriptor opened write-only: it cannot be read (open the file for reading)",
+            CANT_READ,
+        ));
+    }
+    None
+}
+
+/// libclamav's text for a file it cannot read (`CL_EREAD`).
+const CANT_READ: &[u8] = b"Can't read file";
+
 async fn scan_fd(ctx: &Ctx, fd: OwnedFd) -> Vec<u8> {
     let name = format!("fd[{}]", fd.as_raw_fd());
+    if let Some((why, text)) = unscannable(&fd) {
+        let reason = if text == CANT_READ {
+            crate::ipc::observe::ErrorReason::Io
+        } else {
+            crate::ipc::observe::ErrorReason::NotRegularFile
+        };
+        ctx.shared.metrics.error(reason);
+        tracing::info!(
+            command = "FILDES",
+            scan_result = "error",
+            reason = why,
+            "descriptor not scanned"
+        );
+        return reply::error(name.as_bytes(), text);
+    }
     let engine = ctx.shared.engine();
     let started = Instant::now();
     let shown = name.clone();
@@ -171,34 +234,22 @@ async fn scan_fd(ctx: &Ctx, fd: OwnedFd) -> Vec<u8> {
     let result = ctx
         .shared
         .pool
-        .run(move |slot| {
-            let meta = nix::sys::stat::fstat(fd.as_raw_fd());
-            let regular = matches!(meta, Ok(st) if (st.st_mode & libc::S_IFMT) == libc::S_IFREG);
-            if !regular {
-                return (None, 0, PathBuf::new());
-            }
-            let size = meta.map(|st| st.st_size as u64).unwrap_or(0);
+        .run(Some(ctx.peer.key()), move |slot| {
+            let size = nix::sys::stat::fstat(fd.as_raw_fd()).map_or(0, |st| st.st_size as u64);
             let target = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
                 .unwrap_or_else(|_| PathBuf::from(&shown));
-            slot.begin("FILDES", &shown);
-            let verdict = engine.scan_fd_unless(fd.as_fd(), &target, false, Some(&gone));
-            (Some(verdict), size, target)
+            slot.begin("FILDES", shown.as_bytes());
+            let verdict =
+                slot.scanning(|| engine.scan_fd_unless(fd.as_fd(), &target, false, Some(&gone)));
+            (verdict, size, target)
         })
         .await;
     match result {
-        Ok((None, _, _)) => {
-            tracing::info!(
-                command = "FILDES",
-                scan_result = "error",
-                "descriptor is not a regular file"
-            );
-            reply::error(name.as_bytes(), b"Not a regular file")
-        }
-        Ok((Some(v), size, target)) => {
+        Ok((v, size, target)) => {
             let target = target.as_os_str().as_bytes();
             finish(ctx, &name, target, "FILDES", Ok(v), size, started)
         }
-        Err(busy) => finish(ctx, &name, b"", "FILDES", Err(busy), 0, started),
+        Err(e) => finish(ctx, &name, b"", "FILDES", Err(e), 0, started),
     }
 }
 
@@ -210,25 +261,31 @@ fn finish(
     name: &str,
     target: &[u8],
     command: &'static str,
-    result: Result<Verdict, super::pool::Busy>,
+    result: Result<Verdict, RunError>,
     bytes: u64,
     started: Instant,
 ) -> Vec<u8> {
     let verdict = match result {
         Ok(v) => v,
-        Err(_) => {
-            tracing::warn!(command, scan_result = "error", "scan refused: queue full");
+        Err(RunError::Busy(busy)) => {
+            ctx.shared.metrics.queue_full();
+            if let Some(suppressed) = ctx.may_log() {
+                tracing::warn!(command, scan_result = "error", reason = ?busy, suppressed, "scan refused: queue full");
+            }
             return reply::error(name.as_bytes(), QUEUE_FULL);
         }
+        // Written off: the worker logged it and retires; the client gets
+        // what libclamav says of a scan stopped at its time limit.
+        Err(RunError::Overrun) => Verdict::time_limit(ctx.shared.config.scan.alert_exceeds_max),
     };
-    let duration_ms = started.elapsed().as_millis() as u64;
     record(
         &ctx.shared,
+        &ctx.peer.listener_name,
         name.as_bytes(),
         command,
         &verdict,
         bytes,
-        duration_ms,
+        started.elapsed(),
     );
     ctx.shared.report_found(ctx.guard.id, target, &verdict);
     verdict_text(name.as_bytes(), &verdict)
@@ -246,15 +303,21 @@ pub(crate) fn verdict_text(name: &[u8], verdict: &Verdict) -> Vec<u8> {
     }
 }
 
-/// Counters and the structured log line of one scan.
+/// Counters and the structured log line of one scan. `duration`: from
+/// its submission to the scan pool to the verdict.
 pub(crate) fn record(
     shared: &Shared,
+    listener: &str,
     name: &[u8],
     command: &str,
     verdict: &Verdict,
     bytes: u64,
-    duration_ms: u64,
+    duration: std::time::Duration,
 ) {
+    shared
+        .metrics
+        .scan(listener, command, verdict, bytes, duration);
+    let duration_ms = duration.as_millis() as u64;
     let c = &shared.counters;
     if *verdict == Verdict::Abandoned {
         c.abandoned.fetch_add(1, Ordering::Relaxed);
@@ -267,7 +330,16 @@ pub(crate) fn record(
         );
         return;
     }
-    c.scans.fetch_add(1, Ordering::Relaxed);
+    // The self-test's scans are in the metrics (listener "selftest"), not
+    // in STATS and the status line, which count the clients'.
+    if listener == crate::ipc::observe::SELFTEST_LISTENER {
+        if let Verdict::Found(names) = verdict {
+            tracing::debug!(command, virus_name = %LogStr(&names.join(",")), "self-test scan found");
+            return;
+        }
+    } else {
+        c.scans.fetch_add(1, Ordering::Relaxed);
+    }
     match verdict {
         Verdict::Abandoned => {}
         Verdict::Clean => {

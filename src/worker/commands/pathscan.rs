@@ -39,7 +39,7 @@ use tokio::sync::mpsc::Sender;
 use std::collections::VecDeque;
 
 use super::super::files::{ConnFiles, DirHandle, Opened, OpenedFile};
-use super::super::pool::TaskSlot;
+use super::super::pool::{Tag, TaskSlot, Ticket};
 use super::super::Shared;
 use super::{record, Ctx, QUEUE_FULL};
 use crate::engine::{Engine, Verdict};
@@ -75,29 +75,55 @@ pub async fn respond(ctx: &Ctx, kind: CommandKind, path: Vec<u8>, to: ReplyTo) {
     };
     let files = shared.files(&ctx.guard);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
-    let engine = shared.engine();
     let job_shared = Arc::clone(&shared);
     let top = path.clone();
+    let listener = Arc::clone(&ctx.peer.listener_name);
     // The walk runs on a scan-pool thread: carry the connection's span
     // (PEER, LISTENER, ID) there, so that its results are logged with them.
     let span = tracing::Span::current();
 
-    let submitted = shared.pool.submit(Box::new(move |slot: &TaskSlot| {
-        let _span = span.enter();
-        slot.begin(mode.word(), &String::from_utf8_lossy(&top));
-        Walker::new(&job_shared, engine, mode, to, tx, slot, files).run(&top);
-    }));
-    if submitted.is_err() {
-        tracing::warn!(command = kind.word(), "scan refused: queue full");
+    let mut ticket = Ticket::new(Some(ctx.peer.key()));
+    let tag = ticket.tag();
+    let walk_tag = tag.clone();
+    let submitted = shared.pool.submit(
+        &tag,
+        Box::new(move |slot: &TaskSlot| {
+            let _span = span.enter();
+            slot.begin(mode.word(), &top);
+            Walker::new(&job_shared, mode, to, tx, slot, files, walk_tag, listener).run(&top);
+        }),
+    );
+    if let Err(busy) = submitted {
+        shared.metrics.queue_full();
+        if let Some(suppressed) = ctx.may_log() {
+            tracing::warn!(command = kind.word(), reason = ?busy, suppressed, "scan refused: queue full");
+        }
         let _ = ctx
             .writer
             .send(&to.to_vec(&reply::error(&path, QUEUE_FULL)))
             .await;
         return;
     }
-    while let Some(line) = rx.recv().await {
-        if ctx.writer.send(&line).await.is_err() {
-            break;
+    loop {
+        tokio::select! {
+            biased;
+            line = rx.recv() => match line {
+                Some(line) => {
+                    if ctx.writer.send(&line).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            // A scan of this walk ran past its time limit and was written
+            // off (the worker logged it and retires): the client gets that
+            // file's answer, and the command ends here; the stuck scan's
+            // thread finds its client gone if it ever returns.
+            file = ticket.overrun() => {
+                let verdict = Verdict::time_limit(shared.config.scan.alert_exceeds_max);
+                let _ = ctx.writer.send(&to.to_vec(&super::verdict_text(&file, &verdict))).await;
+                break;
+            }
         }
     }
 }
@@ -169,6 +195,8 @@ struct Walker<'a> {
     /// MULTISCAN: results of dispatched file jobs.
     jobs: Option<(mpsc::Sender<FileResult>, mpsc::Receiver<FileResult>, u64)>,
     files: ConnFiles,
+    /// The walk's pool tag (its client's share; MULTISCAN's file jobs).
+    tag: Tag,
     _multiscan: Option<MultiscanGuard>,
     /// The supervisor answered that the client left (its connection's
     /// authority ended): the walk stops, as when the replies cannot go out.
@@ -178,6 +206,8 @@ struct Walker<'a> {
     chunk_bytes: u64,
     /// MULTISCAN: chunks handed to the pool and not finished.
     pending: Arc<std::sync::atomic::AtomicUsize>,
+    /// The connection's listener (the metrics' label).
+    listener: Arc<str>,
 }
 
 fn errno(code: i32) -> std::io::Error {
@@ -185,18 +215,20 @@ fn errno(code: i32) -> std::io::Error {
 }
 
 impl<'a> Walker<'a> {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         shared: &'a Arc<Shared>,
-        engine: Arc<Engine>,
         mode: Mode,
         to: ReplyTo,
         tx: Sender<Vec<u8>>,
         slot: &'a TaskSlot,
         files: ConnFiles,
+        tag: Tag,
+        listener: Arc<str>,
     ) -> Self {
         Walker {
+            engine: shared.engine(),
             shared,
-            engine,
             mode,
             to,
             tx,
@@ -207,11 +239,13 @@ impl<'a> Walker<'a> {
             top_dev: None,
             jobs: None,
             files,
+            tag,
             _multiscan: None,
             revoked: false,
             chunk: Vec::new(),
             chunk_bytes: 0,
             pending: Arc::default(),
+            listener,
         }
     }
 
@@ -261,13 +295,19 @@ impl<'a> Walker<'a> {
         let (ok_count, errors, total) = match self.jobs.take() {
             Some((sender, results, dispatched)) => {
                 drop(sender);
-                let (mut ok, mut err) = (0u64, 0u64);
-                for r in results.iter().take(dispatched as usize) {
-                    match r {
-                        FileResult::Clean => ok += 1,
-                        FileResult::Error => err += 1,
-                        FileResult::Found(_) => {}
+                let (mut ok, mut err, mut got) = (0u64, 0u64, 0u64);
+                while got < dispatched {
+                    // A file job written off for its time limit may never
+                    // answer: stop waiting once the client is gone (its
+                    // connection ends its command on the overrun).
+                    match results.recv_timeout(std::time::Duration::from_millis(500)) {
+                        Ok(FileResult::Clean) => ok += 1,
+                        Ok(FileResult::Error) => err += 1,
+                        Ok(FileResult::Found(_)) => {}
+                        Err(mpsc::RecvTimeoutError::Timeout) if !self.tx.is_closed() => continue,
+                        Err(_) => break,
                     }
+                    got += 1;
                 }
                 (ok, err, dispatched)
             }
@@ -598,6 +638,8 @@ impl<'a> Walker<'a> {
 
     fn file_job(&self, name: &[u8], file: File, size: u64) -> FileJob {
         FileJob {
+            command: self.mode.word(),
+            listener: Arc::clone(&self.listener),
             conn: self.files.conn().id,
             gone: Arc::clone(self.files.conn().gone_flag()),
             shared: Arc::clone(self.shared),
@@ -670,9 +712,11 @@ impl<'a> Walker<'a> {
             return Flow::Go;
         }
         let result = match opened {
-            Ok((file, size)) => self
-                .file_job(name, file, size)
-                .run(self.slot, self.mode == Mode::AllMatch),
+            Ok((file, size)) => {
+                self.slot.set_file(name);
+                self.file_job(name, file, size)
+                    .run(self.slot, self.mode == Mode::AllMatch)
+            }
             Err(e) => self.open_failed(name, &e),
         };
         match result {
@@ -726,7 +770,7 @@ impl<'a> Walker<'a> {
         // would have had opened for nothing).
         if self.pending.fetch_add(1, Ordering::SeqCst) >= self.shared.pool.threads() {
             run(self.slot);
-        } else if let Err(run) = self.shared.pool.submit_or_return(run) {
+        } else if let Err((_, run)) = self.shared.pool.submit_or_return(&self.tag, run) {
             // Queue full: scan them on this thread instead of failing them.
             run(self.slot);
         }
@@ -786,6 +830,9 @@ enum Source {
 
 /// Scanning one opened file and answering for it; inline or as a MULTISCAN job.
 struct FileJob {
+    /// The walk's command and listener (the metrics' labels).
+    command: &'static str,
+    listener: Arc<str>,
     conn: u64,
     /// The client hung up: the scan is abandoned.
     gone: Arc<std::sync::atomic::AtomicBool>,
@@ -802,25 +849,27 @@ struct FileJob {
 impl FileJob {
     fn run(self, slot: &TaskSlot, allmatch: bool) -> FileResult {
         let started = Instant::now();
-        let shown = String::from_utf8_lossy(&self.name).into_owned();
-        slot.set_file(&shown);
+        slot.set_file(&self.name);
         let send = |text: Vec<u8>| {
             let _ = self.tx.blocking_send(self.to.to_vec(&text));
         };
         let named = Path::new(std::ffi::OsStr::from_bytes(&self.name));
-        let verdict = self.engine.scan_fd_unless(
-            std::os::fd::AsFd::as_fd(&self.file),
-            named,
-            allmatch,
-            Some(&self.gone),
-        );
+        let verdict = slot.scanning(|| {
+            self.engine.scan_fd_unless(
+                std::os::fd::AsFd::as_fd(&self.file),
+                named,
+                allmatch,
+                Some(&self.gone),
+            )
+        });
         record(
             &self.shared,
+            &self.listener,
             &self.name,
-            "SCAN",
+            self.command,
             &verdict,
             self.size,
-            started.elapsed().as_millis() as u64,
+            started.elapsed(),
         );
         self.shared.report_found(self.conn, &self.name, &verdict);
         match verdict {

@@ -12,12 +12,32 @@
 //! and one more line, `WORKERS:`, shows the fleet (serving and configured
 //! workers, engine generation, crashes, and how long the last replacement
 //! took). clamdtop ignores lines it does not know.
+//!
+//! Who sees which tasks (the task lines keep clamd's format, which
+//! clamdtop and exporters parse): an administrator (root,
+//! `policy.unix.admin-users`/`admin-groups`) sees every task of the whole
+//! daemon, as in clamd — the worker asks the supervisor, which asks every
+//! worker, and shows its own tasks if no answer comes within a short wait;
+//! anyone else sees only the tasks of its own identity (its uid, or its
+//! address prefix over TCP), and the others only as counts in the THREADS
+//! and QUEUE lines: file names being scanned for another user are that
+//! user's business.
 
 use std::fmt::Write;
 
-use super::super::Shared;
+use super::super::{Peer, Shared};
+use crate::ipc::messages::TaskInfo;
 
-pub fn render(shared: &Shared, out: &mut Vec<u8>) {
+/// Which task lines a STATS reply shows.
+pub enum Tasks {
+    /// This worker's tasks of one identity only (a non-administrator).
+    Own,
+    /// Every task: the whole daemon's when the supervisor answered, else
+    /// this worker's.
+    All(Option<(Vec<TaskInfo>, u32)>),
+}
+
+pub fn render(shared: &Shared, peer: &Peer, tasks: Tasks, out: &mut Vec<u8>) {
     let snap = shared.pool.snapshot();
     let mut s = String::with_capacity(512);
     let idle_timeout = shared.config.limits.idle_timeout;
@@ -43,12 +63,23 @@ pub fn render(shared: &Shared, out: &mut Vec<u8>) {
     s.push('\n');
     // clamd lists the STATS request itself as a running task.
     s.push_str("\tSTATS 0.000000 \n");
-    for t in &snap.tasks {
+    let key = peer.key();
+    let lines: Vec<TaskInfo> = match tasks {
+        Tasks::All(Some((daemon, _omitted))) => daemon,
+        Tasks::All(None) => snap.tasks.iter().map(|t| t.info()).collect(),
+        Tasks::Own => snap
+            .tasks
+            .iter()
+            .filter(|t| t.owner == Some(key))
+            .map(|t| t.info())
+            .collect(),
+    };
+    for t in &lines {
         let _ = writeln!(
             s,
             "\t{} {:.6} {}",
             t.command,
-            t.started.elapsed().as_secs_f64(),
+            t.elapsed_us as f64 / 1e6,
             t.filename
         );
     }
