@@ -164,6 +164,41 @@ def reply():
         return 'file(fds=%d)' % n
     return 'tag:%d(fds=%d)' % (data[0], n)
 
+def dir_handle(c, p):
+    msg = bytes([1]) + struct.pack('<Q', c) + struct.pack('<I', len(p)) + p
+    brk.sendmsg([msg])
+    brk.settimeout(5)
+    data = brk.recv(70000)
+    return struct.unpack('<I', data[1:5])[0] if data and data[0] == 3 else None
+
+def open_files(c, h, names):
+    msg = bytes([5]) + struct.pack('<QII', c, h, len(names))
+    for n in names:
+        msg += struct.pack('<I', len(n)) + n
+    try:
+        brk.sendmsg([msg])
+    except OSError as e:
+        return 'error:' + type(e).__name__
+    brk.settimeout(5)
+    try:
+        data, anc, flags, addr = brk.recvmsg(70000, socket.CMSG_SPACE(4 * 64))
+    except socket.timeout:
+        return 'closed'
+    except OSError as e:
+        return 'error:' + type(e).__name__
+    n = sum(len(d) // 4 for (l, t, d) in anc if t == socket.SCM_RIGHTS)
+    if not data and not n:
+        return 'closed'
+    if data[0] != 8:
+        return 'tag:%d(fds=%d)' % (data[0], n)
+    count, at, out = struct.unpack('<I', data[1:5])[0], 5, []
+    for _ in range(count):
+        if data[at] == 0:
+            out.append('ok'); at += 17
+        else:
+            out.append('e%d' % struct.unpack('<i', data[at+1:at+5])[0]); at += 5
+    return 'files:%s(fds=%d)' % (','.join(out), n)
+
 def send_raw(sock, b):
     try:
         sock.send(b)
@@ -194,6 +229,22 @@ elif case == 'root-left':
     print(send_raw(ctl, bytes([5]) + struct.pack('<Q', other) + bytes([1])))
     time.sleep(0.5)
     print(open_path(other, readable))
+elif case == 'batch-as-client':
+    # The directory of both files, then both at once, as nobody.
+    h = dir_handle(conn, secret.rsplit(b'/', 1)[0])
+    print('dir' if h else 'no-dir')
+    print(open_files(conn, h or 0, [secret.rsplit(b'/', 1)[1], readable.rsplit(b'/', 1)[1]]))
+elif case == 'batch-bad-name':
+    h = dir_handle(conn, secret.rsplit(b'/', 1)[0])
+    print(open_files(conn, h or 0, [b'../' + secret.rsplit(b'/', 1)[1]]))
+    print(open_path(conn, readable))
+elif case == 'batch-too-many':
+    h = dir_handle(conn, secret.rsplit(b'/', 1)[0])
+    print(open_files(conn, h or 0, [b'x'] * 65))
+    print(open_path(conn, readable))
+elif case == 'batch-other-handle':
+    print(open_files(conn, 4242, [readable.rsplit(b'/', 1)[1]]))
+    print(open_path(conn, readable))
 elif case == 'oversized':
     print(send_raw(brk, b'\x01' * 70000))
     print(reply())
@@ -366,6 +417,10 @@ fn a_compromised_worker_gains_nothing() {
         "never-issued",
         "revoked-id",
         "root-left",
+        "batch-as-client",
+        "batch-bad-name",
+        "batch-too-many",
+        "batch-other-handle",
         "oversized",
         "malformed",
         "hello-again",
@@ -431,6 +486,16 @@ fn a_compromised_worker_gains_nothing() {
             )
             .unwrap();
             revoked_id = Some(conn);
+        } else if case == "batch-as-client" {
+            // A batch opens each file as the client: root's file is
+            // refused (EACCES), the readable one opens, one descriptor.
+            assert_eq!(lines, ["dir", "files:e13,ok(fds=1)"], "{case}");
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+            assert!(process_gone(pid), "{case}: the worker stays");
         } else if case == "revoked-id" || case == "root-left" {
             // A connection whose client is gone gives nothing: every request
             // for it is refused (ECONNABORTED), not a violation (an honest
@@ -490,6 +555,9 @@ fn a_compromised_worker_gains_nothing() {
         "Hello message while Serving",
         "Shutdown for connection",
         "Reload for connection",
+        "OpenFiles with a name that is not one directory entry",
+        "broker request: field longer than allowed (65 bytes)",
+        "OpenFiles in unknown handle 4242",
     ] {
         assert!(log.contains(reason), "no log line for {reason:?}:\n{log}");
     }

@@ -6,11 +6,13 @@
 //! [`run`] does everything and returns a [`Report`]; `main` prints it and
 //! writes it as JSON. The smoke test calls [`run`] in quick mode.
 
+pub mod cancel;
 pub mod crash;
 pub mod daemons;
 pub mod db;
 pub mod dirscan;
 pub mod engine_only;
+pub mod latency;
 pub mod load;
 pub mod memory;
 pub mod report;
@@ -64,6 +66,9 @@ pub struct Options {
     pub crash: crash::CrashOptions,
     pub memory: memory::MemoryOptions,
     pub dir: dirscan::DirOptions,
+    pub cancel: cancel::CancelOptions,
+    /// Alternating rounds of the latency part [default: 5].
+    pub latency_rounds: usize,
     pub scrape: scrape::ScrapeOptions,
     /// clamsentry's log level.
     pub clamsentry_log: String,
@@ -72,13 +77,16 @@ pub struct Options {
 /// The parts of a run, in the order they run: the throughput scenarios
 /// with the per-daemon measurements (start, idle connections, one reload),
 /// crash recovery, memory with N workers, memory across reloads under load,
-/// a large directory, the cost of being scraped once a second.
+/// directory walks, tail latency at 16 and 256 clients, abandoned scans,
+/// the cost of being scraped once a second.
 pub const PARTS: &[&str] = &[
     "throughput",
     "crash",
     "workers",
     "reloads",
     "dirscan",
+    "latency",
+    "cancel",
     "scrape",
 ];
 
@@ -125,8 +133,19 @@ impl Options {
                 entries: 100_000,
                 files: 20_000,
                 file_size: 512,
-                runs: 2,
+                one_byte: 100_000,
+                system: dirscan::DirOptions::system_tree(),
+                runs: 3,
             },
+            cancel: cancel::CancelOptions {
+                dirs: 20,
+                files_per_dir: 5_000,
+                after_opens: 2_000,
+                archive_members: 1_500,
+                member_size: 20 << 10,
+                runs: 3,
+            },
+            latency_rounds: 5,
             scrape: scrape::ScrapeOptions {
                 rounds: 3,
                 clients: 16,
@@ -166,9 +185,20 @@ impl Options {
             dir: dirscan::DirOptions {
                 entries: 10_000,
                 files: 2_000,
+                one_byte: 10_000,
+                system: vec![PathBuf::from("/usr/share/perl5")],
                 runs: 1,
                 ..Options::full().dir
             },
+            cancel: cancel::CancelOptions {
+                dirs: 4,
+                files_per_dir: 2_500,
+                after_opens: 500,
+                archive_members: 600,
+                runs: 1,
+                ..Options::full().cancel
+            },
+            latency_rounds: 1,
             scrape: scrape::ScrapeOptions {
                 rounds: 2,
                 ..Options::full().scrape
@@ -613,24 +643,43 @@ pub fn run(opts: &Options) -> Result<Report, String> {
         report.reloads = Some(out);
     }
 
+    let starter = Spawner {
+        daemons: &daemon_list,
+        work: &work,
+        dbdir: &dbdir,
+        settings: &settings,
+    };
     if opts.wants("dirscan") {
         let t = Instant::now();
         let mut running = Vec::new();
-        for (kind, prog) in &daemon_list {
-            let dir = fresh_dir(&format!("dirscan-{}", kind.name()))?;
-            let mut d =
-                Daemon::spawn(*kind, prog, &dir, &dbdir, &settings).map_err(|e| e.to_string())?;
-            rt.block_on(wait_pong(&mut d))?;
-            running.push(d);
+        for (kind, _) in &daemon_list {
+            running.push(rt.block_on(starter.start_in(*kind, "dirscan"))?);
         }
         let refs: Vec<&Daemon> = running.iter().collect();
-        let r = rt.block_on(dirscan::run(&refs, &work, &opts.dir))?;
+        let r = rt.block_on(dirscan::run(&refs, &starter, &work, &opts.dir))?;
         drop(running);
-        for v in &r.variants {
-            let _ = std::fs::remove_dir_all(&v.tree.path);
-        }
         eprintln!("dirscan: {:.0} s", t.elapsed().as_secs_f64());
         report.dirscan = Some(r);
+    }
+
+    if opts.wants("latency") {
+        let t = Instant::now();
+        let r = rt.block_on(latency::run(
+            &starter,
+            &daemon_list,
+            &payloads[&(10 << 10)],
+            &counter,
+            opts,
+        ))?;
+        eprintln!("latency: {:.0} s", t.elapsed().as_secs_f64());
+        report.latency = Some(r);
+    }
+
+    if opts.wants("cancel") {
+        let t = Instant::now();
+        let r = rt.block_on(cancel::run(&starter, &daemon_list, &work, &opts.cancel))?;
+        eprintln!("cancel: {:.0} s", t.elapsed().as_secs_f64());
+        report.cancel = Some(r);
     }
 
     if opts.wants("scrape") {
@@ -672,6 +721,39 @@ pub fn run(opts: &Options) -> Result<Report, String> {
 
     report.finish(started.elapsed().as_secs_f64());
     Ok(report)
+}
+
+/// Starts daemons with the benchmark's settings, each in a fresh directory.
+pub struct Spawner<'a> {
+    pub daemons: &'a [(Kind, PathBuf)],
+    pub work: &'a Path,
+    pub dbdir: &'a Path,
+    pub settings: &'a Settings,
+}
+
+impl Spawner<'_> {
+    /// A daemon of `kind` in `<work>/<name>-<kind>`, answering PING.
+    pub async fn start_in(&self, kind: Kind, name: &str) -> Result<Daemon, String> {
+        let program = self
+            .daemons
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, p)| p.clone())
+            .ok_or_else(|| format!("{} is not among the daemons to run", kind.name()))?;
+        let dir = self.work.join(format!("{name}-{}", kind.name()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let mut d = Daemon::spawn(kind, &program, &dir, self.dbdir, self.settings)
+            .map_err(|e| e.to_string())?;
+        wait_pong(&mut d).await?;
+        Ok(d)
+    }
+}
+
+impl dirscan::Starter for Spawner<'_> {
+    async fn start(&self, kind: Kind) -> Result<Daemon, String> {
+        self.start_in(kind, "fresh").await
+    }
 }
 
 /// The engine-only limit, with the settings clamsentry gets: the database

@@ -69,7 +69,7 @@ struct Cli {
     #[arg(long, value_delimiter = ',', default_value = "clamd,clamsentry")]
     daemons: Vec<String>,
     /// Run only these parts (repeatable or comma-separated): throughput,
-    /// crash, workers, reloads, dirscan, scrape [default: all; only
+    /// crash, workers, reloads, dirscan, latency, cancel, scrape [default: all; only
     /// throughput when --scenario is given].
     #[arg(long = "part", value_delimiter = ',')]
     parts: Vec<String>,
@@ -95,9 +95,22 @@ struct Cli {
     /// dirscan: small files in the second directory (0: skip) [default: 20000; quick: 2000].
     #[arg(long)]
     dir_files: Option<usize>,
-    /// dirscan: CONTSCANs of each directory per daemon [default: 2; quick: 1].
+    /// dirscan: one-byte files for CONTSCAN and MULTISCAN (0: skip) [default: 100000; quick: 10000].
+    #[arg(long)]
+    dir_one_byte: Option<usize>,
+    /// dirscan: the real tree scanned first by fresh daemons, then again
+    /// (comma-separated; "none": skip) [default: /usr/share/doc,/usr/lib/python3,/usr/share/perl5; quick: /usr/share/perl5].
+    #[arg(long, value_delimiter = ',')]
+    dir_system: Vec<PathBuf>,
+    /// dirscan: runs of each workload per daemon [default: 3; quick: 1].
     #[arg(long)]
     dir_runs: Option<usize>,
+    /// latency: alternating rounds, each daemon started fresh [default: 5; quick: 1].
+    #[arg(long)]
+    latency_rounds: Option<usize>,
+    /// cancel: disconnects of each kind per daemon [default: 3; quick: 1].
+    #[arg(long)]
+    cancel_runs: Option<usize>,
     /// clamsentry's log.level (debug logs each connection with its worker).
     #[arg(long, default_value = "info")]
     clamsentry_log: String,
@@ -169,6 +182,22 @@ fn main() -> ExitCode {
     }
     if let Some(v) = cli.dir_runs {
         opts.dir.runs = v.max(1);
+    }
+    if let Some(v) = cli.dir_one_byte {
+        opts.dir.one_byte = v;
+    }
+    if !cli.dir_system.is_empty() {
+        opts.dir.system = cli
+            .dir_system
+            .into_iter()
+            .filter(|p| p.as_os_str() != "none" && !p.as_os_str().is_empty())
+            .collect();
+    }
+    if let Some(v) = cli.latency_rounds {
+        opts.latency_rounds = v.max(1);
+    }
+    if let Some(v) = cli.cancel_runs {
+        opts.cancel.runs = v.max(1);
     }
     opts.daemons = cli
         .daemons

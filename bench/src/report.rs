@@ -3,11 +3,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::cancel::CancelResult;
 use crate::crash::{CrashResult, Dist, Series};
 use crate::daemons::Settings;
 use crate::db::DbInfo;
 use crate::dirscan::DirscanResult;
 use crate::engine_only::EngineResult;
+use crate::latency::LatencyResult;
 use crate::load::Scenario;
 use crate::memory::{ReloadsResult, WorkersResult};
 use crate::{DaemonResult, Options};
@@ -94,6 +96,8 @@ pub struct Report {
     pub workers: Option<WorkersResult>,
     pub reloads: Option<ReloadsResult>,
     pub dirscan: Option<DirscanResult>,
+    pub latency: Option<LatencyResult>,
+    pub cancel: Option<CancelResult>,
     pub scrape: Option<crate::scrape::ScrapeResult>,
     pub targets: Vec<Target>,
     pub total_s: f64,
@@ -293,6 +297,8 @@ pub fn build(
         workers: None,
         reloads: None,
         dirscan: None,
+        latency: None,
+        cancel: None,
         scrape: None,
         targets: Vec::new(),
         total_s,
@@ -619,18 +625,99 @@ fn part_targets(r: &Report) -> Vec<Target> {
     }
     if let Some(d) = &r.dirscan {
         for v in &d.variants {
+            let name = format!(
+                "{} {} ({} files)",
+                v.command, v.tree.variant, v.tree.entries
+            );
+            let mut t = Target::new(
+                format!("{name}: time vs clamd"),
+                v.ratio,
+                format!("<= {:.2}x", v.goal),
+                v.ratio.map(|x| x <= v.goal),
+            );
+            t.range = v.ratio_range;
+            t.runs = Some(v.runs.len() / 2);
+            out.push(t);
+            let mut t = Target::new(
+                format!("{name}: CPU of the whole daemon vs clamd"),
+                v.cpu_ratio,
+                "<= 1.00x".into(),
+                v.cpu_ratio.map(|x| x <= 1.0),
+            );
+            t.range = v.cpu_ratio_range;
+            t.runs = Some(v.runs.len() / 2);
+            out.push(t);
+        }
+    }
+    if let Some(l) = &r.latency {
+        for x in &l.summaries {
+            let mut judged =
+                |what: &str, ratio: &crate::latency::Ratio, goal: &str, ok: fn(f64) -> bool| {
+                    let mut t = Target::new(
+                        format!("latency {}: {what} vs clamd", x.scenario),
+                        ratio.median,
+                        goal.into(),
+                        ratio.median.map(ok),
+                    );
+                    t.range = ratio.min.zip(ratio.max);
+                    t.runs = Some(ratio.ratios.len());
+                    out.push(t);
+                };
+            judged("p99", &x.p99, "<= 0.80x", |v| v <= 0.8);
+            judged("scans/s", &x.throughput, ">= 1.35x", |v| v >= 1.35);
+            judged("CPU per scan", &x.cpu_per_scan, "<= 1.00x", |v| v <= 1.0);
+        }
+    }
+    if let Some(c) = &r.cancel {
+        for w in c.walks.iter().filter(|w| w.daemon == "clamsentry") {
+            let bound = (2 * crate::cancel::BATCH) as f64;
             out.push(Target::new(
                 format!(
-                    "CONTSCAN {} {} time vs clamd",
-                    v.tree.entries, v.tree.variant
+                    "cancel: {} files opened after the disconnect (run {})",
+                    w.command,
+                    w.run + 1
                 ),
-                v.ratio,
-                "< 3.00x".into(),
-                v.ratio.map(|x| x < 3.0),
+                Some(w.opened_after as f64),
+                format!("<= {bound:.0} (two broker batches)"),
+                Some(w.opened_after as f64 <= bound),
+            ));
+        }
+        for x in c.streams.iter().filter(|x| x.daemon == "clamsentry") {
+            let v = x.thread_free_ms;
+            out.push(Target::new(
+                format!(
+                    "cancel: INSTREAM thread free after the disconnect, ms (run {})",
+                    x.run + 1
+                ),
+                v,
+                "<= 100".into(),
+                v.map(|v| v <= 100.0),
             ));
         }
     }
     out
+}
+
+fn median_of(v: impl Iterator<Item = f64>) -> Option<f64> {
+    let v: Vec<f64> = v.collect();
+    (!v.is_empty()).then(|| median(&v))
+}
+
+/// `0.85x (0.80-0.91)`.
+fn ratio_range(v: Option<f64>, range: Option<(f64, f64)>) -> String {
+    match (v, range) {
+        (Some(v), Some((lo, hi))) if lo != hi => format!("{v:.2}x ({lo:.2}-{hi:.2})"),
+        (Some(v), _) => format!("{v:.2}x"),
+        _ => "-".into(),
+    }
+}
+
+/// Three decimals below 10.
+fn fine(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() && v.abs() < 10.0 => format!("{v:.3}"),
+        v => num(v),
+    }
 }
 
 fn mib(kib: u64) -> String {
@@ -875,42 +962,118 @@ impl Report {
         if let Some(d) = &self.dirscan {
             let _ = writeln!(
                 s,
-                "CONTSCAN of a large directory over the Unix socket (fastest of {} runs each)\n",
+                "Directory walks over the Unix socket ({} runs per daemon, alternating; medians, ratios as median (min-max) of run-by-run ratios; CPU of every process of each daemon)\n",
                 d.options.as_ref().map_or(1, |o| o.runs)
             );
             let _ = writeln!(
                 s,
-                "| directory | entries | clamd s | clamsentry s | ratio | clamd CPU s | clamsentry CPU s (supervisor) | same replies | reply |"
+                "| workload | command | files | clamd s | clamsentry s | time ratio | clamd CPU s | clamsentry CPU s (supervisor) | CPU ratio | same replies |"
             );
-            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---|---|");
+            let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
             for v in &d.variants {
-                // CPU of each daemon's fastest run.
-                let fastest = |name: &str| {
+                let sup = median_of(
                     v.runs
                         .iter()
-                        .filter(|r| r.daemon == name)
-                        .min_by(|a, b| a.seconds.total_cmp(&b.seconds))
-                };
-                let cpu = |name: &str| fastest(name).map(|r| r.daemon_cpu_s);
-                let sup = fastest("clamsentry").map(|r| r.main_cpu_s);
-                let last = v.runs.first().map_or("", |r| r.last_line.as_str());
+                        .filter(|r| r.daemon == "clamsentry")
+                        .map(|r| r.main_cpu_s),
+                );
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} |",
                     v.tree.variant,
+                    v.command,
                     v.tree.entries,
                     num(v.clamd_s),
                     num(v.clamsentry_s),
-                    v.ratio.map_or("-".into(), |x| format!("{x:.2}x")),
-                    num(cpu("clamd")),
-                    num(cpu("clamsentry")),
+                    ratio_range(v.ratio, v.ratio_range),
+                    num(v.clamd_cpu_s),
+                    num(v.clamsentry_cpu_s),
                     num(sup),
+                    ratio_range(v.cpu_ratio, v.cpu_ratio_range),
                     match v.replies_equal {
                         Some(true) => "yes",
                         Some(false) => "NO",
                         None => "-",
                     },
-                    last.rsplit('/').next().unwrap_or(last)
+                );
+            }
+            s.push('\n');
+        }
+        if let Some(l) = &self.latency {
+            let _ = writeln!(
+                s,
+                "Small unique streams (10 KiB), {} alternating rounds, each daemon started fresh per round; medians over the rounds, ratios as median (min-max); load average at each round: {}\n",
+                l.rounds,
+                l.summaries.first().map_or(String::new(), |x| x.loadavg.join(" | "))
+            );
+            let _ = writeln!(
+                s,
+                "| scenario | clamd scans/s | clamsentry scans/s | ratio | clamd p99 ms | clamsentry p99 ms | ratio | clamd CPU ms/scan | clamsentry CPU ms/scan | ratio |"
+            );
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            for x in &l.summaries {
+                let r = |v: &crate::latency::Ratio| ratio_range(v.median, v.min.zip(v.max));
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    x.scenario,
+                    num(x.clamd_scans_per_s),
+                    num(x.clamsentry_scans_per_s),
+                    r(&x.throughput),
+                    num(x.clamd_p99_ms),
+                    num(x.clamsentry_p99_ms),
+                    r(&x.p99),
+                    fine(x.clamd_cpu_ms_per_scan),
+                    fine(x.clamsentry_cpu_ms_per_scan),
+                    r(&x.cpu_per_scan),
+                );
+            }
+            s.push('\n');
+        }
+        if let Some(c) = &self.cancel {
+            let _ = writeln!(
+                s,
+                "Abandoned walks: the client disconnects after {} files were opened; files opened after that (inotify IN_OPEN on every directory), time until STATS no longer lists the walk\n",
+                c.options.as_ref().map_or(0, |o| o.after_opens)
+            );
+            let _ = writeln!(
+                s,
+                "| daemon | command | run | opened before | opened after | last open after, ms | thread free after, ms |"
+            );
+            let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
+            for w in &c.walks {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    w.daemon,
+                    w.command,
+                    w.run + 1,
+                    w.opened_before,
+                    w.opened_after,
+                    num(w.last_open_ms),
+                    num(w.thread_free_ms)
+                );
+            }
+            let _ = writeln!(
+                s,
+                "\nAbandoned stream scans ({} members of {} bytes, stored ZIP): the client disconnects while the scan runs\n",
+                c.options.as_ref().map_or(0, |o| o.archive_members),
+                c.options.as_ref().map_or(0, |o| o.member_size)
+            );
+            let _ = writeln!(
+                s,
+                "| daemon | run | whole scan, ms | disconnected after, ms | thread free after the disconnect, ms |"
+            );
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+            for x in &c.streams {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} |",
+                    x.daemon,
+                    x.run + 1,
+                    num(Some(x.full_scan_ms)),
+                    num(Some(x.disconnected_after_ms)),
+                    num(x.thread_free_ms)
                 );
             }
             s.push('\n');

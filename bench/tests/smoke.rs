@@ -44,6 +44,9 @@ const FIELDS: &[&str] = &[
     "workers/runs",
     "reloads/runs",
     "dirscan/variants",
+    "latency/summaries",
+    "cancel/walks",
+    "cancel/streams",
 ];
 
 /// Fields of every crash series, of every kill, of every memory run.
@@ -278,9 +281,21 @@ fn check_parts(opts: &Options, report: &clamsentry_bench::Report, json: &serde_j
         }
     }
 
-    // Directory: both daemons walked both directories and said the same.
+    // Directory: both daemons walked every workload and said the same.
     let dir = report.dirscan.as_ref().expect("the dirscan part ran");
-    assert_eq!(dir.variants.len(), 2);
+    let workloads: Vec<String> = dir
+        .variants
+        .iter()
+        .map(|v| format!("{} {}", v.command, v.tree.variant))
+        .collect();
+    for want in [
+        "CONTSCAN empty files",
+        "CONTSCAN small files",
+        "CONTSCAN one-byte files",
+        "MULTISCAN one-byte files",
+    ] {
+        assert!(workloads.iter().any(|w| w == want), "{want}: {workloads:?}");
+    }
     for v in &dir.variants {
         assert_eq!(v.replies_equal, Some(true), "{}", v.tree.variant);
         for r in &v.runs {
@@ -292,6 +307,44 @@ fn check_parts(opts: &Options, report: &clamsentry_bench::Report, json: &serde_j
                 r.last_line
             );
         }
-        assert!(v.ratio.is_some());
+        assert!(v.ratio.is_some() && v.cpu_ratio.is_some());
+    }
+
+    // Latency: both scenarios, both daemons, every round.
+    let lat = report.latency.as_ref().expect("the latency part ran");
+    assert_eq!(lat.summaries.len(), 2);
+    assert_eq!(lat.runs.len(), 2 * 2 * lat.rounds);
+    for r in &lat.runs {
+        assert!(r.result.scans > 0, "{} {} scanned", r.daemon, r.scenario);
+        assert_eq!(r.result.errors, 0, "{} {}", r.daemon, r.scenario);
+    }
+
+    // Cancel: each walk was cut short by the disconnect, and the thread
+    // became free; the stream scans ran. (No bound on counts here: the
+    // daemon's own tests prove that.)
+    let cancel = report.cancel.as_ref().expect("the cancel part ran");
+    assert_eq!(cancel.walks.len(), 2 * 3 * opts.cancel.runs);
+    for w in &cancel.walks {
+        assert!(
+            w.opened_before > 0,
+            "{} {} opened files",
+            w.daemon,
+            w.command
+        );
+        assert!(
+            w.opened_before + w.opened_after < w.files as u64,
+            "{} {} stopped before the end",
+            w.daemon,
+            w.command
+        );
+        assert!(w.thread_free_ms.is_some(), "{} {}", w.daemon, w.command);
+    }
+    assert_eq!(cancel.streams.len(), 2 * opts.cancel.runs);
+    for s in &cancel.streams {
+        assert!(
+            s.full_scan_ms > 0.0 && s.thread_free_ms.is_some(),
+            "{}",
+            s.daemon
+        );
     }
 }

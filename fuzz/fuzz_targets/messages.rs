@@ -11,7 +11,7 @@
 #![no_main]
 
 use clamsentry::ipc::messages::{
-    BrokerOp, BrokerReply, BrokerRequest, FromWorker, FromZygote, ToWorker, ToZygote,
+    BrokerOp, BrokerReply, BrokerRequest, FromWorker, FromZygote, ToWorker, ToZygote, MAX_BATCH,
     MAX_MESSAGE, MAX_NAME, MAX_PATH,
 };
 use libfuzzer_sys::fuzz_target;
@@ -44,14 +44,25 @@ fuzz_target!(|data: &[u8]| {
                     BrokerOp::OpenPath { path } => {
                         assert!(path.len() <= MAX_PATH && !path.contains(&0))
                     }
-                    BrokerOp::OpenEntry { name, .. } => {
+                    BrokerOp::OpenEntry { name, .. } | BrokerOp::ListDir { name, .. } => {
                         assert!(name.len() <= MAX_NAME && !name.contains(&0))
+                    }
+                    BrokerOp::OpenFiles { names, .. } => {
+                        assert!(names.len() <= MAX_BATCH);
+                        for name in names {
+                            assert!(name.len() <= MAX_NAME && !name.contains(&0));
+                        }
                     }
                     BrokerOp::ReadDir { .. } | BrokerOp::CloseDir { .. } => {}
                 }
             }
             round_trip!(BrokerRequest, msg);
         }
-        _ => round_trip!(BrokerReply, msg),
+        _ => {
+            if let Ok(BrokerReply::Files(files)) = BrokerReply::decode(msg) {
+                assert!(files.len() <= MAX_BATCH);
+            }
+            round_trip!(BrokerReply, msg)
+        }
     }
 });

@@ -13,6 +13,15 @@
 //!   (`cl_scandesc_callback`), so the caller decides what may be opened.
 //! * ALLMATCH results come from the virus-found callback, which libclamav
 //!   calls once per match; other scans use the name libclamav returns.
+//! * A scan whose client has gone is abandoned at libclamav's next
+//!   `pre_cache` callback, which it makes before every layer it scans (the
+//!   file itself, each archive member, each embedded object): the callback
+//!   answers CL_VIRUS, which stops the scan and keeps it out of libclamav's
+//!   cache of clean files (libclamav 1.4 `cli_magic_scan` caches a layer
+//!   only when its verdict is clean; CL_BREAK there would mean "clean" and
+//!   be cached). The detection is discarded: [`Verdict::Abandoned`]. Within
+//!   one layer (the pattern match over a single large file) libclamav makes
+//!   no callback, so that layer finishes first.
 #![allow(unsafe_code)]
 
 mod options;
@@ -24,6 +33,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use clamav_sys as sys;
@@ -96,6 +106,9 @@ pub enum Verdict {
         code: u32,
         message: String,
     },
+    /// The client went away and the scan was stopped before its end: no
+    /// verdict (nothing was found, nothing may be said to be clean).
+    Abandoned,
 }
 
 impl Verdict {
@@ -443,9 +456,10 @@ impl Engine {
                 categories.as_bytes(),
             )?;
         }
-        // SAFETY: installs a plain function pointer; the engine is not shared.
+        // SAFETY: installs plain function pointers; the engine is not shared.
         unsafe {
             sys::cl_engine_set_clcb_virus_found(self.raw.as_ptr(), Some(on_virus_found));
+            sys::cl_engine_set_clcb_pre_cache(self.raw.as_ptr(), Some(on_pre_cache));
         }
         Ok(())
     }
@@ -516,6 +530,21 @@ impl Engine {
 
     /// Scans a buffer in memory (INSTREAM).
     pub fn scan_bytes(&self, data: &[u8], allmatch: bool) -> Verdict {
+        self.scan_bytes_unless(data, allmatch, None)
+    }
+
+    /// Scans an open file descriptor (FILDES and path scans).
+    pub fn scan_fd(&self, fd: BorrowedFd<'_>, name: &Path, allmatch: bool) -> Verdict {
+        self.scan_fd_unless(fd, name, allmatch, None)
+    }
+
+    /// [`scan_bytes`](Self::scan_bytes), abandoned once `gone` is set.
+    pub fn scan_bytes_unless(
+        &self,
+        data: &[u8],
+        allmatch: bool,
+        gone: Option<&AtomicBool>,
+    ) -> Verdict {
         if data.is_empty() {
             // libclamav refuses an empty map; clamd answers OK for an empty stream.
             return Verdict::Clean;
@@ -529,7 +558,7 @@ impl Engine {
                 message: strerror(sys::cl_error_t::CL_EMEM.0),
             };
         }
-        let verdict = self.scan_with(allmatch, |virname, opts, ctx| {
+        let verdict = self.scan_with(allmatch, gone, |virname, opts, ctx| {
             // SAFETY: map is a valid fmap; the out-pointers and ctx are valid
             // for the duration of the call; the engine is compiled.
             unsafe {
@@ -549,10 +578,16 @@ impl Engine {
         verdict
     }
 
-    /// Scans an open file descriptor (FILDES and path scans).
-    pub fn scan_fd(&self, fd: BorrowedFd<'_>, name: &Path, allmatch: bool) -> Verdict {
+    /// [`scan_fd`](Self::scan_fd), abandoned once `gone` is set.
+    pub fn scan_fd_unless(
+        &self,
+        fd: BorrowedFd<'_>,
+        name: &Path,
+        allmatch: bool,
+        gone: Option<&AtomicBool>,
+    ) -> Verdict {
         let cname = CString::new(name.as_os_str().as_bytes()).unwrap_or_default();
-        self.scan_with(allmatch, |virname, opts, ctx| {
+        self.scan_with(allmatch, gone, |virname, opts, ctx| {
             // SAFETY: fd is a valid open descriptor borrowed for the call;
             // cname, the out-pointers and ctx are valid for the call.
             unsafe {
@@ -572,12 +607,18 @@ impl Engine {
     fn scan_with(
         &self,
         allmatch: bool,
+        gone: Option<&AtomicBool>,
         scan: impl FnOnce(*mut *const c_char, *mut sys::cl_scan_options, *mut c_void) -> sys::cl_error_t,
     ) -> Verdict {
+        if gone.is_some_and(|g| g.load(Ordering::Relaxed)) {
+            return Verdict::Abandoned;
+        }
         let mut opts = self.flags.to_options(allmatch);
         let mut found = Matches {
             names: Vec::new(),
             limit: MAX_MATCHES,
+            gone: gone.map_or(std::ptr::null(), |g| g as *const AtomicBool),
+            abandoned: false,
         };
         let mut virname: *const c_char = std::ptr::null();
         SCAN_TEMP_FAILURE.with(|f| f.set(None));
@@ -587,6 +628,11 @@ impl Engine {
             (&mut found as *mut Matches).cast::<c_void>(),
         );
         let temp_failure = SCAN_TEMP_FAILURE.with(|f| f.take());
+        if found.abandoned {
+            // Stopped by `on_pre_cache` with a detection of its own making:
+            // whatever libclamav answered, it is not a verdict.
+            return Verdict::Abandoned;
+        }
         if let (Some(code), sys::cl_error_t::CL_CLEAN) = (temp_failure, rc) {
             if !allmatch || found.names.is_empty() {
                 // libclamav 1.4 does not always stop when its temporary
@@ -640,9 +686,14 @@ impl Engine {
 /// but not kept (a crafted file must not make the reply grow without bound).
 const MAX_MATCHES: usize = 1000;
 
+/// What the scan callbacks reach through libclamav's context pointer.
 struct Matches {
     names: Vec<String>,
     limit: usize,
+    /// Set when the client has gone (null: never abandoned).
+    gone: *const AtomicBool,
+    /// `on_pre_cache` stopped the scan.
+    abandoned: bool,
 }
 
 thread_local! {
@@ -751,6 +802,33 @@ fn temp_failure_code(message: &str) -> Option<u32> {
     }
 }
 
+/// Called by libclamav before each layer it scans, with the context of
+/// `scan_with`: a scan whose client has gone is stopped here, as a
+/// detection, so that nothing from it is cached as clean.
+unsafe extern "C" fn on_pre_cache(
+    _fd: c_int,
+    _type: *const c_char,
+    context: *mut c_void,
+) -> sys::cl_error_t {
+    if context.is_null() {
+        return sys::cl_error_t::CL_CLEAN;
+    }
+    // SAFETY: context is the `Matches` passed by `scan_with`, alive and
+    // exclusively ours for the duration of the scan call that invokes us.
+    let found = unsafe { &mut *context.cast::<Matches>() };
+    if found.abandoned {
+        return sys::cl_error_t::CL_VIRUS;
+    }
+    // SAFETY: `gone` is null or points to the flag borrowed by `scan_with`
+    // for the whole scan call.
+    let gone = unsafe { found.gone.as_ref() };
+    if gone.is_some_and(|g| g.load(Ordering::Relaxed)) {
+        found.abandoned = true;
+        return sys::cl_error_t::CL_VIRUS;
+    }
+    sys::cl_error_t::CL_CLEAN
+}
+
 unsafe extern "C" fn on_virus_found(_fd: c_int, virname: *const c_char, context: *mut c_void) {
     if virname.is_null() || context.is_null() {
         return;
@@ -758,6 +836,9 @@ unsafe extern "C" fn on_virus_found(_fd: c_int, virname: *const c_char, context:
     // SAFETY: context is the `Matches` passed by `scan_with`, alive and
     // exclusively ours for the duration of the scan call that invokes us.
     let found = unsafe { &mut *context.cast::<Matches>() };
+    if found.abandoned {
+        return;
+    }
     if found.names.len() < found.limit {
         // SAFETY: libclamav passes a valid NUL-terminated name.
         let name = unsafe { CStr::from_ptr(virname) };

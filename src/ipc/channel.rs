@@ -18,13 +18,19 @@ use nix::sys::socket::{
 
 use super::messages::MAX_MESSAGE;
 
-/// Most descriptors one message may carry.
+/// Most descriptors one message may carry, unless the channel allows more
+/// ([`Channel::allow_fds`]).
 const MAX_FDS: usize = 4;
+
+/// The kernel's limit of descriptors in one message (SCM_MAX_FD).
+pub const SCM_MAX_FD: usize = 253;
 
 /// One end of a channel.
 #[derive(Debug)]
 pub struct Channel {
     fd: OwnedFd,
+    /// Most descriptors a received message may carry.
+    max_fds: usize,
 }
 
 impl Channel {
@@ -36,11 +42,20 @@ impl Channel {
             None,
             SockFlag::SOCK_CLOEXEC,
         )?;
-        Ok((Channel { fd: a }, Channel { fd: b }))
+        Ok((Channel::from_fd(a), Channel::from_fd(b)))
     }
 
     pub fn from_fd(fd: OwnedFd) -> Channel {
-        Channel { fd }
+        Channel {
+            fd,
+            max_fds: MAX_FDS,
+        }
+    }
+
+    /// Accepts messages with up to `n` descriptors (at most
+    /// [`SCM_MAX_FD`]); a message with more is an error, as before.
+    pub fn allow_fds(&mut self, n: usize) {
+        self.max_fds = n.clamp(MAX_FDS, SCM_MAX_FD);
     }
 
     /// The channel a parent placed at descriptor `fd` before exec (checked
@@ -56,9 +71,7 @@ impl Channel {
         fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
         // SAFETY: the descriptor is open (checked above) and was placed
         // here for this process, which has no other owner for it.
-        Ok(Channel {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        Ok(Channel::from_fd(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
     /// Asks the kernel to attach the sender's credentials to every datagram
@@ -128,7 +141,17 @@ impl Channel {
     }
 
     fn recv_into(&self, buf: &mut [u8]) -> std::io::Result<Option<Received>> {
-        let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS], nix::sys::socket::UnixCredentials);
+        let mut cmsg = if self.max_fds == MAX_FDS {
+            nix::cmsg_space!([RawFd; MAX_FDS], nix::sys::socket::UnixCredentials)
+        } else {
+            // SAFETY: CMSG_SPACE is arithmetic on its argument (a length
+            // at most SCM_MAX_FD descriptors long); it touches no memory.
+            let space = unsafe {
+                libc::CMSG_SPACE((self.max_fds * std::mem::size_of::<RawFd>()) as u32)
+                    + libc::CMSG_SPACE(std::mem::size_of::<libc::ucred>() as u32)
+            };
+            Vec::with_capacity(space as usize)
+        };
         let (n, flags, raw, pid) = {
             let mut iov = [IoSliceMut::new(buf)];
             let msg = recvmsg::<()>(
@@ -156,7 +179,8 @@ impl Channel {
             .into_iter()
             .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
             .collect();
-        if flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) {
+        if flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) || fds.len() > self.max_fds
+        {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 "message longer than the channel allows",
@@ -279,6 +303,25 @@ mod tests {
         assert_eq!(fds.len(), 1);
         drop(a);
         assert!(b.recv().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_channel_may_allow_more_descriptors() {
+        let (a, mut b) = Channel::pair().unwrap();
+        let files: Vec<std::fs::File> = (0..64)
+            .map(|_| std::fs::File::open("/proc/self/status").unwrap())
+            .collect();
+        let fds: Vec<BorrowedFd<'_>> = files.iter().map(|f| f.as_fd()).collect();
+        // Four by default: more is an error, never a partial message.
+        a.send(b"many", &fds).unwrap();
+        assert!(b.recv().is_err());
+        b.allow_fds(64);
+        a.send(b"many", &fds).unwrap();
+        let (msg, got) = b.recv().unwrap().unwrap();
+        assert_eq!((msg.as_slice(), got.len()), (&b"many"[..], 64));
+        a.send(b"more", &[fds.as_slice(), &fds[..1]].concat())
+            .unwrap();
+        assert!(b.recv().is_err());
     }
 
     #[test]

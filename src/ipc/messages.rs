@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | zygote control | [`ToZygote`] | [`FromZygote`] |
 //! | worker control | [`ToWorker`] (a client socket with `Conn`) | [`FromWorker`] |
-//! | worker broker | [`BrokerReply`] (a file with `File`) | [`BrokerRequest`] |
+//! | worker broker | [`BrokerReply`] (a file with `File`, one per opened file with `Files`) | [`BrokerRequest`] |
 //!
 //! Encoding: one message per SEQPACKET datagram: a tag byte, then fields in
 //! order; integers little endian; byte strings as `u32` length + bytes;
@@ -376,23 +376,36 @@ pub struct BrokerRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BrokerOp {
     /// Resolve and open the path a path command names.
-    OpenPath {
-        path: Vec<u8>,
-    },
+    OpenPath { path: Vec<u8> },
     /// The next page of a directory opened earlier (the cursor is the
     /// directory descriptor's own position).
-    ReadDir {
-        handle: u32,
-    },
+    ReadDir { handle: u32 },
     /// Open one entry of an open directory: a subdirectory (`dir`) or a file.
     OpenEntry {
         handle: u32,
         name: Vec<u8>,
         dir: bool,
     },
-    CloseDir {
-        handle: u32,
-    },
+    /// Closes a directory handle. The only request without a reply: the
+    /// next reply on the channel answers the next request.
+    CloseDir { handle: u32 },
+    /// Open up to [`MAX_BATCH`] regular files of an open directory, in
+    /// order, as `OpenEntry` opens one (a walk's next files).
+    OpenFiles { handle: u32, names: Vec<Vec<u8>> },
+    /// Open a subdirectory of an open directory, as `OpenEntry` with `dir`
+    /// does, and read its first page of entries in the same round trip.
+    ListDir { handle: u32, name: Vec<u8> },
+}
+
+/// Most files one `OpenFiles` request names, and so most descriptors one
+/// `Files` reply carries (the kernel allows 253 per message, SCM_MAX_FD).
+pub const MAX_BATCH: usize = 64;
+
+/// A regular file opened for reading by `OpenFiles`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMeta {
+    pub size: u64,
+    pub dev: u64,
 }
 
 /// File kinds as the walker needs them.
@@ -432,25 +445,25 @@ pub enum BrokerReply {
     /// real reason.
     Errno(i32),
     /// A regular file, opened for reading; the descriptor travels along.
-    File {
-        size: u64,
-        dev: u64,
-    },
+    File { size: u64, dev: u64 },
     /// A directory, opened for listing: name it by `handle` from now on.
-    Dir {
-        handle: u32,
-        dev: u64,
-    },
+    Dir { handle: u32, dev: u64 },
     /// `OpenPath` named a symlink that the configuration does not follow.
     Link,
     /// `OpenPath` named a device, FIFO or socket (not opened).
     Special,
     /// A page of entries; `more` if the listing continues.
-    Entries {
+    Entries { entries: Vec<Entry>, more: bool },
+    /// `OpenFiles`: one result per name, in order; the descriptors of the
+    /// opened ones travel along, in the same order.
+    Files(Vec<Result<FileMeta, i32>>),
+    /// `ListDir`: the subdirectory's handle and its first page.
+    Listing {
+        handle: u32,
+        dev: u64,
         entries: Vec<Entry>,
         more: bool,
     },
-    Closed,
 }
 
 // ---------------------------------------------------------------- errors
@@ -532,6 +545,21 @@ impl Out {
             Err(e) => self.u8(1).i32(*e),
         }
     }
+    fn entries(self, entries: &[Entry], more: bool) -> Out {
+        let mut out = self.bool(more).u32(entries.len() as u32);
+        for e in entries {
+            out = out
+                .bytes(&e.name)
+                .u64(e.ino)
+                .u8(kind_byte(e.hint))
+                .stat(&e.lstat);
+            out = match &e.target {
+                None => out.u8(0),
+                Some(t) => out.u8(1).stat(t),
+            };
+        }
+        out
+    }
 }
 
 /// The decoder, shared with [`super::launch`].
@@ -606,6 +634,33 @@ impl<'a> In<'a> {
             1 => Ok(Err(self.i32()?)),
             _ => Err(DecodeError::BadValue),
         }
+    }
+    fn entries(&mut self) -> Result<(Vec<Entry>, bool), DecodeError> {
+        let more = self.bool()?;
+        let n = self.u32()? as usize;
+        if n > MAX_MESSAGE / entry_size(0) {
+            return Err(DecodeError::TooLong(n));
+        }
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            let name = self.path(MAX_NAME)?;
+            let ino = self.u64()?;
+            let hint = byte_kind(self.u8()?)?;
+            let lstat = self.stat()?;
+            let target = match self.u8()? {
+                0 => None,
+                1 => Some(self.stat()?),
+                _ => return Err(DecodeError::BadValue),
+            };
+            entries.push(Entry {
+                name,
+                ino,
+                hint,
+                lstat,
+                target,
+            });
+        }
+        Ok((entries, more))
     }
     fn tasks(&mut self) -> Result<(Vec<TaskInfo>, u32), DecodeError> {
         let n = self.u32()? as usize;
@@ -1054,6 +1109,19 @@ impl BrokerRequest {
                 .bytes(name)
                 .bool(*dir),
             BrokerOp::CloseDir { handle } => Out::new(4).u64(self.conn).u32(*handle),
+            BrokerOp::OpenFiles { handle, names } => {
+                let mut out = Out::new(5)
+                    .u64(self.conn)
+                    .u32(*handle)
+                    .u32(names.len() as u32);
+                for n in names {
+                    out = out.bytes(n);
+                }
+                out
+            }
+            BrokerOp::ListDir { handle, name } => {
+                Out::new(6).u64(self.conn).u32(*handle).bytes(name)
+            }
         };
         out.0
     }
@@ -1072,6 +1140,22 @@ impl BrokerRequest {
                 dir: r.bool()?,
             },
             4 => BrokerOp::CloseDir { handle: r.u32()? },
+            5 => {
+                let handle = r.u32()?;
+                let n = r.u32()? as usize;
+                if n > MAX_BATCH {
+                    return Err(DecodeError::TooLong(n));
+                }
+                let mut names = Vec::with_capacity(n);
+                for _ in 0..n {
+                    names.push(r.path(MAX_NAME)?);
+                }
+                BrokerOp::OpenFiles { handle, names }
+            }
+            6 => BrokerOp::ListDir {
+                handle: r.u32()?,
+                name: r.path(MAX_NAME)?,
+            },
             t => return Err(DecodeError::UnknownTag(t)),
         };
         r.end(BrokerRequest { conn, op })
@@ -1092,24 +1176,34 @@ impl BrokerReply {
             BrokerReply::Dir { handle, dev } => Out::new(3).u32(*handle).u64(*dev),
             BrokerReply::Link => Out::new(4),
             BrokerReply::Special => Out::new(5),
-            BrokerReply::Entries { entries, more } => {
-                let mut out = Out::new(6).bool(*more).u32(entries.len() as u32);
-                for e in entries {
-                    out = out
-                        .bytes(&e.name)
-                        .u64(e.ino)
-                        .u8(kind_byte(e.hint))
-                        .stat(&e.lstat);
-                    out = match &e.target {
-                        None => out.u8(0),
-                        Some(t) => out.u8(1).stat(t),
+            BrokerReply::Entries { entries, more } => Out::new(6).entries(entries, *more),
+            BrokerReply::Files(files) => {
+                let mut out = Out::new(8).u32(files.len() as u32);
+                for f in files {
+                    out = match f {
+                        Ok(m) => out.u8(0).u64(m.size).u64(m.dev),
+                        Err(e) => out.u8(1).i32(*e),
                     };
                 }
                 out
             }
-            BrokerReply::Closed => Out::new(7),
+            BrokerReply::Listing {
+                handle,
+                dev,
+                entries,
+                more,
+            } => Out::new(9).u32(*handle).u64(*dev).entries(entries, *more),
         }
         .0
+    }
+
+    /// How many descriptors travel with this reply.
+    pub fn fds(&self) -> usize {
+        match self {
+            BrokerReply::File { .. } => 1,
+            BrokerReply::Files(files) => files.iter().filter(|f| f.is_ok()).count(),
+            _ => 0,
+        }
     }
 
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
@@ -1127,33 +1221,38 @@ impl BrokerReply {
             4 => BrokerReply::Link,
             5 => BrokerReply::Special,
             6 => {
-                let more = r.bool()?;
-                let n = r.u32()? as usize;
-                if n > MAX_MESSAGE / entry_size(0) {
-                    return Err(DecodeError::TooLong(n));
-                }
-                let mut entries = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let name = r.path(MAX_NAME)?;
-                    let ino = r.u64()?;
-                    let hint = byte_kind(r.u8()?)?;
-                    let lstat = r.stat()?;
-                    let target = match r.u8()? {
-                        0 => None,
-                        1 => Some(r.stat()?),
-                        _ => return Err(DecodeError::BadValue),
-                    };
-                    entries.push(Entry {
-                        name,
-                        ino,
-                        hint,
-                        lstat,
-                        target,
-                    });
-                }
+                let (entries, more) = r.entries()?;
                 BrokerReply::Entries { entries, more }
             }
-            7 => BrokerReply::Closed,
+            8 => {
+                let n = r.u32()? as usize;
+                if n > MAX_BATCH {
+                    return Err(DecodeError::TooLong(n));
+                }
+                let mut files = Vec::with_capacity(n);
+                for _ in 0..n {
+                    files.push(match r.u8()? {
+                        0 => Ok(FileMeta {
+                            size: r.u64()?,
+                            dev: r.u64()?,
+                        }),
+                        1 => Err(r.i32()?),
+                        _ => return Err(DecodeError::BadValue),
+                    });
+                }
+                BrokerReply::Files(files)
+            }
+            9 => {
+                let handle = r.u32()?;
+                let dev = r.u64()?;
+                let (entries, more) = r.entries()?;
+                BrokerReply::Listing {
+                    handle,
+                    dev,
+                    entries,
+                    more,
+                }
+            }
             t => return Err(DecodeError::UnknownTag(t)),
         };
         r.end(m)
@@ -1339,6 +1438,18 @@ mod tests {
                 dir: false,
             },
             BrokerOp::CloseDir { handle: 3 },
+            BrokerOp::OpenFiles {
+                handle: 3,
+                names: vec![b"a".to_vec(), b"bc".to_vec()],
+            },
+            BrokerOp::OpenFiles {
+                handle: 3,
+                names: Vec::new(),
+            },
+            BrokerOp::ListDir {
+                handle: 3,
+                name: b"sub".to_vec(),
+            },
         ] {
             let m = BrokerRequest { conn: 7, op };
             assert_eq!(BrokerRequest::decode(&m.encode()).unwrap(), m);
@@ -1368,7 +1479,19 @@ mod tests {
                 ],
                 more: true,
             },
-            BrokerReply::Closed,
+            BrokerReply::Files(vec![Ok(FileMeta { size: 1, dev: 2 }), Err(13)]),
+            BrokerReply::Listing {
+                handle: 4,
+                dev: 9,
+                entries: vec![Entry {
+                    name: b"f".to_vec(),
+                    ino: 4,
+                    hint: Some(FileKind::File),
+                    lstat: Ok(meta()),
+                    target: None,
+                }],
+                more: false,
+            },
         ] {
             assert_eq!(BrokerReply::decode(&m.encode()).unwrap(), m);
         }
@@ -1482,5 +1605,30 @@ mod tests {
         let mut huge = vec![6u8, 0];
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(BrokerReply::decode(&huge).is_err());
+        // A batch is at most MAX_BATCH files, each a name without NUL.
+        let too_many = BrokerRequest {
+            conn: 1,
+            op: BrokerOp::OpenFiles {
+                handle: 1,
+                names: vec![b"a".to_vec(); MAX_BATCH + 1],
+            },
+        };
+        assert_eq!(
+            BrokerRequest::decode(&too_many.encode()),
+            Err(DecodeError::TooLong(MAX_BATCH + 1))
+        );
+        let nul_name = BrokerRequest {
+            conn: 1,
+            op: BrokerOp::OpenFiles {
+                handle: 1,
+                names: vec![b"a\0".to_vec()],
+            },
+        };
+        assert_eq!(
+            BrokerRequest::decode(&nul_name.encode()),
+            Err(DecodeError::BadValue)
+        );
+        let many_files = BrokerReply::Files(vec![Err(2); MAX_BATCH + 1]);
+        assert!(BrokerReply::decode(&many_files.encode()).is_err());
     }
 }

@@ -122,11 +122,7 @@ impl Executor {
             lines_per_minute: config.log.peer_lines_per_minute,
             volume_per_minute: config.log.result_lines_per_minute,
         });
-        let htx = tx.clone();
-        let hangups = Watch::start(move |id| {
-            htx.blocking_send(Input::Gate(gate::Event::HungUp(id)))
-                .is_ok()
-        })?;
+        let hangups = Watch::start(tx.clone(), |id| Input::Gate(gate::Event::HungUp(id)))?;
         Ok(Executor {
             gate: Gate::new(
                 super::gate_settings(&config),

@@ -216,7 +216,34 @@ impl Conn {
         let Some(work) = self.prepare(frame, to).await else {
             return;
         };
-        commands::respond(&self.ctx, work, to).await;
+        self.respond_watched(work, to).await;
+    }
+
+    /// Runs a command's work and writes its replies. While a path walk
+    /// runs, or a scan that has not finished after
+    /// [`WATCH_AFTER`](super::hangup::WATCH_AFTER), the connection is
+    /// watched for its client's hang-up, which abandons the work.
+    async fn respond_watched(&self, work: Work, to: ReplyTo) {
+        let delay = match &work {
+            Work::Path { .. } => Duration::ZERO,
+            Work::Stream(..) | Work::Fd(_) => super::hangup::WATCH_AFTER,
+            _ => return commands::respond(&self.ctx, work, to).await,
+        };
+        let ctx = &self.ctx;
+        let work = commands::respond(ctx, work, to);
+        tokio::pin!(work);
+        if !delay.is_zero() {
+            tokio::select! {
+                biased;
+                () = &mut work => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+        let _watch =
+            ctx.shared
+                .hangups
+                .watch(ctx.guard.id, self.reader.socket(), ctx.guard.gone_flag());
+        work.await;
     }
 
     /// Applies the listener's command profile; answers and logs a refusal.
@@ -413,6 +440,13 @@ impl Conn {
         let clock = CommandClock::new(&limits);
         let in_flight_cap = (limits.max_queue as usize).max(1);
         let mut tasks: JoinSet<()> = JoinSet::new();
+        // A session's commands run while it reads the next ones: watch it
+        // for its client's hang-up for its whole life.
+        let _watch = self.ctx.shared.hangups.watch(
+            self.ctx.guard.id,
+            self.reader.socket(),
+            self.ctx.guard.gone_flag(),
+        );
         let mut id: u32 = 1;
         // The session's lifetime (limits.max-session-seconds): once over, no
         // further command is read; the commands in progress are answered.
@@ -440,6 +474,8 @@ impl Conn {
                 }
                 Err(End::Eof) => {
                     self.linger_at_close = false;
+                    // Its replies will not be written: stop their scans too.
+                    self.ctx.guard.abandon();
                     tasks.abort_all();
                     break;
                 }
@@ -462,6 +498,7 @@ impl Conn {
                     };
                     self.count_limit(&end, timeout);
                     self.end(end, term).await;
+                    self.ctx.guard.abandon();
                     tasks.abort_all();
                     break;
                 }

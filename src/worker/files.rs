@@ -16,7 +16,9 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
 use crate::ipc::channel::Channel;
-use crate::ipc::messages::{BrokerOp, BrokerReply, BrokerRequest, Entry, FromWorker};
+use crate::ipc::messages::{
+    BrokerOp, BrokerReply, BrokerRequest, Entry, FileMeta, FromWorker, MAX_BATCH,
+};
 
 /// The worker's end of the broker channel, shared by all scanning threads
 /// (one request at a time).
@@ -25,18 +27,23 @@ pub struct BrokerClient {
 }
 
 impl BrokerClient {
-    pub fn new(channel: Channel) -> BrokerClient {
+    pub fn new(mut channel: Channel) -> BrokerClient {
+        // An `OpenFiles` reply carries a descriptor per opened file.
+        channel.allow_fds(MAX_BATCH);
         BrokerClient {
             channel: Mutex::new(channel),
         }
     }
 
-    fn call(&self, conn: u64, op: BrokerOp) -> io::Result<(BrokerReply, Option<OwnedFd>)> {
-        let req = BrokerRequest { conn, op };
-        let ch = self
-            .channel
+    fn lock(&self) -> std::sync::MutexGuard<'_, Channel> {
+        self.channel
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn call(&self, conn: u64, op: BrokerOp) -> io::Result<(BrokerReply, Vec<OwnedFd>)> {
+        let req = BrokerRequest { conn, op };
+        let ch = self.lock();
         ch.send(&req.encode(), &[])?;
         let (msg, fds) = ch.recv()?.ok_or_else(|| {
             io::Error::new(
@@ -47,7 +54,23 @@ impl BrokerClient {
         drop(ch);
         let reply = BrokerReply::decode(&msg)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        Ok((reply, fds.into_iter().next()))
+        if fds.len() != reply.fds() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "broker reply with {} descriptors, {} expected",
+                    fds.len(),
+                    reply.fds()
+                ),
+            ));
+        }
+        Ok((reply, fds))
+    }
+
+    /// A request that has no reply (`CloseDir`).
+    fn tell(&self, conn: u64, op: BrokerOp) {
+        let req = BrokerRequest { conn, op };
+        let _ = self.lock().send(&req.encode(), &[]);
     }
 }
 
@@ -60,6 +83,8 @@ pub struct ConnGuard {
     pub peer: crate::policy::PeerKey,
     /// This connection's own log budget.
     pub log: Mutex<crate::log::limiter::Budget>,
+    /// Set when the client hung up (`worker::hangup`): its work stops.
+    gone: Arc<std::sync::atomic::AtomicBool>,
     upstream: tokio::sync::mpsc::UnboundedSender<FromWorker>,
 }
 
@@ -74,8 +99,24 @@ impl ConnGuard {
             id,
             peer,
             log: Mutex::new(crate::log::limiter::Budget::new(lines_per_minute)),
+            gone: Arc::default(),
             upstream,
         }
+    }
+
+    /// Has the client gone (its work is to be abandoned)?
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The flag that says so, for a scan to check as it runs.
+    pub fn gone_flag(&self) -> &Arc<std::sync::atomic::AtomicBool> {
+        &self.gone
+    }
+
+    /// The client is gone: abandon what runs for it.
+    pub fn abandon(&self) {
+        self.gone.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -115,13 +156,20 @@ pub struct DirHandle {
 
 impl Drop for DirHandle {
     fn drop(&mut self) {
-        let _ = self.files.client.call(
+        self.files.client.tell(
             self.files.guard.id,
             BrokerOp::CloseDir {
                 handle: self.handle,
             },
         );
     }
+}
+
+/// A file of an `OpenFiles` batch, opened for the client.
+pub struct OpenedFile {
+    pub file: File,
+    pub size: u64,
+    pub dev: u64,
 }
 
 fn unexpected(r: BrokerReply) -> io::Error {
@@ -144,8 +192,9 @@ impl ConnFiles {
         &self.guard
     }
 
-    fn opened(&self, answer: (BrokerReply, Option<OwnedFd>)) -> io::Result<Opened> {
-        match answer {
+    fn opened(&self, answer: (BrokerReply, Vec<OwnedFd>)) -> io::Result<Opened> {
+        let (reply, fds) = answer;
+        match (reply, fds.into_iter().next()) {
             (BrokerReply::File { size, dev }, Some(fd)) => Ok(Opened::File {
                 file: File::from(fd),
                 size,
@@ -187,9 +236,80 @@ impl ConnFiles {
         self.opened(answer)
     }
 
+    /// Opens the regular files `names` of `dir` (at most [`MAX_BATCH`]),
+    /// each as [`open_entry`](Self::open_entry) would, in one request.
+    pub fn open_files(
+        &self,
+        dir: &DirHandle,
+        names: &[&[u8]],
+    ) -> io::Result<Vec<io::Result<OpenedFile>>> {
+        let (reply, fds) = self.client.call(
+            self.guard.id,
+            BrokerOp::OpenFiles {
+                handle: dir.handle,
+                names: names.iter().map(|n| n.to_vec()).collect(),
+            },
+        )?;
+        let files = match reply {
+            BrokerReply::Files(files) if files.len() == names.len() => files,
+            other => return Err(unexpected(other)),
+        };
+        let mut fds = fds.into_iter();
+        Ok(files
+            .into_iter()
+            .map(|r| match r {
+                Ok(FileMeta { size, dev }) => fds
+                    .next()
+                    .map(|fd| OpenedFile {
+                        file: File::from(fd),
+                        size,
+                        dev,
+                    })
+                    .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF)),
+                Err(e) => Err(io::Error::from_raw_os_error(e)),
+            })
+            .collect())
+    }
+
+    /// Opens the subdirectory `name` of `dir` and reads every entry of it.
+    pub fn list_dir(&self, dir: &DirHandle, name: &[u8]) -> io::Result<(DirHandle, Vec<Entry>)> {
+        let (reply, _) = self.client.call(
+            self.guard.id,
+            BrokerOp::ListDir {
+                handle: dir.handle,
+                name: name.to_vec(),
+            },
+        )?;
+        let (handle, dev, entries, more) = match reply {
+            BrokerReply::Listing {
+                handle,
+                dev,
+                entries,
+                more,
+            } => (handle, dev, entries, more),
+            other => return Err(unexpected(other)),
+        };
+        let sub = DirHandle {
+            files: self.clone(),
+            handle,
+            dev,
+        };
+        let mut all = entries;
+        if more && !all.is_empty() {
+            self.read_more(&sub, &mut all)?;
+        }
+        Ok((sub, all))
+    }
+
     /// Every entry of `dir` (page by page; the broker keeps the position).
     pub fn read_dir(&self, dir: &DirHandle) -> io::Result<Vec<Entry>> {
         let mut all = Vec::new();
+        self.read_more(dir, &mut all)?;
+        Ok(all)
+    }
+
+    /// The remaining pages of `dir`.
+    fn read_more(&self, dir: &DirHandle, all: &mut Vec<Entry>) -> io::Result<()> {
         loop {
             match self
                 .client
@@ -200,7 +320,7 @@ impl ConnFiles {
                     let got = entries.len();
                     all.extend(entries);
                     if !more || got == 0 {
-                        return Ok(all);
+                        return Ok(());
                     }
                 }
                 other => return Err(unexpected(other)),

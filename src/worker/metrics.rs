@@ -81,6 +81,8 @@ impl Collector {
             Verdict::Clean => ScanResult::Clean,
             Verdict::Found(_) => ScanResult::Found,
             Verdict::Error { .. } => ScanResult::Error,
+            // Its client left: no result (STATS counts it as abandoned).
+            Verdict::Abandoned => return,
         };
         let top = self.top;
         self.with(|k| {
@@ -109,7 +111,7 @@ impl Collector {
                         bump(&mut k.c.limits, limit.index());
                     }
                 }
-                Verdict::Clean => {}
+                Verdict::Clean | Verdict::Abandoned => {}
             }
         });
     }

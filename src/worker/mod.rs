@@ -23,6 +23,7 @@
 pub mod commands;
 mod conn;
 pub mod files;
+pub mod hangup;
 pub mod metrics;
 pub mod pace;
 pub mod pool;
@@ -140,6 +141,7 @@ fn serve(
             .await
             .map_err(|e| format!("control channel: {e}"))?;
         tokio::spawn(forward(Arc::clone(&control), rx));
+        tokio::spawn(Arc::clone(&shared.hangups).run());
         tokio::spawn(watch_overruns(Arc::clone(&shared)));
         control_loop(control, shared, meter).await;
         Ok(())

@@ -64,6 +64,8 @@ pub struct Shared {
     /// Administrative commands waiting for the supervisor's answer (with
     /// the node's maintenance state), by connection.
     admin_answers: Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<bool>>>,
+    /// Clients that hang up while their work runs ([`super::hangup`]).
+    pub hangups: Arc<super::hangup::Hangups>,
     /// Set when a scan overran its time limit: the worker retires and
     /// exits by then, whatever is left.
     exit_by: Mutex<Option<Instant>>,
@@ -151,6 +153,7 @@ impl Shared {
                 PEER_LOG_KEYS,
             )),
             admin_answers: Mutex::default(),
+            hangups: Arc::new(super::hangup::Hangups::new()?),
             exit_by: Mutex::new(None),
             stats_waiters: Mutex::new(HashMap::new()),
             metrics: super::metrics::Collector::new(config.metrics.top_detections as usize),

@@ -38,6 +38,15 @@ pub enum Reader {
 }
 
 impl Reader {
+    /// The connection's socket.
+    pub fn socket(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        match self {
+            Reader::Unix(r) => AsRef::<UnixStream>::as_ref(r).as_fd(),
+            Reader::Tcp(r) => AsRef::<TcpStream>::as_ref(r).as_fd(),
+        }
+    }
+
     /// Reads what is available; on a Unix socket, also collects passed descriptors.
     pub async fn read_some(&mut self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
         match self {

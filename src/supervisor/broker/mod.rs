@@ -35,7 +35,7 @@ use self::resolve::{Found, Rules};
 use super::authority::Authority;
 use super::gate::WorkerId;
 use crate::ipc::channel::Channel;
-use crate::ipc::messages::{BrokerOp, BrokerReply, BrokerRequest, MAX_NAME};
+use crate::ipc::messages::{BrokerOp, BrokerReply, BrokerRequest, FileMeta, MAX_BATCH, MAX_NAME};
 use crate::log::limiter::{Class, PeerBudgets};
 use crate::log::LogBytes;
 use crate::policy::{Identity, PeerKey};
@@ -102,6 +102,9 @@ pub fn serve(channel: &Channel, worker: WorkerId, broker: &Broker) -> Result<(),
             }
             Err(_) => {
                 // The client left: nothing more is done for it.
+                if matches!(req.op, BrokerOp::CloseDir { .. }) {
+                    continue;
+                }
                 let reply = BrokerReply::Errno(libc::ECONNABORTED);
                 if channel.send(&reply.encode(), &[]).is_err() {
                     return Ok(());
@@ -115,8 +118,15 @@ pub fn serve(channel: &Channel, worker: WorkerId, broker: &Broker) -> Result<(),
                 req.conn
             )));
         }
+        if let BrokerOp::CloseDir { handle } = req.op {
+            // No file is touched, so no identity is taken; no reply.
+            if !dirs.close(req.conn, handle) {
+                return Err(Violation(format!("CloseDir of unknown handle {handle}")));
+            }
+            continue;
+        }
         let who = fs_identity(&holder.identity);
-        let (reply, fd) = match creds::act_as(&own, &who) {
+        let (reply, fds) = match creds::act_as(&own, &who) {
             Ok(_as_client) => handle(broker, &mut dirs, req.conn, &holder.identity, req.op)?,
             Err(e) => {
                 // A daemon started without the capabilities to act as
@@ -126,17 +136,27 @@ pub fn serve(channel: &Channel, worker: WorkerId, broker: &Broker) -> Result<(),
                 if let Some(suppressed) = broker.budgets.allow(Class::Lines, key) {
                     tracing::warn!(id = req.conn, peer = %holder.identity, error = %e, suppressed, "path refused: the daemon cannot act as this client");
                 }
-                (BrokerReply::Errno(libc::ENOENT), None)
+                (BrokerReply::Errno(libc::ENOENT), Vec::new())
             }
         };
-        let fds: Vec<_> = fd.iter().map(|f| f.as_fd()).collect();
+        let fds: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
         if channel.send(&reply.encode(), &fds).is_err() {
             return Ok(());
         }
     }
 }
 
-type Answer = (BrokerReply, Option<std::os::fd::OwnedFd>);
+/// A reply and the descriptors that travel with it.
+type Answer = (BrokerReply, Vec<std::os::fd::OwnedFd>);
+
+/// One entry of a directory: not empty, not `.` or `..`, no `/`.
+fn is_entry_name(name: &[u8]) -> bool {
+    !(name.is_empty()
+        || name.len() > MAX_NAME
+        || name.contains(&b'/')
+        || name == b"."
+        || name == b"..")
+}
 
 /// One request, already acting as the client.
 fn handle(
@@ -152,7 +172,7 @@ fn handle(
             // A name or path too long depends on the text alone, not on the
             // file system: clamd's answer, and no oracle.
             Err(refused) if refused.errno == rustix::io::Errno::NAMETOOLONG => {
-                (BrokerReply::Errno(libc::ENAMETOOLONG), None)
+                (BrokerReply::Errno(libc::ENAMETOOLONG), Vec::new())
             }
             // Missing for the client too: nothing hidden, nothing to explain.
             Err(refused)
@@ -167,7 +187,7 @@ fn handle(
                         tracing::debug!(id = conn, path = %LogBytes(&path), suppressed, "no such path");
                     }
                 }
-                (BrokerReply::Errno(libc::ENOENT), None)
+                (BrokerReply::Errno(libc::ENOENT), Vec::new())
             }
             Err(refused) => {
                 // Budgeted per identity: one local user asking for paths
@@ -188,22 +208,17 @@ fn handle(
                         );
                     }
                 }
-                (BrokerReply::Errno(libc::ENOENT), None)
+                (BrokerReply::Errno(libc::ENOENT), Vec::new())
             }
         },
         BrokerOp::ReadDir { handle } => {
             let dir = dirs
                 .get(conn, handle)
                 .ok_or_else(|| Violation(format!("ReadDir of unknown handle {handle}")))?;
-            (dir.page(&broker.rules), None)
+            (dir.page(&broker.rules), Vec::new())
         }
         BrokerOp::OpenEntry { handle, name, dir } => {
-            if name.is_empty()
-                || name.len() > MAX_NAME
-                || name.contains(&b'/')
-                || name == b"."
-                || name == b".."
-            {
+            if !is_entry_name(&name) {
                 return Err(Violation(
                     "OpenEntry with a name that is not one directory entry".into(),
                 ));
@@ -216,26 +231,108 @@ fn handle(
                 .and_then(|fd| resolve::open_entry(&broker.rules, fd, parent.path(), &name, dir));
             match opened {
                 Ok(found) => answer(dirs, conn, found, broker.handles_per_conn),
-                Err(e) => (BrokerReply::Errno(e.raw_os_error()), None),
+                Err(e) => (BrokerReply::Errno(e.raw_os_error()), Vec::new()),
             }
         }
-        BrokerOp::CloseDir { handle } => {
-            if !dirs.close(conn, handle) {
-                return Err(Violation(format!("CloseDir of unknown handle {handle}")));
+        BrokerOp::OpenFiles { handle, names } => {
+            if names.is_empty()
+                || names.len() > MAX_BATCH
+                || !names.iter().all(|n| is_entry_name(n))
+            {
+                return Err(Violation(
+                    "OpenFiles with a name that is not one directory entry".into(),
+                ));
             }
-            (BrokerReply::Closed, None)
+            let parent = dirs
+                .get(conn, handle)
+                .ok_or_else(|| Violation(format!("OpenFiles in unknown handle {handle}")))?;
+            let mut files = Vec::with_capacity(names.len());
+            let mut fds = Vec::with_capacity(names.len());
+            for name in &names {
+                let opened = parent.fd().and_then(|fd| {
+                    resolve::open_entry(&broker.rules, fd, parent.path(), name, false)
+                });
+                files.push(match opened {
+                    Ok(Found::File { fd, size, dev }) => {
+                        fds.push(fd);
+                        Ok(FileMeta { size, dev })
+                    }
+                    // A symlink followed to something else: not a file.
+                    Ok(_) => Err(libc::EINVAL),
+                    Err(e) => Err(e.raw_os_error()),
+                });
+            }
+            (BrokerReply::Files(files), fds)
+        }
+        BrokerOp::ListDir { handle, name } => {
+            if !is_entry_name(&name) {
+                return Err(Violation(
+                    "ListDir with a name that is not one directory entry".into(),
+                ));
+            }
+            let parent = dirs
+                .get(conn, handle)
+                .ok_or_else(|| Violation(format!("ListDir in unknown handle {handle}")))?;
+            let opened = parent
+                .fd()
+                .and_then(|fd| resolve::open_entry(&broker.rules, fd, parent.path(), &name, true));
+            let reply = match opened {
+                Ok(Found::Dir { fd, dev, path }) => {
+                    match dirs.open(conn, fd, path, broker.handles_per_conn) {
+                        Some(h) => listing(dirs, conn, h, dev, &broker.rules),
+                        None => BrokerReply::Errno(libc::EMFILE),
+                    }
+                }
+                Ok(_) => BrokerReply::Errno(libc::ENOTDIR),
+                Err(e) => BrokerReply::Errno(e.raw_os_error()),
+            };
+            (reply, Vec::new())
+        }
+        // `serve` closes handles without taking an identity and without a
+        // reply; reaching here would be a bug, never a panic in root.
+        BrokerOp::CloseDir { handle } => {
+            return Err(Violation(format!(
+                "CloseDir of handle {handle} reached the identity switch"
+            )))
         }
     })
 }
 
+/// The first page of a directory just opened as `handle`; a directory that
+/// cannot be read is closed again and answered with its errno.
+fn listing(
+    dirs: &mut Dirs,
+    conn: u64,
+    handle: u32,
+    dev: u64,
+    rules: &resolve::Rules,
+) -> BrokerReply {
+    let page = match dirs.get(conn, handle) {
+        Some(d) => d.page(rules),
+        None => BrokerReply::Errno(libc::EBADF),
+    };
+    match page {
+        BrokerReply::Entries { entries, more } => BrokerReply::Listing {
+            handle,
+            dev,
+            entries,
+            more,
+        },
+        other => {
+            dirs.close(conn, handle);
+            other
+        }
+    }
+}
+
 fn answer(dirs: &mut Dirs, conn: u64, found: Found, per_conn: usize) -> Answer {
     match found {
-        Found::File { fd, size, dev } => (BrokerReply::File { size, dev }, Some(fd)),
+        Found::File { fd, size, dev } => (BrokerReply::File { size, dev }, vec![fd]),
         Found::Dir { fd, dev, path } => match dirs.open(conn, fd, path, per_conn) {
-            Some(handle) => (BrokerReply::Dir { handle, dev }, None),
-            None => (BrokerReply::Errno(libc::EMFILE), None),
+            Some(handle) => (BrokerReply::Dir { handle, dev }, Vec::new()),
+            None => (BrokerReply::Errno(libc::EMFILE), Vec::new()),
         },
-        Found::Link => (BrokerReply::Link, None),
-        Found::Special => (BrokerReply::Special, None),
+        Found::Link => (BrokerReply::Link, Vec::new()),
+        Found::Special => (BrokerReply::Special, Vec::new()),
     }
 }

@@ -136,6 +136,20 @@ pub fn decide(caps: Caps, open: &[Open], newcomer: Newcomer) -> Verdict {
         ));
     }
     checks.push((Scope::All, caps.max_connections, TOTAL_KEY));
+    // Usually no scope is full: one pass of counting, no lists, says so.
+    let mut counts = [0usize; 4];
+    for c in open {
+        for (n, (scope, _, _)) in counts.iter_mut().zip(&checks) {
+            *n += usize::from(scope.contains(c));
+        }
+    }
+    if counts
+        .iter()
+        .zip(&checks)
+        .all(|(n, (_, limit, _))| n < limit)
+    {
+        return Verdict::Admit { evict };
+    }
     for (scope, limit, key) in checks {
         loop {
             let live: Vec<&Open> = open.iter().filter(|c| !evict.contains(&c.id)).collect();

@@ -143,12 +143,13 @@ async fn scan_stream(ctx: &Ctx, data: Vec<u8>) -> Vec<u8> {
     let engine = ctx.shared.engine();
     let bytes = data.len();
     let started = Instant::now();
+    let gone = Arc::clone(ctx.guard.gone_flag());
     let result = ctx
         .shared
         .pool
         .run(Some(ctx.peer.key()), move |slot| {
             slot.begin("INSTREAM", b"");
-            slot.scanning(|| engine.scan_bytes(&data, false))
+            slot.scanning(|| engine.scan_bytes_unless(&data, false, Some(&gone)))
         })
         .await;
     let target = instream_name(&ctx.peer.info);
@@ -229,6 +230,7 @@ async fn scan_fd(ctx: &Ctx, fd: OwnedFd) -> Vec<u8> {
     let engine = ctx.shared.engine();
     let started = Instant::now();
     let shown = name.clone();
+    let gone = Arc::clone(ctx.guard.gone_flag());
     let result = ctx
         .shared
         .pool
@@ -237,7 +239,8 @@ async fn scan_fd(ctx: &Ctx, fd: OwnedFd) -> Vec<u8> {
             let target = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
                 .unwrap_or_else(|_| PathBuf::from(&shown));
             slot.begin("FILDES", shown.as_bytes());
-            let verdict = slot.scanning(|| engine.scan_fd(fd.as_fd(), &target, false));
+            let verdict =
+                slot.scanning(|| engine.scan_fd_unless(fd.as_fd(), &target, false, Some(&gone)));
             (verdict, size, target)
         })
         .await;
@@ -299,6 +302,8 @@ pub(crate) fn verdict_text(name: &[u8], verdict: &Verdict) -> Vec<u8> {
             reply::found(name, names.first().map(String::as_bytes).unwrap_or(b""))
         }
         Verdict::Error { message, .. } => reply::error(name, message.as_bytes()),
+        // Nobody reads it: the client has gone.
+        Verdict::Abandoned => reply::error(name, b"Scan abandoned: the client has gone."),
     }
 }
 
@@ -318,6 +323,17 @@ pub(crate) fn record(
         .scan(listener, command, verdict, bytes, duration);
     let duration_ms = duration.as_millis() as u64;
     let c = &shared.counters;
+    if *verdict == Verdict::Abandoned {
+        c.abandoned.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            command,
+            scan_target = %LogBytes(name),
+            bytes,
+            duration_ms,
+            "scan abandoned: the client is gone"
+        );
+        return;
+    }
     // The self-test's scans are in the metrics (listener "selftest"), not
     // in STATS and the status line, which count the clients'.
     if listener == crate::ipc::observe::SELFTEST_LISTENER {
@@ -329,6 +345,7 @@ pub(crate) fn record(
         c.scans.fetch_add(1, Ordering::Relaxed);
     }
     match verdict {
+        Verdict::Abandoned => {}
         Verdict::Clean => {
             if shared.config.log.clean {
                 tracing::info!(

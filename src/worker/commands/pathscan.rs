@@ -36,12 +36,14 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::Sender;
 
-use super::super::files::{ConnFiles, DirHandle, Opened};
+use std::collections::VecDeque;
+
+use super::super::files::{ConnFiles, DirHandle, Opened, OpenedFile};
 use super::super::pool::{Tag, TaskSlot, Ticket};
 use super::super::Shared;
 use super::{record, Ctx, QUEUE_FULL};
 use crate::engine::{Engine, Verdict};
-use crate::ipc::messages::{Entry, FileKind, Meta, MAX_PATH};
+use crate::ipc::messages::{Entry, FileKind, Meta, MAX_BATCH, MAX_PATH};
 use crate::log::LogBytes;
 use crate::proto::reply::{self, ReplyTo};
 use crate::proto::CommandKind;
@@ -199,6 +201,11 @@ struct Walker<'a> {
     /// The supervisor answered that the client left (its connection's
     /// authority ended): the walk stops, as when the replies cannot go out.
     revoked: bool,
+    /// MULTISCAN: files gathered for the next job, and their bytes.
+    chunk: Vec<FileJob>,
+    chunk_bytes: u64,
+    /// MULTISCAN: chunks handed to the pool and not finished.
+    pending: Arc<std::sync::atomic::AtomicUsize>,
     /// The connection's listener (the metrics' label).
     listener: Arc<str>,
 }
@@ -235,14 +242,17 @@ impl<'a> Walker<'a> {
             tag,
             _multiscan: None,
             revoked: false,
+            chunk: Vec::new(),
+            chunk_bytes: 0,
+            pending: Arc::default(),
             listener,
         }
     }
 
-    /// Is the client gone (its replies cannot go out, or the supervisor
-    /// revoked its connection)?
+    /// Is the client gone (it hung up, its replies cannot go out, or the
+    /// supervisor revoked its connection)?
     fn gone(&self) -> bool {
-        self.revoked || self.tx.is_closed()
+        self.revoked || self.files.conn().is_gone() || self.tx.is_closed()
     }
 
     fn send(&self, text: &[u8]) -> bool {
@@ -281,6 +291,7 @@ impl<'a> Walker<'a> {
             }
             let _ = self.visit_top(&path, opened, top_is_original, max_depth);
         }
+        self.flush_jobs();
         let (ok_count, errors, total) = match self.jobs.take() {
             Some((sender, results, dispatched)) => {
                 drop(sender);
@@ -501,6 +512,38 @@ impl<'a> Walker<'a> {
             Ok(e) => e,
             Err(e) => return self.stat_failed(path, &e),
         };
+        self.walk_entries(dir, entries, path, depth)
+    }
+
+    /// A subdirectory: opened and listed in one broker request.
+    fn walk_subdir(&mut self, parent: &DirHandle, entry: &[u8], name: &[u8], depth: i64) -> Flow {
+        if depth < 0 {
+            // As before: opened (a refusal is reported), then skipped.
+            return match self.files.open_entry(parent, entry, true) {
+                Ok(Opened::Dir(sub)) => self.walk_dir(&sub, name, depth),
+                Ok(_) => self.stat_failed(name, &errno(libc::ENOTDIR)),
+                Err(e) => self.stat_failed(name, &e),
+            };
+        }
+        match self.files.list_dir(parent, entry) {
+            Ok((sub, entries)) => self.walk_entries(&sub, entries, name, depth),
+            Err(e) => self.stat_failed(name, &e),
+        }
+    }
+
+    /// Does a file with this metadata get opened (clamd skips empty files
+    /// and anything on /proc; MULTISCAN does not stat, so opens all)?
+    fn wants_open(&self, meta: Option<&Meta>) -> bool {
+        !meta.is_some_and(|m| m.size == 0 || m.dev == self.shared.proc_dev)
+    }
+
+    fn walk_entries(
+        &mut self,
+        dir: &DirHandle,
+        entries: Vec<Entry>,
+        path: &[u8],
+        depth: i64,
+    ) -> Flow {
         let follow_any = self.follow_dirs() || self.follow_files();
         let mut found: Vec<Visit> = Vec::new();
         for entry in entries {
@@ -552,22 +595,39 @@ impl<'a> Walker<'a> {
         }
         // clamd: files before directories, then lower inodes first.
         found.sort_by_key(|v| (v.is_dir, v.ino));
-        for Visit {
-            is_dir,
-            name,
-            entry: entry_name,
-            meta,
-            ..
-        } in found
-        {
-            let flow = if is_dir {
-                match self.files.open_entry(dir, &entry_name, true) {
-                    Ok(Opened::Dir(sub)) => self.walk_dir(&sub, &name, depth - 1),
-                    Ok(_) => self.stat_failed(&name, &errno(libc::ENOTDIR)),
-                    Err(e) => self.stat_failed(&name, &e),
-                }
+        // The files to open, in order, are opened in batches ahead of their
+        // visit: one broker round trip per batch instead of one per file.
+        let mut ahead = Ahead::default();
+        for i in 0..found.len() {
+            let flow = if found[i].is_dir {
+                self.flush_jobs();
+                let (entry, name) = (&found[i].entry, &found[i].name);
+                self.walk_subdir(dir, entry, name, depth - 1)
             } else {
-                self.visit_file(&name, meta, Source::Entry(dir, &entry_name))
+                let meta = found[i].meta;
+                let source = if !self.wants_open(meta.as_ref()) {
+                    Source::Skipped
+                } else {
+                    if ahead.opened.is_empty() && !self.gone() {
+                        let batch: Vec<&[u8]> = found[i..]
+                            .iter()
+                            .filter(|v| !v.is_dir && self.wants_open(v.meta.as_ref()))
+                            .take(ahead.next_batch())
+                            .map(|v| v.entry.as_slice())
+                            .collect();
+                        match self.files.open_files(dir, &batch) {
+                            Ok(results) => ahead.opened.extend(results),
+                            // Not answered (the client left, the channel
+                            // failed): every file of the batch gets it.
+                            Err(e) => ahead
+                                .opened
+                                .extend(batch.iter().map(|_| Err(copy_error(&e)))),
+                        }
+                    }
+                    Source::Batch(ahead.opened.pop_front())
+                };
+                let name = std::mem::take(&mut found[i].name);
+                self.visit_file(&name, meta, source)
             };
             if let Flow::Stop = flow {
                 return Flow::Stop;
@@ -581,6 +641,7 @@ impl<'a> Walker<'a> {
             command: self.mode.word(),
             listener: Arc::clone(&self.listener),
             conn: self.files.conn().id,
+            gone: Arc::clone(self.files.conn().gone_flag()),
             shared: Arc::clone(self.shared),
             engine: Arc::clone(&self.engine),
             to: self.to,
@@ -592,9 +653,10 @@ impl<'a> Walker<'a> {
     }
 
     /// Reports a file the broker would not open for the client.
-    fn open_failed(&self, name: &[u8], e: &std::io::Error) -> FileResult {
+    fn open_failed(&mut self, name: &[u8], e: &std::io::Error) -> FileResult {
         if e.raw_os_error() == Some(libc::ECONNABORTED) {
-            // The client left; the next directory read stops the walk.
+            // The client left: the walk stops at the next entry.
+            self.revoked = true;
             return FileResult::Error;
         }
         if e.raw_os_error() == Some(libc::EACCES) {
@@ -609,52 +671,43 @@ impl<'a> Walker<'a> {
         FileResult::Error
     }
 
-    fn visit_file(&mut self, name: &[u8], meta: Option<Meta>, source: Source<'_>) -> Flow {
+    fn visit_file(&mut self, name: &[u8], meta: Option<Meta>, source: Source) -> Flow {
         if let Flow::Stop = self.count() {
             return Flow::Stop;
         }
+        let opened = match source {
+            Source::Skipped => return Flow::Go,
+            Source::Opened(file, size) => Ok((file, size)),
+            Source::Batch(Some(Ok(f))) => Ok((f.file, f.size)),
+            Source::Batch(Some(Err(e))) => Err(e),
+            // The walk was cut short before the batch was asked for.
+            Source::Batch(None) => Err(errno(libc::ECONNABORTED)),
+        };
         if let Some(m) = &meta {
             // clamd skips empty files and anything on /proc.
             if m.size == 0 || m.dev == self.shared.proc_dev {
                 return Flow::Go;
             }
         }
-        let opened = match source {
-            Source::Opened(file, size) => Ok((file, size)),
-            Source::Entry(dir, entry) => {
-                self.files
-                    .open_entry(dir, entry, false)
-                    .and_then(|o| match o {
-                        Opened::File { file, size, .. } => Ok((file, size)),
-                        _ => Err(errno(libc::EINVAL)),
-                    })
-            }
-        };
         if self.jobs.is_some() {
-            let result = match opened {
-                Ok((file, size)) => Ok(self.file_job(name, file, size)),
-                Err(e) => Err(self.open_failed(name, &e)),
-            };
-            let Some((sender, _, dispatched)) = &mut self.jobs else {
-                return Flow::Go;
-            };
-            *dispatched += 1;
-            let results = sender.clone();
-            let job = match result {
-                Ok(job) => job,
-                Err(r) => {
-                    let _ = results.send(r);
+            let job = match opened {
+                Ok((file, size)) => self.file_job(name, file, size),
+                Err(e) => {
+                    let r = self.open_failed(name, &e);
+                    if let Some((sender, _, dispatched)) = &mut self.jobs {
+                        *dispatched += 1;
+                        let _ = sender.send(r);
+                    }
                     return Flow::Go;
                 }
             };
-            let span = tracing::Span::current();
-            let run: super::super::pool::Job = Box::new(move |slot: &TaskSlot| {
-                let _span = span.enter();
-                let _ = results.send(job.run(slot, false));
-            });
-            if let Err((_, run)) = self.shared.pool.submit_or_return(&self.tag, run) {
-                // Queue full: scan it on this thread instead of failing it.
-                run(self.slot);
+            if let Some((_, _, dispatched)) = &mut self.jobs {
+                *dispatched += 1;
+            }
+            self.chunk_bytes += job.size;
+            self.chunk.push(job);
+            if self.chunk.len() >= CHUNK_FILES || self.chunk_bytes >= CHUNK_BYTES {
+                self.flush_jobs();
             }
             return Flow::Go;
         }
@@ -686,6 +739,72 @@ impl<'a> Walker<'a> {
             }
         }
     }
+
+    /// MULTISCAN: hands the files gathered so far to the pool as one job
+    /// (one hand-off per few files rather than per file), or scans them on
+    /// this thread when the queue is full.
+    fn flush_jobs(&mut self) {
+        if self.chunk.is_empty() {
+            return;
+        }
+        let Some((sender, _, _)) = &self.jobs else {
+            return;
+        };
+        let chunk = std::mem::take(&mut self.chunk);
+        self.chunk_bytes = 0;
+        let results = sender.clone();
+        let span = tracing::Span::current();
+        let pending = Arc::clone(&self.pending);
+        let run: super::super::pool::Job = Box::new(move |slot: &TaskSlot| {
+            let _span = span.enter();
+            for job in chunk {
+                let _ = results.send(job.run(slot, false));
+            }
+            pending.fetch_sub(1, Ordering::SeqCst);
+        });
+        // At most one chunk per scanning thread waits or runs; beyond
+        // that this thread scans the chunk itself. The walk then opens
+        // files only as fast as they are scanned (never the whole queue
+        // ahead, whose descriptors would be held, whose scans would wait
+        // in front of other clients', and which a client that leaves
+        // would have had opened for nothing).
+        if self.pending.fetch_add(1, Ordering::SeqCst) >= self.shared.pool.threads() {
+            run(self.slot);
+        } else if let Err((_, run)) = self.shared.pool.submit_or_return(&self.tag, run) {
+            // Queue full: scan them on this thread instead of failing them.
+            run(self.slot);
+        }
+    }
+}
+
+/// MULTISCAN hands files to the pool in chunks of at most this many files...
+const CHUNK_FILES: usize = 8;
+/// ...or of this many bytes, whichever comes first.
+const CHUNK_BYTES: u64 = 1 << 20;
+
+/// Files of one directory opened ahead of their visit, in visiting order.
+#[derive(Default)]
+struct Ahead {
+    opened: VecDeque<std::io::Result<OpenedFile>>,
+    batches: u32,
+}
+
+impl Ahead {
+    /// Batches grow from 8 files to [`MAX_BATCH`]: a directory of a few
+    /// files, or a SCAN that stops at its first detection, opens little
+    /// ahead; a large directory costs one round trip per 64 files.
+    fn next_batch(&mut self) -> usize {
+        let n = 8usize << self.batches.min(3);
+        self.batches += 1;
+        n.min(MAX_BATCH)
+    }
+}
+
+fn copy_error(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => errno(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
+    }
 }
 
 /// An entry of a directory to visit after the listing: what clamd sorts.
@@ -700,12 +819,13 @@ struct Visit {
 }
 
 /// Where the file a walk visits comes from.
-enum Source<'d> {
+enum Source {
     /// Opened already (the top-level path).
     Opened(File, u64),
-    /// An entry of a directory, opened only if it is scanned (empty files
-    /// are skipped without a broker request).
-    Entry(&'d DirHandle, &'d [u8]),
+    /// An entry of a directory, from the batch opened ahead of it.
+    Batch(Option<std::io::Result<OpenedFile>>),
+    /// Not opened: empty, or on /proc.
+    Skipped,
 }
 
 /// Scanning one opened file and answering for it; inline or as a MULTISCAN job.
@@ -714,6 +834,8 @@ struct FileJob {
     command: &'static str,
     listener: Arc<str>,
     conn: u64,
+    /// The client hung up: the scan is abandoned.
+    gone: Arc<std::sync::atomic::AtomicBool>,
     shared: Arc<Shared>,
     engine: Arc<Engine>,
     to: ReplyTo,
@@ -733,8 +855,12 @@ impl FileJob {
         };
         let named = Path::new(std::ffi::OsStr::from_bytes(&self.name));
         let verdict = slot.scanning(|| {
-            self.engine
-                .scan_fd(std::os::fd::AsFd::as_fd(&self.file), named, allmatch)
+            self.engine.scan_fd_unless(
+                std::os::fd::AsFd::as_fd(&self.file),
+                named,
+                allmatch,
+                Some(&self.gone),
+            )
         });
         record(
             &self.shared,
@@ -758,6 +884,8 @@ impl FileJob {
                 send(reply::error(&self.name, message.as_bytes()));
                 FileResult::Error
             }
+            // The walk stops at its next entry; nothing is said.
+            Verdict::Abandoned => FileResult::Error,
         }
     }
 }
