@@ -367,6 +367,12 @@ fn fd_path(fd: BorrowedFd<'_>) -> Option<Vec<u8>> {
 pub fn open_path(rules: &Rules, path: &[u8]) -> Result<Found, Refused> {
     let end = walk(rules, path, false)?;
     let end = if FileType::from_raw_mode(end.stat.st_mode) == FileType::Symlink {
+        // The link itself is a file like any other: outside the roots it
+        // is missing, not a symlink that is skipped (which would tell the
+        // client it exists).
+        if !rules.inside(&end.walk.canonical(end.name.as_deref())) {
+            return Err(Refused::outside());
+        }
         if !rules.follows_any() {
             return Ok(Found::Link);
         }
@@ -578,6 +584,16 @@ mod tests {
         }
         let e = open_path(&r, &b(&inside.join("../secret"))).unwrap_err();
         assert_eq!(e.why, "outside policy.scan-roots");
+        // A symlink outside the roots is as missing as a file there, followed
+        // or not (a skipped link would answer OK and tell it exists).
+        symlink(base.join("secret"), base.join("outside-link")).unwrap();
+        for follow in [false, true] {
+            r.follow_files = follow;
+            let e = open_path(&r, &b(&base.join("outside-link"))).unwrap_err();
+            assert_eq!(e.errno, Errno::NOENT, "follow_files={follow}");
+            assert_eq!(e.why, "outside policy.scan-roots");
+        }
+        r.follow_files = true;
         assert!(r.inside(&b(&inside)));
         assert!(!r.inside(&b(&base.join("inside-not"))));
     }
