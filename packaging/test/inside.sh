@@ -196,13 +196,13 @@ check "status line: landlock=full, seccomp=on, workers serving" bash -c '
     s=$(systemctl show -p StatusText --value clamsentry.service); echo "$s"
     echo "$s" | grep -q "landlock=full" && echo "$s" | grep -q " seccomp=on " \
         && echo "$s" | grep -Eq "workers [1-9][0-9]* serving"'
-check "seccomp filters: the engine holder adds one to the unit's, each worker one more" bash -c '
+check "seccomp filters: the engine holder and observer add one to the unit's, each worker one more, the launcher none (it runs commands)" bash -c '
     main=$(systemctl show -p MainPID --value clamsentry.service)
     own=$(awk "/^Seccomp_filters:/ {print \$2}" /proc/$main/status); echo "supervisor: $own filters"
     [ "$own" -ge 1 ] || exit 1
     for p in $(cat /proc/$main/task/*/children); do
         n=$(awk "/^Seccomp_filters:/ {print \$2}" /proc/$p/status); echo "$p $(cat /proc/$p/comm): $n"
-        case $(cat /proc/$p/comm) in clamsentry-eng) want=$((own + 1)) ;; *) want=$((own + 2)) ;; esac
+        case $(cat /proc/$p/comm) in clamsentry-evt) want=$own ;; clamsentry-eng|clamsentry-obs) want=$((own + 1)) ;; *) want=$((own + 2)) ;; esac
         [ "$n" = "$want" ] || exit 1
     done'
 check "sandbox-check under the unit's sandbox: every socket, connect and io_uring attempt denied" bash -c '

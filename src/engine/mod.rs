@@ -371,8 +371,9 @@ impl Engine {
             );
         }
         let loaded = engine.load_dir(dir, settings.db_options);
-        // SAFETY: the engine is fully configured and loaded, and not shared yet.
         let rc = if loaded.is_ok() {
+            // SAFETY: the engine is fully configured and loaded, and not
+            // shared yet.
             unsafe { sys::cl_engine_compile(engine.raw.as_ptr()) }
         } else {
             sys::cl_error_t::CL_SUCCESS

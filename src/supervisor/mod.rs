@@ -3,9 +3,14 @@
 //! records who the peer is, and hands the connection to a worker; it serves
 //! the workers' file requests as the client ([`broker`]); it starts the
 //! engine holders and decides everything about the daemon's life
-//! ([`lifecycle`]). It never parses a byte from a client or a scanned file,
-//! except the PROXY v2 header a trusted load balancer puts before a
-//! client's bytes ([`proxied`]: bounded, from `listen.proxy-from` only).
+//! ([`lifecycle`]). It never reads a client's command stream or a scanned
+//! file. What it does take from the unprivileged side is bounded and
+//! checked: the paths a client named (walked as the client, one component
+//! at a time, by [`broker`]), the workers' closed messages
+//! (`crate::ipc::messages`, decoded with a length and a type), the log
+//! records it relays ([`logrelay`]), and the PROXY v2 header a trusted load
+//! balancer puts before a client's bytes ([`proxied`]: bounded, from
+//! `listen.proxy-from` only).
 //!
 //! Start-up order: configuration → logging → systemd's sockets (taken
 //! before any thread exists, as they come through environment variables) →

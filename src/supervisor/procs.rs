@@ -3,8 +3,9 @@
 //! a raw pid that could have been reused.
 //!
 //! Engine holders (zygotes) are `clamsentry __zygote` processes started
-//! here. Workers are forked by a zygote with `CLONE_PARENT`, so they are the
-//! supervisor's own children too: the kernel, not the zygote, tells the
+//! here. Workers are forked by a zygote through an intermediate child that
+//! exits at once (`src/zygote/fork.rs`), so they are re-parented to the
+//! supervisor, a child subreaper: the kernel, not the zygote, tells the
 //! supervisor when one exits and how. A worker's pid comes from the kernel
 //! as well (SCM_CREDENTIALS on its first message); [`adopt`] opens a pidfd
 //! for it and checks that it is a child of this process, which a process
