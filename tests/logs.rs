@@ -522,9 +522,11 @@ fn a_compromised_worker_cannot_write_lines_that_look_like_the_supervisors() {
     assert_eq!(got, b"PONG\0", "{}", d.log());
 
     let lines = parsed_lines(&d, start);
+    // The attacked worker: the one whose channel the sender used (other
+    // workers, standby ones included, may log first).
     let worker_id = lines
         .iter()
-        .find(|p| field(p, "source") == Some("worker"))
+        .find(|p| field(p, "source") == Some("worker") && field(p, "pid") == Some(sender.as_str()))
         .and_then(|p| field(p, "worker"))
         .expect("a line of the worker")
         .to_string();

@@ -804,11 +804,14 @@ impl Machine {
             return;
         }
         // Already bound and serving, or on its way, with the newest engine.
+        // A worker that was killed is not (it is gone for the gate at once,
+        // and its client's next connection must not wait for the reaping).
         let newest = self
             .current
             .or_else(|| self.workers.values().map(|w| w.gen).max());
         if self.workers.values().any(|w| {
             w.tenant == Some(t)
+                && w.killed.is_none()
                 && Some(w.gen) == newest
                 && matches!(w.state, WState::Forking | WState::Serving)
         }) {

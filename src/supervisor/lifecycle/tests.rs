@@ -209,6 +209,25 @@ fn the_next_connection_of_a_crashed_workers_client_finds_a_standby() {
 }
 
 #[test]
+fn a_killed_workers_client_gets_another_before_the_kill_is_reaped() {
+    let t = Instant::now();
+    let (mut m, _) = serving(2, t);
+    let a = m.handle(Event::Want(A), t);
+    let (first, _) = bound(&a)[0];
+    for (_, w) in forks(&m.handle(Event::Tick, t)) {
+        m.handle(Event::WorkerHello(w), t);
+    }
+    // A violation: killed now, reaped later.
+    let a = m.handle(Event::Violation(Who::Worker(first), "x".into()), t);
+    assert_eq!(a.first(), Some(&Action::Kill(first)));
+    // The client's next connection, before the exit is seen.
+    let a = m.handle(Event::Want(A), t);
+    let b = bound(&a);
+    assert_eq!(b.len(), 1, "{a:?}");
+    assert_ne!(b[0].0, first);
+}
+
+#[test]
 fn reload_is_blue_green_per_tenant() {
     let t = Instant::now();
     let (mut m, ids) = serving(1, t);
