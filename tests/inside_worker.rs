@@ -230,8 +230,332 @@ fn without_the_filter_the_same_injection_reaches_the_daemon() {
             "Landlock ABI < 9 lets a worker connect to the daemon's own socket"
         );
         assert_eq!(w.syscall(libc::SYS_close, &[fd as u64]), 0);
+        // The kernel alone lets a worker make System V objects and read
+        // (or set) the limits of the engine holder, a process of its uid.
+        let id = w.syscall(
+            libc::SYS_shmget,
+            &[
+                libc::IPC_PRIVATE as u64,
+                4096,
+                (libc::IPC_CREAT | 0o600) as u64,
+            ],
+        );
+        assert!(id >= 0, "shmget() without the filter: {id}");
+        assert_eq!(
+            w.syscall(libc::SYS_shmctl, &[id as u64, libc::IPC_RMID as u64, 0]),
+            0
+        );
+        let holder = d.zygotes()[0];
+        let old = w.scratch(16);
+        assert_eq!(
+            w.syscall(
+                libc::SYS_prlimit64,
+                &[holder as u64, libc::RLIMIT_CPU as u64, 0, old]
+            ),
+            0,
+            "prlimit64 on the engine holder without the filter"
+        );
         w.detach();
         still_serves(&d, worker);
+    }
+}
+
+/// The System V objects whose owner is `uid` (`/proc/sysvipc/*`), as
+/// "kind key id" lines.
+fn sysv_objects_of(uid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for kind in ["shm", "msg", "sem"] {
+        let text = std::fs::read_to_string(format!("/proc/sysvipc/{kind}")).unwrap();
+        // Header: key, id, perms, …, uid gid cuid cgid (the uid column's
+        // place differs between the three files).
+        let names: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
+        let at = names.iter().position(|n| *n == "uid").unwrap();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.get(at) == Some(&uid.to_string().as_str()) {
+                out.push(format!("{kind} {} {}", f[0], f[1]));
+            }
+        }
+    }
+    out
+}
+
+/// System V IPC from inside each filtered child (a worker, the engine
+/// holder, the observer): every call is refused, no object appears for
+/// the service user, and the worker serves on.
+#[test]
+fn inside_a_worker_system_v_ipc_is_denied() {
+    can_attack!();
+    #[cfg(target_arch = "x86_64")]
+    {
+        let db = TestDb::new();
+        let metrics = format!("listen = \"127.0.0.1:{}\"", common::daemons::free_port());
+        let d = Daemon::clamsentry(
+            db.path(),
+            &[("limits", "standby-workers = 1"), ("metrics", &metrics)],
+        );
+        let worker = d.worker_of("uid=0");
+        let holder = d.zygotes()[0];
+        let observer = d.observer();
+        let uid = common::service_user().0;
+        // (Compared, not required empty: a run without the filter leaves
+        // objects behind, which is the point.)
+        let before = sysv_objects_of(uid);
+        let e = -i64::from(libc::EPERM);
+        let create = (libc::IPC_CREAT | 0o666) as u64;
+        for (who, pid) in [
+            ("worker", worker),
+            ("engine holder", holder),
+            ("observer", observer),
+        ] {
+            let mut w = inject::Injector::attach(pid);
+            assert_eq!(w.syscall(libc::SYS_getpid, &[]), i64::from(pid), "{who}");
+            assert_eq!(w.syscall(libc::SYS_getuid, &[]), i64::from(uid), "{who}");
+            let private = libc::IPC_PRIVATE as u64;
+            for (name, nr, args) in [
+                ("shmget", libc::SYS_shmget, vec![private, 1 << 20, create]),
+                (
+                    "shmget key",
+                    libc::SYS_shmget,
+                    vec![0x636c_616d, 1 << 20, create],
+                ),
+                ("msgget", libc::SYS_msgget, vec![private, create]),
+                ("semget", libc::SYS_semget, vec![private, 1, create]),
+                // On objects that exist or not: refused before the id is
+                // looked at (not EINVAL).
+                ("shmat", libc::SYS_shmat, vec![0, 0, 0]),
+                (
+                    "shmctl",
+                    libc::SYS_shmctl,
+                    vec![0, libc::IPC_STAT as u64, w.scratch(0)],
+                ),
+                ("msgsnd", libc::SYS_msgsnd, vec![0, w.scratch(0), 8, 0]),
+                ("semop", libc::SYS_semop, vec![0, w.scratch(0), 1]),
+            ] {
+                assert_eq!(w.syscall(nr, &args), e, "{name} in the {who}");
+            }
+            w.detach();
+        }
+        assert_eq!(sysv_objects_of(uid), before);
+        still_serves(&d, worker);
+    }
+}
+
+/// `(soft RLIMIT_CPU as /proc shows it, nice, scheduling policy)` of `pid`.
+fn limits_and_scheduling(pid: i32) -> (String, i64, i64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let cpu = limits
+        .lines()
+        .find(|l| l.starts_with("Max cpu time"))
+        .unwrap()
+        .to_string();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After "PID (COMM)": field 3 is the state; nice is field 19, the
+    // policy field 41.
+    let tail: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    (
+        cpu,
+        tail[19 - 3].parse().unwrap(),
+        tail[41 - 3].parse().unwrap(),
+    )
+}
+
+/// From inside worker A, the rlimits, priority, scheduler and I/O priority
+/// of another worker and of the engine holder (the same uid, so the kernel
+/// alone would allow it) cannot be changed; A's own can.
+#[test]
+fn inside_a_worker_other_processes_limits_and_priority_are_denied() {
+    can_attack!();
+    #[cfg(target_arch = "x86_64")]
+    {
+        let db = TestDb::new();
+        let d = Daemon::clamsentry(db.path(), &[("limits", "standby-workers = 1")]);
+        let a = d.worker_of("uid=0");
+        // The standby forked to replace the one root's connection took.
+        let b = *d
+            .wait_workers(2)
+            .iter()
+            .find(|&&p| p != a)
+            .expect("a second worker");
+        let holder = d.zygotes()[0];
+        let mut w = inject::Injector::attach(a);
+        assert_eq!(w.syscall(libc::SYS_getpid, &[]), i64::from(a));
+        let e = -i64::from(libc::EPERM);
+        let (new, old) = (w.scratch(0), w.scratch(16));
+        // RLIMIT_CPU 1 s: the target would die at its next second of CPU.
+        w.poke(new, &[1u64.to_ne_bytes(), 1u64.to_ne_bytes()].concat());
+        let param = w.scratch(64);
+        w.poke(param, &0u32.to_ne_bytes());
+        const IOPRIO_WHO_PROCESS: u64 = 1;
+        // IOPRIO_CLASS_IDLE << 13.
+        const IOPRIO_IDLE: u64 = 3 << 13;
+        for (who, pid) in [("worker B", b), ("the engine holder", holder)] {
+            let before = limits_and_scheduling(pid);
+            let t = pid as u64;
+            let cpu = libc::RLIMIT_CPU as u64;
+            for (name, nr, args) in [
+                ("prlimit64 set", libc::SYS_prlimit64, vec![t, cpu, new, 0]),
+                ("prlimit64 read", libc::SYS_prlimit64, vec![t, cpu, 0, old]),
+                (
+                    "setpriority",
+                    libc::SYS_setpriority,
+                    vec![libc::PRIO_PROCESS as u64, t, 19],
+                ),
+                (
+                    "sched_setscheduler",
+                    libc::SYS_sched_setscheduler,
+                    vec![t, libc::SCHED_IDLE as u64, param],
+                ),
+                ("sched_setparam", libc::SYS_sched_setparam, vec![t, param]),
+                (
+                    "sched_setaffinity",
+                    libc::SYS_sched_setaffinity,
+                    vec![t, 8, param],
+                ),
+                (
+                    "ioprio_set",
+                    libc::SYS_ioprio_set,
+                    vec![IOPRIO_WHO_PROCESS, t, IOPRIO_IDLE],
+                ),
+            ] {
+                assert_eq!(w.syscall(nr, &args), e, "{name} on {who} ({pid})");
+            }
+            assert_eq!(limits_and_scheduling(pid), before, "{who} unchanged");
+            assert_eq!(before.1, 0, "{who} not reniced");
+        }
+        // Every process of the group or the user (0: the caller's own,
+        // which hold B and the engine holder too).
+        let before = [limits_and_scheduling(b), limits_and_scheduling(holder)];
+        assert_eq!(
+            w.syscall(libc::SYS_setpriority, &[libc::PRIO_PGRP as u64, 0, 19]),
+            e
+        );
+        assert_eq!(
+            w.syscall(libc::SYS_setpriority, &[libc::PRIO_USER as u64, 0, 19]),
+            e
+        );
+        assert_eq!(
+            w.syscall(libc::SYS_ioprio_set, &[3, 0, IOPRIO_IDLE]),
+            e,
+            "IOPRIO_WHO_USER"
+        );
+        assert_eq!(
+            [limits_and_scheduling(b), limits_and_scheduling(holder)],
+            before
+        );
+        // Its own, as glibc's getrlimit/setrlimit make them: read, then set
+        // to what it was (the worker keeps its limits).
+        assert_eq!(
+            w.syscall(libc::SYS_prlimit64, &[0, libc::RLIMIT_CPU as u64, 0, old]),
+            0
+        );
+        assert_eq!(
+            w.syscall(libc::SYS_prlimit64, &[0, libc::RLIMIT_CPU as u64, old, 0]),
+            0
+        );
+        assert_eq!(
+            w.syscall(libc::SYS_setpriority, &[libc::PRIO_PROCESS as u64, 0, 0]),
+            0
+        );
+        w.detach();
+        still_serves(&d, a);
+        assert!(d.workers().contains(&b), "worker B lives");
+    }
+}
+
+/// Where a descriptor of `pid` points.
+fn fd_target(pid: i32, fd: i32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// No child holds the daemon's stdout or stderr (under systemd, the
+/// journal stream): stdin and stdout are /dev/null; stderr is a pipe of
+/// the child's own, which the supervisor relays as marked, budgeted
+/// lines. Bytes written to descriptors 1 and 2 from inside a worker, the
+/// engine holder and the observer reach the daemon's stdout never, and its
+/// stderr only as lines marked `via=stderr` with the child's source.
+#[test]
+fn inside_a_worker_stdout_is_dev_null_and_stderr_is_relayed() {
+    can_attack!();
+    #[cfg(target_arch = "x86_64")]
+    {
+        let db = TestDb::new();
+        let metrics = format!("listen = \"127.0.0.1:{}\"", common::daemons::free_port());
+        let out = tempfile::NamedTempFile::new().unwrap();
+        let out_path = out.path().to_path_buf();
+        let d = Daemon::launch(
+            db.path(),
+            &[("limits", "standby-workers = 1"), ("metrics", &metrics)],
+            |l| {
+                // The daemon's stdout is a file the test reads.
+                let mut c = std::process::Command::new("sh");
+                c.args(["-c", "exec \"$0\" --config \"$1\" >\"$2\""])
+                    .arg(&l.bin)
+                    .arg(&l.config)
+                    .arg(&out_path);
+                c
+            },
+        );
+        let children = [
+            ("worker", d.worker_of("uid=0")),
+            ("engine holder", d.zygotes()[0]),
+            ("observer", d.observer()),
+        ];
+        let daemon_out = fd_target(d.pid(), 1);
+        let daemon_err = fd_target(d.pid(), 2);
+        assert_eq!(daemon_out, out_path.to_string_lossy());
+        for (who, pid) in children {
+            assert_eq!(fd_target(pid, 0), "/dev/null", "{who}'s stdin");
+            assert_eq!(fd_target(pid, 1), "/dev/null", "{who}'s stdout");
+            let err = fd_target(pid, 2);
+            assert!(err.starts_with("pipe:"), "{who}'s stderr is {err}");
+            assert_ne!(err, daemon_err, "{who}");
+        }
+        for (who, pid) in children {
+            let mut w = inject::Injector::attach(pid);
+            let buf = w.scratch(0);
+            let mark = |fd: i32| format!("forged-{fd}-{pid} level=ERROR source=supervisor\n");
+            for fd in [1, 2] {
+                let line = mark(fd);
+                w.poke(buf, line.as_bytes());
+                assert_eq!(
+                    w.syscall(libc::SYS_write, &[fd as u64, buf, line.len() as u64]),
+                    line.len() as i64,
+                    "write({fd}) in the {who}"
+                );
+            }
+            w.detach();
+        }
+        // The relay writes each stderr line once it has read it.
+        let mut log = String::new();
+        for (_, pid) in children {
+            log = d.log_with(&format!("forged-2-{pid}"));
+        }
+        let stdout = std::fs::read_to_string(&out_path).unwrap();
+        for (who, pid) in children {
+            let (one, two) = (format!("forged-1-{pid}"), format!("forged-2-{pid}"));
+            assert!(!stdout.contains(&one) && !stdout.contains(&two), "{stdout}");
+            assert!(
+                !log.contains(&one),
+                "the {who}'s stdout reached the log:\n{log}"
+            );
+            let lines: Vec<&str> = log.lines().filter(|l| l.contains(&two)).collect();
+            assert_eq!(lines.len(), 1, "{who}: {lines:?}");
+            assert!(
+                lines[0].contains("via=stderr") && !lines[0].starts_with("forged"),
+                "the {who}'s stderr line is relayed, marked: {}",
+                lines[0]
+            );
+        }
+        still_serves(&d, children[0].1);
     }
 }
 

@@ -10,9 +10,10 @@
 //! (client connections, its two channels, the journald socket opened at
 //! start), polls them, maps memory, waits on futexes, reads the clock and
 //! works in its temporary directory. So the filters deny, with `EPERM`,
-//! making or connecting sockets and a list of kernel interfaces that such a
-//! process never uses and that exploits like (the tables give each
-//! reason). Everything else is allowed: a deny list, because an allow list
+//! making or connecting sockets, a list of kernel interfaces that such a
+//! process never uses and that exploits like, System V IPC, and changing
+//! the limits or scheduling of any process but itself (the tables give
+//! each reason). Everything else is allowed: a deny list, because an allow list
 //! would have to be proved complete for every code path of libclamav (its
 //! unpackers, bytecode interpreter, temp-file handling), tokio and std, and
 //! a call it missed would turn a rare file into a failed scan.
@@ -46,7 +47,9 @@
 //! 4. The layer's table, compiled by `seccompiler`. Engine holder: every
 //!    [`DENIED`] call, `clone` with a namespace flag, `personality` other
 //!    than a query or `PER_LINUX`, and the two `ioctl`s that push input into
-//!    a terminal, get `EPERM`. Worker: `socketpair`, `fork`, `vfork` and
+//!    a terminal, get `EPERM`; so do the [`SELF_ONLY`] calls (`prlimit64`,
+//!    `setpriority`, `sched_set*`, `ioprio_set`) when they name a process
+//!    other than the caller (0), or a process group or user. Worker: `socketpair`, `fork`, `vfork` and
 //!    `clone` without `CLONE_THREAD` get `EPERM`. Everything else is
 //!    allowed.
 //!
@@ -68,9 +71,10 @@
 //!
 //! Since Linux 5.11 the kernel runs the program once per system call
 //! number when a filter is installed and caches the numbers whose answer
-//! is always "allow"; only `clone`, `personality` and `ioctl` (the three
-//! that look at arguments) and the denied calls run the filters afterwards.
-//! On x86-64 the engine holder's program is 373 instructions, the
+//! is always "allow"; only `clone`, `personality`, `ioctl` and the
+//! [`SELF_ONLY`] calls (those that look at arguments) and the denied calls
+//! run the filters afterwards.
+//! On x86-64 the engine holder's program is 492 instructions, the
 //! worker's 36.
 #![allow(unsafe_code)]
 
@@ -104,7 +108,8 @@ pub struct Group {
 
 /// Every system call the filter answers with `EPERM` whatever its
 /// arguments, with the reason. (`clone`, `personality` and `ioctl` are
-/// denied only for some arguments, see [`CONDITIONAL`]; `clone3` gets
+/// denied only for some arguments, see [`CONDITIONAL`], and so are the
+/// [`SELF_ONLY`] calls; `clone3` gets
 /// `ENOSYS`; x32 numbers get `EPERM`.)
 pub const DENIED: &[Group] = &[
     Group {
@@ -208,6 +213,26 @@ pub const DENIED: &[Group] = &[
             ("vhangup", libc::SYS_vhangup),
         ],
     },
+    Group {
+        why: "System V IPC: its objects outlive the process and belong to the service user, so \
+              every worker could reach them (a channel between workers that serve different \
+              clients), and their memory is bounded by no rlimit of the worker (the multiplexer \
+              `ipc` exists on none of the architectures this filter is built for)",
+        calls: &[
+            ("shmget", libc::SYS_shmget),
+            ("shmat", libc::SYS_shmat),
+            ("shmdt", libc::SYS_shmdt),
+            ("shmctl", libc::SYS_shmctl),
+            ("msgget", libc::SYS_msgget),
+            ("msgsnd", libc::SYS_msgsnd),
+            ("msgrcv", libc::SYS_msgrcv),
+            ("msgctl", libc::SYS_msgctl),
+            ("semget", libc::SYS_semget),
+            ("semop", libc::SYS_semop),
+            ("semtimedop", libc::SYS_semtimedop),
+            ("semctl", libc::SYS_semctl),
+        ],
+    },
     #[cfg(target_arch = "x86_64")]
     Group {
         why: "x86 I/O ports and segment tables (modify_ldt is an old exploit aid)",
@@ -271,6 +296,80 @@ pub const CONDITIONAL: &[(&str, &str)] = &[
          (stderr in the foreground) belongs to, to be run by the administrator's shell; \
          Landlock's device-ioctl right does not cover descriptors opened before the sandbox",
     ),
+];
+
+/// A call that changes a process's limits or scheduling and names the
+/// process in an argument: allowed only on the caller itself.
+pub struct SelfOnly {
+    pub name: &'static str,
+    pub nr: libc::c_long,
+    /// The argument naming the process (a pid, a thread id or a group or
+    /// user id, see `kind`): only 0, the caller, is allowed.
+    pub target: u8,
+    /// The argument saying what `target` names, and the only value allowed
+    /// (a process, not a process group or a user), for the calls that
+    /// have one.
+    pub kind: Option<(u8, u64)>,
+}
+
+/// Why [`SELF_ONLY`] calls may not name another process.
+pub const SELF_ONLY_WHY: &str = "the engine holder, the observer and every worker run as the \
+     same user, so the kernel lets each of them lower another's rlimits, renice it, set it to \
+     SCHED_IDLE or pin it to one CPU: one client slowing or breaking another's scans; none of \
+     our code, std, tokio or libclamav calls these for a process other than itself, and \
+     glibc's setrlimit and nice pass 0";
+
+/// `IOPRIO_WHO_PROCESS` of <linux/ioprio.h> (not in the libc crate).
+pub const IOPRIO_WHO_PROCESS: u64 = 1;
+
+/// `PRIO_PROCESS` of <sys/resource.h>.
+pub const PRIO_PROCESS: u64 = 0;
+
+/// The calls allowed only with 0 as the process (and, where the call can
+/// name a process group or a user instead, only as a process).
+pub const SELF_ONLY: &[SelfOnly] = &[
+    SelfOnly {
+        name: "prlimit64",
+        nr: libc::SYS_prlimit64,
+        target: 0,
+        kind: None,
+    },
+    SelfOnly {
+        name: "setpriority",
+        nr: libc::SYS_setpriority,
+        target: 1,
+        kind: Some((0, PRIO_PROCESS)),
+    },
+    SelfOnly {
+        name: "sched_setscheduler",
+        nr: libc::SYS_sched_setscheduler,
+        target: 0,
+        kind: None,
+    },
+    SelfOnly {
+        name: "sched_setparam",
+        nr: libc::SYS_sched_setparam,
+        target: 0,
+        kind: None,
+    },
+    SelfOnly {
+        name: "sched_setattr",
+        nr: libc::SYS_sched_setattr,
+        target: 0,
+        kind: None,
+    },
+    SelfOnly {
+        name: "sched_setaffinity",
+        nr: libc::SYS_sched_setaffinity,
+        target: 0,
+        kind: None,
+    },
+    SelfOnly {
+        name: "ioprio_set",
+        nr: libc::SYS_ioprio_set,
+        target: 1,
+        kind: Some((0, IOPRIO_WHO_PROCESS)),
+    },
 ];
 
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
@@ -361,7 +460,22 @@ fn engine_holder_rules(accepts: bool) -> Result<BTreeMap<i64, Vec<SeccompRule>>,
             rule(vec![cond(1, SeccompCmpOp::Eq, TIOCLINUX)?])?,
         ],
     );
+    for call in SELF_ONLY {
+        rules.insert(call.nr, self_only_rules(call)?);
+    }
     Ok(rules)
+}
+
+/// The rules under which a [`SELF_ONLY`] call is denied: it names a
+/// process other than 0, or something other than a process. The
+/// comparison is of the low 32 bits, as the kernel reads a `pid_t` or an
+/// `int`.
+fn self_only_rules(call: &SelfOnly) -> Result<Vec<SeccompRule>, String> {
+    let mut out = vec![rule(vec![cond(call.target, SeccompCmpOp::Ne, 0)?])?];
+    if let Some((arg, value)) = call.kind {
+        out.push(rule(vec![cond(arg, SeccompCmpOp::Ne, value)?])?);
+    }
+    Ok(out)
 }
 
 /// The worker's table: [`WORKER_DENIED`], and `clone` without
@@ -744,6 +858,95 @@ mod tests {
     }
 
     #[test]
+    fn no_system_v_ipc_in_any_layer() {
+        let listener = program(Layer::Listener).unwrap();
+        for (name, nr) in [
+            ("shmget", libc::SYS_shmget),
+            ("shmat", libc::SYS_shmat),
+            ("shmdt", libc::SYS_shmdt),
+            ("shmctl", libc::SYS_shmctl),
+            ("msgget", libc::SYS_msgget),
+            ("msgsnd", libc::SYS_msgsnd),
+            ("msgrcv", libc::SYS_msgrcv),
+            ("msgctl", libc::SYS_msgctl),
+            ("semget", libc::SYS_semget),
+            ("semop", libc::SYS_semop),
+            ("semtimedop", libc::SYS_semtimedop),
+            ("semctl", libc::SYS_semctl),
+        ] {
+            // IPC_PRIVATE, a key, IPC_CREAT|0666: whatever the arguments.
+            for args in [[0; 6], [0x1234, 4096, 0o1666, 0, 0, 0]] {
+                assert_eq!(call(nr, args), EPERM, "{name}");
+                assert_eq!(run(&listener, native(), nr as u32, args), EPERM, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn limits_and_scheduling_only_of_oneself() {
+        let listener = program(Layer::Listener).unwrap();
+        let both = |nr: libc::c_long, args: [u64; 6]| {
+            let answer = call(nr, args);
+            assert_eq!(run(&listener, native(), nr as u32, args), answer);
+            answer
+        };
+        const OTHER: u64 = 4242;
+        for c in SELF_ONLY {
+            let mut mine = [0u64, 0, 19, 0, 0, 0];
+            if let Some((arg, value)) = c.kind {
+                mine[usize::from(arg)] = value;
+            }
+            assert_eq!(both(c.nr, mine), ALLOW, "{} on itself", c.name);
+            // The kernel reads an int: high bits do not make another pid.
+            let mut high = mine;
+            high[usize::from(c.target)] = 0xffff_ffff_0000_0000;
+            assert_eq!(both(c.nr, high), ALLOW, "{} high bits", c.name);
+            for pid in [OTHER, 1, u64::from(u32::MAX), 0x1_0000_0001] {
+                let mut theirs = mine;
+                theirs[usize::from(c.target)] = pid;
+                assert_eq!(both(c.nr, theirs), EPERM, "{} on {pid:#x}", c.name);
+            }
+            if let Some((arg, value)) = c.kind {
+                // A process group or a user (0: the caller's own, which
+                // holds the other processes of the service user).
+                for kind in [value + 1, value + 2] {
+                    let mut group = mine;
+                    group[usize::from(arg)] = kind;
+                    assert_eq!(both(c.nr, group), EPERM, "{} kind {kind}", c.name);
+                }
+            }
+        }
+        // As glibc's setrlimit, nice and getrlimit make them.
+        let rlimit_cpu = libc::RLIMIT_CPU as u64;
+        assert_eq!(
+            both(libc::SYS_prlimit64, [0, rlimit_cpu, 0x1000, 0, 0, 0]),
+            ALLOW
+        );
+        assert_eq!(
+            both(libc::SYS_setpriority, [PRIO_PROCESS, 0, 10, 0, 0, 0]),
+            ALLOW
+        );
+        // Reading another's priority is no change.
+        assert_eq!(
+            both(libc::SYS_getpriority, [PRIO_PROCESS, OTHER, 0, 0, 0, 0]),
+            ALLOW
+        );
+        let names: Vec<&str> = SELF_ONLY.iter().map(|c| c.name).collect();
+        assert_eq!(
+            names,
+            [
+                "prlimit64",
+                "setpriority",
+                "sched_setscheduler",
+                "sched_setparam",
+                "sched_setattr",
+                "sched_setaffinity",
+                "ioprio_set"
+            ]
+        );
+    }
+
+    #[test]
     fn personality_may_only_be_read() {
         let p = libc::SYS_personality;
         assert_eq!(call(p, [PERSONALITY_QUERY, 0, 0, 0, 0, 0]), ALLOW);
@@ -799,7 +1002,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_lengths_in_the_documentation_hold() {
-        assert_eq!(program(Layer::EngineHolder).unwrap().len(), 373);
+        assert_eq!(program(Layer::EngineHolder).unwrap().len(), 492);
         assert_eq!(program(Layer::Worker).unwrap().len(), 36);
     }
 
@@ -810,5 +1013,6 @@ mod tests {
         }
         let names: Vec<&str> = CONDITIONAL.iter().map(|c| c.0).collect();
         assert_eq!(names, ["clone", "personality", "ioctl"]);
+        assert!(SELF_ONLY_WHY.len() > 20);
     }
 }

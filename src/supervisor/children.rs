@@ -77,7 +77,7 @@ impl Children {
             &["__zygote"],
             &OwnedFd::from(theirs),
             &log.channel,
-            Some(log.stderr),
+            procs::Output::Relayed(log.stderr),
         )?);
         drop(log.channel);
         self.watch_log(Who::Zygote(g), log_reader);

@@ -294,7 +294,7 @@ pub fn sandbox_check(source: ConfigSource, connect: &[PathBuf]) -> Result<i32, S
         &args,
         &OwnedFd::from(theirs),
         &OwnedFd::from(log_child),
-        None,
+        procs::Output::Terminal,
     )?;
     let config = ToZygote::Config {
         toml: prepared.text,

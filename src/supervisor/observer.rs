@@ -430,7 +430,7 @@ impl Observing {
             &["__observer"],
             &OwnedFd::from(theirs),
             &log.channel,
-            Some(log.stderr),
+            procs::Output::Relayed(log.stderr),
         )?);
         drop(log.channel);
         let ltx = tx.clone();

@@ -122,16 +122,29 @@ pub fn adopt(pid: i32) -> std::io::Result<Child> {
 /// The fd numbers the zygote finds its control channel at.
 pub const ZYGOTE_CONTROL_FD: RawFd = 3;
 
+/// Where an exec'd child's stdout and stderr go.
+pub enum Output {
+    /// Every child of the daemon: stdout `/dev/null`, stderr the pipe the
+    /// supervisor reads (`logrelay`: lines marked as the child's and within
+    /// its budgets). Under systemd the daemon's own stdout and stderr are
+    /// the journal stream: a child holding them would write lines as the
+    /// daemon, past the budgets and the marks.
+    Relayed(OwnedFd),
+    /// `clamsentry sandbox-check` only: the probe prints its findings to
+    /// the operator's terminal (the command's own stdout and stderr); it
+    /// reads no client byte.
+    Terminal,
+}
+
 /// Starts `clamsentry <args>` (the same binary) with `control` at fd 3,
 /// `log` (its log channel) at fd 4 (`log::relay::LOG_FD`) and nothing else
-/// but stdin (/dev/null), stdout and stderr: `stderr` when given (the pipe
-/// the supervisor reads its lines from), else the supervisor's own.
-/// systemd's variables are not passed on.
+/// but stdin (/dev/null), stdout and stderr as `output` says. systemd's
+/// variables are not passed on.
 pub fn spawn_zygote(
     args: &[&str],
     control: &OwnedFd,
     log: &OwnedFd,
-    stderr: Option<OwnedFd>,
+    output: Output,
 ) -> std::io::Result<Child> {
     let mut cmd = std::process::Command::new("/proc/self/exe");
     cmd.args(args)
@@ -142,8 +155,9 @@ pub fn spawn_zygote(
         .env_remove("LISTEN_FDS")
         .env_remove("LISTEN_PID")
         .env_remove("LISTEN_FDNAMES");
-    if let Some(fd) = stderr {
-        cmd.stderr(std::process::Stdio::from(fd));
+    if let Output::Relayed(fd) = output {
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(fd));
     }
     let sources = [control.as_raw_fd(), log.as_raw_fd()];
     // SAFETY: the closure runs in the child between fork and exec and only
