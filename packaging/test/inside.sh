@@ -231,7 +231,7 @@ check "Landlock hidden by a seccomp filter: the daemon refuses to start and says
         -p SystemCallErrorNumber=ENOSYS /usr/bin/clamsentry --config /tmp/ll.toml 2>&1); rc=$?
     echo "$out" | tail -n 3; echo "exit $rc"
     [ $rc != 0 ] && echo "$out" | grep -q "seccomp filter hides the Landlock system calls" \
-        && echo "$out" | grep -q "sandbox.landlock = \"best-effort\""'
+        && echo "$out" | grep -Eq "sandbox.landlock = \\\\?\"best-effort"'
 check "supervisor keeps only SETUID SETGID SETPCAP CHOWN DAC_READ_SEARCH KILL" bash -c '
     main=$(systemctl show -p MainPID --value clamsentry.service); grep -E "^Cap(Prm|Eff|Bnd):" /proc/$main/status
     # bits: KILL 5, SETGID 6, SETUID 7, SETPCAP 8, DAC_READ_SEARCH 2
