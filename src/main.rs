@@ -84,6 +84,10 @@ enum Cmd {
     /// Internal: the VirusEvent launcher, started by the supervisor.
     #[command(name = "__virus-event", hide = true)]
     VirusEvent,
+    /// Internal: the COMMANDS and OPTIONS sections of clamsentry(8), in
+    /// roff, from these definitions (packaging/man/generate.sh).
+    #[command(name = "__man", hide = true)]
+    Man,
 }
 
 impl Cli {
@@ -142,6 +146,7 @@ fn main() -> ExitCode {
         }
         Some(Cmd::VirusEvent) => ExitCode::from(clamsentry::launcher::main().clamp(0, 255) as u8),
         Some(Cmd::Observer) => ExitCode::from(clamsentry::observer::main().clamp(0, 255) as u8),
+        Some(Cmd::Man) => man_sections(),
         Some(Cmd::SandboxCheck { connect }) => {
             match clamsentry::supervisor::sandbox_check(source, &connect) {
                 Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -268,5 +273,81 @@ fn convert(file: &std::path::Path) -> ExitCode {
             eprintln!("clamsentry: {p}");
         }
         ExitCode::from(2)
+    }
+}
+
+/// The parts of clamsentry(8) that describe the command line, generated
+/// from the clap definitions above so that the page cannot drift from them:
+/// every visible command with its arguments, then the global options
+/// (rendered by clap_mangen). The rest of the page is prose in
+/// packaging/man/generate.sh.
+fn man_sections() -> ExitCode {
+    use clap::CommandFactory;
+    use std::fmt::Write as _;
+    let cmd = Cli::command();
+    let mut out = String::from(".SH COMMANDS\n");
+    for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+        let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+        let positionals: Vec<String> = sub
+            .get_positionals()
+            .map(|a| {
+                let name = a.get_id().as_str().to_uppercase();
+                match a.get_possible_values().as_slice() {
+                    [] => format!("\\fI{}\\fR", roff(&name)),
+                    values => values
+                        .iter()
+                        .map(|v| roff(v.get_name()))
+                        .collect::<Vec<_>>()
+                        .join("|"),
+                }
+            })
+            .collect();
+        let mut head = format!("\\fB{}\\fR", roff(sub.get_name()));
+        for p in positionals {
+            head = format!("{head} {p}");
+        }
+        let _ = writeln!(out, ".TP\n{head}\n{}", roff(&about));
+        let options: Vec<_> = sub
+            .get_arguments()
+            .filter(|a| !a.is_positional() && !a.is_global_set())
+            .collect();
+        if !options.is_empty() {
+            out.push_str(".RS\n");
+            for a in options {
+                let long = a.get_long().unwrap_or_else(|| a.get_id().as_str());
+                let value = a
+                    .get_value_names()
+                    .and_then(|v| v.first())
+                    .map(|v| format!(" \\fI{}\\fR", roff(v)))
+                    .unwrap_or_default();
+                let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    ".TP\n\\fB\\-\\-{}\\fR{}\n{}",
+                    roff(long),
+                    value,
+                    roff(&help)
+                );
+            }
+            out.push_str(".RE\n");
+        }
+    }
+    let mut options = Vec::new();
+    if let Err(e) = clap_mangen::Man::new(cmd).render_options_section(&mut options) {
+        eprintln!("clamsentry: cannot render the options: {e}");
+        return ExitCode::FAILURE;
+    }
+    print!("{out}{}", String::from_utf8_lossy(&options));
+    ExitCode::SUCCESS
+}
+
+/// Roff text (not macros): backslashes and hyphens escaped, and no line
+/// that starts with a control character.
+fn roff(text: &str) -> String {
+    let s = text.replace('\\', "\\e").replace('-', "\\-");
+    if s.starts_with(['.', '\'']) {
+        format!("\\&{s}")
+    } else {
+        s
     }
 }

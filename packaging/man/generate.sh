@@ -1,7 +1,8 @@
 #!/bin/bash
 # Generates the man pages that the Debian package ships:
-#   clamsentry(8)       from the binary's own --help (the clap definitions in
-#                       src/main.rs) plus the fixed sections below;
+#   clamsentry(8)       COMMANDS and OPTIONS from the clap definitions in
+#                       src/main.rs (`clamsentry __man`, clap_mangen) plus the
+#                       fixed sections below;
 #   clamsentry.toml(5)  from etc/clamsentry.toml, the documented default
 #                       configuration: every key with the comment above it.
 #
@@ -107,27 +108,9 @@ Without a command, clamsentry runs the daemon in the foreground until it is
 stopped. Under systemd, the sockets come from
 .B clamsentry.socket
 (socket activation) and the logs go to the journal with structured fields.
-.SH COMMANDS
 EOF
-    "$bin" --help | awk "$esc"'
-        /^Commands:/ { s = "c"; next }
-        /^Options:/ { s = "o"; next }
-        /^$/ { s = ""; next }
-        s == "c" && $1 != "help" {
-            name = $1; sub(/^ *[^ ]+ +/, ""); print ".TP\n.B " esc(name) "\n" esc($0)
-        }'
-    echo ".SH OPTIONS"
-    "$bin" --help | awk "$esc"'
-        /^Options:/ { s = 1; next }
-        /^$/ { s = 0; next }
-        s {
-            line = $0; sub(/^ +/, "", line)
-            split(line, parts, /  +/); flags = parts[1]; text = substr(line, length(flags) + 1); sub(/^ +/, "", text)
-            arg = ""
-            if (match(flags, / <[^>]+>/)) { arg = substr(flags, RSTART + 2, RLENGTH - 3); flags = substr(flags, 1, RSTART - 1) }
-            flags = esc(flags); gsub(/, /, "\\fR, \\fB", flags)
-            printf ".TP\n\\fB%s\\fR%s\n%s\n", flags, (arg == "" ? "" : " \\fI" esc(arg) "\\fR"), esc(text)
-        }'
+    # COMMANDS and OPTIONS: from the clap definitions (src/main.rs, clap_mangen).
+    "$bin" __man
     cat <<'EOF'
 .SH SIGNALS
 .TP
