@@ -46,16 +46,16 @@ pub mod launcher;
 pub mod log;
 pub mod node_cli;
 pub mod observer;
-pub mod pidfile;
+pub(crate) mod pidfile;
 pub mod policy;
 pub mod proto;
-pub mod safe_fs;
+pub(crate) mod safe_fs;
 pub mod sandbox;
 pub mod socket_setup;
 pub mod supervisor;
-pub mod systemd;
-pub mod usage;
-pub mod worker;
+pub(crate) mod systemd;
+pub(crate) mod usage;
+pub(crate) mod worker;
 pub mod zygote;
 
 /// The tests' requirement helper (`require_root!`, `require!`), shared

@@ -122,10 +122,6 @@ impl PidFile {
         Ok(PidFile { made })
     }
 
-    pub fn path(&self) -> &Path {
-        self.made.path()
-    }
-
     /// The file as made: its directory, name and identity (for removal as
     /// the directory's owner at exit).
     pub fn made(&self) -> &Made {
@@ -134,6 +130,7 @@ impl PidFile {
 
     /// Whether the name still stands for the file written (not removed,
     /// not replaced by another daemon).
+    #[cfg(test)]
     pub fn is_ours(&self) -> bool {
         self.made.is_there()
     }

@@ -38,12 +38,8 @@ impl Meter {
         }
     }
 
-    /// A meter without memory figures (CPU and descriptors only).
-    pub fn without_memory() -> Meter {
-        Meter { smaps: None }
-    }
-
     /// Whether memory figures are available.
+    #[cfg(test)]
     pub fn has_memory(&self) -> bool {
         self.smaps.is_some()
     }

@@ -22,12 +22,12 @@
 //! sends on the self-test connection as an anonymous TCP client would. It
 //! holds no file, no client connection, no capability.
 
-pub mod agent;
-pub mod history;
+pub(crate) mod agent;
+pub(crate) mod history;
 pub mod http;
-pub mod page;
-pub mod render;
-pub mod selftest;
+pub(crate) mod page;
+pub(crate) mod render;
+pub(crate) mod selftest;
 
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};

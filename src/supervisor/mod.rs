@@ -22,19 +22,19 @@
 //! an answer always finds `systemctl is-active` saying active.
 
 mod authority;
-pub mod broker;
+pub(crate) mod broker;
 mod children;
 mod dbwatch;
-pub mod gate;
+pub(crate) mod gate;
 mod hangup;
-pub mod headroom;
-pub mod lifecycle;
+pub(crate) mod headroom;
+pub(crate) mod lifecycle;
 mod listeners;
-pub mod logrelay;
-pub mod metrics;
-pub mod node;
+pub(crate) mod logrelay;
+pub(crate) mod metrics;
+pub(crate) mod node;
 mod observer;
-pub mod procs;
+pub(crate) mod procs;
 mod proxied;
 mod run;
 pub mod runtime_files;

@@ -26,10 +26,6 @@ impl Notifier {
         }
     }
 
-    pub fn enabled(&self) -> bool {
-        self.enabled
-    }
-
     /// Sends `states` in one datagram; failures are logged, never fatal.
     pub fn send(&self, states: &[NotifyState<'_>]) {
         if !self.enabled {

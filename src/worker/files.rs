@@ -169,7 +169,6 @@ impl Drop for DirHandle {
 pub struct OpenedFile {
     pub file: File,
     pub size: u64,
-    pub dev: u64,
 }
 
 fn unexpected(r: BrokerReply) -> io::Error {
@@ -258,12 +257,11 @@ impl ConnFiles {
         Ok(files
             .into_iter()
             .map(|r| match r {
-                Ok(FileMeta { size, dev }) => fds
+                Ok(FileMeta { size, dev: _ }) => fds
                     .next()
                     .map(|fd| OpenedFile {
                         file: File::from(fd),
                         size,
-                        dev,
                     })
                     .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF)),
                 Err(e) => Err(io::Error::from_raw_os_error(e)),

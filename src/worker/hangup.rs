@@ -129,7 +129,8 @@ impl Hangups {
         }
     }
 
-    /// Connections watched now (for tests and STATS).
+    /// Connections watched now (for the unit tests).
+    #[cfg(test)]
     pub fn watching(&self) -> usize {
         lock(&self.watched).len()
     }

@@ -281,8 +281,6 @@ mod tests {
     fn pool() -> PoolSnapshot {
         PoolSnapshot {
             threads: 2,
-            reserve: 0,
-            limit: 2,
             busy: 1,
             queued: 2,
             waits: Some((

@@ -20,18 +20,18 @@
 //! passed to the supervisor with the connection id, and the supervisor
 //! decides from the identity it recorded.
 
-pub mod commands;
+pub(crate) mod commands;
 mod conn;
-pub mod files;
-pub mod hangup;
-pub mod metrics;
-pub mod pace;
-pub mod pool;
-pub mod process;
+pub(crate) mod files;
+pub(crate) mod hangup;
+pub(crate) mod metrics;
+pub(crate) mod pace;
+pub(crate) mod pool;
+pub(crate) mod process;
 mod shared;
 mod stream;
-pub mod streams;
-pub mod watchdog;
+pub(crate) mod streams;
+pub(crate) mod watchdog;
 
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;

@@ -197,6 +197,7 @@ impl<J> Sched<J> {
         self.limit = limit.clamp(1, self.normal);
     }
 
+    #[cfg(test)]
     pub fn limit(&self) -> usize {
         self.limit
     }
@@ -462,9 +463,6 @@ pub struct ScanPool {
 pub struct PoolSnapshot {
     /// Normal and reserve threads.
     pub threads: usize,
-    pub reserve: usize,
-    /// Normal threads that may run at once.
-    pub limit: usize,
     pub busy: usize,
     pub queued: usize,
     /// min, max and average wait of queued jobs.
@@ -630,9 +628,9 @@ impl ScanPool {
 
     pub fn snapshot(&self) -> PoolSnapshot {
         let now = Instant::now();
-        let (queued, waits, limit) = {
+        let (queued, waits) = {
             let s = lock(&self.shared.sched);
-            (s.queued(), s.waits(now), s.limit())
+            (s.queued(), s.waits(now))
         };
         let waits = if waits.is_empty() {
             None
@@ -652,8 +650,6 @@ impl ScanPool {
         }
         PoolSnapshot {
             threads: self.shared.slots.len(),
-            reserve: self.shared.slots.len() - self.shared.normal,
-            limit,
             busy: tasks.len(),
             queued,
             waits,

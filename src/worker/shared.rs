@@ -4,7 +4,6 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,7 +38,6 @@ pub struct Shared {
     pub pool: ScanPool,
     pub counters: Counters,
     pub worker: u64,
-    pub started: Instant,
     pub(crate) multiscans: AtomicUsize,
     pub(crate) excludes: Vec<regex::bytes::Regex>,
     /// The device of /proc, which path scans skip.
@@ -138,7 +136,6 @@ impl Shared {
             pool,
             counters: Counters::default(),
             worker: s.worker,
-            started: Instant::now(),
             multiscans: AtomicUsize::new(0),
             excludes,
             proc_dev: s.proc_dev,
@@ -275,10 +272,6 @@ impl Shared {
     /// Stop taking connections; finish in-flight requests.
     pub fn drain(&self) {
         self.shutdown.send_replace(true);
-    }
-
-    pub fn shutdown_requested(&self) -> bool {
-        *self.shutdown.borrow()
     }
 
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
@@ -419,13 +412,6 @@ impl Peer {
         match self.info {
             PeerInfo::Tcp(a) => PeerKey::tcp(a.ip()),
             PeerInfo::Unix { uid, .. } => PeerKey::unix(uid),
-        }
-    }
-
-    pub fn addr(&self) -> Option<SocketAddr> {
-        match self.info {
-            PeerInfo::Tcp(a) => Some(a),
-            PeerInfo::Unix { .. } => None,
         }
     }
 }

@@ -75,10 +75,7 @@ impl Book {
         }
     }
 
-    pub fn grant(&self) -> u64 {
-        self.grant
-    }
-
+    #[cfg(test)]
     pub fn held(&self) -> u64 {
         self.held
     }
@@ -175,6 +172,7 @@ pub struct StreamHold {
 }
 
 impl StreamHold {
+    #[cfg(test)]
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
@@ -227,10 +225,7 @@ impl StreamMemory {
         self.update(|b| b.set_grant(bytes));
     }
 
-    pub fn grant(&self) -> u64 {
-        self.lock().grant()
-    }
-
+    #[cfg(test)]
     pub fn held(&self) -> u64 {
         self.lock().held()
     }

@@ -28,7 +28,7 @@
 //!    the log channel and the stderr pipe that came with the request; on
 //!    `Exit`, exit. A reload is a new zygote.
 
-pub mod fork;
+pub(crate) mod fork;
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;

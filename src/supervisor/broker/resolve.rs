@@ -28,7 +28,7 @@
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
@@ -507,15 +507,11 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     p
 }
 
-/// For tests and logs: a canonical path as a `Path`.
-pub fn as_path(p: &[u8]) -> &Path {
-    Path::new(std::ffi::OsStr::from_bytes(p))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+    use std::path::Path;
 
     fn rules(roots: &[&Path]) -> Rules {
         Rules::new(

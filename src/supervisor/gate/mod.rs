@@ -430,11 +430,8 @@ impl Gate {
         }
     }
 
-    /// Connections in the table (revoked ones too, until they close).
-    pub fn len(&self) -> usize {
-        self.conns.len()
-    }
-
+    /// No connection in the table (revoked ones count until they close).
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.conns.is_empty()
     }
@@ -442,11 +439,6 @@ impl Gate {
     /// Connections worker `w` holds.
     pub fn held_by(&self, w: WorkerId) -> usize {
         self.workers.get(&w).map_or(0, |x| x.conns)
-    }
-
-    /// The tenant a worker is bound to.
-    pub fn tenant_of(&self, w: WorkerId) -> Option<Tenant> {
-        self.workers.get(&w).map(|x| x.tenant)
     }
 
     /// Feeds one event; returns what to do, in order.
@@ -1135,7 +1127,8 @@ impl Gate {
         out.into_iter().map(|(n, k)| (n.to_string(), k)).collect()
     }
 
-    /// Counts the gate keeps for STATS, metrics and the status line.
+    /// What the unit tests check the table by.
+    #[cfg(test)]
     pub fn counts(&self) -> Counts {
         Counts {
             open: self.conns.values().filter(|c| !c.revoked).count(),
@@ -1153,7 +1146,8 @@ impl Gate {
     }
 }
 
-/// Numbers about the table.
+/// Numbers about the table (for the unit tests).
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     pub open: usize,

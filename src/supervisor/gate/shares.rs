@@ -187,6 +187,7 @@ impl Leases {
     }
 
     /// Bytes leased in all.
+    #[cfg(test)]
     pub fn total(&self) -> u64 {
         self.held()
     }
