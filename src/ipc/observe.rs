@@ -665,8 +665,14 @@ impl Snapshot {
         self.listeners
             .iter()
             .flat_map(|l| ScanCommand::ALL.iter().map(move |c| l.counts.scans(*c, r)))
-            .sum()
+            .fold(0, u64::saturating_add)
     }
+}
+
+/// A sum of counts that came from other processes: it saturates, so a
+/// process that lies cannot make the one adding up fault.
+pub fn saturating_sum(counts: impl IntoIterator<Item = u64>) -> u64 {
+    counts.into_iter().fold(0, u64::saturating_add)
 }
 
 /// Supervisor → observer.

@@ -35,7 +35,11 @@ impl Totals {
         let found = s.scans_by_result(ScanResult::Found);
         let errors = s.scans_by_result(ScanResult::Error);
         Totals {
-            scans: s.scans_by_result(ScanResult::Clean) + found + errors,
+            scans: crate::ipc::observe::saturating_sum([
+                s.scans_by_result(ScanResult::Clean),
+                found,
+                errors,
+            ]),
             found,
             errors,
         }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::agent::Answer;
 use super::history::{History, Minute};
 use crate::ipc::observe::{
-    ReloadTrigger, RestartReason, Role, ScanResult, Snapshot, DURATION_BOUNDS_US,
+    saturating_sum, ReloadTrigger, RestartReason, Role, ScanResult, Snapshot, DURATION_BOUNDS_US,
 };
 
 /// Seconds between the page's fetches of `status.json`.
@@ -133,11 +133,11 @@ pub fn status(s: &Snapshot, history: &History, answer: &Answer) -> Status {
             build_time: s.db.build_time,
             age_seconds: (s.db.build_time > 0).then(|| now.saturating_sub(s.db.build_time)),
         },
-        scans_total: s.scans_by_result(ScanResult::Clean) + found + errors,
+        scans_total: saturating_sum([s.scans_by_result(ScanResult::Clean), found, errors]),
         found_total: found,
         errors_total: errors,
-        scans_last_hour: minutes.iter().map(|m| m.scans).sum(),
-        found_last_hour: minutes.iter().map(|m| m.found).sum(),
+        scans_last_hour: saturating_sum(minutes.iter().map(|m| m.scans)),
+        found_last_hour: saturating_sum(minutes.iter().map(|m| m.found)),
         minutes,
         latency_ms: Latency {
             p50: ms(0.5),
@@ -153,10 +153,10 @@ pub fn status(s: &Snapshot, history: &History, answer: &Answer) -> Status {
             threads: s.pool.threads,
             busy: s.pool.busy,
             queued: s.pool.queued,
-            restarts: s.restarts.iter().sum(),
+            restarts: saturating_sum(s.restarts.iter().copied()),
             crashes: s.restarts[RestartReason::Crashed.index()],
         },
-        connections_open: s.listeners.iter().map(|l| u64::from(l.open)).sum(),
+        connections_open: saturating_sum(s.listeners.iter().map(|l| u64::from(l.open))),
         reloads: s
             .recent_reloads
             .iter()
@@ -178,8 +178,8 @@ pub fn status(s: &Snapshot, history: &History, answer: &Answer) -> Status {
             .roles
             .iter()
             .take(Role::COUNT)
-            .map(|r| r.pss_kib * 1024)
-            .sum(),
+            .map(|r| r.pss_kib.saturating_mul(1024))
+            .fold(0, u64::saturating_add),
     }
 }
 

@@ -670,8 +670,8 @@ fn compat(t: &mut Text, s: &Snapshot, o: &Options<'_>) {
     let engine: u64 = [Role::EngineHolder, Role::Worker]
         .iter()
         .map(|r| s.roles[r.index()].pss_kib)
-        .sum();
-    let total: u64 = s.roles.iter().map(|r| r.pss_kib).sum();
+        .fold(0, u64::saturating_add);
+    let total: u64 = crate::ipc::observe::saturating_sum(s.roles.iter().map(|r| r.pss_kib));
     t.one(
         "clamav_memory_pools_used_bytes",
         Kind::Gauge,

@@ -954,9 +954,11 @@ impl Machine {
             return;
         }
         let (mut scans, mut found, _) = self.retired;
+        // Workers' own numbers: whatever a compromised one says, a sum
+        // saturates (root never faults on a worker's arithmetic).
         for x in self.workers.values() {
-            scans += x.counters.0;
-            found += x.counters.1;
+            scans = scans.saturating_add(x.counters.0);
+            found = found.saturating_add(x.counters.1);
         }
         let healthy = self
             .workers
@@ -974,9 +976,9 @@ impl Machine {
             return;
         };
         out.push(Action::Forget(w));
-        self.retired.0 += worker.counters.0;
-        self.retired.1 += worker.counters.1;
-        self.retired.2 += worker.counters.2;
+        self.retired.0 = self.retired.0.saturating_add(worker.counters.0);
+        self.retired.1 = self.retired.1.saturating_add(worker.counters.1);
+        self.retired.2 = self.retired.2.saturating_add(worker.counters.2);
         match worker.state {
             WState::Draining if !how.is_crash() => {
                 tracing::info!(worker = w, how = %how, "worker finished draining");

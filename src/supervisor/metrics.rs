@@ -289,7 +289,11 @@ impl Metrics {
             .procs
             .get(&Proc::Worker(worker))
             .map_or(0, |u| u.pss_kib);
-        let total = self.procs.values().map(|u| u.pss_kib).sum();
+        // Each process's own report: a lie saturates, never overflows.
+        let total = self
+            .procs
+            .values()
+            .fold(0u64, |t, u| t.saturating_add(u.pss_kib));
         (mine, total)
     }
 
@@ -362,9 +366,9 @@ impl Metrics {
                 pool.wait_max_us = pool.wait_max_us.max(p.wait_max_us);
                 pool.wait_sum_us = pool.wait_sum_us.saturating_add(p.wait_sum_us);
             }
-            pool.threads += p.threads;
-            pool.busy += p.busy;
-            pool.queued += p.queued;
+            pool.threads = pool.threads.saturating_add(p.threads);
+            pool.busy = pool.busy.saturating_add(p.busy);
+            pool.queued = pool.queued.saturating_add(p.queued);
         }
         s.listeners = counts
             .into_iter()
@@ -406,10 +410,10 @@ impl Metrics {
                 };
                 for (_, p) in self.procs.iter().filter(|(k, _)| k.role() == *role) {
                     u.processes += 1;
-                    u.pss_kib += p.pss_kib;
-                    u.rss_kib += p.rss_kib;
+                    u.pss_kib = u.pss_kib.saturating_add(p.pss_kib);
+                    u.rss_kib = u.rss_kib.saturating_add(p.rss_kib);
                     u.cpu_us = u.cpu_us.saturating_add(p.cpu_us);
-                    u.fds += u64::from(p.fds);
+                    u.fds = u.fds.saturating_add(u64::from(p.fds));
                 }
                 u
             })
@@ -492,6 +496,39 @@ mod tests {
 
     fn tcp(s: &Snapshot) -> &ListenerStats {
         s.listeners.iter().find(|l| l.counts.name == "tcp").unwrap()
+    }
+
+    /// The second outside review's round 2: one worker reporting
+    /// u64::MAX made root panic on an addition and the daemon stop.
+    #[test]
+    fn a_workers_lies_saturate_and_never_fault() {
+        let e = engine();
+        let mut m = Metrics::new(1_700_000_000, &["tcp".into()], 5, true);
+        let mut lie = worker_report(0, 0, 0);
+        for x in lie.listeners[0].scans.iter_mut() {
+            *x = u64::MAX;
+        }
+        lie.usage = ProcUsage {
+            pss_kib: u64::MAX,
+            rss_kib: u64::MAX,
+            cpu_us: u64::MAX,
+            fds: u32::MAX,
+        };
+        lie.pool.threads = u32::MAX;
+        lie.pool.busy = u32::MAX;
+        lie.pool.queued = u32::MAX;
+        m.worker_counters(1, lie.clone());
+        m.worker_counters(2, lie);
+        m.worker_counters(3, worker_report(1, 0, 5));
+        assert_eq!(m.memory(3).1, u64::MAX);
+        let s = m.snapshot(now(&e, &[]));
+        let w = &s.roles[Role::Worker.index()];
+        assert_eq!(
+            (w.pss_kib, w.rss_kib, w.cpu_us),
+            (u64::MAX, u64::MAX, u64::MAX)
+        );
+        assert_eq!(s.pool.threads, u32::MAX);
+        assert_eq!(s.scans_by_result(ScanResult::Found), u64::MAX);
     }
 
     #[test]

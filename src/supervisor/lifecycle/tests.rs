@@ -228,6 +228,28 @@ fn a_killed_workers_client_gets_another_before_the_kill_is_reaped() {
 }
 
 #[test]
+fn a_workers_lying_counters_saturate_and_never_fault() {
+    let t = Instant::now();
+    let (mut m, ids) = serving(2, t);
+    for &w in &ids {
+        m.handle(
+            Event::WorkerPong {
+                worker: w,
+                scans: u64::MAX,
+                found: u64::MAX,
+                errors: u64::MAX,
+                healthy: true,
+            },
+            t,
+        );
+    }
+    // Both gone: their counts move to the retired totals.
+    m.handle(Event::WorkerExited(ids[0], Ended::Signaled(9)), t);
+    m.handle(Event::WorkerExited(ids[1], Ended::Signaled(9)), t);
+    assert_eq!(m.retired, (u64::MAX, u64::MAX, u64::MAX));
+}
+
+#[test]
 fn reload_is_blue_green_per_tenant() {
     let t = Instant::now();
     let (mut m, ids) = serving(1, t);
