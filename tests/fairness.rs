@@ -509,3 +509,269 @@ fn stats_shows_a_non_administrator_only_its_own_tasks() {
     let _ = victim.kill();
     let _ = victim.wait();
 }
+
+const NOBODY: u32 = 65534;
+
+/// A client process as `uid` on the Unix socket: sends `request` (hex),
+/// then as many 64 KiB INSTREAM chunks of `x` as make the third argument's
+/// bytes, prints `sent`, then for each line on stdin sends that line's hex and
+/// prints the reply it gets (or `closed`). Holds the connection until
+/// stdin closes.
+const HOLD: &str = r#"
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+try:
+    s.sendall(bytes.fromhex(sys.argv[2]))
+    chunk = struct.pack(">I", 65536) + b"x" * 65536
+    for _ in range(int(sys.argv[3]) // 65536):
+        s.sendall(chunk)
+    print("sent", flush=True)
+except OSError:
+    print("closed", flush=True)
+for line in sys.stdin:
+    try:
+        s.sendall(bytes.fromhex(line.strip()))
+        s.settimeout(60)
+        r = s.recv(65536)
+        print(r.hex() if r else "closed", flush=True)
+    except OSError:
+        print("closed", flush=True)
+"#;
+
+struct Held {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Held {
+    fn open(uid: u32, socket: &Path, request: &[u8]) -> Held {
+        Held::streaming(uid, socket, request, 0)
+    }
+
+    /// Sends `request`, then `bytes` of INSTREAM chunks.
+    fn streaming(uid: u32, socket: &Path, request: &[u8], bytes: usize) -> Held {
+        let mut child = Command::new("python3")
+            .args(["-c", HOLD])
+            .arg(socket)
+            .arg(hex(request))
+            .arg(bytes.to_string())
+            .uid(uid)
+            .gid(uid)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        Held { child, out }
+    }
+
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        std::io::BufRead::read_line(&mut self.out, &mut l).unwrap();
+        l.trim().to_string()
+    }
+
+    /// Sends `request` on the held connection; the reply.
+    fn ask(&mut self, request: &[u8]) -> Vec<u8> {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{}", hex(request)).unwrap();
+        let l = self.line();
+        (0..l.len() / 2)
+            .filter_map(|i| u8::from_str_radix(l.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The worker last bound to `tenant` (`uid=N`, `network`), from the log.
+fn bound(log: &str, tenant: &str) -> Option<u64> {
+    log.lines().rev().find_map(|l| {
+        let line = clamsentry::log::stderr::parse_line(l)?;
+        if line.message != b"worker bound to its client" || line.get("tenant")? != tenant.as_bytes()
+        {
+            return None;
+        }
+        std::str::from_utf8(line.get("worker")?).ok()?.parse().ok()
+    })
+}
+
+/// The last stream memory lease of each worker, from the supervisor's log.
+fn leases(log: &str) -> std::collections::BTreeMap<u64, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for l in log.lines() {
+        let Some(line) = clamsentry::log::stderr::parse_line(l) else {
+            continue;
+        };
+        if line.message != b"stream memory lease" {
+            continue;
+        }
+        let field =
+            |name: &str| -> Option<u64> { std::str::from_utf8(line.get(name)?).ok()?.parse().ok() };
+        if let (Some(w), Some(b)) = (field("worker"), field("bytes")) {
+            out.insert(w, b);
+        }
+    }
+    out
+}
+
+/// The outside review's stream memory attack: one local user acting as two
+/// identities (its uid on the Unix socket, and TCP from loopback) streams
+/// as much as each may hold, and keeps the streams open. A local user who
+/// never streamed before, whose worker is forked afterwards, must still
+/// get its stream scanned: every worker's base lease is kept free
+/// (`limits.stream-memory` - base x `max-workers` is all that workers may
+/// hold beyond their bases). Before, the two held all 16 MiB and the
+/// newcomer's worker started with nothing: "Stream memory in use by other
+/// clients".
+#[test]
+fn one_user_as_two_identities_leaves_a_newcomer_its_stream_memory() {
+    require_root!("the attacker and the newcomer are other local users");
+    const MIB: usize = 1 << 20;
+    let db = TestDb::new();
+    let d = Daemon::clamsentry(
+        db.path(),
+        &[
+            // One identity may hold one largest stream: all of it.
+            ("limits", "stream-memory = \"16M\""),
+            ("limits", "stream-max-length = \"16M\""),
+            ("limits", "max-workers = 4"),
+            // The attacker's streams stay open however slow.
+            ("limits", "stream-min-rate = 0"),
+            ("limits", "read-timeout = 600"),
+        ],
+    );
+    let chunks = |n: usize| {
+        let mut req = b"zINSTREAM\0".to_vec();
+        for _ in 0..n / (64 << 10) {
+            req.extend_from_slice(&(64u32 << 10).to_be_bytes());
+            req.extend_from_slice(&[b'x'; 64 << 10]);
+        }
+        req
+    };
+    // nobody, on the Unix socket: 4.5 MiB, held. Its worker asks once
+    // (at its first MiB) for what the stream needs and 4 MiB of headroom.
+    let mut unix = Held::streaming(NOBODY, &d.unix, b"zINSTREAM\0", 9 * MIB / 2);
+    assert_eq!(unix.line(), "sent");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let held = loop {
+        let log = d.log();
+        let held = leases(&log);
+        let unix_worker = bound(&log, "uid=65534");
+        if unix_worker
+            .and_then(|w| held.get(&w))
+            .is_some_and(|b| *b >= 6 * MIB as u64)
+        {
+            break held;
+        }
+        assert!(Instant::now() < deadline, "no lease:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The same user over TCP from loopback takes all that is left (with
+    // its own worker's base lease), less half a MiB.
+    let log = d.log();
+    let net_worker = bound(&log, "network").expect("the network worker");
+    let free = 16 * MIB as u64 - held.values().sum::<u64>() + held[&net_worker];
+    println!("leases: {held:?}; the TCP stream takes {free} bytes less 512 KiB");
+    let tcp = d.tcp;
+    let net = std::thread::spawn(move || {
+        let mut s = connect_from("127.0.0.1".parse().unwrap(), tcp).unwrap();
+        let _ = s.write_all(&chunks(free as usize - MIB / 2));
+        s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply);
+        reply
+    });
+    // Either it holds it (the whole budget is leased), or its stream was
+    // refused for lack of memory.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let total: u64 = leases(&d.log()).values().sum();
+        if net.is_finished() || total >= 16 * MIB as u64 {
+            println!("leased: {total}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no lease:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A newcomer: uid 1 (a new identity, a worker of its own) streams
+    // EICAR, and the answer is exact.
+    let out = as_uid(1, &d.unix, &instream(b"zINSTREAM\0", &eicar(), 4096), b"\0")
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(show(&out.stdout), show(FOUND), "{}", d.log());
+    // The attacker's Unix stream is still held (it was never refused).
+    assert_eq!(show(&unix.ask(&[0, 0, 0, 0])), show(b"stream: OK\0"));
+    drop(unix);
+    let reply = net.join().unwrap();
+    println!("the TCP stream: {}", show(&reply));
+    assert!(
+        reply.is_empty() || reply.ends_with(b"ERROR\0"),
+        "{}",
+        show(&reply)
+    );
+}
+
+/// The outside review's worker slot attack: as many identities as there
+/// are worker slots (`limits.max-workers`) each hold a connection and send
+/// nothing. Root's STATS must still be answered (one slot is kept for
+/// administrators), a local user who comes next gets a worker (the worker
+/// of an identity whose connections all wait for a command is released
+/// for it, those connections closed), and a session that sent a command
+/// keeps its worker and answers. Before, root waited until
+/// `command-read-timeout` and was closed unanswered.
+#[test]
+fn idle_clients_holding_every_worker_slot_lock_out_neither_root_nor_newcomers() {
+    require_root!("the clients are other local users, and root");
+    let db = TestDb::new();
+    let d = Daemon::clamsentry(
+        db.path(),
+        &[
+            ("limits", "max-workers = 3"),
+            // The idle connections stay until the test ends.
+            ("limits", "command-read-timeout = 600"),
+        ],
+    );
+    // nobody: an IDSESSION that answered a PING (it sent a command).
+    let mut busy = Held::open(NOBODY, &d.unix, b"zIDSESSION\0");
+    assert_eq!(busy.line(), "sent");
+    assert_eq!(show(&busy.ask(b"zPING\0")), "1: PONG\\0");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !d.log().contains("unix uid=65534 ") {
+        assert!(Instant::now() < deadline, "no nobody:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // uid 1 and TCP from loopback: connections that never send a byte.
+    let mut idle = Held::open(1, &d.unix, b"");
+    assert_eq!(idle.line(), "sent");
+    let _tcp = connect_from("127.0.0.1".parse().unwrap(), d.tcp).unwrap();
+    // Root's STATS is answered.
+    let mut root = Conn::open(&d.unix_addr()).unwrap();
+    root.send(b"zSTATS\0").unwrap();
+    let stats = root.read_until(b"END\0", Duration::from_secs(60));
+    assert!(stats.ends_with(b"END\0"), "{}\n{}", show(&stats), d.log());
+    drop(root);
+    // A newcomer (uid 2) is answered.
+    let mut newcomer = Held::open(2, &d.unix, b"");
+    assert_eq!(newcomer.line(), "sent");
+    assert_eq!(show(&newcomer.ask(b"zPING\0")), "PONG\\0", "{}", d.log());
+    // The session that sent a command still answers.
+    assert_eq!(show(&busy.ask(b"zPING\0")), "2: PONG\\0");
+    // Whose idle connection was closed to make room is in the log.
+    assert!(
+        d.log().contains("closed an idle connection to make room"),
+        "{}",
+        d.log()
+    );
+    drop(idle);
+}

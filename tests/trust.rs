@@ -563,6 +563,106 @@ fn a_compromised_worker_gains_nothing() {
     }
 }
 
+/// A compromised worker that keeps a connection after its client left:
+/// it answers the supervisor's pings (so it looks alive) and claims a
+/// detection for the connection every second, never saying Closed. Prints
+/// `found N` for each claim sent and `ended` when the supervisor closes
+/// its channel; gives up after 150 s (`gave-up`).
+const KEEPER: &str = r#"
+import socket, struct, sys, time
+ctl = socket.socket(fileno=3)
+conn = int(sys.argv[1])
+ctl.settimeout(0.2)
+start = last = time.time()
+n = 0
+while time.time() - start < 150:
+    try:
+        data = ctl.recv(70000)
+        if not data:
+            print('ended', flush=True)
+            sys.exit(0)
+        if data[0] == 3:
+            seq = struct.unpack('<Q', data[1:9])[0]
+            ctl.send(bytes([2]) + struct.pack('<QQQQ', seq, 0, 0, 0) + bytes([1]))
+    except socket.timeout:
+        pass
+    except OSError:
+        print('ended', flush=True)
+        sys.exit(0)
+    if time.time() - last >= 1:
+        last = time.time()
+        virus, target = b'Win.Test.EICAR_HDB-1.UNOFFICIAL', b'stream'
+        msg = bytes([6]) + struct.pack('<Q', conn) + struct.pack('<I', len(virus)) + virus
+        msg += struct.pack('<I', len(target)) + target
+        try:
+            ctl.send(msg)
+        except OSError:
+            print('ended', flush=True)
+            sys.exit(0)
+        n += 1
+        print('found', n, flush=True)
+print('gave-up', flush=True)
+"#;
+
+/// A worker may keep a connection whose client left for one scan's time
+/// (`scan.max-scan-time`) plus 30 s, to finish what runs; a compromised
+/// worker that keeps it longer, to go on claiming detections for it
+/// (VirusEvent) or to keep its client's thread share, is ended like any
+/// other breach of the protocol. Here max-scan-time is 1 s: the bound is
+/// 31 s.
+#[test]
+fn a_worker_that_keeps_a_connection_its_client_left_is_ended() {
+    require_root!("pidfd_getfd on the daemon's worker, clients as nobody");
+    let db = TestDb::new();
+    let d = Daemon::clamsentry(db.path(), &[("scan", "max-scan-time = 1000")]);
+    let supervisor = d.pid();
+    let (mut holder, conn, w) = nobody_connection(&d);
+    let pid = worker_pid(&d, w);
+    let channels = take_channels(pid);
+    let (uid, gid) = common::service_user();
+    let keeper = python_as(
+        uid,
+        gid,
+        KEEPER,
+        &[conn.to_string()],
+        &[channels.0.as_raw_fd()],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    drop(channels);
+    // The client leaves.
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let needle = format!("client left; its connection's authority ends id={conn}");
+    let deadline = Instant::now() + T;
+    while !d.log().contains(&needle) {
+        assert!(Instant::now() < deadline, "no hang-up seen:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = keeper.wait_with_output().unwrap();
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    println!("{lines:?}");
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("ended"),
+        "{}",
+        d.log()
+    );
+    // It made claims for a while (within the grace), then was ended.
+    assert!(lines.len() > 2, "{lines:?}");
+    let log = d.log();
+    assert!(
+        log.contains(&format!("kept connection {conn} (")),
+        "no violation logged:\n{log}"
+    );
+    assert!(process_gone(pid), "the worker was not ended:\n{log}");
+    still_serving(&d, supervisor);
+}
+
 // ------------------------------------------------------------ races
 
 /// Exchanges two names (renameat2 RENAME_EXCHANGE: atomic) in a tight loop

@@ -373,6 +373,7 @@ fn gate_settings(config: &Config) -> gate::Settings {
         wait_for_worker: Duration::from_secs(l.command_read_timeout),
         lifetime: connection_lifetime(config),
         idle_worker: IDLE_WORKER,
+        close_grace: close_grace(config),
         active_linger: ACTIVE_LINGER,
         service_uid,
         admins,
@@ -411,6 +412,17 @@ fn connection_lifetime(config: &Config) -> Duration {
             .min(24 * 3600)
     };
     Duration::from_secs(bound.saturating_add(60))
+}
+
+/// How long a worker may keep a connection after its client left or the
+/// gate closed it: one scan's time (`scan.max-scan-time`) plus
+/// [`gate::CLOSE_MARGIN`]; without a scan time limit, the connection
+/// lifetime bound.
+fn close_grace(config: &Config) -> Duration {
+    match config.scan.max_scan_time {
+        0 => connection_lifetime(config),
+        ms => Duration::from_millis(u64::from(ms)).saturating_add(gate::CLOSE_MARGIN),
+    }
 }
 
 fn lifecycle_settings(config: &Config) -> lifecycle::Settings {

@@ -19,7 +19,12 @@
 //!   is none, the gate asks for one ([`Action::NeedWorker`]: the
 //!   lifecycle binds a standby worker, a fork away from the engine holder)
 //!   and the connection waits. At most `limits.max-workers` tenants have a
-//!   worker; an idle tenant's worker is released to make room;
+//!   worker, one of them kept for administrators ([`admins_slot`]); when
+//!   every slot is taken, a worker is released to make room: one with no
+//!   connection (idle the longest) first, else one whose connections all
+//!   still wait for their first command (the tenant that connected last
+//!   the longest ago; those idle connections are closed). A worker with a
+//!   connection that sent a command is never released for another tenant;
 //! * **authority**: a worker's requests for a connection (broker, RELOAD,
 //!   SHUTDOWN, VirusEvent, STATS of everyone) count only while the
 //!   connection is open and held by that worker. A client that hangs up
@@ -27,7 +32,12 @@
 //!   supervisor's own copy of the socket). A request that names a
 //!   connection the worker was never given is a violation: the worker is
 //!   ended; one that names a connection whose client already left is
-//!   refused quietly (an honest worker can race with the hang-up);
+//!   refused quietly (an honest worker can race with the hang-up). A
+//!   revoked connection that its worker has not closed within
+//!   `Settings::close_grace` (`limits.max-scan-time` + [`CLOSE_MARGIN`])
+//!   is a violation too: an honest worker stops what runs for a client that
+//!   left within one scan's time, so a worker that keeps one longer is
+//!   holding it to keep reporting for it or to keep its tenant's share;
 //! * **administrative commands**: RELOAD, SHUTDOWN and MAINT are run only
 //!   for a connection whose recorded identity may, by the listener's
 //!   profile;
@@ -110,6 +120,10 @@ pub struct Settings {
     pub lifetime: Duration,
     /// A tenant's worker with no connection for this long is released.
     pub idle_worker: Duration,
+    /// How long a worker may keep a revoked connection (its client left,
+    /// or the gate closed it) before saying `Closed`; longer is a
+    /// violation. `limits.max-scan-time` + [`CLOSE_MARGIN`].
+    pub close_grace: Duration,
     /// How long an identity counts as active for thread shares after its
     /// last connection closed (so that a client connecting once a second
     /// does not reshuffle the shares each time).
@@ -151,7 +165,8 @@ impl std::fmt::Display for Refusal {
 /// Why the gate closed a connection it had admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Eviction {
-    /// An idle connection, to make room for a newcomer (see [`admission`]).
+    /// An idle connection, to make room for a newcomer (see [`admission`]),
+    /// or for another tenant's worker (its worker was released).
     Room,
     /// A busy connection of the client holding the most, to make room for
     /// a client holding few.
@@ -339,6 +354,11 @@ struct Conn {
     /// Closed by the gate, or its client left: no authority, and it no
     /// longer counts against any limit.
     revoked: bool,
+    /// Since when (its worker must say `Closed` within `close_grace`).
+    revoked_at: Option<Instant>,
+    /// Its worker kept it past `close_grace`: it was told to end, and
+    /// nothing it reports for the connection counts any more.
+    overdue: bool,
     /// The daemon's own self-test (not a client: it keeps nothing awake
     /// and runs no VirusEvent command).
     selftest: bool,
@@ -362,6 +382,11 @@ struct Worker {
     idle_since: Option<Instant>,
     /// Last thread limit sent.
     threads: Option<u32>,
+    /// Bound for an administrator's connection (it holds the slot kept
+    /// for administrators).
+    admin: bool,
+    /// When it was last handed a connection.
+    last_hand: Instant,
 }
 
 /// An administrator's STATS waiting for every worker's tasks.
@@ -380,6 +405,22 @@ struct Query {
 /// (the worker itself gives up at 200 ms and shows its own).
 pub const TASKS_WITHIN: Duration = Duration::from_millis(150);
 
+/// Beyond `limits.max-scan-time`, how long a worker may take to close a
+/// revoked connection: an honest worker abandons a walk at its next entry
+/// and a scan at libclamav's next callback, at worst when the scan's time
+/// is up; a stream waits at most `streams::GRANT_WAIT` (2 s) for memory.
+pub const CLOSE_MARGIN: Duration = Duration::from_secs(30);
+
+/// How long a worker's connections must all have been idle (no command
+/// yet) before the worker may be released for another tenant.
+pub const IDLE_TO_RELEASE: Duration = Duration::from_secs(2);
+
+/// How many of the `max-workers` slots are kept for administrators: one,
+/// unless there is only one slot (then it is everyone's).
+pub fn admins_slot(max_workers: usize) -> usize {
+    usize::from(max_workers >= 2)
+}
+
 /// The machine. See the module documentation.
 pub struct Gate {
     s: Settings,
@@ -387,8 +428,8 @@ pub struct Gate {
     /// Ids below this were issued.
     next_id: ConnId,
     workers: BTreeMap<WorkerId, Worker>,
-    /// Tenants a worker was asked for.
-    wanted: BTreeSet<Tenant>,
+    /// Tenants a worker was asked for (and whether for an administrator).
+    wanted: BTreeMap<Tenant, bool>,
     /// Tenants whose connections wait for a worker while every worker is
     /// taken (`max-workers`), in order of arrival.
     queued: VecDeque<Tenant>,
@@ -417,7 +458,7 @@ impl Gate {
             conns: BTreeMap::new(),
             next_id: 1,
             workers: BTreeMap::new(),
-            wanted: BTreeSet::new(),
+            wanted: BTreeMap::new(),
             queued: VecDeque::new(),
             last_seen: BTreeMap::new(),
             per_tenant: BTreeMap::new(),
@@ -462,7 +503,7 @@ impl Gate {
             Event::Report(w, r) => self.report(w, r, now, &mut out),
             Event::HungUp(id) => self.hung_up(id, now, &mut out),
             Event::Undeliverable(id) => {
-                self.evict(id, Eviction::Undeliverable, &mut out);
+                self.evict(id, Eviction::Undeliverable, now, &mut out);
                 self.forget(id, now, &mut out);
             }
             Event::Stopping => {
@@ -474,7 +515,7 @@ impl Gate {
                     .map(|(id, _)| *id)
                     .collect();
                 for id in waiting {
-                    self.evict(id, Eviction::NoWorker, &mut out);
+                    self.evict(id, Eviction::NoWorker, now, &mut out);
                     self.forget(id, now, &mut out);
                 }
             }
@@ -554,7 +595,7 @@ impl Gate {
             } else {
                 Eviction::Room
             };
-            self.evict(victim, why, out);
+            self.evict(victim, why, now, out);
             if self
                 .conns
                 .get(&victim)
@@ -589,6 +630,8 @@ impl Gate {
                 accepted: now,
                 active: false,
                 revoked: false,
+                revoked_at: None,
+                overdue: false,
                 selftest,
             },
         );
@@ -614,7 +657,7 @@ impl Gate {
         if c.holder != Holder::Waiting || c.revoked {
             return;
         }
-        let tenant = c.tenant;
+        let (tenant, admin) = (c.tenant, c.admin);
         let best = self
             .workers
             .iter()
@@ -622,12 +665,12 @@ impl Gate {
             .min_by_key(|(id, w)| (w.active, w.conns, **id))
             .map(|(id, _)| *id);
         match best {
-            Some(w) => self.hand(id, w, out),
-            None => self.want(tenant, now, out),
+            Some(w) => self.hand(id, w, now, out),
+            None => self.want(tenant, admin, now, out),
         }
     }
 
-    fn hand(&mut self, id: ConnId, w: WorkerId, out: &mut Vec<Action>) {
+    fn hand(&mut self, id: ConnId, w: WorkerId, now: Instant, out: &mut Vec<Action>) {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
@@ -651,6 +694,7 @@ impl Gate {
         if let Some(x) = self.workers.get_mut(&w) {
             x.conns += 1;
             x.idle_since = None;
+            x.last_hand = now;
         }
         out.push(Action::Hand {
             id,
@@ -661,23 +705,18 @@ impl Gate {
         });
     }
 
-    /// Asks for a worker for `tenant`, within `max-workers`: an idle
-    /// tenant's worker is released to make room; if none is idle, the
-    /// tenant queues until one is.
-    fn want(&mut self, tenant: Tenant, now: Instant, out: &mut Vec<Action>) {
-        if self.wanted.contains(&tenant) || self.queued.contains(&tenant) || self.stopping {
+    /// Asks for a worker for `tenant`, within `max-workers`: a worker is
+    /// released to make room if one may be ([`Gate::releasable`]); if none
+    /// may, the tenant queues until one is.
+    fn want(&mut self, tenant: Tenant, admin: bool, now: Instant, out: &mut Vec<Action>) {
+        if self.wanted.contains_key(&tenant) || self.queued.contains(&tenant) || self.stopping {
             return;
         }
-        if self.bound_tenants() >= self.s.max_workers {
-            match self.idlest_worker(now) {
-                Some(w) => self.release(w, out),
-                None => {
-                    self.queued.push_back(tenant);
-                    return;
-                }
-            }
+        if !self.make_room(admin, now, out) {
+            self.queued.push_back(tenant);
+            return;
         }
-        self.wanted.insert(tenant);
+        self.wanted.insert(tenant, admin);
         out.push(Action::NeedWorker(tenant));
     }
 
@@ -689,17 +728,86 @@ impl Gate {
             .filter(|w| w.state == WState::Serving)
             .map(|w| w.tenant)
             .collect();
-        t.extend(self.wanted.iter().copied());
+        t.extend(self.wanted.keys().copied());
         t.len()
     }
 
-    /// The serving worker idle for the longest time, if any is idle.
-    fn idlest_worker(&self, _now: Instant) -> Option<WorkerId> {
-        self.workers
-            .iter()
-            .filter(|(_, w)| w.state == WState::Serving && w.conns == 0)
+    /// May a tenant (an administrator's, if `admin`) get a worker now? The
+    /// slot kept for administrators is free for them only, unless an
+    /// administrator's tenant holds a slot already.
+    fn has_room(&self, admin: bool) -> bool {
+        let kept = if admin
+            || self.wanted.values().any(|a| *a)
+            || self
+                .workers
+                .values()
+                .any(|w| w.admin && w.state == WState::Serving)
+        {
+            0
+        } else {
+            admins_slot(self.s.max_workers)
+        };
+        self.bound_tenants() + kept < self.s.max_workers
+    }
+
+    /// Room for one more tenant, releasing a worker if one may be.
+    fn make_room(&mut self, admin: bool, now: Instant, out: &mut Vec<Action>) -> bool {
+        if self.has_room(admin) {
+            return true;
+        }
+        match self.releasable(admin, now) {
+            Some(w) => {
+                self.release_for_room(w, now, out);
+                self.has_room(admin)
+            }
+            None => false,
+        }
+    }
+
+    /// The serving worker to release for another tenant: one with no
+    /// connection, idle the longest; else one whose connections all wait
+    /// for their first command (live ones; revoked ones are closing), the
+    /// one handed a connection the longest ago, at least [`IDLE_TO_RELEASE`]
+    /// ago (a client that just connected is still sending its command). An
+    /// administrator's worker with connections is released only for
+    /// another administrator; a worker with a connection that sent a
+    /// command, never.
+    fn releasable(&self, admin: bool, now: Instant) -> Option<WorkerId> {
+        let serving = || {
+            self.workers
+                .iter()
+                .filter(|(_, w)| w.state == WState::Serving)
+        };
+        if let Some((id, _)) = serving()
+            .filter(|(_, w)| w.conns == 0)
             .min_by_key(|(id, w)| (w.idle_since, **id))
+        {
+            return Some(*id);
+        }
+        serving()
+            .filter(|(_, w)| {
+                w.active == 0
+                    && (admin || !w.admin)
+                    && now.saturating_duration_since(w.last_hand) >= IDLE_TO_RELEASE
+            })
+            .min_by_key(|(id, w)| (w.last_hand, **id))
             .map(|(id, _)| *id)
+    }
+
+    /// Releases a worker to make room, closing its idle connections (their
+    /// clients find a worker again when they come back, as after clamd's
+    /// idle timeout).
+    fn release_for_room(&mut self, w: WorkerId, now: Instant, out: &mut Vec<Action>) {
+        self.release(w, out);
+        let idle: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.holder == Holder::Worker(w) && !c.revoked)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in idle {
+            self.evict(id, Eviction::Room, now, out);
+        }
     }
 
     fn release(&mut self, w: WorkerId, out: &mut Vec<Action>) {
@@ -711,25 +819,34 @@ impl Gate {
         }
     }
 
-    /// Tenants that queued for a worker get one when there is room.
+    /// Tenants that queued for a worker get one when there is room, in
+    /// order of arrival; an administrator's never waits behind others'.
     fn place_queued(&mut self, now: Instant, out: &mut Vec<Action>) {
-        while let Some(&t) = self.queued.front() {
-            let waiting = self
-                .conns
-                .values()
-                .any(|c| c.tenant == t && c.holder == Holder::Waiting && !c.revoked);
-            if !waiting {
-                self.queued.pop_front();
-                continue;
-            }
-            if self.bound_tenants() >= self.s.max_workers {
-                match self.idlest_worker(now) {
-                    Some(w) => self.release(w, out),
-                    None => return,
+        if self.queued.is_empty() {
+            return;
+        }
+        let mut others_blocked = false;
+        let mut i = 0;
+        while i < self.queued.len() {
+            let t = self.queued[i];
+            let (mut waiting, mut admin) = (false, false);
+            for c in self.conns.values() {
+                if c.tenant == t && c.holder == Holder::Waiting && !c.revoked {
+                    waiting = true;
+                    admin |= c.admin;
                 }
             }
-            self.queued.pop_front();
-            self.wanted.insert(t);
+            if !waiting {
+                self.queued.remove(i);
+                continue;
+            }
+            if (others_blocked && !admin) || !self.make_room(admin, now, out) {
+                others_blocked |= !admin;
+                i += 1;
+                continue;
+            }
+            self.queued.remove(i);
+            self.wanted.insert(t, admin);
             out.push(Action::NeedWorker(t));
         }
     }
@@ -737,7 +854,11 @@ impl Gate {
     // ------------------------------------------------------------ workers
 
     fn worker_up(&mut self, w: WorkerId, tenant: Tenant, now: Instant, out: &mut Vec<Action>) {
-        self.wanted.remove(&tenant);
+        let admin = self.wanted.remove(&tenant).unwrap_or_else(|| {
+            self.conns
+                .values()
+                .any(|c| c.tenant == tenant && c.admin && !c.revoked)
+        });
         self.workers.insert(
             w,
             Worker {
@@ -747,6 +868,8 @@ impl Gate {
                 active: 0,
                 idle_since: Some(now),
                 threads: None,
+                admin,
+                last_hand: now,
             },
         );
         if let Some(bytes) = self.leases.join(w, tenant) {
@@ -759,7 +882,7 @@ impl Gate {
             .map(|(id, _)| *id)
             .collect();
         for id in waiting {
-            self.hand(id, w, out);
+            self.hand(id, w, now, out);
         }
     }
 
@@ -778,7 +901,7 @@ impl Gate {
             .map(|(id, _)| *id)
             .collect();
         for id in held {
-            self.evict(id, Eviction::WorkerGone, out);
+            self.evict(id, Eviction::WorkerGone, now, out);
             self.forget(id, now, out);
         }
         for (worker, bytes) in self.leases.leave(w) {
@@ -837,8 +960,9 @@ impl Gate {
                 virus,
                 target,
             } => match self.owned(w, conn, "Found") {
-                // The daemon's own EICAR is no client's detection.
-                Ok(c) if c.selftest => {}
+                // The daemon's own EICAR is no client's detection; a
+                // connection kept past its close grace reports nothing.
+                Ok(c) if c.selftest || c.overdue => {}
                 // A detection stays one after the client left: its
                 // command still runs.
                 Ok(c) => out.push(Action::VirusEvent {
@@ -971,7 +1095,7 @@ impl Gate {
             return;
         }
         let waiting = c.holder == Holder::Waiting;
-        self.revoke(id);
+        self.revoke(id, now);
         out.push(Action::Revoke(id));
         if waiting {
             self.forget(id, now, out);
@@ -979,7 +1103,7 @@ impl Gate {
     }
 
     /// Marks a connection revoked and takes it off its worker's active count.
-    fn revoke(&mut self, id: ConnId) {
+    fn revoke(&mut self, id: ConnId, now: Instant) {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
@@ -987,6 +1111,7 @@ impl Gate {
             return;
         }
         c.revoked = true;
+        c.revoked_at = Some(now);
         if let (Holder::Worker(w), true) = (c.holder, c.active) {
             if let Some(x) = self.workers.get_mut(&w) {
                 x.active = x.active.saturating_sub(1);
@@ -994,13 +1119,13 @@ impl Gate {
         }
     }
 
-    fn evict(&mut self, id: ConnId, why: Eviction, out: &mut Vec<Action>) {
+    fn evict(&mut self, id: ConnId, why: Eviction, now: Instant, out: &mut Vec<Action>) {
         let Some(c) = self.conns.get(&id) else { return };
         if c.revoked && why != Eviction::WorkerGone {
             return;
         }
         let (key, identity, name) = (c.key, Arc::clone(&c.identity), Arc::clone(&c.name));
-        self.revoke(id);
+        self.revoke(id, now);
         out.push(Action::Evict {
             id,
             key,
@@ -1011,7 +1136,7 @@ impl Gate {
     }
 
     fn forget(&mut self, id: ConnId, now: Instant, out: &mut Vec<Action>) {
-        self.revoke(id);
+        self.revoke(id, now);
         let Some(c) = self.conns.remove(&id) else {
             return;
         };
@@ -1064,11 +1189,12 @@ impl Gate {
                 .conns
                 .get(&id)
                 .is_some_and(|c| c.holder == Holder::Waiting);
-            self.evict(id, why, out);
+            self.evict(id, why, now, out);
             if waiting {
                 self.forget(id, now, out);
             }
         }
+        self.overdue_closes(now, out);
         let idle: Vec<WorkerId> = self
             .workers
             .iter()
@@ -1091,6 +1217,35 @@ impl Gate {
             if !self.stopping && now.saturating_duration_since(since) >= after {
                 self.idle_since = Some(now);
                 out.push(Action::IdleExit);
+            }
+        }
+    }
+
+    /// Workers that hold a revoked connection past `close_grace` without
+    /// saying `Closed` broke a rule: they are ended (once each), and what
+    /// they report for such a connection no longer counts.
+    fn overdue_closes(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let grace = self.s.close_grace;
+        let mut ended: BTreeSet<WorkerId> = BTreeSet::new();
+        for (id, c) in self.conns.iter_mut() {
+            let (Holder::Worker(w), Some(at), false) = (c.holder, c.revoked_at, c.overdue) else {
+                continue;
+            };
+            if now.saturating_duration_since(at) < grace {
+                continue;
+            }
+            c.overdue = true;
+            if ended.insert(w) {
+                out.push(Action::Violation {
+                    worker: w,
+                    why: format!(
+                        "kept connection {id} ({}) for {} s after it was revoked without closing it \
+                         (bound: limits.max-scan-time + {} s)",
+                        c.identity,
+                        grace.as_secs(),
+                        CLOSE_MARGIN.as_secs()
+                    ),
+                });
             }
         }
     }

@@ -16,6 +16,19 @@
 //! (one client identity) may hold at most `tenant_cap` of it — half of the
 //! budget by default, at least one largest stream — so at least the rest
 //! stays for the others, however long one client's streams trickle.
+//!
+//! Every worker that can exist (`limits.max-workers`) has its base lease
+//! reserved by construction: what workers hold beyond their base (their
+//! *extra*) comes from a pool of `budget - base x max-workers`, so
+//! whatever identities hold, a worker that starts later for a new one
+//! finds its base free. An identity with `n` workers therefore holds at
+//! most `budget - base x (max-workers - n)`. Without it, one local user
+//! acting as two identities (its uid and a TCP connection from loopback)
+//! could hold every byte, and a newcomer's first stream was refused though
+//! it never used any. The guarantee is for up to `max-workers` workers
+//! with a lease: an old generation or a released worker still draining
+//! holds its lease until it is gone, and a worker that starts meanwhile
+//! gets its base when it is.
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -57,6 +70,8 @@ pub struct LeaseSettings {
     /// What a worker gets when it starts serving, without asking (small
     /// streams never wait for a lease).
     pub base: u64,
+    /// Workers whose base is reserved (`limits.max-workers`).
+    pub workers: u64,
 }
 
 impl LeaseSettings {
@@ -72,7 +87,14 @@ impl LeaseSettings {
             budget,
             tenant_cap,
             base,
+            workers: max_workers.max(1) as u64,
         }
+    }
+
+    /// What all workers together may hold beyond their base leases.
+    fn extra_pool(&self) -> u64 {
+        self.budget
+            .saturating_sub(self.base.saturating_mul(self.workers))
     }
 }
 
@@ -110,12 +132,24 @@ impl Leases {
             .sum()
     }
 
-    /// What `w` may hold now if it wants `want`.
+    /// What `w` may hold now if it wants `want`: within the budget, its
+    /// tenant's cap, and its base plus what the other workers leave of the
+    /// extra pool (the bases of workers yet to come stay free).
     fn grant_for(&self, w: WorkerId, tenant: Tenant, want: u64) -> u64 {
         let others = self.held() - self.by_worker.get(&w).map_or(0, |l| l.granted);
         let free = self.s.budget.saturating_sub(others);
         let tenant_room = self.s.tenant_cap.saturating_sub(self.held_by(tenant, w));
-        want.min(free).min(tenant_room)
+        let others_extra: u64 = self
+            .by_worker
+            .iter()
+            .filter(|(x, _)| **x != w)
+            .map(|(_, l)| l.granted.saturating_sub(self.s.base))
+            .sum();
+        let reserve_room = self
+            .s
+            .base
+            .saturating_add(self.s.extra_pool().saturating_sub(others_extra));
+        want.min(free).min(tenant_room).min(reserve_room)
     }
 
     /// A worker starts serving: its base lease, if there is room.
@@ -221,6 +255,7 @@ mod tests {
             budget: 64 * MIB,
             tenant_cap: 32 * MIB,
             base: MIB,
+            workers: 3,
         })
     }
 
@@ -275,5 +310,47 @@ mod tests {
         let small = LeaseSettings::new(64 * MIB, 100 * MIB, 16);
         assert_eq!(small.tenant_cap, 64 * MIB);
         assert_eq!(small.base, MIB);
+        assert_eq!(small.workers, 16);
+    }
+
+    #[test]
+    fn a_new_identity_always_finds_its_base_lease() {
+        // One local user as two identities (its uid, and TCP from
+        // loopback) takes all it can; the cap alone would let the two take
+        // every byte (each may hold one largest stream, the whole budget).
+        let s = LeaseSettings::new(64 * MIB, 64 * MIB, 16);
+        assert_eq!((s.tenant_cap, s.base), (64 * MIB, MIB));
+        let mut l = Leases::new(s);
+        assert_eq!(l.join(1, Tenant::Uid(1000)), Some(MIB));
+        assert_eq!(l.join(2, Tenant::Network), Some(MIB));
+        // Each holds its base plus what the extra pool (64 - 16 MiB) gives.
+        assert_eq!(l.want(1, 64 * MIB), vec![(1, 49 * MIB)]);
+        assert_eq!(l.want(2, 64 * MIB), vec![]);
+        assert_eq!(l.total(), 50 * MIB);
+        // A worker forked later for a new identity gets its base, and its
+        // first stream (within the base) needs nothing more.
+        assert_eq!(l.join(3, Tenant::Uid(1001)), Some(MIB));
+        assert_eq!(l.want(3, MIB), vec![]);
+        // So does every further one, up to max-workers.
+        for w in 4..=16 {
+            assert_eq!(l.join(w, Tenant::Uid(1000 + w as u32)), Some(MIB), "{w}");
+        }
+        assert!(l.total() <= 64 * MIB);
+        // The bound per identity: budget - base x (max-workers - its own).
+        assert_eq!(49 * MIB, 64 * MIB - MIB * (16 - 1));
+        // When the first gives back, the extra flows to those who waited.
+        let changed = l.want(1, 8 * MIB);
+        assert_eq!(changed, vec![(1, 8 * MIB), (2, 42 * MIB)]);
+    }
+
+    #[test]
+    fn an_honest_single_client_keeps_its_whole_share() {
+        // The default configuration: 256 MiB, streams up to 100 MiB.
+        let mut l = Leases::new(LeaseSettings::new(256 * MIB, 100 * MIB, 16));
+        l.join(1, Tenant::Uid(1000));
+        assert_eq!(l.want(1, 200 * MIB), vec![(1, 128 * MIB)]);
+        l.join(2, Tenant::Network);
+        assert_eq!(l.want(2, 200 * MIB), vec![(2, 114 * MIB)]);
+        assert_eq!(l.join(3, Tenant::Uid(1001)), Some(MIB));
     }
 }

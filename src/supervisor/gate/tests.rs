@@ -5,6 +5,7 @@ use super::*;
 const WAIT: Duration = Duration::from_secs(30);
 const LIFETIME: Duration = Duration::from_secs(3600);
 const IDLE_WORKER: Duration = Duration::from_secs(600);
+const CLOSE_GRACE: Duration = Duration::from_secs(150);
 const SERVICE_UID: u32 = 999;
 
 fn settings() -> Settings {
@@ -22,16 +23,19 @@ fn settings() -> Settings {
         },
         prefixes: Prefixes::default(),
         isolation: Isolation::Identity,
-        max_workers: 3,
+        // Three for clients, one kept for administrators.
+        max_workers: 4,
         max_threads: 10,
         leases: shares::LeaseSettings {
             budget: 64 << 20,
             tenant_cap: 32 << 20,
             base: 1 << 20,
+            workers: 4,
         },
         wait_for_worker: WAIT,
         lifetime: LIFETIME,
         idle_worker: IDLE_WORKER,
+        close_grace: CLOSE_GRACE,
         active_linger: Duration::from_secs(10),
         service_uid: Some(SERVICE_UID),
         admins: Admins::new([], []),
@@ -172,8 +176,10 @@ fn a_worker_never_holds_two_clients() {
     assert!(hands(&a).is_empty());
     let (_, a) = g.accept(user(0));
     assert_eq!(needs(&a), vec![Tenant::Uid(0)]);
+    let (_, a) = g.accept(user(1002));
+    assert_eq!(needs(&a), vec![Tenant::Uid(1002)]);
     let (_, a) = g.accept(tcp("127.0.0.1"));
-    // max-workers is 3 and worker 1 is busy: the TCP client queues.
+    // max-workers is 4 and worker 1 is busy: the TCP client queues.
     assert!(needs(&a).is_empty() && hands(&a).is_empty());
     // Every TCP client shares the network worker, never a local one.
     let a = g.up(2, Tenant::Uid(0));
@@ -397,6 +403,8 @@ fn without_an_idle_worker_a_new_client_queues_until_one_is() {
     for (w, uid) in [(1, 1000), (2, 1001), (3, 1002)] {
         let (id, _) = g.accept(user(uid));
         g.up(w, Tenant::Uid(uid));
+        // A connection that sent a command keeps its worker.
+        g.report(w, Report::Active(id));
         held.push((w, id));
     }
     let (_, a) = g.accept(user(1003));
@@ -741,4 +749,188 @@ fn the_selftests_detection_runs_no_virus_event() {
     }));
     let a = g.report(1, found(c));
     assert!(a.iter().any(|x| matches!(x, Action::VirusEvent { .. })));
+}
+
+fn releases(a: &[Action]) -> Vec<WorkerId> {
+    a.iter()
+        .filter_map(|x| match x {
+            Action::ReleaseWorker(w) => Some(*w),
+            _ => None,
+        })
+        .collect()
+}
+
+fn evicted(a: &[Action]) -> Vec<(ConnId, Eviction)> {
+    a.iter()
+        .filter_map(|x| match x {
+            Action::Evict { id, why, .. } => Some((*id, *why)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn administrators_always_find_a_worker() {
+    // As many identities as there are worker slots, each holding one idle
+    // connection: the last of them waits, since one slot is kept.
+    let mut g = G::new();
+    for (w, uid) in [(1, 1000), (2, 1001), (3, 1002)] {
+        let (_, a) = g.accept(user(uid));
+        assert_eq!(needs(&a), vec![Tenant::Uid(uid)]);
+        g.up(w, Tenant::Uid(uid));
+    }
+    let (_, a) = g.accept(user(1003));
+    assert!(needs(&a).is_empty(), "{a:?}");
+    assert!(releases(&a).is_empty(), "{a:?}");
+    // Root gets the slot kept for administrators at once, and its RELOAD
+    // runs.
+    let (root, a) = g.accept(user(0));
+    assert_eq!(needs(&a), vec![Tenant::Uid(0)]);
+    let a = g.up(4, Tenant::Uid(0));
+    assert_eq!(hands(&a), vec![(root, 4)]);
+    g.report(4, Report::Active(root));
+    let a = g.report(
+        4,
+        Report::Admin {
+            conn: root,
+            command: AdminCommand::Reload,
+        },
+    );
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, Action::Admin { id, .. } if *id == root)),
+        "{a:?}"
+    );
+    // Not a fifth worker for clients: uid 1003 still waits for an idle one.
+    assert!(needs(&g.on(Event::Tick)).is_empty());
+}
+
+#[test]
+fn the_slot_kept_for_administrators_is_everyones_with_one_worker() {
+    let mut g = G::with(Settings {
+        max_workers: 1,
+        ..settings()
+    });
+    let (_, a) = g.accept(user(1000));
+    assert_eq!(needs(&a), vec![Tenant::Uid(1000)]);
+}
+
+#[test]
+fn an_idle_tenant_makes_room_and_a_busy_one_never_does() {
+    let mut g = G::new();
+    // uid 1000 scans; 1001 and 1002 hold connections that never sent a
+    // command, 1001's handed first.
+    let (busy, _) = g.accept(user(1000));
+    g.up(1, Tenant::Uid(1000));
+    g.report(1, Report::Active(busy));
+    let (idle1, _) = g.accept(user(1001));
+    g.up(2, Tenant::Uid(1001));
+    g.accept(user(1002));
+    g.later(
+        1,
+        Event::WorkerUp {
+            worker: 3,
+            tenant: Tenant::Uid(1002),
+        },
+    );
+    // A newcomer: a connection handed a moment ago may still be sending
+    // its command, so it waits...
+    let t = g.t;
+    g.t = t + Duration::from_secs(1);
+    let (_, a) = g.accept(user(1003));
+    assert!(releases(&a).is_empty() && needs(&a).is_empty(), "{a:?}");
+    // ... and gets the worker of the tenant idle the longest once its
+    // connections were idle long enough; their idle connections close.
+    let a = g.later(3, Event::Tick);
+    assert_eq!(releases(&a), vec![2], "{a:?}");
+    assert_eq!(evicted(&a), vec![(idle1, Eviction::Room)]);
+    assert_eq!(needs(&a), vec![Tenant::Uid(1003)]);
+    // The next newcomer takes uid 1002's.
+    let t = g.t;
+    g.t = t + Duration::from_secs(3);
+    let (_, a) = g.accept(user(1004));
+    assert_eq!(releases(&a), vec![3], "{a:?}");
+    assert_eq!(needs(&a), vec![Tenant::Uid(1004)]);
+    // The scan in progress keeps its worker however long others wait.
+    let (_, a) = g.accept(user(1005));
+    assert!(releases(&a).is_empty());
+    for secs in [10, 100, 1000] {
+        let a = g.later(secs, Event::Tick);
+        assert!(!releases(&a).contains(&1), "{a:?}");
+    }
+}
+
+#[test]
+fn a_worker_that_keeps_a_revoked_connection_is_ended() {
+    let mut g = G::new();
+    let (id, _) = g.accept(user(1000));
+    g.up(1, Tenant::Uid(1000));
+    g.report(1, Report::Active(id));
+    assert!(g.on(Event::HungUp(id)).contains(&Action::Revoke(id)));
+    let found = || Report::Found {
+        conn: id,
+        virus: "Eicar-Test-Signature".into(),
+        target: b"stream".to_vec(),
+    };
+    // Within one scan's time it may still finish, and a detection counts.
+    let a = g.report(1, found());
+    assert!(a.iter().any(|x| matches!(x, Action::VirusEvent { .. })));
+    let a = g.later(CLOSE_GRACE.as_secs() - 1, Event::Tick);
+    assert_eq!(violations(&a), 0);
+    // Past the grace without Closed: the worker is ended, once.
+    let a = g.later(CLOSE_GRACE.as_secs(), Event::Tick);
+    assert_eq!(violations(&a), 1, "{a:?}");
+    assert_eq!(
+        violations(&g.later(CLOSE_GRACE.as_secs() + 1, Event::Tick)),
+        0
+    );
+    // And what it says for that connection no longer counts.
+    let a = g.report(1, found());
+    assert!(
+        !a.iter().any(|x| matches!(x, Action::VirusEvent { .. })),
+        "{a:?}"
+    );
+}
+
+#[test]
+fn a_worker_that_closes_a_revoked_connection_in_time_is_fine() {
+    let mut g = G::new();
+    let (id, _) = g.accept(user(1000));
+    g.up(1, Tenant::Uid(1000));
+    g.report(1, Report::Active(id));
+    // Closed by the gate (lifetime): the grace counts from then.
+    let a = g.later(LIFETIME.as_secs(), Event::Tick);
+    assert_eq!(evicted(&a), vec![(id, Eviction::Lifetime)]);
+    let a = g.later(LIFETIME.as_secs() + CLOSE_GRACE.as_secs() - 1, Event::Tick);
+    assert_eq!(violations(&a), 0);
+    g.t += LIFETIME + CLOSE_GRACE - Duration::from_secs(1);
+    let a = g.report(1, Report::Closed(id));
+    assert!(a.contains(&Action::Forget(id)));
+    assert_eq!(violations(&g.later(1000, Event::Tick)), 0);
+}
+
+#[test]
+fn a_new_identity_gets_its_base_lease_whatever_others_hold() {
+    const MIB: u64 = 1 << 20;
+    let mut g = G::with(Settings {
+        leases: shares::LeaseSettings::new(64 * MIB, 64 * MIB, 4),
+        ..settings()
+    });
+    // One local user as two identities takes all it can.
+    g.accept(user(1000));
+    g.up(1, Tenant::Uid(1000));
+    g.accept(tcp("127.0.0.1"));
+    g.up(2, Tenant::Network);
+    g.report(1, Report::StreamWant(64 * MIB));
+    g.report(2, Report::StreamWant(64 * MIB));
+    // A newcomer's worker still starts with its base.
+    g.accept(user(1001));
+    let a = g.up(3, Tenant::Uid(1001));
+    assert!(
+        a.contains(&Action::StreamGrant {
+            worker: 3,
+            bytes: MIB
+        }),
+        "{a:?}"
+    );
 }
