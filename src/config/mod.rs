@@ -330,6 +330,9 @@ pub struct LimitsConfig {
     /// Connections of one client: a Unix uid, or a TCP address prefix.
     #[serde(alias = "max-connections-per-address")]
     pub max_connections_per_client: u32,
+    /// Connections of all TCP clients of one /16 (IPv4) or /48 (IPv6)
+    /// together: many /24s of one owner share this.
+    pub max_connections_per_aggregate: u32,
     /// Leading bits of an IPv4 / IPv6 address that make one TCP client.
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
@@ -607,6 +610,7 @@ impl Default for LimitsConfig {
             unix_reserve: 64,
             admin_reserve: 16,
             max_connections_per_client: 64,
+            max_connections_per_aggregate: 256,
             ipv4_prefix: 24,
             ipv6_prefix: 64,
             stream_memory: ByteSize(256 << 20),
@@ -891,6 +895,13 @@ impl Config {
             return Err((
                 "limits.max-connections-per-client",
                 "must be at least 1".into(),
+            ));
+        }
+        if l.max_connections_per_aggregate == 0 {
+            return Err((
+                "limits.max-connections-per-aggregate",
+                "must be at least 1 (connections of all TCP clients of one /16 or /48 together)"
+                    .into(),
             ));
         }
         if l.workers.is_some() {
