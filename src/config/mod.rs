@@ -535,6 +535,20 @@ pub struct LogConfig {
     pub peer_lines_per_minute: u32,
     /// Scan results and debug lines logged per client identity and minute.
     pub result_lines_per_minute: u32,
+    /// Bytes of the lines of `peer_lines_per_minute` per client identity
+    /// and minute (a line costs `log::limiter::cost`): long paths and
+    /// names get fewer lines, not more bytes.
+    pub peer_bytes_per_minute: ByteSize,
+    /// Bytes of the lines of `result_lines_per_minute` per client identity
+    /// and minute.
+    pub result_bytes_per_minute: ByteSize,
+    /// Bytes of refusal, error and warning lines about all TCP clients
+    /// together per minute (beyond each one's own budget): many /24s cannot
+    /// write many budgets' worth.
+    pub tcp_peer_bytes_per_minute: ByteSize,
+    /// Bytes of scan-result and debug lines about all TCP clients together
+    /// per minute.
+    pub tcp_result_bytes_per_minute: ByteSize,
     /// Log clean scan results at info (otherwise at debug).
     pub clean: bool,
     /// Where log lines go: "auto" (journald when stderr is connected to the
@@ -712,6 +726,10 @@ impl Default for LogConfig {
             level: "info".into(),
             peer_lines_per_minute: 30,
             result_lines_per_minute: 6000,
+            peer_bytes_per_minute: ByteSize(32 << 10),
+            result_bytes_per_minute: ByteSize(2 << 20),
+            tcp_peer_bytes_per_minute: ByteSize(256 << 10),
+            tcp_result_bytes_per_minute: ByteSize(8 << 20),
             clean: false,
             target: "auto".into(),
         }
@@ -1101,6 +1119,31 @@ impl Config {
         }
         if self.log.result_lines_per_minute == 0 {
             return Err(("log.result-lines-per-minute", "must be at least 1".into()));
+        }
+        for (key, size) in [
+            ("log.peer-bytes-per-minute", self.log.peer_bytes_per_minute),
+            (
+                "log.result-bytes-per-minute",
+                self.log.result_bytes_per_minute,
+            ),
+            (
+                "log.tcp-peer-bytes-per-minute",
+                self.log.tcp_peer_bytes_per_minute,
+            ),
+            (
+                "log.tcp-result-bytes-per-minute",
+                self.log.tcp_result_bytes_per_minute,
+            ),
+        ] {
+            if size.0 < 1024 {
+                return Err((
+                    key,
+                    format!(
+                        "{size} is less than 1K: a line costs at least {} bytes",
+                        crate::log::limiter::LINE_COST
+                    ),
+                ));
+            }
         }
         if !matches!(self.log.target.as_str(), "auto" | "journald" | "stderr") {
             return Err((
