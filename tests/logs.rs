@@ -189,6 +189,15 @@ fn parsed_lines(d: &Daemon, from: usize) -> Vec<Parsed> {
         .collect()
 }
 
+/// The same lines with their length in bytes (with the newline).
+fn sized_lines(d: &Daemon, from: usize) -> Vec<(usize, Parsed)> {
+    let raw = raw_log(d);
+    let text = String::from_utf8(raw[from.min(raw.len())..].to_vec()).expect("the log is UTF-8");
+    text.lines()
+        .map(|l| (l.len() + 1, parse_line(l).unwrap()))
+        .collect()
+}
+
 fn field<'a>(p: &'a Parsed, name: &str) -> Option<&'a str> {
     p.get(name).and_then(|v| std::str::from_utf8(v).ok())
 }
@@ -249,7 +258,11 @@ print(missing)
 /// made the root supervisor write 40–70 MB/s of "path refused" lines
 /// (clamd 1.4.6 writes 68 lines for 37,000 such SCANs). Now every line
 /// about that user, the broker's and its workers', shares one budget of
-/// `log.peer-lines-per-minute` lines a minute; the rest are counted. An
+/// `log.peer-lines-per-minute` lines and `log.peer-bytes-per-minute`
+/// bytes a minute; the rest are counted. The paths are as long as a
+/// command may carry (about 3,850 bytes, half of them ESC, which the log shows
+/// as `\x1b`: about 9.5 KB a line), so the bytes run out before the lines (an
+/// attacker review: a budget of lines let long lines write more). An
 /// honest client (root) scanning at the same time gets its answers and its
 /// FOUND lines.
 #[test]
@@ -270,6 +283,9 @@ fn one_local_user_flooding_unreadable_paths_gets_a_bounded_log() {
     std::fs::write(&secret, b"nothing").unwrap();
     let infected = private.path().join("infected");
     std::fs::write(&infected, common::eicar()).unwrap();
+    // Inside the directory nobody may not enter: it is refused there.
+    let long = (0..19).fold(secret.clone(), |p, _| p.join("a\x1b".repeat(100)));
+    assert!(long.as_os_str().len() < 4096, "a path SCAN can carry");
 
     let start = raw_log(&d).len();
     let began = Instant::now();
@@ -277,7 +293,7 @@ fn one_local_user_flooding_unreadable_paths_gets_a_bounded_log() {
     let flooder = python_as_nobody(
         FLOODER,
         &[
-            secret.display().to_string(),
+            long.display().to_string(),
             SCANS.to_string(),
             d.unix.display().to_string(),
         ],
@@ -350,6 +366,24 @@ fn one_local_user_flooding_unreadable_paths_gets_a_bounded_log() {
         "{SCANS} SCANs of an unreadable path by one user: {} log lines in {:.0} s ({about_nobody} about that user, {refused} \"path refused\"), {bytes} bytes; {suppressed} lines reported suppressed; clamd 1.4.6: 68 lines",
         lines.len(),
         elapsed.as_secs_f64(),
+    );
+    // The bytes about that user, but for the summaries (one a minute),
+    // stay within log.peer-bytes-per-minute (32 KiB) a minute.
+    let budgeted_bytes: usize = sized_lines(&d, start)
+        .iter()
+        .filter(|(_, p)| about_uid(p, NOBODY))
+        .filter(|(_, p)| !String::from_utf8_lossy(&p.message).contains("not written"))
+        .map(|(n, _)| n)
+        .sum();
+    let byte_budget = (32 << 10) * windows(elapsed) as usize;
+    println!(
+        "{budgeted_bytes} bytes of lines about that user, budget {byte_budget} ({} windows)",
+        windows(elapsed)
+    );
+    assert!(
+        budgeted_bytes <= byte_budget,
+        "{budgeted_bytes} bytes about one user; budget {byte_budget}:\n{}",
+        d.log()
     );
     let budget = 30 * windows(elapsed) as usize;
     assert!(refused >= 1, "the refusals are logged, within the budget");
