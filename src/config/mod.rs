@@ -1521,6 +1521,35 @@ mod tests {
     }
 
     #[test]
+    fn identity_budgets_have_defaults_and_bounds() {
+        let c = Config::parse("", "t").unwrap();
+        assert_eq!(c.limits.max_connections_per_aggregate, 256);
+        assert_eq!(c.log.peer_bytes_per_minute, ByteSize(32 << 10));
+        assert_eq!(c.log.result_bytes_per_minute, ByteSize(2 << 20));
+        assert_eq!(c.log.tcp_peer_bytes_per_minute, ByteSize(256 << 10));
+        assert_eq!(c.log.tcp_result_bytes_per_minute, ByteSize(8 << 20));
+        let c = Config::parse("[log]\npeer-bytes-per-minute = \"64K\"\n", "t").unwrap();
+        assert_eq!(c.log.peer_bytes_per_minute.0, 64 << 10);
+        for (text, key) in [
+            (
+                "[limits]\nmax-connections-per-aggregate = 0\n",
+                "limits.max-connections-per-aggregate",
+            ),
+            (
+                "[log]\npeer-bytes-per-minute = 100\n",
+                "log.peer-bytes-per-minute",
+            ),
+            (
+                "[log]\ntcp-result-bytes-per-minute = 0\n",
+                "log.tcp-result-bytes-per-minute",
+            ),
+        ] {
+            let err = Config::parse(text, "t").unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
     fn bad_tcp_address() {
         let err = Config::parse("[listen]\ntcp = [\"localhost\"]\n", "t")
             .unwrap_err()
