@@ -1,7 +1,7 @@
 //! Hostile clients cannot deny service. Each test runs one attack against
 //! the real daemon while honest clients work alongside — clamdscan over the
-//! Unix socket, and python `clamd` INSTREAM over TCP from another loopback
-//! address and from the attacker's own address — and checks that every
+//! Unix socket, and python `clamd` INSTREAM over TCP from another address
+//! and from the attacker's own address — and checks that every
 //! honest request is answered correctly, that no worker was restarted, and
 //! that the log stays bounded. No timing thresholds: only outcomes.
 //!
@@ -12,6 +12,10 @@
 //! 4. a flood of refused commands in one IDSESSION;
 //! 5. clients that stop reading their replies, or leave mid-walk;
 //! 6. idle connections from the honest client's own address.
+//!
+//! All of loopback (127.0.0.0/8) is one client, so an honest TCP client of
+//! another client than the attacker's needs another network: the test
+//! that needs one runs in a namespace of its own (`common::netns`).
 
 mod common;
 
@@ -82,7 +86,14 @@ struct Honest {
     handles: Vec<(String, JoinHandle<Outcome>)>,
 }
 
-fn honest(d: &Daemon, eicar_file: &Path, attacker: IpAddr, seconds: f64) -> Honest {
+/// On the host's loopback, the other TCP client is the attacker's own
+/// client too (all of 127.0.0.0/8 is one): what it checks there is that
+/// the attack leaves that client's share usable.
+const LOOPBACK_OTHER: &str = "127.0.1.99";
+
+/// The honest clients, over the Unix socket and over TCP from `other` and
+/// from `attacker`.
+fn honest(d: &Daemon, eicar_file: &Path, other: IpAddr, attacker: IpAddr, seconds: f64) -> Honest {
     let mut handles = Vec::new();
     // clamdscan over the Unix socket.
     let conf = d.dir.path().join("clamdscan.conf");
@@ -114,7 +125,7 @@ fn honest(d: &Daemon, eicar_file: &Path, attacker: IpAddr, seconds: f64) -> Hone
             (ok, failed, why)
         }),
     ));
-    for src in ["127.0.1.99".parse::<IpAddr>().unwrap(), attacker] {
+    for src in [other, attacker] {
         let args = [
             d.tcp.ip().to_string(),
             d.tcp.port().to_string(),
@@ -213,7 +224,13 @@ fn long_paths_get_replies_not_process_faults() {
     std::fs::create_dir(tree.join("z")).unwrap();
     std::fs::write(tree.join("z/eicar.com"), eicar()).unwrap();
     let d = Daemon::clamsentry(db.path(), &[("scan", "max-directory-recursion = 30")]);
-    let h = honest(&d, &file, "127.0.0.1".parse().unwrap(), 5.0);
+    let h = honest(
+        &d,
+        &file,
+        LOOPBACK_OTHER.parse().unwrap(),
+        "127.0.0.1".parse().unwrap(),
+        5.0,
+    );
     // A missing path of 4,097 bytes: the most a command frame can carry.
     let mut path = b"/tmp".to_vec();
     while path.len() + 3 <= 4097 {
@@ -296,7 +313,7 @@ fn slow_streams_cannot_hold_the_stream_memory() {
             })
         })
         .collect();
-    let h = honest(&d, &file, attacker, 6.0);
+    let h = honest(&d, &file, LOOPBACK_OTHER.parse().unwrap(), attacker, 6.0);
     for a in attackers {
         let reply = show(&a.join().unwrap());
         assert_eq!(
@@ -365,7 +382,13 @@ fn a_loopback_flood_never_locks_out_the_unix_socket() {
             })
         })
         .collect();
-    let h = honest(&d, &file, "127.0.0.1".parse().unwrap(), 6.0);
+    let h = honest(
+        &d,
+        &file,
+        LOOPBACK_OTHER.parse().unwrap(),
+        "127.0.0.1".parse().unwrap(),
+        6.0,
+    );
     for t in tricklers {
         assert_eq!(
             show(&t.join().unwrap()),
@@ -388,12 +411,22 @@ fn a_loopback_flood_never_locks_out_the_unix_socket() {
 /// command arrives. The idle flood of attack 6 is what it survives.)
 #[test]
 fn a_reconnecting_flood_logs_a_bounded_number_of_evictions() {
+    require_root!("it makes a network namespace (all of loopback is one client)");
+    require!(common::require::program("ip", "iproute2"));
     raise_fd_limit();
+    // The attacker and the honest TCP client in two networks.
+    let _lab = common::netns::Lab::enter("cs-dos-reconnect");
     let db = TestDb::new();
     let (_dir, file) = scratch();
-    let d = Daemon::clamsentry(db.path(), &[("limits", "max-connections-per-client = 8")]);
-    let attacker: IpAddr = "127.0.0.5".parse().unwrap();
-    let h = honest(&d, &file, "127.0.1.6".parse().unwrap(), 3.0);
+    let d = Daemon::clamsentry(
+        db.path(),
+        &[
+            ("limits", "max-connections-per-client = 8"),
+            common::netns::ALLOW,
+        ],
+    );
+    let attacker = common::netns::Lab::addr(1, 5);
+    let h = honest(&d, &file, common::netns::Lab::addr(2, 6), attacker, 3.0);
     let mut held = std::collections::VecDeque::new();
     let mut opened = 0;
     for _ in 0..2_000 {
@@ -427,7 +460,13 @@ fn refused_commands_are_counted_and_their_log_is_bounded() {
     let db = TestDb::new();
     let (_dir, file) = scratch();
     let d = Daemon::clamsentry(db.path(), &[]);
-    let h = honest(&d, &file, "127.0.0.1".parse().unwrap(), 4.0);
+    let h = honest(
+        &d,
+        &file,
+        LOOPBACK_OTHER.parse().unwrap(),
+        "127.0.0.1".parse().unwrap(),
+        4.0,
+    );
     // 20,000 SCANs (refused over TCP) in one session.
     let mut req = b"zIDSESSION\0".to_vec();
     for _ in 0..20_000 {
@@ -495,7 +534,13 @@ fn clients_that_stop_reading_or_leave_free_their_scan_thread() {
     drop(gone);
     // With one scanning thread, honest clients are served only if both
     // walks let go of it.
-    let h = honest(&d, &file, "127.0.0.1".parse().unwrap(), 5.0);
+    let h = honest(
+        &d,
+        &file,
+        LOOPBACK_OTHER.parse().unwrap(),
+        "127.0.0.1".parse().unwrap(),
+        5.0,
+    );
     h.all_served(&d);
     let deadline = Instant::now() + Duration::from_secs(60);
     while d
@@ -539,7 +584,7 @@ fn idle_floods_from_one_address_do_not_lock_it_out() {
             std::thread::sleep(Duration::from_millis(20));
         }
     });
-    let h = honest(&d, &file, attacker, 5.0);
+    let h = honest(&d, &file, LOOPBACK_OTHER.parse().unwrap(), attacker, 5.0);
     h.all_served(&d);
     flooding.store(false, Ordering::Relaxed);
     opener.join().unwrap();

@@ -166,16 +166,20 @@ fn hog(
 /// worker's threads and queue.
 #[test]
 fn one_clients_slow_inputs_leave_threads_for_the_others() {
+    require_root!("it makes a network namespace (all of loopback is one client)");
+    require!(common::require::program("ip", "iproute2"));
+    // Two networks: on loopback, every address is the same client.
+    let _lab = common::netns::Lab::enter("cs-fair-slow");
     let db = TestDb::new();
     let settings = [
         ("limits", "standby-workers = 1"),
         ("limits", "max-threads = 2"),
         ("scan", "max-scan-time = 0"),
+        common::netns::ALLOW,
     ];
     let d = Daemon::clamsentry(db.path(), &settings);
-    let attacker: IpAddr = "127.0.0.1".parse().unwrap();
-    // Another /24: loopback addresses in 127.0.0.0/24 are one peer.
-    let honest: IpAddr = "127.0.1.1".parse().unwrap();
+    let attacker = common::netns::Lab::addr(1, 1);
+    let honest = common::netns::Lab::addr(2, 1);
     let (hog_replies, _held) = hog(&d, attacker, 8, 2 * SLOW_LINES);
     // All eight in the network worker's pool: its share running, the rest
     // waiting.
@@ -222,6 +226,7 @@ fn one_clients_slow_inputs_leave_threads_for_the_others() {
             settings[0],
             settings[1],
             settings[2],
+            settings[3],
             ("limits", "reserve-threads = 0"),
         ],
     );

@@ -189,6 +189,15 @@ fn parsed_lines(d: &Daemon, from: usize) -> Vec<Parsed> {
         .collect()
 }
 
+/// The same lines with their length in bytes (with the newline).
+fn sized_lines(d: &Daemon, from: usize) -> Vec<(usize, Parsed)> {
+    let raw = raw_log(d);
+    let text = String::from_utf8(raw[from.min(raw.len())..].to_vec()).expect("the log is UTF-8");
+    text.lines()
+        .map(|l| (l.len() + 1, parse_line(l).unwrap()))
+        .collect()
+}
+
 fn field<'a>(p: &'a Parsed, name: &str) -> Option<&'a str> {
     p.get(name).and_then(|v| std::str::from_utf8(v).ok())
 }
@@ -249,7 +258,11 @@ print(missing)
 /// made the root supervisor write 40–70 MB/s of "path refused" lines
 /// (clamd 1.4.6 writes 68 lines for 37,000 such SCANs). Now every line
 /// about that user, the broker's and its workers', shares one budget of
-/// `log.peer-lines-per-minute` lines a minute; the rest are counted. An
+/// `log.peer-lines-per-minute` lines and `log.peer-bytes-per-minute`
+/// bytes a minute; the rest are counted. The paths are as long as a
+/// command may carry (about 3,850 bytes, half of them ESC, which the log shows
+/// as `\x1b`: about 9.5 KB a line), so the bytes run out before the lines (an
+/// attacker review: a budget of lines let long lines write more). An
 /// honest client (root) scanning at the same time gets its answers and its
 /// FOUND lines.
 #[test]
@@ -270,6 +283,9 @@ fn one_local_user_flooding_unreadable_paths_gets_a_bounded_log() {
     std::fs::write(&secret, b"nothing").unwrap();
     let infected = private.path().join("infected");
     std::fs::write(&infected, common::eicar()).unwrap();
+    // Inside the directory nobody may not enter: it is refused there.
+    let long = (0..19).fold(secret.clone(), |p, _| p.join("a\x1b".repeat(100)));
+    assert!(long.as_os_str().len() < 4096, "a path SCAN can carry");
 
     let start = raw_log(&d).len();
     let began = Instant::now();
@@ -277,7 +293,7 @@ fn one_local_user_flooding_unreadable_paths_gets_a_bounded_log() {
     let flooder = python_as_nobody(
         FLOODER,
         &[
-            secret.display().to_string(),
+            long.display().to_string(),
             SCANS.to_string(),
             d.unix.display().to_string(),
         ],
@@ -350,6 +366,24 @@ fn one_local_user_flooding_unreadable_paths_gets_a_bounded_log() {
         "{SCANS} SCANs of an unreadable path by one user: {} log lines in {:.0} s ({about_nobody} about that user, {refused} \"path refused\"), {bytes} bytes; {suppressed} lines reported suppressed; clamd 1.4.6: 68 lines",
         lines.len(),
         elapsed.as_secs_f64(),
+    );
+    // The bytes about that user, but for the summaries (one a minute),
+    // stay within log.peer-bytes-per-minute (32 KiB) a minute.
+    let budgeted_bytes: usize = sized_lines(&d, start)
+        .iter()
+        .filter(|(_, p)| about_uid(p, NOBODY))
+        .filter(|(_, p)| !String::from_utf8_lossy(&p.message).contains("not written"))
+        .map(|(n, _)| n)
+        .sum();
+    let byte_budget = (32 << 10) * windows(elapsed) as usize;
+    println!(
+        "{budgeted_bytes} bytes of lines about that user, budget {byte_budget} ({} windows)",
+        windows(elapsed)
+    );
+    assert!(
+        budgeted_bytes <= byte_budget,
+        "{budgeted_bytes} bytes about one user; budget {byte_budget}:\n{}",
+        d.log()
     );
     let budget = 30 * windows(elapsed) as usize;
     assert!(refused >= 1, "the refusals are logged, within the budget");
@@ -607,4 +641,121 @@ fn a_compromised_worker_cannot_write_lines_that_look_like_the_supervisors() {
             })
         })
     });
+}
+
+/// Attack (an outside review, "detection line budget bypass via rotating
+/// /24s"): each /24 has a budget of its own, so 256 /24s wrote 256
+/// budgets' worth. Every TCP client's lines are also charged to one budget
+/// for all TCP clients (`log.tcp-peer-bytes-per-minute`, 16 KiB here),
+/// while a local user keeps its own: its refusals still appear. In a
+/// network namespace of the test's own (all of loopback is one client).
+#[test]
+fn many_slash_24s_share_one_log_budget_and_local_users_keep_theirs() {
+    require_root!("it makes a network namespace, and a client runs as nobody");
+    require!(common::require::program("ip", "iproute2"));
+    let _lab = common::netns::Lab::enter("cs-logs-tcp");
+    let db = common::TestDb::new();
+    let d = Daemon::clamsentry(
+        db.path(),
+        &[
+            ("log", "target = \"stderr\""),
+            ("log", "level = \"info\""),
+            ("log", "tcp-peer-bytes-per-minute = \"16K\""),
+            common::netns::ALLOW,
+        ],
+    );
+    let start = raw_log(&d).len();
+    let began = Instant::now();
+    // 256 /24s of 10.1.0.0/16, five refused SCANs each (SCAN is not
+    // allowed over TCP): 1,280 "command refused" lines, each within its
+    // own /24's budget (30 lines, 32 KiB). The connections stay open until
+    // the lines are counted, so every line is charged to its client.
+    let mut held = Vec::new();
+    for net in 0..=255u8 {
+        let from = std::net::IpAddr::from([10, 1, net, 1]);
+        let mut s = common::client::connect_from(from, d.tcp).unwrap();
+        let mut req = b"zIDSESSION\0".to_vec();
+        for _ in 0..5 {
+            req.extend_from_slice(b"zSCAN /etc/hostname\0");
+        }
+        std::io::Write::write_all(&mut s, &req).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while got.iter().filter(|&&b| b == 0).count() < 5 {
+            let n = std::io::Read::read(&mut s, &mut buf).unwrap();
+            assert!(n > 0, "closed after {}", show(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(
+            show(&got)
+                .matches("SCAN command not allowed on this listener. ERROR")
+                .count(),
+            5
+        );
+        held.push(s);
+    }
+    // The local user, after the flood: three refused RELOADs (it is not an
+    // administrator).
+    let script = "import socket, sys\n\
+                  for _ in range(3):\n\
+                  \x20   s = socket.socket(socket.AF_UNIX)\n\
+                  \x20   s.connect(sys.argv[1])\n\
+                  \x20   s.sendall(b'zRELOAD\\0')\n\
+                  \x20   s.recv(1000)\n\
+                  \x20   s.close()\n";
+    let out = python_as_nobody(script, &[d.unix.display().to_string()], &[])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let of_nobody = |lines: &[(usize, Parsed)]| {
+        lines
+            .iter()
+            .filter(|(_, p)| p.message == b"command refused" && about_uid(p, NOBODY))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while of_nobody(&sized_lines(&d, start)) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the local user's refusals are written:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let elapsed = began.elapsed();
+    let lines = sized_lines(&d, start);
+    let tcp: Vec<&(usize, Parsed)> = lines
+        .iter()
+        .filter(|(_, p)| field(p, "peer").is_some_and(|v| v.starts_with("10.1.")))
+        .collect();
+    let refusals = tcp
+        .iter()
+        .filter(|(_, p)| p.message == b"command refused")
+        .count();
+    let bytes: usize = tcp
+        .iter()
+        .filter(|(_, p)| !String::from_utf8_lossy(&p.message).contains("not written"))
+        .map(|(n, _)| n)
+        .sum();
+    let budget = (16 << 10) * windows(elapsed) as usize;
+    println!(
+        "256 /24s x 5 refusals: {refusals} of 1280 \"command refused\" lines written, {bytes} bytes (budget {budget}, {} windows); the local user's 3 refusals: {}",
+        windows(elapsed),
+        of_nobody(&lines)
+    );
+    assert!(
+        refusals >= 1,
+        "the network's refusals are logged, within the budget"
+    );
+    assert!(
+        bytes <= budget,
+        "{bytes} bytes about TCP clients; budget {budget}:\n{}",
+        d.log()
+    );
+    drop(held);
 }

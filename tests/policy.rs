@@ -310,6 +310,8 @@ fn idle_tcp_connections_do_not_block_new_clients() {
     );
     let unix_ms = started.elapsed().as_millis();
     let started = Instant::now();
+    // All of loopback is one client: this newcomer, too, closes one of
+    // that client's idle connections rather than being refused.
     let mut other = connect_from("127.0.1.2".parse().unwrap(), d.tcp).unwrap();
     other.write_all(b"zPING\0").unwrap();
     other

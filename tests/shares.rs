@@ -1,6 +1,7 @@
 //! Every shared resource has a per-client share: one local user, or one
-//! network (a /24, a /64, IPv4-mapped IPv6 counted as IPv4), cannot hold
-//! the connection table, however many processes or addresses it uses.
+//! network (a /24, a /64, IPv4-mapped IPv6 counted as IPv4, all of
+//! loopback), cannot hold the connection table, however many processes or
+//! addresses it uses; many /24s of one /16 share one aggregate.
 //! Each test runs the flood for real against the daemon and checks that
 //! honest clients — root, another local user, a TCP client from another
 //! network — are still answered. No timing thresholds: only outcomes.
@@ -175,8 +176,12 @@ fn one_local_user_cannot_hold_the_connection_table() {
     let _ = second.wait();
 }
 
+/// Attack (an outside review): the whole of 127.0.0.0/8 is local, and any
+/// local user may bind any address of it; with a share per /24, 16
+/// addresses of 16 /24s (and of several /16s) held 16 shares. Loopback is
+/// one client.
 #[test]
-fn sixteen_loopback_addresses_are_one_client() {
+fn every_loopback_address_is_one_client() {
     raise_fd_limit();
     let db = TestDb::new();
     let d = Daemon::clamsentry(
@@ -187,19 +192,23 @@ fn sixteen_loopback_addresses_are_one_client() {
             ("limits", "max-connections-per-client = 32"),
         ],
     );
-    // 16 addresses of one /24, 60 busy sessions each.
+    // 16 addresses, each of another /24 (and 4 /16s), 60 busy sessions each.
     let mut held = Vec::new();
-    for last in 1..=16 {
-        let from: IpAddr = format!("127.0.0.{last}").parse().unwrap();
+    for i in 0..16u8 {
+        let from = IpAddr::from([127, i / 4, i % 4, 2 + i]);
         held.extend(hold_tcp(from, d.tcp, 60));
     }
-    println!("16 addresses of 127.0.0.0/24 hold {} sessions", held.len());
-    assert_eq!(held.len(), 32, "one /24 is one client");
-    // Another network and the Unix socket are served.
-    assert_eq!(
-        tcp_ping("127.0.1.1".parse().unwrap(), d.tcp),
-        b"PONG\0".to_vec()
+    println!(
+        "16 loopback addresses of 16 /24s hold {} sessions",
+        held.len()
     );
+    assert_eq!(held.len(), 32, "all of loopback is one client");
+    let log = d.log();
+    assert!(
+        log.contains("client=127.0.0.0/8"),
+        "the refusals name the client: {log}"
+    );
+    // The Unix socket is served.
     assert_eq!(
         talk(&d.unix_addr(), &[b"zPING\0"], T).unwrap(),
         b"PONG\0".to_vec()
@@ -339,5 +348,99 @@ print(len(held), h.recv(100))
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(text.trim(), "16 b'PONG\\x00'", "{}", d.log());
+    drop(d);
+}
+
+/// Attack (an outside review): an owner of a /16 (a routed range, a cloud
+/// tenant) connects from many /24s, each within its own client share, and
+/// holds the TCP share. The /24s of one /16 share
+/// `limits.max-connections-per-aggregate`; a client of another /16 is
+/// served. In a namespace of the test's own, with 10.7.0.0/16 and
+/// 10.8.0.0/16 on its loopback device (not loopback addresses: there they
+/// are ordinary ones).
+#[test]
+fn many_slash_24s_of_one_slash_16_share_one_aggregate() {
+    require_root!("it makes a network namespace");
+    require!(common::require::program("ip", "iproute2"));
+    raise_fd_limit();
+    let name = "cs-shares-agg";
+    let _ = Command::new("ip").args(["netns", "del", name]).status();
+    let ok = |args: &[&str]| {
+        let s = Command::new("ip").args(args).status().unwrap();
+        assert!(s.success(), "ip {args:?}");
+    };
+    ok(&["netns", "add", name]);
+    let ns = Netns(name.to_string());
+    ok(&["-n", name, "link", "set", "lo", "up"]);
+    ok(&["-n", name, "addr", "add", "10.7.0.1/16", "dev", "lo"]);
+    ok(&["-n", name, "addr", "add", "10.8.0.1/16", "dev", "lo"]);
+    // On the loopback device, every address of each /16 is local (the
+    // kernel adds a local route for the whole prefix, as for 127.0.0.0/8).
+    let db = TestDb::new();
+    let port = free_port();
+    let d = Daemon::launch_in(
+        db.path(),
+        &[
+            ("listen", &format!("tcp = [\"10.7.0.1:{port}\"]")),
+            ("listen", "tcp-allow = [\"10.7.0.0/16\", \"10.8.0.0/16\"]"),
+            ("limits", "max-connections = 256"),
+            ("limits", "max-connections-per-client = 4"),
+            ("limits", "max-connections-per-aggregate = 16"),
+        ],
+        &["ip", "netns", "exec", &ns.0],
+    );
+    // The flood: 40 /24s of 10.7.0.0/16, 4 busy sessions each (each within
+    // its client's share), then an honest client of 10.8.0.0/16.
+    let script = r#"
+import resource, socket, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+port = int(sys.argv[1])
+def session(src):
+    s = socket.socket(socket.AF_INET)
+    s.settimeout(10)
+    s.bind((src, 0))
+    s.connect(('10.7.0.1', port))
+    s.sendall(b'zIDSESSION\0zPING\0')
+    return s if s.recv(100) == b'1: PONG\0' else None
+held = []
+for i in range(1, 41):
+    for _ in range(4):
+        try:
+            s = session('10.7.%d.1' % i)
+            if s: held.append(s)
+        except OSError:
+            pass
+alive = 0
+for s in held:
+    try:
+        s.sendall(b'zPING\0')
+        if s.recv(100) == b'2: PONG\0':
+            alive += 1
+    except OSError:
+        pass
+h = socket.socket(socket.AF_INET)
+h.settimeout(10)
+h.bind(('10.8.0.1', 0))
+h.connect(('10.7.0.1', port))
+h.sendall(b'zPING\0')
+print(alive, h.recv(100))
+"#;
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "python3", "-c", script])
+        .arg(port.to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!(
+        "40 /24s of one /16, 4 sessions each: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.trim(), "16 b'PONG\\x00'", "{}", d.log());
+    let log = d.log();
+    assert!(
+        log.contains("limits.max-connections-per-aggregate"),
+        "the refusals name the limit: {log}"
+    );
     drop(d);
 }

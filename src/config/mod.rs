@@ -330,6 +330,9 @@ pub struct LimitsConfig {
     /// Connections of one client: a Unix uid, or a TCP address prefix.
     #[serde(alias = "max-connections-per-address")]
     pub max_connections_per_client: u32,
+    /// Connections of all TCP clients of one /16 (IPv4) or /48 (IPv6)
+    /// together: many /24s of one owner share this.
+    pub max_connections_per_aggregate: u32,
     /// Leading bits of an IPv4 / IPv6 address that make one TCP client.
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
@@ -532,6 +535,20 @@ pub struct LogConfig {
     pub peer_lines_per_minute: u32,
     /// Scan results and debug lines logged per client identity and minute.
     pub result_lines_per_minute: u32,
+    /// Bytes of the lines of `peer_lines_per_minute` per client identity
+    /// and minute (a line costs `log::limiter::cost`): long paths and
+    /// names get fewer lines, not more bytes.
+    pub peer_bytes_per_minute: ByteSize,
+    /// Bytes of the lines of `result_lines_per_minute` per client identity
+    /// and minute.
+    pub result_bytes_per_minute: ByteSize,
+    /// Bytes of refusal, error and warning lines about all TCP clients
+    /// together per minute (beyond each one's own budget): many /24s cannot
+    /// write many budgets' worth.
+    pub tcp_peer_bytes_per_minute: ByteSize,
+    /// Bytes of scan-result and debug lines about all TCP clients together
+    /// per minute.
+    pub tcp_result_bytes_per_minute: ByteSize,
     /// Log clean scan results at info (otherwise at debug).
     pub clean: bool,
     /// Where log lines go: "auto" (journald when stderr is connected to the
@@ -607,6 +624,7 @@ impl Default for LimitsConfig {
             unix_reserve: 64,
             admin_reserve: 16,
             max_connections_per_client: 64,
+            max_connections_per_aggregate: 256,
             ipv4_prefix: 24,
             ipv6_prefix: 64,
             stream_memory: ByteSize(256 << 20),
@@ -708,6 +726,10 @@ impl Default for LogConfig {
             level: "info".into(),
             peer_lines_per_minute: 30,
             result_lines_per_minute: 6000,
+            peer_bytes_per_minute: ByteSize(32 << 10),
+            result_bytes_per_minute: ByteSize(2 << 20),
+            tcp_peer_bytes_per_minute: ByteSize(256 << 10),
+            tcp_result_bytes_per_minute: ByteSize(8 << 20),
             clean: false,
             target: "auto".into(),
         }
@@ -891,6 +913,13 @@ impl Config {
             return Err((
                 "limits.max-connections-per-client",
                 "must be at least 1".into(),
+            ));
+        }
+        if l.max_connections_per_aggregate == 0 {
+            return Err((
+                "limits.max-connections-per-aggregate",
+                "must be at least 1 (connections of all TCP clients of one /16 or /48 together)"
+                    .into(),
             ));
         }
         if l.workers.is_some() {
@@ -1090,6 +1119,31 @@ impl Config {
         }
         if self.log.result_lines_per_minute == 0 {
             return Err(("log.result-lines-per-minute", "must be at least 1".into()));
+        }
+        for (key, size) in [
+            ("log.peer-bytes-per-minute", self.log.peer_bytes_per_minute),
+            (
+                "log.result-bytes-per-minute",
+                self.log.result_bytes_per_minute,
+            ),
+            (
+                "log.tcp-peer-bytes-per-minute",
+                self.log.tcp_peer_bytes_per_minute,
+            ),
+            (
+                "log.tcp-result-bytes-per-minute",
+                self.log.tcp_result_bytes_per_minute,
+            ),
+        ] {
+            if size.0 < 1024 {
+                return Err((
+                    key,
+                    format!(
+                        "{size} is less than 1K: a line costs at least {} bytes",
+                        crate::log::limiter::LINE_COST
+                    ),
+                ));
+            }
         }
         if !matches!(self.log.target.as_str(), "auto" | "journald" | "stderr") {
             return Err((
@@ -1464,6 +1518,35 @@ mod tests {
         assert_eq!(c.limits.stream_max_length.0, 10 << 20);
         let c = Config::parse("[limits]\nstream-max-length = 1000\n", "t").unwrap();
         assert_eq!(c.limits.stream_max_length.0, 1000);
+    }
+
+    #[test]
+    fn identity_budgets_have_defaults_and_bounds() {
+        let c = Config::parse("", "t").unwrap();
+        assert_eq!(c.limits.max_connections_per_aggregate, 256);
+        assert_eq!(c.log.peer_bytes_per_minute, ByteSize(32 << 10));
+        assert_eq!(c.log.result_bytes_per_minute, ByteSize(2 << 20));
+        assert_eq!(c.log.tcp_peer_bytes_per_minute, ByteSize(256 << 10));
+        assert_eq!(c.log.tcp_result_bytes_per_minute, ByteSize(8 << 20));
+        let c = Config::parse("[log]\npeer-bytes-per-minute = \"64K\"\n", "t").unwrap();
+        assert_eq!(c.log.peer_bytes_per_minute.0, 64 << 10);
+        for (text, key) in [
+            (
+                "[limits]\nmax-connections-per-aggregate = 0\n",
+                "limits.max-connections-per-aggregate",
+            ),
+            (
+                "[log]\npeer-bytes-per-minute = 100\n",
+                "log.peer-bytes-per-minute",
+            ),
+            (
+                "[log]\ntcp-result-bytes-per-minute = 0\n",
+                "log.tcp-result-bytes-per-minute",
+            ),
+        ] {
+            let err = Config::parse(text, "t").unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -399,14 +399,20 @@ mod tests {
             e.0.extend_from_slice(&addr);
             e.u8(len).bytes(b"x").bytes(b"y").0
         };
-        assert!(ToLauncher::decode(&event([127, 0, 0, 0], 24)).is_ok());
+        assert!(ToLauncher::decode(&event([10, 0, 0, 0], 24)).is_ok());
         assert_eq!(
-            ToLauncher::decode(&event([127, 0, 0, 1], 24)),
+            ToLauncher::decode(&event([10, 0, 0, 1], 24)),
+            Err(DecodeError::BadValue)
+        );
+        // Loopback is one client, 127.0.0.0/8: a /24 of it is no key.
+        assert!(ToLauncher::decode(&event([127, 0, 0, 0], 8)).is_ok());
+        assert_eq!(
+            ToLauncher::decode(&event([127, 0, 0, 0], 24)),
             Err(DecodeError::BadValue)
         );
         // Nor a prefix longer than the address.
         assert_eq!(
-            ToLauncher::decode(&event([127, 0, 0, 0], 33)),
+            ToLauncher::decode(&event([10, 0, 0, 0], 33)),
             Err(DecodeError::BadValue)
         );
         // Output excerpts are bounded.

@@ -60,6 +60,21 @@ pub fn escape(bytes: &[u8]) -> String {
     out
 }
 
+/// The length of [`escape`]`(bytes)`, without making it: what a client's
+/// bytes weigh in a log line (`log::limiter` charges it).
+pub fn escaped_len(bytes: &[u8]) -> usize {
+    struct Count(usize);
+    impl Write for Count {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = escape_into(bytes, &mut count);
+    count.0
+}
+
 /// Writes the escaped text of `bytes` to `out`.
 pub fn escape_into(bytes: &[u8], out: &mut impl Write) -> fmt::Result {
     escape_with(bytes, false, out)
@@ -360,5 +375,19 @@ mod tests {
         assert_eq!(LogBytes(b"a\n\xff").to_string(), "a\\x0a\\xff");
         assert_eq!(format!("{:?}", LogBytes(b"\\")), "\\\\");
         assert_eq!(LogStr("Eicar\u{1b}").to_string(), "Eicar\\x1b");
+    }
+
+    #[test]
+    fn escaped_len_is_the_length_of_the_escaped_text() {
+        for b in [
+            &b""[..],
+            b"plain",
+            b"\xff\n\x1b[2K",
+            "\u{202e}x".as_bytes(),
+            &[0xff; 100],
+        ] {
+            assert_eq!(escaped_len(b), escape(b).len(), "{b:?}");
+        }
+        assert_eq!(escaped_len(&[0xff; 100]), 400);
     }
 }

@@ -12,6 +12,15 @@
 //!   2^64 shares. An IPv4-mapped IPv6 address (`::ffff:192.0.2.7`, what a
 //!   dual-stack socket reports for an IPv4 peer) is the IPv4 address it
 //!   maps, so one host cannot count twice.
+//! * every loopback address (`127.0.0.0/8`, `::1`, `::ffff:127.x.y.z`) is
+//!   one client, `127.0.0.0/8`: the whole /8 is this machine, and any local
+//!   user may bind any address in it, so counting /24s there would give one
+//!   local user 65,536 shares.
+//!
+//! Above the client, [`PeerKey::aggregate`] groups TCP clients into the
+//! network they come from (`/16` for IPv4, `/48` for IPv6: a routed range, a
+//! cloud tenant's block), for the caps that many /24s or /64s of one owner
+//! must share (`limits.max-connections-per-aggregate`).
 #![forbid(unsafe_code)]
 
 use std::fmt;
@@ -51,28 +60,55 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Leading bits of an IPv4 address that make one aggregate (see
+/// [`PeerKey::aggregate`]).
+pub const AGGREGATE_V4: u8 = 16;
+/// Leading bits of an IPv6 address that make one aggregate.
+pub const AGGREGATE_V6: u8 = 48;
+
+/// `a` with all but its leading `len` bits cleared (`len` at most 32).
+fn net4(a: Ipv4Addr, len: u8) -> PeerKey {
+    let len = len.min(32);
+    let mask = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len))
+    };
+    PeerKey::V4(Ipv4Addr::from(u32::from(a) & mask), len)
+}
+
+/// `a` with all but its leading `len` bits cleared (`len` at most 128).
+fn net6(a: Ipv6Addr, len: u8) -> PeerKey {
+    let len = len.min(128);
+    let mask = if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(len))
+    };
+    PeerKey::V6(Ipv6Addr::from(u128::from(a) & mask), len)
+}
+
 impl PeerKey {
-    /// The key of a TCP client at `ip`.
+    /// The key of a TCP client at `ip`. Every loopback address is one
+    /// client: `127.0.0.0/8` (or the configured IPv4 prefix, if shorter).
     pub fn of_ip(ip: IpAddr, prefixes: Prefixes) -> PeerKey {
         match canonical(ip) {
-            IpAddr::V4(a) => {
-                let len = prefixes.v4.min(32);
-                let mask = if len == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - u32::from(len))
-                };
-                PeerKey::V4(Ipv4Addr::from(u32::from(a) & mask), len)
-            }
-            IpAddr::V6(a) => {
-                let len = prefixes.v6.min(128);
-                let mask = if len == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - u32::from(len))
-                };
-                PeerKey::V6(Ipv6Addr::from(u128::from(a) & mask), len)
-            }
+            IpAddr::V4(a) if a.is_loopback() => net4(a, prefixes.v4.min(8)),
+            IpAddr::V6(a) if a.is_loopback() => net4(Ipv4Addr::LOCALHOST, prefixes.v4.min(8)),
+            IpAddr::V4(a) => net4(a, prefixes.v4),
+            IpAddr::V6(a) => net6(a, prefixes.v6),
+        }
+    }
+
+    /// The network a TCP client belongs to for the caps above the client
+    /// (`/16` for IPv4, `/48` for IPv6, or the client itself when its own
+    /// prefix is shorter); `None` for a Unix-socket client, which is
+    /// never grouped with others.
+    pub fn aggregate(&self) -> Option<PeerKey> {
+        match *self {
+            PeerKey::Uid(_) => None,
+            PeerKey::V4(a, len) => Some(net4(a, len.min(AGGREGATE_V4))),
+            PeerKey::V6(a, len) => Some(net6(a, len.min(AGGREGATE_V6))),
         }
     }
 
@@ -143,6 +179,50 @@ mod tests {
             canonical("::ffff:10.0.0.1".parse().unwrap()).to_string(),
             "10.0.0.1"
         );
+    }
+
+    /// Attack: a local user binds 127.0.0.2, 127.0.1.1, 127.1.0.1, … (the
+    /// whole /8 is local) to get a fresh budget for each /24.
+    #[test]
+    fn every_loopback_address_is_one_client() {
+        let one = key("127.0.0.1");
+        for a in [
+            "127.0.0.2",
+            "127.0.1.1",
+            "127.1.0.1",
+            "127.255.255.254",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::ffff:127.9.8.7",
+        ] {
+            assert_eq!(key(a), one, "{a}");
+        }
+        assert_eq!(one.to_string(), "127.0.0.0/8");
+        assert_ne!(key("128.0.0.1"), one);
+        assert_ne!(key("126.255.255.255"), one);
+        assert_ne!(key("::2"), one);
+        // Also with exact addresses configured.
+        let exact = Prefixes { v4: 32, v6: 128 };
+        assert_eq!(
+            PeerKey::of_ip("127.0.0.2".parse().unwrap(), exact),
+            PeerKey::of_ip("::1".parse().unwrap(), exact)
+        );
+        assert_eq!(one.aggregate(), Some(one));
+    }
+
+    #[test]
+    fn clients_group_into_slash_16_and_slash_48_aggregates() {
+        let agg = |s: &str| key(s).aggregate().unwrap();
+        assert_eq!(agg("192.0.2.7"), agg("192.0.200.1"));
+        assert_ne!(agg("192.0.2.7"), agg("192.1.2.7"));
+        assert_eq!(agg("192.0.2.7").to_string(), "192.0.0.0/16");
+        assert_eq!(agg("2001:db8:1:2::1"), agg("2001:db8:1:ffff::1"));
+        assert_ne!(agg("2001:db8:1:2::1"), agg("2001:db8:2:2::1"));
+        assert_eq!(agg("2001:db8:1:2::1").to_string(), "2001:db8:1::/48");
+        assert_eq!(PeerKey::unix(0).aggregate(), None);
+        // A client prefix shorter than the aggregate's is its own aggregate.
+        let wide = PeerKey::of_ip("10.1.2.3".parse().unwrap(), Prefixes { v4: 8, v6: 32 });
+        assert_eq!(wide.aggregate(), Some(wide));
     }
 
     #[test]

@@ -34,7 +34,7 @@ use tokio::io::AsyncReadExt;
 use super::authority::Authority;
 use crate::ipc::channel::{AsyncChannel, Channel};
 use crate::ipc::logrec::LogRecord;
-use crate::log::limiter::{Budget, Class, PeerBudgets, Verdict};
+use crate::log::limiter::{record_cost, Budget, Class, PeerBudgets, PeerSizes, Verdict};
 use crate::log::relay::{self, Marks, Source};
 use crate::policy::{PeerKey, Prefixes};
 
@@ -49,10 +49,8 @@ pub struct Relay {
     /// How TCP addresses group into clients.
     pub prefixes: Prefixes,
     pub budgets: Arc<PeerBudgets>,
-    /// `log.peer-lines-per-minute` and `log.result-lines-per-minute`, for
-    /// each child's own budgets.
-    pub lines_per_minute: u32,
-    pub volume_per_minute: u32,
+    /// The sizes of each child's own budgets (those of one client).
+    pub sizes: PeerSizes,
 }
 
 /// The child's ends: the log channel (an exec'd child finds it at
@@ -95,8 +93,8 @@ impl Relay {
                 pid,
                 via_stderr: false,
             },
-            lines: Budget::new(self.lines_per_minute),
-            volume: Budget::new(self.volume_per_minute),
+            lines: Budget::sized(self.sizes.lines),
+            volume: Budget::sized(self.sizes.volume),
             dropped: 0,
         }));
         let channel = AsyncChannel::new(ours)?;
@@ -129,11 +127,12 @@ impl Relay {
         let class = relay::class_of(&rec);
         let key = self.peer_of(s.marks.source, &rec);
         let now = Instant::now();
+        let bytes = record_cost(&rec);
         let verdict = match key {
-            Some(k) => self.budgets.check(class, k, now),
+            Some(k) => self.budgets.check(class, k, now, bytes),
             None => match class {
-                Class::Lines => s.lines.check(now),
-                Class::Volume => s.volume.check(now),
+                Class::Lines => s.lines.charge(now, bytes),
+                Class::Volume => s.volume.charge(now, bytes),
             },
         };
         let Verdict::Allow { suppressed } = verdict else {
@@ -202,10 +201,7 @@ pub fn relay_blocking(channel: Channel, source: Source) -> std::io::Result<()> {
 /// for its next line). Called from the supervisor's housekeeping.
 pub fn report_expired(budgets: &PeerBudgets, now: Instant) {
     for (class, key, suppressed) in budgets.take_expired(now) {
-        let budget = match class {
-            Class::Lines => "log.peer-lines-per-minute",
-            Class::Volume => "log.result-lines-per-minute",
-        };
+        let budget = class.keys();
         match key {
             Some(key) => tracing::info!(
                 peer_key = %key,
@@ -216,7 +212,7 @@ pub fn report_expired(budgets: &PeerBudgets, now: Instant) {
             None => tracing::info!(
                 suppressed,
                 budget,
-                "log lines about clients beyond the tracked ones not written in their last minute"
+                "log lines about clients beyond the tracked ones (or TCP clients beyond the first 16 reported) not written in their last minute"
             ),
         }
     }
@@ -235,7 +231,7 @@ fn summary(source: Source, key: Option<PeerKey>, suppressed: u64, dropped: u64) 
             peer_key = %key,
             suppressed,
             dropped,
-            "log lines about this client not written: over its budget (log.peer-lines-per-minute, log.result-lines-per-minute)"
+            "log lines about this client not written: over its budget (log.peer-lines-per-minute, log.result-lines-per-minute, their bytes, and for TCP clients log.tcp-peer-bytes-per-minute, log.tcp-result-bytes-per-minute)"
         ),
         None => tracing::info!(
             child,

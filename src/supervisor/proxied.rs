@@ -48,7 +48,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use crate::log::limiter::{Class, PeerBudgets};
+use crate::log::limiter::{cost, Class, PeerBudgets};
 use crate::policy::network::AllowList;
 use crate::policy::peer::canonical;
 use crate::policy::{PeerKey, Prefixes};
@@ -119,7 +119,7 @@ impl Settings {
 
     /// Logs a refused connection within the budget of `key`.
     fn refused(&self, listener: &str, peer: SocketAddr, key: PeerKey, why: &Refusal) {
-        if let Some(suppressed) = self.budgets.allow(Class::Lines, key) {
+        if let Some(suppressed) = self.budgets.allow(Class::Lines, key, cost(&[])) {
             tracing::warn!(
                 listener,
                 peer = %peer,
@@ -394,7 +394,9 @@ mod tests {
             Duration::from_secs(5),
             2,
             Prefixes::default(),
-            Arc::new(PeerBudgets::new(30, 6000)),
+            Arc::new(PeerBudgets::new(
+                crate::log::limiter::PeerSizes::from_config(&Default::default()),
+            )),
         ));
         let a: IpAddr = "192.0.2.10".parse().unwrap();
         let b: IpAddr = "192.0.2.11".parse().unwrap();

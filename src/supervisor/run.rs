@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::daemonize::Readiness;
 use crate::engine::{LoadPhase, LoadProgress};
 use crate::ipc::messages::{AdminCommand, FromWorker, FromZygote, ToWorker};
-use crate::log::limiter::{Class, PeerBudgets};
+use crate::log::limiter::{cost, Class, PeerBudgets, PeerSizes};
 use crate::policy::network::AllowList;
 use crate::policy::{Identity, PeerKey};
 use crate::systemd::notify::Notifier;
@@ -76,7 +76,7 @@ pub struct Executor {
     forwarding: bool,
     virus_events: Option<VirusEvents>,
     /// The per-identity log budgets (`log.peer-lines-per-minute`,
-    /// `log.result-lines-per-minute`): admission refusals, evictions, the
+    /// `log.result-lines-per-minute` and their bytes): admission refusals, evictions, the
     /// broker's refusals and the workers' relayed lines share them.
     budgets: Arc<PeerBudgets>,
     last_report: Instant,
@@ -98,10 +98,7 @@ impl Executor {
     ) -> std::io::Result<Executor> {
         let (tx, rx) = mpsc::channel(1024);
         let authority = Arc::new(Authority::default());
-        let budgets = Arc::new(PeerBudgets::new(
-            config.log.peer_lines_per_minute,
-            config.log.result_lines_per_minute,
-        ));
+        let budgets = Arc::new(PeerBudgets::new(PeerSizes::from_config(&config.log)));
         let prefixes = config.limits.prefixes();
         let scan = &config.scan;
         let broker = Arc::new(Broker {
@@ -119,8 +116,7 @@ impl Executor {
             authority: Arc::clone(&authority),
             prefixes,
             budgets: Arc::clone(&budgets),
-            lines_per_minute: config.log.peer_lines_per_minute,
-            volume_per_minute: config.log.result_lines_per_minute,
+            sizes: PeerSizes::from_config(&config.log),
         });
         let hangups = Watch::start(tx.clone(), |id| Input::Gate(gate::Event::HungUp(id)))?;
         Ok(Executor {
@@ -321,7 +317,7 @@ impl Executor {
                         .connection(&name, crate::ipc::observe::ConnOutcome::OverCap);
                 }
                 let key = PeerKey::of(&identity, self.config.limits.prefixes());
-                if let Some(suppressed) = self.budgets.allow(Class::Lines, key) {
+                if let Some(suppressed) = self.budgets.allow(Class::Lines, key, cost(&[])) {
                     let what = match why {
                         gate::Refusal::Limit(_) => {
                             "connection refused: limit reached and no idle connection to close"
@@ -378,7 +374,7 @@ impl Executor {
                     );
                 }
                 if why != gate::Eviction::WorkerGone {
-                    if let Some(suppressed) = self.budgets.allow(Class::Lines, key) {
+                    if let Some(suppressed) = self.budgets.allow(Class::Lines, key, cost(&[])) {
                         tracing::info!(id, peer = %identity, client = %key, suppressed, "{}", why.as_str());
                     }
                 }

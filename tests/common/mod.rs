@@ -5,6 +5,7 @@
 pub mod client;
 pub mod daemons;
 pub mod holder;
+pub mod netns;
 pub mod require;
 pub mod scrape;
 pub mod seccomp;

@@ -36,7 +36,7 @@ use super::authority::Authority;
 use super::gate::WorkerId;
 use crate::ipc::channel::Channel;
 use crate::ipc::messages::{BrokerOp, BrokerReply, BrokerRequest, FileMeta, MAX_BATCH, MAX_NAME};
-use crate::log::limiter::{Class, PeerBudgets};
+use crate::log::limiter::{cost, Class, PeerBudgets};
 use crate::log::LogBytes;
 use crate::policy::{Identity, PeerKey};
 
@@ -133,7 +133,7 @@ pub fn serve(channel: &Channel, worker: WorkerId, broker: &Broker) -> Result<(),
                 // another user: the client is told the file is missing
                 // (never answered with the daemon's own rights).
                 let key = crate::policy::PeerKey::of(&holder.identity, broker.prefixes);
-                if let Some(suppressed) = broker.budgets.allow(Class::Lines, key) {
+                if let Some(suppressed) = broker.budgets.allow(Class::Lines, key, cost(&[])) {
                     tracing::warn!(id = req.conn, peer = %holder.identity, error = %e, suppressed, "path refused: the daemon cannot act as this client");
                 }
                 (BrokerReply::Errno(libc::ENOENT), Vec::new())
@@ -180,10 +180,11 @@ fn handle(
                     && refused.why == resolve::CLIENT_ACCESS =>
             {
                 if tracing::enabled!(tracing::Level::DEBUG) {
-                    if let Some(suppressed) = broker
-                        .budgets
-                        .allow(Class::Volume, PeerKey::of(who, broker.prefixes))
-                    {
+                    if let Some(suppressed) = broker.budgets.allow(
+                        Class::Volume,
+                        PeerKey::of(who, broker.prefixes),
+                        cost(&[&path]),
+                    ) {
                         tracing::debug!(id = conn, path = %LogBytes(&path), suppressed, "no such path");
                     }
                 }
@@ -193,10 +194,11 @@ fn handle(
                 // Budgeted per identity: one local user asking for paths
                 // it cannot read in a loop made this line 40-70 MB/s.
                 if tracing::enabled!(tracing::Level::INFO) {
-                    if let Some(suppressed) = broker
-                        .budgets
-                        .allow(Class::Lines, PeerKey::of(who, broker.prefixes))
-                    {
+                    if let Some(suppressed) = broker.budgets.allow(
+                        Class::Lines,
+                        PeerKey::of(who, broker.prefixes),
+                        cost(&[&path, refused.why.as_bytes()]),
+                    ) {
                         tracing::info!(
                             id = conn,
                             peer = %who,

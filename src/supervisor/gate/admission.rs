@@ -2,18 +2,22 @@
 //! now, made before a new connection reaches a worker.
 //!
 //! Every client has a share, counted per [`PeerKey`] (a Unix uid, or a TCP
-//! address prefix). Four limits, checked in this order, each with its own
+//! address prefix). Five limits, checked in this order, each with its own
 //! scope:
 //!
 //! 1. `limits.max-connections-per-client`: connections of one client;
-//! 2. the TCP share: TCP connections together may use at most
+//! 2. `limits.max-connections-per-aggregate`: connections of the TCP
+//!    clients of one /16 (IPv4) or /48 (IPv6) together
+//!    ([`PeerKey::aggregate`]), so that an owner of many /24s or /64s (a
+//!    routed range, a cloud tenant) does not get a client's share for each;
+//! 3. the TCP share: TCP connections together may use at most
 //!    `max-connections - unix-reserve`, so a TCP flood can never take the
 //!    slots local clients (the MTA, freshclam) need;
-//! 3. the administrators' reserve: clients that are not administrators
+//! 4. the administrators' reserve: clients that are not administrators
 //!    (root, `policy.unix.admin-users`/`admin-groups`) may use at most
 //!    `max-connections - admin-reserve`, so root's own clamdscan and
 //!    freshclam's RELOAD always find a slot;
-//! 4. `limits.max-connections`: all connections.
+//! 5. `limits.max-connections`: all connections.
 //!
 //! When a scope is full, room is made by closing one connection in it:
 //!
@@ -45,6 +49,7 @@ pub struct Caps {
     pub unix_reserve: usize,
     pub admin_reserve: usize,
     pub per_client: usize,
+    pub per_aggregate: usize,
 }
 
 impl Caps {
@@ -57,6 +62,7 @@ impl Caps {
             unix_reserve: (l.unix_reserve as usize).min(max / 2),
             admin_reserve: (l.admin_reserve as usize).min(max / 2),
             per_client: (l.max_connections_per_client as usize).max(1),
+            per_aggregate: (l.max_connections_per_aggregate as usize).max(1),
         }
     }
 }
@@ -94,6 +100,7 @@ pub struct Newcomer {
 #[derive(Clone, Copy)]
 enum Scope {
     Client(PeerKey),
+    Aggregate(PeerKey),
     Tcp,
     NotAdmin,
     All,
@@ -103,6 +110,7 @@ impl Scope {
     fn contains(self, c: &Open) -> bool {
         match self {
             Scope::Client(k) => c.key == k,
+            Scope::Aggregate(a) => c.key.aggregate() == Some(a),
             Scope::Tcp => c.listener == ListenerKind::Tcp,
             Scope::NotAdmin => !c.admin,
             Scope::All => true,
@@ -111,6 +119,7 @@ impl Scope {
 }
 
 pub const PER_CLIENT_KEY: &str = "limits.max-connections-per-client";
+pub const AGGREGATE_KEY: &str = "limits.max-connections-per-aggregate";
 pub const TCP_SHARE_KEY: &str = "limits.max-connections minus limits.unix-reserve (the TCP share)";
 pub const ADMIN_RESERVE_KEY: &str =
     "limits.max-connections minus limits.admin-reserve (the administrators' reserve)";
@@ -121,6 +130,13 @@ pub fn decide(caps: Caps, open: &[Open], newcomer: Newcomer) -> Verdict {
     let mut evict: Vec<ConnId> = Vec::new();
     let mut checks: Vec<(Scope, usize, &'static str)> =
         vec![(Scope::Client(newcomer.key), caps.per_client, PER_CLIENT_KEY)];
+    if let Some(aggregate) = newcomer.key.aggregate() {
+        checks.push((
+            Scope::Aggregate(aggregate),
+            caps.per_aggregate,
+            AGGREGATE_KEY,
+        ));
+    }
     if newcomer.listener == ListenerKind::Tcp {
         checks.push((
             Scope::Tcp,
@@ -137,7 +153,7 @@ pub fn decide(caps: Caps, open: &[Open], newcomer: Newcomer) -> Verdict {
     }
     checks.push((Scope::All, caps.max_connections, TOTAL_KEY));
     // Usually no scope is full: one pass of counting, no lists, says so.
-    let mut counts = [0usize; 4];
+    let mut counts = [0usize; 5];
     for c in open {
         for (n, (scope, _, _)) in counts.iter_mut().zip(&checks) {
             *n += usize::from(scope.contains(c));
@@ -210,6 +226,7 @@ mod tests {
             unix_reserve: 3,
             admin_reserve: 2,
             per_client: 4,
+            per_aggregate: 6,
         }
     }
 
@@ -293,10 +310,10 @@ mod tests {
         for _ in 0..3 {
             t.tcp("127.0.0.9", false);
         }
-        // One /24: 127.0.0.1 and .9 are the same client. #1 is busy.
+        // Loopback is one client: 127.0.0.1 and .9 are the same. #1 is busy.
         assert_eq!(t.tcp_newcomer("127.0.0.200"), admit(&[2]));
         // Another client is not affected.
-        assert_eq!(t.tcp_newcomer("127.0.1.1"), admit(&[]));
+        assert_eq!(t.tcp_newcomer("192.0.2.1"), admit(&[]));
         for c in &mut t.open {
             c.active = true;
         }
@@ -323,6 +340,47 @@ mod tests {
             t.tcp("::ffff:127.0.0.1", true);
         }
         assert_eq!(t.tcp_newcomer("127.0.0.1"), Verdict::Refuse(PER_CLIENT_KEY));
+    }
+
+    /// Attack: one owner of a /16 connects from many /24s, each within
+    /// its own client share, to hold the whole TCP share.
+    #[test]
+    fn many_slash_24s_of_one_slash_16_share_one_aggregate() {
+        let mut t = T::new();
+        for i in 1..=6 {
+            t.tcp(&format!("10.7.{i}.1"), true);
+        }
+        // A seventh /24 of 10.7.0.0/16, holding nothing yet: refused, and
+        // no one else's connection is closed for it.
+        assert_eq!(t.tcp_newcomer("10.7.99.1"), Verdict::Refuse(AGGREGATE_KEY));
+        // Another /16 is another aggregate, and the Unix socket is apart.
+        assert_eq!(t.tcp_newcomer("10.8.0.1"), admit(&[]));
+        assert_eq!(t.uid_newcomer(1000), admit(&[]));
+        // Within the aggregate, an idle connection of its biggest holder
+        // makes room, as in the TCP share.
+        let mut idle = T::new();
+        for _ in 0..3 {
+            idle.tcp("10.7.1.1", false); // 1..=3
+        }
+        for i in 2..=4 {
+            idle.tcp(&format!("10.7.{i}.1"), true);
+        }
+        assert_eq!(idle.tcp_newcomer("10.7.99.1"), admit(&[1]));
+    }
+
+    /// Attack: a local user binds 127.0.0.2, 127.0.1.1, 127.1.0.1, … to
+    /// get a client's share for each /24: all of loopback is one client.
+    #[test]
+    fn every_loopback_address_counts_as_one_client() {
+        let mut t = T::new();
+        for a in ["127.0.0.2", "127.0.1.1", "127.1.0.1", "::1"] {
+            t.tcp(a, true);
+        }
+        assert_eq!(t.tcp_newcomer("127.2.0.1"), Verdict::Refuse(PER_CLIENT_KEY));
+        assert_eq!(
+            t.tcp_newcomer("::ffff:127.0.0.1"),
+            Verdict::Refuse(PER_CLIENT_KEY)
+        );
     }
 
     #[test]
@@ -400,6 +458,7 @@ mod tests {
             unix_reserve: 0,
             admin_reserve: 0,
             per_client: 10,
+            per_aggregate: 10,
         };
         let t0 = Instant::now();
         let open: Vec<Open> = (1..=3)

@@ -20,6 +20,7 @@ fn settings() -> Settings {
             unix_reserve: 4,
             admin_reserve: 2,
             per_client: 5,
+            per_aggregate: 64,
         },
         prefixes: Prefixes::default(),
         isolation: Isolation::Identity,

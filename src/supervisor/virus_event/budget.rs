@@ -404,14 +404,14 @@ mod tests {
         let mut started = 0;
         for net in 0..16 {
             for _ in 0..15 {
-                if let Ok(id) = b.decide(tcp(&format!("127.0.{net}.1")), t0) {
+                if let Ok(id) = b.decide(tcp(&format!("10.0.{net}.1")), t0) {
                     b.finish(id);
                     started += 1;
                 }
             }
         }
         assert_eq!(started, 45);
-        assert_eq!(b.decide(tcp("127.0.99.1"), t0), Err(Refusal::KindRate));
+        assert_eq!(b.decide(tcp("10.0.99.1"), t0), Err(Refusal::KindRate));
         for _ in 0..15 {
             let id = b.decide(PeerKey::unix(0), t0).unwrap();
             b.finish(id);
@@ -420,10 +420,10 @@ mod tests {
         assert_eq!(b.decide(PeerKey::unix(1), t0), Err(Refusal::Rate));
         // At once: TCP clients hold at most 3 of 4, a Unix user gets the 4th.
         let mut b = Budget::new(limits(4, 60, 15, true));
-        assert!(b.decide(tcp("127.0.1.1"), t0).is_ok());
-        assert!(b.decide(tcp("127.0.1.1"), t0).is_ok());
-        assert!(b.decide(tcp("127.0.2.1"), t0).is_ok());
-        assert_eq!(b.decide(tcp("127.0.3.1"), t0), Err(Refusal::KindBusy));
+        assert!(b.decide(tcp("10.0.1.1"), t0).is_ok());
+        assert!(b.decide(tcp("10.0.1.1"), t0).is_ok());
+        assert!(b.decide(tcp("10.0.2.1"), t0).is_ok());
+        assert_eq!(b.decide(tcp("10.0.3.1"), t0), Err(Refusal::KindBusy));
         assert!(b.decide(PeerKey::unix(1000), t0).is_ok());
         assert_eq!(b.decide(PeerKey::unix(1001), t0), Err(Refusal::Busy));
     }

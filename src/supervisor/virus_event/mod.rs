@@ -43,7 +43,7 @@ use crate::ipc::launch::{
     MAX_PATH_VARIABLE,
 };
 use crate::ipc::messages::MAX_VIRUS_NAME;
-use crate::log::limiter::{Limiter, Verdict};
+use crate::log::limiter::{cost, Budget as LogBudget, Limiter, Size, Verdict};
 use crate::policy::{ListenerKind, PeerKey};
 use crate::sandbox::child::Ids;
 
@@ -87,6 +87,11 @@ pub struct Options {
     pub both_kinds: bool,
     /// Refusal lines per client and minute (`log.peer-lines-per-minute`).
     pub peer_lines_per_minute: u32,
+    /// Their bytes per client and minute (`log.peer-bytes-per-minute`).
+    pub peer_bytes_per_minute: u64,
+    /// Their bytes for all TCP clients together
+    /// (`log.tcp-peer-bytes-per-minute`).
+    pub tcp_bytes_per_minute: u64,
 }
 
 /// What [`VirusEvents::trigger`] did with a detection.
@@ -160,6 +165,8 @@ struct State {
     /// Events in flight, as sent (an outcome must repeat them).
     events: HashMap<u64, Event>,
     refusals: Limiter<PeerKey>,
+    /// The refusal lines of all TCP clients together.
+    tcp_refusals: LogBudget,
     stats: Stats,
     stop: bool,
 }
@@ -186,6 +193,8 @@ impl VirusEvents {
             sandbox_user: config.sandbox.user.clone(),
             both_kinds,
             peer_lines_per_minute: config.log.peer_lines_per_minute,
+            peer_bytes_per_minute: config.log.peer_bytes_per_minute.0,
+            tcp_bytes_per_minute: config.log.tcp_peer_bytes_per_minute.0,
         };
         VirusEvents::start(&config.virus_event, options).map(Some)
     }
@@ -238,7 +247,17 @@ impl VirusEvents {
                 budget: Budget::new(Limits::from_config(config, options.both_kinds)),
                 launcher: None,
                 events: HashMap::new(),
-                refusals: Limiter::new(options.peer_lines_per_minute, REFUSAL_LOG_KEYS),
+                refusals: Limiter::sized(
+                    Size {
+                        lines: options.peer_lines_per_minute,
+                        bytes: options.peer_bytes_per_minute,
+                    },
+                    REFUSAL_LOG_KEYS,
+                ),
+                tcp_refusals: LogBudget::sized(Size {
+                    lines: u32::MAX,
+                    bytes: options.tcp_bytes_per_minute,
+                }),
                 stats: Stats::default(),
                 stop: false,
             }),
@@ -559,7 +578,9 @@ fn serve(shared: &Shared, channel: &Channel) -> String {
 
 /// One line per refused detection, within the client's log budget.
 fn refused(st: &mut State, peer: PeerKey, reason: &str, virus: &str, target: &[u8]) {
-    if let Verdict::Allow { suppressed } = st.refusals.check(&peer, Instant::now()) {
+    let bytes = cost(&[virus.as_bytes(), target]);
+    let tcp = (!peer.is_unix()).then_some(&mut st.tcp_refusals);
+    if let Verdict::Allow { suppressed } = st.refusals.charge(&peer, Instant::now(), bytes, tcp) {
         tracing::warn!(
             virus_event_status = "refused",
             virus_event_refused = st.stats.refused,
