@@ -419,11 +419,18 @@ fn clamdtop_shows_threads_and_memory() {
         .find(|l| l.contains("Pool:"))
         .unwrap_or_else(|| panic!("no memory box:\n{screen}"));
     assert!(!pool.contains("total    0M"), "memory is measured: {pool}");
+    // clamdtop asked for STATS later than the test did, and the daemon's
+    // PSS moves (workers fork, each process measures itself up to 5 s
+    // apart): the same figure within a quarter.
+    let shown: f64 = pool
+        .split("total")
+        .nth(1)
+        .and_then(|t| t.trim().split('M').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no total in the memory box: {pool}"));
     assert!(
-        [total.floor(), total.round()]
-            .iter()
-            .any(|m| pool.contains(&format!(" {m:.0}M"))),
-        "clamdtop shows STATS' pools_total ({total:.3}M): {pool}"
+        (shown - total).abs() <= total / 4.0 + 1.0,
+        "clamdtop shows STATS' pools_total ({total:.3}M), not {shown}M: {pool}"
     );
 }
 

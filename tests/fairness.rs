@@ -306,7 +306,8 @@ fn a_scan_past_max_scan_time_costs_only_its_own_client() {
     assert_eq!(
         show(&other.read_all(Duration::from_secs(60))),
         show(FOUND),
-        "a request in flight on the worker is finished, not lost"
+        "a request in flight on the worker is finished, not lost; log:\n{}",
+        d.log()
     );
 
     // A new request is served (by the fresh worker).

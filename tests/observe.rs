@@ -571,7 +571,7 @@ fn hostile_scrapers_never_touch_scanning() {
         sum(&text, "clamsentry_scans_total", &[("result", "error")]),
         0.0
     );
-    d.log_with("metrics.max-connections reached");
+    d.log_with("closed the oldest connection to make room");
 }
 
 /// The self-test with a database that does not detect EICAR: failed,
@@ -896,4 +896,91 @@ fn selftests_are_not_client_activity() {
         "self-tests ran meanwhile: {log}"
     );
     assert!(log.contains("service.exit-when-idle"), "{log}");
+}
+
+/// The second outside review's round 2: a local user holding 66 idle
+/// connections with half-sent requests (reopened as soon as closed) failed
+/// every scrape. From the same address (loopback is one client), the
+/// scraper now gets in: a newcomer takes the slot of its client's oldest
+/// connection that never sent a whole request.
+#[test]
+fn a_local_user_holding_idle_connections_cannot_lock_out_scrapes() {
+    require_root!("the attacker runs as nobody");
+    require!(common::require::program("setpriv", "util-linux"));
+    let db = TestDb::new();
+    let (_d, m) = with_metrics(db.path(), &[("metrics", "header-timeout = 30")]);
+    scrape::metrics(m);
+    const ATTACKER: &str = r#"
+import socket, sys, time
+addr = (sys.argv[1], int(sys.argv[2]))
+held, made, closed = [], 0, 0
+end = time.time() + 60
+while time.time() < end:
+    for s in list(held):
+        s.setblocking(False)
+        try:
+            if s.recv(1) == b"":
+                held.remove(s); closed += 1; s.close()
+        except BlockingIOError:
+            pass
+        except OSError:
+            held.remove(s); closed += 1
+    while len(held) < 100:
+        try:
+            s = socket.create_connection(addr)
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x")
+        except OSError:
+            closed += 1
+            break
+        held.append(s); made += 1
+    print(made, closed, flush=True)
+    time.sleep(0.05)
+"#;
+    let mut attacker = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+        ])
+        .arg(ATTACKER)
+        .arg(m.ip().to_string())
+        .arg(m.port().to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(attacker.stdout.take().unwrap());
+    let mut line = String::new();
+    // The attacker holds its connections before the first scrape.
+    use std::io::BufRead;
+    lines.read_line(&mut line).unwrap();
+    let mut ok = 0;
+    for _ in 0..20 {
+        match scrape::get(m, "/metrics", None) {
+            Ok(got) if got.status == 200 && got.body.contains("clamsentry_ready") => ok += 1,
+            other => eprintln!("a scrape failed: {:?}", other.map(|h| h.status)),
+        }
+    }
+    line.clear();
+    lines.read_line(&mut line).unwrap();
+    let _ = attacker.kill();
+    let _ = attacker.wait();
+    let counts: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    eprintln!("attacker connections made, closed by the observer: {counts:?}");
+    assert_eq!(
+        ok, 20,
+        "every scrape answered while the attacker held its connections"
+    );
+    assert!(
+        counts.len() == 2 && counts[0] >= 100,
+        "the attacker held connections: {line}"
+    );
+    assert!(
+        counts[1] > 0,
+        "the observer closed attacker connections to make room: {line}"
+    );
 }

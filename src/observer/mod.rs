@@ -28,10 +28,10 @@ pub mod http;
 pub(crate) mod page;
 pub(crate) mod render;
 pub(crate) mod selftest;
+pub(crate) mod slots;
 
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -375,18 +375,9 @@ impl Listen {
     }
 }
 
-/// Counts an open connection until dropped.
-struct Slot(Arc<AtomicUsize>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 async fn accept_loop(l: Listen, kind: Kind, shared: Arc<Shared>) {
-    let open = Arc::new(AtomicUsize::new(0));
     let max = shared.config.metrics.max_connections as usize;
+    let slots = slots::Shared::new(max);
     loop {
         let (conn, peer): (Box<dyn ConnBox>, Option<IpAddr>) = match &l {
             Listen::Unix(u) => match u.accept().await {
@@ -429,34 +420,49 @@ async fn accept_loop(l: Listen, kind: Kind, shared: Arc<Shared>) {
                 continue;
             }
         }
-        if open.load(Ordering::SeqCst) >= max {
+        let (slot, evicted) = slots.take(&key);
+        if let Some(why) = evicted {
             if let Some(suppressed) = shared.may_log(&key) {
+                let why = match why {
+                    slots::Evicted::OwnShare => {
+                        "its client holds a quarter of metrics.max-connections"
+                    }
+                    slots::Evicted::Full => "metrics.max-connections reached",
+                };
                 tracing::warn!(
                     listener = kind.name(),
                     peer = %key,
                     limit = max,
                     suppressed,
-                    "connection closed at once: metrics.max-connections reached"
+                    "closed the oldest connection to make room: {why}"
                 );
             }
-            continue;
         }
-        open.fetch_add(1, Ordering::SeqCst);
-        let slot = Slot(Arc::clone(&open));
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            let _slot = slot;
-            match kind {
-                Kind::Metrics => {
-                    let timeout = Duration::from_secs(shared.config.metrics.header_timeout);
-                    let s2 = Arc::clone(&shared);
-                    let trouble =
-                        http::serve(conn, timeout, |route, req| s2.respond(route, req)).await;
-                    if let Some(t) = trouble {
-                        log_trouble(&shared, &key, t);
+            let mut slot = slot;
+            let marker = slot.marker();
+            let serve = async {
+                match kind {
+                    Kind::Metrics => {
+                        let timeout = Duration::from_secs(shared.config.metrics.header_timeout);
+                        let s2 = Arc::clone(&shared);
+                        let trouble = http::serve(conn, timeout, |route, req| {
+                            marker.served();
+                            s2.respond(route, req)
+                        })
+                        .await;
+                        if let Some(t) = trouble {
+                            log_trouble(&shared, &key, t);
+                        }
                     }
+                    Kind::Agent => agent_reply(conn, &shared).await,
                 }
-                Kind::Agent => agent_reply(conn, &shared).await,
+            };
+            // A newcomer took this slot: the connection ends (dropped).
+            tokio::select! {
+                () = serve => {}
+                _ = &mut slot.evicted => {}
             }
         });
     }
