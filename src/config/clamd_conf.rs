@@ -1047,13 +1047,18 @@ impl Translator<'_> {
             } else {
                 self.config.limits.stream_max_length = v;
                 self.source("limits.stream-max-length", "StreamMaxLength");
-                if self.config.limits.stream_memory < v {
-                    self.config.limits.stream_memory = v;
+                // Every other worker's base lease (at most 1 MiB each) is
+                // kept for it (src/supervisor/gate/shares.rs): one stream of
+                // the full length needs that much more.
+                let reserve = u64::from(self.config.limits.max_workers.saturating_sub(1)) << 20;
+                let needed = ByteSize(v.0.saturating_add(reserve));
+                if self.config.limits.stream_memory < needed {
+                    self.config.limits.stream_memory = needed;
                     self.source("limits.stream-memory", "StreamMaxLength");
                     self.note(
                         "StreamMaxLength",
                         NoteLevel::Info,
-                        format!("limits.stream-memory (stream bytes held by all clients together) raised to {v}, so that one stream can reach the limit"),
+                        format!("limits.stream-memory (stream bytes held by all clients together) raised to {needed}, so that one stream can reach the limit while every other worker keeps its 1 MiB base"),
                     );
                 }
             }
@@ -1379,10 +1384,17 @@ impl Translator<'_> {
                 self.config.log.level = "debug".into();
                 self.source("log.level", name);
                 self.note(
-                    if name == "debug" { "--debug" } else { name },
+                    name,
                     NoteLevel::Info,
                     "clamsentry logs at debug level (log.level); libclamav's own debug messages are not shown",
                 );
+                // The command-line flag is shown as typed (the table's
+                // name is the bare `debug`).
+                if name == "debug" {
+                    if let Some(n) = self.notes.last_mut() {
+                        n.option = "--debug".into();
+                    }
+                }
             }
         }
     }

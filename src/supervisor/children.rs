@@ -103,6 +103,11 @@ impl Children {
                     r = ctl.recv() => {
                         let go_on = match r {
                             Ok(Some(m)) => forward_zygote(&tx, g, m).await,
+                            // The engine holder exited with our messages
+                            // unread: the kernel reports that once, before
+                            // the ones it sent last (a load failure's
+                            // reason), which are still there to read.
+                            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
                             Ok(None) | Err(_) => false,
                         };
                         if !go_on {
@@ -110,9 +115,21 @@ impl Children {
                         }
                     }
                     ended = &mut exited => {
-                        while let Ok(Some(m)) = ctl.try_recv() {
-                            if !forward_zygote(&tx, g, m).await {
-                                break;
+                        let mut reset_seen = false;
+                        loop {
+                            match ctl.try_recv() {
+                                Ok(Some(m)) => {
+                                    if !forward_zygote(&tx, g, m).await {
+                                        break;
+                                    }
+                                }
+                                Err(e)
+                                    if e.kind() == std::io::ErrorKind::ConnectionReset
+                                        && !reset_seen =>
+                                {
+                                    reset_seen = true;
+                                }
+                                _ => break,
                             }
                         }
                         break ended;
@@ -231,6 +248,9 @@ impl Children {
                         Ok(msg) => Input::Worker(w, msg, m.pid),
                         Err(e) => Input::Broken(Who::Worker(w), format!("control message: {e}")),
                     },
+                    // Reported once when the worker exited with messages
+                    // unread; the ones it sent last are still to be read.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => continue,
                     Ok(None) | Err(_) => return,
                 };
                 let stop = matches!(input, Input::Broken(..));

@@ -549,7 +549,12 @@ fn the_unix_socket_mode_is_honoured_and_weakening_noted() {
 fn limits_and_validation_name_the_clamd_option() {
     let t = ok("StreamMaxLength 1G\n");
     assert_eq!(t.config.limits.stream_max_length, ByteSize(1 << 30));
-    assert_eq!(t.config.limits.stream_memory, ByteSize(1 << 30));
+    // One stream of the full length, plus the 1 MiB base lease each of the
+    // other 15 workers keeps.
+    assert_eq!(
+        t.config.limits.stream_memory,
+        ByteSize((1 << 30) + (15 << 20))
+    );
     assert!(refused("StreamMaxLength 0\n").contains("StreamMaxLength: no limit"));
     assert_eq!(
         refused("LocalSocket /s\nMaxThreads 0\n"),
