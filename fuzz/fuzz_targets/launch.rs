@@ -15,13 +15,25 @@ use clamsentry::ipc::launch::{
     FromLauncher, ToLauncher, CAPTURE, MAX_COMMAND, MAX_ERROR, MAX_FILE_NAME, MAX_PATH_VARIABLE,
 };
 use clamsentry::ipc::messages::{MAX_MESSAGE, MAX_VIRUS_NAME};
-use clamsentry::policy::peer::PeerView;
 use clamsentry::policy::PeerKey;
 use libfuzzer_sys::fuzz_target;
 
+/// A network key has its host bits zero, a prefix within its family, and
+/// no IPv4-mapped IPv6 form.
 fn canonical(p: &PeerKey) {
-    if let PeerView::Net(n) = p.view() {
-        assert_eq!(PeerKey::net(n), Some(*p));
+    match *p {
+        PeerKey::Uid(_) => {}
+        PeerKey::V4(a, len) => {
+            assert!(len <= 32, "{p:?}");
+            let host = u32::MAX.checked_shr(u32::from(len)).unwrap_or(0);
+            assert_eq!(u32::from(a) & host, 0, "{p:?}");
+        }
+        PeerKey::V6(a, len) => {
+            assert!(len <= 128, "{p:?}");
+            assert!(a.to_ipv4_mapped().is_none(), "{p:?}");
+            let host = u128::MAX.checked_shr(u32::from(len)).unwrap_or(0);
+            assert_eq!(u128::from(a) & host, 0, "{p:?}");
+        }
     }
 }
 

@@ -83,11 +83,12 @@ pub enum LoadPhase {
 }
 
 impl LoadProgress {
-    /// Percent done, 0..=100.
+    /// Percent done, 0..=100 (the engine holder's numbers: whatever they
+    /// are, no overflow; u128 holds any product of two u64s and 100).
     pub fn percent(&self) -> u64 {
-        (self.done.min(self.total) * 100)
-            .checked_div(self.total)
-            .unwrap_or(0)
+        (u128::from(self.done.min(self.total)) * 100)
+            .checked_div(u128::from(self.total))
+            .map_or(0, |p| p as u64)
     }
 }
 
@@ -850,6 +851,22 @@ unsafe extern "C" fn on_virus_found(_fd: c_int, virname: *const c_char, context:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_from_any_numbers_is_a_percent() {
+        let p = |done, total| {
+            LoadProgress {
+                phase: LoadPhase::Loading,
+                done,
+                total,
+            }
+            .percent()
+        };
+        assert_eq!(p(1, 4), 25);
+        assert_eq!(p(5, 0), 0);
+        assert_eq!(p(u64::MAX, u64::MAX), 100);
+        assert_eq!(p(u64::MAX, 7), 100);
+    }
 
     #[test]
     fn version_looks_like_libclamav() {
