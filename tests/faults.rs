@@ -558,10 +558,12 @@ fn descriptor_exhaustion() {
         fds_after <= base + 2,
         "descriptors: {base} before, {fds_after} after"
     );
-    // Logged, but not every 50 ms retry: the first of a run and every 100th.
+    // Logged, but not every 50 ms retry: the first of a run and every 100th
+    // (a loaded machine makes more, shorter runs; a retry every 50 ms
+    // logged would be hundreds).
     let log = d.log();
     let failed = count(&log, "accept failed");
-    assert!(failed <= 20, "{failed} accept failures logged: a log flood");
+    assert!(failed <= 60, "{failed} accept failures logged: a log flood");
     assert!(log.contains("accepting again on"), "{log}");
     eprintln!("accept failures logged: {failed}; descriptors {base} -> {fds_after}");
 }

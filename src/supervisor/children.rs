@@ -251,7 +251,14 @@ impl Children {
                     // Reported once when the worker exited with messages
                     // unread; the ones it sent last are still to be read.
                     Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => continue,
-                    Ok(None) | Err(_) => return,
+                    // Closed: a worker that never said hello died starting
+                    // (its pid is not known yet, so no exit reaches the
+                    // lifecycle otherwise).
+                    Ok(None) | Err(_) => {
+                        let closed = lifecycle::Event::WorkerChannelClosed(w);
+                        let _ = tx.send(Input::Life(closed)).await;
+                        return;
+                    }
                 };
                 let stop = matches!(input, Input::Broken(..));
                 if tx.send(input).await.is_err() || stop {

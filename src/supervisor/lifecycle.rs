@@ -168,6 +168,10 @@ pub enum Event {
         healthy: bool,
     },
     WorkerExited(WorkerId, Ended),
+    /// The worker's control channel closed. Before its hello this is the
+    /// only word of a worker that died starting (its pid is not known
+    /// yet); after, its exit says more and this is ignored.
+    WorkerChannelClosed(WorkerId),
     /// The worker asks to be replaced (its temporary directory failed, or
     /// a scan ran past its time limit); it drains itself.
     WorkerRetire(WorkerId, RetireReason),
@@ -515,6 +519,24 @@ impl Machine {
                 healthy,
             } => self.pong(worker, (scans, found, errors), healthy, now, &mut out),
             Event::WorkerExited(w, how) => self.worker_exited(w, how, now, &mut out),
+            Event::WorkerChannelClosed(w) => {
+                if self.workers.get(&w).map(|x| x.state) == Some(WState::Forking) {
+                    tracing::warn!(
+                        worker = w,
+                        "a new worker ended before it said hello; another takes its place"
+                    );
+                    if let Some(worker) = self.workers.remove(&w) {
+                        self.fork_failed(now);
+                        if let Some(t) = worker.tenant {
+                            self.wants.insert(t);
+                        }
+                        out.push(Action::Forget(w));
+                        out.push(Action::Notify(Note::WorkerReplaced(
+                            RestartReason::NotStarted,
+                        )));
+                    }
+                }
+            }
             Event::WorkerRetire(w, reason) => {
                 // Already draining: nothing more to do.
                 if let Some(worker) = self.workers.get(&w).filter(|x| x.state == WState::Serving) {

@@ -97,6 +97,10 @@ pub struct Sched<J> {
     normal: usize,
     limit: usize,
     running_normal: usize,
+    /// Normal threads whose job was written off (past its time limit):
+    /// they still hold their thread, but not a place under `limit`, so the
+    /// worker can finish its other requests before it exits.
+    lost: usize,
     closed: bool,
 }
 
@@ -112,6 +116,7 @@ impl<J> Sched<J> {
             normal,
             limit: normal,
             running_normal: 0,
+            lost: 0,
             closed: false,
         }
     }
@@ -152,9 +157,9 @@ impl<J> Sched<J> {
             Kind::Reserve => p.running * peers < limit,
         };
         match kind {
-            Kind::Normal if self.running_normal >= self.limit => return None,
+            Kind::Normal if !self.normal_free() => return None,
             // A normal thread is free and will take it.
-            Kind::Reserve if self.running_normal < self.limit => return None,
+            Kind::Reserve if self.normal_free() => return None,
             _ => {}
         }
         let mut best: Option<(usize, usize)> = None;
@@ -179,10 +184,22 @@ impl<J> Sched<J> {
         Some((owner, job))
     }
 
-    /// A job taken by a thread of `kind` for `owner` is finished.
-    pub fn done(&mut self, kind: Kind, owner: Owner) {
+    /// A job of a thread of `kind` was written off: its place under the
+    /// limit goes to the next job.
+    pub fn lost(&mut self, kind: Kind) {
+        if kind == Kind::Normal {
+            self.lost += 1;
+        }
+    }
+
+    /// A job taken by a thread of `kind` for `owner` is finished (`lost`:
+    /// it had been written off).
+    pub fn done(&mut self, kind: Kind, owner: Owner, lost: bool) {
         if kind == Kind::Normal {
             self.running_normal = self.running_normal.saturating_sub(1);
+            if lost {
+                self.lost = self.lost.saturating_sub(1);
+            }
         }
         if let Some(p) = self.peers.get_mut(&owner) {
             p.running = p.running.saturating_sub(1);
@@ -204,7 +221,7 @@ impl<J> Sched<J> {
 
     /// May a normal thread take a job now?
     pub fn normal_free(&self) -> bool {
-        self.running_normal < self.limit
+        self.running_normal.saturating_sub(self.lost) < self.limit
     }
 
     pub fn queued(&self) -> usize {
@@ -600,6 +617,7 @@ impl ScanPool {
     /// its client) and it is reported once, here.
     pub fn overruns(&self, now: Instant, limit: Duration) -> Vec<Overrun> {
         let mut out = Vec::new();
+        let mut lost = Vec::new();
         for slot in &self.shared.slots {
             let mut s = lock(&slot.state);
             let tag = s.tag.clone();
@@ -613,6 +631,7 @@ impl ScanPool {
                 continue;
             }
             t.written_off = true;
+            lost.push(slot.kind);
             if let Some(tag) = tag {
                 tag.signal.send_replace(Some(t.filename.clone()));
             }
@@ -622,6 +641,19 @@ impl ScanPool {
                 owner,
                 scanning_for,
             });
+        }
+        if !lost.is_empty() {
+            // Their places go to queued jobs (a normal thread may take one
+            // now), outside the slots' locks.
+            let mut s = lock(&self.shared.sched);
+            for kind in lost {
+                s.lost(kind);
+            }
+            let wake = s.queued() > 0 && s.normal_free();
+            drop(s);
+            if wake {
+                self.shared.wake(true);
+            }
         }
         out
     }
@@ -685,9 +717,10 @@ fn thread_main(shared: &Shared, index: usize) {
         // A panicking job must not take the thread (and its slot) with it.
         let job = queued.job;
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(slot)));
+        let lost = slot.written_off();
         slot.clear();
         let mut s = lock(&shared.sched);
-        s.done(slot.kind, owner);
+        s.done(slot.kind, owner, lost);
         // This thread looks for its next job itself (the loop above); a
         // reserve thread's finished job may free a normal thread's place
         // for a job a reserve thread may not take.
@@ -752,8 +785,32 @@ mod tests {
             None,
             "a lone peer has its whole share already: no reserve thread"
         );
-        s.done(Kind::Normal, peer(1));
+        s.done(Kind::Normal, peer(1), false);
         assert_eq!(s.take(Kind::Normal), Some((peer(1), 3)));
+    }
+
+    /// A scan past its time limit is written off but keeps its thread: its
+    /// place under the limit goes to the next job, so a retiring worker
+    /// finishes its other requests (one thread share of one: the other
+    /// client's stream waited until the drain timeout ended it).
+    #[test]
+    fn a_written_off_job_gives_its_place_to_the_next() {
+        let t = Instant::now();
+        let mut s: Sched<u32> = Sched::new(2, 10);
+        s.set_limit(1);
+        s.push(peer(1), 0, t).unwrap();
+        s.push(peer(1), 1, t).unwrap();
+        assert_eq!(s.take(Kind::Normal), Some((peer(1), 0)));
+        assert_eq!(s.take(Kind::Normal), None, "the limit is one");
+        s.lost(Kind::Normal);
+        assert!(s.normal_free());
+        assert_eq!(s.take(Kind::Normal), Some((peer(1), 1)));
+        assert!(!s.normal_free(), "one running that counts, one lost");
+        // The lost one ends after all: the count comes back right.
+        s.done(Kind::Normal, peer(1), true);
+        assert!(!s.normal_free());
+        s.done(Kind::Normal, peer(1), false);
+        assert!(s.normal_free());
     }
 
     #[test]
@@ -770,9 +827,9 @@ mod tests {
         let order: Vec<_> = (0..4).map(|_| s.take(Kind::Normal).unwrap().1).collect();
         assert_eq!(order, ["a1", "b1", "c1", "a2"]);
         // a has 2 running, b 1, c 1 (c has nothing queued): b goes next.
-        s.done(Kind::Normal, peer(3));
+        s.done(Kind::Normal, peer(3), false);
         assert_eq!(s.take(Kind::Normal).unwrap().1, "b2");
-        s.done(Kind::Normal, peer(1));
+        s.done(Kind::Normal, peer(1), false);
         assert_eq!(s.take(Kind::Normal).unwrap().1, "a3");
         assert_eq!(s.queued(), 0);
     }

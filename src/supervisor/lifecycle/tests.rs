@@ -250,6 +250,40 @@ fn a_workers_lying_counters_saturate_and_never_fault() {
 }
 
 #[test]
+fn a_worker_that_dies_before_hello_is_replaced_for_its_client() {
+    let t = Instant::now();
+    let (mut m, _) = serving(1, t);
+    let a = m.handle(Event::Want(A), t);
+    let (bound_w, _) = bound(&a)[0];
+    // The replacement standby is forking; the client's worker retires and
+    // the forking standby is promised to the client.
+    let mut f = forks(&a);
+    f.extend(forks(&m.handle(Event::Tick, t)));
+    let spare = f[0].1;
+    m.handle(Event::WorkerRetire(bound_w, RetireReason::TempFailure), t);
+    m.handle(Event::Want(A), t);
+    // It dies starting (its temporary directory was gone): only its
+    // control channel says so.
+    let a = m.handle(Event::WorkerChannelClosed(spare), t);
+    assert!(a.contains(&Action::Forget(spare)), "{a:?}");
+    // A fresh fork follows for the client (at once: a first failure has
+    // no back-off), and serves it once it says hello.
+    let for_a: Vec<WorkerId> = forks(&a)
+        .into_iter()
+        .map(|(_, w)| w)
+        .filter(|w| m.workers.get(w).is_some_and(|x| x.tenant == Some(A)))
+        .collect();
+    assert_eq!(for_a.len(), 1, "{a:?}");
+    let w = for_a[0];
+    let later = t + Duration::from_secs(1);
+    let a = m.handle(Event::WorkerHello(w), later);
+    assert!(bound(&a).contains(&(w, A)), "{a:?}");
+    // A serving worker's closed channel changes nothing (its exit says more).
+    let a = m.handle(Event::WorkerChannelClosed(w), later);
+    assert!(a.is_empty(), "{a:?}");
+}
+
+#[test]
 fn reload_is_blue_green_per_tenant() {
     let t = Instant::now();
     let (mut m, ids) = serving(1, t);
