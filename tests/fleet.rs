@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::cgroup::Cgroup;
 use common::daemons::{children, die_with_parent, write_config};
 use common::holder::Holder;
 
@@ -110,79 +111,6 @@ fn bind_in_netns(ns: &str, addr: SocketAddr) -> OwnedFd {
     })
     .join()
     .unwrap()
-}
-
-/// A memory cgroup of the test's own (cgroup v2 or v1), removed at drop.
-struct Cgroup {
-    dir: PathBuf,
-    limit: &'static str,
-    usage: &'static str,
-}
-
-impl Cgroup {
-    fn create(name: &str) -> Option<Cgroup> {
-        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-        let mut found = None;
-        for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
-            let c =
-                std::fs::read_to_string(format!("{root}/cgroup.controllers")).unwrap_or_default();
-            if c.split_whitespace().any(|w| w == "memory") {
-                let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
-                found = Some((
-                    Path::new(root).join(path.trim_start_matches('/')),
-                    "memory.max",
-                    "memory.current",
-                ));
-                break;
-            }
-        }
-        if found.is_none() {
-            let path = own.lines().find_map(|l| {
-                let mut p = l.splitn(3, ':');
-                let (_, c, path) = (p.next()?, p.next()?, p.next()?);
-                c.split(',')
-                    .any(|c| c == "memory")
-                    .then(|| path.to_string())
-            })?;
-            found = Some((
-                Path::new("/sys/fs/cgroup/memory").join(path.trim_start_matches('/')),
-                "memory.limit_in_bytes",
-                "memory.usage_in_bytes",
-            ));
-        }
-        let (parent, limit, usage) = found?;
-        let dir = parent.join(name);
-        std::fs::create_dir(&dir).ok()?;
-        Some(Cgroup { dir, limit, usage })
-    }
-
-    fn set_limit(&self, bytes: Option<u64>) {
-        let v = match bytes {
-            Some(b) => b.to_string(),
-            None if self.limit == "memory.max" => "max".into(),
-            None => "-1".into(),
-        };
-        std::fs::write(self.dir.join(self.limit), v).unwrap();
-    }
-
-    fn usage(&self) -> u64 {
-        std::fs::read_to_string(self.dir.join(self.usage))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        for _ in 0..100 {
-            if std::fs::remove_dir(&self.dir).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
 }
 
 struct Node {

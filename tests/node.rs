@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cgroup::{memory_cgroup, Cgroup};
 use common::client::{instream, show, talk, Addr, Conn};
 use common::daemons::{die_with_parent, free_port, write_config, Daemon};
 use common::holder::Holder;
@@ -152,72 +153,6 @@ fn maintenance_is_an_administrators_request_on_the_unix_socket() {
     let (code, _, err) = maint(&["status", "--socket", "/nonexistent.sock"], None);
     assert_eq!(code, 1);
     assert!(err.contains("--socket"), "{err}");
-}
-
-/// The daemon's memory cgroup directory and the files of its version:
-/// (directory, limit file, usage file).
-fn memory_cgroup() -> Option<(PathBuf, &'static str, &'static str)> {
-    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
-        let controllers = std::fs::read_to_string(format!("{root}/cgroup.controllers"));
-        if controllers.is_ok_and(|c| c.split_whitespace().any(|w| w == "memory")) {
-            let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
-            let dir = Path::new(root).join(path.trim_start_matches('/'));
-            if dir.join("memory.max").exists() || path == "/" {
-                return Some((dir, "memory.max", "memory.current"));
-            }
-        }
-    }
-    let path = own.lines().find_map(|l| {
-        let mut p = l.splitn(3, ':');
-        let (_, c, path) = (p.next()?, p.next()?, p.next()?);
-        c.split(',')
-            .any(|c| c == "memory")
-            .then(|| path.to_string())
-    })?;
-    let dir = Path::new("/sys/fs/cgroup/memory").join(path.trim_start_matches('/'));
-    dir.join("memory.limit_in_bytes").exists().then_some((
-        dir,
-        "memory.limit_in_bytes",
-        "memory.usage_in_bytes",
-    ))
-}
-
-/// A child cgroup, removed (after its processes are gone) when dropped.
-struct Cgroup {
-    dir: PathBuf,
-    limit: &'static str,
-    usage: &'static str,
-}
-
-impl Cgroup {
-    fn set_limit(&self, bytes: Option<u64>) {
-        let v = match bytes {
-            Some(b) => b.to_string(),
-            None if self.limit == "memory.max" => "max".into(),
-            None => "-1".into(),
-        };
-        std::fs::write(self.dir.join(self.limit), v).unwrap();
-    }
-
-    fn usage(&self) -> u64 {
-        std::fs::read_to_string(self.dir.join(self.usage))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        for _ in 0..100 {
-            if std::fs::remove_dir(&self.dir).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
 }
 
 /// A signature database whose engine is big enough to measure: the test

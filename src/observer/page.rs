@@ -4,6 +4,10 @@
 //! `status.json` every [`REFRESH_SECONDS`] and redraws itself: health,
 //! database age, scans and detections per minute over the last hour,
 //! latency percentiles, workers, recent reloads.
+//!
+//! No Rust `unsafe` here (forbidden below): the word appears only in the
+//! Content-Security-Policy keyword `'unsafe-inline'`, which lets the page's
+//! own inline style and script run and nothing from anywhere else.
 #![forbid(unsafe_code)]
 
 use serde::Serialize;

@@ -2,6 +2,7 @@
 //! string generated in code, the real clamsentry binary and the real clamd.
 #![allow(dead_code)]
 
+pub mod cgroup;
 pub mod client;
 pub mod daemons;
 pub mod holder;
