@@ -415,12 +415,15 @@ impl TaskSlot {
         s.tag = tag;
     }
 
-    fn clear(&self) {
+    /// Ends the slot's job; says whether it had been written off.
+    fn clear(&self) -> bool {
         let mut s = lock(&self.state);
+        let lost = s.task.as_ref().is_some_and(|t| t.written_off);
         s.task = None;
         s.tag = None;
         s.owner = None;
         s.idle_since = Instant::now();
+        lost
     }
 
     fn snapshot(&self) -> Result<Task, Instant> {
@@ -717,8 +720,7 @@ fn thread_main(shared: &Shared, index: usize) {
         // A panicking job must not take the thread (and its slot) with it.
         let job = queued.job;
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(slot)));
-        let lost = slot.written_off();
-        slot.clear();
+        let lost = slot.clear();
         let mut s = lock(&shared.sched);
         s.done(slot.kind, owner, lost);
         // This thread looks for its next job itself (the loop above); a
