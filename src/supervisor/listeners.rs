@@ -87,6 +87,8 @@ pub struct Accepted {
     pub name: Arc<str>,
     pub socket: OwnedFd,
     pub identity: Identity,
+    /// Bytes root read before the hand-off (a PROXY header), 0 otherwise.
+    pub preamble: u64,
 }
 
 /// systemd's sockets as listeners, with their names.
@@ -275,6 +277,7 @@ async fn accept_unix(listener: UnixListener, name: Arc<str>, tx: Sender<Accepted
             name: Arc::clone(&name),
             socket,
             identity,
+            preamble: 0,
         };
         if tx.send(accepted).await.is_err() {
             return;
@@ -313,6 +316,7 @@ async fn accept_tcp(
             name: Arc::clone(&name),
             socket,
             identity: Identity::Tcp(addr),
+            preamble: 0,
         };
         if tx.send(accepted).await.is_err() {
             return;
@@ -344,7 +348,8 @@ async fn accept_proxied(
         let (name, settings, tx) = (Arc::clone(&name), Arc::clone(&settings), tx.clone());
         let counted = Arc::clone(&counted);
         tokio::spawn(async move {
-            let Some((stream, client)) = super::proxied::admit(settings, &name, stream, addr).await
+            let Some((stream, client, preamble)) =
+                super::proxied::admit(settings, &name, stream, addr).await
             else {
                 // Counted with the listener's other refusals (metrics).
                 counted.count(&name);
@@ -358,6 +363,7 @@ async fn accept_proxied(
                 name,
                 socket,
                 identity: Identity::Tcp(client),
+                preamble,
             };
             let _ = tx.send(accepted).await;
         });

@@ -38,6 +38,7 @@ pub(crate) mod procs;
 mod proxied;
 mod run;
 pub mod runtime_files;
+mod spoke;
 mod status;
 mod tempdir;
 pub mod virus_event;

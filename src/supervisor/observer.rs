@@ -177,6 +177,7 @@ pub fn synthetic_connection() -> std::io::Result<(Accepted, OwnedFd)> {
             name: Arc::from(SELFTEST_LISTENER),
             socket: OwnedFd::from(ours),
             identity: Identity::Tcp(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0)),
+            preamble: 0,
         },
         OwnedFd::from(theirs),
     ))

@@ -227,8 +227,11 @@ pub fn identify(
 }
 
 /// Reads one header from `stream`: never more bytes than it needs, so what
-/// the client sent after it stays unread.
-pub async fn read_header(stream: &mut TcpStream, within: Duration) -> Result<Header, Refusal> {
+/// the client sent after it stays unread. Returns it and its length.
+pub async fn read_header(
+    stream: &mut TcpStream,
+    within: Duration,
+) -> Result<(Header, u64), Refusal> {
     let mut buf = [0u8; MAX_HEADER];
     let mut have = 0usize;
     let read = async {
@@ -236,7 +239,7 @@ pub async fn read_header(stream: &mut TcpStream, within: Duration) -> Result<Hea
             let want = match proxy::decode(&buf[..have]) {
                 Decoded::Done { header, consumed } => {
                     debug_assert_eq!(consumed, have);
-                    return Ok(header);
+                    return Ok((header, have as u64));
                 }
                 Decoded::Invalid(why) => return Err(Refusal::Invalid(why)),
                 Decoded::NeedMore(want) => want,
@@ -253,14 +256,14 @@ pub async fn read_header(stream: &mut TcpStream, within: Duration) -> Result<Hea
 }
 
 /// The whole path of a connection on a PROXY listener, from accept to the
-/// client's address (`Some`) or a logged refusal (`None`, the connection
-/// closed). Runs in a task of its own.
+/// client's address and the header's length (`Some`) or a logged refusal
+/// (`None`, the connection closed). Runs in a task of its own.
 pub async fn admit(
     settings: Arc<Settings>,
     listener: &str,
     mut stream: TcpStream,
     peer: SocketAddr,
-) -> Option<(TcpStream, SocketAddr)> {
+) -> Option<(TcpStream, SocketAddr, u64)> {
     let by_peer = PeerKey::of_ip(peer.ip(), settings.prefixes);
     let refuse = |key: PeerKey, why: Refusal| {
         settings.refused(listener, peer, key, &why);
@@ -274,14 +277,14 @@ pub async fn admit(
     };
     let header = read_header(&mut stream, settings.timeout).await;
     drop(slot);
-    let header = match header {
+    let (header, length) = match header {
         Ok(h) => h,
         Err(why) => return refuse(by_peer, why),
     };
     match identify(&header, peer, &settings.allow) {
         Ok(client) => {
             tracing::debug!(listener, balancer = %peer, client = %client, "PROXY header read");
-            Some((stream, client))
+            Some((stream, client, length))
         }
         Err(why) => {
             let key = match &why {
@@ -439,6 +442,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let mut bytes = encode(Command::Proxy, &tcp("198.51.100.7:40000"), &[]).unwrap();
         bytes.extend_from_slice(b"zPING\0");
+        let bytes_len = bytes.len();
         let mut client = TcpStream::connect(addr).await.unwrap();
         // In two pieces, the second with the client's command.
         client.write_all(&bytes[..10]).await.unwrap();
@@ -448,10 +452,15 @@ mod tests {
             client.write_all(&bytes[10..]).await.unwrap();
             client
         });
-        let h = read_header(&mut server, Duration::from_secs(30))
+        let (h, length) = read_header(&mut server, Duration::from_secs(30))
             .await
             .unwrap();
         assert_eq!(h.tcp_source(), Some("198.51.100.7:40000".parse().unwrap()));
+        assert_eq!(
+            length as usize,
+            bytes_len - 6,
+            "the header, not the command"
+        );
         let _client = sender.await.unwrap();
         let mut rest = [0u8; 6];
         server.read_exact(&mut rest).await.unwrap();

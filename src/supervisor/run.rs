@@ -48,6 +48,14 @@ struct Hand {
 }
 
 /// One step for a machine.
+/// The supervisor's copy of a client's socket (never read, except for a
+/// PROXY header before the connection got here).
+struct Client {
+    socket: OwnedFd,
+    /// Bytes root read from it (its PROXY header): not the client's command.
+    preamble: u64,
+}
+
 enum Step {
     Gate(gate::Event),
     Life(lifecycle::Event),
@@ -63,7 +71,7 @@ pub struct Executor {
     broker: Arc<Broker>,
     hangups: Watch,
     /// The supervisor's copy of every admitted connection's socket.
-    sockets: HashMap<ConnId, OwnedFd>,
+    sockets: HashMap<ConnId, Client>,
     next_conn: ConnId,
     tx: mpsc::Sender<Input>,
     rx: mpsc::Receiver<Input>,
@@ -262,7 +270,13 @@ impl Executor {
             let now = Instant::now();
             match step {
                 Step::Gate(e) => {
-                    for action in self.gate.handle(e, now) {
+                    let sockets = &self.sockets;
+                    let heard = |id: ConnId| {
+                        sockets
+                            .get(&id)
+                            .is_some_and(|c| super::spoke::spoke(&c.socket, c.preamble))
+                    };
+                    for action in self.gate.handle_hearing(e, now, &heard) {
                         self.gate_action(action, &mut queue);
                     }
                 }
@@ -290,7 +304,13 @@ impl Executor {
             }
             _ => false,
         };
-        self.sockets.insert(id, a.socket);
+        self.sockets.insert(
+            id,
+            Client {
+                socket: a.socket,
+                preamble: a.preamble,
+            },
+        );
         self.feed(Step::Gate(gate::Event::Accepted {
             id,
             listener: a.listener,
@@ -367,9 +387,9 @@ impl Executor {
                         .connection(&name, crate::ipc::observe::ConnOutcome::Evicted);
                 }
                 self.authority.revoke(id);
-                if let Some(s) = self.sockets.get(&id) {
+                if let Some(c) = self.sockets.get(&id) {
                     let _ = nix::sys::socket::shutdown(
-                        std::os::fd::AsRawFd::as_raw_fd(s),
+                        std::os::fd::AsRawFd::as_raw_fd(&c.socket),
                         nix::sys::socket::Shutdown::Both,
                     );
                 }
@@ -385,8 +405,8 @@ impl Executor {
             }
             A::Forget(id) => {
                 self.authority.revoke(id);
-                if let Some(s) = self.sockets.remove(&id) {
-                    self.hangups.remove(&s);
+                if let Some(c) = self.sockets.remove(&id) {
+                    self.hangups.remove(&c.socket);
                 }
             }
             A::NeedWorker(t) => queue.push_back(Step::Life(lifecycle::Event::Want(t))),
@@ -505,7 +525,7 @@ impl Executor {
             identity,
             paths,
         } = hand;
-        let Some(socket) = self.sockets.get(&id) else {
+        let Some(socket) = self.sockets.get(&id).map(|c| &c.socket) else {
             return;
         };
         self.authority.grant(
@@ -539,8 +559,8 @@ impl Executor {
 
     /// Drops every connection the supervisor still holds (at exit).
     fn close_all(&mut self) {
-        for (_, s) in self.sockets.drain() {
-            self.hangups.remove(&s);
+        for (_, c) in self.sockets.drain() {
+            self.hangups.remove(&c.socket);
         }
     }
 

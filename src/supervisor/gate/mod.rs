@@ -350,7 +350,11 @@ struct Conn {
     paths: bool,
     holder: Holder,
     accepted: Instant,
+    /// Its worker reported a command.
     active: bool,
+    /// Before its worker's report, the kernel said its client sent bytes:
+    /// busy for admission, never closed as idle.
+    spoke: bool,
     /// Closed by the gate, or its client left: no authority, and it no
     /// longer counts against any limit.
     revoked: bool,
@@ -482,8 +486,23 @@ impl Gate {
         self.workers.get(&w).map_or(0, |x| x.conns)
     }
 
-    /// Feeds one event; returns what to do, in order.
+    /// Feeds one event; returns what to do, in order. No connection has
+    /// been heard from but through its worker's reports.
+    #[cfg(test)]
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        self.handle_hearing(event, now, &|_| false)
+    }
+
+    /// Feeds one event; returns what to do, in order. `heard(id)`: the
+    /// kernel says the client of connection `id` has sent bytes (asked only
+    /// of a connection about to be closed as idle; see
+    /// `supervisor::spoke`).
+    pub fn handle_hearing(
+        &mut self,
+        event: Event,
+        now: Instant,
+        heard: &dyn Fn(ConnId) -> bool,
+    ) -> Vec<Action> {
         let mut out = Vec::new();
         match event {
             Event::Accepted {
@@ -492,7 +511,16 @@ impl Gate {
                 name,
                 identity,
                 own_process,
-            } => self.accepted(id, listener, name, identity, own_process, now, &mut out),
+            } => self.accepted(
+                id,
+                listener,
+                name,
+                identity,
+                own_process,
+                heard,
+                now,
+                &mut out,
+            ),
             Event::WorkerUp { worker, tenant } => self.worker_up(worker, tenant, now, &mut out),
             Event::WorkerDraining(w) => {
                 if let Some(x) = self.workers.get_mut(&w) {
@@ -536,6 +564,7 @@ impl Gate {
         name: Arc<str>,
         identity: Arc<Identity>,
         own_process: bool,
+        heard: &dyn Fn(ConnId) -> bool,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
@@ -563,33 +592,51 @@ impl Gate {
         }
         let key = PeerKey::of(&identity, self.s.prefixes);
         let admin = listener == ListenerKind::Unix && self.s.admins.admits(&identity);
-        let open: Vec<Open> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| !c.revoked)
-            .map(|(id, c)| Open {
-                id: *id,
-                key: c.key,
-                listener: c.listener,
-                admin: c.admin,
-                active: c.active,
-                accepted: c.accepted,
-            })
-            .collect();
         let newcomer = Newcomer {
             key,
             listener,
             admin,
         };
-        let evict = match admission::decide(self.s.caps, &open, newcomer) {
-            Verdict::Refuse(limit) => {
-                out.push(refuse(Refusal::Limit(limit)));
-                return;
+        // A connection to be closed as idle is first asked about: if its
+        // client has spoken, it is busy (its command is on its way to the
+        // gate) and the decision is made again. Each round marks one more
+        // connection as spoken or ends, so this ends.
+        let evict = loop {
+            let open: Vec<Open> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| !c.revoked)
+                .map(|(id, c)| Open {
+                    id: *id,
+                    key: c.key,
+                    listener: c.listener,
+                    admin: c.admin,
+                    active: c.active || c.spoke,
+                    accepted: c.accepted,
+                })
+                .collect();
+            let evict = match admission::decide(self.s.caps, &open, newcomer) {
+                Verdict::Refuse(limit) => {
+                    out.push(refuse(Refusal::Limit(limit)));
+                    return;
+                }
+                Verdict::Admit { evict } => evict,
+            };
+            let mut asked_again = false;
+            for victim in &evict {
+                if let Some(c) = self.conns.get_mut(victim) {
+                    if !c.active && !c.spoke && heard(*victim) {
+                        c.spoke = true;
+                        asked_again = true;
+                    }
+                }
             }
-            Verdict::Admit { evict } => evict,
+            if !asked_again {
+                break evict;
+            }
         };
         for victim in evict {
-            let busy = self.conns.get(&victim).is_some_and(|c| c.active);
+            let busy = self.conns.get(&victim).is_some_and(|c| c.active || c.spoke);
             let why = if busy {
                 Eviction::Surplus
             } else {
@@ -629,6 +676,7 @@ impl Gate {
                 holder: Holder::Waiting,
                 accepted: now,
                 active: false,
+                spoke: false,
                 revoked: false,
                 revoked_at: None,
                 overdue: false,

@@ -935,3 +935,87 @@ fn a_new_identity_gets_its_base_lease_whatever_others_hold() {
         "{a:?}"
     );
 }
+
+#[test]
+fn a_connection_whose_client_has_spoken_is_not_closed_as_idle() {
+    // One address, five connections allowed: four silent ones, then an
+    // honest request whose command the kernel has received but its worker
+    // has not reported yet.
+    let mut g = G::new();
+    let addr = "198.51.100.9";
+    let silent: Vec<ConnId> = (0..4).map(|_| g.accept(tcp(addr)).0).collect();
+    let (honest, _) = g.accept(tcp(addr));
+    let spoke = |id: ConnId| id == honest;
+    let now = g.t;
+    let flood = |g: &mut G| {
+        let id = g.next;
+        g.next += 1;
+        let a = g.gate.handle_hearing(
+            Event::Accepted {
+                id,
+                listener: ListenerKind::Tcp,
+                name: Arc::from("tcp"),
+                identity: tcp(addr),
+                own_process: false,
+            },
+            now,
+            &spoke,
+        );
+        (id, a)
+    };
+    // Each newcomer of the flood closes a silent connection, the oldest
+    // first, and never the one that spoke, although it is the oldest
+    // left after four.
+    let mut closed = Vec::new();
+    for _ in 0..8 {
+        let (_, a) = flood(&mut g);
+        for (id, why) in evicted(&a) {
+            assert_eq!(why, Eviction::Room);
+            closed.push(id);
+        }
+    }
+    assert!(!closed.contains(&honest), "{closed:?}");
+    assert_eq!(closed[..4], silent[..], "the silent ones, oldest first");
+    assert_eq!(closed.len(), 8);
+    // Without asking the kernel, the oldest connection goes, spoken or not.
+    let mut g = G::new();
+    let (first, _) = g.accept(tcp(addr));
+    for _ in 0..4 {
+        g.accept(tcp(addr));
+    }
+    let (_, a) = g.accept(tcp(addr));
+    assert_eq!(evicted(&a), vec![(first, Eviction::Room)]);
+}
+
+#[test]
+fn a_client_whose_connections_all_spoke_gets_its_newcomer_refused() {
+    let mut g = G::new();
+    let addr = "198.51.100.10";
+    for _ in 0..5 {
+        g.accept(tcp(addr));
+    }
+    let now = g.t;
+    let a = g.gate.handle_hearing(
+        Event::Accepted {
+            id: 99,
+            listener: ListenerKind::Tcp,
+            name: Arc::from("tcp"),
+            identity: tcp(addr),
+            own_process: false,
+        },
+        now,
+        &|_| true,
+    );
+    assert!(evicted(&a).is_empty(), "{a:?}");
+    assert!(
+        a.iter().any(|x| matches!(
+            x,
+            Action::Refuse {
+                id: 99,
+                why: Refusal::Limit(admission::PER_CLIENT_KEY),
+                ..
+            }
+        )),
+        "{a:?}"
+    );
+}
