@@ -403,6 +403,12 @@ impl Executor {
                 tracing::debug!(id, "client left; its connection's authority ends");
                 self.authority.revoke(id);
             }
+            A::Retract(id) => {
+                self.authority.revoke(id);
+                if let Some(c) = self.sockets.get(&id) {
+                    self.hangups.remove(&c.socket);
+                }
+            }
             A::Forget(id) => {
                 self.authority.revoke(id);
                 if let Some(c) = self.sockets.remove(&id) {

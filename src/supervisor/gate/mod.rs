@@ -247,7 +247,9 @@ pub enum Event {
     Report(WorkerId, Report),
     /// The client closed its end.
     HungUp(ConnId),
-    /// The connection could not be handed to its worker.
+    /// The connection could not be handed to its worker: the worker's
+    /// channel refused it (the worker died) or stayed full. Nobody read a
+    /// byte of it, so it waits for another worker.
     Undeliverable(ConnId),
     /// The daemon is stopping: no newcomer is admitted any more.
     Stopping,
@@ -292,6 +294,9 @@ pub enum Action {
     Revoke(ConnId),
     /// The connection is over: drop the supervisor's copy of its socket.
     Forget(ConnId),
+    /// The hand-off failed: the connection's authority ends and its
+    /// hang-up is no longer watched, until it is handed again.
+    Retract(ConnId),
     /// A worker for this tenant is needed.
     NeedWorker(Tenant),
     /// This worker is not needed any more: drain it.
@@ -389,6 +394,8 @@ struct Worker {
     /// Bound for an administrator's connection (it holds the slot kept
     /// for administrators).
     admin: bool,
+    /// Its channel refused a connection: it gets no more.
+    refused_hand: bool,
     /// When it was last handed a connection.
     last_hand: Instant,
 }
@@ -530,10 +537,7 @@ impl Gate {
             Event::WorkerGone(w) => self.worker_gone(w, now, &mut out),
             Event::Report(w, r) => self.report(w, r, now, &mut out),
             Event::HungUp(id) => self.hung_up(id, now, &mut out),
-            Event::Undeliverable(id) => {
-                self.evict(id, Eviction::Undeliverable, now, &mut out);
-                self.forget(id, now, &mut out);
-            }
+            Event::Undeliverable(id) => self.undeliverable(id, now, &mut out),
             Event::Stopping => {
                 self.stopping = true;
                 let waiting: Vec<ConnId> = self
@@ -706,14 +710,19 @@ impl Gate {
             return;
         }
         let (tenant, admin) = (c.tenant, c.admin);
+        let serving = |w: &Worker| w.tenant == tenant && w.state == WState::Serving;
         let best = self
             .workers
             .iter()
-            .filter(|(_, w)| w.tenant == tenant && w.state == WState::Serving)
+            .filter(|(_, w)| serving(w) && !w.refused_hand)
             .min_by_key(|(id, w)| (w.active, w.conns, **id))
             .map(|(id, _)| *id);
         match best {
             Some(w) => self.hand(id, w, now, out),
+            // Its worker refused a hand-off: the connection waits for that
+            // worker's end (then another is asked for), or for
+            // `wait-for-worker`.
+            None if self.workers.values().any(serving) => {}
             None => self.want(tenant, admin, now, out),
         }
     }
@@ -917,6 +926,7 @@ impl Gate {
                 idle_since: Some(now),
                 threads: None,
                 admin,
+                refused_hand: false,
                 last_hand: now,
             },
         );
@@ -932,6 +942,31 @@ impl Gate {
         for id in waiting {
             self.hand(id, w, now, out);
         }
+    }
+
+    /// A hand-off failed. The connection waits for another worker; its
+    /// worker, whose channel took nothing, gets no more (it is dying, or
+    /// wedged until the lifecycle ends it): when it is gone, the waiting
+    /// connections of its tenant are placed again ([`Gate::worker_gone`]).
+    fn undeliverable(&mut self, id: ConnId, now: Instant, out: &mut Vec<Action>) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Holder::Worker(w) = c.holder else {
+            return;
+        };
+        if c.revoked || self.stopping {
+            self.evict(id, Eviction::Undeliverable, now, out);
+            self.forget(id, now, out);
+            return;
+        }
+        c.holder = Holder::Waiting;
+        if let Some(x) = self.workers.get_mut(&w) {
+            x.conns = x.conns.saturating_sub(1);
+            x.refused_hand = true;
+        }
+        out.push(Action::Retract(id));
+        self.place(id, now, out);
     }
 
     fn worker_gone(&mut self, w: WorkerId, now: Instant, out: &mut Vec<Action>) {

@@ -1019,3 +1019,41 @@ fn a_client_whose_connections_all_spoke_gets_its_newcomer_refused() {
         "{a:?}"
     );
 }
+
+#[test]
+fn a_connection_its_worker_could_not_take_waits_for_the_next_worker() {
+    let mut g = G::new();
+    g.accept(user(1000));
+    g.up(1, Tenant::Uid(1000));
+    let (a, acts) = g.accept(user(1000));
+    assert_eq!(hands(&acts), vec![(a, 1)]);
+    // Worker 1 died: its channel refused the socket. Nobody read the
+    // connection, so it is not closed; its authority is taken back.
+    let acts = g.on(Event::Undeliverable(a));
+    assert!(evicted(&acts).is_empty(), "{acts:?}");
+    assert!(acts.contains(&Action::Retract(a)), "{acts:?}");
+    assert!(hands(&acts).is_empty());
+    assert!(needs(&acts).is_empty(), "worker 1 may still come back");
+    // Newcomers do not go to worker 1 either.
+    let (b, acts) = g.accept(user(1000));
+    assert!(hands(&acts).is_empty(), "{acts:?}");
+    assert_eq!(g.gate.held_by(1), 1, "only the first, which it took");
+    // Its end is heard: its one connection is closed, the two waiting ones
+    // get the next worker.
+    let acts = g.on(Event::WorkerGone(1));
+    assert_eq!(evicted(&acts).len(), 1, "{acts:?}");
+    assert_eq!(needs(&acts), vec![Tenant::Uid(1000)]);
+    let acts = g.up(2, Tenant::Uid(1000));
+    assert_eq!(hands(&acts), vec![(a, 2), (b, 2)]);
+}
+
+#[test]
+fn an_undeliverable_connection_whose_client_left_is_closed() {
+    let mut g = G::new();
+    g.accept(user(1000));
+    g.up(1, Tenant::Uid(1000));
+    let (a, _) = g.accept(user(1000));
+    g.on(Event::HungUp(a));
+    let acts = g.on(Event::Undeliverable(a));
+    assert!(acts.contains(&Action::Forget(a)), "{acts:?}");
+}
