@@ -13,8 +13,9 @@
 //! 5. clients that stop reading their replies, or leave mid-walk;
 //! 6. idle connections from the honest client's own address.
 //!
-//! All of loopback (127.0.0.0/8) is one client, so an honest TCP client of
-//! another client than the attacker's needs another network: the test
+//! On loopback a client is the local user owning its socket, and the test
+//! runs its attacker and its clients as one user, so an honest TCP client
+//! of another client than the attacker's needs another network: the test
 //! that needs one runs in a namespace of its own (`common::netns`).
 
 mod common;
@@ -87,8 +88,8 @@ struct Honest {
 }
 
 /// On the host's loopback, the other TCP client is the attacker's own
-/// client too (all of 127.0.0.0/8 is one): what it checks there is that
-/// the attack leaves that client's share usable.
+/// client too (the same local user, whatever its address): what it checks
+/// there is that the attack leaves that client's share usable.
 const LOOPBACK_OTHER: &str = "127.0.1.99";
 
 /// The honest clients, over the Unix socket and over TCP from `other` and

@@ -37,12 +37,18 @@ import resource, socket, sys
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 path, n = sys.argv[1], int(sys.argv[2])
+# A Unix socket's path, or host:port for TCP.
+tcp = not path.startswith('/')
 held = []
 for i in range(n):
-    s = socket.socket(socket.AF_UNIX)
+    s = socket.socket(socket.AF_INET if tcp else socket.AF_UNIX)
     s.settimeout(10)
     try:
-        s.connect(path)
+        if tcp:
+            host, port = path.rsplit(':', 1)
+            s.connect((host, int(port)))
+        else:
+            s.connect(path)
         s.sendall(b'zIDSESSION\0zPING\0')
         if s.recv(100) == b'1: PONG\0':
             held.append(s)
@@ -63,7 +69,11 @@ print(alive, flush=True)
 sys.stdin.read()
 "#;
 
-fn hold_as(uid: u32, socket: &std::path::Path, n: usize) -> (std::process::Child, usize) {
+fn hold_as(
+    uid: u32,
+    socket: impl AsRef<std::ffi::OsStr>,
+    n: usize,
+) -> (std::process::Child, usize) {
     let mut child = Command::new("/usr/bin/python3")
         .arg("-c")
         .arg(HOLDER)
@@ -84,10 +94,10 @@ fn hold_as(uid: u32, socket: &std::path::Path, n: usize) -> (std::process::Child
     (child, line.trim().parse().expect("the holder's count"))
 }
 
-fn ping_as(uid: u32, socket: &std::path::Path) -> Vec<u8> {
+fn ping_as(uid: u32, socket: impl AsRef<std::ffi::OsStr>) -> Vec<u8> {
     let out = Command::new("/usr/bin/python3")
         .arg("-c")
-        .arg("import socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.settimeout(10)\ns.connect(sys.argv[1])\ns.sendall(b'zPING\\0')\nsys.stdout.buffer.write(s.recv(100))\n")
+        .arg("import socket, sys\np = sys.argv[1]\nif p.startswith('/'):\n    s = socket.socket(socket.AF_UNIX)\n    a = p\nelse:\n    s = socket.socket(socket.AF_INET)\n    h, port = p.rsplit(':', 1)\n    a = (h, int(port))\ns.settimeout(10)\ns.connect(a)\ns.sendall(b'zPING\\0')\nsys.stdout.buffer.write(s.recv(100))\n")
         .arg(socket)
         .uid(uid)
         .gid(uid)
@@ -176,10 +186,43 @@ fn one_local_user_cannot_hold_the_connection_table() {
     let _ = second.wait();
 }
 
+/// Attack (third outside review): loopback was one client, so one local
+/// user holding its share of busy loopback TCP sessions locked every other
+/// local user out of TCP. A loopback client is now the uid that owns its
+/// socket, as the kernel says (sock_diag).
+#[test]
+fn one_local_user_cannot_lock_other_local_users_out_of_loopback_tcp() {
+    require_root!("clients run as other users");
+    raise_fd_limit();
+    let db = TestDb::new();
+    let d = Daemon::clamsentry(db.path(), &[("limits", "max-connections-per-client = 8")]);
+    let tcp = d.tcp.to_string();
+    let (mut attacker, held) = hold_as(NOBODY, &tcp, 40);
+    println!("one local user holds {held} busy loopback TCP sessions of 40");
+    assert_eq!(held, 8, "one local user holds its share");
+    // Another local user, and root, are served over loopback TCP.
+    assert_eq!(ping_as(DAEMON_USER, &tcp), b"PONG\0");
+    assert_eq!(ping_as(0, &tcp), b"PONG\0");
+    assert_eq!(
+        tcp_ping("127.0.1.1".parse().unwrap(), d.tcp),
+        b"PONG\0".to_vec()
+    );
+    // The attacker's own newcomer is refused, whatever loopback address
+    // it binds.
+    assert_eq!(ping_as(NOBODY, &tcp), b"", "over its share");
+    let log = d.log();
+    assert!(
+        log.contains(&format!("client=\"loopback uid={NOBODY}\"")),
+        "the refusal names the local user: {log}"
+    );
+    drop(attacker.stdin.take());
+    let _ = attacker.wait();
+}
+
 /// Attack (an outside review): the whole of 127.0.0.0/8 is local, and any
 /// local user may bind any address of it; with a share per /24, 16
-/// addresses of 16 /24s (and of several /16s) held 16 shares. Loopback is
-/// one client.
+/// addresses of 16 /24s (and of several /16s) held 16 shares. A loopback
+/// client is the local user who owns its socket, whatever the address.
 #[test]
 fn every_loopback_address_is_one_client() {
     raise_fd_limit();
@@ -202,11 +245,11 @@ fn every_loopback_address_is_one_client() {
         "16 loopback addresses of 16 /24s hold {} sessions",
         held.len()
     );
-    assert_eq!(held.len(), 32, "all of loopback is one client");
+    assert_eq!(held.len(), 32, "all of one user's loopback is one client");
     let log = d.log();
     assert!(
-        log.contains("client=127.0.0.0/8"),
-        "the refusals name the client: {log}"
+        log.contains("client=\"loopback uid=0\""),
+        "the refusals name the client, the local user: {log}"
     );
     // The Unix socket is served.
     assert_eq!(

@@ -151,6 +151,7 @@ pub struct Excerpt {
 fn put_peer(out: Out, p: &PeerKey) -> Out {
     match *p {
         PeerKey::Uid(uid) => out.u8(0).u32(uid),
+        PeerKey::Loopback(uid) => out.u8(1).u32(uid),
         PeerKey::V4(addr, len) => {
             let mut out = out.u8(4);
             out.0.extend_from_slice(&addr.octets());
@@ -173,6 +174,7 @@ fn put_excerpt(out: Out, e: &Excerpt) -> Out {
 fn get_peer(r: &mut In<'_>) -> Result<PeerKey, DecodeError> {
     let key = match r.u8()? {
         0 => return Ok(PeerKey::Uid(r.u32()?)),
+        1 => return Ok(PeerKey::Loopback(r.u32()?)),
         4 => {
             let b = r.take(4)?;
             PeerKey::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]), r.u8()?)

@@ -56,10 +56,24 @@ pub enum Identity {
     },
     /// A TCP peer has no identity; file access (if an operator allows path
     /// commands over TCP) is that of "others".
-    Tcp(SocketAddr),
+    Tcp {
+        addr: SocketAddr,
+        /// A loopback client's owner, as the kernel names it
+        /// (`supervisor::local_peer`): the client for per-client limits and
+        /// budgets. It grants nothing: the peer is still a TCP client.
+        local_uid: Option<u32>,
+    },
 }
 
 impl Identity {
+    /// A TCP peer known by its address only.
+    pub fn tcp(addr: SocketAddr) -> Identity {
+        Identity::Tcp {
+            addr,
+            local_uid: None,
+        }
+    }
+
     pub fn is_root(&self) -> bool {
         matches!(self, Identity::Unix { uid: 0, .. })
     }
@@ -75,7 +89,14 @@ impl std::fmt::Display for Identity {
                 }
                 Ok(())
             }
-            Identity::Tcp(addr) => write!(f, "{addr}"),
+            Identity::Tcp {
+                addr,
+                local_uid: None,
+            } => write!(f, "{addr}"),
+            Identity::Tcp {
+                addr,
+                local_uid: Some(uid),
+            } => write!(f, "{addr} uid={uid}"),
         }
     }
 }
@@ -145,7 +166,7 @@ impl Admins {
                     || self.gids.contains(gid)
                     || groups.iter().any(|g| self.gids.contains(g))
             }
-            Identity::Tcp(_) => false,
+            Identity::Tcp { .. } => false,
         }
     }
 }
@@ -171,7 +192,7 @@ mod tests {
         assert!(a.admits(&unix(4321, 100, &[100, 77])));
         assert!(a.admits(&unix(4321, 77, &[])));
         assert!(!a.admits(&unix(65534, 65534, &[65534])));
-        assert!(!a.admits(&Identity::Tcp("127.0.0.1:1".parse().unwrap())));
+        assert!(!a.admits(&Identity::tcp("127.0.0.1:1".parse().unwrap())));
     }
 
     #[test]

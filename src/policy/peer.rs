@@ -50,6 +50,9 @@ pub enum PeerKey {
     V4(Ipv4Addr, u8),
     /// A TCP client's IPv6 network.
     V6(Ipv6Addr, u8),
+    /// A loopback TCP client: the uid that owns its socket
+    /// (`supervisor::local_peer`).
+    Loopback(u32),
 }
 
 /// The address as the client would name it: IPv4-mapped IPv6 becomes IPv4.
@@ -106,7 +109,7 @@ impl PeerKey {
     /// never grouped with others.
     pub fn aggregate(&self) -> Option<PeerKey> {
         match *self {
-            PeerKey::Uid(_) => None,
+            PeerKey::Uid(_) | PeerKey::Loopback(_) => None,
             PeerKey::V4(a, len) => Some(net4(a, len.min(AGGREGATE_V4))),
             PeerKey::V6(a, len) => Some(net6(a, len.min(AGGREGATE_V6))),
         }
@@ -126,7 +129,11 @@ impl PeerKey {
     pub fn of(identity: &Identity, prefixes: Prefixes) -> PeerKey {
         match identity {
             Identity::Unix { uid, .. } => PeerKey::Uid(*uid),
-            Identity::Tcp(addr) => PeerKey::of_ip(addr.ip(), prefixes),
+            Identity::Tcp {
+                local_uid: Some(uid),
+                ..
+            } => PeerKey::Loopback(*uid),
+            Identity::Tcp { addr, .. } => PeerKey::of_ip(addr.ip(), prefixes),
         }
     }
 
@@ -150,6 +157,7 @@ impl fmt::Display for PeerKey {
             PeerKey::Uid(uid) => write!(f, "uid={uid}"),
             PeerKey::V4(net, len) => write!(f, "{net}/{len}"),
             PeerKey::V6(net, len) => write!(f, "{net}/{len}"),
+            PeerKey::Loopback(uid) => write!(f, "loopback uid={uid}"),
         }
     }
 }

@@ -308,6 +308,11 @@ async fn accept_tcp(
             refuse(&refusals, addr, "address not in listen.tcp-allow");
             continue;
         }
+        // A loopback client is the local user who owns its socket.
+        let local_uid = stream
+            .local_addr()
+            .ok()
+            .and_then(|ours| super::local_peer::uid_of(addr, ours));
         let Ok(socket) = stream.into_std().map(OwnedFd::from) else {
             continue;
         };
@@ -315,7 +320,7 @@ async fn accept_tcp(
             listener: ListenerKind::Tcp,
             name: Arc::clone(&name),
             socket,
-            identity: Identity::Tcp(addr),
+            identity: Identity::Tcp { addr, local_uid },
             preamble: 0,
         };
         if tx.send(accepted).await.is_err() {
@@ -362,7 +367,7 @@ async fn accept_proxied(
                 listener: ListenerKind::Tcp,
                 name,
                 socket,
-                identity: Identity::Tcp(client),
+                identity: Identity::tcp(client),
                 preamble,
             };
             let _ = tx.send(accepted).await;

@@ -30,6 +30,7 @@ mod hangup;
 pub(crate) mod headroom;
 pub(crate) mod lifecycle;
 mod listeners;
+mod local_peer;
 pub(crate) mod logrelay;
 pub(crate) mod metrics;
 pub(crate) mod node;

@@ -176,7 +176,7 @@ pub fn synthetic_connection() -> std::io::Result<(Accepted, OwnedFd)> {
             listener: ListenerKind::Tcp,
             name: Arc::from(SELFTEST_LISTENER),
             socket: OwnedFd::from(ours),
-            identity: Identity::Tcp(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0)),
+            identity: Identity::tcp(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0)),
             preamble: 0,
         },
         OwnedFd::from(theirs),
@@ -752,7 +752,7 @@ mod tests {
         let (a, _theirs) = synthetic_connection().unwrap();
         assert_eq!(a.listener, ListenerKind::Tcp);
         assert_eq!(&*a.name, SELFTEST_LISTENER);
-        let Identity::Tcp(addr) = a.identity else {
+        let Identity::Tcp { addr, .. } = a.identity else {
             panic!("not a TCP identity")
         };
         assert!(addr.ip().is_unspecified());

@@ -1,9 +1,9 @@
 //! Two TCP clients of different networks on one machine: a network
 //! namespace of the test's own, whose loopback device carries 10.1.0.0/16
 //! and 10.2.0.0/16 (there, ordinary addresses, every one of them local).
-//! On the host's loopback they cannot be told apart: every address of
-//! 127.0.0.0/8 is one client (`policy::peer`), since any local user may
-//! bind any of them.
+//! On the host's loopback they cannot be told apart: a loopback client is
+//! the local user owning its socket (`policy::peer`), whatever address it
+//! binds, and a test's clients all run as the same user.
 //!
 //! [`Lab::enter`] moves the calling thread (a test's own) into the
 //! namespace; a daemon it starts, the clients it connects and the programs

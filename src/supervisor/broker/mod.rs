@@ -63,7 +63,7 @@ fn fs_identity(who: &Identity) -> FsIdentity {
             gid: *gid,
             groups: groups.clone(),
         },
-        Identity::Tcp(_) => FsIdentity::anonymous(),
+        Identity::Tcp { .. } => FsIdentity::anonymous(),
     }
 }
 

@@ -658,7 +658,7 @@ impl Gate {
         let tenant = match (self.s.isolation, &*identity) {
             (Isolation::Connection, _) => Tenant::Connection(id),
             (Isolation::Identity, Identity::Unix { uid, .. }) => Tenant::Uid(*uid),
-            (Isolation::Identity, Identity::Tcp(_)) => Tenant::Network,
+            (Isolation::Identity, Identity::Tcp { .. }) => Tenant::Network,
         };
         let paths = self.profile(listener).allows_paths();
         let selftest = &*name == crate::ipc::observe::SELFTEST_LISTENER;
@@ -738,7 +738,7 @@ impl Gate {
                 gid: *gid,
                 pid: *pid,
             },
-            Identity::Tcp(addr) => PeerInfo::Tcp(*addr),
+            Identity::Tcp { addr, .. } => PeerInfo::Tcp(*addr),
         };
         let info = ConnInfo {
             id,

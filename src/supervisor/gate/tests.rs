@@ -61,7 +61,7 @@ fn user(uid: u32) -> Arc<Identity> {
 }
 
 fn tcp(addr: &str) -> Arc<Identity> {
-    Arc::new(Identity::Tcp(format!("{addr}:40000").parse().unwrap()))
+    Arc::new(Identity::tcp(format!("{addr}:40000").parse().unwrap()))
 }
 
 fn hands(a: &[Action]) -> Vec<(ConnId, WorkerId)> {
@@ -120,7 +120,7 @@ impl G {
         self.next += 1;
         let listener = match *identity {
             Identity::Unix { .. } => ListenerKind::Unix,
-            Identity::Tcp(_) => ListenerKind::Tcp,
+            Identity::Tcp { .. } => ListenerKind::Tcp,
         };
         let a = self.on(Event::Accepted {
             id,
@@ -545,7 +545,7 @@ fn self_tests_do_not_keep_an_idle_daemon_alive() {
                 id: st,
                 listener: ListenerKind::Tcp,
                 name: Arc::from(crate::ipc::observe::SELFTEST_LISTENER),
-                identity: Arc::new(Identity::Tcp("[::]:0".parse().unwrap())),
+                identity: Arc::new(Identity::tcp("[::]:0".parse().unwrap())),
                 own_process: false,
             },
             t,
@@ -729,7 +729,7 @@ fn the_selftests_detection_runs_no_virus_event() {
         id,
         listener: ListenerKind::Tcp,
         name,
-        identity: Arc::new(Identity::Tcp("[::]:0".parse().unwrap())),
+        identity: Arc::new(Identity::tcp("[::]:0".parse().unwrap())),
         own_process: false,
     });
     assert!(!a.iter().any(|x| matches!(x, Action::Admitted { .. })));
