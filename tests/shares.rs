@@ -487,3 +487,79 @@ print(alive, h.recv(100))
     );
     drop(d);
 }
+
+/// Attack (third outside review): with a worker per connection
+/// (`sandbox.isolation = "connection"`), one client's busy sessions took
+/// every worker slot but the administrators', and every other client
+/// waited. A client holds at most half of those slots; its further
+/// connections wait for one of its own.
+#[test]
+fn with_a_worker_per_connection_one_client_cannot_take_every_worker() {
+    require_root!("the honest client runs as another user");
+    raise_fd_limit();
+    let db = TestDb::new();
+    let d = Daemon::clamsentry(
+        db.path(),
+        &[
+            ("listen", "unix-mode = \"0666\""),
+            ("sandbox", "isolation = \"connection\""),
+            // Five slots for clients, one kept for administrators: a
+            // client may hold two.
+            ("limits", "max-workers = 6"),
+            ("limits", "standby-workers = 0"),
+        ],
+    );
+    std::fs::set_permissions(
+        d.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    // Eight busy sessions from one loopback client (TCP: never an
+    // administrator), connected one after the other.
+    let mut sessions: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = TcpStream::connect(d.tcp).unwrap();
+            s.write_all(b"zIDSESSION\0zPING\0").unwrap();
+            s
+        })
+        .collect();
+    // Its first two are served.
+    for s in &mut sessions[..2] {
+        s.set_read_timeout(Some(T)).unwrap();
+        let mut b = [0u8; 8];
+        s.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"1: PONG\0");
+    }
+    // Another local user, and another loopback user, get workers at once.
+    assert_eq!(ping_as(DAEMON_USER, &d.unix), b"PONG\0");
+    assert_eq!(ping_as(NOBODY, d.tcp.to_string()), b"PONG\0");
+    // The client's other six still wait: none has been answered.
+    let mut waiting = sessions.split_off(2);
+    for s in &mut waiting {
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 8];
+        assert!(
+            matches!(s.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "a third worker for one client:\n{}",
+            d.log()
+        );
+    }
+    // When one of its served sessions ends, a waiting one of its own is
+    // served.
+    sessions.remove(0);
+    let deadline = std::time::Instant::now() + T;
+    let served = loop {
+        let n = waiting
+            .iter_mut()
+            .filter(|s| {
+                let mut b = [0u8; 8];
+                matches!((&**s).read(&mut b), Ok(8)) && &b == b"1: PONG\0"
+            })
+            .count();
+        if n > 0 || std::time::Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(served, 1, "{}", d.log());
+}

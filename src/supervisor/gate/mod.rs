@@ -432,6 +432,14 @@ pub fn admins_slot(max_workers: usize) -> usize {
     usize::from(max_workers >= 2)
 }
 
+/// With `sandbox.isolation = "connection"`, the worker slots one client (a
+/// [`PeerKey`]) may hold at once: half of those not kept for
+/// administrators, at least one. Its further connections wait for one of
+/// its own workers, so one client cannot take every slot.
+pub fn client_worker_cap(max_workers: usize) -> usize {
+    (max_workers.saturating_sub(admins_slot(max_workers)) / 2).max(1)
+}
+
 /// The machine. See the module documentation.
 pub struct Gate {
     s: Settings,
@@ -769,12 +777,40 @@ impl Gate {
         if self.wanted.contains_key(&tenant) || self.queued.contains(&tenant) || self.stopping {
             return;
         }
-        if !self.make_room(admin, now, out) {
+        if self.over_client_workers(tenant) || !self.make_room(admin, now, out) {
             self.queued.push_back(tenant);
             return;
         }
         self.wanted.insert(tenant, admin);
         out.push(Action::NeedWorker(tenant));
+    }
+
+    /// With a worker per connection, does the tenant's client hold its
+    /// share of worker slots already ([`client_worker_cap`]; its
+    /// connection waits until one of its own ends)? Administrators have no
+    /// such share: they have a slot kept for them.
+    fn over_client_workers(&self, tenant: Tenant) -> bool {
+        let Tenant::Connection(id) = tenant else {
+            return false;
+        };
+        let Some(c) = self.conns.get(&id) else {
+            return false;
+        };
+        if c.admin {
+            return false;
+        }
+        let key = c.key;
+        let of_client = |t: &Tenant| match t {
+            Tenant::Connection(x) => self.conns.get(x).is_some_and(|o| o.key == key),
+            _ => false,
+        };
+        let held = self
+            .workers
+            .values()
+            .filter(|w| w.state == WState::Serving && of_client(&w.tenant))
+            .count()
+            + self.wanted.keys().filter(|t| of_client(t)).count();
+        held >= client_worker_cap(self.s.max_workers)
     }
 
     /// Tenants that have a serving worker or asked for one.
@@ -895,6 +931,12 @@ impl Gate {
             }
             if !waiting {
                 self.queued.remove(i);
+                continue;
+            }
+            // A client at its own share of workers waits for one of its
+            // own, without holding up anybody else.
+            if self.over_client_workers(t) {
+                i += 1;
                 continue;
             }
             if (others_blocked && !admin) || !self.make_room(admin, now, out) {

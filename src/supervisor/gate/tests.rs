@@ -194,7 +194,7 @@ fn each_connection_has_its_own_worker_when_isolated() {
     let mut g = G::with(s);
     let (a, acts) = g.accept(tcp("127.0.0.1"));
     assert_eq!(needs(&acts), vec![Tenant::Connection(a)]);
-    let (b, acts) = g.accept(tcp("127.0.0.1"));
+    let (b, acts) = g.accept(tcp("192.0.2.1"));
     assert_eq!(needs(&acts), vec![Tenant::Connection(b)]);
     assert_eq!(hands(&g.up(1, Tenant::Connection(a))), vec![(a, 1)]);
     assert_eq!(hands(&g.up(2, Tenant::Connection(b))), vec![(b, 2)]);
@@ -1056,4 +1056,49 @@ fn an_undeliverable_connection_whose_client_left_is_closed() {
     g.on(Event::HungUp(a));
     let acts = g.on(Event::Undeliverable(a));
     assert!(acts.contains(&Action::Forget(a)), "{acts:?}");
+}
+
+#[test]
+fn with_a_worker_per_connection_one_client_holds_at_most_its_share_of_workers() {
+    // Eight slots, one kept for administrators: a client may hold three.
+    let mut s = settings();
+    s.isolation = Isolation::Connection;
+    s.max_workers = 8;
+    assert_eq!(client_worker_cap(8), 3);
+    assert_eq!(client_worker_cap(4), 1);
+    assert_eq!(client_worker_cap(1), 1);
+    let mut g = G::with(s);
+    let mut mine = Vec::new();
+    for _ in 0..5 {
+        let (id, acts) = g.accept(tcp("203.0.113.5"));
+        mine.push((id, needs(&acts)));
+    }
+    let asked: Vec<ConnId> = mine
+        .iter()
+        .filter(|(_, n)| !n.is_empty())
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(asked, vec![mine[0].0, mine[1].0, mine[2].0]);
+    for (w, id) in asked.iter().enumerate() {
+        g.up(w as WorkerId + 1, Tenant::Connection(*id));
+    }
+    // Other clients still get workers, a local user and another network.
+    let (_, acts) = g.accept(user(1000));
+    assert_eq!(needs(&acts).len(), 1);
+    let (other, acts) = g.accept(tcp("198.51.100.5"));
+    assert_eq!(needs(&acts), vec![Tenant::Connection(other)]);
+    // When one of the client's own connections ends, its next one gets
+    // a worker.
+    let acts = g.report(1, Report::Closed(mine[0].0));
+    assert!(acts.contains(&Action::ReleaseWorker(1)), "{acts:?}");
+    assert_eq!(needs(&acts), vec![Tenant::Connection(mine[3].0)]);
+    // Root is an administrator: no share applies.
+    let mut s = settings();
+    s.isolation = Isolation::Connection;
+    s.max_workers = 8;
+    let mut g = G::with(s);
+    let asked = (0..5)
+        .filter(|_| !needs(&g.accept(user(0)).1).is_empty())
+        .count();
+    assert!(asked > 3, "{asked}");
 }
