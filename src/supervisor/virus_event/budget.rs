@@ -11,13 +11,16 @@
 //! | bound | running at once | started per minute |
 //! |---|---|---|
 //! | one client | half of `max-concurrent`, rounded up, while another client runs one; `max-concurrent` − 1 while none does | `max-per-minute-per-peer` (default: a quarter of `max-per-minute`, rounded up) |
+//! | the TCP clients of one /16 or /48 ([`PeerKey::aggregate`]) | the kind's bound minus one, at least a client's bound beside others | the kind's bound minus `max-per-minute-per-peer`, at least `max-per-minute-per-peer` |
 //! | all clients of one listener kind, when the daemon listens on both Unix and TCP | `max-concurrent` minus a quarter of it (rounded down, at least 1 when `max-concurrent` ≥ 2) | `max-per-minute` minus a quarter of it (the same rounding) |
 //! | everyone | `max-concurrent` | `max-per-minute` |
 //!
 //! So with the defaults (4 and 60): one client runs at most 3 commands at
 //! once alone and starts a command only while it runs fewer than 2 when
-//! another client runs one, and starts 15 a minute; TCP clients together
-//! 3 and 45, and so do Unix clients; 4 and 60 in all. A client can never
+//! another client runs one, and starts 15 a minute; the clients of one /16
+//! or /48 2 and 30 (so a routed range's owner, with many /24s or /64s,
+//! leaves other networks a client's full share); TCP clients together 3
+//! and 45, and so do Unix clients; 4 and 60 in all. A client can never
 //! use another client's share: one slot always stays free for a second
 //! client, which also finds starts left in the minute (with
 //! `max-concurrent` ≥ 2), and no number of TCP clients can stop a local
@@ -78,6 +81,22 @@ impl Limits {
         }
     }
 
+    /// Commands the TCP clients of one aggregate may run at once: one
+    /// less than their kind, so another network always finds a slot.
+    pub fn aggregate_concurrent(&self) -> u32 {
+        self.kind_concurrent()
+            .saturating_sub(1)
+            .max(self.peer_concurrent(true))
+    }
+
+    /// Commands the TCP clients of one aggregate may start per minute: a
+    /// client's share less than their kind.
+    pub fn aggregate_per_minute(&self) -> u32 {
+        self.kind_per_minute()
+            .saturating_sub(self.per_peer_per_minute)
+            .max(self.per_peer_per_minute)
+    }
+
     /// Commands the clients of one listener kind may run at once.
     pub fn kind_concurrent(&self) -> u32 {
         self.max_concurrent - self.reserve(self.max_concurrent)
@@ -103,12 +122,16 @@ impl Limits {
 pub enum Refusal {
     /// This client runs its share of `max-concurrent`.
     PeerBusy,
+    /// The clients of its /16 or /48 run their share.
+    AggregateBusy,
     /// The clients of its listener kind run their share.
     KindBusy,
     /// `max-concurrent` commands run.
     Busy,
     /// This client started `max-per-minute-per-peer` this minute.
     PeerRate,
+    /// The clients of its /16 or /48 started their share this minute.
+    AggregateRate,
     /// The clients of its kind started their share of `max-per-minute`.
     KindRate,
     /// `max-per-minute` started this minute.
@@ -121,6 +144,12 @@ impl Refusal {
         match self {
             Refusal::PeerBusy => {
                 "this client runs its share of virus-event.max-concurrent (all but one alone, half beside others)"
+            }
+            Refusal::AggregateBusy => {
+                "the clients of this /16 or /48 run their share of virus-event.max-concurrent"
+            }
+            Refusal::AggregateRate => {
+                "the clients of this /16 or /48 started their share of virus-event.max-per-minute this minute"
             }
             Refusal::KindBusy => {
                 "the clients of this listener kind run their share of virus-event.max-concurrent"
@@ -141,6 +170,8 @@ impl Refusal {
 #[derive(Debug, Default)]
 struct Counts {
     peers: HashMap<PeerKey, u32>,
+    /// By [`PeerKey::aggregate`] (TCP clients only).
+    aggregates: HashMap<PeerKey, u32>,
     unix: u32,
     tcp: u32,
     total: u32,
@@ -149,6 +180,12 @@ struct Counts {
 impl Counts {
     fn peer(&self, p: &PeerKey) -> u32 {
         self.peers.get(p).copied().unwrap_or(0)
+    }
+
+    fn aggregate(&self, p: &PeerKey) -> u32 {
+        p.aggregate()
+            .and_then(|a| self.aggregates.get(&a).copied())
+            .unwrap_or(0)
     }
 
     fn kind(&self, k: ListenerKind) -> u32 {
@@ -160,6 +197,9 @@ impl Counts {
 
     fn add(&mut self, p: PeerKey) {
         *self.peers.entry(p).or_insert(0) += 1;
+        if let Some(a) = p.aggregate() {
+            *self.aggregates.entry(a).or_insert(0) += 1;
+        }
         match p.kind() {
             ListenerKind::Unix => self.unix += 1,
             ListenerKind::Tcp => self.tcp += 1,
@@ -172,6 +212,14 @@ impl Counts {
             *n -= 1;
             if *n == 0 {
                 self.peers.remove(p);
+            }
+        }
+        if let Some(a) = p.aggregate() {
+            if let Some(n) = self.aggregates.get_mut(&a) {
+                *n -= 1;
+                if *n == 0 {
+                    self.aggregates.remove(&a);
+                }
             }
         }
         match p.kind() {
@@ -221,6 +269,9 @@ impl Budget {
         if mine >= l.peer_concurrent(self.running.total > mine) {
             return Err(Refusal::PeerBusy);
         }
+        if peer.aggregate().is_some() && self.running.aggregate(&peer) >= l.aggregate_concurrent() {
+            return Err(Refusal::AggregateBusy);
+        }
         if self.running.total >= l.max_concurrent {
             return Err(Refusal::Busy);
         }
@@ -236,6 +287,9 @@ impl Budget {
         }
         if self.started.peer(&peer) >= l.per_peer_per_minute {
             return Err(Refusal::PeerRate);
+        }
+        if peer.aggregate().is_some() && self.started.aggregate(&peer) >= l.aggregate_per_minute() {
+            return Err(Refusal::AggregateRate);
         }
         if self.started.total >= l.max_per_minute {
             return Err(Refusal::Rate);
@@ -332,6 +386,10 @@ mod tests {
         assert_eq!((l.peer_concurrent(true), l.peer_concurrent(false)), (2, 3));
         assert_eq!(l.kind_concurrent(), 3);
         assert_eq!(l.kind_per_minute(), 45);
+        assert_eq!(
+            (l.aggregate_concurrent(), l.aggregate_per_minute()),
+            (2, 30)
+        );
         assert_eq!(l.slot_deadline, Duration::from_secs(40));
         // With one listener kind there is nobody to keep a reserve for.
         let l = defaults(false);
@@ -400,18 +458,19 @@ mod tests {
     fn many_tcp_clients_leave_the_unix_reserve() {
         let t0 = Instant::now();
         let mut b = Budget::new(limits(4, 60, 15, true));
-        // 16 /24s, each within its own share: together they stop at 45.
+        // 16 /24s of 16 /16s, each within its own share: together they
+        // stop at 45.
         let mut started = 0;
         for net in 0..16 {
             for _ in 0..15 {
-                if let Ok(id) = b.decide(tcp(&format!("10.0.{net}.1")), t0) {
+                if let Ok(id) = b.decide(tcp(&format!("10.{net}.0.1")), t0) {
                     b.finish(id);
                     started += 1;
                 }
             }
         }
         assert_eq!(started, 45);
-        assert_eq!(b.decide(tcp("10.0.99.1"), t0), Err(Refusal::KindRate));
+        assert_eq!(b.decide(tcp("10.99.0.1"), t0), Err(Refusal::KindRate));
         for _ in 0..15 {
             let id = b.decide(PeerKey::unix(0), t0).unwrap();
             b.finish(id);
@@ -422,10 +481,53 @@ mod tests {
         let mut b = Budget::new(limits(4, 60, 15, true));
         assert!(b.decide(tcp("10.0.1.1"), t0).is_ok());
         assert!(b.decide(tcp("10.0.1.1"), t0).is_ok());
-        assert!(b.decide(tcp("10.0.2.1"), t0).is_ok());
-        assert_eq!(b.decide(tcp("10.0.3.1"), t0), Err(Refusal::KindBusy));
+        assert!(b.decide(tcp("10.1.2.1"), t0).is_ok());
+        assert_eq!(b.decide(tcp("10.2.3.1"), t0), Err(Refusal::KindBusy));
         assert!(b.decide(PeerKey::unix(1000), t0).is_ok());
         assert_eq!(b.decide(PeerKey::unix(1001), t0), Err(Refusal::Busy));
+    }
+
+    /// Attack (third outside review): the owner of a /48 used three of
+    /// its /64s, each with a client's share, to start the whole TCP share
+    /// of the minute; another network's detection then ran nothing.
+    #[test]
+    fn the_networks_of_one_routed_range_share_one_budget() {
+        let t0 = Instant::now();
+        let mut b = Budget::new(defaults(true));
+        let mut started = 0;
+        for net in 0..8 {
+            for _ in 0..15 {
+                let key = tcp(&format!("2001:db8:1:{net}::1"));
+                match b.decide(key, t0) {
+                    Ok(id) => {
+                        b.finish(id);
+                        started += 1;
+                    }
+                    Err(r) => assert!(
+                        matches!(r, Refusal::AggregateRate | Refusal::PeerRate),
+                        "{r:?}"
+                    ),
+                }
+            }
+        }
+        assert_eq!(started, 30, "the /48's share of the minute");
+        // Another network's client has its full share left.
+        for _ in 0..15 {
+            let id = b.decide(tcp("2001:db8:2::1"), t0).unwrap();
+            b.finish(id);
+        }
+        // At once: two commands for the /48, the third TCP slot is another
+        // network's.
+        let mut b = Budget::new(defaults(true));
+        assert!(b.decide(tcp("192.0.2.1"), t0).is_ok());
+        assert!(b.decide(tcp("192.0.3.1"), t0).is_ok());
+        assert_eq!(b.decide(tcp("192.0.4.1"), t0), Err(Refusal::AggregateBusy));
+        assert!(b.decide(tcp("198.51.100.1"), t0).is_ok());
+        // Local users and loopback users have no aggregate.
+        let mut b = Budget::new(defaults(false));
+        assert!(b.decide(PeerKey::Loopback(1000), t0).is_ok());
+        assert!(b.decide(PeerKey::Loopback(1000), t0).is_ok());
+        assert!(b.decide(PeerKey::Loopback(1000), t0).is_ok());
     }
 
     #[test]
