@@ -219,12 +219,19 @@ pub enum Trouble {
 }
 
 /// Serves one connection: requests until the client closes, asks to close,
-/// errs, or reaches [`MAX_REQUESTS`]. `answer` renders a routed request.
-/// Returns what went wrong, if anything (for the log).
-pub async fn serve<S, F>(mut stream: S, header_timeout: Duration, mut answer: F) -> Option<Trouble>
+/// errs, or reaches [`MAX_REQUESTS`]. `answer` renders a routed request;
+/// `written` is called when its response has been written. Returns what
+/// went wrong, if anything (for the log).
+pub async fn serve<S, F, W>(
+    mut stream: S,
+    header_timeout: Duration,
+    mut answer: F,
+    mut written: W,
+) -> Option<Trouble>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnMut(Route, &Request) -> Response,
+    W: FnMut(),
 {
     let mut buf = vec![0u8; MAX_HEAD];
     let mut len = 0usize;
@@ -280,6 +287,7 @@ where
         if write(&mut stream, &response.to_bytes(head)).await.is_err() {
             return Some(Trouble::WriteTimeout);
         }
+        written();
         if response.close {
             if trouble.is_some() {
                 linger(&mut stream).await;
@@ -406,9 +414,17 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn keep_alive_then_close_and_bounded_heads() {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
-        let task = tokio::spawn(serve(server, Duration::from_secs(5), |r, _| {
-            Response::text(Status::Ok, &format!("{r:?}"))
-        }));
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let written = std::sync::Arc::new(AtomicUsize::new(0));
+        let counted = std::sync::Arc::clone(&written);
+        let task = tokio::spawn(serve(
+            server,
+            Duration::from_secs(5),
+            |r, _| Response::text(Status::Ok, &format!("{r:?}")),
+            move || {
+                counted.fetch_add(1, Ordering::Relaxed);
+            },
+        ));
         client
             .write_all(b"GET /metrics HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nConnection: close\r\n\r\n")
             .await
@@ -418,11 +434,19 @@ mod tests {
         assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 2, "{out}");
         assert!(out.ends_with("Page"), "{out}");
         assert_eq!(task.await.unwrap(), None);
+        assert_eq!(
+            written.load(Ordering::Relaxed),
+            2,
+            "each response, once written"
+        );
 
         let (mut client, server) = tokio::io::duplex(64 * 1024);
-        let task = tokio::spawn(serve(server, Duration::from_secs(5), |_, _| {
-            Response::text(Status::Ok, "")
-        }));
+        let task = tokio::spawn(serve(
+            server,
+            Duration::from_secs(5),
+            |_, _| Response::text(Status::Ok, ""),
+            || {},
+        ));
         client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
         client.write_all(&vec![b'a'; MAX_HEAD]).await.unwrap();
         let mut out = String::new();
@@ -437,9 +461,12 @@ mod tests {
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn a_slow_head_times_out() {
         let (mut client, server) = tokio::io::duplex(1024);
-        let task = tokio::spawn(serve(server, Duration::from_secs(5), |_, _| {
-            Response::text(Status::Ok, "")
-        }));
+        let task = tokio::spawn(serve(
+            server,
+            Duration::from_secs(5),
+            |_, _| Response::text(Status::Ok, ""),
+            || {},
+        ));
         client.write_all(b"GET /metr").await.unwrap();
         let mut out = String::new();
         client.read_to_string(&mut out).await.unwrap();

@@ -31,7 +31,7 @@ pub(crate) mod selftest;
 pub(crate) mod slots;
 
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -134,8 +134,9 @@ fn run() -> Result<(), String> {
         read_only: Vec::new(),
         read_write: Vec::new(),
         read_files: Vec::new(),
-        // Both listeners' connections, the channel, the log, slack.
-        max_open_files: 2 * conns + 32,
+        // Both listeners' connections, each with the duplicate its slot
+        // asks about waiting bytes (`slots`), the channel, the log, slack.
+        max_open_files: 4 * conns + 32,
         max_threads: 0,
         // No socket made or connected; it only accepts on its listeners.
         seccomp: true,
@@ -379,9 +380,12 @@ async fn accept_loop(l: Listen, kind: Kind, shared: Arc<Shared>) {
     let max = shared.config.metrics.max_connections as usize;
     let slots = slots::Shared::new(max);
     loop {
-        let (conn, peer): (Box<dyn ConnBox>, Option<IpAddr>) = match &l {
+        let (conn, peer, probe): (Box<dyn ConnBox>, Option<IpAddr>, _) = match &l {
             Listen::Unix(u) => match u.accept().await {
-                Ok((s, _)) => (Box::new(s), None),
+                Ok((s, _)) => {
+                    let probe = s.as_fd().try_clone_to_owned().ok();
+                    (Box::new(s), None, probe)
+                }
                 Err(e) => {
                     accept_failed(&shared, kind, &e).await;
                     continue;
@@ -390,7 +394,8 @@ async fn accept_loop(l: Listen, kind: Kind, shared: Arc<Shared>) {
             Listen::Tcp(t) => match t.accept().await {
                 Ok((s, a)) => {
                     let _ = s.set_nodelay(true);
-                    (Box::new(s), Some(a.ip()))
+                    let probe = s.as_fd().try_clone_to_owned().ok();
+                    (Box::new(s), Some(a.ip()), probe)
                 }
                 Err(e) => {
                     accept_failed(&shared, kind, &e).await;
@@ -420,7 +425,7 @@ async fn accept_loop(l: Listen, kind: Kind, shared: Arc<Shared>) {
                 continue;
             }
         }
-        let (slot, evicted) = slots.take(&key);
+        let (slot, evicted) = slots.take(&key, probe);
         if let Some(why) = evicted {
             if let Some(suppressed) = shared.may_log(&key) {
                 let why = match why {
@@ -447,10 +452,15 @@ async fn accept_loop(l: Listen, kind: Kind, shared: Arc<Shared>) {
                     Kind::Metrics => {
                         let timeout = Duration::from_secs(shared.config.metrics.header_timeout);
                         let s2 = Arc::clone(&shared);
-                        let trouble = http::serve(conn, timeout, |route, req| {
-                            marker.served();
-                            s2.respond(route, req)
-                        })
+                        let trouble = http::serve(
+                            conn,
+                            timeout,
+                            |route, req| {
+                                marker.served();
+                                s2.respond(route, req)
+                            },
+                            || marker.written(),
+                        )
                         .await;
                         if let Some(t) = trouble {
                             log_trouble(&shared, &key, t);
