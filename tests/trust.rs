@@ -663,6 +663,93 @@ fn a_worker_that_keeps_a_connection_its_client_left_is_ended() {
     still_serving(&d, supervisor);
 }
 
+/// Holds a worker's control channel: answers pings, and for `seconds`
+/// sends `Active` for its own (already active) connection as fast as the
+/// channel takes it, without blocking. Prints the messages sent and the
+/// seconds it took.
+const FLOODER: &str = r#"
+import socket, struct, sys, time
+ctl = socket.socket(fileno=3)
+conn, seconds = int(sys.argv[1]), float(sys.argv[2])
+ctl.setblocking(False)
+active = bytes([3]) + struct.pack('<Q', conn)
+start = time.time()
+sent = 0
+while time.time() - start < seconds:
+    try:
+        while True:
+            data = ctl.recv(70000)
+            if data and data[0] == 3:
+                seq = struct.unpack('<Q', data[1:9])[0]
+                ctl.setblocking(True)
+                ctl.send(bytes([2]) + struct.pack('<QQQQ', seq, 0, 0, 0) + bytes([1]))
+                ctl.setblocking(False)
+    except BlockingIOError:
+        pass
+    for _ in range(1000):
+        try:
+            ctl.send(active)
+            sent += 1
+        except BlockingIOError:
+            time.sleep(0.001)
+            break
+print(sent, time.time() - start, flush=True)
+"#;
+
+/// A compromised worker that sends control messages without pause (an
+/// `Active` for its connection, which changes nothing) kept root at 27% of
+/// a core (third outside review). Root reads at most
+/// `message_budget::PER_SECOND` (20,000) messages a second of one worker;
+/// the rest wait in the kernel, where the worker's sends stop. Counted:
+/// what the flooder got into its channel, against that bound plus the
+/// socket buffer; and another client is answered all along.
+#[test]
+fn a_worker_flooding_its_channel_is_read_at_a_bounded_rate() {
+    require_root!("pidfd_getfd on the daemon's worker, clients as nobody");
+    const PER_SECOND: f64 = 20_000.0;
+    const SLACK: f64 = 5_000.0; // the socket's buffer, generously
+    let db = TestDb::new();
+    let d = Daemon::clamsentry(db.path(), &[]);
+    let supervisor = d.pid();
+    let (mut holder, conn, w) = nobody_connection(&d);
+    let pid = worker_pid(&d, w);
+    let channels = take_channels(pid);
+    let (uid, gid) = common::service_user();
+    let flooder = python_as(
+        uid,
+        gid,
+        FLOODER,
+        &[conn.to_string(), "4".to_string()],
+        &[channels.0.as_raw_fd()],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    drop(channels);
+    // Root's own client is answered throughout.
+    let mut pongs = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        let r = talk(&d.unix_addr(), &[b"zPING\0"], T).unwrap();
+        assert_eq!(r, b"PONG\0");
+        pongs += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = flooder.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut f = text.split_whitespace().map(|v| v.parse::<f64>().unwrap());
+    let (sent, seconds) = (f.next().unwrap(), f.next().unwrap());
+    println!("{sent} messages in {seconds:.1} s (bound {PER_SECOND}/s); {pongs} PINGs answered");
+    assert!(
+        sent <= PER_SECOND * (seconds.ceil() + 1.0) + SLACK,
+        "root read {sent} messages in {seconds:.1} s"
+    );
+    assert!(pongs > 0);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    still_serving(&d, supervisor);
+}
+
 // ------------------------------------------------------------ races
 
 /// Exchanges two names (renameat2 RENAME_EXCHANGE: atomic) in a tight loop

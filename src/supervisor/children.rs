@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use super::broker::{self, Broker};
 use super::lifecycle::{self, GenId, Who, WorkerId};
 use super::logrelay::{self, Relay};
+use super::message_budget::{self, MessageBudget};
 use super::procs::{self, Child, Strays};
 use super::tempdir::TempRoot;
 use super::Input;
@@ -239,7 +240,11 @@ impl Children {
         // Control messages: the first carries the kernel's word for the pid.
         let (ctl, tx) = (Arc::clone(&control), self.tx.clone());
         tokio::spawn(async move {
+            let mut budget = MessageBudget::new(message_budget::PER_SECOND, Instant::now());
             loop {
+                if let Some(wait) = budget.charge(Instant::now()) {
+                    tokio::time::sleep(wait).await;
+                }
                 let input = match ctl.recv_from().await {
                     Ok(Some(m)) if !m.fds.is_empty() => {
                         Input::Broken(Who::Worker(w), "descriptors on the control channel".into())

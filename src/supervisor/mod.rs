@@ -32,6 +32,7 @@ pub(crate) mod lifecycle;
 mod listeners;
 mod local_peer;
 pub(crate) mod logrelay;
+mod message_budget;
 pub(crate) mod metrics;
 pub(crate) mod node;
 mod observer;
