@@ -213,5 +213,12 @@ mod tests {
         drop(c);
         // Not loopback: not asked.
         assert_eq!(uid_of("192.0.2.1:1".parse().unwrap(), me), None);
+        // IPv6 loopback, where the host has it.
+        if let Ok(l) = std::net::TcpListener::bind("[::1]:0") {
+            let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (s, from) = l.accept().unwrap();
+            let me = s.local_addr().unwrap();
+            assert_eq!(uid_of(from, me), Some(nix::unistd::geteuid().as_raw()));
+        }
     }
 }
