@@ -212,7 +212,7 @@ fn one_local_user_cannot_lock_other_local_users_out_of_loopback_tcp() {
     assert_eq!(ping_as(NOBODY, &tcp), b"", "over its share");
     let log = d.log();
     assert!(
-        log.contains(&format!("client=\"loopback uid={NOBODY}\"")),
+        log.contains(&format!("client=\"uid={NOBODY}\"")),
         "the refusal names the local user: {log}"
     );
     drop(attacker.stdin.take());
@@ -248,10 +248,11 @@ fn every_loopback_address_is_one_client() {
     assert_eq!(held.len(), 32, "all of one user's loopback is one client");
     let log = d.log();
     assert!(
-        log.contains("client=\"loopback uid=0\""),
+        log.contains("client=\"uid=0\""),
         "the refusals name the client, the local user: {log}"
     );
-    // The Unix socket is served.
+    // Its Unix-socket connections have a share of their own (the same
+    // client, another kind of listener).
     assert_eq!(
         talk(&d.unix_addr(), &[b"zPING\0"], T).unwrap(),
         b"PONG\0".to_vec()
@@ -562,4 +563,67 @@ fn with_a_worker_per_connection_one_client_cannot_take_every_worker() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(served, 1, "{}", d.log());
+}
+
+/// Sends `n` commands the TCP profile refuses (SCAN), each on a new
+/// loopback connection, as `uid`; prints the local ports used.
+const REFUSED: &str = r#"
+import socket, sys
+host, port = sys.argv[1].rsplit(':', 1)
+for i in range(int(sys.argv[2])):
+    s = socket.socket()
+    s.settimeout(10)
+    s.connect((host, int(port)))
+    print(s.getsockname()[1], flush=True)
+    s.sendall(b'zSCAN /etc/hostname\0')
+    s.recv(200)
+    s.close()
+"#;
+
+fn refused_as(uid: u32, tcp: SocketAddr, n: usize) -> Vec<String> {
+    let out = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(REFUSED)
+        .arg(tcp.to_string())
+        .arg(n.to_string())
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Attack (fourth outside review): the gate knew a loopback client's local
+/// user, but the worker keyed it by address, so one local user's refused
+/// commands used up every loopback user's log budget in the worker (and
+/// its scan queue share, stream memory and reserve threads). The worker
+/// now shares by the supervisor's key.
+#[test]
+fn inside_the_worker_each_local_user_on_loopback_has_its_own_share() {
+    require_root!("clients run as other users");
+    let db = TestDb::new();
+    let d = Daemon::clamsentry(db.path(), &[]);
+    // The attacker spends its log budget (30 lines a minute).
+    let mine = refused_as(NOBODY, d.tcp, 40);
+    assert_eq!(mine.len(), 40);
+    let theirs = refused_as(DAEMON_USER, d.tcp, 3);
+    assert_eq!(theirs.len(), 3);
+    let log = d.log();
+    let lines_of = |ports: &[String]| {
+        log.lines()
+            .filter(|l| l.contains("command refused"))
+            .filter(|l| {
+                ports
+                    .iter()
+                    .any(|p| l.contains(&format!("peer=127.0.0.1:{p} ")))
+            })
+            .count()
+    };
+    let (a, b) = (lines_of(&mine), lines_of(&theirs));
+    println!("refusal lines: the attacker's {a} of 40, the other user's {b} of 3");
+    assert!(a <= 31, "{a}");
+    assert_eq!(b, 3, "{log}");
 }

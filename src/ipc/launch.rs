@@ -17,11 +17,9 @@
 //! ended (`supervisor::virus_event`).
 #![forbid(unsafe_code)]
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use super::messages::{get_peer, put_peer, start, DecodeError, In, Out, MAX_PATH, MAX_VIRUS_NAME};
 
-use super::messages::{start, DecodeError, In, Out, MAX_PATH, MAX_VIRUS_NAME};
-
-use crate::policy::{PeerKey, Prefixes};
+use crate::policy::PeerKey;
 
 /// Longest command text (`virus-event.command` is validated to this).
 pub const MAX_COMMAND: usize = 4096;
@@ -148,54 +146,8 @@ pub struct Excerpt {
 // With the encoder and decoder of `messages`, plus the two field kinds only
 // these messages have.
 
-fn put_peer(out: Out, p: &PeerKey) -> Out {
-    match *p {
-        PeerKey::Uid(uid) => out.u8(0).u32(uid),
-        PeerKey::Loopback(uid) => out.u8(1).u32(uid),
-        PeerKey::V4(addr, len) => {
-            let mut out = out.u8(4);
-            out.0.extend_from_slice(&addr.octets());
-            out.u8(len)
-        }
-        PeerKey::V6(addr, len) => {
-            let mut out = out.u8(6);
-            out.0.extend_from_slice(&addr.octets());
-            out.u8(len)
-        }
-    }
-}
-
 fn put_excerpt(out: Out, e: &Excerpt) -> Out {
     out.bytes(&e.bytes).bool(e.truncated)
-}
-
-/// A client key, canonical only: a network's host bits are clear, its
-/// prefix length fits, and IPv4 is never written as IPv4-mapped IPv6.
-fn get_peer(r: &mut In<'_>) -> Result<PeerKey, DecodeError> {
-    let key = match r.u8()? {
-        0 => return Ok(PeerKey::Uid(r.u32()?)),
-        1 => return Ok(PeerKey::Loopback(r.u32()?)),
-        4 => {
-            let b = r.take(4)?;
-            PeerKey::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]), r.u8()?)
-        }
-        6 => {
-            let mut o = [0u8; 16];
-            o.copy_from_slice(r.take(16)?);
-            PeerKey::V6(Ipv6Addr::from(o), r.u8()?)
-        }
-        _ => return Err(DecodeError::BadValue),
-    };
-    let (ip, prefixes) = match key {
-        PeerKey::V4(a, len) if len <= 32 => (IpAddr::V4(a), Prefixes { v4: len, v6: 128 }),
-        PeerKey::V6(a, len) if len <= 128 => (IpAddr::V6(a), Prefixes { v4: 32, v6: len }),
-        _ => return Err(DecodeError::BadValue),
-    };
-    if PeerKey::of_ip(ip, prefixes) == key {
-        Ok(key)
-    } else {
-        Err(DecodeError::BadValue)
-    }
 }
 
 fn get_excerpt(r: &mut In<'_>) -> Result<Excerpt, DecodeError> {

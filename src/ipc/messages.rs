@@ -21,7 +21,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::observe::{ProcUsage, WorkerCounters};
-use crate::policy::ListenerKind;
+use crate::policy::{ListenerKind, PeerKey, Prefixes};
 
 /// Largest datagram either side sends or accepts.
 pub const MAX_MESSAGE: usize = 64 * 1024;
@@ -241,6 +241,10 @@ pub struct ConnInfo {
     pub peer: PeerInfo,
     /// The peer may RELOAD/SHUTDOWN (root, admin-users, admin-groups).
     pub admin: bool,
+    /// The client the supervisor counts it as (a local user, also over
+    /// loopback TCP, or a network): the worker shares its queue, threads,
+    /// stream memory and log by it.
+    pub key: PeerKey,
 }
 
 /// The peer of a connection, as the kernel told the supervisor.
@@ -488,6 +492,51 @@ pub enum DecodeError {
 }
 
 // ---------------------------------------------------------------- encoding
+
+/// A client key ([`PeerKey`]).
+pub(super) fn put_peer(out: Out, p: &PeerKey) -> Out {
+    match *p {
+        PeerKey::Uid(uid) => out.u8(0).u32(uid),
+        PeerKey::V4(addr, len) => {
+            let mut out = out.u8(4);
+            out.0.extend_from_slice(&addr.octets());
+            out.u8(len)
+        }
+        PeerKey::V6(addr, len) => {
+            let mut out = out.u8(6);
+            out.0.extend_from_slice(&addr.octets());
+            out.u8(len)
+        }
+    }
+}
+
+/// A client key, canonical only: a network's host bits are clear, its
+/// prefix length fits, and IPv4 is never written as IPv4-mapped IPv6.
+pub(super) fn get_peer(r: &mut In<'_>) -> Result<PeerKey, DecodeError> {
+    let key = match r.u8()? {
+        0 => return Ok(PeerKey::Uid(r.u32()?)),
+        4 => {
+            let b = r.take(4)?;
+            PeerKey::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]), r.u8()?)
+        }
+        6 => {
+            let mut o = [0u8; 16];
+            o.copy_from_slice(r.take(16)?);
+            PeerKey::V6(Ipv6Addr::from(o), r.u8()?)
+        }
+        _ => return Err(DecodeError::BadValue),
+    };
+    let (ip, prefixes) = match key {
+        PeerKey::V4(a, len) if len <= 32 => (IpAddr::V4(a), Prefixes { v4: len, v6: 128 }),
+        PeerKey::V6(a, len) if len <= 128 => (IpAddr::V6(a), Prefixes { v4: 32, v6: len }),
+        _ => return Err(DecodeError::BadValue),
+    };
+    if PeerKey::of_ip(ip, prefixes) == key {
+        Ok(key)
+    } else {
+        Err(DecodeError::BadValue)
+    }
+}
 
 /// The encoder, shared with [`super::launch`].
 pub(super) struct Out(pub(super) Vec<u8>);
@@ -855,6 +904,7 @@ impl ToWorker {
                     .u8(listener_byte(c.listener))
                     .bytes(c.listener_name.as_bytes())
                     .bool(c.admin);
+                let out = put_peer(out, &c.key);
                 match c.peer {
                     PeerInfo::Unix { uid, gid, pid } => {
                         out.u8(0).u32(uid).u32(gid).i32(pid.unwrap_or(0))
@@ -921,6 +971,7 @@ impl ToWorker {
                 };
                 let listener_name = r.text(MAX_NAME)?;
                 let admin = r.bool()?;
+                let key = get_peer(&mut r)?;
                 let peer = match r.u8()? {
                     0 => {
                         let uid = r.u32()?;
@@ -945,6 +996,7 @@ impl ToWorker {
                     _ => return Err(DecodeError::BadValue),
                 };
                 ToWorker::Conn(ConnInfo {
+                    key,
                     id,
                     listener,
                     listener_name,
@@ -1333,6 +1385,7 @@ mod tests {
                     pid: Some(42),
                 },
                 admin: false,
+                key: PeerKey::unix(1000),
             }),
             ToWorker::Conn(ConnInfo {
                 id: 10,
@@ -1340,6 +1393,8 @@ mod tests {
                 listener_name: "tcp".into(),
                 peer: PeerInfo::Tcp("127.0.0.1:4000".parse().unwrap()),
                 admin: false,
+                // A loopback client is its local user.
+                key: PeerKey::unix(1000),
             }),
             ToWorker::Conn(ConnInfo {
                 id: 11,
@@ -1347,6 +1402,7 @@ mod tests {
                 listener_name: "scanners".into(),
                 peer: PeerInfo::Tcp("[::1]:4000".parse().unwrap()),
                 admin: true,
+                key: PeerKey::tcp("192.0.2.9".parse().unwrap()),
             }),
             ToWorker::Ping {
                 seq: 4,

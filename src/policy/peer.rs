@@ -44,15 +44,13 @@ impl Default for Prefixes {
 /// One client, for everything counted per client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PeerKey {
-    /// A Unix-socket client: its uid.
+    /// A local user: a Unix-socket client's uid, or the owner of a
+    /// loopback TCP client's socket (`supervisor::local_peer`).
     Uid(u32),
     /// A TCP client's IPv4 network (address with the host bits cleared).
     V4(Ipv4Addr, u8),
     /// A TCP client's IPv6 network.
     V6(Ipv6Addr, u8),
-    /// A loopback TCP client: the uid that owns its socket
-    /// (`supervisor::local_peer`).
-    Loopback(u32),
 }
 
 /// The address as the client would name it: IPv4-mapped IPv6 becomes IPv4.
@@ -109,7 +107,7 @@ impl PeerKey {
     /// never grouped with others.
     pub fn aggregate(&self) -> Option<PeerKey> {
         match *self {
-            PeerKey::Uid(_) | PeerKey::Loopback(_) => None,
+            PeerKey::Uid(_) => None,
             PeerKey::V4(a, len) => Some(net4(a, len.min(AGGREGATE_V4))),
             PeerKey::V6(a, len) => Some(net6(a, len.min(AGGREGATE_V6))),
         }
@@ -129,19 +127,25 @@ impl PeerKey {
     pub fn of(identity: &Identity, prefixes: Prefixes) -> PeerKey {
         match identity {
             Identity::Unix { uid, .. } => PeerKey::Uid(*uid),
+            // A loopback client is the local user that owns its socket:
+            // one client with its Unix-socket connections.
             Identity::Tcp {
                 local_uid: Some(uid),
                 ..
-            } => PeerKey::Loopback(*uid),
+            } => PeerKey::Uid(*uid),
             Identity::Tcp { addr, .. } => PeerKey::of_ip(addr.ip(), prefixes),
         }
     }
 
+    /// A local user (whether it came over the Unix socket or loopback
+    /// TCP), not a network client.
     pub fn is_unix(&self) -> bool {
         matches!(self, PeerKey::Uid(_))
     }
 
-    /// The kind of listener such a client comes from.
+    /// Which side's shares the client uses: a local user's are the Unix
+    /// socket's (also for its loopback TCP connections: it is a local
+    /// user, not a network client), a network client's are TCP's.
     pub fn kind(&self) -> ListenerKind {
         if self.is_unix() {
             ListenerKind::Unix
@@ -157,7 +161,6 @@ impl fmt::Display for PeerKey {
             PeerKey::Uid(uid) => write!(f, "uid={uid}"),
             PeerKey::V4(net, len) => write!(f, "{net}/{len}"),
             PeerKey::V6(net, len) => write!(f, "{net}/{len}"),
-            PeerKey::Loopback(uid) => write!(f, "loopback uid={uid}"),
         }
     }
 }

@@ -1022,7 +1022,18 @@ impl Machine {
             self.fork_failures = 0;
         }
         if let Some(t) = worker.tenant {
-            self.crashed.entry(t).or_insert(now);
+            let replaced = self
+                .workers
+                .values()
+                .any(|o| o.tenant == Some(t) && o.state == WState::Serving);
+            if replaced {
+                // A hand-off it refused released it before its end was
+                // seen, and its client has a new worker already.
+                self.last_replacement = Some(Duration::ZERO);
+                tracing::info!(worker = w, tenant = %t, replaced_in_us = 0u64, "a crashed worker's client has a new one");
+            } else {
+                self.crashed.entry(t).or_insert(now);
+            }
         }
         tracing::error!(
             worker = w,

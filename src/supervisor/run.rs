@@ -550,7 +550,8 @@ impl Executor {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 let Ok(copy) = socket.try_clone() else {
-                    queue.push_back(Step::Gate(gate::Event::Undeliverable(id)));
+                    // Out of descriptors here: not the worker's doing.
+                    queue.push_back(Step::Gate(gate::Event::CannotHand(id)));
                     return;
                 };
                 let tx = self.tx.clone();
@@ -558,6 +559,12 @@ impl Executor {
                     .hand_later(worker, &msg, copy, HAND_WITHIN, move || {
                         let _ = tx.try_send(Input::Gate(gate::Event::Undeliverable(id)));
                     });
+            }
+            // The worker's channel refused it (the worker is gone), or the
+            // kernel had no memory for the message (not the worker's
+            // doing).
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ENOMEM)) => {
+                queue.push_back(Step::Gate(gate::Event::CannotHand(id)))
             }
             Err(_) => queue.push_back(Step::Gate(gate::Event::Undeliverable(id))),
         }
@@ -665,6 +672,9 @@ impl Executor {
         let Some(listeners) = self.listeners.take() else {
             return;
         };
+        // The socket that names loopback clients' owners, made while
+        // descriptors are plenty.
+        super::local_peer::prepare();
         let allow = AllowList::new(self.config.tcp_allow().unwrap_or_default());
         let proxy = Arc::new(super::proxied::Settings::from_config(
             &self.config,

@@ -224,14 +224,9 @@ impl Shared {
 
     /// The guard that reports connection `id` finished when dropped.
     pub fn conn_guard(&self, id: u64, peer: &Peer) -> Arc<ConnGuard> {
-        use crate::policy::PeerKey;
-        let key = match peer.info {
-            PeerInfo::Tcp(addr) => PeerKey::of_ip(addr.ip(), self.config.limits.prefixes()),
-            PeerInfo::Unix { uid, .. } => PeerKey::unix(uid),
-        };
         Arc::new(ConnGuard::new(
             id,
-            key,
+            peer.key(),
             self.config.log.peer_lines_per_minute,
             self.upstream.clone(),
         ))
@@ -395,6 +390,8 @@ pub struct Peer {
     pub listener_name: Arc<str>,
     pub info: PeerInfo,
     pub admin: bool,
+    /// The client the supervisor counts it as.
+    key: PeerKey,
 }
 
 impl Peer {
@@ -404,15 +401,14 @@ impl Peer {
             listener_name: Arc::from(c.listener_name.as_str()),
             info: c.peer,
             admin: c.admin,
+            key: c.key,
         }
     }
 
-    /// The client identity its scans are shared out by (address prefix or uid).
+    /// The client identity its scans are shared out by: the supervisor's
+    /// (a local user, also over loopback TCP; a network's address prefix).
     pub fn key(&self) -> PeerKey {
-        match self.info {
-            PeerInfo::Tcp(a) => PeerKey::tcp(a.ip()),
-            PeerInfo::Unix { uid, .. } => PeerKey::unix(uid),
-        }
+        self.key
     }
 }
 

@@ -5,7 +5,9 @@
 //! address prefix). Five limits, checked in this order, each with its own
 //! scope:
 //!
-//! 1. `limits.max-connections-per-client`: connections of one client;
+//! 1. `limits.max-connections-per-client`: connections of one client over
+//!    one kind of listener (a local user's Unix-socket connections, and its
+//!    loopback TCP ones, each have this share);
 //! 2. `limits.max-connections-per-aggregate`: connections of the TCP
 //!    clients of one /16 (IPv4) or /48 (IPv6) together
 //!    ([`PeerKey::aggregate`]), so that an owner of many /24s or /64s (a
@@ -99,7 +101,9 @@ pub struct Newcomer {
 
 #[derive(Clone, Copy)]
 enum Scope {
-    Client(PeerKey),
+    /// A client's connections over one kind of listener (a local user has
+    /// a share over the Unix socket and one over loopback TCP).
+    Client(PeerKey, ListenerKind),
     Aggregate(PeerKey),
     Tcp,
     NotAdmin,
@@ -109,7 +113,7 @@ enum Scope {
 impl Scope {
     fn contains(self, c: &Open) -> bool {
         match self {
-            Scope::Client(k) => c.key == k,
+            Scope::Client(k, kind) => c.key == k && c.listener == kind,
             Scope::Aggregate(a) => c.key.aggregate() == Some(a),
             Scope::Tcp => c.listener == ListenerKind::Tcp,
             Scope::NotAdmin => !c.admin,
@@ -128,8 +132,11 @@ pub const TOTAL_KEY: &str = "limits.max-connections";
 /// Decides for `newcomer`, given the open connections.
 pub fn decide(caps: Caps, open: &[Open], newcomer: Newcomer) -> Verdict {
     let mut evict: Vec<ConnId> = Vec::new();
-    let mut checks: Vec<(Scope, usize, &'static str)> =
-        vec![(Scope::Client(newcomer.key), caps.per_client, PER_CLIENT_KEY)];
+    let mut checks: Vec<(Scope, usize, &'static str)> = vec![(
+        Scope::Client(newcomer.key, newcomer.listener),
+        caps.per_client,
+        PER_CLIENT_KEY,
+    )];
     if let Some(aggregate) = newcomer.key.aggregate() {
         checks.push((
             Scope::Aggregate(aggregate),
@@ -174,7 +181,7 @@ pub fn decide(caps: Caps, open: &[Open], newcomer: Newcomer) -> Verdict {
                 break;
             }
             let own = live.iter().filter(|c| c.key == newcomer.key).count();
-            match victim(&in_scope, newcomer, own, matches!(scope, Scope::Client(_))) {
+            match victim(&in_scope, newcomer, own, matches!(scope, Scope::Client(..))) {
                 Some(id) => evict.push(id),
                 None => return Verdict::Refuse(key),
             }

@@ -251,6 +251,10 @@ pub enum Event {
     /// channel refused it (the worker died) or stayed full. Nobody read a
     /// byte of it, so it waits for another worker.
     Undeliverable(ConnId),
+    /// The supervisor itself could not hand the connection over (no
+    /// descriptor left for the copy it hands): it is closed, and its
+    /// worker, not at fault, keeps serving.
+    CannotHand(ConnId),
     /// The daemon is stopping: no newcomer is admitted any more.
     Stopping,
     Tick,
@@ -394,8 +398,6 @@ struct Worker {
     /// Bound for an administrator's connection (it holds the slot kept
     /// for administrators).
     admin: bool,
-    /// Its channel refused a connection: it gets no more.
-    refused_hand: bool,
     /// When it was last handed a connection.
     last_hand: Instant,
 }
@@ -546,6 +548,10 @@ impl Gate {
             Event::Report(w, r) => self.report(w, r, now, &mut out),
             Event::HungUp(id) => self.hung_up(id, now, &mut out),
             Event::Undeliverable(id) => self.undeliverable(id, now, &mut out),
+            Event::CannotHand(id) => {
+                self.evict(id, Eviction::Undeliverable, now, &mut out);
+                self.forget(id, now, &mut out);
+            }
             Event::Stopping => {
                 self.stopping = true;
                 let waiting: Vec<ConnId> = self
@@ -718,19 +724,14 @@ impl Gate {
             return;
         }
         let (tenant, admin) = (c.tenant, c.admin);
-        let serving = |w: &Worker| w.tenant == tenant && w.state == WState::Serving;
         let best = self
             .workers
             .iter()
-            .filter(|(_, w)| serving(w) && !w.refused_hand)
+            .filter(|(_, w)| w.tenant == tenant && w.state == WState::Serving)
             .min_by_key(|(id, w)| (w.active, w.conns, **id))
             .map(|(id, _)| *id);
         match best {
             Some(w) => self.hand(id, w, now, out),
-            // Its worker refused a hand-off: the connection waits for that
-            // worker's end (then another is asked for), or for
-            // `wait-for-worker`.
-            None if self.workers.values().any(serving) => {}
             None => self.want(tenant, admin, now, out),
         }
     }
@@ -754,6 +755,7 @@ impl Gate {
             listener_name: c.name.to_string(),
             peer,
             admin: c.admin,
+            key: c.key,
         };
         let (identity, paths) = (Arc::clone(&c.identity), c.paths);
         if let Some(x) = self.workers.get_mut(&w) {
@@ -968,7 +970,6 @@ impl Gate {
                 idle_since: Some(now),
                 threads: None,
                 admin,
-                refused_hand: false,
                 last_hand: now,
             },
         );
@@ -987,9 +988,10 @@ impl Gate {
     }
 
     /// A hand-off failed. The connection waits for another worker; its
-    /// worker, whose channel took nothing, gets no more (it is dying, or
-    /// wedged until the lifecycle ends it): when it is gone, the waiting
-    /// connections of its tenant are placed again ([`Gate::worker_gone`]).
+    /// worker, whose channel took nothing (it died, or it stopped reading
+    /// its channel: wedged or hostile), is released at once (drained, then
+    /// ended by the lifecycle's drain deadline), so its tenant gets a new
+    /// one instead of waiting for the old one's end.
     fn undeliverable(&mut self, id: ConnId, now: Instant, out: &mut Vec<Action>) {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
@@ -1005,8 +1007,8 @@ impl Gate {
         c.holder = Holder::Waiting;
         if let Some(x) = self.workers.get_mut(&w) {
             x.conns = x.conns.saturating_sub(1);
-            x.refused_hand = true;
         }
+        self.release(w, out);
         out.push(Action::Retract(id));
         self.place(id, now, out);
     }

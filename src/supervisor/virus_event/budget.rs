@@ -523,11 +523,11 @@ mod tests {
         assert!(b.decide(tcp("192.0.3.1"), t0).is_ok());
         assert_eq!(b.decide(tcp("192.0.4.1"), t0), Err(Refusal::AggregateBusy));
         assert!(b.decide(tcp("198.51.100.1"), t0).is_ok());
-        // Local users and loopback users have no aggregate.
+        // Local users (over Unix or loopback TCP) have no aggregate.
         let mut b = Budget::new(defaults(false));
-        assert!(b.decide(PeerKey::Loopback(1000), t0).is_ok());
-        assert!(b.decide(PeerKey::Loopback(1000), t0).is_ok());
-        assert!(b.decide(PeerKey::Loopback(1000), t0).is_ok());
+        assert!(b.decide(PeerKey::unix(1000), t0).is_ok());
+        assert!(b.decide(PeerKey::unix(1000), t0).is_ok());
+        assert!(b.decide(PeerKey::unix(1000), t0).is_ok());
     }
 
     #[test]
