@@ -665,7 +665,7 @@ impl Executor {
         let Some(listeners) = self.listeners.take() else {
             return;
         };
-        let allow = AllowList::new(self.config.tcp_allow().unwrap_or_default());
+        let allow = AllowList::new(self.config.tcp_allow().to_vec());
         let proxy = Arc::new(super::proxied::Settings::from_config(
             &self.config,
             Arc::clone(&self.budgets),
