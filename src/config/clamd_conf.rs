@@ -774,18 +774,21 @@ impl ClamdConf {
         t.run();
         if t.problems.is_empty() {
             if let Err(super::Fault { key, message }) = t.config.check() {
-                let key = key.unwrap_or_default();
-                let origin = t
-                    .sources
-                    .get(key.as_str())
+                let origin = key
+                    .as_deref()
+                    .and_then(|k| t.sources.get(k))
                     .and_then(|o| o.first().copied())
                     .unwrap_or(Origin::Absent);
                 let option = self.option_at(origin).unwrap_or_default();
+                let message = match key {
+                    Some(key) => format!("{message} (as clamsentry's {key})"),
+                    None => message,
+                };
                 t.problems.push(Problem {
                     path: self.path.clone(),
                     origin,
                     option,
-                    message: format!("{message} (as clamsentry's {key})"),
+                    message,
                 });
             }
         }
