@@ -22,7 +22,7 @@
 use std::path::Path;
 
 use crate::config::clamd_conf::{self, ClamdConf, Env};
-use crate::config::{ConfigSource, Loaded};
+use crate::config::{ConfigSource, Loaded, LogTarget};
 use crate::daemonize::{self, Forked, Readiness};
 
 /// Runs clamd's command line (`args` without the program name); returns the
@@ -66,9 +66,9 @@ pub fn main(args: &[String]) -> u8 {
     let mut config = translation.config.clone();
     let mut notes = translation.notes.clone();
     let background = !translation.foreground;
-    if background && config.log.target == "auto" && Path::new(JOURNAL_SOCKET).exists() {
+    if background && config.log.target == LogTarget::Auto && Path::new(JOURNAL_SOCKET).exists() {
         // stderr goes to /dev/null once the daemon is in the background.
-        config.log.target = "journald".into();
+        config.log.target = LogTarget::Journald;
         notes.push(clamd_conf::Note {
             origin: clamd_conf::Origin::Absent,
             option: "Foreground".into(),

@@ -1,7 +1,7 @@
 //! The configuration loader: `Config::parse` on arbitrary text.
 //!
 //! Properties:
-//! * never panics; an error names the file it was given;
+//! * never panics; an error names the file it was given, and is one line;
 //! * an accepted configuration respects every validated bound (the limits
 //!   the server sizes its buffers and timers from);
 //! * an accepted configuration written back with `Config::to_toml` parses to
@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(c) => c,
         Err(e) => {
             assert!(e.to_string().starts_with("fuzz.toml"), "{e}");
+            assert!(!e.to_string().contains('\n'), "{e}");
             return;
         }
     };
@@ -33,8 +34,7 @@ fuzz_target!(|data: &[u8]| {
     for t in [l.command_read_timeout, l.read_timeout, l.idle_timeout] {
         assert!((1..=86_400).contains(&t));
     }
-    assert!(config.unix_mode().is_ok_and(|m| m <= 0o777));
-    assert!(config.tcp_addrs().is_ok());
+    assert!(config.unix_mode() <= 0o777);
 
     let written = config
         .to_toml()

@@ -50,7 +50,10 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use super::{ByteSize, Config, ConfigError, Loaded};
+use super::{
+    ByteSize, BytecodeMode, BytecodeSecurity, Config, ConfigError, Loaded, LogLevel, LogTarget,
+    Mode,
+};
 pub use table::{ClamdOption, Disposition, Kind, OPTIONS};
 
 /// Where a value came from.
@@ -770,18 +773,22 @@ impl ClamdConf {
         };
         t.run();
         if t.problems.is_empty() {
-            if let Err((key, message)) = t.config.validate() {
-                let origin = t
-                    .sources
-                    .get(key)
+            if let Err(super::Fault { key, message }) = t.config.check() {
+                let origin = key
+                    .as_deref()
+                    .and_then(|k| t.sources.get(k))
                     .and_then(|o| o.first().copied())
                     .unwrap_or(Origin::Absent);
                 let option = self.option_at(origin).unwrap_or_default();
+                let message = match key {
+                    Some(key) => format!("{message} (as clamsentry's {key})"),
+                    None => message,
+                };
                 t.problems.push(Problem {
                     path: self.path.clone(),
                     origin,
                     option,
-                    message: format!("{message} (as clamsentry's {key})"),
+                    message,
                 });
             }
         }
@@ -1145,8 +1152,8 @@ impl Translator<'_> {
         }
         if self.conf.enabled("Bytecode") {
             if let Some(t) = self.text("BytecodeSecurity") {
-                if t == "TrustSigned" || t == "Paranoid" {
-                    self.config.scan.bytecode_security = t;
+                if let Ok(security) = t.parse::<BytecodeSecurity>() {
+                    self.config.scan.bytecode_security = security;
                     self.source("scan.bytecode-security", "BytecodeSecurity");
                 } else {
                     self.refuse(
@@ -1158,10 +1165,7 @@ impl Translator<'_> {
             if let Some(t) = self.text("BytecodeMode") {
                 // clamd compares exactly; anything else the pattern let
                 // through ("auto", "forcejit") means Auto.
-                let mode = match t.as_str() {
-                    "ForceJIT" | "ForceInterpreter" | "Test" => t,
-                    _ => "Auto".to_string(),
-                };
+                let mode = t.parse::<BytecodeMode>().unwrap_or(BytecodeMode::Auto);
                 self.config.scan.bytecode_mode = mode;
                 self.source("scan.bytecode-mode", "BytecodeMode");
             }
@@ -1185,7 +1189,7 @@ impl Translator<'_> {
                 Some(m) => match strtol_octal(&m) {
                     Some(mode) => {
                         let mode = mode & 0o666;
-                        self.config.listen.unix_mode = format!("{mode:04o}");
+                        self.config.listen.unix_mode = Mode(mode);
                         self.source("listen.unix-mode", "LocalSocketMode");
                         if mode & 0o002 != 0 {
                             self.note(
@@ -1288,7 +1292,7 @@ impl Translator<'_> {
             );
             return;
         }
-        self.config.listen.tcp = addrs.iter().map(ToString::to_string).collect();
+        self.config.listen.tcp = addrs.clone();
         self.source("listen.tcp", "TCPSocket");
         self.source("listen.tcp", "TCPAddr");
         self.note(
@@ -1371,7 +1375,7 @@ impl Translator<'_> {
             self.source("log.clean", "LogClean");
         }
         if self.conf.enabled("LogSyslog") {
-            self.config.log.target = "journald".into();
+            self.config.log.target = LogTarget::Journald;
             self.source("log.target", "LogSyslog");
             self.note(
                 "LogSyslog",
@@ -1381,7 +1385,7 @@ impl Translator<'_> {
         }
         for name in ["Debug", "debug"] {
             if self.conf.enabled(name) {
-                self.config.log.level = "debug".into();
+                self.config.log.level = LogLevel::Debug;
                 self.source("log.level", name);
                 self.note(
                     name,
@@ -1646,8 +1650,10 @@ pub fn load(path: &Path, command_line: ClamdConf) -> Result<(Loaded, Translation
     let text = translation
         .config
         .to_toml()
-        .map_err(|message| ConfigError::Parse {
+        .map_err(|message| ConfigError::Invalid {
             path: path.display().to_string(),
+            place: None,
+            key: None,
             message,
         })?;
     let loaded = Loaded {

@@ -7,11 +7,17 @@
 #![forbid(unsafe_code)]
 
 pub mod clamd_conf;
+mod place;
+mod rules;
 mod size;
 mod span;
 
+pub use rules::Mode;
 pub use size::ByteSize;
 pub use span::Span;
+
+use place::Place;
+use rules::choice;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,13 +34,17 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
-    Parse { path: String, message: String },
-    #[error("{path}:{line}: {key}: {message}")]
+    /// A file clamsentry cannot use: `path:line:column: key: message`,
+    /// without the place when the key is not in the file (a default) and
+    /// without the key when the text is not TOML.
+    #[error("{}", show_invalid(.path, .place, .key, .message))]
     Invalid {
         path: String,
-        line: usize,
-        key: String,
+        /// Where the offending value (or key, or syntax) is.
+        place: Option<Place>,
+        /// The dotted key (`limits.max-threads`).
+        key: Option<String>,
+        /// The rule, and what to write instead.
         message: String,
     },
     /// A clamd.conf clamd refuses, or with options clamsentry refuses: one
@@ -67,24 +77,29 @@ pub struct Config {
 pub struct MetricsConfig {
     /// A TCP address ("127.0.0.1:9906") or a Unix socket path; empty: off
     /// (unless systemd passes a socket named `metrics`).
-    pub listen: String,
+    #[serde(deserialize_with = "metrics_listen", serialize_with = "optional")]
+    pub listen: Option<ObserverListen>,
     /// Networks (CIDR) that may connect over TCP.
-    pub tcp_allow: Vec<String>,
+    #[serde(deserialize_with = "rules::nets", serialize_with = "rules::as_strings")]
+    pub tcp_allow: Vec<ipnet::IpNet>,
     /// Also the `clamav_*` names of sergeymakinen/clamav_exporter.
     pub compat_names: bool,
     /// The N most frequent full signature names (0: categories only).
+    #[serde(deserialize_with = "rules::count::<0, { crate::ipc::observe::MAX_TOP as u64 }, _, _>")]
     pub top_detections: u32,
     /// Open connections to the metrics listener; more are closed at once.
+    #[serde(deserialize_with = "rules::count::<1, 4096, _, _>")]
     pub max_connections: u32,
     /// Seconds a client has to send a request's headers.
+    #[serde(deserialize_with = "rules::seconds::<1, 300, _, _>")]
     pub header_timeout: u64,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
-            listen: String::new(),
-            tcp_allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            listen: None,
+            tcp_allow: loopback(),
             compat_names: false,
             top_detections: 0,
             max_connections: 64,
@@ -99,16 +114,18 @@ impl Default for MetricsConfig {
 pub struct AgentConfig {
     /// A TCP address ("0.0.0.0:9907"); empty: off (unless systemd passes a
     /// socket named `agent`).
-    pub listen: String,
+    #[serde(deserialize_with = "agent_listen", serialize_with = "optional")]
+    pub listen: Option<SocketAddr>,
     /// Networks (CIDR) that may connect: the load balancers.
-    pub tcp_allow: Vec<String>,
+    #[serde(deserialize_with = "rules::nets", serialize_with = "rules::as_strings")]
+    pub tcp_allow: Vec<ipnet::IpNet>,
 }
 
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
-            listen: String::new(),
-            tcp_allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            listen: None,
+            tcp_allow: loopback(),
         }
     }
 }
@@ -119,8 +136,10 @@ impl Default for AgentConfig {
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct SelftestConfig {
     /// Seconds between self-tests; 0 = off.
+    #[serde(deserialize_with = "rules::seconds::<0, 86_400, _, _>")]
     pub interval: u64,
     /// Seconds a self-test may take before it counts as failed.
+    #[serde(deserialize_with = "rules::seconds::<1, 3600, _, _>")]
     pub timeout: u64,
 }
 
@@ -140,6 +159,79 @@ pub enum ObserverListen {
     Unix(PathBuf),
 }
 
+impl std::fmt::Display for ObserverListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ObserverListen::Tcp(a) => write!(f, "{a}"),
+            ObserverListen::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+choice! {
+    /// `sandbox.landlock` and `sandbox.seccomp`: whether start-up fails
+    /// when the layer cannot be applied.
+    pub enum Requirement {
+        Required = "required",
+        BestEffort = "best-effort",
+    }
+}
+
+choice! {
+    /// `sandbox.isolation`: a worker per client identity or per connection.
+    pub enum Isolation {
+        Identity = "identity",
+        Connection = "connection",
+    }
+}
+
+choice! {
+    /// `scan.bytecode-security` (clamd's BytecodeSecurity).
+    pub enum BytecodeSecurity {
+        TrustSigned = "TrustSigned",
+        Paranoid = "Paranoid",
+    }
+}
+
+choice! {
+    /// `scan.bytecode-mode` (clamd's BytecodeMode).
+    pub enum BytecodeMode {
+        Auto = "Auto",
+        ForceJit = "ForceJIT",
+        ForceInterpreter = "ForceInterpreter",
+        Test = "Test",
+    }
+}
+
+choice! {
+    /// `log.level`.
+    pub enum LogLevel {
+        Error = "error",
+        Warn = "warn",
+        Info = "info",
+        Debug = "debug",
+        Trace = "trace",
+    }
+}
+
+choice! {
+    /// `log.target`: where log lines go.
+    pub enum LogTarget {
+        Auto = "auto",
+        Journald = "journald",
+        Stderr = "stderr",
+    }
+}
+
+choice! {
+    /// What an activated socket named in `service.sockets` is.
+    pub enum SocketKind {
+        Unix = "unix",
+        Tcp = "tcp",
+        TcpProxy = "tcp-proxy",
+    }
+}
+
 /// The user VirusEvent commands run as by default: a user of their own,
 /// created by the Debian package (never root, never `sandbox.user`).
 pub const DEFAULT_VIRUS_EVENT_USER: &str = "clamsentry-event";
@@ -152,16 +244,21 @@ pub const DEFAULT_VIRUS_EVENT_USER: &str = "clamsentry-event";
 pub struct VirusEventConfig {
     /// Shell command (`/bin/sh -c`); `%v` is replaced by the virus name,
     /// the file name is in `$CLAM_VIRUSEVENT_FILENAME`. Empty: none.
+    #[serde(deserialize_with = "event_command")]
     pub command: String,
     /// The user the launcher and the command run as (`""`: the default,
     /// [`DEFAULT_VIRUS_EVENT_USER`]). Never root, never `sandbox.user`.
+    #[serde(deserialize_with = "event_user")]
     pub user: String,
     /// Seconds before the command's process group is killed.
+    #[serde(deserialize_with = "rules::seconds::<1, 3600, _, _>")]
     pub timeout: u64,
     /// Commands running at once; one client gets all but one alone, half
     /// beside other clients.
+    #[serde(deserialize_with = "rules::count::<1, 64, _, _>")]
     pub max_concurrent: u32,
     /// Commands started per minute, in all.
+    #[serde(deserialize_with = "rules::count::<1, 100_000, _, _>")]
     pub max_per_minute: u32,
     /// Commands started per minute for one client (a Unix uid, or a TCP
     /// /24 or /64); 0: a quarter of `max_per_minute`, rounded up.
@@ -209,23 +306,23 @@ pub struct SandboxConfig {
     pub user: String,
     /// "required": refuse to start when Landlock cannot be applied;
     /// "best-effort": run without it and say so in the status.
-    pub landlock: String,
+    pub landlock: Requirement,
     /// "identity": a worker per client identity (a uid; TCP clients
     /// together); "connection": a worker per connection.
-    pub isolation: String,
+    pub isolation: Isolation,
     /// "required": refuse to start when the workers' system-call filter
     /// (no sockets, no connect, …) cannot be installed; "best-effort": run
     /// without it and say so in the status.
-    pub seccomp: String,
+    pub seccomp: Requirement,
 }
 
 impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
             user: "clamsentry".into(),
-            landlock: "required".into(),
-            isolation: "identity".into(),
-            seccomp: "required".into(),
+            landlock: Requirement::Required,
+            isolation: Isolation::Identity,
+            seccomp: Requirement::Required,
         }
     }
 }
@@ -233,13 +330,13 @@ impl Default for SandboxConfig {
 impl SandboxConfig {
     /// Whether start-up must fail when Landlock cannot be applied.
     pub fn landlock_required(&self) -> bool {
-        self.landlock == "required"
+        self.landlock == Requirement::Required
     }
 
     /// Whether start-up must fail when the system-call filter cannot be
     /// installed.
     pub fn seccomp_required(&self) -> bool {
-        self.seccomp == "required"
+        self.seccomp == Requirement::Required
     }
 }
 
@@ -250,6 +347,7 @@ pub struct DatabaseConfig {
     pub directory: PathBuf,
     /// Seconds between checks of the directory for changed signature files
     /// (clamd's SelfCheck); 0 turns the check off.
+    #[serde(deserialize_with = "rules::seconds::<0, 86_400, _, _>")]
     pub self_check: u64,
     /// A database built longer ago than this makes the HAProxy agent answer
     /// `drain` and `ready` 0; 0 = no limit.
@@ -262,50 +360,69 @@ pub struct ListenConfig {
     /// Unix socket path; empty string disables it.
     pub unix: Option<PathBuf>,
     /// Octal permission bits of the Unix socket.
-    pub unix_mode: String,
+    pub unix_mode: Mode,
     /// Owner of the Unix socket file clamsentry creates (a user name or a
     /// number), who creates it (as clamd's User); empty: the user
     /// clamsentry runs as.
+    #[serde(deserialize_with = "account")]
     pub unix_owner: String,
     /// Group of the Unix socket file (clamd's LocalSocketGroup); empty: the
     /// owner's primary group when `unix_owner` is set, else the group
     /// clamsentry runs as.
+    #[serde(deserialize_with = "account")]
     pub unix_group: String,
     /// Length of the queue of connections not yet accepted, for the sockets
     /// clamsentry binds itself (clamd's MaxConnectionQueueLength).
+    #[serde(deserialize_with = "rules::count::<1, 65_535, _, _>")]
     pub backlog: u32,
     /// TCP listen addresses, "addr:port".
-    pub tcp: Vec<String>,
+    #[serde(
+        deserialize_with = "rules::addrs",
+        serialize_with = "rules::as_strings"
+    )]
+    pub tcp: Vec<SocketAddr>,
     /// Networks (CIDR) that may connect to the TCP listeners.
-    pub tcp_allow: Vec<String>,
+    #[serde(deserialize_with = "rules::nets", serialize_with = "rules::as_strings")]
+    pub tcp_allow: Vec<ipnet::IpNet>,
     /// TCP listen addresses where every connection comes from a load
     /// balancer in `proxy_from` and starts with a PROXY protocol v2 header
     /// naming the real client (see `supervisor::proxied`).
-    pub tcp_proxy: Vec<String>,
+    #[serde(
+        deserialize_with = "rules::addrs",
+        serialize_with = "rules::as_strings"
+    )]
+    pub tcp_proxy: Vec<SocketAddr>,
     /// Networks (CIDR) of the load balancers trusted to say who the client
     /// is; empty: no PROXY listener may be configured.
-    pub proxy_from: Vec<String>,
+    #[serde(deserialize_with = "rules::nets", serialize_with = "rules::as_strings")]
+    pub proxy_from: Vec<ipnet::IpNet>,
     /// Seconds a balancer's connection may take to send its whole PROXY
     /// header.
+    #[serde(deserialize_with = "rules::seconds::<1, 300, _, _>")]
     pub proxy_timeout: u64,
     /// PROXY headers being read at once from one balancer address.
+    #[serde(deserialize_with = "rules::count::<1, 65_535, _, _>")]
     pub proxy_pending: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct LimitsConfig {
+    #[serde(deserialize_with = "rules::size::<1, 0xFFFF_FFFF, _>")]
     pub stream_max_length: ByteSize,
     /// Replaced by `max-workers` and `standby-workers`; read only to say so.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "replaced_workers")]
     pub workers: Option<u32>,
     /// Client identities that may have a worker process at once.
+    #[serde(deserialize_with = "rules::count::<1, 4096, _, _>")]
     pub max_workers: u32,
     /// Workers forked ahead of need, bound to the next client identity
     /// that needs one.
     pub standby_workers: u32,
     /// Seconds a draining worker (reload, stop, release) may take to finish
     /// its requests before it is ended.
+    #[serde(deserialize_with = "rules::seconds::<1, 86_400, _, _>")]
     pub drain_timeout: u64,
     /// Memory that must stay available beyond what the current engine took
     /// to load before a reload loads a second one (see
@@ -315,10 +432,14 @@ pub struct LimitsConfig {
     pub reload_memory_check: bool,
     /// Seconds before a reload deferred for lack of memory is tried again
     /// (doubling each time, up to 16 times this).
+    #[serde(deserialize_with = "rules::seconds::<1, 86_400, _, _>")]
     pub reload_retry: u64,
     /// Scans the whole daemon runs at once, split between client identities.
+    #[serde(deserialize_with = "rules::count::<1, 1024, _, _>")]
     pub max_threads: u32,
+    #[serde(deserialize_with = "rules::at_least::<1, _, _>")]
     pub max_queue: u32,
+    #[serde(deserialize_with = "rules::at_least::<1, _, _>")]
     pub max_connections: u32,
     /// Connections that only Unix-socket clients may use: TCP clients can
     /// hold at most `max_connections - unix_reserve` (the reserve is capped
@@ -329,40 +450,55 @@ pub struct LimitsConfig {
     pub admin_reserve: u32,
     /// Connections of one client: a Unix uid, or a TCP address prefix.
     #[serde(alias = "max-connections-per-address")]
+    #[serde(deserialize_with = "rules::at_least::<1, _, _>")]
     pub max_connections_per_client: u32,
     /// Connections of all TCP clients of one /16 (IPv4) or /48 (IPv6)
     /// together: many /24s of one owner share this.
+    #[serde(deserialize_with = "rules::at_least::<1, _, _>")]
     pub max_connections_per_aggregate: u32,
     /// Leading bits of an IPv4 / IPv6 address that make one TCP client.
+    #[serde(deserialize_with = "rules::count::<0, 32, _, _>")]
     pub ipv4_prefix: u8,
+    #[serde(deserialize_with = "rules::count::<0, 128, _, _>")]
     pub ipv6_prefix: u8,
     pub stream_memory: ByteSize,
     /// Seconds from connect until the first command must be complete.
+    #[serde(deserialize_with = "rules::seconds::<1, 86_400, _, _>")]
     pub command_read_timeout: u64,
     /// Seconds from the first byte of a later command (inside IDSESSION)
     /// until it must be complete.
+    #[serde(deserialize_with = "rules::seconds::<1, 86_400, _, _>")]
     pub command_timeout: u64,
     /// Seconds of silence allowed inside a stream.
+    #[serde(deserialize_with = "rules::seconds::<1, 86_400, _, _>")]
     pub read_timeout: u64,
     /// Least average rate of an INSTREAM, in bytes per second, measured over
     /// each `stream_rate_window`; 0 turns the check off.
     pub stream_min_rate: ByteSize,
+    #[serde(deserialize_with = "rules::seconds::<1, 86_400, _, _>")]
     pub stream_rate_window: u64,
     /// Milliseconds one reply may take to be written (clamd's SendBufTimeout).
+    #[serde(deserialize_with = "rules::millis::<1, 3_600_000, _, _>")]
     pub send_timeout: u64,
     /// Milliseconds a connection the daemon ends keeps reading (and
     /// dropping) what the client still sends, so that the client gets the
     /// replies rather than a reset; it ends sooner when the client closes.
+    #[serde(deserialize_with = "rules::millis::<0, 60_000, _, _>")]
     pub close_linger: u64,
+    #[serde(deserialize_with = "rules::seconds::<1, 86_400, _, _>")]
     pub idle_timeout: u64,
+    #[serde(deserialize_with = "rules::size::<64, { 1 << 20 }, _>")]
     pub max_command_length: ByteSize,
+    #[serde(deserialize_with = "rules::at_least::<1, _, _>")]
     pub max_session_commands: u32,
     /// Seconds an IDSESSION may last; it ends at the next command boundary
     /// after this (the reply in progress is sent first). 0: no bound.
+    #[serde(deserialize_with = "rules::seconds::<0, 86_400, _, _>")]
     pub max_session_seconds: u64,
     /// Scanning threads per worker beyond its share of `max_threads`, which
     /// only run jobs of a client that has fewer running scans than its fair
     /// share: one client's slow inputs cannot hold every thread.
+    #[serde(deserialize_with = "rules::count::<0, 64, _, _>")]
     pub reserve_threads: u32,
 }
 
@@ -401,16 +537,19 @@ pub struct ScanConfig {
     pub bytecode_timeout: u32,
     /// Which bytecode signatures may run: "TrustSigned" (signed ones, and
     /// unsigned ones when `bytecode_unsigned`) or "Paranoid" (none).
-    pub bytecode_security: String,
+    pub bytecode_security: BytecodeSecurity,
     /// "Auto", "ForceJIT", "ForceInterpreter" or "Test".
-    pub bytecode_mode: String,
+    pub bytecode_mode: BytecodeMode,
     pub official_database_only: bool,
     pub detect_pua: bool,
     /// PUA categories not to load (clamd's ExcludePUA), with `detect_pua`.
+    #[serde(deserialize_with = "pua_categories")]
     pub exclude_pua: Vec<String>,
     /// The only PUA categories to load (clamd's IncludePUA), with `detect_pua`.
+    #[serde(deserialize_with = "pua_categories")]
     pub include_pua: Vec<String>,
     /// Entries of libclamav's cache of clean files (clamd's CacheSize).
+    #[serde(deserialize_with = "rules::at_least::<1, _, _>")]
     pub cache_size: u32,
     pub disable_cache: bool,
     /// Skip Authenticode checks of PE files (clamd's DisableCertCheck).
@@ -457,6 +596,7 @@ pub struct ScanConfig {
     pub follow_file_symlinks: bool,
     pub cross_filesystems: bool,
     pub max_directory_recursion: u32,
+    #[serde(deserialize_with = "regexes")]
     pub exclude_path: Vec<String>,
 }
 
@@ -484,6 +624,7 @@ impl Default for PolicyConfig {
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct UnixPolicy {
     /// Commands the Unix socket accepts.
+    #[serde(deserialize_with = "command_words")]
     pub commands: Vec<String>,
     /// Users (besides root and the daemon's own user) allowed RELOAD/SHUTDOWN/QUIT.
     pub admin_users: Vec<String>,
@@ -499,6 +640,7 @@ pub struct UnixPolicy {
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct TcpPolicy {
     /// Commands TCP listeners accept.
+    #[serde(deserialize_with = "command_words")]
     pub commands: Vec<String>,
 }
 
@@ -528,32 +670,38 @@ impl Default for TcpPolicy {
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct LogConfig {
     /// error, warn, info, debug or trace.
-    pub level: String,
+    pub level: LogLevel,
     /// Refusals, client errors and warnings logged per client identity and
     /// minute (supervisor and workers together); more are counted and
     /// summarised ("suppressed=N").
+    #[serde(deserialize_with = "rules::at_least::<1, _, _>")]
     pub peer_lines_per_minute: u32,
     /// Scan results and debug lines logged per client identity and minute.
+    #[serde(deserialize_with = "rules::at_least::<1, _, _>")]
     pub result_lines_per_minute: u32,
     /// Bytes of the lines of `peer_lines_per_minute` per client identity
     /// and minute (a line costs `log::limiter::cost`): long paths and
     /// names get fewer lines, not more bytes.
+    #[serde(deserialize_with = "rules::size::<1024, { u64::MAX }, _>")]
     pub peer_bytes_per_minute: ByteSize,
     /// Bytes of the lines of `result_lines_per_minute` per client identity
     /// and minute.
+    #[serde(deserialize_with = "rules::size::<1024, { u64::MAX }, _>")]
     pub result_bytes_per_minute: ByteSize,
     /// Bytes of refusal, error and warning lines about all TCP clients
     /// together per minute (beyond each one's own budget): many /24s cannot
     /// write many budgets' worth.
+    #[serde(deserialize_with = "rules::size::<1024, { u64::MAX }, _>")]
     pub tcp_peer_bytes_per_minute: ByteSize,
     /// Bytes of scan-result and debug lines about all TCP clients together
     /// per minute.
+    #[serde(deserialize_with = "rules::size::<1024, { u64::MAX }, _>")]
     pub tcp_result_bytes_per_minute: ByteSize,
     /// Log clean scan results at info (otherwise at debug).
     pub clean: bool,
     /// Where log lines go: "auto" (journald when stderr is connected to the
     /// journal, else stderr), "journald" or "stderr".
-    pub target: String,
+    pub target: LogTarget,
 }
 
 /// Running as a service: socket activation, on-demand mode.
@@ -566,7 +714,8 @@ pub struct ServiceConfig {
     /// Extra `FileDescriptorName=` values of activated sockets and the
     /// listener settings they get: "unix" or "tcp". The names "unix" and
     /// "tcp" are always known.
-    pub sockets: std::collections::BTreeMap<String, String>,
+    #[serde(deserialize_with = "socket_names")]
+    pub sockets: std::collections::BTreeMap<String, SocketKind>,
     /// File the daemon writes its process id to (clamd's PidFile); empty:
     /// none. Only a regular file of the daemon's own user there is replaced.
     pub pid_file: PathBuf,
@@ -593,12 +742,12 @@ impl Default for ListenConfig {
     fn default() -> Self {
         ListenConfig {
             unix: Some(PathBuf::from("/run/clamsentry/clamd.sock")),
-            unix_mode: "0660".into(),
+            unix_mode: Mode(0o660),
             unix_owner: String::new(),
             unix_group: String::new(),
             backlog: 200,
             tcp: Vec::new(),
-            tcp_allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            tcp_allow: loopback(),
             tcp_proxy: Vec::new(),
             proxy_from: Vec::new(),
             proxy_timeout: 5,
@@ -667,8 +816,8 @@ impl Default for ScanConfig {
             bytecode: true,
             bytecode_unsigned: false,
             bytecode_timeout: 10_000,
-            bytecode_security: "TrustSigned".into(),
-            bytecode_mode: "Auto".into(),
+            bytecode_security: BytecodeSecurity::TrustSigned,
+            bytecode_mode: BytecodeMode::Auto,
             official_database_only: false,
             detect_pua: false,
             exclude_pua: Vec::new(),
@@ -723,7 +872,7 @@ impl Default for ScanConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            level: "info".into(),
+            level: LogLevel::Info,
             peer_lines_per_minute: 30,
             result_lines_per_minute: 6000,
             peer_bytes_per_minute: ByteSize(32 << 10),
@@ -731,7 +880,7 @@ impl Default for LogConfig {
             tcp_peer_bytes_per_minute: ByteSize(256 << 10),
             tcp_result_bytes_per_minute: ByteSize(8 << 20),
             clean: false,
-            target: "auto".into(),
+            target: LogTarget::Auto,
         }
     }
 }
@@ -785,6 +934,35 @@ impl ConfigSource {
     }
 }
 
+/// A configuration that cannot be used: what, and which key (if the
+/// problem is one key's); [`Config::parse`] adds where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl Fault {
+    fn key(key: &str, message: impl Into<String>) -> Fault {
+        Fault {
+            key: Some(key.to_string()),
+            message: message.into(),
+        }
+    }
+}
+
+fn show_invalid(path: &str, place: &Option<Place>, key: &Option<String>, message: &str) -> String {
+    let mut out = path.to_string();
+    if let Some(p) = place {
+        out.push_str(&format!(":{p}"));
+    }
+    out.push_str(": ");
+    if let Some(k) = key {
+        out.push_str(&format!("{k}: "));
+    }
+    out + message
+}
+
 impl Config {
     /// Reads `path`, or [`DEFAULT_PATH`] if present, or built-in defaults.
     pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
@@ -806,14 +984,19 @@ impl Config {
             source,
         })?;
         let config = Config::parse(&text, &shown).map_err(|e| match e {
-            ConfigError::Parse { path, message } if clamd_conf::looks_like_clamd_conf(&text) => {
-                ConfigError::Parse {
-                    path,
-                    message: format!(
-                        "{message}\n(this looks like a clamd.conf: read it with --clamd-conf {shown}, or run `clamsentry clamd -c {shown}`)"
-                    ),
-                }
-            }
+            ConfigError::Invalid {
+                path,
+                place,
+                key: None,
+                message,
+            } if clamd_conf::looks_like_clamd_conf(&text) => ConfigError::Invalid {
+                path,
+                place,
+                key: None,
+                message: format!(
+                    "{message}\n(this looks like a clamd.conf: read it with --clamd-conf {shown}, or run `clamsentry clamd -c {shown}`)"
+                ),
+            },
             e => e,
         })?;
         Ok(Loaded {
@@ -824,21 +1007,45 @@ impl Config {
         })
     }
 
-    /// Parses and validates TOML text; `shown` names the file in errors.
+    /// Parses and validates TOML text; `shown` names the file in errors,
+    /// which say where (`shown:line:column`), which key, the rule broken
+    /// and what to write instead.
     pub fn parse(text: &str, shown: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let invalid = |place, key, message| ConfigError::Invalid {
             path: shown.to_string(),
-            message: e.to_string().trim_end().to_string(),
+            place,
+            key,
+            message,
+        };
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let at = e.span().map(|s| s.start);
+            invalid(
+                at.map(|at| Place::of(text, at)),
+                at.and_then(|at| place::key_at(text, at)),
+                place::one_line(e.message()),
+            )
         })?;
-        config
-            .validate()
-            .map_err(|(key, message)| ConfigError::Invalid {
-                path: shown.to_string(),
-                line: line_of(text, key),
-                key: key.to_string(),
-                message,
-            })?;
+        config.validate().map_err(|f| {
+            let place = f.key.as_deref().and_then(|k| place::value_of(text, k));
+            invalid(place, f.key, f.message)
+        })?;
         Ok(config)
+    }
+
+    /// Every rule, for a configuration built in code (a translated
+    /// clamd.conf): it is written as TOML and read back, so the rules of
+    /// single keys run as for a file.
+    pub fn check(&self) -> Result<(), Fault> {
+        let text = self
+            .to_toml()
+            .map_err(|message| Fault { key: None, message })?;
+        Config::parse(&text, "").map(drop).map_err(|e| match e {
+            ConfigError::Invalid { key, message, .. } => Fault { key, message },
+            e => Fault {
+                key: None,
+                message: e.to_string(),
+            },
+        })
     }
 
     /// The configuration as TOML with every key written out; [`Config::parse`]
@@ -847,119 +1054,21 @@ impl Config {
         toml::to_string(self).map_err(|e| e.to_string())
     }
 
-    fn validate(&self) -> Result<(), (&'static str, String)> {
+    /// The rules that relate several keys (the rules of single keys are in
+    /// the types and run while the file is read; see `rules`).
+    fn validate(&self) -> Result<(), Fault> {
         let l = &self.limits;
-        if l.max_threads == 0 || l.max_threads > 1024 {
-            return Err(("limits.max-threads", "must be between 1 and 1024".into()));
-        }
-        if l.max_queue == 0 {
-            return Err(("limits.max-queue", "must be at least 1".into()));
-        }
-        if l.max_connections == 0 {
-            return Err(("limits.max-connections", "must be at least 1".into()));
-        }
-        if l.stream_max_length.0 == 0 || l.stream_max_length.0 > u64::from(u32::MAX) {
-            return Err((
-                "limits.stream-max-length",
-                "must be between 1 byte and 4G - 1 (the protocol's chunk counter is 32 bits)"
-                    .into(),
-            ));
-        }
-        if l.max_command_length.0 < 64 || l.max_command_length.0 > 1 << 20 {
-            return Err((
-                "limits.max-command-length",
-                "must be between 64 bytes and 1M (clamd uses 4104)".into(),
-            ));
-        }
-        if l.send_timeout == 0 || l.send_timeout > 3_600_000 {
-            return Err((
-                "limits.send-timeout",
-                "must be between 1 and 3600000 milliseconds".into(),
-            ));
-        }
-        if l.close_linger > 60_000 {
-            return Err((
-                "limits.close-linger",
-                "must be between 0 and 60000 milliseconds".into(),
-            ));
-        }
-        for (key, v) in [
-            ("limits.command-read-timeout", l.command_read_timeout),
-            ("limits.command-timeout", l.command_timeout),
-            ("limits.read-timeout", l.read_timeout),
-            ("limits.idle-timeout", l.idle_timeout),
-            ("limits.stream-rate-window", l.stream_rate_window),
-        ] {
-            if v == 0 || v > 86_400 {
-                return Err((key, "must be between 1 and 86400 seconds".into()));
-            }
-        }
-        if l.max_session_commands == 0 {
-            return Err(("limits.max-session-commands", "must be at least 1".into()));
-        }
-        if l.max_session_seconds > 86_400 {
-            return Err((
-                "limits.max-session-seconds",
-                "must be between 1 and 86400 seconds, or 0 for no bound".into(),
-            ));
-        }
-        if l.reserve_threads > 64 {
-            return Err((
-                "limits.reserve-threads",
-                "must be between 0 and 64 (threads per worker beyond its share of limits.max-threads)".into(),
-            ));
-        }
-        if l.max_connections_per_client == 0 {
-            return Err((
-                "limits.max-connections-per-client",
-                "must be at least 1".into(),
-            ));
-        }
-        if l.max_connections_per_aggregate == 0 {
-            return Err((
-                "limits.max-connections-per-aggregate",
-                "must be at least 1 (connections of all TCP clients of one /16 or /48 together)"
-                    .into(),
-            ));
-        }
-        if l.workers.is_some() {
-            return Err((
-                "limits.workers",
-                "was replaced: every client identity now has a worker of its own; \
-                 set limits.max-workers (identities with a worker at once) and \
-                 limits.standby-workers (workers forked ahead of need) instead"
-                    .into(),
-            ));
-        }
-        if l.max_workers == 0 || l.max_workers > 4096 {
-            return Err(("limits.max-workers", "must be between 1 and 4096".into()));
-        }
         if l.standby_workers > l.max_workers {
-            return Err((
+            return Err(Fault::key(
                 "limits.standby-workers",
-                "must be at most limits.max-workers".into(),
+                format!(
+                    "must be at most limits.max-workers ({}), not {}",
+                    l.max_workers, l.standby_workers
+                ),
             ));
-        }
-        if l.drain_timeout == 0 || l.drain_timeout > 86_400 {
-            return Err((
-                "limits.drain-timeout",
-                "must be between 1 and 86400 seconds".into(),
-            ));
-        }
-        if l.reload_retry == 0 || l.reload_retry > 86_400 {
-            return Err((
-                "limits.reload-retry",
-                "must be between 1 and 86400 seconds".into(),
-            ));
-        }
-        if l.ipv4_prefix > 32 {
-            return Err(("limits.ipv4-prefix", "must be between 0 and 32".into()));
-        }
-        if l.ipv6_prefix > 128 {
-            return Err(("limits.ipv6-prefix", "must be between 0 and 128".into()));
         }
         if l.stream_memory < l.stream_max_length {
-            return Err((
+            return Err(Fault::key(
                 "limits.stream-memory",
                 format!(
                     "must be at least limits.stream-max-length ({}), or no stream could reach its limit",
@@ -967,27 +1076,12 @@ impl Config {
                 ),
             ));
         }
-        self.unix_mode().map_err(|m| ("listen.unix-mode", m))?;
-        for (key, name) in [
-            ("listen.unix-owner", &self.listen.unix_owner),
-            ("listen.unix-group", &self.listen.unix_group),
-        ] {
-            if name.trim() != name || name.contains(['\0', ':', '/']) {
-                return Err((
-                    key,
-                    format!("{name:?} is not a user or group name or number"),
-                ));
-            }
-        }
-        if self.listen.backlog == 0 || self.listen.backlog > 65_535 {
-            return Err(("listen.backlog", "must be between 1 and 65535".into()));
-        }
-        let addrs = self.tcp_addrs().map_err(|m| ("listen.tcp", m))?;
-        let allow = self.tcp_allow().map_err(|m| ("listen.tcp-allow", m))?;
+        let addrs = &self.listen.tcp;
+        let allow = &self.listen.tcp_allow;
         if !addrs.is_empty() && allow.is_empty() {
-            return Err((
+            return Err(Fault::key(
                 "listen.tcp-allow",
-                "is empty, so no client could connect over TCP: list the networks that may (e.g. [\"127.0.0.0/8\"])".into(),
+                "is empty, so no client could connect over TCP: list the networks that may (e.g. [\"127.0.0.0/8\"])",
             ));
         }
         if let Some(open) = addrs
@@ -995,7 +1089,7 @@ impl Config {
             .find(|a| !crate::policy::peer::canonical(a.ip()).is_loopback())
         {
             if allow.iter().all(|n| n.addr().is_loopback()) {
-                return Err((
+                return Err(Fault::key(
                     "listen.tcp-allow",
                     format!(
                         "listen.tcp binds {open}, reachable from the network, but only loopback may connect: \
@@ -1004,177 +1098,16 @@ impl Config {
                 ));
             }
         }
-        self.validate_proxy(&addrs, &allow)?;
-        for (key, words) in [
-            ("policy.unix.commands", &self.policy.unix.commands),
-            ("policy.tcp.commands", &self.policy.tcp.commands),
-        ] {
-            if let Some(bad) = words
-                .iter()
-                .find(|w| crate::policy::commands::parse_word(w).is_none())
-            {
-                return Err((
-                    key,
-                    format!("{bad:?} is not a clamd command (use the words VERSIONCOMMANDS lists, in capitals)"),
-                ));
-            }
-        }
-        if !matches!(
-            self.scan.bytecode_security.as_str(),
-            "TrustSigned" | "Paranoid"
-        ) {
-            return Err((
-                "scan.bytecode-security",
-                format!(
-                    "{:?} is not a choice: use \"TrustSigned\" or \"Paranoid\"",
-                    self.scan.bytecode_security
-                ),
-            ));
-        }
-        if !matches!(
-            self.scan.bytecode_mode.as_str(),
-            "Auto" | "ForceJIT" | "ForceInterpreter" | "Test"
-        ) {
-            return Err((
-                "scan.bytecode-mode",
-                format!(
-                    "{:?} is not a choice: use \"Auto\", \"ForceJIT\", \"ForceInterpreter\" or \"Test\"",
-                    self.scan.bytecode_mode
-                ),
-            ));
-        }
+        self.validate_proxy()?;
         if !self.scan.exclude_pua.is_empty() && !self.scan.include_pua.is_empty() {
-            return Err((
+            return Err(Fault::key(
                 "scan.include-pua",
-                "cannot be used together with scan.exclude-pua (as clamd's IncludePUA and ExcludePUA)"
-                    .into(),
-            ));
-        }
-        for (key, cats) in [
-            ("scan.exclude-pua", &self.scan.exclude_pua),
-            ("scan.include-pua", &self.scan.include_pua),
-        ] {
-            if let Some(bad) = cats
-                .iter()
-                .find(|c| c.is_empty() || c.contains(['.', '\0']))
-            {
-                return Err((
-                    key,
-                    format!("{bad:?} is not a PUA category name (like \"NetTool\")"),
-                ));
-            }
-        }
-        if self.scan.cache_size == 0 {
-            return Err(("scan.cache-size", "must be at least 1".into()));
-        }
-        for pattern in &self.scan.exclude_path {
-            regex::bytes::Regex::new(pattern).map_err(|e| {
-                (
-                    "scan.exclude-path",
-                    format!("{pattern:?} is not a valid regular expression: {e}"),
-                )
-            })?;
-        }
-        if !matches!(
-            self.log.level.as_str(),
-            "error" | "warn" | "info" | "debug" | "trace"
-        ) {
-            return Err((
-                "log.level",
-                format!(
-                    "{:?} is not a level: use error, warn, info, debug or trace",
-                    self.log.level
-                ),
-            ));
-        }
-        if !matches!(self.sandbox.isolation.as_str(), "identity" | "connection") {
-            return Err((
-                "sandbox.isolation",
-                format!(
-                    "{:?} is not a choice: use \"identity\" or \"connection\"",
-                    self.sandbox.isolation
-                ),
-            ));
-        }
-        if !matches!(self.sandbox.landlock.as_str(), "required" | "best-effort") {
-            return Err((
-                "sandbox.landlock",
-                format!(
-                    "{:?} is not a choice: use \"required\" or \"best-effort\"",
-                    self.sandbox.landlock
-                ),
-            ));
-        }
-        if !matches!(self.sandbox.seccomp.as_str(), "required" | "best-effort") {
-            return Err((
-                "sandbox.seccomp",
-                format!(
-                    "{:?} is not a choice: use \"required\" or \"best-effort\"",
-                    self.sandbox.seccomp
-                ),
-            ));
-        }
-        if self.log.peer_lines_per_minute == 0 {
-            return Err(("log.peer-lines-per-minute", "must be at least 1".into()));
-        }
-        if self.log.result_lines_per_minute == 0 {
-            return Err(("log.result-lines-per-minute", "must be at least 1".into()));
-        }
-        for (key, size) in [
-            ("log.peer-bytes-per-minute", self.log.peer_bytes_per_minute),
-            (
-                "log.result-bytes-per-minute",
-                self.log.result_bytes_per_minute,
-            ),
-            (
-                "log.tcp-peer-bytes-per-minute",
-                self.log.tcp_peer_bytes_per_minute,
-            ),
-            (
-                "log.tcp-result-bytes-per-minute",
-                self.log.tcp_result_bytes_per_minute,
-            ),
-        ] {
-            if size.0 < 1024 {
-                return Err((
-                    key,
-                    format!(
-                        "{size} is less than 1K: a line costs at least {} bytes",
-                        crate::log::limiter::LINE_COST
-                    ),
-                ));
-            }
-        }
-        if !matches!(self.log.target.as_str(), "auto" | "journald" | "stderr") {
-            return Err((
-                "log.target",
-                format!(
-                    "{:?} is not a log target: use auto, journald or stderr",
-                    self.log.target
-                ),
-            ));
-        }
-        if self.database.self_check > 86_400 {
-            return Err((
-                "database.self-check",
-                "must be between 0 (off) and 86400 seconds".into(),
+                "cannot be used together with scan.exclude-pua (as clamd's IncludePUA and ExcludePUA)",
             ));
         }
         let v = &self.virus_event;
-        if v.command.contains('\0') || v.command.len() > 4096 {
-            return Err((
-                "virus-event.command",
-                "must be at most 4096 bytes, without NUL".into(),
-            ));
-        }
-        if matches!(v.user.as_str(), "root" | "0") {
-            return Err((
-                "virus-event.user",
-                "the command never runs as root: name an unprivileged user".into(),
-            ));
-        }
         if !v.command.is_empty() && v.effective_user() == self.sandbox.user {
-            return Err((
+            return Err(Fault::key(
                 "virus-event.user",
                 format!(
                     "{:?} is sandbox.user: the command would run as the scanning workers, outside their sandbox; name a user of its own (default {DEFAULT_VIRUS_EVENT_USER})",
@@ -1182,26 +1115,8 @@ impl Config {
                 ),
             ));
         }
-        if v.timeout == 0 || v.timeout > 3600 {
-            return Err((
-                "virus-event.timeout",
-                "must be between 1 and 3600 seconds".into(),
-            ));
-        }
-        if v.max_concurrent == 0 || v.max_concurrent > 64 {
-            return Err((
-                "virus-event.max-concurrent",
-                "must be between 1 and 64".into(),
-            ));
-        }
-        if v.max_per_minute == 0 || v.max_per_minute > 100_000 {
-            return Err((
-                "virus-event.max-per-minute",
-                "must be between 1 and 100000".into(),
-            ));
-        }
         if v.max_per_minute_per_peer > v.max_per_minute {
-            return Err((
+            return Err(Fault::key(
                 "virus-event.max-per-minute-per-peer",
                 format!(
                     "must be at most virus-event.max-per-minute ({}); 0 is a quarter of it",
@@ -1209,111 +1124,46 @@ impl Config {
                 ),
             ));
         }
-        for (name, kind) in &self.service.sockets {
-            if !matches!(kind.as_str(), "unix" | "tcp" | "tcp-proxy") {
-                return Err((
-                    "service.sockets",
-                    format!(
-                        "socket {name:?} maps to {kind:?}: use \"unix\", \"tcp\" or \"tcp-proxy\""
-                    ),
-                ));
-            }
-            if matches!(name.as_str(), "metrics" | "agent") {
-                return Err((
-                    "service.sockets",
-                    format!(
-                        "socket {name:?} is the {name} listener's own name and cannot be mapped"
-                    ),
-                ));
-            }
+        if let Some(ObserverListen::Tcp(addr)) = self.metrics.listen {
+            open_to_network("metrics.tcp-allow", addr, &self.metrics.tcp_allow)?;
         }
-        self.validate_observer()
-    }
-
-    fn validate_observer(&self) -> Result<(), (&'static str, String)> {
-        let m = &self.metrics;
-        let metrics = self.metrics_listen().map_err(|e| ("metrics.listen", e))?;
-        let allow = allow_list(&m.tcp_allow).map_err(|e| ("metrics.tcp-allow", e))?;
-        if let Some(ObserverListen::Tcp(addr)) = metrics {
-            open_to_network("metrics.tcp-allow", addr, &allow)?;
-        }
-        if m.top_detections > crate::ipc::observe::MAX_TOP as u32 {
-            return Err((
-                "metrics.top-detections",
-                format!(
-                    "must be between 0 (off) and {}",
-                    crate::ipc::observe::MAX_TOP
-                ),
-            ));
-        }
-        if m.max_connections == 0 || m.max_connections > 4096 {
-            return Err((
-                "metrics.max-connections",
-                "must be between 1 and 4096".into(),
-            ));
-        }
-        if m.header_timeout == 0 || m.header_timeout > 300 {
-            return Err((
-                "metrics.header-timeout",
-                "must be between 1 and 300 seconds".into(),
-            ));
-        }
-        let agent = self.agent_listen().map_err(|e| ("agent.listen", e))?;
-        let allow = allow_list(&self.agent.tcp_allow).map_err(|e| ("agent.tcp-allow", e))?;
-        if let Some(addr) = agent {
-            open_to_network("agent.tcp-allow", addr, &allow)?;
-        }
-        if self.selftest.interval > 86_400 {
-            return Err((
-                "selftest.interval",
-                "must be between 0 (off) and 86400 seconds".into(),
-            ));
-        }
-        if self.selftest.timeout == 0 || self.selftest.timeout > 3600 {
-            return Err((
-                "selftest.timeout",
-                "must be between 1 and 3600 seconds".into(),
-            ));
+        if let Some(addr) = self.agent.listen {
+            open_to_network("agent.tcp-allow", addr, &self.agent.tcp_allow)?;
         }
         Ok(())
     }
 
     /// The PROXY protocol keys: a PROXY listener needs balancers to trust,
     /// and its clients are checked against `tcp-allow` as direct ones are.
-    fn validate_proxy(
-        &self,
-        tcp: &[SocketAddr],
-        allow: &[ipnet::IpNet],
-    ) -> Result<(), (&'static str, String)> {
+    fn validate_proxy(&self) -> Result<(), Fault> {
         let l = &self.listen;
-        let proxied = self
-            .tcp_proxy_addrs()
-            .map_err(|m| ("listen.tcp-proxy", m))?;
-        let from = self.proxy_from().map_err(|m| ("listen.proxy-from", m))?;
-        if let Some(both) = proxied.iter().find(|a| tcp.contains(a)) {
-            return Err((
+        if let Some(both) = l.tcp_proxy.iter().find(|a| l.tcp.contains(a)) {
+            return Err(Fault::key(
                 "listen.tcp-proxy",
                 format!("{both} is also in listen.tcp: a port either expects PROXY headers or not"),
             ));
         }
-        let activated_proxy = self.service.sockets.values().any(|k| k == "tcp-proxy");
-        if (!proxied.is_empty() || activated_proxy) && from.is_empty() {
-            return Err((
+        let activated_proxy = self
+            .service
+            .sockets
+            .values()
+            .any(|k| *k == SocketKind::TcpProxy);
+        if (!l.tcp_proxy.is_empty() || activated_proxy) && l.proxy_from.is_empty() {
+            return Err(Fault::key(
                 "listen.proxy-from",
                 "is empty, so every connection to a PROXY listener (listen.tcp-proxy) would be refused: \
-                 list the load balancers' networks (e.g. [\"192.0.2.10/32\"])"
-                    .into(),
+                 list the load balancers' networks (e.g. [\"192.0.2.10/32\"])",
             ));
         }
-        if !proxied.is_empty() && allow.is_empty() {
-            return Err((
+        if !l.tcp_proxy.is_empty() && l.tcp_allow.is_empty() {
+            return Err(Fault::key(
                 "listen.tcp-allow",
-                "is empty, so no client behind the balancer could connect: list the client networks".into(),
+                "is empty, so no client behind the balancer could connect: list the client networks",
             ));
         }
-        if let Some(open) = proxied.iter().find(|a| !a.ip().is_loopback()) {
-            if allow.iter().all(|n| n.addr().is_loopback()) {
-                return Err((
+        if let Some(open) = l.tcp_proxy.iter().find(|a| !a.ip().is_loopback()) {
+            if l.tcp_allow.iter().all(|n| n.addr().is_loopback()) {
+                return Err(Fault::key(
                     "listen.tcp-allow",
                     format!(
                         "listen.tcp-proxy binds {open} for a load balancer, but only loopback clients may connect: \
@@ -1322,68 +1172,35 @@ impl Config {
                 ));
             }
         }
-        if l.proxy_timeout == 0 || l.proxy_timeout > 300 {
-            return Err((
-                "listen.proxy-timeout",
-                "must be between 1 and 300 seconds".into(),
-            ));
-        }
-        if l.proxy_pending == 0 || l.proxy_pending > 65_535 {
-            return Err(("listen.proxy-pending", "must be between 1 and 65535".into()));
-        }
         Ok(())
     }
 
     /// The addresses of the PROXY listeners.
-    pub fn tcp_proxy_addrs(&self) -> Result<Vec<SocketAddr>, String> {
-        parse_addrs(&self.listen.tcp_proxy)
+    pub fn tcp_proxy_addrs(&self) -> &[SocketAddr] {
+        &self.listen.tcp_proxy
     }
 
     /// The networks of the trusted load balancers.
-    pub fn proxy_from(&self) -> Result<Vec<ipnet::IpNet>, String> {
-        allow_list(&self.listen.proxy_from)
+    pub fn proxy_from(&self) -> &[ipnet::IpNet] {
+        &self.listen.proxy_from
     }
 
-    /// `metrics.listen`, parsed: `None` when off.
-    pub fn metrics_listen(&self) -> Result<Option<ObserverListen>, String> {
-        let text = self.metrics.listen.trim();
-        if text.is_empty() {
-            return Ok(None);
-        }
-        if text.starts_with('/') {
-            if text.contains('\0') || text.len() > 107 {
-                return Err(format!(
-                    "{text:?} is not a usable Unix socket path (at most 107 bytes)"
-                ));
-            }
-            return Ok(Some(ObserverListen::Unix(PathBuf::from(text))));
-        }
-        text.parse::<SocketAddr>()
-            .map(|a| Some(ObserverListen::Tcp(a)))
-            .map_err(|_| {
-                format!("{text:?} is not an address like \"127.0.0.1:9906\" nor an absolute Unix socket path")
-            })
+    /// `metrics.listen`: `None` when off.
+    pub fn metrics_listen(&self) -> Option<&ObserverListen> {
+        self.metrics.listen.as_ref()
     }
 
-    /// `agent.listen`, parsed: `None` when off.
-    pub fn agent_listen(&self) -> Result<Option<SocketAddr>, String> {
-        let text = self.agent.listen.trim();
-        if text.is_empty() {
-            return Ok(None);
-        }
-        text.parse::<SocketAddr>().map(Some).map_err(|_| {
-            format!(
-                "{text:?} is not an address like \"0.0.0.0:9907\" (HAProxy's agent-check uses TCP)"
-            )
-        })
+    /// `agent.listen`: `None` when off.
+    pub fn agent_listen(&self) -> Option<SocketAddr> {
+        self.agent.listen
     }
 
     pub fn metrics_allow(&self) -> Vec<ipnet::IpNet> {
-        allow_list(&self.metrics.tcp_allow).unwrap_or_default()
+        self.metrics.tcp_allow.clone()
     }
 
     pub fn agent_allow(&self) -> Vec<ipnet::IpNet> {
-        allow_list(&self.agent.tcp_allow).unwrap_or_default()
+        self.agent.tcp_allow.clone()
     }
 
     /// The Unix socket path, if one is configured.
@@ -1394,61 +1211,36 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
     }
 
-    pub fn unix_mode(&self) -> Result<u32, String> {
-        let m = self.listen.unix_mode.trim_start_matches("0o");
-        u32::from_str_radix(m, 8)
-            .ok()
-            .filter(|v| *v <= 0o777)
-            .ok_or_else(|| {
-                format!(
-                    "{:?} is not an octal mode like \"0660\"",
-                    self.listen.unix_mode
-                )
-            })
+    /// `listen.unix-mode`'s permission bits.
+    pub fn unix_mode(&self) -> u32 {
+        self.listen.unix_mode.0
     }
 
-    pub fn tcp_allow(&self) -> Result<Vec<ipnet::IpNet>, String> {
-        allow_list(&self.listen.tcp_allow)
+    pub fn tcp_allow(&self) -> &[ipnet::IpNet] {
+        &self.listen.tcp_allow
     }
 
-    pub fn tcp_addrs(&self) -> Result<Vec<SocketAddr>, String> {
-        parse_addrs(&self.listen.tcp)
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.listen.tcp
     }
 }
 
-/// Networks of an allow-list (`listen.tcp-allow` and its kin).
-fn allow_list(list: &[String]) -> Result<Vec<ipnet::IpNet>, String> {
-    list.iter()
-        .map(|n| {
-            n.parse::<ipnet::IpNet>()
-                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| format!("{n:?} is not a network like \"127.0.0.0/8\" or an address"))
-        })
-        .collect()
-}
-
-fn parse_addrs(list: &[String]) -> Result<Vec<SocketAddr>, String> {
-    list.iter()
-        .map(|a| {
-            a.parse::<SocketAddr>().map_err(|_| {
-                format!("{a:?} is not an address like \"127.0.0.1:3310\" or \"[::1]:3310\"")
-            })
-        })
+/// The default allow-lists: loopback.
+fn loopback() -> Vec<ipnet::IpNet> {
+    ["127.0.0.0/8", "::1/128"]
+        .iter()
+        .map(|n| n.parse().expect("a network"))
         .collect()
 }
 
 /// A listener reachable from the network needs client networks in its
 /// allow-list (as `listen.tcp`).
-fn open_to_network(
-    key: &'static str,
-    addr: SocketAddr,
-    allow: &[ipnet::IpNet],
-) -> Result<(), (&'static str, String)> {
+fn open_to_network(key: &str, addr: SocketAddr, allow: &[ipnet::IpNet]) -> Result<(), Fault> {
     if allow.is_empty() {
-        return Err((key, "is empty, so no client could connect: list the networks that may (e.g. [\"127.0.0.0/8\"])".into()));
+        return Err(Fault::key(key, "is empty, so no client could connect: list the networks that may (e.g. [\"127.0.0.0/8\"])"));
     }
     if !addr.ip().is_loopback() && allow.iter().all(|n| n.addr().is_loopback()) {
-        return Err((
+        return Err(Fault::key(
             key,
             format!("the listener binds {addr}, reachable from the network, but only loopback may connect: list the client networks (e.g. [\"192.0.2.0/24\"])"),
         ));
@@ -1456,25 +1248,164 @@ fn open_to_network(
     Ok(())
 }
 
-/// The 1-based line where `table.key` is set, or 0 if the file does not set it.
-fn line_of(text: &str, dotted: &str) -> usize {
-    let (table, key) = dotted.rsplit_once('.').unwrap_or(("", dotted));
-    let mut current = String::new();
-    for (i, line) in text.lines().enumerate() {
-        let t = line.trim();
-        if let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-            current = name.trim().to_string();
-            continue;
-        }
-        if current == table {
-            if let Some((k, _)) = t.split_once('=') {
-                if k.trim().trim_matches('"') == key {
-                    return i + 1;
-                }
-            }
-        }
+// ---- rules of single keys that are not a range or a choice ----
+
+use serde::de::{Deserializer, Error as _};
+
+/// A string that passes `check`.
+fn checked<'de, D: Deserializer<'de>>(
+    d: D,
+    check: impl Fn(&str) -> Result<(), String>,
+) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    check(&s).map_err(D::Error::custom)?;
+    Ok(s)
+}
+
+/// A list of strings, each passing `check`.
+fn checked_list<'de, D: Deserializer<'de>>(
+    d: D,
+    check: impl Fn(&str) -> Result<(), String>,
+) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    for s in &list {
+        check(s).map_err(D::Error::custom)?;
     }
-    0
+    Ok(list)
+}
+
+/// `listen.unix-owner`, `listen.unix-group`.
+fn account<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked(d, |name| {
+        if name.trim() != name || name.contains(['\0', ':', '/']) {
+            return Err(format!("{name:?} is not a user or group name or number"));
+        }
+        Ok(())
+    })
+}
+
+/// `virus-event.command`.
+fn event_command<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked(d, |c| {
+        if c.contains('\0') || c.len() > 4096 {
+            return Err("must be at most 4096 bytes, without NUL".into());
+        }
+        Ok(())
+    })
+}
+
+/// `virus-event.user`.
+fn event_user<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked(d, |u| {
+        if matches!(u, "root" | "0") {
+            return Err("the command never runs as root: name an unprivileged user".into());
+        }
+        Ok(())
+    })
+}
+
+/// `scan.exclude-pua`, `scan.include-pua`.
+fn pua_categories<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    checked_list(d, |c| {
+        if c.is_empty() || c.contains(['.', '\0']) {
+            return Err(format!(
+                "{c:?} is not a PUA category name (like \"NetTool\")"
+            ));
+        }
+        Ok(())
+    })
+}
+
+/// `scan.exclude-path`.
+fn regexes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    checked_list(d, |p| {
+        regex::bytes::Regex::new(p)
+            .map(drop)
+            .map_err(|e| format!("{p:?} is not a valid regular expression: {e}"))
+    })
+}
+
+/// `policy.unix.commands`, `policy.tcp.commands`.
+fn command_words<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    checked_list(d, |w| match crate::policy::commands::parse_word(w) {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "{w:?} is not a clamd command (use the words VERSIONCOMMANDS lists, in capitals)"
+        )),
+    })
+}
+
+/// `service.sockets`: the observer's own names cannot be mapped.
+fn socket_names<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, SocketKind>, D::Error> {
+    let map = std::collections::BTreeMap::<String, SocketKind>::deserialize(d)?;
+    if let Some(name) = map
+        .keys()
+        .find(|n| matches!(n.as_str(), "metrics" | "agent"))
+    {
+        return Err(D::Error::custom(format!(
+            "socket {name:?} is the {name} listener's own name and cannot be mapped"
+        )));
+    }
+    Ok(map)
+}
+
+/// `limits.workers`, which only says what replaced it.
+fn replaced_workers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let _ = serde::de::IgnoredAny::deserialize(d)?;
+    Err(D::Error::custom(
+        "was replaced: every client identity now has a worker of its own; \
+         set limits.max-workers (identities with a worker at once) and \
+         limits.standby-workers (workers forked ahead of need) instead",
+    ))
+}
+
+/// `metrics.listen`: a TCP address or an absolute Unix socket path; "": off.
+fn metrics_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ObserverListen>, D::Error> {
+    let s = String::deserialize(d)?;
+    let text = s.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.starts_with('/') {
+        if text.contains('\0') || text.len() > 107 {
+            return Err(D::Error::custom(format!(
+                "{text:?} is not a usable Unix socket path (at most 107 bytes)"
+            )));
+        }
+        return Ok(Some(ObserverListen::Unix(PathBuf::from(text))));
+    }
+    text.parse::<SocketAddr>()
+        .map(|a| Some(ObserverListen::Tcp(a)))
+        .map_err(|_| {
+            D::Error::custom(format!("{text:?} is not an address like \"127.0.0.1:9906\" nor an absolute Unix socket path"))
+        })
+}
+
+/// `agent.listen`: a TCP address; "": off.
+fn agent_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    let text = s.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse::<SocketAddr>().map(Some).map_err(|_| {
+        D::Error::custom(format!(
+            "{text:?} is not an address like \"0.0.0.0:9907\" (HAProxy's agent-check uses TCP)"
+        ))
+    })
+}
+
+/// Writes an optional listener as its text, `""` when off.
+fn optional<S: serde::Serializer, T: std::fmt::Display>(
+    v: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_str(""),
+    }
 }
 
 #[cfg(test)]
@@ -1485,7 +1416,7 @@ mod tests {
     fn empty_file_is_defaults() {
         let c = Config::parse("", "t.toml").unwrap();
         assert_eq!(c.limits.stream_max_length, ByteSize(100 << 20));
-        assert_eq!(c.unix_mode().unwrap(), 0o660);
+        assert_eq!(c.unix_mode(), 0o660);
     }
 
     #[test]
@@ -1493,9 +1424,10 @@ mod tests {
         let err = Config::parse("[limits]\nmax-thread = 4\n", "t.toml")
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("t.toml: "), "{err}");
-        assert!(err.contains("line 2"), "{err}");
-        assert!(err.contains("max-thread"), "{err}");
+        assert!(
+            err.starts_with("t.toml:2:1: limits.max-thread: unknown field `max-thread`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1508,8 +1440,103 @@ mod tests {
         .to_string();
         assert_eq!(
             err,
-            "t.toml:5: limits.max-threads: must be between 1 and 1024"
+            "t.toml:5:15: limits.max-threads: must be between 1 and 1024, not 0"
         );
+    }
+
+    #[test]
+    fn bad_values_name_line_column_and_key() {
+        let text = "# comment\n[sandbox]\nisolation = \"process\"\n";
+        let err = Config::parse(text, "f.toml").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "f.toml:3:13: sandbox.isolation: \"process\" is not a choice: use \"identity\" or \"connection\""
+        );
+        let err = Config::parse("[limits]\nread-timeout = -5\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "f.toml:2:16: limits.read-timeout: must be between 1 and 86400 seconds, not -5"
+        );
+        let err = Config::parse("[limits]\nmax-command-length = \"2M\"\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "f.toml:2:22: limits.max-command-length: must be between 64 and 1M bytes, not 2M"
+        );
+        let err = Config::parse("[listen]\ntcp-allow = [\"::1\", \"x/8\"]\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "f.toml:2:13: listen.tcp-allow: \"x/8\" is not a network like \"127.0.0.0/8\" or an address"
+        );
+        let err = Config::parse("[limits]\nmax-threads = \"4\"\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("f.toml:2:15: limits.max-threads: invalid type: string \"4\", expected a whole number (must be between 1 and 1024)"),
+            "{err}"
+        );
+        // Not TOML: the place, no key.
+        let err = Config::parse("[limits\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("f.toml:1:8: "), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn cross_key_errors_name_the_key_and_where_it_is() {
+        let text = "[limits]\nmax-workers = 4\nstandby-workers = 5\n";
+        let err = Config::parse(text, "f.toml").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "f.toml:3:19: limits.standby-workers: must be at most limits.max-workers (4), not 5"
+        );
+        // A key the file does not set (its default is what conflicts): the
+        // key, no place.
+        let err = Config::parse("[listen]\ntcp = [\"0.0.0.0:3310\"]\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("f.toml: listen.tcp-allow: listen.tcp binds 0.0.0.0:3310"),
+            "{err}"
+        );
+        let err = Config::parse(
+            "[virus-event]\ncommand = \"true\"\nuser = \"scan\"\n[sandbox]\nuser = \"scan\"\n",
+            "f.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("f.toml:3:8: virus-event.user: \"scan\" is sandbox.user"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn replaced_and_every_single_key_rule_hold_for_code_built_configs() {
+        let err = Config::parse("[limits]\nworkers = 4\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("f.toml:2:11: limits.workers: was replaced"),
+            "{err}"
+        );
+        let mut c = Config::default();
+        c.limits.max_threads = 0;
+        assert_eq!(
+            c.check(),
+            Err(Fault {
+                key: Some("limits.max-threads".into()),
+                message: "must be between 1 and 1024, not 0".into()
+            })
+        );
+        c.limits.max_threads = 4;
+        c.check().unwrap();
     }
 
     #[test]
@@ -1586,8 +1613,8 @@ mod tests {
         let ok = "[listen]\ntcp-proxy = [\"0.0.0.0:3311\"]\nproxy-from = [\"192.0.2.10\"]\n\
                   tcp-allow = [\"198.51.100.0/24\"]\n";
         let c = Config::parse(ok, "t").unwrap();
-        assert_eq!(c.tcp_proxy_addrs().unwrap().len(), 1);
-        assert_eq!(c.proxy_from().unwrap()[0].to_string(), "192.0.2.10/32");
+        assert_eq!(c.tcp_proxy_addrs().len(), 1);
+        assert_eq!(c.proxy_from()[0].to_string(), "192.0.2.10/32");
         assert_eq!((c.listen.proxy_timeout, c.listen.proxy_pending), (5, 64));
         let err = Config::parse(
             "[listen]\ntcp-proxy = [\"0.0.0.0:3311\"]\nproxy-from = [\"192.0.2.10\"]\n",
@@ -1644,7 +1671,7 @@ mod tests {
         let err = Config::parse("[policy.tcp]\ncommands = [\"PING\", \"scan\"]\n", "t")
             .unwrap_err()
             .to_string();
-        assert_eq!(err, "t:2: policy.tcp.commands: \"scan\" is not a clamd command (use the words VERSIONCOMMANDS lists, in capitals)");
+        assert_eq!(err, "t:2:12: policy.tcp.commands: \"scan\" is not a clamd command (use the words VERSIONCOMMANDS lists, in capitals)");
     }
 
     #[test]
@@ -1655,10 +1682,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.service.exit_when_idle, 30);
-        assert_eq!(c.service.sockets["scanners"], "tcp");
+        assert_eq!(c.service.sockets["scanners"], SocketKind::Tcp);
         assert_eq!(c.database.self_check, 0);
         assert_eq!(Config::default().database.self_check, 60);
-        assert_eq!(Config::default().log.target, "auto");
+        assert_eq!(Config::default().log.target, LogTarget::Auto);
         let err = Config::parse("[service]\nsockets = { x = \"udp\" }\n", "t")
             .unwrap_err()
             .to_string();
@@ -1671,14 +1698,14 @@ mod tests {
             .to_string();
         assert_eq!(
             err,
-            "t:2: log.target: \"syslog\" is not a log target: use auto, journald or stderr"
+            "t:2:10: log.target: \"syslog\" is not a choice: use \"auto\", \"journald\" or \"stderr\""
         );
     }
 
     #[test]
     fn observer_keys_are_checked() {
         let c = Config::default();
-        assert_eq!(c.metrics_listen().unwrap(), None);
+        assert_eq!(c.metrics_listen(), None);
         assert_eq!(c.selftest.interval, 60);
         assert_eq!(c.database.max_age, Span(7 * 86_400));
         let c = Config::parse(
@@ -1687,18 +1714,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            c.metrics_listen().unwrap(),
-            Some(ObserverListen::Tcp("127.0.0.1:9906".parse().unwrap()))
+            c.metrics_listen(),
+            Some(&ObserverListen::Tcp("127.0.0.1:9906".parse().unwrap()))
         );
-        assert_eq!(
-            c.agent_listen().unwrap(),
-            Some("0.0.0.0:9907".parse().unwrap())
-        );
+        assert_eq!(c.agent_listen(), Some("0.0.0.0:9907".parse().unwrap()));
         assert_eq!(c.database.max_age, Span(36 * 3600));
         let c = Config::parse("[metrics]\nlisten = \"/run/cs/metrics.sock\"\n", "t").unwrap();
         assert_eq!(
-            c.metrics_listen().unwrap(),
-            Some(ObserverListen::Unix("/run/cs/metrics.sock".into()))
+            c.metrics_listen(),
+            Some(&ObserverListen::Unix("/run/cs/metrics.sock".into()))
         );
         for (text, key) in [
             (

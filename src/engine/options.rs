@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clamav_sys as sys;
 use sys::cl_engine_field as F;
 
-use crate::config::{Config, ScanConfig};
+use crate::config::{BytecodeMode, BytecodeSecurity, Config, ScanConfig};
 
 /// The scan option bits of `struct cl_scan_options`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -236,19 +236,19 @@ impl EngineSettings {
             (
                 "scan.bytecode-security",
                 F::CL_ENGINE_BYTECODE_SECURITY,
-                match s.bytecode_security.as_str() {
-                    "Paranoid" => BYTECODE_TRUST_NOTHING,
-                    _ => BYTECODE_TRUST_SIGNED,
+                match s.bytecode_security {
+                    BytecodeSecurity::Paranoid => BYTECODE_TRUST_NOTHING,
+                    BytecodeSecurity::TrustSigned => BYTECODE_TRUST_SIGNED,
                 },
             ),
             (
                 "scan.bytecode-mode",
                 F::CL_ENGINE_BYTECODE_MODE,
-                match s.bytecode_mode.as_str() {
-                    "ForceJIT" => BYTECODE_MODE_JIT,
-                    "ForceInterpreter" => BYTECODE_MODE_INTERPRETER,
-                    "Test" => BYTECODE_MODE_TEST,
-                    _ => BYTECODE_MODE_AUTO,
+                match s.bytecode_mode {
+                    BytecodeMode::ForceJit => BYTECODE_MODE_JIT,
+                    BytecodeMode::ForceInterpreter => BYTECODE_MODE_INTERPRETER,
+                    BytecodeMode::Test => BYTECODE_MODE_TEST,
+                    BytecodeMode::Auto => BYTECODE_MODE_AUTO,
                 },
             ),
         ];

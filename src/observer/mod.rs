@@ -124,7 +124,7 @@ fn run() -> Result<(), String> {
     let log = Channel::inherit(crate::log::relay::LOG_FD).ok();
     let start = read_start(&control)?;
     let config = start.config;
-    crate::log::relay::init_child(&config.log.level, log);
+    crate::log::relay::init_child(config.log.level.as_str(), log);
     let meter = crate::usage::Meter::open();
     let conns = u64::from(config.metrics.max_connections);
     let plan = sandbox::Plan {

@@ -120,10 +120,7 @@ pub fn from_systemd(activated: Vec<Activated>) -> std::io::Result<Vec<Listener>>
 pub async fn bind_from_config(config: &Config) -> std::io::Result<Vec<Listener>> {
     let mut out = Vec::new();
     if let Some(path) = config.unix_path() {
-        let spec = crate::socket_setup::unix_socket_spec(
-            &config.listen,
-            config.unix_mode().unwrap_or(0o660),
-        )?;
+        let spec = crate::socket_setup::unix_socket_spec(&config.listen, config.unix_mode())?;
         let bound = super::runtime_files::bind_unix(path, &spec)?;
         bound.listener.set_nonblocking(true)?;
         out.push(Listener {
@@ -134,8 +131,8 @@ pub async fn bind_from_config(config: &Config) -> std::io::Result<Vec<Listener>>
             proxy: false,
         });
     }
-    let plain = config.tcp_addrs().unwrap_or_default();
-    let proxied = config.tcp_proxy_addrs().unwrap_or_default();
+    let plain = config.tcp_addrs().to_vec();
+    let proxied = config.tcp_proxy_addrs().to_vec();
     let tcp = plain.into_iter().map(|a| (a, false));
     for (addr, proxy) in tcp.chain(proxied.into_iter().map(|a| (a, true))) {
         let key = if proxy {

@@ -125,7 +125,10 @@ struct Prepared {
 
 fn prepare(source: ConfigSource) -> Result<Prepared, StartError> {
     let loaded = source.load()?;
-    crate::log::init(&loaded.config.log.level, &loaded.config.log.target);
+    crate::log::init(
+        loaded.config.log.level.as_str(),
+        loaded.config.log.target.as_str(),
+    );
     match &loaded.source {
         Some(p) => {
             tracing::info!(config = %p.display(), "configuration loaded");
@@ -361,10 +364,9 @@ fn gate_settings(config: &Config) -> gate::Settings {
     gate::Settings {
         caps: gate::admission::Caps::from_config(l),
         prefixes: l.prefixes(),
-        isolation: if config.sandbox.isolation == "connection" {
-            gate::Isolation::Connection
-        } else {
-            gate::Isolation::Identity
+        isolation: match config.sandbox.isolation {
+            crate::config::Isolation::Connection => gate::Isolation::Connection,
+            crate::config::Isolation::Identity => gate::Isolation::Identity,
         },
         max_workers: l.max_workers as usize,
         max_threads: l.max_threads,

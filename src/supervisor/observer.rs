@@ -110,17 +110,15 @@ impl Sockets {
         let backlog = config.listen.backlog;
         if out.metrics.is_none() {
             match config.metrics_listen() {
-                Ok(Some(ObserverListen::Tcp(addr))) => {
-                    out.metrics = Some(bind_tcp(addr, backlog, "metrics.listen")?)
+                Some(ObserverListen::Tcp(addr)) => {
+                    out.metrics = Some(bind_tcp(*addr, backlog, "metrics.listen")?)
                 }
-                Ok(Some(ObserverListen::Unix(path))) => {
-                    out.metrics = Some(bind_unix(&path, backlog)?)
-                }
-                _ => {}
+                Some(ObserverListen::Unix(path)) => out.metrics = Some(bind_unix(path, backlog)?),
+                None => {}
             }
         }
         if out.agent.is_none() {
-            if let Ok(Some(addr)) = config.agent_listen() {
+            if let Some(addr) = config.agent_listen() {
                 out.agent = Some(bind_tcp(addr, backlog, "agent.listen")?);
             }
         }

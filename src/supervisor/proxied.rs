@@ -73,8 +73,8 @@ impl Settings {
     /// `budgets`: the daemon's per-identity log budgets.
     pub fn from_config(config: &crate::config::Config, budgets: Arc<PeerBudgets>) -> Settings {
         Settings::new(
-            AllowList::new(config.proxy_from().unwrap_or_default()),
-            AllowList::new(config.tcp_allow().unwrap_or_default()),
+            AllowList::new(config.proxy_from().to_vec()),
+            AllowList::new(config.tcp_allow().to_vec()),
             Duration::from_secs(config.listen.proxy_timeout),
             config.listen.proxy_pending,
             config.limits.prefixes(),

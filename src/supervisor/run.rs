@@ -675,7 +675,7 @@ impl Executor {
         // The socket that names loopback clients' owners, made while
         // descriptors are plenty.
         super::local_peer::prepare();
-        let allow = AllowList::new(self.config.tcp_allow().unwrap_or_default());
+        let allow = AllowList::new(self.config.tcp_allow().to_vec());
         let proxy = Arc::new(super::proxied::Settings::from_config(
             &self.config,
             Arc::clone(&self.budgets),

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 
-use crate::config::Config;
+use crate::config::{Config, SocketKind};
 
 /// Why the activated sockets cannot be used; start-up fails with it.
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +127,7 @@ pub fn take(config: &Config) -> Result<Vec<Activated>, ActivationError> {
 
 /// Which listener settings ("unix", "tcp" or "tcp-proxy") a socket name
 /// selects.
-fn settings_for<'a>(name: &'a str, map: &'a BTreeMap<String, String>) -> Option<&'a str> {
+fn settings_for<'a>(name: &'a str, map: &BTreeMap<String, SocketKind>) -> Option<&'a str> {
     match map.get(name) {
         Some(kind) => Some(kind.as_str()),
         None if matches!(name, "unix" | "tcp" | "tcp-proxy") => Some(name),
@@ -142,8 +142,8 @@ mod tests {
     #[test]
     fn built_in_and_mapped_names() {
         let mut map = BTreeMap::new();
-        map.insert("scanners".to_string(), "tcp".to_string());
-        map.insert("tcp".to_string(), "unix".to_string());
+        map.insert("scanners".to_string(), SocketKind::Tcp);
+        map.insert("tcp".to_string(), SocketKind::Unix);
         assert_eq!(settings_for("unix", &map), Some("unix"));
         assert_eq!(settings_for("scanners", &map), Some("tcp"));
         assert_eq!(settings_for("tcp", &map), Some("unix"), "the map wins");

@@ -111,7 +111,7 @@ fn run(mode: Mode) -> Result<i32, String> {
     let mut config =
         Config::parse(&toml, "configuration from the supervisor").map_err(|e| e.to_string())?;
     config.scan.temporary_directory = temp_dir.clone();
-    crate::log::relay::init_child(&config.log.level, log);
+    crate::log::relay::init_child(config.log.level.as_str(), log);
 
     // Before the sandbox: what needs /proc, /sys, /etc or OpenSSL's files.
     engine::init().map_err(|e| e.to_string())?;

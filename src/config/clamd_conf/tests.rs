@@ -354,7 +354,7 @@ fn debians_clamd_conf_translates() {
         c.listen.unix.as_deref(),
         Some(Path::new("/var/run/clamav/clamd.ctl"))
     );
-    assert_eq!(c.listen.unix_mode, "0666");
+    assert_eq!(c.listen.unix_mode.to_string(), "0666");
     assert_eq!(c.listen.unix_group, "clamav");
     assert_eq!(c.listen.unix_owner, "clamav");
     assert_eq!(c.sandbox.user, "clamav");
@@ -375,7 +375,7 @@ fn debians_clamd_conf_translates() {
     assert_eq!(c.scan.pcre_recmatch_limit, 5_000);
     assert_eq!(c.scan.bytecode_timeout, 60_000);
     assert!(c.scan.heuristic_alerts && !c.scan.alert_encrypted && !c.log.clean);
-    assert_eq!(c.log.target, "auto");
+    assert_eq!(c.log.target, LogTarget::Auto);
     assert!(!t.foreground);
     // The weakening line is a warning; LogFile is named.
     let warn: Vec<_> = t
@@ -457,8 +457,8 @@ fn clamavs_own_test_configurations_are_read_unchanged() {
         Some(Path::new("/work/dir/clamd-test.socket")),
         "relative to the working directory, as clamd binds it"
     );
-    assert_eq!(c.listen.tcp, vec!["127.0.0.1:3319".to_string()]);
-    assert_eq!(c.log.level, "info", "#Debug yes is a comment");
+    assert_eq!(c.listen.tcp, vec!["127.0.0.1:3319".parse().unwrap()]);
+    assert_eq!(c.log.level, LogLevel::Info, "#Debug yes is a comment");
     // The variants later tests append.
     let t = ok(&clamav_test_conf("HeuristicScanPrecedence yes"));
     assert!(t.config.scan.heuristic_scan_precedence);
@@ -509,7 +509,10 @@ fn network_tcp_listeners_are_refused_with_what_to_do() {
     assert!(refused("TCPSocket 3310\nTCPAddr all\n").contains("TCPAddr"));
     assert!(refused("TCPSocket 3310\nTCPAddr mail.example\n").contains("192.0.2.1"));
     let t = ok("TCPSocket 3310\nTCPAddr 127.0.0.1\nTCPAddr ::1\nTCPAddr localhost\n");
-    assert_eq!(t.config.listen.tcp, vec!["127.0.0.1:3310", "[::1]:3310"]);
+    assert_eq!(
+        t.config.listen.tcp,
+        ["127.0.0.1:3310", "[::1]:3310"].map(|a| a.parse().unwrap())
+    );
     let note = t.notes.iter().find(|n| n.option == "TCPSocket").unwrap();
     assert!(note.message.contains("policy.tcp.commands"), "{note}");
     assert!(ok("TCPAddr 127.0.0.1\n").config.listen.tcp.is_empty());
@@ -519,15 +522,15 @@ fn network_tcp_listeners_are_refused_with_what_to_do() {
 #[test]
 fn the_unix_socket_mode_is_honoured_and_weakening_noted() {
     let mode = |m: &str| ok(&format!("LocalSocket /s\nLocalSocketMode {m}\n"));
-    assert_eq!(mode("660").config.listen.unix_mode, "0660");
+    assert_eq!(mode("660").config.listen.unix_mode.to_string(), "0660");
     let t = mode("0666");
-    assert_eq!(t.config.listen.unix_mode, "0666");
+    assert_eq!(t.config.listen.unix_mode.to_string(), "0666");
     assert!(t
         .notes
         .iter()
         .any(|n| n.level == NoteLevel::Warn && n.option == "LocalSocketMode"));
     assert_eq!(
-        mode("777").config.listen.unix_mode,
+        mode("777").config.listen.unix_mode.to_string(),
         "0666",
         "clamd masks with 0666"
     );
@@ -536,7 +539,7 @@ fn the_unix_socket_mode_is_honoured_and_weakening_noted() {
     );
     // Without LocalSocketMode clamsentry keeps 0660 and says so.
     let t = ok("LocalSocket /s\n");
-    assert_eq!(t.config.listen.unix_mode, "0660");
+    assert_eq!(t.config.listen.unix_mode.to_string(), "0660");
     assert!(t
         .notes
         .iter()
@@ -558,7 +561,7 @@ fn limits_and_validation_name_the_clamd_option() {
     assert!(refused("StreamMaxLength 0\n").contains("StreamMaxLength: no limit"));
     assert_eq!(
         refused("LocalSocket /s\nMaxThreads 0\n"),
-        "clamd.conf:2: MaxThreads: must be between 1 and 1024 (as clamsentry's limits.max-threads)"
+        "clamd.conf:2: MaxThreads: must be between 1 and 1024, not 0 (as clamsentry's limits.max-threads)"
     );
     assert!(
         refused("ForceToDisk yes\n").contains("ForceToDisk: clamsentry scans streams from memory")
@@ -572,14 +575,14 @@ fn limits_and_validation_name_the_clamd_option() {
         .contains("Unable to parse bytecode security"));
     assert_eq!(
         ok("BytecodeMode forcejit\n").config.scan.bytecode_mode,
-        "Auto"
+        BytecodeMode::Auto
     );
     assert_eq!(
         ok("BytecodeMode ForceInterpreter\n")
             .config
             .scan
             .bytecode_mode,
-        "ForceInterpreter"
+        BytecodeMode::ForceInterpreter
     );
     let m = refused("DetectPUA yes\nExcludePUA NetTool\nIncludePUA Spy\n");
     assert!(m.contains("ExcludePUA and IncludePUA"), "{m}");
