@@ -14,10 +14,12 @@
 //! `FromWorker` (or an engine holder's, observer's or launcher's message,
 //! or bytes) is a type error, caught by the compiler; and since both ends
 //! come from one `pair` call, what one end sends is the type the other end
-//! decodes. An end made from an inherited descriptor ([`Typed::inherit`])
-//! names its types where the process starts (`worker::serve`, the engine
-//! holder's, observer's and launcher's `run`), next to the descriptor
-//! number it reads.
+//! decodes. An end made from a descriptor a child inherited or was passed
+//! ([`Typed::inherit`], [`Typed::from_fd`]) gets its types from one alias in
+//! the module of the process that holds it (`Control` in `worker`,
+//! `zygote` and `observer`, `Channel` in `launcher`, `LogChannel` in
+//! `log::relay`, `BrokerChannel` in `worker::files`), the mirror of the
+//! supervisor's end; this module's tests send each pair both ways.
 //!
 //! What stays as it was, for a peer that may be compromised:
 //!
@@ -358,6 +360,56 @@ mod tests {
             supervisor.try_recv(),
             Err(RecvError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock
         ));
+    }
+
+    /// Sends `to` one way and `back` the other on a fresh pair.
+    fn round_trip<S, R>(to: S, back: R)
+    where
+        S: Wire + PartialEq + std::fmt::Debug,
+        R: Wire + PartialEq + std::fmt::Debug,
+    {
+        let (a, b) = Typed::<S, R>::pair().unwrap();
+        a.send(&to, &[]).unwrap();
+        assert_eq!(b.recv().unwrap().unwrap().msg, to);
+        b.send(&back, &[]).unwrap();
+        assert_eq!(a.recv().unwrap().unwrap().msg, back);
+    }
+
+    #[test]
+    fn every_kind_of_channel_round_trips_both_ways() {
+        use crate::ipc::launch::{Event, FromLauncher, ToLauncher};
+        use crate::ipc::messages::{BrokerOp, BrokerReply, BrokerRequest, FromZygote, ToZygote};
+        use crate::ipc::observe::{FromObserver, ProcUsage, ToObserver};
+        round_trip(
+            ToZygote::Measure,
+            FromZygote::ForkFailed {
+                worker: 4,
+                error: "no memory".into(),
+            },
+        );
+        round_trip(
+            BrokerReply::Errno(2),
+            BrokerRequest {
+                conn: 9,
+                op: BrokerOp::CloseDir { handle: 1 },
+            },
+        );
+        round_trip(
+            ToObserver::Selftest { id: 3 },
+            FromObserver::Usage(ProcUsage {
+                rss_kib: 1024,
+                ..ProcUsage::default()
+            }),
+        );
+        round_trip(
+            ToLauncher::Event(Event {
+                id: 5,
+                peer: crate::policy::PeerKey::Uid(1000),
+                virus: "Eicar-Signature".into(),
+                target: b"/home/a/x".to_vec(),
+            }),
+            FromLauncher::Ready,
+        );
     }
 
     #[test]
