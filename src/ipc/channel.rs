@@ -278,6 +278,11 @@ impl AsyncChannel {
         self.inner.get_ref().recv()
     }
 
+    /// [`try_recv`](Self::try_recv) with the sender's pid.
+    pub fn try_recv_from(&self) -> std::io::Result<Option<Received>> {
+        self.inner.get_ref().recv_from()
+    }
+
     /// Sends without waiting: `WouldBlock` when the peer's queue is full.
     pub fn try_send(&self, msg: &[u8], fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
         self.inner.get_ref().send(msg, fds)

@@ -10,6 +10,11 @@
 //!   descriptors as SCM_RIGHTS, and the sender's pid as the kernel attaches
 //!   it (SCM_CREDENTIALS), which the supervisor uses to identify a new
 //!   worker without believing its word.
+//! * [`typed`]: the ends of a channel with their message types
+//!   (`Typed<ToWorker, FromWorker>` for the supervisor's end of a worker's
+//!   control channel, the mirror for the worker's): the only place messages
+//!   are encoded for and decoded from a channel, so a process can only send
+//!   what the other end expects.
 //! * [`logrec`]: the log records every child sends the supervisor on its
 //!   log channel (closed, bounded, fuzzed like the messages).
 //! * [`fdpass`]: receiving client bytes together with the descriptors a
@@ -29,3 +34,4 @@ pub mod logrec;
 pub mod messages;
 pub mod observe;
 pub mod peer;
+pub mod typed;

@@ -76,13 +76,16 @@ use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::ipc::channel::Channel;
 use crate::ipc::launch::{
     bounded, Event, Excerpt, FromLauncher, Outcome, Refusal, Setup, Status, ToLauncher, MAX_ERROR,
 };
+use crate::ipc::typed::{RecvError, Typed};
 
 /// Where the supervisor puts the channel.
 pub const CONTROL_FD: RawFd = 3;
+
+/// The launcher's end of its channel: outcomes go, events come.
+type Channel = Typed<FromLauncher, ToLauncher>;
 /// The launcher's process name (`/proc/PID/comm`).
 pub const PROCESS_NAME: &str = "clamsentry-evt";
 /// `RLIMIT_NOFILE` of the launcher and its commands.
@@ -189,17 +192,16 @@ fn stray_descriptors() -> Vec<i32> {
 
 fn recv(control: &Channel) -> Result<Option<ToLauncher>, String> {
     match control.recv() {
-        Ok(Some((_, fds))) if !fds.is_empty() => Err("descriptors on the channel".into()),
-        Ok(Some((msg, _))) => ToLauncher::decode(&msg)
-            .map(Some)
-            .map_err(|e| format!("message from the supervisor: {e}")),
+        Err(RecvError::Descriptors(_)) => Err("descriptors on the channel".into()),
+        Ok(Some(m)) => Ok(Some(m.msg)),
+        Err(RecvError::Decode(e)) => Err(format!("message from the supervisor: {e}")),
         Ok(None) => Ok(None),
-        Err(e) => Err(format!("channel: {e}")),
+        Err(RecvError::Io(e)) => Err(format!("channel: {e}")),
     }
 }
 
 fn send(control: &Channel, msg: &FromLauncher) {
-    let _ = control.send(&msg.encode(), &[]);
+    let _ = control.send(msg, &[]);
 }
 
 /// Runs the command for one event on a thread of its own, or reports at

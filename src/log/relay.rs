@@ -6,7 +6,7 @@
 //!
 //! Child side (engine holder, workers, other helpers the supervisor
 //! starts), one call: [`init_child`] with the log channel (for an exec'd
-//! child, [`Channel::inherit`] of [`LOG_FD`]). Events become [`LogRecord`]s
+//! child, [`Typed::inherit`] of [`LOG_FD`]). Events become [`LogRecord`]s
 //! ([`to_wire`]: the fields of the enclosing spans included, values as
 //! bytes, cut to the record's bounds) and are sent without waiting: when
 //! the channel is full the record is dropped and counted, and the next
@@ -32,8 +32,11 @@ use tracing::Level;
 
 use super::limiter::Class;
 use super::record::{Capture, Name, Record, Sink};
-use crate::ipc::channel::Channel;
 use crate::ipc::logrec::{LogLevel, LogRecord, MAX_FIELD_NAME};
+use crate::ipc::typed::{Nothing, Typed};
+
+/// A child's end of its log channel: records go, nothing comes back.
+pub type LogChannel = Typed<LogRecord, Nothing>;
 
 /// Where an exec'd child finds its log channel (its control channel is at
 /// 3).
@@ -42,7 +45,7 @@ pub const LOG_FD: RawFd = 4;
 // ---------------------------------------------------------------- child
 
 /// This process's log channel (`None` before [`init_child`]).
-static CHANNEL: RwLock<Option<Channel>> = RwLock::new(None);
+static CHANNEL: RwLock<Option<LogChannel>> = RwLock::new(None);
 /// Records dropped since the last one sent.
 static DROPPED: AtomicU32 = AtomicU32::new(0);
 
@@ -61,10 +64,9 @@ impl Sink for Relay {
 /// Sends `record` on a non-blocking `channel` with the count of records
 /// dropped before it; when the channel is full (or gone), drops it and
 /// counts it in `dropped` instead.
-fn send_counted(channel: &Channel, dropped: &AtomicU32, record: &Record) {
+fn send_counted(channel: &LogChannel, dropped: &AtomicU32, record: &Record) {
     let before = dropped.swap(0, Ordering::Relaxed);
-    let bytes = to_wire(record, before).encode();
-    if channel.send(&bytes, &[]).is_err() {
+    if channel.send(&to_wire(record, before), &[]).is_err() {
         dropped.fetch_add(before.saturating_add(1), Ordering::Relaxed);
     }
 }
@@ -72,7 +74,7 @@ fn send_counted(channel: &Channel, dropped: &AtomicU32, record: &Record) {
 /// Sets up this child's logging at `level` (as `log.level`; RUST_LOG
 /// overrides): its events go to the supervisor on `channel`. Without a
 /// channel (`clamsentry sandbox-check`'s own processes), they go to stderr.
-pub fn init_child(level: &str, channel: Option<Channel>) {
+pub fn init_child(level: &str, channel: Option<LogChannel>) {
     match channel {
         Some(c) => {
             let _ = c.set_nonblocking(true);
@@ -85,7 +87,7 @@ pub fn init_child(level: &str, channel: Option<Channel>) {
 
 /// Replaces the log channel (and forgets the drop count) in a forked child
 /// that got one of its own; the inherited one is closed.
-pub fn switch(channel: Channel) {
+pub fn switch(channel: LogChannel) {
     let _ = channel.set_nonblocking(true);
     let old = CHANNEL
         .write()
@@ -443,7 +445,7 @@ mod tests {
 
     #[test]
     fn a_full_channel_drops_records_and_the_next_one_carries_the_count() {
-        let (child, supervisor) = Channel::pair().unwrap();
+        let (child, supervisor) = LogChannel::pair().unwrap();
         child.set_nonblocking(true).unwrap();
         let dropped = AtomicU32::new(0);
         let record = Record {
@@ -467,15 +469,14 @@ mod tests {
         // Read everything queued: none reports a drop yet.
         supervisor.set_nonblocking(true).unwrap();
         let mut got = 0;
-        while let Ok(Some((msg, _))) = supervisor.recv() {
-            assert_eq!(LogRecord::decode(&msg).unwrap().dropped, 0);
+        while let Ok(Some(m)) = supervisor.recv() {
+            assert_eq!(m.msg.dropped, 0);
             got += 1;
         }
         assert_eq!(got, sent - 1);
         // Room again: the next record says 3 were dropped.
         send_counted(&child, &dropped, &record);
-        let (msg, _) = supervisor.recv().unwrap().unwrap();
-        assert_eq!(LogRecord::decode(&msg).unwrap().dropped, 3);
+        assert_eq!(supervisor.recv().unwrap().unwrap().msg.dropped, 3);
         assert_eq!(dropped.load(Ordering::Relaxed), 0);
     }
 

@@ -42,8 +42,8 @@ use self::history::History;
 use self::http::{Request, Response, Route, Status, Trouble};
 use self::render::Format;
 use crate::config::Config;
-use crate::ipc::channel::{AsyncChannel, Channel};
 use crate::ipc::observe::{FromObserver, Snapshot, ToObserver};
+use crate::ipc::typed::{AsyncTyped, RecvError, Typed};
 use crate::log::limiter::{Limiter, Verdict};
 use crate::policy::network::AllowList;
 use crate::sandbox::{self, LandlockState};
@@ -77,17 +77,21 @@ struct Start {
     agent: Option<OwnedFd>,
 }
 
-fn read_start(control: &Channel) -> Result<Start, String> {
+/// The observer's end of its control channel.
+type Control = Typed<FromObserver, ToObserver>;
+
+fn read_start(control: &Control) -> Result<Start, String> {
     let (msg, fds) = match control.recv() {
-        Ok(Some(m)) => m,
+        Ok(Some(m)) => (m.msg, m.fds),
         Ok(None) => return Err("the supervisor went away".into()),
+        Err(RecvError::Decode(e)) => return Err(format!("control message: {e}")),
         Err(e) => return Err(format!("control channel: {e}")),
     };
     let ToObserver::Start {
         toml,
         metrics,
         agent,
-    } = ToObserver::decode(&msg).map_err(|e| format!("control message: {e}"))?
+    } = msg
     else {
         return Err("expected the configuration first".into());
     };
@@ -116,12 +120,12 @@ fn read_start(control: &Channel) -> Result<Start, String> {
 
 fn run() -> Result<(), String> {
     let _ = nix::sys::prctl::set_name(c"clamsentry-obs");
-    let control = Channel::inherit(CONTROL_FD).map_err(|e| {
+    let control = Control::inherit(CONTROL_FD).map_err(|e| {
         format!("descriptor {CONTROL_FD}: {e}: the observer is started only by the supervisor")
     })?;
     // Its log channel (records, marked as the observer's by the
     // supervisor); without it, stderr, which the supervisor reads too.
-    let log = Channel::inherit(crate::log::relay::LOG_FD).ok();
+    let log = Typed::inherit(crate::log::relay::LOG_FD).ok();
     let start = read_start(&control)?;
     let config = start.config;
     crate::log::relay::init_child(config.log.level.as_str(), log);
@@ -273,13 +277,13 @@ impl Shared {
 }
 
 async fn serve(
-    control: Channel,
+    control: Control,
     metrics: Option<OwnedFd>,
     agent: Option<OwnedFd>,
     config: Config,
     mut meter: crate::usage::Meter,
 ) -> Result<(), String> {
-    let control = Arc::new(AsyncChannel::new(control).map_err(|e| e.to_string())?);
+    let control = Arc::new(AsyncTyped::new(control).map_err(|e| e.to_string())?);
     let shared = Arc::new(Shared {
         metrics_allow: AllowList::new(config.metrics_allow()),
         agent_allow: AllowList::new(config.agent_allow()),
@@ -299,7 +303,7 @@ async fn serve(
         loop {
             tick.tick().await;
             let usage = FromObserver::Usage(meter.read());
-            if reporter.send(&usage.encode()).await.is_err() {
+            if reporter.send(&usage).await.is_err() {
                 return;
             }
         }
@@ -307,11 +311,12 @@ async fn serve(
     let timeout = Duration::from_secs(shared.config.selftest.timeout);
     loop {
         let (msg, mut fds) = match control.recv().await {
-            Ok(Some(m)) => m,
+            Ok(Some(m)) => (Ok(m.msg), m.fds),
+            Err(RecvError::Decode(e)) => (Err(e), Vec::new()),
             // The supervisor is gone: so is the observer.
             _ => return Ok(()),
         };
-        match ToObserver::decode(&msg) {
+        match msg {
             Ok(ToObserver::Snapshot(s)) if fds.is_empty() => {
                 let mut st = shared.state();
                 st.history.add(&s);
@@ -330,7 +335,7 @@ async fn serve(
                             crate::ipc::observe::MAX_DETAIL,
                         ),
                     };
-                    let _ = ctl.send(&m.encode()).await;
+                    let _ = ctl.send(&m).await;
                 });
             }
             other => return Err(format!("unexpected control message: {other:?}")),

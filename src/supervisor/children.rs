@@ -22,19 +22,21 @@ use super::procs::{self, Child, Strays};
 use super::tempdir::TempRoot;
 use super::Input;
 use crate::config::Config;
-use crate::ipc::channel::{AsyncChannel, Channel};
-use crate::ipc::messages::{FromWorker, FromZygote, ToWorker, ToZygote};
+use crate::ipc::messages::{
+    BrokerReply, BrokerRequest, FromWorker, FromZygote, ToWorker, ToZygote,
+};
+use crate::ipc::typed::{AsyncTyped, RecvError, Typed};
 use crate::log::relay::Source;
 
 struct ZygoteProc {
-    control: Arc<AsyncChannel>,
+    control: Arc<AsyncTyped<ToZygote, FromZygote>>,
     child: Arc<Child>,
     temp_dir: PathBuf,
 }
 
 struct WorkerProc {
-    control: Arc<AsyncChannel>,
-    broker: Arc<Channel>,
+    control: Arc<AsyncTyped<ToWorker, FromWorker>>,
+    broker: Arc<Typed<BrokerReply, BrokerRequest>>,
     child: Option<Arc<Child>>,
     temp_dir: PathBuf,
 }
@@ -72,7 +74,7 @@ impl Children {
     /// configuration and reads its messages into the event loop.
     pub fn spawn_zygote(&mut self, g: GenId, text: &str) -> std::io::Result<()> {
         let temp_dir = self.temp.private(&format!("z{g}"))?;
-        let (ours, theirs) = Channel::pair()?;
+        let (ours, theirs) = Typed::<ToZygote, FromZygote>::pair()?;
         let (log, log_reader) = self.relay.open(Source::EngineHolder(g), None)?;
         let child = Arc::new(procs::spawn_zygote(
             &["__zygote"],
@@ -88,8 +90,8 @@ impl Children {
             temp_parent: self.temp.path_bytes(),
             temp_dir: temp_dir.as_os_str().as_bytes().to_vec(),
         };
-        ours.send(&config.encode(), &[])?;
-        let control = Arc::new(AsyncChannel::new(ours)?);
+        ours.send(&config, &[])?;
+        let control = Arc::new(AsyncTyped::new(ours)?);
         // Its messages, then its end. The two come from different sources
         // (the channel, a thread waiting on the pidfd), and what it said
         // before it died (LoadFailed with the reason) must reach the machine
@@ -103,13 +105,18 @@ impl Children {
                     biased;
                     r = ctl.recv() => {
                         let go_on = match r {
-                            Ok(Some(m)) => forward_zygote(&tx, g, m).await,
+                            Ok(Some(m)) => forward_zygote(&tx, g, Ok(m.msg)).await,
                             // The engine holder exited with our messages
                             // unread: the kernel reports that once, before
                             // the ones it sent last (a load failure's
                             // reason), which are still there to read.
-                            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
-                            Ok(None) | Err(_) => false,
+                            Err(RecvError::Io(e))
+                                if e.kind() == std::io::ErrorKind::ConnectionReset =>
+                            {
+                                true
+                            }
+                            Ok(None) | Err(RecvError::Io(_)) => false,
+                            Err(violation) => forward_zygote(&tx, g, Err(violation)).await,
                         };
                         if !go_on {
                             break (&mut exited).await;
@@ -120,17 +127,21 @@ impl Children {
                         loop {
                             match ctl.try_recv() {
                                 Ok(Some(m)) => {
-                                    if !forward_zygote(&tx, g, m).await {
+                                    if !forward_zygote(&tx, g, Ok(m.msg)).await {
                                         break;
                                     }
                                 }
-                                Err(e)
+                                Err(RecvError::Io(e))
                                     if e.kind() == std::io::ErrorKind::ConnectionReset
                                         && !reset_seen =>
                                 {
                                     reset_seen = true;
                                 }
-                                _ => break,
+                                Ok(None) | Err(RecvError::Io(_)) => break,
+                                Err(violation) => {
+                                    forward_zygote(&tx, g, Err(violation)).await;
+                                    break;
+                                }
                             }
                         }
                         break ended;
@@ -180,14 +191,14 @@ impl Children {
 
     pub fn retire_zygote(&self, g: GenId) {
         if let Some(z) = self.zygotes.get(&g) {
-            let _ = z.control.try_send(&ToZygote::Exit.encode(), &[]);
+            let _ = z.control.try_send(&ToZygote::Exit, &[]);
         }
     }
 
     /// Asks every engine holder for its memory, CPU and descriptors.
     pub fn measure_engine_holders(&self) {
         for z in self.zygotes.values() {
-            let _ = z.control.try_send(&ToZygote::Measure.encode(), &[]);
+            let _ = z.control.try_send(&ToZygote::Measure, &[]);
         }
     }
 
@@ -211,8 +222,8 @@ impl Children {
             .get(&gen)
             .ok_or_else(|| std::io::Error::other("no engine holder"))?;
         let temp_dir = self.temp.private(&format!("w{w}"))?;
-        let (control, control_child) = Channel::pair()?;
-        let (broker_ch, broker_child) = Channel::pair()?;
+        let (control, control_child) = Typed::<ToWorker, FromWorker>::pair()?;
+        let (broker_ch, broker_child) = Typed::<BrokerReply, BrokerRequest>::pair()?;
         control.pass_credentials()?;
         let limits = &config.limits;
         let start = ToWorker::Start {
@@ -222,10 +233,10 @@ impl Children {
             queue: limits.max_queue.max(1),
             proc_dev: self.proc_dev,
         };
-        control.send(&start.encode(), &[])?;
+        control.send(&start, &[])?;
         let (log, log_reader) = self.relay.open(Source::Worker(w), None)?;
         zygote.control.try_send(
-            &ToZygote::Fork { worker: w }.encode(),
+            &ToZygote::Fork { worker: w },
             &[
                 control_child.as_fd(),
                 broker_child.as_fd(),
@@ -235,7 +246,7 @@ impl Children {
         )?;
         drop((control_child, broker_child, log));
         self.watch_log(Who::Worker(w), log_reader);
-        let control = Arc::new(AsyncChannel::new(control)?);
+        let control = Arc::new(AsyncTyped::new(control)?);
         let broker_ch = Arc::new(broker_ch);
         // Control messages: the first carries the kernel's word for the pid.
         let (ctl, tx) = (Arc::clone(&control), self.tx.clone());
@@ -245,25 +256,22 @@ impl Children {
                 if let Some(wait) = budget.charge(Instant::now()) {
                     tokio::time::sleep(wait).await;
                 }
-                let input = match ctl.recv_from().await {
-                    Ok(Some(m)) if !m.fds.is_empty() => {
-                        Input::Broken(Who::Worker(w), "descriptors on the control channel".into())
-                    }
-                    Ok(Some(m)) => match FromWorker::decode(&m.bytes) {
-                        Ok(msg) => Input::Worker(w, msg, m.pid),
-                        Err(e) => Input::Broken(Who::Worker(w), format!("control message: {e}")),
-                    },
+                let input = match ctl.recv().await {
+                    Ok(Some(m)) => Input::Worker(w, m.msg, m.pid),
                     // Reported once when the worker exited with messages
                     // unread; the ones it sent last are still to be read.
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => continue,
+                    Err(RecvError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                        continue
+                    }
                     // Closed: a worker that never said hello died starting
                     // (its pid is not known yet, so no exit reaches the
                     // lifecycle otherwise).
-                    Ok(None) | Err(_) => {
+                    Ok(None) | Err(RecvError::Io(_)) => {
                         let closed = lifecycle::Event::WorkerChannelClosed(w);
                         let _ = tx.send(Input::Life(closed)).await;
                         return;
                     }
+                    Err(violation) => Input::Broken(Who::Worker(w), control_violation(&violation)),
                 };
                 let stop = matches!(input, Input::Broken(..));
                 if tx.send(input).await.is_err() || stop {
@@ -323,7 +331,7 @@ impl Children {
     /// pings and limits are sent again).
     pub fn try_send(&self, w: WorkerId, msg: &ToWorker) {
         if let Some(p) = self.workers.get(&w) {
-            let _ = p.control.try_send(&msg.encode(), &[]);
+            let _ = p.control.try_send(msg, &[]);
         }
     }
 
@@ -332,12 +340,11 @@ impl Children {
     /// loop).
     pub fn send(&self, w: WorkerId, msg: &ToWorker) {
         if let Some(p) = self.workers.get(&w) {
-            let bytes = msg.encode();
-            match p.control.try_send(&bytes, &[]) {
+            match p.control.try_send(msg, &[]) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    let control = Arc::clone(&p.control);
+                    let (control, msg) = (Arc::clone(&p.control), msg.clone());
                     tokio::spawn(async move {
-                        let _ = control.send(&bytes).await;
+                        let _ = control.send(&msg).await;
                     });
                 }
                 _ => {}
@@ -352,7 +359,7 @@ impl Children {
             .workers
             .get(&w)
             .ok_or_else(|| std::io::Error::other("worker gone"))?;
-        p.control.try_send(&msg.encode(), &[socket])
+        p.control.try_send(msg, &[socket])
     }
 
     /// Hands a client socket once the worker's queue has room, within
@@ -370,9 +377,9 @@ impl Children {
             return;
         };
         let control = Arc::clone(&p.control);
-        let bytes = msg.encode();
+        let msg = msg.clone();
         tokio::spawn(async move {
-            let sent = tokio::time::timeout(within, control.send_with(&bytes, &[socket.as_fd()]))
+            let sent = tokio::time::timeout(within, control.send_with(&msg, &[socket.as_fd()]))
                 .await
                 .is_ok_and(|r| r.is_ok());
             if !sent {
@@ -436,22 +443,28 @@ impl Drop for Children {
     }
 }
 
-/// Passes one message of engine holder `g` to the event loop; false when
-/// the channel should not be read any further (a violation, or the loop is
-/// gone).
+/// Passes one message of engine holder `g`, or the rule it broke, to the
+/// event loop; false when the channel should not be read any further (a
+/// violation, or the loop is gone).
 async fn forward_zygote(
     tx: &mpsc::Sender<Input>,
     g: GenId,
-    (msg, fds): (Vec<u8>, Vec<OwnedFd>),
+    msg: Result<FromZygote, RecvError>,
 ) -> bool {
-    let input = if !fds.is_empty() {
-        Input::Broken(Who::Zygote(g), "descriptors on the control channel".into())
-    } else {
-        match FromZygote::decode(&msg) {
-            Ok(m) => Input::Zygote(g, m),
-            Err(e) => Input::Broken(Who::Zygote(g), format!("control message: {e}")),
-        }
+    let input = match msg {
+        Ok(m) => Input::Zygote(g, m),
+        Err(violation) => Input::Broken(Who::Zygote(g), control_violation(&violation)),
     };
     let stop = matches!(input, Input::Broken(..));
     tx.send(input).await.is_ok() && !stop
+}
+
+/// What a child did wrong on its control channel, for the log line that
+/// reports why it was ended.
+fn control_violation(e: &RecvError) -> String {
+    match e {
+        RecvError::Descriptors(_) => "descriptors on the control channel".into(),
+        RecvError::Decode(e) => format!("control message: {e}"),
+        RecvError::Io(e) => format!("control channel: {e}"),
+    }
 }

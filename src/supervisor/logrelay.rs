@@ -32,8 +32,8 @@ use std::time::Instant;
 use tokio::io::AsyncReadExt;
 
 use super::authority::Authority;
-use crate::ipc::channel::{AsyncChannel, Channel};
 use crate::ipc::logrec::LogRecord;
+use crate::ipc::typed::{AsyncTyped, Nothing, RecvError, Typed};
 use crate::log::limiter::{record_cost, Budget, Class, PeerBudgets, PeerSizes, Verdict};
 use crate::log::relay::{self, Marks, Source};
 use crate::policy::{PeerKey, Prefixes};
@@ -84,7 +84,7 @@ impl Relay {
         source: Source,
         pid: Option<i32>,
     ) -> std::io::Result<(ChildEnds, Reader)> {
-        let (ours, theirs) = Channel::pair()?;
+        let (ours, theirs) = Typed::<Nothing, LogRecord>::pair()?;
         ours.pass_credentials()?;
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let state = Arc::new(Mutex::new(ChildLog {
@@ -97,7 +97,7 @@ impl Relay {
             volume: Budget::sized(self.sizes.volume),
             dropped: 0,
         }));
-        let channel = AsyncChannel::new(ours)?;
+        let channel = AsyncTyped::new(ours)?;
         tokio::spawn(read_stderr(read, Arc::clone(self), Arc::clone(&state)));
         let relay = Arc::clone(self);
         let reader = Box::pin(async move {
@@ -175,16 +175,14 @@ impl Relay {
 /// Writes what a child sends on `channel`, marked, from a thread of its
 /// own, without budgets: for `clamsentry sandbox-check`, which has no
 /// runtime and whose engine holder reads no client byte. Ends at the first
-/// record that does not decode.
-pub fn relay_blocking(channel: Channel, source: Source) -> std::io::Result<()> {
+/// record that does not decode (or comes with descriptors).
+pub fn relay_blocking(channel: Typed<Nothing, LogRecord>, source: Source) -> std::io::Result<()> {
     channel.pass_credentials()?;
     std::thread::Builder::new()
         .name("log-relay".into())
         .spawn(move || {
-            while let Ok(Some(m)) = channel.recv_from() {
-                let Ok(rec) = LogRecord::decode(&m.bytes) else {
-                    return;
-                };
+            while let Ok(Some(m)) = channel.recv() {
+                let rec = m.msg;
                 let marks = Marks {
                     source,
                     pid: m.pid,
@@ -243,26 +241,22 @@ fn summary(source: Source, key: Option<PeerKey>, suppressed: u64, dropped: u64) 
 }
 
 async fn read_channel(
-    channel: &AsyncChannel,
+    channel: &AsyncTyped<Nothing, LogRecord>,
     relay: &Relay,
     state: &Mutex<ChildLog>,
 ) -> Option<String> {
     loop {
-        let m = match channel.recv_from().await {
+        let m = match channel.recv().await {
             Ok(Some(m)) => m,
             Ok(None) => return None,
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            Err(RecvError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
                 return Some(format!("log channel: {e}"))
             }
-            Err(_) => return None,
+            Err(RecvError::Io(_)) => return None,
+            Err(RecvError::Descriptors(_)) => return Some("descriptors on the log channel".into()),
+            Err(RecvError::Decode(e)) => return Some(format!("log record: {e}")),
         };
-        if !m.fds.is_empty() {
-            return Some("descriptors on the log channel".into());
-        }
-        match LogRecord::decode(&m.bytes) {
-            Ok(rec) => relay.relay(state, rec, m.pid, false),
-            Err(e) => return Some(format!("log record: {e}")),
-        }
+        relay.relay(state, m.msg, m.pid, false);
     }
 }
 

@@ -58,8 +58,8 @@ use self::tempdir::TempRoot;
 use self::virus_event::VirusEvents;
 use crate::config::{clamd_conf, Config, ConfigError, ConfigSource};
 use crate::daemonize::Readiness;
-use crate::ipc::channel::Channel;
 use crate::ipc::messages::{FromWorker, FromZygote, ToZygote};
+use crate::ipc::typed::Typed;
 use crate::policy::{Admins, ListenerKind, Profile};
 use crate::sandbox::{self, SandboxError};
 use crate::systemd::activation::{self, ActivationError};
@@ -293,8 +293,8 @@ pub fn sandbox_check(source: ConfigSource, connect: &[PathBuf]) -> Result<i32, S
     let temp = TempRoot::create(&prepared.config.scan.temporary_directory, prepared.owner)?;
     keep_supervisor_capabilities()?;
     let zdir = temp.private("probe")?;
-    let (ours, theirs) = Channel::pair()?;
-    let (log, log_child) = Channel::pair()?;
+    let (ours, theirs) = Typed::<ToZygote, FromZygote>::pair()?;
+    let (log, log_child) = Typed::pair()?;
     logrelay::relay_blocking(log, crate::log::relay::Source::EngineHolder(0))?;
     let child = procs::spawn_zygote(
         &args,
@@ -307,7 +307,7 @@ pub fn sandbox_check(source: ConfigSource, connect: &[PathBuf]) -> Result<i32, S
         temp_parent: temp.path_bytes(),
         temp_dir: zdir.as_os_str().as_bytes().to_vec(),
     };
-    ours.send(&config.encode(), &[])?;
+    ours.send(&config, &[])?;
     let mut worst = match child.wait() {
         procs::Ended::Exited(code) => code,
         _ => 1,

@@ -32,10 +32,10 @@ use super::metrics::{Metrics, Now, Proc};
 use super::procs::{self, Child, Ended};
 use super::Input;
 use crate::config::{Config, ObserverListen};
-use crate::ipc::channel::{AsyncChannel, Channel};
 use crate::ipc::observe::{
     Flags, FromObserver, ProcUsage, SelftestOutcome, ToObserver, MAX_DETAIL,
 };
+use crate::ipc::typed::{AsyncTyped, RecvError, Typed};
 use crate::policy::{Identity, ListenerKind};
 use crate::systemd::activation::{Activated, Socket, AGENT, METRICS};
 
@@ -182,7 +182,7 @@ pub fn synthetic_connection() -> std::io::Result<(Accepted, OwnedFd)> {
 }
 
 struct Process {
-    control: Arc<AsyncChannel>,
+    control: Arc<AsyncTyped<ToObserver, FromObserver>>,
     child: Arc<Child>,
     started: Instant,
 }
@@ -423,7 +423,7 @@ impl Observing {
         tx: &mpsc::Sender<Input>,
         relay: &Arc<super::logrelay::Relay>,
     ) -> std::io::Result<()> {
-        let (ours, theirs) = Channel::pair()?;
+        let (ours, theirs) = Typed::<ToObserver, FromObserver>::pair()?;
         let (log, log_reader) = relay.open(crate::log::relay::Source::Helper("observer"), None)?;
         let child = Arc::new(procs::spawn_zygote(
             &["__observer"],
@@ -452,36 +452,33 @@ impl Observing {
             .flatten()
             .map(|l| l.fd.as_fd())
             .collect();
-        ours.send(&start.encode(), &fds)?;
-        let control = Arc::new(AsyncChannel::new(ours)?);
+        ours.send(&start, &fds)?;
+        let control = Arc::new(AsyncTyped::new(ours)?);
         tracing::info!(pid = child.pid, "observer started");
         let (ctl, etx) = (Arc::clone(&control), tx.clone());
         tokio::spawn(async move {
             let mut window = Instant::now();
             let mut count = 0u32;
+            // Counts one more message; true when there were too many.
+            let mut too_many = || {
+                if window.elapsed() >= Duration::from_secs(1) {
+                    window = Instant::now();
+                    count = 0;
+                }
+                count += 1;
+                count > MAX_MESSAGES_PER_SECOND
+            };
             loop {
                 let event = match ctl.recv().await {
-                    Ok(Some((_, fds))) if !fds.is_empty() => {
+                    Err(RecvError::Descriptors(_)) => {
                         ObserverEvent::Broken("descriptors on its channel".into())
                     }
-                    Ok(Some((msg, _))) => {
-                        if window.elapsed() >= Duration::from_secs(1) {
-                            window = Instant::now();
-                            count = 0;
-                        }
-                        count += 1;
-                        if count > MAX_MESSAGES_PER_SECOND {
-                            ObserverEvent::Broken(format!(
-                                "more than {MAX_MESSAGES_PER_SECOND} messages a second"
-                            ))
-                        } else {
-                            match FromObserver::decode(&msg) {
-                                Ok(m) => ObserverEvent::Message(m),
-                                Err(e) => ObserverEvent::Broken(format!("message: {e}")),
-                            }
-                        }
-                    }
-                    Ok(None) | Err(_) => return,
+                    Ok(Some(_)) | Err(RecvError::Decode(_)) if too_many() => ObserverEvent::Broken(
+                        format!("more than {MAX_MESSAGES_PER_SECOND} messages a second"),
+                    ),
+                    Ok(Some(m)) => ObserverEvent::Message(m.msg),
+                    Err(RecvError::Decode(e)) => ObserverEvent::Broken(format!("message: {e}")),
+                    Ok(None) | Err(RecvError::Io(_)) => return,
                 };
                 let stop = matches!(event, ObserverEvent::Broken(_));
                 if etx.send(Input::Observer(event)).await.is_err() || stop {
@@ -573,7 +570,7 @@ impl Observing {
         // A busy observer misses a snapshot, never blocks the event loop.
         let _ = p
             .control
-            .try_send(&ToObserver::Snapshot(Box::new(snapshot)).encode(), &[]);
+            .try_send(&ToObserver::Snapshot(Box::new(snapshot)), &[]);
     }
 
     /// A self-test to run now, if one is due (see [`Schedule::due`]).
@@ -592,7 +589,7 @@ impl Observing {
     ) {
         let sent = self.process.as_ref().is_some_and(|p| {
             p.control
-                .try_send(&ToObserver::Selftest { id }.encode(), &[theirs.as_fd()])
+                .try_send(&ToObserver::Selftest { id }, &[theirs.as_fd()])
                 .is_ok()
         });
         if !sent && self.schedule.finished(id) {

@@ -15,19 +15,22 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
-use crate::ipc::channel::Channel;
 use crate::ipc::messages::{
     BrokerOp, BrokerReply, BrokerRequest, Entry, FileMeta, FromWorker, MAX_BATCH,
 };
+use crate::ipc::typed::{RecvError, Typed};
+
+/// The worker's end of the broker channel.
+pub type BrokerChannel = Typed<BrokerRequest, BrokerReply>;
 
 /// The worker's end of the broker channel, shared by all scanning threads
 /// (one request at a time).
 pub struct BrokerClient {
-    channel: Mutex<Channel>,
+    channel: Mutex<BrokerChannel>,
 }
 
 impl BrokerClient {
-    pub fn new(mut channel: Channel) -> BrokerClient {
+    pub fn new(mut channel: BrokerChannel) -> BrokerClient {
         // An `OpenFiles` reply carries a descriptor per opened file.
         channel.allow_fds(MAX_BATCH);
         BrokerClient {
@@ -35,7 +38,7 @@ impl BrokerClient {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Channel> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BrokerChannel> {
         self.channel
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -44,16 +47,20 @@ impl BrokerClient {
     fn call(&self, conn: u64, op: BrokerOp) -> io::Result<(BrokerReply, Vec<OwnedFd>)> {
         let req = BrokerRequest { conn, op };
         let ch = self.lock();
-        ch.send(&req.encode(), &[])?;
-        let (msg, fds) = ch.recv()?.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the supervisor closed the broker channel",
-            )
-        })?;
+        ch.send(&req, &[])?;
+        let received = ch.recv();
         drop(ch);
-        let reply = BrokerReply::decode(&msg)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let (reply, fds) = match received {
+            Ok(Some(m)) => (m.msg, m.fds),
+            Ok(None) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the supervisor closed the broker channel",
+                ))
+            }
+            Err(RecvError::Io(e)) => return Err(e),
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+        };
         if fds.len() != reply.fds() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -70,7 +77,7 @@ impl BrokerClient {
     /// A request that has no reply (`CloseDir`).
     fn tell(&self, conn: u64, op: BrokerOp) {
         let req = BrokerRequest { conn, op };
-        let _ = self.lock().send(&req.encode(), &[]);
+        let _ = self.lock().send(&req, &[]);
     }
 }
 

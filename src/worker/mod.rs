@@ -42,14 +42,23 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::ipc::channel::{AsyncChannel, Channel};
 use crate::ipc::messages::{ConnInfo, FromWorker, ToWorker};
+use crate::ipc::typed::{AsyncTyped, RecvError, Typed};
 use crate::policy::ListenerKind;
 use crate::sandbox;
 pub use shared::{Peer, Shared};
 
+/// The worker's end of its control channel.
+pub type Control = Typed<FromWorker, ToWorker>;
+type AsyncControl = AsyncTyped<FromWorker, ToWorker>;
+
 /// The worker's life after the fork; returns its exit code.
-pub fn serve_forked(config: Config, engine: Engine, control: Channel, broker: Channel) -> i32 {
+pub fn serve_forked(
+    config: Config,
+    engine: Engine,
+    control: Control,
+    broker: files::BrokerChannel,
+) -> i32 {
     match serve(config, engine, control, broker) {
         Ok(()) => 0,
         Err(e) => {
@@ -68,16 +77,16 @@ struct Start {
     proc_dev: u64,
 }
 
-fn read_start(control: &Channel) -> Result<Start, String> {
+fn read_start(control: &Control) -> Result<Start, String> {
     match control.recv() {
-        Ok(Some((msg, fds))) if fds.is_empty() => match ToWorker::decode(&msg) {
-            Ok(ToWorker::Start {
+        Ok(Some(m)) if m.fds.is_empty() => match m.msg {
+            ToWorker::Start {
                 worker,
                 temp_dir,
                 threads,
                 queue,
                 proc_dev,
-            }) => Ok(Start {
+            } => Ok(Start {
                 worker,
                 temp_dir: PathBuf::from(std::ffi::OsStr::from_bytes(&temp_dir)),
                 threads: threads.max(1) as usize,
@@ -87,6 +96,7 @@ fn read_start(control: &Channel) -> Result<Start, String> {
             other => Err(format!("expected Start first, got {other:?}")),
         },
         Ok(Some(_)) => Err("descriptors with the Start message".into()),
+        Err(RecvError::Decode(e)) => Err(format!("control message: {e}")),
         Ok(None) => Err("the supervisor went away".into()),
         Err(e) => Err(format!("control channel: {e}")),
     }
@@ -95,8 +105,8 @@ fn read_start(control: &Channel) -> Result<Start, String> {
 fn serve(
     mut config: Config,
     mut engine: Engine,
-    control: Channel,
-    broker: Channel,
+    control: Control,
+    broker: files::BrokerChannel,
 ) -> Result<(), String> {
     let start = read_start(&control)?;
     engine
@@ -116,7 +126,7 @@ fn serve(
     seal(&config)?;
     let config = Arc::new(config);
     runtime.block_on(async move {
-        let control = Arc::new(AsyncChannel::new(control).map_err(|e| e.to_string())?);
+        let control = Arc::new(AsyncTyped::new(control).map_err(|e| e.to_string())?);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let shared = Shared::new(shared::Setup {
             config,
@@ -132,12 +142,9 @@ fn serve(
         // Every thread this worker will ever have exists now.
         sandbox::forbid_new_tasks().map_err(|e| e.to_string())?;
         control
-            .send(
-                &FromWorker::Hello {
-                    worker: start.worker,
-                }
-                .encode(),
-            )
+            .send(&FromWorker::Hello {
+                worker: start.worker,
+            })
             .await
             .map_err(|e| format!("control channel: {e}"))?;
         tokio::spawn(forward(Arc::clone(&control), rx));
@@ -163,11 +170,11 @@ fn seal(config: &Config) -> Result<(), String> {
 /// Sends what connections report (active, closed, RELOAD/SHUTDOWN, found)
 /// to the supervisor, in order.
 async fn forward(
-    control: Arc<AsyncChannel>,
+    control: Arc<AsyncControl>,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<FromWorker>,
 ) {
     while let Some(msg) = rx.recv().await {
-        if control.send(&msg.encode()).await.is_err() {
+        if control.send(&msg).await.is_err() {
             return;
         }
     }
@@ -185,7 +192,7 @@ impl Reporter {
     /// always, with `force`); `measure` reads the process's usage anew.
     async fn report(
         &mut self,
-        control: &AsyncChannel,
+        control: &AsyncControl,
         shared: &Shared,
         force: bool,
         measure: bool,
@@ -203,7 +210,7 @@ impl Reporter {
         let walks = shared.counters.abandoned.load(Ordering::Relaxed);
         let counters = shared.metrics.counters(walks, &snap, self.usage);
         let _ = control
-            .send(&FromWorker::Counters(Box::new(counters)).encode())
+            .send(&FromWorker::Counters(Box::new(counters)))
             .await;
     }
 }
@@ -212,7 +219,7 @@ impl Reporter {
 /// away, drain: a worker never serves without its broker and its keeper.
 /// Every second the counters go to the supervisor if they changed, with
 /// every pong in any case, and once more at the end.
-async fn control_loop(control: Arc<AsyncChannel>, shared: Arc<Shared>, meter: crate::usage::Meter) {
+async fn control_loop(control: Arc<AsyncControl>, shared: Arc<Shared>, meter: crate::usage::Meter) {
     let stall = watchdog::stall_limit(shared.config.scan.max_scan_time);
     let mut health = watchdog::PoolHealth::new(stall, std::time::Instant::now());
     let mut reporter = Reporter {
@@ -236,7 +243,8 @@ async fn control_loop(control: Arc<AsyncChannel>, shared: Arc<Shared>, meter: cr
             }
         };
         let (msg, mut fds) = match received {
-            Ok(Some(m)) => m,
+            Ok(Some(m)) => (Ok(m.msg), m.fds),
+            Err(RecvError::Decode(e)) => (Err(e), Vec::new()),
             _ => {
                 tracing::warn!("supervisor gone; draining");
                 shared.drain();
@@ -244,7 +252,7 @@ async fn control_loop(control: Arc<AsyncChannel>, shared: Arc<Shared>, meter: cr
                 return;
             }
         };
-        match ToWorker::decode(&msg) {
+        match msg {
             Ok(ToWorker::Conn(info)) if fds.len() == 1 => {
                 let socket = fds.remove(0);
                 accept(&shared, info, socket);
@@ -260,7 +268,7 @@ async fn control_loop(control: Arc<AsyncChannel>, shared: Arc<Shared>, meter: cr
                     errors: c.errors.load(Ordering::Relaxed),
                     healthy: health.check(&shared.pool, std::time::Instant::now()),
                 };
-                if control.send(&pong.encode()).await.is_err() {
+                if control.send(&pong).await.is_err() {
                     shared.drain();
                 }
             }
@@ -284,7 +292,7 @@ async fn control_loop(control: Arc<AsyncChannel>, shared: Arc<Shared>, meter: cr
                     omitted: mine.omitted,
                     pool: mine.pool,
                 };
-                if control.send(&list.encode()).await.is_err() {
+                if control.send(&list).await.is_err() {
                     shared.drain();
                 }
             }

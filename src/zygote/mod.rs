@@ -36,12 +36,15 @@ use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::engine::{self, Engine, EngineSettings, LoadPhase, LoadProgress};
-use crate::ipc::channel::Channel;
 use crate::ipc::messages::{EngineReady, FromZygote, ToZygote};
+use crate::ipc::typed::{RecvError, Typed};
 use crate::sandbox::{self, LandlockState};
 
 /// Where the supervisor puts the control channel.
 pub const CONTROL_FD: RawFd = 3;
+
+/// The engine holder's end of its control channel.
+type Control = Typed<FromZygote, ToZygote>;
 
 /// What `sandbox-check` asks for instead of serving.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,18 +72,17 @@ pub fn main(mode: Mode) -> i32 {
 /// thread) and slack.
 pub const WORKER_EXTRA_THREADS: u64 = 2;
 
-fn recv(control: &Channel) -> Result<(ToZygote, Vec<OwnedFd>), String> {
+fn recv(control: &Control) -> Result<(ToZygote, Vec<OwnedFd>), String> {
     match control.recv() {
-        Ok(Some((msg, fds))) => ToZygote::decode(&msg)
-            .map(|m| (m, fds))
-            .map_err(|e| format!("control message: {e}")),
+        Ok(Some(m)) => Ok((m.msg, m.fds)),
+        Err(RecvError::Decode(e)) => Err(format!("control message: {e}")),
         Ok(None) => Err("the supervisor went away".into()),
         Err(e) => Err(format!("control channel: {e}")),
     }
 }
 
-fn send(control: &Channel, msg: &FromZygote) {
-    let _ = control.send(&msg.encode(), &[]);
+fn send(control: &Control, msg: &FromZygote) {
+    let _ = control.send(msg, &[]);
 }
 
 fn path_of(bytes: &[u8]) -> PathBuf {
@@ -91,12 +93,12 @@ fn run(mode: Mode) -> Result<i32, String> {
     let _ = nix::sys::prctl::set_name(c"clamsentry-eng");
     crate::worker::process::fatal_signals_kill()?;
     crate::worker::process::fix_mmap_threshold();
-    let control = Channel::inherit(CONTROL_FD).map_err(|e| {
+    let control = Control::inherit(CONTROL_FD).map_err(|e| {
         format!("descriptor {CONTROL_FD}: {e}: the engine holder is started only by the supervisor")
     })?;
     // Its log channel; without it (never from the supervisor) it logs to
     // its stderr, which the supervisor reads too.
-    let log = Channel::inherit(crate::log::relay::LOG_FD).ok();
+    let log = Typed::inherit(crate::log::relay::LOG_FD).ok();
     let (toml, temp_parent, temp_dir) = match recv(&control)? {
         (
             ToZygote::Config {
@@ -225,7 +227,7 @@ fn run(mode: Mode) -> Result<i32, String> {
                         // Its own log channel and stderr (a pipe the
                         // supervisor reads), so that its lines are marked
                         // as this worker's, never the holder's.
-                        crate::log::relay::switch(Channel::from_fd(log));
+                        crate::log::relay::switch(Typed::from_fd(log));
                         fork::take_stderr(stderr);
                         // The holder's descriptors are not the worker's.
                         let _ = nix::unistd::close(control.as_raw_fd());
@@ -236,8 +238,8 @@ fn run(mode: Mode) -> Result<i32, String> {
                         let code = crate::worker::serve_forked(
                             config,
                             engine,
-                            Channel::from_fd(worker_control),
-                            Channel::from_fd(broker),
+                            Typed::from_fd(worker_control),
+                            Typed::from_fd(broker),
                         );
                         std::process::exit(code);
                     }
@@ -266,7 +268,7 @@ fn load_peak_kib(status: &std::fs::File) -> u64 {
         .unwrap_or(0)
 }
 
-fn fail(control: &Channel, error: String) -> Result<i32, String> {
+fn fail(control: &Control, error: String) -> Result<i32, String> {
     send(
         control,
         &FromZygote::LoadFailed {
@@ -416,7 +418,7 @@ struct ProgressSender {
 }
 
 impl ProgressSender {
-    fn send(&mut self, control: &Channel, p: LoadProgress) {
+    fn send(&mut self, control: &Control, p: LoadProgress) {
         let now = std::time::Instant::now();
         if let Some((at, phase)) = self.last {
             if phase == p.phase && now.duration_since(at) < std::time::Duration::from_millis(500) {

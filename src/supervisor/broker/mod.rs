@@ -34,8 +34,8 @@ use self::dirs::Dirs;
 use self::resolve::{Found, Rules};
 use super::authority::Authority;
 use super::gate::WorkerId;
-use crate::ipc::channel::Channel;
 use crate::ipc::messages::{BrokerOp, BrokerReply, BrokerRequest, FileMeta, MAX_BATCH, MAX_NAME};
+use crate::ipc::typed::{RecvError, Typed};
 use crate::log::limiter::{cost, Class, PeerBudgets};
 use crate::log::LogBytes;
 use crate::policy::{Identity, PeerKey};
@@ -73,24 +73,27 @@ pub struct Violation(pub String);
 
 /// Serves one worker's requests until its channel closes (the worker
 /// exited, or the supervisor revoked the channel).
-pub fn serve(channel: &Channel, worker: WorkerId, broker: &Broker) -> Result<(), Violation> {
+pub fn serve(
+    channel: &Typed<BrokerReply, BrokerRequest>,
+    worker: WorkerId,
+    broker: &Broker,
+) -> Result<(), Violation> {
     let own = Own::capture().map_err(|e| Violation(format!("broker thread: {e}")))?;
     let mut dirs = Dirs::default();
     loop {
-        let (msg, fds) = match channel.recv() {
-            Ok(Some(m)) => m,
+        let req = match channel.recv() {
+            Ok(Some(m)) => m.msg,
             Ok(None) => return Ok(()),
             // A revoked channel reads as closed or as an error: both end.
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            Err(RecvError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
                 return Err(Violation(format!("broker channel: {e}")))
             }
-            Err(_) => return Ok(()),
+            Err(RecvError::Io(_)) => return Ok(()),
+            Err(RecvError::Descriptors(_)) => {
+                return Err(Violation("descriptors sent on the broker channel".into()))
+            }
+            Err(RecvError::Decode(e)) => return Err(Violation(format!("broker request: {e}"))),
         };
-        if !fds.is_empty() {
-            return Err(Violation("descriptors sent on the broker channel".into()));
-        }
-        let req =
-            BrokerRequest::decode(&msg).map_err(|e| Violation(format!("broker request: {e}")))?;
         dirs.forget_finished(&broker.authority, worker);
         let holder = match broker.authority.lookup(req.conn, worker) {
             Ok(h) => h,
@@ -106,7 +109,7 @@ pub fn serve(channel: &Channel, worker: WorkerId, broker: &Broker) -> Result<(),
                     continue;
                 }
                 let reply = BrokerReply::Errno(libc::ECONNABORTED);
-                if channel.send(&reply.encode(), &[]).is_err() {
+                if channel.send(&reply, &[]).is_err() {
                     return Ok(());
                 }
                 continue;
@@ -140,7 +143,7 @@ pub fn serve(channel: &Channel, worker: WorkerId, broker: &Broker) -> Result<(),
             }
         };
         let fds: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-        if channel.send(&reply.encode(), &fds).is_err() {
+        if channel.send(&reply, &fds).is_err() {
             return Ok(());
         }
     }

@@ -37,12 +37,15 @@ use std::time::{Duration, Instant};
 use self::budget::{Budget, Limits, Refusal};
 use super::procs::{self, Child};
 use crate::config::{Config, VirusEventConfig, DEFAULT_VIRUS_EVENT_USER};
-use crate::ipc::channel::Channel;
 use crate::ipc::launch::{
     Event, Excerpt, FromLauncher, Outcome, Setup, Status, ToLauncher, MAX_FILE_NAME,
     MAX_PATH_VARIABLE,
 };
 use crate::ipc::messages::MAX_VIRUS_NAME;
+use crate::ipc::typed::{RecvError, Typed};
+
+/// Root's end of the launcher's channel.
+type Channel = Typed<ToLauncher, FromLauncher>;
 use crate::log::limiter::{cost, Budget as LogBudget, Limiter, Size, Verdict};
 use crate::policy::{ListenerKind, PeerKey};
 use crate::sandbox::child::Ids;
@@ -323,7 +326,7 @@ impl VirusEvents {
         // Non-blocking: the channel is (see `launch`).
         if launcher
             .channel
-            .send(&ToLauncher::Event(event.clone()).encode(), &[])
+            .send(&ToLauncher::Event(event.clone()), &[])
             .is_err()
         {
             st.budget.finish(id);
@@ -406,7 +409,7 @@ fn launch(shared: &Shared) -> Result<(Child, Arc<Channel>), String> {
     // Not reaped by anyone but us, so the pid is still this process.
     let child = procs::adopt(spawned.id() as i32).map_err(|e| e.to_string())?;
     let ready = (|| {
-        ours.send(&ToLauncher::Setup(shared.setup.clone()).encode(), &[])
+        ours.send(&ToLauncher::Setup(shared.setup.clone()), &[])
             .map_err(|e| format!("sending the setup: {e}"))?;
         ours.set_nonblocking(true).map_err(|e| e.to_string())?;
         let deadline = Instant::now() + READY_WITHIN;
@@ -454,14 +457,12 @@ fn receive(channel: &Channel, wait: Duration) -> Received {
         Err(e) => return Received::End(format!("poll: {e}")),
     }
     match channel.recv() {
-        Ok(Some((_, fds))) if !fds.is_empty() => Received::End("descriptors on its channel".into()),
-        Ok(Some((msg, _))) => match FromLauncher::decode(&msg) {
-            Ok(m) => Received::Message(m),
-            Err(e) => Received::End(format!("a message that does not decode: {e}")),
-        },
+        Err(RecvError::Descriptors(_)) => Received::End("descriptors on its channel".into()),
+        Ok(Some(m)) => Received::Message(m.msg),
+        Err(RecvError::Decode(e)) => Received::End(format!("a message that does not decode: {e}")),
         Ok(None) => Received::End("its channel closed".into()),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Received::Nothing,
-        Err(e) => Received::End(format!("its channel: {e}")),
+        Err(RecvError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => Received::Nothing,
+        Err(RecvError::Io(e)) => Received::End(format!("its channel: {e}")),
     }
 }
 
