@@ -12,12 +12,18 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
-use nix::unistd::{self, Gid, Uid};
+use rustix::process::{Gid, Pid, Uid};
+
+/// Which side of a fork this is.
+pub enum ForkResult {
+    Parent { child: Pid },
+    Child,
+}
 
 /// Forks, if this process has exactly one thread (read from
 /// `/proc/self/status`; threads do not survive a fork, so a child of a
 /// threaded process could find a lock held forever).
-pub fn fork_single_threaded() -> io::Result<unistd::ForkResult> {
+pub fn fork_single_threaded() -> io::Result<ForkResult> {
     match super::identity::check_single_threaded() {
         Ok(()) => {}
         Err(super::SandboxError::NotSingleThreaded { threads }) => {
@@ -27,9 +33,17 @@ pub fn fork_single_threaded() -> io::Result<unistd::ForkResult> {
         }
         Err(e) => return Err(io::Error::other(e.to_string())),
     }
+    // libc: rustix has no fork (its raw `kernel_fork` skips the C library's
+    // own fork handling).
     // SAFETY: the process has a single thread (checked above), so the child
     // is a complete copy in which any function may be called.
-    Ok(unsafe { unistd::fork() }?)
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(ForkResult::Child),
+        child => Ok(ForkResult::Parent {
+            child: Pid::from_raw(child).ok_or_else(|| io::Error::other("fork returned pid 0"))?,
+        }),
+    }
 }
 
 /// Who a helper process runs as.
@@ -96,20 +110,22 @@ pub fn spawn_helper(
         place_at(source, HELPER_CHANNEL_FD)?;
         if let Some((uid, gid, groups)) = &ids {
             empty_bounding_set()?;
-            unistd::setgroups(groups)?;
-            unistd::setresgid(*gid, *gid, *gid)?;
-            unistd::setresuid(*uid, *uid, *uid)?;
+            // Per thread is the whole process here: the forked child has
+            // one thread.
+            rustix::thread::set_thread_groups(groups)?;
+            rustix::thread::set_thread_res_gid(*gid, *gid, *gid)?;
+            rustix::thread::set_thread_res_uid(*uid, *uid, *uid)?;
         }
-        let r = unistd::getresuid()?;
-        if r.real.is_root() || r.effective.is_root() || r.saved.is_root() {
+        let r = crate::sys::getresuid()?;
+        if r.contains(&0) {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
         if let Some((uid, _, _)) = &ids {
-            if r.real != *uid || r.effective != *uid || r.saved != *uid {
+            if r.iter().any(|id| *id != uid.as_raw()) {
                 return Err(io::Error::from_raw_os_error(libc::EPERM));
             }
         }
-        nix::sys::prctl::set_no_new_privs()?;
+        rustix::thread::set_no_new_privs(true)?;
         cloexec_from(HELPER_CHANNEL_FD as u32 + 1)
     };
     // SAFETY: the closure runs in the forked child before exec and only makes
@@ -179,7 +195,9 @@ fn cloexec_from(first: u32) -> io::Result<()> {
         return Ok(());
     }
     // Kernels before 5.11: one fcntl per possible descriptor.
-    let (soft, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
     let last = soft.min(1 << 20) as i32;
     for fd in first as i32..last {
         // SAFETY: F_SETFD on any integer is harmless; EBADF for the ones not open.

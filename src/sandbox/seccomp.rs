@@ -626,14 +626,14 @@ pub fn install(layer: Layer) -> Result<SeccompState, SandboxError> {
 /// The filter is in force: `socket()` (engine holder) or `socketpair()`
 /// (worker) now fails with `EPERM`.
 fn verify(layer: Layer) -> Result<(), SandboxError> {
-    use nix::sys::socket::{socket, socketpair, AddressFamily, SockFlag, SockType};
+    use rustix::net::{socket_with, socketpair, AddressFamily, SocketFlags, SocketType};
     let (call, result) = match layer {
         Layer::EngineHolder | Layer::Listener => (
             "socket()",
-            socket(
-                AddressFamily::Unix,
-                SockType::Datagram,
-                SockFlag::SOCK_CLOEXEC,
+            socket_with(
+                AddressFamily::UNIX,
+                SocketType::DGRAM,
+                SocketFlags::CLOEXEC,
                 None,
             )
             .map(drop),
@@ -641,16 +641,16 @@ fn verify(layer: Layer) -> Result<(), SandboxError> {
         Layer::Worker => (
             "socketpair()",
             socketpair(
-                AddressFamily::Unix,
-                SockType::Stream,
+                AddressFamily::UNIX,
+                SocketType::STREAM,
+                SocketFlags::CLOEXEC,
                 None,
-                SockFlag::SOCK_CLOEXEC,
             )
             .map(drop),
         ),
     };
     match result {
-        Err(nix::errno::Errno::EPERM) => Ok(()),
+        Err(rustix::io::Errno::PERM) => Ok(()),
         Ok(()) => Err(SandboxError::verify(
             "seccomp",
             format!("{call} still works after the filter was installed"),

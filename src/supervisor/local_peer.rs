@@ -24,12 +24,10 @@
 //! the only I/O is one `send` and one `recv` on a netlink socket.
 #![forbid(unsafe_code)]
 
-use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
-
-use nix::sys::socket::{
-    recv, send, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
+use rustix::net::{
+    netlink, recv, send, socket_with, AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType,
 };
+use std::net::{IpAddr, SocketAddr};
 
 use crate::policy::peer::canonical;
 
@@ -119,16 +117,16 @@ pub fn uid_of(client: SocketAddr, server: SocketAddr) -> Option<u32> {
     }
     let seq = 1;
     let req = request(client, server, seq)?;
-    let nl = socket(
-        AddressFamily::Netlink,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkSockDiag,
+    let nl = socket_with(
+        AddressFamily::NETLINK,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        Some(netlink::SOCK_DIAG),
     )
     .ok()?;
-    send(nl.as_raw_fd(), &req, MsgFlags::empty()).ok()?;
+    send(&nl, &req, SendFlags::empty()).ok()?;
     let mut buf = [0u8; 512];
-    let n = recv(nl.as_raw_fd(), &mut buf, MsgFlags::empty()).ok()?;
+    let (n, _) = recv(&nl, &mut buf, RecvFlags::empty()).ok()?;
     owner(&buf[..n], seq)
 }
 
@@ -206,7 +204,7 @@ mod tests {
         let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (s, from) = l.accept().unwrap();
         let me = s.local_addr().unwrap();
-        assert_eq!(uid_of(from, me), Some(nix::unistd::geteuid().as_raw()));
+        assert_eq!(uid_of(from, me), Some(rustix::process::geteuid().as_raw()));
         // No such connection: nobody.
         let other = SocketAddr::new(from.ip(), from.port().wrapping_add(1));
         assert_eq!(uid_of(other, me), None);
