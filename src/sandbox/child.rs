@@ -146,6 +146,7 @@ pub fn spawn_helper(
 /// the kernel does not know).
 fn empty_bounding_set() -> io::Result<()> {
     for cap in 0..64 {
+        // libc: rustix's bounding-set call takes only the capabilities it names.
         // SAFETY: prctl with plain integers; async-signal-safe.
         if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } < 0 {
             let e = io::Error::last_os_error();
@@ -160,6 +161,8 @@ fn empty_bounding_set() -> io::Result<()> {
 
 /// Puts `source` at descriptor `target`, without close-on-exec.
 fn place_at(source: RawFd, target: RawFd) -> io::Result<()> {
+    // libc: raw numbers in the forked child, where rustix wants borrowed
+    // descriptors.
     // SAFETY: fcntl and dup2 on plain integers; async-signal-safe.
     let rc = unsafe {
         if source == target {
@@ -181,6 +184,7 @@ fn place_at(source: RawFd, target: RawFd) -> io::Result<()> {
 
 /// Marks every descriptor from `first` on close-on-exec.
 fn cloexec_from(first: u32) -> io::Result<()> {
+    // libc: rustix has no close_range.
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes descriptor
     // flags; it takes plain integers.
     let rc = unsafe {
@@ -200,6 +204,7 @@ fn cloexec_from(first: u32) -> io::Result<()> {
         .unwrap_or(u64::MAX);
     let last = soft.min(1 << 20) as i32;
     for fd in first as i32..last {
+        // libc: raw numbers, not descriptors rustix could borrow.
         // SAFETY: F_SETFD on any integer is harmless; EBADF for the ones not open.
         unsafe {
             libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);

@@ -570,6 +570,7 @@ pub fn install(layer: Layer) -> Result<SeccompState, SandboxError> {
         len: filters.len() as u16,
         filter: filters.as_ptr() as *mut libc::sock_filter,
     };
+    // libc: rustix has no seccomp(2) call.
     // SAFETY: `fprog` points to `filters`, which lives until the end of this
     // function; the kernel copies the program and keeps no pointer to it.
     let rc = unsafe {
@@ -598,6 +599,7 @@ pub fn install(layer: Layer) -> Result<SeccompState, SandboxError> {
         // started; a worker seals itself before its scan threads start);
         // /proc may be hidden by Landlock by now.
         super::identity::check_single_threaded_or_unknown()?;
+        // libc: rustix's set_secure_computing_mode cannot pass a filter.
         // SAFETY: as above; PR_SET_SECCOMP takes the mode and a pointer to
         // the program, which the kernel copies.
         let rc = unsafe {

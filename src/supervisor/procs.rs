@@ -168,6 +168,8 @@ pub fn spawn_zygote(
     // of the supervisor is close-on-exec (see `close_on_exec_all`).
     unsafe {
         cmd.pre_exec(move || {
+            // libc: on raw numbers between fork and exec, where rustix would
+            // need borrowed descriptors it cannot have.
             let mut high = [-1; 2];
             for (i, fd) in sources.iter().enumerate() {
                 high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);

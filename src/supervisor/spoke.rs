@@ -51,6 +51,7 @@ fn tcp_bytes_received(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
     // SAFETY: `tcp_info` is plain old data; all zeroes is a valid value.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // libc: rustix has no TCP_INFO.
     // SAFETY: `fd` is an open descriptor borrowed for the call; `info` and
     // `len` are valid for writes of `len` bytes, the size of `info`, and
     // the kernel writes at most `len` bytes and stores the length it wrote.

@@ -32,6 +32,7 @@ pub fn fatal_signals_kill() -> Result<(), String> {
 /// 86 MiB without, 50 MiB with; clamd 48 MiB).
 pub fn fix_mmap_threshold() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // libc: an allocator setting, not a system call.
     // SAFETY: mallopt only changes allocator parameters; it takes no
     // pointers, and this process is still single-threaded.
     unsafe {

@@ -46,6 +46,7 @@ impl FsIdentity {
 }
 
 fn setfsuid(uid: u32) -> u32 {
+    // libc: rustix has no setfsuid/setfsgid (per thread, raw syscall).
     // SAFETY: setfsuid takes a plain integer and changes only the calling
     // thread's fsuid (it cannot fail in a way that corrupts memory); it
     // returns the previous fsuid.
