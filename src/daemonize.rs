@@ -34,8 +34,9 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::sync::Mutex;
 
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{ForkResult, Pid};
+use rustix::process::{waitpid, Pid, WaitOptions};
+
+use crate::sandbox::child::ForkResult;
 
 /// What the started daemon reports to the process waiting for it.
 pub struct Readiness {
@@ -103,11 +104,11 @@ pub enum Forked {
 /// Forks into the background (see the module docs). `keep_cwd`: do not
 /// change to `/` when ready (clamd's `--debug`).
 pub fn daemonize(keep_cwd: bool) -> io::Result<Forked> {
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     match crate::sandbox::child::fork_single_threaded()? {
         ForkResult::Child => {
             drop(read);
-            nix::unistd::setsid()?;
+            rustix::process::setsid()?;
             detach_stdio();
             Ok(Forked::Child(Readiness {
                 pipe: Mutex::new(Some(File::from(write))),
@@ -133,15 +134,21 @@ fn wait_for(mut pipe: File, child: Pid) -> u8 {
         eprintln!("clamsentry: {}", String::from_utf8_lossy(&report[1..]));
     }
     loop {
-        match waitpid(child, None) {
-            Ok(WaitStatus::Exited(_, 0)) if report.first() == Some(&b'E') => return 1,
-            Ok(WaitStatus::Exited(_, code)) => return code.clamp(0, 255) as u8,
-            Ok(WaitStatus::Signaled(_, sig, _)) => {
-                eprintln!("clamsentry: the daemon was killed by {sig} before it was ready");
+        let status = waitpid(Some(child), WaitOptions::empty()).map(|s| s.map(|(_, s)| s));
+        match status {
+            Ok(Some(s)) if s.exit_status() == Some(0) && report.first() == Some(&b'E') => return 1,
+            Ok(Some(s)) if s.exit_status().is_some() => {
+                return s.exit_status().unwrap_or(1).clamp(0, 255) as u8
+            }
+            Ok(Some(s)) if s.terminating_signal().is_some() => {
+                let sig = s.terminating_signal().unwrap_or(0);
+                let name =
+                    crate::sys::signal_name(sig).map_or_else(|| sig.to_string(), str::to_string);
+                eprintln!("clamsentry: the daemon was killed by {name} before it was ready");
                 return 1;
             }
             Ok(_) => continue,
-            Err(nix::errno::Errno::EINTR) => continue,
+            Err(rustix::io::Errno::INTR) => continue,
             Err(e) => {
                 eprintln!("clamsentry: cannot wait for the daemon: {e}");
                 return 1;
@@ -152,7 +159,6 @@ fn wait_for(mut pipe: File, child: Pid) -> u8 {
 
 /// stdin, stdout and stderr to `/dev/null`.
 fn detach_stdio() {
-    use std::os::fd::AsRawFd;
     let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -160,7 +166,7 @@ fn detach_stdio() {
     else {
         return;
     };
-    for fd in 0..3 {
-        let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
-    }
+    let _ = rustix::stdio::dup2_stdin(&null);
+    let _ = rustix::stdio::dup2_stdout(&null);
+    let _ = rustix::stdio::dup2_stderr(&null);
 }

@@ -32,7 +32,8 @@
 //!
 //! `unsafe_code` is denied crate-wide and allowed only in the few files at
 //! the library and OS boundaries (libclamav, descriptor passing, fork,
-//! per-thread credentials, pidfds, signal dispositions, allocator tuning),
+//! per-thread credentials, pidfds, signal dispositions, allocator tuning,
+//! the C library's user and group lookups in [`sys`]),
 //! where each block carries a `// SAFETY:` comment; every other file
 //! forbids it.
 #![deny(unsafe_code)]
@@ -53,6 +54,7 @@ pub(crate) mod safe_fs;
 pub mod sandbox;
 pub mod socket_setup;
 pub mod supervisor;
+pub(crate) mod sys;
 pub(crate) mod systemd;
 pub(crate) mod usage;
 pub(crate) mod worker;

@@ -249,7 +249,7 @@ mod tests {
         assert!(!target.exists());
         std::fs::remove_file(&p).unwrap();
         // A FIFO: refused at once, still a FIFO.
-        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        rustix::fs::mkfifoat(rustix::fs::CWD, &p, rustix::fs::Mode::from_raw_mode(0o644)).unwrap();
         let err = PidFile::create(&p).unwrap_err().to_string();
         assert!(err.contains("a FIFO"), "{err}");
         assert!(std::fs::symlink_metadata(&p).unwrap().file_type().is_fifo());

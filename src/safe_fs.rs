@@ -868,7 +868,12 @@ mod tests {
         std::io::Read::read_to_string(&mut open_regular(&f).unwrap(), &mut text).unwrap();
         assert_eq!(text, "data");
         let fifo = t.path().join("fifo");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
         let e = open_regular(&fifo).unwrap_err();
         assert!(
             e.to_string().ends_with("is a FIFO, not a regular file"),

@@ -14,7 +14,8 @@
 use std::io;
 use std::os::fd::AsFd;
 
-use nix::unistd::{Gid, Group, Uid, User};
+use crate::sys::User;
+use rustix::process::{Gid, Uid};
 
 use crate::config::ListenConfig;
 
@@ -40,7 +41,7 @@ pub struct SocketSpec {
 /// Resolves the owner, group and mode of the Unix socket. Errors name the
 /// key.
 pub fn unix_socket_spec(listen: &ListenConfig, mode: u32) -> io::Result<SocketSpec> {
-    let my_gid = nix::unistd::getegid().as_raw();
+    let my_gid = rustix::process::getegid().as_raw();
     let owner = match listen.unix_owner.as_str() {
         "" => None,
         spec => Some(lookup_user(spec).map_err(|m| invalid("listen.unix-owner", m))?),
@@ -55,20 +56,14 @@ pub fn unix_socket_spec(listen: &ListenConfig, mode: u32) -> io::Result<SocketSp
     };
     let (uid, gid, mut groups) = match owner {
         None => (
-            nix::unistd::geteuid().as_raw(),
+            rustix::process::geteuid().as_raw(),
             group.unwrap_or(my_gid),
             vec![],
         ),
         Some((uid, None)) => (uid.as_raw(), group.unwrap_or(my_gid), vec![]),
         Some((uid, Some(user))) => {
-            let groups = std::ffi::CString::new(user.name.as_bytes())
-                .ok()
-                .and_then(|name| nix::unistd::getgrouplist(&name, user.gid).ok())
-                .unwrap_or_default()
-                .into_iter()
-                .map(Gid::as_raw)
-                .collect();
-            (uid.as_raw(), group.unwrap_or(user.gid.as_raw()), groups)
+            let groups = crate::sys::group_list(&user.name, user.gid).unwrap_or_default();
+            (uid.as_raw(), group.unwrap_or(user.gid), groups)
         }
     };
     if !groups.contains(&gid) {
@@ -86,7 +81,7 @@ pub fn unix_socket_spec(listen: &ListenConfig, mode: u32) -> io::Result<SocketSp
 /// A user by name or number, with its passwd entry when it has one.
 fn lookup_user(spec: &str) -> Result<(Uid, Option<User>), String> {
     let uid = resolve_user(spec)?;
-    Ok((uid, User::from_uid(uid).ok().flatten()))
+    Ok((uid, crate::sys::user_by_uid(uid.as_raw()).ok().flatten()))
 }
 
 /// Sets the accept queue length of a listening socket. Linux lets `listen`
@@ -94,9 +89,7 @@ fn lookup_user(spec: &str) -> Result<(Uid, Option<User>), String> {
 /// `net.core.somaxconn`.
 pub fn set_backlog(socket: &impl AsFd, backlog: u32) -> io::Result<()> {
     let n = i32::try_from(backlog).unwrap_or(i32::MAX);
-    let backlog = nix::sys::socket::Backlog::new(n)
-        .map_err(|e| invalid("listen.backlog", format!("{backlog}: {e}")))?;
-    nix::sys::socket::listen(socket, backlog)
+    rustix::net::listen(socket, n)
         .map_err(|e| invalid("listen.backlog", format!("listen() failed: {e}")))
 }
 
@@ -106,8 +99,8 @@ pub fn resolve_user(spec: &str) -> Result<Uid, String> {
     if let Ok(n) = spec.parse::<u32>() {
         return Ok(Uid::from_raw(n));
     }
-    match User::from_name(spec) {
-        Ok(Some(u)) => Ok(u.uid),
+    match crate::sys::user_by_name(spec) {
+        Ok(Some(u)) => Ok(Uid::from_raw(u.uid)),
         Ok(None) => Err(format!("no user {spec:?} on this system")),
         Err(e) => Err(format!("cannot look up user {spec:?}: {e}")),
     }
@@ -118,8 +111,8 @@ pub fn resolve_group(spec: &str) -> Result<Gid, String> {
     if let Ok(n) = spec.parse::<u32>() {
         return Ok(Gid::from_raw(n));
     }
-    match Group::from_name(spec) {
-        Ok(Some(g)) => Ok(g.gid),
+    match crate::sys::group_by_name(spec) {
+        Ok(Some(gid)) => Ok(Gid::from_raw(gid)),
         Ok(None) => Err(format!("no group {spec:?} on this system")),
         Err(e) => Err(format!("cannot look up group {spec:?}: {e}")),
     }
@@ -155,21 +148,20 @@ mod tests {
         );
         // Nothing set: the daemon's own user and group.
         let spec = unix_socket_spec(&ListenConfig::default(), 0o660).unwrap();
-        assert_eq!(spec.uid, nix::unistd::geteuid().as_raw());
-        assert_eq!(spec.gid, nix::unistd::getegid().as_raw());
+        assert_eq!(spec.uid, rustix::process::geteuid().as_raw());
+        assert_eq!(spec.gid, rustix::process::getegid().as_raw());
         assert_eq!(spec.groups, vec![spec.gid]);
         // An owner: its primary group unless a group is named.
-        let daemon = User::from_name("daemon").unwrap().expect("user daemon");
+        let daemon = crate::sys::user_by_name("daemon")
+            .unwrap()
+            .expect("user daemon");
         let listen = ListenConfig {
             unix_owner: "daemon".into(),
             ..ListenConfig::default()
         };
         let spec = unix_socket_spec(&listen, 0o666).unwrap();
-        assert_eq!(
-            (spec.uid, spec.gid),
-            (daemon.uid.as_raw(), daemon.gid.as_raw())
-        );
-        assert!(spec.groups.contains(&daemon.gid.as_raw()));
+        assert_eq!((spec.uid, spec.gid), (daemon.uid, daemon.gid));
+        assert!(spec.groups.contains(&daemon.gid));
         let listen = ListenConfig {
             unix_owner: "daemon".into(),
             unix_group: "0".into(),

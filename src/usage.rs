@@ -79,16 +79,7 @@ pub fn parse_smaps_rollup(text: &str) -> (u64, u64) {
 
 /// User plus system CPU time of this process (all its threads), µs.
 pub fn cpu_us() -> u64 {
-    use nix::sys::resource::{getrusage, UsageWho};
-    match getrusage(UsageWho::RUSAGE_SELF) {
-        Ok(u) => {
-            let us = |t: nix::sys::time::TimeVal| {
-                (t.tv_sec() as u64).saturating_mul(1_000_000) + t.tv_usec() as u64
-            };
-            us(u.user_time()).saturating_add(us(u.system_time()))
-        }
-        Err(_) => 0,
-    }
+    crate::sys::cpu_time_self().map_or(0, |(user, system)| user.saturating_add(system))
 }
 
 /// Open descriptors of this process.
@@ -97,14 +88,12 @@ pub fn count_fds() -> u32 {
         // The listing's own descriptor is one of them.
         return (dir.count() as u32).saturating_sub(1);
     }
-    use nix::fcntl::{fcntl, FcntlArg};
-    use nix::sys::resource::{getrlimit, Resource};
-    let limit = getrlimit(Resource::RLIMIT_NOFILE)
-        .map(|(soft, _)| soft)
-        .unwrap_or(1024)
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX)
         .min(MAX_PROBED_FDS);
     (0..limit as i32)
-        .filter(|fd| fcntl(*fd, FcntlArg::F_GETFD).is_ok())
+        .filter(|fd| crate::sys::is_open(*fd))
         .count() as u32
 }
 

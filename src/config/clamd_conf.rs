@@ -692,10 +692,7 @@ impl Env {
                 if let Ok(n) = name.parse::<u32>() {
                     return Some(n);
                 }
-                nix::unistd::User::from_name(name)
-                    .ok()
-                    .flatten()
-                    .map(|u| u.uid.as_raw())
+                crate::sys::user_by_name(name).ok().flatten().map(|u| u.uid)
             },
         }
     }

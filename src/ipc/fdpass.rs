@@ -1,10 +1,10 @@
 //! Receiving bytes together with passed file descriptors.
-#![allow(unsafe_code)]
 
 use std::io::IoSliceMut;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::mem::MaybeUninit;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
 
 /// At most this many descriptors are accepted from one message; more are
 /// closed (a client gains nothing by sending many).
@@ -12,36 +12,32 @@ pub const MAX_FDS: usize = 4;
 
 /// Reads once from a non-blocking Unix stream socket, collecting any passed
 /// descriptors into `fds` (each owned and close-on-exec). Returns the number
-/// of data bytes read (0 at end of stream).
+/// of data bytes read (0 at end of stream). Descriptors of a message whose
+/// control data was truncated are closed, none kept.
 pub fn recv_with_fds(
-    socket: RawFd,
+    socket: BorrowedFd<'_>,
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
 ) -> std::io::Result<usize> {
-    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut cmsg = RecvAncillaryBuffer::new(&mut space);
     let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<()>(
+    let msg = recvmsg(
         socket,
         &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
-    )
-    .map_err(std::io::Error::from)?;
-    let bytes = msg.bytes;
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            if let ControlMessageOwned::ScmRights(raw) = c {
-                for fd in raw {
-                    // SAFETY: the kernel just installed `fd` in our table for
-                    // this message; nothing else owns it, so we take ownership
-                    // (and close it when dropped).
-                    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-                    if fds.len() < MAX_FDS {
-                        fds.push(owned);
-                    }
+        &mut cmsg,
+        RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
+    )?;
+    let truncated = msg.flags.contains(ReturnFlags::CTRUNC);
+    for c in cmsg.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = c {
+            // Each descriptor is owned from here: kept, or closed when dropped.
+            for owned in received {
+                if !truncated && fds.len() < MAX_FDS {
+                    fds.push(owned);
                 }
             }
         }
     }
-    Ok(bytes)
+    Ok(msg.bytes)
 }

@@ -19,19 +19,42 @@ pub struct UnixPeer {
 
 /// The peer of a connected Unix stream socket; `None` for other sockets.
 pub fn unix_peer(socket: BorrowedFd<'_>) -> Option<UnixPeer> {
-    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-    let c = getsockopt(&socket, PeerCredentials).ok()?;
+    let c = peer_credentials(socket)?;
     Some(UnixPeer {
-        uid: c.uid(),
-        gid: c.gid(),
-        pid: Some(c.pid()).filter(|p| *p > 0),
+        uid: c.uid,
+        gid: c.gid,
+        pid: Some(c.pid).filter(|p| *p > 0),
         groups: peer_groups(socket).unwrap_or_default(),
     })
+}
+
+/// SO_PEERCRED through libc: rustix's `UCred` holds a non-zero `Pid`, but
+/// the kernel reports pid 0 for a peer in a pid namespace we cannot see.
+fn peer_credentials(socket: BorrowedFd<'_>) -> Option<libc::ucred> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is a valid, writable `ucred` of `len` bytes, and `len`
+    // a valid in/out length; the socket stays open for the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            std::ptr::addr_of_mut!(cred).cast::<libc::c_void>(),
+            &mut len,
+        )
+    };
+    (rc == 0 && len as usize == std::mem::size_of::<libc::ucred>()).then_some(cred)
 }
 
 /// The peer's groups as the kernel recorded them at connect time, or `None`
 /// if the socket has none (not a Unix socket, old kernel).
 pub fn peer_groups(socket: BorrowedFd<'_>) -> Option<Vec<u32>> {
+    // libc: rustix has no SO_PEERGROUPS.
     // 64 groups first; the kernel says how many it has if that is too few.
     let mut groups: Vec<libc::gid_t> = vec![0; 64];
     for _ in 0..2 {
@@ -70,7 +93,7 @@ mod tests {
     fn a_socketpair_reports_our_own_groups() {
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
         let mut got = peer_groups(a.as_fd()).expect("SO_PEERGROUPS works on Linux");
-        let mut ours: Vec<u32> = nix::unistd::getgroups()
+        let mut ours: Vec<u32> = rustix::process::getgroups()
             .unwrap()
             .into_iter()
             .map(|g| g.as_raw())

@@ -98,8 +98,8 @@ pub const TASKS_PER_COMMAND: u64 = 64;
 /// The launcher's `main`; returns the exit code.
 pub fn main() -> i32 {
     // First of all (see the module documentation).
-    let _ = nix::sys::prctl::set_dumpable(false);
-    let _ = nix::sys::prctl::set_name(c"clamsentry-evt");
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+    let _ = rustix::thread::set_name(c"clamsentry-evt");
     let control = match Channel::inherit(CONTROL_FD) {
         Ok(c) => Arc::new(c),
         // Nobody to tell: started by hand, not by the supervisor.
@@ -146,22 +146,24 @@ fn serve(control: &Arc<Channel>) -> Result<(), String> {
     };
     // The supervisor is gone (or broke the protocol): end the commands.
     let groups: Vec<i32> = lock(&running).values().copied().collect();
-    for pgid in groups.into_iter().filter(|p| *p > 0) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pgid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+    for pgid in groups
+        .into_iter()
+        .filter_map(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
     }
     result
 }
 
 /// Checks what the supervisor set up before `exec` (see the module docs).
 fn check_process() -> Result<(), String> {
-    let ids = nix::unistd::getresuid().map_err(|e| format!("getresuid: {e}"))?;
-    if ids.real.is_root() || ids.effective.is_root() || ids.saved.is_root() {
+    let ids = crate::sys::getresuid().map_err(|e| format!("getresuid: {e}"))?;
+    if ids.contains(&0) {
         return Err("the launcher runs as root; it must be started as virus-event.user".into());
     }
-    if nix::sys::prctl::get_dumpable().map_err(|e| format!("PR_GET_DUMPABLE: {e}"))? {
+    if rustix::process::dumpable_behavior().map_err(|e| format!("PR_GET_DUMPABLE: {e}"))?
+        != rustix::process::DumpableBehavior::NotDumpable
+    {
         return Err("the launcher is dumpable".into());
     }
     let stray = stray_descriptors();
@@ -186,7 +188,7 @@ fn stray_descriptors() -> Vec<i32> {
     listed
         .into_iter()
         .filter(|fd| *fd > CONTROL_FD)
-        .filter(|fd| nix::fcntl::fcntl(*fd, nix::fcntl::FcntlArg::F_GETFD).is_ok())
+        .filter(|fd| crate::sys::is_open(*fd))
         .collect()
 }
 

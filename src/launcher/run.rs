@@ -66,9 +66,9 @@ pub fn failed(e: &std::io::Error) -> Ended {
 /// [`GRACE`] for output still in the pipes) or `timeout` passed (then its
 /// process group is killed).
 pub fn watch(mut child: Child, timeout: Duration, started: Instant) -> Ended {
-    use nix::poll::{poll, PollFd, PollFlags};
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
     let deadline = started + timeout;
-    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    let group = rustix::process::Pid::from_child(&child);
     let mut stdout = Capture::new(child.stdout.take());
     let mut stderr = Capture::new(child.stderr.take());
     let mut status = None;
@@ -81,7 +81,7 @@ pub fn watch(mut child: Child, timeout: Duration, started: Instant) -> Ended {
                 status = Some(s);
                 exited_at = Some(now);
             } else if now >= deadline {
-                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
                 timed_out = true;
                 status = child.wait().ok();
                 exited_at = Some(Instant::now());
@@ -95,15 +95,19 @@ pub fn watch(mut child: Child, timeout: Duration, started: Instant) -> Ended {
         {
             let mut fds = Vec::new();
             if let Some(p) = &stdout.pipe {
-                fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+                fds.push(PollFd::from_borrowed_fd(p.as_fd(), PollFlags::IN));
             }
             if let Some(p) = &stderr.pipe {
-                fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+                fds.push(PollFd::from_borrowed_fd(p.as_fd(), PollFlags::IN));
             }
             if fds.is_empty() {
                 std::thread::sleep(Duration::from_millis(50));
             } else {
-                let _ = poll(&mut fds, 50u16);
+                let wait = Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 50_000_000,
+                };
+                let _ = poll(&mut fds, Some(&wait));
             }
         }
         stdout.read_available();
@@ -185,13 +189,8 @@ impl<R: Read + AsFd> Capture<R> {
 }
 
 fn set_nonblocking(fd: &impl AsFd) {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    use std::os::fd::AsRawFd;
-    let raw = fd.as_fd().as_raw_fd();
-    if let Ok(flags) = fcntl(raw, FcntlArg::F_GETFL) {
-        let _ = fcntl(
-            raw,
-            FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
-        );
+    use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+    if let Ok(flags) = fcntl_getfl(fd) {
+        let _ = fcntl_setfl(fd, flags | OFlags::NONBLOCK);
     }
 }

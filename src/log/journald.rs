@@ -43,7 +43,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
@@ -168,35 +168,28 @@ impl Journald {
     }
 
     fn send_memfd(&self, entry: &[u8]) -> io::Result<()> {
-        use nix::fcntl::{fcntl, FcntlArg, SealFlag};
-        use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
-        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+        use rustix::fs::{fcntl_add_seals, memfd_create, MemfdFlags, SealFlags};
+        use rustix::net::{
+            sendmsg_addr, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix,
+        };
         let fd = memfd_create(
             c"clamsentry-journal",
-            MemFdCreateFlag::MFD_ALLOW_SEALING | MemFdCreateFlag::MFD_CLOEXEC,
+            MemfdFlags::ALLOW_SEALING | MemfdFlags::CLOEXEC,
         )?;
         let mut file = std::fs::File::from(fd);
         file.write_all(entry)?;
         // journald maps the memfd only when it is sealed against changes.
-        fcntl(
-            file.as_raw_fd(),
-            FcntlArg::F_ADD_SEALS(
-                SealFlag::F_SEAL_SHRINK
-                    | SealFlag::F_SEAL_GROW
-                    | SealFlag::F_SEAL_WRITE
-                    | SealFlag::F_SEAL_SEAL,
-            ),
+        fcntl_add_seals(
+            &file,
+            SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,
         )?;
         let fd = OwnedFd::from(file);
-        let fds = [fd.as_raw_fd()];
-        let addr = UnixAddr::new(&self.path)?;
-        sendmsg(
-            self.socket.as_raw_fd(),
-            &[],
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::MSG_NOSIGNAL,
-            Some(&addr),
-        )?;
+        let fds = [fd.as_fd()];
+        let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut cmsg = SendAncillaryBuffer::new(&mut space);
+        cmsg.push(SendAncillaryMessage::ScmRights(&fds));
+        let addr = SocketAddrUnix::new(&self.path)?;
+        sendmsg_addr(&self.socket, &addr, &[], &mut cmsg, SendFlags::NOSIGNAL)?;
         Ok(())
     }
 }
@@ -368,32 +361,31 @@ mod tests {
 
         /// The next non-empty entry, from a datagram or a passed memfd.
         fn entry(&self) -> Vec<(String, Vec<u8>)> {
-            use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+            use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
             loop {
                 let mut buf = vec![0u8; 1 << 16];
-                let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+                let mut space =
+                    [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+                let mut cmsg = RecvAncillaryBuffer::new(&mut space);
                 let mut iov = [io::IoSliceMut::new(&mut buf)];
-                let msg = recvmsg::<()>(
-                    self.socket.as_raw_fd(),
-                    &mut iov,
-                    Some(&mut cmsg),
-                    MsgFlags::empty(),
-                )
-                .unwrap();
-                let mut fds = Vec::new();
-                for c in msg.cmsgs().unwrap() {
-                    if let ControlMessageOwned::ScmRights(f) = c {
+                let msg = recvmsg(&self.socket, &mut iov, &mut cmsg, RecvFlags::empty()).unwrap();
+                let mut fds: Vec<OwnedFd> = Vec::new();
+                for c in cmsg.drain() {
+                    if let RecvAncillaryMessage::ScmRights(f) = c {
                         fds.extend(f);
                     }
                 }
                 let n = msg.bytes;
-                let bytes = if let Some(&fd) = fds.first() {
-                    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
-                    let seals = fcntl(fd, FcntlArg::F_GET_SEALS).unwrap();
-                    let seals = SealFlag::from_bits_truncate(seals);
-                    assert!(seals.contains(SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SEAL));
-                    let data = std::fs::read(format!("/proc/self/fd/{fd}")).unwrap();
-                    nix::unistd::close(fd).unwrap();
+                let bytes = if let Some(fd) = fds.first() {
+                    use rustix::fs::{fcntl_get_seals, SealFlags};
+                    let seals = fcntl_get_seals(fd).unwrap();
+                    assert!(seals.contains(SealFlags::WRITE | SealFlags::SEAL));
+                    let data = std::fs::read(format!(
+                        "/proc/self/fd/{}",
+                        std::os::fd::AsRawFd::as_raw_fd(fd)
+                    ))
+                    .unwrap();
+                    drop(fds);
                     data
                 } else {
                     buf[..n].to_vec()

@@ -31,7 +31,7 @@ pub(crate) mod selftest;
 pub(crate) mod slots;
 
 use std::net::IpAddr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -119,7 +119,7 @@ fn read_start(control: &Control) -> Result<Start, String> {
 }
 
 fn run() -> Result<(), String> {
-    let _ = nix::sys::prctl::set_name(c"clamsentry-obs");
+    let _ = rustix::thread::set_name(c"clamsentry-obs");
     let control = Control::inherit(CONTROL_FD).map_err(|e| {
         format!("descriptor {CONTROL_FD}: {e}: the observer is started only by the supervisor")
     })?;
@@ -132,7 +132,7 @@ fn run() -> Result<(), String> {
     let meter = crate::usage::Meter::open();
     let conns = u64::from(config.metrics.max_connections);
     let plan = sandbox::Plan {
-        user: nix::unistd::geteuid()
+        user: rustix::process::geteuid()
             .is_root()
             .then(|| config.sandbox.user.clone()),
         read_only: Vec::new(),
@@ -154,7 +154,8 @@ fn run() -> Result<(), String> {
             ));
         }
     }
-    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
     tracing::info!(sandbox = %status, "observer sandboxed");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -365,11 +366,8 @@ enum Listen {
 
 impl Listen {
     fn adopt(fd: OwnedFd) -> std::io::Result<Listen> {
-        use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike, SockaddrStorage};
-        let family = getsockname::<SockaddrStorage>(fd.as_raw_fd())
-            .map_err(std::io::Error::from)?
-            .family();
-        Ok(if family == Some(AddressFamily::Unix) {
+        let family = rustix::net::getsockname(&fd)?.address_family();
+        Ok(if family == rustix::net::AddressFamily::UNIX {
             let l = std::os::unix::net::UnixListener::from(fd);
             l.set_nonblocking(true)?;
             Listen::Unix(tokio::net::UnixListener::from_std(l)?)

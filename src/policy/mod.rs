@@ -131,22 +131,21 @@ impl Admins {
     /// Resolves the configured names from the user database (the
     /// supervisor can read it; names that do not exist are logged).
     pub fn resolve(policy: &crate::config::UnixPolicy) -> Admins {
-        let uids = policy
-            .admin_users
-            .iter()
-            .filter_map(|name| match nix::unistd::User::from_name(name) {
-                Ok(Some(u)) => Some(u.uid.as_raw()),
+        let uids = policy.admin_users.iter().filter_map(|name| {
+            match crate::sys::user_by_name(name) {
+                Ok(Some(u)) => Some(u.uid),
                 _ => {
                     tracing::warn!(user = %name, "policy.unix.admin-users: no such user, ignored");
                     None
                 }
-            });
+            }
+        });
         let uids: Vec<u32> = uids.collect();
         let gids: Vec<u32> = policy
             .admin_groups
             .iter()
-            .filter_map(|name| match nix::unistd::Group::from_name(name) {
-                Ok(Some(g)) => Some(g.gid.as_raw()),
+            .filter_map(|name| match crate::sys::group_by_name(name) {
+                Ok(Some(gid)) => Some(gid),
                 _ => {
                     tracing::warn!(group = %name, "policy.unix.admin-groups: no such group, ignored");
                     None
@@ -198,7 +197,7 @@ mod tests {
     #[test]
     fn the_daemons_own_user_is_not_an_administrator() {
         // Whatever user runs the daemon (or its sandbox), only the list counts.
-        let me = nix::unistd::geteuid().as_raw();
+        let me = rustix::process::geteuid().as_raw();
         let a = Admins::new([], []);
         assert_eq!(a.admits(&unix(me, me, &[])), me == 0);
     }

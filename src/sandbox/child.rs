@@ -12,12 +12,18 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
-use nix::unistd::{self, Gid, Uid};
+use rustix::process::{Gid, Pid, Uid};
+
+/// Which side of a fork this is.
+pub enum ForkResult {
+    Parent { child: Pid },
+    Child,
+}
 
 /// Forks, if this process has exactly one thread (read from
 /// `/proc/self/status`; threads do not survive a fork, so a child of a
 /// threaded process could find a lock held forever).
-pub fn fork_single_threaded() -> io::Result<unistd::ForkResult> {
+pub fn fork_single_threaded() -> io::Result<ForkResult> {
     match super::identity::check_single_threaded() {
         Ok(()) => {}
         Err(super::SandboxError::NotSingleThreaded { threads }) => {
@@ -27,9 +33,17 @@ pub fn fork_single_threaded() -> io::Result<unistd::ForkResult> {
         }
         Err(e) => return Err(io::Error::other(e.to_string())),
     }
+    // libc: rustix has no fork (its raw `kernel_fork` skips the C library's
+    // own fork handling).
     // SAFETY: the process has a single thread (checked above), so the child
     // is a complete copy in which any function may be called.
-    Ok(unsafe { unistd::fork() }?)
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(ForkResult::Child),
+        child => Ok(ForkResult::Parent {
+            child: Pid::from_raw(child).ok_or_else(|| io::Error::other("fork returned pid 0"))?,
+        }),
+    }
 }
 
 /// Who a helper process runs as.
@@ -96,20 +110,22 @@ pub fn spawn_helper(
         place_at(source, HELPER_CHANNEL_FD)?;
         if let Some((uid, gid, groups)) = &ids {
             empty_bounding_set()?;
-            unistd::setgroups(groups)?;
-            unistd::setresgid(*gid, *gid, *gid)?;
-            unistd::setresuid(*uid, *uid, *uid)?;
+            // Per thread is the whole process here: the forked child has
+            // one thread.
+            rustix::thread::set_thread_groups(groups)?;
+            rustix::thread::set_thread_res_gid(*gid, *gid, *gid)?;
+            rustix::thread::set_thread_res_uid(*uid, *uid, *uid)?;
         }
-        let r = unistd::getresuid()?;
-        if r.real.is_root() || r.effective.is_root() || r.saved.is_root() {
+        let r = crate::sys::getresuid()?;
+        if r.contains(&0) {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
         if let Some((uid, _, _)) = &ids {
-            if r.real != *uid || r.effective != *uid || r.saved != *uid {
+            if r.iter().any(|id| *id != uid.as_raw()) {
                 return Err(io::Error::from_raw_os_error(libc::EPERM));
             }
         }
-        nix::sys::prctl::set_no_new_privs()?;
+        rustix::thread::set_no_new_privs(true)?;
         cloexec_from(HELPER_CHANNEL_FD as u32 + 1)
     };
     // SAFETY: the closure runs in the forked child before exec and only makes
@@ -130,6 +146,7 @@ pub fn spawn_helper(
 /// the kernel does not know).
 fn empty_bounding_set() -> io::Result<()> {
     for cap in 0..64 {
+        // libc: rustix's bounding-set call takes only the capabilities it names.
         // SAFETY: prctl with plain integers; async-signal-safe.
         if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } < 0 {
             let e = io::Error::last_os_error();
@@ -144,6 +161,8 @@ fn empty_bounding_set() -> io::Result<()> {
 
 /// Puts `source` at descriptor `target`, without close-on-exec.
 fn place_at(source: RawFd, target: RawFd) -> io::Result<()> {
+    // libc: raw numbers in the forked child, where rustix wants borrowed
+    // descriptors.
     // SAFETY: fcntl and dup2 on plain integers; async-signal-safe.
     let rc = unsafe {
         if source == target {
@@ -165,6 +184,7 @@ fn place_at(source: RawFd, target: RawFd) -> io::Result<()> {
 
 /// Marks every descriptor from `first` on close-on-exec.
 fn cloexec_from(first: u32) -> io::Result<()> {
+    // libc: rustix has no close_range.
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes descriptor
     // flags; it takes plain integers.
     let rc = unsafe {
@@ -179,9 +199,12 @@ fn cloexec_from(first: u32) -> io::Result<()> {
         return Ok(());
     }
     // Kernels before 5.11: one fcntl per possible descriptor.
-    let (soft, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
     let last = soft.min(1 << 20) as i32;
     for fd in first as i32..last {
+        // libc: raw numbers, not descriptors rustix could borrow.
         // SAFETY: F_SETFD on any integer is harmless; EBADF for the ones not open.
         unsafe {
             libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);

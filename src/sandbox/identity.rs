@@ -1,6 +1,7 @@
 //! Who the worker becomes: user lookup, the identity switch and its checks.
 
-use nix::unistd::{self, Gid, Uid, User};
+use rustix::process::{Gid, Uid};
+use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid, set_thread_uid};
 
 use super::SandboxError;
 
@@ -14,8 +15,8 @@ pub(super) struct Target {
 
 /// Looks up a user by name: (uid, primary gid).
 pub fn lookup_user(name: &str) -> Result<(u32, u32), SandboxError> {
-    match User::from_name(name) {
-        Ok(Some(u)) => Ok((u.uid.as_raw(), u.gid.as_raw())),
+    match crate::sys::user_by_name(name) {
+        Ok(Some(u)) => Ok((u.uid, u.gid)),
         Ok(None) => Err(SandboxError::NoSuchUser(name.to_string())),
         Err(e) => Err(SandboxError::UserLookup {
             user: name.to_string(),
@@ -51,7 +52,10 @@ pub(super) fn check_single_threaded_or_unknown() -> Result<(), SandboxError> {
 
 /// Decides the final identity before anything changes.
 pub(super) fn resolve_target(user: Option<&str>) -> Result<Target, SandboxError> {
-    let me = (unistd::getuid().as_raw(), unistd::getgid().as_raw());
+    let me = (
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+    );
     let Some(name) = user else {
         return Ok(Target {
             name: None,
@@ -60,7 +64,7 @@ pub(super) fn resolve_target(user: Option<&str>) -> Result<Target, SandboxError>
         });
     };
     let (uid, gid) = lookup_user(name)?;
-    if unistd::geteuid().is_root() {
+    if rustix::process::geteuid().is_root() {
         return Ok(Target {
             name: Some(name.to_string()),
             uid,
@@ -87,31 +91,30 @@ pub(super) fn switch(target: &Target) -> Result<(), SandboxError> {
         return Ok(());
     }
     let (uid, gid) = (Uid::from_raw(target.uid), Gid::from_raw(target.gid));
-    unistd::setgroups(&[gid]).map_err(|e| SandboxError::step("setgroups", e))?;
-    unistd::setresgid(gid, gid, gid).map_err(|e| SandboxError::step("setresgid", e))?;
-    unistd::setresuid(uid, uid, uid).map_err(|e| SandboxError::step("setresuid", e))?;
+    // Per thread is the whole process: the caller checked it has one thread.
+    set_thread_groups(&[gid]).map_err(|e| SandboxError::step("setgroups", e))?;
+    set_thread_res_gid(gid, gid, gid).map_err(|e| SandboxError::step("setresgid", e))?;
+    set_thread_res_uid(uid, uid, uid).map_err(|e| SandboxError::step("setresuid", e))?;
     verify(target)
 }
 
 fn verify(target: &Target) -> Result<(), SandboxError> {
     const STEP: &str = "the identity switch";
-    let r = unistd::getresuid().map_err(|e| SandboxError::step("getresuid", e))?;
-    let ids = [r.real, r.effective, r.saved].map(Uid::as_raw);
+    let ids = crate::sys::getresuid().map_err(|e| SandboxError::step("getresuid", e))?;
     if ids != [target.uid; 3] {
         return Err(SandboxError::verify(
             STEP,
             format!("uids are {ids:?}, expected {}", target.uid),
         ));
     }
-    let g = unistd::getresgid().map_err(|e| SandboxError::step("getresgid", e))?;
-    let ids = [g.real, g.effective, g.saved].map(Gid::as_raw);
+    let ids = crate::sys::getresgid().map_err(|e| SandboxError::step("getresgid", e))?;
     if ids != [target.gid; 3] {
         return Err(SandboxError::verify(
             STEP,
             format!("gids are {ids:?}, expected {}", target.gid),
         ));
     }
-    let groups: Vec<u32> = unistd::getgroups()
+    let groups: Vec<u32> = rustix::process::getgroups()
         .map_err(|e| SandboxError::step("getgroups", e))?
         .into_iter()
         .map(Gid::as_raw)
@@ -125,7 +128,7 @@ fn verify(target: &Target) -> Result<(), SandboxError> {
             ),
         ));
     }
-    if target.uid != 0 && unistd::setuid(Uid::from_raw(0)).is_ok() {
+    if target.uid != 0 && set_thread_uid(Uid::from_raw(0)).is_ok() {
         return Err(SandboxError::verify(STEP, "setuid(0) still succeeds"));
     }
     Ok(())

@@ -1,12 +1,12 @@
 //! no-new-privs and resource limits.
 
-use nix::sys::prctl;
-use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
 use super::{Plan, SandboxError};
 
 pub(super) fn set_no_new_privs() -> Result<(), SandboxError> {
-    prctl::set_no_new_privs().map_err(|e| SandboxError::step("PR_SET_NO_NEW_PRIVS", e))?;
+    rustix::thread::set_no_new_privs(true)
+        .map_err(|e| SandboxError::step("PR_SET_NO_NEW_PRIVS", e))?;
     if !no_new_privs()? {
         return Err(SandboxError::verify(
             "PR_SET_NO_NEW_PRIVS",
@@ -17,7 +17,7 @@ pub(super) fn set_no_new_privs() -> Result<(), SandboxError> {
 }
 
 pub(super) fn no_new_privs() -> Result<bool, SandboxError> {
-    prctl::get_no_new_privs().map_err(|e| SandboxError::step("PR_GET_NO_NEW_PRIVS", e))
+    rustix::thread::no_new_privs().map_err(|e| SandboxError::step("PR_GET_NO_NEW_PRIVS", e))
 }
 
 /// Tasks (threads) whose real uid is `uid`, system-wide, as `RLIMIT_NPROC`
@@ -60,9 +60,19 @@ pub(super) fn count_tasks_of(uid: u32) -> u64 {
 }
 
 fn set(resource: Resource, name: &'static str, value: u64) -> Result<(), SandboxError> {
-    setrlimit(resource, value, value)
+    // `None` is RLIM_INFINITY (u64::MAX).
+    let limit = |v: u64| (v != u64::MAX).then_some(v);
+    let wanted = Rlimit {
+        current: limit(value),
+        maximum: limit(value),
+    };
+    setrlimit(resource, wanted)
         .map_err(|e| SandboxError::step(name, format!("setting it to {value}: {e}")))?;
-    let got = getrlimit(resource).map_err(|e| SandboxError::step(name, e))?;
+    let got = getrlimit(resource);
+    let got = (
+        got.current.unwrap_or(u64::MAX),
+        got.maximum.unwrap_or(u64::MAX),
+    );
     if got != (value, value) {
         return Err(SandboxError::verify(
             name,
@@ -74,23 +84,19 @@ fn set(resource: Resource, name: &'static str, value: u64) -> Result<(), Sandbox
 
 /// `RLIMIT_NPROC` = 0: no `clone` of any kind succeeds any more.
 pub(super) fn forbid_new_tasks() -> Result<(), SandboxError> {
-    set(Resource::RLIMIT_NPROC, "RLIMIT_NPROC", 0)
+    set(Resource::Nproc, "RLIMIT_NPROC", 0)
 }
 
 /// `RLIMIT_NPROC` counts every task of the real uid, threads included. With
 /// `plan.max_threads == 0` it is 0: no `clone` at all. Otherwise it is what
 /// the user already runs, plus us, plus `plan.max_threads`.
 pub(super) fn set_rlimits(plan: &Plan, tasks_of_user: u64) -> Result<(), SandboxError> {
-    set(Resource::RLIMIT_CORE, "RLIMIT_CORE", 0)?;
-    set(
-        Resource::RLIMIT_NOFILE,
-        "RLIMIT_NOFILE",
-        plan.max_open_files,
-    )?;
+    set(Resource::Core, "RLIMIT_CORE", 0)?;
+    set(Resource::Nofile, "RLIMIT_NOFILE", plan.max_open_files)?;
     let nproc = if plan.max_threads == 0 {
         0
     } else {
         tasks_of_user + 1 + plan.max_threads
     };
-    set(Resource::RLIMIT_NPROC, "RLIMIT_NPROC", nproc)
+    set(Resource::Nproc, "RLIMIT_NPROC", nproc)
 }

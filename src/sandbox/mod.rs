@@ -336,9 +336,10 @@ pub fn forbid_new_tasks() -> Result<(), SandboxError> {
 pub fn confine_helper(max_open_files: u64, extra_tasks: u64) -> Result<(), SandboxError> {
     caps_set::clear_all(false)?;
     limits::set_no_new_privs()?;
-    let uid = nix::unistd::getuid().as_raw();
-    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map_err(|e| SandboxError::step("RLIMIT_NOFILE", e))?;
+    let uid = rustix::process::getuid().as_raw();
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .unwrap_or(u64::MAX);
     let plan = Plan {
         user: None,
         read_only: Vec::new(),

@@ -6,15 +6,16 @@
 
 use std::io::{ErrorKind, Read};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::errno::Errno;
-use nix::sys::socket::{
-    connect, socket, socketpair, AddressFamily, SockFlag, SockProtocol, SockType, UnixAddr,
+use rustix::io::Errno;
+use rustix::net::{
+    connect, socket_with, socketpair, AddressFamily, Protocol, SocketAddrUnix, SocketFlags,
+    SocketType,
 };
-use nix::unistd::{self, Uid};
+use rustix::process::Uid;
 
 use super::Plan;
 
@@ -85,10 +86,10 @@ impl Targets {
             unix: paths
                 .into_iter()
                 .map(|p| {
-                    let spare = socket(
-                        AddressFamily::Unix,
-                        SockType::Stream,
-                        SockFlag::SOCK_CLOEXEC,
+                    let spare = socket_with(
+                        AddressFamily::UNIX,
+                        SocketType::STREAM,
+                        SocketFlags::CLOEXEC,
                         None,
                     )
                     .ok();
@@ -107,21 +108,26 @@ impl Targets {
 /// A connect attempt's outcome: only the sandbox's answers (`EPERM` from
 /// the system-call filter, `EACCES` from Landlock) count as denied. A
 /// refused or missing socket means the call went through the sandbox.
-fn connected(r: nix::Result<()>) -> Result<String, String> {
+fn connected(r: rustix::io::Result<()>) -> Result<String, String> {
     match r {
         Ok(()) => Ok("connected".into()),
-        Err(e @ (Errno::EPERM | Errno::EACCES)) => Err(e.desc().into()),
+        Err(e @ (Errno::PERM | Errno::ACCESS)) => Err(desc(e)),
         Err(e) => Ok(format!(
             "not stopped by the sandbox, the kernel answered: {}",
-            e.desc()
+            desc(e)
         )),
     }
 }
 
+/// The C library's text for an error ("Permission denied").
+fn desc(e: Errno) -> String {
+    crate::sys::errno_text(e.raw_os_error())
+}
+
 /// The socket address of `path`; a path that cannot be one (too long) is
 /// reported as not tried, which does not count as denied.
-fn address(path: &Path) -> Result<UnixAddr, String> {
-    UnixAddr::new(path).map_err(|e| format!("not tried, not a Unix socket address: {e}"))
+fn address(path: &Path) -> Result<SocketAddrUnix, String> {
+    SocketAddrUnix::new(path).map_err(|e| format!("not tried, not a Unix socket address: {e}"))
 }
 
 fn connect_fresh(path: &Path) -> Result<String, String> {
@@ -129,14 +135,14 @@ fn connect_fresh(path: &Path) -> Result<String, String> {
         Ok(a) => a,
         Err(not_tried) => return Ok(not_tried),
     };
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
+    let fd = socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
         None,
     )
-    .map_err(|e| format!("denied at socket(): {}", e.desc()))?;
-    connected(connect(fd.as_raw_fd(), &addr))
+    .map_err(|e| format!("denied at socket(): {}", desc(e)))?;
+    connected(connect(fd, &addr))
 }
 
 fn connect_spare(path: &Path, spare: Option<&OwnedFd>) -> Result<String, String> {
@@ -147,63 +153,65 @@ fn connect_spare(path: &Path, spare: Option<&OwnedFd>) -> Result<String, String>
     let Some(fd) = spare else {
         return Ok("no socket could be made before the sandbox to try it with".into());
     };
-    connected(connect(fd.as_raw_fd(), &addr))
+    connected(connect(fd, &addr))
 }
 
 /// The socket families a worker must not open, as (label, family, type,
 /// protocol).
-const FAMILIES: &[(&str, AddressFamily, SockType, Option<SockProtocol>)] = &[
+const FAMILIES: &[(&str, AddressFamily, SocketType, Option<Protocol>)] = &[
     (
         "AF_UNIX SOCK_STREAM",
-        AddressFamily::Unix,
-        SockType::Stream,
+        AddressFamily::UNIX,
+        SocketType::STREAM,
         None,
     ),
     (
         "AF_UNIX SOCK_DGRAM",
-        AddressFamily::Unix,
-        SockType::Datagram,
+        AddressFamily::UNIX,
+        SocketType::DGRAM,
         None,
     ),
     (
         "AF_UNIX SOCK_SEQPACKET",
-        AddressFamily::Unix,
-        SockType::SeqPacket,
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
         None,
     ),
     (
         "AF_INET SOCK_STREAM",
-        AddressFamily::Inet,
-        SockType::Stream,
+        AddressFamily::INET,
+        SocketType::STREAM,
         None,
     ),
     (
         "AF_INET SOCK_DGRAM",
-        AddressFamily::Inet,
-        SockType::Datagram,
+        AddressFamily::INET,
+        SocketType::DGRAM,
         None,
     ),
     (
         "AF_INET6 SOCK_STREAM",
-        AddressFamily::Inet6,
-        SockType::Stream,
+        AddressFamily::INET6,
+        SocketType::STREAM,
         None,
     ),
     (
         "AF_INET6 SOCK_DGRAM",
-        AddressFamily::Inet6,
-        SockType::Datagram,
+        AddressFamily::INET6,
+        SocketType::DGRAM,
         None,
     ),
     (
         "AF_NETLINK NETLINK_ROUTE",
-        AddressFamily::Netlink,
-        SockType::Raw,
-        Some(SockProtocol::NetlinkRoute),
+        AddressFamily::NETLINK,
+        SocketType::RAW,
+        // NETLINK_ROUTE is protocol 0.
+        None,
     ),
 ];
 
 fn io_uring_setup() -> Result<String, String> {
+    // libc: the raw call; rustix's io_uring API is not built in.
     // struct io_uring_params: 120 bytes, zeroed = no flags.
     let mut params = [0u8; 120];
     // SAFETY: io_uring_setup(entries, params) reads and writes the 120-byte
@@ -219,6 +227,7 @@ fn io_uring_setup() -> Result<String, String> {
 }
 
 fn unshare_user_namespace() -> Result<String, String> {
+    // libc: rustix's `unshare_unsafe` is as unsafe and needs a flag type.
     // SAFETY: unshare takes flags only. On success this process is in a new
     // user namespace; it is the last attempt, and the probe exits after it.
     let rc = unsafe { libc::unshare(libc::CLONE_NEWUSER) };
@@ -298,8 +307,8 @@ pub fn probe(plan: &Plan, targets: &Targets) -> Vec<Attempt> {
         .map_err(|e| e.to_string());
     out.push(attempt("TCP bind to 127.0.0.1 (any port)", bind));
 
-    let setuid = unistd::setuid(Uid::from_raw(0))
-        .map(|()| format!("succeeded (uid now {})", unistd::getuid()))
+    let setuid = rustix::thread::set_thread_uid(Uid::from_raw(0))
+        .map(|()| format!("succeeded (uid now {})", rustix::process::getuid().as_raw()))
         .map_err(|e| e.to_string());
     out.push(attempt("setuid(0)", setuid));
 
@@ -332,19 +341,19 @@ pub fn probe(plan: &Plan, targets: &Targets) -> Vec<Attempt> {
     });
 
     for (label, family, ty, protocol) in FAMILIES {
-        let made = socket(*family, *ty, SockFlag::SOCK_CLOEXEC, *protocol)
+        let made = socket_with(*family, *ty, SocketFlags::CLOEXEC, *protocol)
             .map(|_| "created a socket".to_string())
-            .map_err(|e| e.desc().to_string());
+            .map_err(desc);
         out.push(attempt(format!("socket({label})"), made));
     }
     let pair = socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
         None,
-        SockFlag::SOCK_CLOEXEC,
     )
     .map(|_| "created a connected pair".to_string())
-    .map_err(|e| e.desc().to_string());
+    .map_err(desc);
     out.push(attempt("socketpair(AF_UNIX SOCK_STREAM)", pair));
     for (path, spare) in &targets.unix {
         out.push(attempt(

@@ -570,6 +570,7 @@ pub fn install(layer: Layer) -> Result<SeccompState, SandboxError> {
         len: filters.len() as u16,
         filter: filters.as_ptr() as *mut libc::sock_filter,
     };
+    // libc: rustix has no seccomp(2) call.
     // SAFETY: `fprog` points to `filters`, which lives until the end of this
     // function; the kernel copies the program and keeps no pointer to it.
     let rc = unsafe {
@@ -598,6 +599,7 @@ pub fn install(layer: Layer) -> Result<SeccompState, SandboxError> {
         // started; a worker seals itself before its scan threads start);
         // /proc may be hidden by Landlock by now.
         super::identity::check_single_threaded_or_unknown()?;
+        // libc: rustix's set_secure_computing_mode cannot pass a filter.
         // SAFETY: as above; PR_SET_SECCOMP takes the mode and a pointer to
         // the program, which the kernel copies.
         let rc = unsafe {
@@ -626,14 +628,14 @@ pub fn install(layer: Layer) -> Result<SeccompState, SandboxError> {
 /// The filter is in force: `socket()` (engine holder) or `socketpair()`
 /// (worker) now fails with `EPERM`.
 fn verify(layer: Layer) -> Result<(), SandboxError> {
-    use nix::sys::socket::{socket, socketpair, AddressFamily, SockFlag, SockType};
+    use rustix::net::{socket_with, socketpair, AddressFamily, SocketFlags, SocketType};
     let (call, result) = match layer {
         Layer::EngineHolder | Layer::Listener => (
             "socket()",
-            socket(
-                AddressFamily::Unix,
-                SockType::Datagram,
-                SockFlag::SOCK_CLOEXEC,
+            socket_with(
+                AddressFamily::UNIX,
+                SocketType::DGRAM,
+                SocketFlags::CLOEXEC,
                 None,
             )
             .map(drop),
@@ -641,16 +643,16 @@ fn verify(layer: Layer) -> Result<(), SandboxError> {
         Layer::Worker => (
             "socketpair()",
             socketpair(
-                AddressFamily::Unix,
-                SockType::Stream,
+                AddressFamily::UNIX,
+                SocketType::STREAM,
+                SocketFlags::CLOEXEC,
                 None,
-                SockFlag::SOCK_CLOEXEC,
             )
             .map(drop),
         ),
     };
     match result {
-        Err(nix::errno::Errno::EPERM) => Ok(()),
+        Err(rustix::io::Errno::PERM) => Ok(()),
         Ok(()) => Err(SandboxError::verify(
             "seccomp",
             format!("{call} still works after the filter was installed"),

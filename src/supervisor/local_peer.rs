@@ -31,12 +31,13 @@
 #![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
-use nix::sys::socket::{
-    recv, send, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
+use rustix::net::{
+    netlink, recv, send, socket_with, sockopt, AddressFamily, RecvFlags, SendFlags, SocketFlags,
+    SocketType,
 };
 
 use crate::policy::peer::canonical;
@@ -172,12 +173,12 @@ pub fn uid_of(client: SocketAddr, server: SocketAddr) -> Option<u32> {
     }
     let fd = nl.as_ref()?;
     let ask = |req: Vec<u8>, seq: u32| -> Result<Option<u32>, ()> {
-        send(fd.as_raw_fd(), &req, MsgFlags::empty()).map_err(drop)?;
+        send(fd, &req, SendFlags::empty()).map_err(drop)?;
         // The answer to this request; one left over from a request whose
         // answer came late is skipped.
         for _ in 0..4 {
             let mut buf = [0u8; 512];
-            let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(drop)?;
+            let (n, _) = recv(fd, &mut buf, RecvFlags::empty()).map_err(drop)?;
             let answer = &buf[..n];
             if answer.get(8..12) == Some(&seq.to_ne_bytes()[..]) {
                 return Ok(owner(answer, &req, seq));
@@ -221,15 +222,18 @@ pub fn prepare() {
 
 /// A sock_diag socket whose answers come within 250 ms (a lookup never
 /// holds up the accept loop for long).
-fn open() -> nix::Result<OwnedFd> {
-    let fd = socket(
-        AddressFamily::Netlink,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkSockDiag,
+fn open() -> rustix::io::Result<OwnedFd> {
+    let fd = socket_with(
+        AddressFamily::NETLINK,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        Some(netlink::SOCK_DIAG),
     )?;
-    let within = nix::sys::time::TimeVal::new(0, 250_000);
-    nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &within)?;
+    sockopt::set_socket_timeout(
+        &fd,
+        sockopt::Timeout::Recv,
+        Some(std::time::Duration::from_millis(250)),
+    )?;
     Ok(fd)
 }
 
@@ -322,7 +326,7 @@ mod tests {
         let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (s, from) = l.accept().unwrap();
         let me = s.local_addr().unwrap();
-        assert_eq!(uid_of(from, me), Some(nix::unistd::geteuid().as_raw()));
+        assert_eq!(uid_of(from, me), Some(rustix::process::geteuid().as_raw()));
         // No such connection: nobody.
         let other = SocketAddr::new(from.ip(), from.port().wrapping_add(1));
         assert_eq!(uid_of(other, me), None);
@@ -335,7 +339,7 @@ mod tests {
         c.connect(&l.local_addr().unwrap().into()).unwrap();
         let (s, from) = l.accept().unwrap();
         let me = s.local_addr().unwrap();
-        assert_eq!(uid_of(from, me), Some(nix::unistd::geteuid().as_raw()));
+        assert_eq!(uid_of(from, me), Some(rustix::process::geteuid().as_raw()));
         // Once the client has closed, its socket's remains (orphaned: no
         // inode from the moment of close) name nobody.
         drop(c);
@@ -362,7 +366,7 @@ mod tests {
         );
         assert_eq!(
             uid_of(from, me),
-            Some(nix::unistd::geteuid().as_raw()),
+            Some(rustix::process::geteuid().as_raw()),
             "{from} {me}"
         );
         drop(c6);
@@ -371,7 +375,7 @@ mod tests {
             let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
             let (s, from) = l.accept().unwrap();
             let me = s.local_addr().unwrap();
-            assert_eq!(uid_of(from, me), Some(nix::unistd::geteuid().as_raw()));
+            assert_eq!(uid_of(from, me), Some(rustix::process::geteuid().as_raw()));
         }
     }
 }

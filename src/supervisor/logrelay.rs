@@ -86,7 +86,7 @@ impl Relay {
     ) -> std::io::Result<(ChildEnds, Reader)> {
         let (ours, theirs) = Typed::<Nothing, LogRecord>::pair()?;
         ours.pass_credentials()?;
-        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
         let state = Arc::new(Mutex::new(ChildLog {
             marks: Marks {
                 source,

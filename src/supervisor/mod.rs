@@ -137,7 +137,7 @@ fn prepare(source: ConfigSource) -> Result<Prepared, StartError> {
         None => tracing::info!("no configuration file, using built-in defaults"),
     }
     raise_fd_limit();
-    let owner = if nix::unistd::geteuid().is_root() {
+    let owner = if rustix::process::geteuid().is_root() {
         Some(sandbox::lookup_user(&loaded.config.sandbox.user)?)
     } else {
         None
@@ -186,11 +186,19 @@ fn keep_supervisor_capabilities() -> Result<(), StartError> {
 /// Connections need descriptors: raise the soft RLIMIT_NOFILE to the hard
 /// limit (what systemd's LimitNOFILE= or the shell allows).
 fn raise_fd_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-            tracing::debug!(from = soft, to = hard, "raised the open file limit");
-        }
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // `None` is RLIM_INFINITY.
+    let (soft, hard) = (
+        limit.current.unwrap_or(u64::MAX),
+        limit.maximum.unwrap_or(u64::MAX),
+    );
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    if soft < hard && setrlimit(Resource::Nofile, raised).is_ok() {
+        tracing::debug!(from = soft, to = hard, "raised the open file limit");
     }
 }
 
@@ -206,7 +214,7 @@ fn serve(source: ConfigSource, readiness: &Readiness) -> Result<(), StartError> 
     let mut activated = activation::take(&prepared.config)?;
     let observed = observer::Sockets::take(&prepared.config, &mut activated)?;
     procs::close_on_exec_all();
-    nix::sys::prctl::set_child_subreaper(true)
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
         .map_err(|e| StartError::Failed(format!("cannot become a child subreaper: {e}")))?;
     let runtime = runtime()?;
     let result = runtime.block_on(async move {
@@ -288,7 +296,7 @@ pub fn sandbox_check(source: ConfigSource, connect: &[PathBuf]) -> Result<i32, S
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     procs::close_on_exec_all();
-    nix::sys::prctl::set_child_subreaper(true)
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
         .map_err(|e| StartError::Failed(format!("cannot become a child subreaper: {e}")))?;
     let temp = TempRoot::create(&prepared.config.scan.temporary_directory, prepared.owner)?;
     keep_supervisor_capabilities()?;
@@ -344,7 +352,7 @@ pub(crate) enum Input {
 fn gate_settings(config: &Config) -> gate::Settings {
     let l = &config.limits;
     let policy = &config.policy;
-    let me = nix::unistd::geteuid();
+    let me = rustix::process::geteuid();
     let admins = Admins::resolve(&policy.unix);
     let admins = if me.is_root() {
         admins

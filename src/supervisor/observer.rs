@@ -151,8 +151,8 @@ fn bind_unix(path: &std::path::Path, backlog: u32) -> std::io::Result<Listening>
     // main socket (`runtime_files`): nothing is done to the path after.
     let spec = crate::socket_setup::SocketSpec {
         mode: 0o666,
-        uid: nix::unistd::geteuid().as_raw(),
-        gid: nix::unistd::getegid().as_raw(),
+        uid: rustix::process::geteuid().as_raw(),
+        gid: rustix::process::getegid().as_raw(),
         groups: Vec::new(),
         backlog,
     };

@@ -52,8 +52,8 @@ impl std::fmt::Display for Ended {
         match self {
             Ended::Exited(code) => write!(f, "exit code {code}"),
             Ended::Signaled(sig) => {
-                let name = nix::sys::signal::Signal::try_from(*sig)
-                    .map_or_else(|_| sig.to_string(), |s| s.as_str().to_string());
+                let name =
+                    crate::sys::signal_name(*sig).map_or_else(|| sig.to_string(), str::to_string);
                 write!(f, "signal {name}")
             }
             Ended::Unknown => f.write_str("unknown"),
@@ -168,6 +168,8 @@ pub fn spawn_zygote(
     // of the supervisor is close-on-exec (see `close_on_exec_all`).
     unsafe {
         cmd.pre_exec(move || {
+            // libc: on raw numbers between fork and exec, where rustix would
+            // need borrowed descriptors it cannot have.
             let mut high = [-1; 2];
             for (i, fd) in sources.iter().enumerate() {
                 high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
@@ -202,10 +204,10 @@ pub fn close_on_exec_all() {
         .collect();
     for fd in fds {
         if fd > 2 {
-            let _ = nix::fcntl::fcntl(
-                fd,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-            );
+            // SAFETY: the descriptor is only borrowed for this one call; if
+            // it was closed since the listing, the call fails with EBADF.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            let _ = rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC);
         }
     }
 }
@@ -273,7 +275,7 @@ mod tests {
     #[test]
     fn only_own_children_are_adopted() {
         // Our parent (the test runner's parent) is not our child.
-        let parent = nix::unistd::getppid().as_raw();
+        let parent = rustix::process::Pid::as_raw(rustix::process::getppid());
         assert!(adopt(parent).is_err());
         let mut c = std::process::Command::new("sleep")
             .arg("30")

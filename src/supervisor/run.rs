@@ -388,10 +388,7 @@ impl Executor {
                 }
                 self.authority.revoke(id);
                 if let Some(c) = self.sockets.get(&id) {
-                    let _ = nix::sys::socket::shutdown(
-                        std::os::fd::AsRawFd::as_raw_fd(&c.socket),
-                        nix::sys::socket::Shutdown::Both,
-                    );
+                    let _ = rustix::net::shutdown(&c.socket, rustix::net::Shutdown::Both);
                 }
                 if why != gate::Eviction::WorkerGone {
                     if let Some(suppressed) = self.budgets.allow(Class::Lines, key, cost(&[])) {

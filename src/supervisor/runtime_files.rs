@@ -40,9 +40,9 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
-use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
 use rustix::fs::{FileType, Mode};
 use rustix::io::Errno;
+use rustix::net::{self as socket, AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 use super::broker::creds::{self, FsIdentity};
 use crate::safe_fs::{self, Dir, FileId, Made};
@@ -140,15 +140,15 @@ fn bind_as_owner(
         )
     })?;
     remove_stale(path, &dir, &name, spec)?;
-    let sock = socket::socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
+    let sock = socket::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
         None,
     )?;
     rustix::fs::fchmod(&sock, Mode::from_raw_mode(spec.mode))?;
-    let addr = UnixAddr::new(Path::new(&name))?;
-    socket::bind(sock.as_raw_fd(), &addr).map_err(|e| {
+    let addr = SocketAddrUnix::new(Path::new(&name))?;
+    socket::bind(&sock, &addr).map_err(|e| {
         let e = io::Error::from(e);
         let advice = match e.kind() {
             io::ErrorKind::PermissionDenied => format!(
@@ -162,10 +162,7 @@ fn bind_as_owner(
         error(path, e.kind(), format!("{e}{advice}"))
     })?;
     let backlog = i32::try_from(spec.backlog).unwrap_or(i32::MAX);
-    socket::listen(
-        &sock,
-        socket::Backlog::new(backlog).map_err(io::Error::from)?,
-    )?;
+    socket::listen(&sock, backlog)?;
     // Which file the name stands for now: the socket just made, unless
     // someone who may write the directory replaced it already.
     let st = dir.stat(&name)?.ok_or_else(|| {
@@ -233,14 +230,14 @@ fn remove_stale(path: &Path, dir: &Dir, name: &OsStr, spec: &SocketSpec) -> io::
             "it changed while it was checked: another user writes its directory",
         ));
     }
-    let probe = socket::socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
+    let probe = socket::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
         None,
     )?;
     let via = format!("/proc/thread-self/fd/{}", pinned.as_raw_fd());
-    match socket::connect(probe.as_raw_fd(), &UnixAddr::new(via.as_str())?) {
+    match socket::connect(&probe, &SocketAddrUnix::new(via.as_str())?) {
         Ok(()) => {
             return Err(error(
                 path,
@@ -248,7 +245,7 @@ fn remove_stale(path: &Path, dir: &Dir, name: &OsStr, spec: &SocketSpec) -> io::
                 "it is in use by another process (is clamd still running?): stop it or choose another listen.unix",
             ))
         }
-        Err(nix::errno::Errno::ECONNREFUSED) => {}
+        Err(Errno::CONNREFUSED) => {}
         Err(e) => {
             return Err(error(
                 path,
@@ -305,10 +302,10 @@ mod tests {
     use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 
     fn spec(mode: u32) -> SocketSpec {
-        let gid = nix::unistd::getegid().as_raw();
+        let gid = rustix::process::getegid().as_raw();
         SocketSpec {
             mode,
-            uid: nix::unistd::geteuid().as_raw(),
+            uid: rustix::process::geteuid().as_raw(),
             gid,
             groups: vec![gid],
             backlog: 16,

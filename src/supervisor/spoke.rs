@@ -51,6 +51,7 @@ fn tcp_bytes_received(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
     // SAFETY: `tcp_info` is plain old data; all zeroes is a valid value.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // libc: rustix has no TCP_INFO.
     // SAFETY: `fd` is an open descriptor borrowed for the call; `info` and
     // `len` are valid for writes of `len` bytes, the size of `info`, and
     // the kernel writes at most `len` bytes and stores the length it wrote.
@@ -126,11 +127,7 @@ mod tests {
         let mut c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (s, _) = l.accept().unwrap();
         c.write_all(b"zPING\0").unwrap();
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        nix::sys::socket::setsockopt(&c, nix::sys::socket::sockopt::Linger, &linger).unwrap();
+        rustix::net::sockopt::set_socket_linger(&c, Some(std::time::Duration::ZERO)).unwrap();
         drop(c);
         let mut buf = [0u8; 16];
         // The command, then the reset.

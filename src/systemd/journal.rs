@@ -1,8 +1,6 @@
 //! Is stderr the journal? Logging to journald itself is in
 //! [`crate::log::journald`].
 
-use std::os::fd::AsRawFd;
-
 /// True when stderr is a stream to journald (systemd sets `JOURNAL_STREAM`
 /// to the device and inode of that stream for services).
 pub fn stderr_is_journal() -> bool {
@@ -15,7 +13,7 @@ pub fn stderr_is_journal() -> bool {
     let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
         return false;
     };
-    match nix::sys::stat::fstat(std::io::stderr().as_raw_fd()) {
+    match rustix::fs::fstat(std::io::stderr()) {
         Ok(st) => st.st_dev == dev && st.st_ino == ino,
         Err(_) => false,
     }

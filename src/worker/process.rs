@@ -7,12 +7,20 @@
 /// survives one sent with kill(2). A worker must die on any of them, at once,
 /// so that the supervisor replaces it: restore the default disposition.
 pub fn fatal_signals_kill() -> Result<(), String> {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    for sig in [Signal::SIGSEGV, Signal::SIGBUS] {
-        // SAFETY: installing SIG_DFL runs no handler code; nothing else in
-        // this single-threaded process relies on the previous disposition.
-        unsafe { sigaction(sig, &default) }.map_err(|e| format!("sigaction({sig}): {e}"))?;
+    // libc: rustix has no sigaction (signal dispositions belong to the C
+    // library and the Rust runtime).
+    for (sig, name) in [(libc::SIGSEGV, "SIGSEGV"), (libc::SIGBUS, "SIGBUS")] {
+        // SAFETY: all-zero is a valid `sigaction` (empty mask, no flags),
+        // and SIG_DFL (0) is its handler: installing it runs no handler
+        // code; nothing else in this single-threaded process relies on the
+        // previous disposition.
+        let default: libc::sigaction = unsafe { std::mem::zeroed() };
+        debug_assert_eq!(default.sa_sigaction, libc::SIG_DFL);
+        // SAFETY: `default` is a valid `sigaction`; the old one is not asked for.
+        if unsafe { libc::sigaction(sig, &default, std::ptr::null_mut()) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(format!("sigaction({name}): {e}"));
+        }
     }
     Ok(())
 }
@@ -24,6 +32,7 @@ pub fn fatal_signals_kill() -> Result<(), String> {
 /// 86 MiB without, 50 MiB with; clamd 48 MiB).
 pub fn fix_mmap_threshold() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // libc: an allocator setting, not a system call.
     // SAFETY: mallopt only changes allocator parameters; it takes no
     // pointers, and this process is still single-threaded.
     unsafe {

@@ -1,7 +1,7 @@
 //! The two socket kinds behind one reader and one shared writer.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -56,7 +56,7 @@ impl Reader {
                 loop {
                     s.readable().await?;
                     match s.try_io(Interest::READABLE, || {
-                        fdpass::recv_with_fds(s.as_raw_fd(), buf, fds)
+                        fdpass::recv_with_fds(s.as_fd(), buf, fds)
                     }) {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                         other => return other,

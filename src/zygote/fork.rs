@@ -20,8 +20,7 @@
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use rustix::process::{waitpid, Pid, WaitOptions};
 
 /// The name (`comm`) of every worker process.
 pub const WORKER_NAME: &std::ffi::CStr = c"clamsentry-work";
@@ -79,20 +78,28 @@ pub fn fork_worker(threads: &mut Threads, supervisor: Pid) -> Result<Side, Strin
     // child is a consistent copy: no lock is held by a thread that does not
     // exist in it.
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
-        ForkResult::Parent { child } => match waitpid(child, None) {
-            Ok(WaitStatus::Exited(_, 0)) => Ok(Side::Holder),
-            Ok(other) => Err(format!("the intermediate process ended with {other:?}")),
+        Some(child) => match waitpid(Some(child), WaitOptions::empty()) {
+            Ok(Some((_, s))) if s.exit_status() == Some(0) => Ok(Side::Holder),
+            Ok(Some((_, s))) => Err(match (s.exit_status(), s.terminating_signal()) {
+                (Some(code), _) => format!("the intermediate process ended with exit code {code}"),
+                (_, Some(sig)) => format!("the intermediate process ended with signal {sig}"),
+                _ => format!(
+                    "the intermediate process ended with status {:#x}",
+                    s.as_raw()
+                ),
+            }),
+            Ok(None) => Err("waitpid: no status".to_string()),
             Err(e) => Err(format!("waitpid: {e}")),
         },
-        ForkResult::Child => {
+        None => {
             // The name is the worker's from its first instant (only the
             // holder waits for this process, which exits below).
-            let _ = nix::sys::prctl::set_name(WORKER_NAME);
+            let _ = rustix::thread::set_name(WORKER_NAME);
             // SAFETY: as above; this intermediate process has one thread too.
             match unsafe { fork() } {
-                Ok(ForkResult::Parent { .. }) => exit_now(0),
+                Ok(Some(_)) => exit_now(0),
                 Err(_) => exit_now(1),
-                Ok(ForkResult::Child) => {
+                Ok(None) => {
                     wait_for_parent(supervisor);
                     Ok(Side::Worker)
                 }
@@ -106,7 +113,7 @@ pub fn fork_worker(threads: &mut Threads, supervisor: Pid) -> Result<Side, Strin
 /// a subreaper, or went away).
 fn wait_for_parent(supervisor: Pid) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while nix::unistd::getppid() != supervisor {
+    while rustix::process::getppid() != Some(supervisor) {
         if Instant::now() > deadline {
             exit_now(3);
         }
@@ -121,13 +128,30 @@ pub fn take_stderr(stderr: OwnedFd) {
     if stderr.as_raw_fd() != libc::STDERR_FILENO {
         // Nothing to report to if it fails: the worker then writes to the
         // holder's pipe, which the supervisor reads too.
-        let _ = nix::unistd::dup2(stderr.as_raw_fd(), libc::STDERR_FILENO);
+        let _ = rustix::stdio::dup2_stderr(&stderr);
+    }
+}
+
+/// The C library's `fork`: `None` in the child, the child's pid in the
+/// parent. libc: rustix has no fork (its raw `kernel_fork` skips the C
+/// library's own fork handling, which this module relies on).
+///
+/// # Safety
+///
+/// The process must have exactly one thread.
+unsafe fn fork() -> std::io::Result<Option<Pid>> {
+    // SAFETY: the caller guarantees a single thread, so the child is a
+    // consistent copy.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error()),
+        pid => Ok(Pid::from_raw(pid)),
     }
 }
 
 /// Ends the process without running exit handlers or flushing buffers: an
 /// intermediate fork must not touch state it shares with the holder.
 fn exit_now(code: i32) -> ! {
+    // libc: rustix offers `_exit` only in its unstable runtime API.
     // SAFETY: _exit takes an integer and does not return; it runs no code
     // of this process (no atexit handlers, no destructors).
     unsafe { libc::_exit(code) }

@@ -90,7 +90,7 @@ fn path_of(bytes: &[u8]) -> PathBuf {
 }
 
 fn run(mode: Mode) -> Result<i32, String> {
-    let _ = nix::sys::prctl::set_name(c"clamsentry-eng");
+    let _ = rustix::thread::set_name(c"clamsentry-eng");
     crate::worker::process::fatal_signals_kill()?;
     crate::worker::process::fix_mmap_threshold();
     let control = Control::inherit(CONTROL_FD).map_err(|e| {
@@ -118,7 +118,8 @@ fn run(mode: Mode) -> Result<i32, String> {
     // Before the sandbox: what needs /proc, /sys, /etc or OpenSSL's files.
     engine::init().map_err(|e| e.to_string())?;
     let mut threads = fork::Threads::open().map_err(|e| format!("/proc/self/task: {e}"))?;
-    let supervisor = nix::unistd::getppid();
+    let supervisor = rustix::process::getppid()
+        .ok_or("the supervisor is not in this process's pid namespace")?;
     // The signature directory, opened with the identity we were started
     // with (root, as clamd without `User`), so that the service user reaches
     // it even below directories only root may enter; see [`SignatureDir`].
@@ -230,7 +231,7 @@ fn run(mode: Mode) -> Result<i32, String> {
                         crate::log::relay::switch(Typed::from_fd(log));
                         fork::take_stderr(stderr);
                         // The holder's descriptors are not the worker's.
-                        let _ = nix::unistd::close(control.as_raw_fd());
+                        drop(control);
                         drop(threads);
                         drop(signatures);
                         drop(meter);
@@ -306,10 +307,10 @@ struct SignatureDir {
 impl SignatureDir {
     fn open(configured: &std::path::Path, service_user: &str) -> SignatureDir {
         let me = rustix::process::geteuid().as_raw();
-        let theirs = nix::unistd::User::from_name(service_user)
+        let theirs = crate::sys::user_by_name(service_user)
             .ok()
             .flatten()
-            .map(|u| u.uid.as_raw());
+            .map(|u| u.uid);
         let trusted: Vec<u32> = std::iter::once(me).chain(theirs).collect();
         match crate::safe_fs::open_dir(configured, &trusted, None) {
             Ok(dir) => {
@@ -357,10 +358,10 @@ fn plan(
     temp_parent: &std::path::Path,
     mode: &Mode,
 ) -> sandbox::Plan {
-    let root = nix::unistd::geteuid().is_root();
-    let hard_nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map(|(_, hard)| hard)
-        .unwrap_or(1024);
+    let root = rustix::process::geteuid().is_root();
+    let hard_nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .unwrap_or(u64::MAX);
     let workers = u64::from(config.limits.max_workers + config.limits.standby_workers);
     let per_worker = worker_threads(config) as u64
         + u64::from(config.limits.reserve_threads)
@@ -398,7 +399,7 @@ pub fn worker_threads(config: &Config) -> u32 {
 /// forbidden things; print what the holder and the worker got.
 fn probe(
     threads: &mut fork::Threads,
-    supervisor: nix::unistd::Pid,
+    supervisor: rustix::process::Pid,
     config: &Config,
     status: &sandbox::Status,
     targets: &sandbox::Targets,

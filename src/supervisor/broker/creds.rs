@@ -46,6 +46,7 @@ impl FsIdentity {
 }
 
 fn setfsuid(uid: u32) -> u32 {
+    // libc: rustix has no setfsuid/setfsgid (per thread, raw syscall).
     // SAFETY: setfsuid takes a plain integer and changes only the calling
     // thread's fsuid (it cannot fail in a way that corrupts memory); it
     // returns the previous fsuid.
@@ -86,7 +87,7 @@ impl Own {
         Ok(Own {
             uid: current_fsuid(),
             gid: current_fsgid(),
-            groups: nix::unistd::getgroups()?
+            groups: rustix::process::getgroups()?
                 .into_iter()
                 .map(|g| g.as_raw())
                 .collect(),
@@ -194,7 +195,7 @@ mod tests {
                 let _g = act_as(&own, &who).unwrap();
                 assert_eq!(current_fsuid(), 65534);
                 assert_eq!(current_fsgid(), 65534);
-                let mut groups: Vec<u32> = nix::unistd::getgroups()
+                let mut groups: Vec<u32> = rustix::process::getgroups()
                     .unwrap()
                     .into_iter()
                     .map(|g| g.as_raw())

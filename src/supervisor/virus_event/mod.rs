@@ -213,7 +213,7 @@ impl VirusEvents {
             return Err(VirusEventError::NoCommand);
         }
         let mut user = config.effective_user().to_string();
-        let ids = if nix::unistd::geteuid().is_root() {
+        let ids = if rustix::process::geteuid().is_root() {
             let ids = lookup(&user)?;
             if ids.uid == 0 {
                 return Err(VirusEventError::Root(user));
@@ -226,8 +226,8 @@ impl VirusEvents {
             }
             Some(ids)
         } else {
-            let me = nix::unistd::getuid();
-            let own = nix::unistd::User::from_uid(me)
+            let me = rustix::process::getuid().as_raw();
+            let own = crate::sys::user_by_uid(me)
                 .ok()
                 .flatten()
                 .map_or_else(|| me.to_string(), |u| u.name);
@@ -447,13 +447,17 @@ enum Received {
 
 /// Waits up to `wait` for one message on the non-blocking `channel`.
 fn receive(channel: &Channel, wait: Duration) -> Received {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let ms = wait.as_millis().min(1000) as u16;
-    let mut fds = [PollFd::new(channel.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut fds, PollTimeout::from(ms)) {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let ms = wait.as_millis().min(1000) as i64;
+    let timeout = Timespec {
+        tv_sec: ms / 1000,
+        tv_nsec: ms % 1000 * 1_000_000,
+    };
+    let mut fds = [PollFd::new(channel, PollFlags::IN)];
+    match poll(&mut fds, Some(&timeout)) {
         Ok(0) => return Received::Nothing,
         Ok(_) => {}
-        Err(nix::errno::Errno::EINTR) => return Received::Nothing,
+        Err(rustix::io::Errno::INTR) => return Received::Nothing,
         Err(e) => return Received::End(format!("poll: {e}")),
     }
     match channel.recv() {

@@ -180,25 +180,25 @@ fn instream_name(peer: &crate::ipc::messages::PeerInfo) -> String {
 /// write-only), so those are refused before a scan, as is anything that is
 /// not a regular file (clamd's reply).
 fn unscannable(fd: &OwnedFd) -> Option<(&'static str, &'static [u8])> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    let flags = match fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL) {
-        Ok(f) => OFlag::from_bits_truncate(f),
+    use rustix::fs::{fcntl_getfl, OFlags as OFlag};
+    let flags = match fcntl_getfl(fd) {
+        Ok(f) => f,
         Err(_) => return Some(("the descriptor's flags cannot be read", CANT_READ)),
     };
     let regular = matches!(
-        nix::sys::stat::fstat(fd.as_raw_fd()),
+        rustix::fs::fstat(fd),
         Ok(st) if (st.st_mode & libc::S_IFMT) == libc::S_IFREG
     );
     if !regular {
         return Some(("descriptor is not a regular file", b"Not a regular file"));
     }
-    if flags.contains(OFlag::O_PATH) {
+    if flags.contains(OFlag::PATH) {
         return Some((
             "descriptor opened with O_PATH: it cannot be read (open the file for reading)",
             CANT_READ,
         ));
     }
-    if flags & OFlag::O_ACCMODE == OFlag::O_WRONLY {
+    if flags & OFlag::ACCMODE == OFlag::WRONLY {
         return Some((
             "descriptor opened write-only: it cannot be read (open the file for reading)",
             CANT_READ,
@@ -235,7 +235,7 @@ async fn scan_fd(ctx: &Ctx, fd: OwnedFd) -> Vec<u8> {
         .shared
         .pool
         .run(Some(ctx.peer.key()), move |slot| {
-            let size = nix::sys::stat::fstat(fd.as_raw_fd()).map_or(0, |st| st.st_size as u64);
+            let size = rustix::fs::fstat(&fd).map_or(0, |st| st.st_size as u64);
             let target = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
                 .unwrap_or_else(|_| PathBuf::from(&shown));
             slot.begin("FILDES", shown.as_bytes());

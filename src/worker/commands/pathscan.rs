@@ -914,7 +914,7 @@ fn ftw_trim(path: &[u8]) -> (Vec<u8>, Vec<u8>) {
 /// The C library's text for an I/O error, as clamd prints it.
 fn errno_text(e: &std::io::Error) -> String {
     match e.raw_os_error() {
-        Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
+        Some(code) => crate::sys::errno_text(code),
         None => e.to_string(),
     }
 }
