@@ -425,7 +425,7 @@ fn the_command_never_runs_as_root_nor_as_the_workers() {
         .to_string();
     assert_eq!(
         err,
-        "t:3: virus-event.user: the command never runs as root: name an unprivileged user"
+        "t:3:8: virus-event.user: the command never runs as root: name an unprivileged user"
     );
     assert!(Config::parse("[virus-event]\ncommand = \"true\"\nuser = \"0\"\n", "t").is_err());
     let err = Config::parse(

@@ -11,9 +11,14 @@
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
+// nix only for receiving: rustix reads SCM_CREDENTIALS into a `UCred`
+// whose pid is a non-zero type, and the kernel writes 0 for a sender in
+// another pid namespace (reading that would be undefined behaviour); nix
+// keeps the kernel's plain integer.
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use rustix::net::{
+    sendmsg, socketpair, sockopt, AddressFamily, SendAncillaryBuffer, SendAncillaryMessage,
+    SendFlags, SocketFlags, SocketType,
 };
 
 use super::messages::MAX_MESSAGE;
@@ -37,10 +42,10 @@ impl Channel {
     /// A connected pair (close-on-exec; the spawner hands one end to the child).
     pub fn pair() -> std::io::Result<(Channel, Channel)> {
         let (a, b) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
             None,
-            SockFlag::SOCK_CLOEXEC,
         )?;
         Ok((Channel::from_fd(a), Channel::from_fd(b)))
     }
@@ -61,14 +66,16 @@ impl Channel {
     /// The channel a parent placed at descriptor `fd` before exec (checked
     /// to be open and a SEQPACKET socket), made close-on-exec.
     pub fn inherit(fd: RawFd) -> std::io::Result<Channel> {
-        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-        fcntl(fd, FcntlArg::F_GETFD)?;
-        let ty =
-            nix::sys::socket::getsockopt(&unsafe_borrow(fd), nix::sys::socket::sockopt::SockType)?;
-        if ty != SockType::SeqPacket {
+        // libc: is the bare number open at all? (rustix only takes
+        // descriptors it can borrow, and borrowing a closed one is wrong.)
+        if !crate::sys::is_open(fd) {
+            return Err(std::io::Error::from_raw_os_error(libc::EBADF));
+        }
+        let borrowed = unsafe_borrow(fd);
+        if sockopt::socket_type(borrowed)? != SocketType::SEQPACKET {
             return Err(std::io::Error::other("not a SEQPACKET socket"));
         }
-        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+        rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::CLOEXEC)?;
         // SAFETY: the descriptor is open (checked above) and was placed
         // here for this process, which has no other owner for it.
         Ok(Channel::from_fd(unsafe { OwnedFd::from_raw_fd(fd) }))
@@ -78,7 +85,7 @@ impl Channel {
     /// received from now on (SO_PASSCRED); [`Channel::recv`] then returns
     /// the sender's pid.
     pub fn pass_credentials(&self) -> std::io::Result<()> {
-        nix::sys::socket::setsockopt(&self.fd, nix::sys::socket::sockopt::PassCred, &true)?;
+        sockopt::set_socket_passcred(&self.fd, true)?;
         Ok(())
     }
 
@@ -86,18 +93,11 @@ impl Channel {
     /// a blocked `recv` on this side returns, and the other side's sends
     /// and receives fail. Used to revoke a worker's channels at once.
     pub fn shutdown(&self) {
-        let _ = nix::sys::socket::shutdown(self.fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        let _ = rustix::net::shutdown(&self.fd, rustix::net::Shutdown::Both);
     }
 
     pub fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
-        use nix::fcntl::{fcntl, FcntlArg, OFlag};
-        let flags = OFlag::from_bits_truncate(fcntl(self.fd.as_raw_fd(), FcntlArg::F_GETFL)?);
-        let flags = if on {
-            flags | OFlag::O_NONBLOCK
-        } else {
-            flags & !OFlag::O_NONBLOCK
-        };
-        fcntl(self.fd.as_raw_fd(), FcntlArg::F_SETFL(flags))?;
+        rustix::io::ioctl_fionbio(&self.fd, on)?;
         Ok(())
     }
 
@@ -109,17 +109,14 @@ impl Channel {
                 "message too long",
             ));
         }
-        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
-        let cmsg = [ControlMessage::ScmRights(&raw)];
-        let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
+        let mut space =
+            vec![std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+        let mut cmsg = SendAncillaryBuffer::new(&mut space);
+        if !fds.is_empty() && !cmsg.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err(std::io::Error::other("descriptors do not fit the message"));
+        }
         let iov = [IoSlice::new(msg)];
-        sendmsg::<()>(
-            self.fd.as_raw_fd(),
-            &iov,
-            cmsgs,
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )?;
+        sendmsg(&self.fd, &iov, &mut cmsg, SendFlags::NOSIGNAL)?;
         Ok(())
     }
 
@@ -200,7 +197,7 @@ impl Channel {
 /// A borrow of a descriptor number that was just checked to be open.
 fn unsafe_borrow(fd: RawFd) -> BorrowedFd<'static> {
     // SAFETY: the caller checked `fd` is open, and it stays open while the
-    // borrow is used (only for the getsockopt right after).
+    // borrow is used (only for the getsockopt and fcntl right after).
     unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
@@ -336,7 +333,8 @@ mod tests {
         // A peer that bypasses `send` still cannot make us accept a cut message.
         let big = vec![1u8; MAX_MESSAGE + 10];
         let iov = [IoSlice::new(&big)];
-        if sendmsg::<()>(a.as_raw_fd(), &iov, &[], MsgFlags::empty(), None).is_ok() {
+        let mut none = SendAncillaryBuffer::default();
+        if sendmsg(&a, &iov, &mut none, SendFlags::empty()).is_ok() {
             assert!(b.recv().is_err());
         }
     }
