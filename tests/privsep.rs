@@ -278,10 +278,10 @@ fn crash_recovery(signal: Signal) {
         log.contains(&format!("signal {}", signal.as_str())),
         "the crash is logged:\n{log}"
     );
-    assert!(
-        log.contains("a crashed worker's client has a new one"),
-        "{log}"
-    );
+    // Said when the new worker is bound, or, when a hand-off the dead
+    // worker refused had its client given a new one already, when its end
+    // is seen (which may come after the clients are served again).
+    let log = d.log_with("a crashed worker's client has a new one");
     assert_eq!(
         log.matches("engine holder started").count(),
         1,
