@@ -827,14 +827,19 @@ fn daemons_run_the_command_as_clamd_does() {
         db.path(),
         &[("virus-event", &format!("command = {:?}", ours_command))],
     );
-    let run = |d: &Daemon| {
+    // Each detection's command has run before the next detection: the four
+    // are one local user's (its TCP loopback connection included), and one
+    // client runs at most max-concurrent - 1 commands at once.
+    let run = |d: &Daemon, out: &std::path::Path| {
         let t = Duration::from_secs(20);
         let addr = d.unix_addr();
         let stream = talk(&addr, &[&instream(b"zINSTREAM\0", &common::eicar(), 16)], t).unwrap();
         assert!(String::from_utf8_lossy(&stream).contains("FOUND"));
+        event_lines(out, 1);
         let scan = format!("SCAN {}\n", sample.display());
         let found = talk(&addr, &[scan.as_bytes()], t).unwrap();
         assert!(String::from_utf8_lossy(&found).contains("FOUND"));
+        event_lines(out, 2);
         let scan = format!("SCAN {}\n", clean.display());
         let ok = talk(&addr, &[scan.as_bytes()], t).unwrap();
         assert!(String::from_utf8_lossy(&ok).ends_with("OK\n"));
@@ -844,12 +849,13 @@ fn daemons_run_the_command_as_clamd_does() {
         c.send_fd(std::os::fd::AsRawFd::as_raw_fd(&file)).unwrap();
         let fd = c.read_until(b"\0", t);
         assert!(String::from_utf8_lossy(&fd).contains("FOUND"));
+        event_lines(out, 3);
         let tcp = d.tcp_addr();
         let stream = talk(&tcp, &[&instream(b"zINSTREAM\0", &common::eicar(), 16)], t).unwrap();
         assert!(String::from_utf8_lossy(&stream).contains("FOUND"));
     };
-    run(&clamd);
-    run(&ours);
+    run(&clamd, &clamd_out);
+    run(&ours, &ours_out);
     let theirs = event_lines(&clamd_out, 4);
     let mine = event_lines(&ours_out, 4);
     // The uid goes, and the client's TCP port (it differs between the runs).
