@@ -2,6 +2,15 @@
 //! user and group lookups through NSS (`getpwnam_r`, `getpwuid_r`,
 //! `getgrnam_r`, `getgrouplist`), `getresuid`/`getresgid` and
 //! `getrusage`; and signal names. Everything else goes through rustix.
+//!
+//! Why `unsafe` lives here, outside the process folders (engine, ipc,
+//! sandbox, systemd, supervisor, zygote, worker) that hold the other OS
+//! boundaries: these calls are needed by root's configuration and policy
+//! code (user and group names), by the sandbox (identities), the launcher
+//! and the worker alike, and none of those owns them. So the crate's
+//! C-library boundary is this one module: every `unsafe` block is here,
+//! each with its `// SAFETY:` comment, and the rest of the crate sees only
+//! safe functions.
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, CString};
@@ -41,49 +50,41 @@ fn user_of(pw: &libc::passwd) -> User {
     }
 }
 
+/// A `getpw*_r` call: `lookup(pw, buf, len, result)` returns its code.
+type PasswdLookup<'a> =
+    &'a dyn Fn(*mut libc::passwd, *mut libc::c_char, usize, *mut *mut libc::passwd) -> i32;
+
+/// Runs a `getpw*_r` lookup with a growing buffer.
+fn passwd_entry(lookup: PasswdLookup<'_>) -> io::Result<Option<User>> {
+    with_buffer(|buf| {
+        // SAFETY: all-zero is a valid `passwd` (null pointers, zero ids).
+        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let rc = lookup(&mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut result);
+        (rc, (rc == 0 && !result.is_null()).then(|| user_of(&pw)))
+    })
+}
+
 /// The user named `name` (NSS: /etc/passwd, LDAP, systemd-userdb...).
 /// rustix makes system calls only and has no NSS lookup.
 pub fn user_by_name(name: &str) -> io::Result<Option<User>> {
     let Ok(c_name) = CString::new(name) else {
         return Ok(None);
     };
-    with_buffer(|buf| {
-        // SAFETY: all-zero is a valid `passwd` (null pointers, zero ids).
-        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: `c_name` is NUL-terminated, `pw` and `result` are valid
-        // out-pointers, and `buf` is writable for `buf.len()` bytes.
-        let rc = unsafe {
-            libc::getpwnam_r(
-                c_name.as_ptr(),
-                &mut pw,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        (rc, (rc == 0 && !result.is_null()).then(|| user_of(&pw)))
+    passwd_entry(&|pw, buf, len, result| {
+        // SAFETY: `c_name` is NUL-terminated; `pw`, `buf` (writable for
+        // `len` bytes) and `result` are valid out-pointers from
+        // `passwd_entry`.
+        unsafe { libc::getpwnam_r(c_name.as_ptr(), pw, buf, len, result) }
     })
 }
 
 /// The user with uid `uid`, if it has a passwd entry.
 pub fn user_by_uid(uid: u32) -> io::Result<Option<User>> {
-    with_buffer(|buf| {
-        // SAFETY: all-zero is a valid `passwd` (null pointers, zero ids).
-        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: `pw` and `result` are valid out-pointers and `buf` is
-        // writable for `buf.len()` bytes.
-        let rc = unsafe {
-            libc::getpwuid_r(
-                uid,
-                &mut pw,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        (rc, (rc == 0 && !result.is_null()).then(|| user_of(&pw)))
+    passwd_entry(&|pw, buf, len, result| {
+        // SAFETY: `pw`, `buf` (writable for `len` bytes) and `result` are
+        // valid out-pointers from `passwd_entry`.
+        unsafe { libc::getpwuid_r(uid, pw, buf, len, result) }
     })
 }
 

@@ -498,16 +498,7 @@ impl Machine {
             Event::ZygoteFailed(g, error) => self.gen_failed(g, error, &mut out),
             Event::ForkFailed(g, w, error) => {
                 tracing::error!(generation = g, worker = w, error = %error, "fork of a worker failed");
-                if let Some(worker) = self.workers.remove(&w) {
-                    self.fork_failed(now);
-                    if let Some(t) = worker.tenant {
-                        self.wants.insert(t);
-                    }
-                    out.push(Action::Forget(w));
-                    out.push(Action::Notify(Note::WorkerReplaced(
-                        RestartReason::NotStarted,
-                    )));
-                }
+                self.not_started(w, now, &mut out);
             }
             Event::ZygoteExited(g, how) => self.gen_exited(g, how, now, &mut out),
             Event::WorkerHello(w) => self.hello(w, now, &mut out),
@@ -525,16 +516,7 @@ impl Machine {
                         worker = w,
                         "a new worker ended before it said hello; another takes its place"
                     );
-                    if let Some(worker) = self.workers.remove(&w) {
-                        self.fork_failed(now);
-                        if let Some(t) = worker.tenant {
-                            self.wants.insert(t);
-                        }
-                        out.push(Action::Forget(w));
-                        out.push(Action::Notify(Note::WorkerReplaced(
-                            RestartReason::NotStarted,
-                        )));
-                    }
+                    self.not_started(w, now, &mut out);
                 }
             }
             Event::WorkerRetire(w, reason) => {
@@ -991,6 +973,21 @@ impl Machine {
             found,
             healthy,
         }));
+    }
+
+    /// Worker `w` never started (its fork failed, or it ended before its
+    /// hello): forgotten, and its client, if it had one, wants another.
+    fn not_started(&mut self, w: WorkerId, now: Instant, out: &mut Vec<Action>) {
+        if let Some(worker) = self.workers.remove(&w) {
+            self.fork_failed(now);
+            if let Some(t) = worker.tenant {
+                self.wants.insert(t);
+            }
+            out.push(Action::Forget(w));
+            out.push(Action::Notify(Note::WorkerReplaced(
+                RestartReason::NotStarted,
+            )));
+        }
     }
 
     fn worker_exited(&mut self, w: WorkerId, how: Ended, now: Instant, out: &mut Vec<Action>) {
