@@ -109,9 +109,21 @@ impl Channel {
                 "message too long",
             ));
         }
-        let mut space =
-            vec![std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
-        let mut cmsg = SendAncillaryBuffer::new(&mut space);
+        // The usual message carries at most MAX_FDS descriptors: its
+        // control space on the stack, no allocation per hand-off.
+        let mut small =
+            [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+        let mut large = Vec::new();
+        let space: &mut [std::mem::MaybeUninit<u8>] = if fds.len() <= MAX_FDS {
+            &mut small
+        } else {
+            large.resize(
+                rustix::cmsg_space!(ScmRights(fds.len())),
+                std::mem::MaybeUninit::uninit(),
+            );
+            &mut large
+        };
+        let mut cmsg = SendAncillaryBuffer::new(space);
         if !fds.is_empty() && !cmsg.push(SendAncillaryMessage::ScmRights(fds)) {
             return Err(std::io::Error::other("descriptors do not fit the message"));
         }
