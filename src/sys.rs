@@ -1,7 +1,8 @@
 //! The few C library calls rustix does not offer, behind safe functions:
 //! user and group lookups through NSS (`getpwnam_r`, `getpwuid_r`,
 //! `getgrnam_r`, `getgrouplist`), `getresuid`/`getresgid` and
-//! `getrusage`; and signal names. Everything else goes through rustix.
+//! `getrusage`; the host's interfaces and addresses (`if_nameindex`,
+//! `getifaddrs`); and signal names. Everything else goes through rustix.
 //!
 //! Why `unsafe` lives here, outside the process folders (engine, ipc,
 //! sandbox, systemd, supervisor, zygote, worker) that hold the other OS
@@ -223,6 +224,58 @@ pub fn signal_name(sig: i32) -> Option<&'static str> {
     NAMES.iter().find(|(n, _)| *n == sig).map(|(_, name)| *name)
 }
 
+/// This network namespace's interfaces: their indexes, and the addresses
+/// assigned to them. `None` if the C library could not ask the kernel (it
+/// needs a netlink descriptor for each list).
+// libc: rustix has neither list (glibc asks the kernel by netlink).
+pub fn interfaces() -> Option<(Vec<u32>, Vec<std::net::IpAddr>)> {
+    let mut indexes = Vec::new();
+    // SAFETY: if_nameindex returns an array ended by an entry of index 0,
+    // or null; it is read up to that entry and freed once.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return None;
+        }
+        let mut at = list;
+        while (*at).if_index != 0 {
+            indexes.push((*at).if_index);
+            at = at.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    let mut addresses = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: `list` is a valid out-pointer; on success it heads a linked
+    // list freed once below, whose `ifa_addr` is null or points to a
+    // sockaddr of the family it names (in or in6 for the two read here).
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return None;
+        }
+        let mut at = list;
+        while !at.is_null() {
+            let a = (*at).ifa_addr;
+            if !a.is_null() {
+                match i32::from((*a).sa_family) {
+                    libc::AF_INET => {
+                        let v4 = &*a.cast::<libc::sockaddr_in>();
+                        addresses.push(std::net::IpAddr::from(v4.sin_addr.s_addr.to_ne_bytes()));
+                    }
+                    libc::AF_INET6 => {
+                        let v6 = &*a.cast::<libc::sockaddr_in6>();
+                        addresses.push(std::net::IpAddr::from(v6.sin6_addr.s6_addr));
+                    }
+                    _ => {}
+                }
+            }
+            at = (*at).ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    Some((indexes, addresses))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,5 +303,15 @@ mod tests {
         assert_eq!(signal_name(64), None);
         assert!(is_open(0) || !is_open(-1));
         assert!(!is_open(-1));
+    }
+
+    #[test]
+    fn the_host_has_a_loopback_interface_and_address() {
+        let (indexes, addresses) = interfaces().unwrap();
+        assert!(indexes.contains(&1), "{indexes:?}");
+        assert!(
+            addresses.contains(&std::net::IpAddr::from([127, 0, 0, 1])),
+            "{addresses:?}"
+        );
     }
 }

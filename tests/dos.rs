@@ -137,7 +137,7 @@ fn honest(d: &Daemon, eicar_file: &Path, other: IpAddr, attacker: IpAddr, second
         handles.push((
             format!("python clamd (tcp from {src})"),
             std::thread::spawn(move || {
-                let out = Command::new("python3")
+                let out = common::netns::command("python3", src)
                     .arg("-c")
                     .arg(PY_CLIENT)
                     .args(args)

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use common::client::{connect_from, talk};
 use common::daemons::{free_port, Daemon};
+use common::netns::Lab;
 use common::TestDb;
 
 const NOBODY: u32 = 65534;
@@ -219,6 +220,65 @@ fn one_local_user_cannot_lock_other_local_users_out_of_loopback_tcp() {
     let _ = attacker.wait();
 }
 
+/// Attack (the fourth outside review's retry): a local program that
+/// connected from one of the host's own non-loopback addresses was counted
+/// by that address's /24, a second client beside its uid, spending the
+/// share of the remote clients of that /24. Every TCP client's socket is
+/// looked up: one on this host is its owner's, whatever address and
+/// device it uses. In a network lab (`common::netns`): the daemon's host
+/// has 10.255.0.1; 10.255.0.2, of the same /24, is a remote client.
+#[test]
+fn a_local_user_is_one_client_from_any_of_the_hosts_addresses() {
+    require_root!("it makes network namespaces, and clients run as other users");
+    require!(common::require::program("ip", "iproute2"));
+    raise_fd_limit();
+    let _lab = Lab::enter("cs-shares-own");
+    let db = TestDb::new();
+    let d = Daemon::clamsentry(
+        db.path(),
+        &[
+            ("limits", "max-connections-per-client = 8"),
+            common::netns::ALLOW,
+        ],
+    );
+    let tcp = d.tcp.to_string();
+    // nobody's sessions come from the host's own 10.255.0.1.
+    let (mut attacker, held) = hold_as(NOBODY, &tcp, 40);
+    println!("a local user holds {held} busy sessions from the host's own address");
+    assert_eq!(held, 8, "one local user holds its share");
+    // A remote client of the same /24 is served.
+    let remote: IpAddr = "10.255.0.2".parse().unwrap();
+    assert_eq!(tcp_ping(remote, d.tcp), b"PONG\0".to_vec());
+    // nobody's newcomer is refused, bound to the veth device too.
+    assert_eq!(ping_as(NOBODY, &tcp), b"", "over its share");
+    let bound = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(
+            "import socket, sys\nh, p = sys.argv[1].rsplit(':', 1)\n\
+             s = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'd0')\n\
+             s.settimeout(10)\ns.connect((h, int(p)))\ns.sendall(b'zPING\\0')\n\
+             sys.stdout.buffer.write(s.recv(100))\n",
+        )
+        .arg(&tcp)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    println!("{}", String::from_utf8_lossy(&bound.stderr));
+    assert_eq!(bound.stdout, b"", "bound to d0, over its share");
+    let log = d.log();
+    assert!(
+        log.matches(&format!("client=\"uid={NOBODY}\"")).count() >= 2,
+        "the refusals name the local user: {log}"
+    );
+    assert!(
+        !log.contains("10.255.0.0/24\" refused") && !log.contains("client=\"10.255.0.0/24\""),
+        "the remote /24 was never charged: {log}"
+    );
+    drop(attacker.stdin.take());
+    let _ = attacker.wait();
+}
+
 /// Attack (an outside review): the whole of 127.0.0.0/8 is local, and any
 /// local user may bind any address of it; with a share per /24, 16
 /// addresses of 16 /24s (and of several /16s) held 16 shares. A loopback
@@ -290,64 +350,41 @@ fn ipv4_mapped_ipv6_and_ipv4_are_one_client() {
     assert!(log.contains("::ffff:127.0.0.7"), "{log}");
 }
 
-/// A network namespace made by the test, with a /64 on its loopback.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: &str) -> Netns {
-        let _ = Command::new("ip").args(["netns", "del", name]).status();
-        let ok = |args: &[&str]| {
-            let s = Command::new("ip").args(args).status().unwrap();
-            assert!(s.success(), "ip {args:?}");
-        };
-        ok(&["netns", "add", name]);
-        let ns = Netns(name.to_string());
-        ok(&["-n", name, "link", "set", "lo", "up"]);
-        ok(&["-n", name, "addr", "add", "2001:db8:77::1/64", "dev", "lo"]);
-        ok(&["-n", name, "addr", "add", "2001:db8:78::1/64", "dev", "lo"]);
-        ns
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 /// Many addresses of one /64 are one client (a host is routinely given a
-/// whole /64): in a namespace of the test's own, with its own loopback.
+/// whole /64): its clients in a network namespace of their own, the
+/// daemon in another (`common::netns`).
 #[test]
 fn many_addresses_of_one_ipv6_64_are_one_client() {
-    require_root!("it makes a network namespace");
+    require_root!("it makes network namespaces");
     require!(common::require::program("ip", "iproute2"));
     raise_fd_limit();
-    let ns = Netns::new("cs-shares-v6");
+    let lab = Lab::build("cs-shares-v6", &["2001:db8:77::1/64", "2001:db8:78::1/64"]);
     let db = TestDb::new();
     let port = free_port();
-    // The daemon runs in the namespace (its sockets are made there).
+    let daemon = std::net::Ipv6Addr::from(common::netns::DAEMON6);
+    // The daemon runs in its namespace (its sockets are made there).
     let d = Daemon::launch_in(
         db.path(),
         &[
-            ("listen", &format!("tcp = [\"[2001:db8:77::1]:{port}\"]")),
+            ("listen", &format!("tcp = [\"[{daemon}]:{port}\"]")),
             (
                 "listen",
                 "tcp-allow = [\"2001:db8:77::/64\", \"2001:db8:78::/64\"]",
             ),
             ("limits", "max-connections-per-client = 16"),
         ],
-        &["ip", "netns", "exec", &ns.0],
+        &["ip", "netns", "exec", lab.daemon()],
     );
     // The flood: 40 addresses of 2001:db8:77::/64, 2 sessions each, and an
     // honest client from another /64; run inside the namespace.
     let script = r#"
 import socket, sys
-port = int(sys.argv[1])
+port, daemon = int(sys.argv[1]), sys.argv[2]
 def session(src):
     s = socket.socket(socket.AF_INET6)
     s.settimeout(10)
     s.bind((src, 0))
-    s.connect(('2001:db8:77::1', port))
+    s.connect((daemon, port))
     s.sendall(b'zIDSESSION\0zPING\0')
     return s if s.recv(100) == b'1: PONG\0' else None
 held = []
@@ -371,13 +408,13 @@ held = [None] * alive
 h = socket.socket(socket.AF_INET6)
 h.settimeout(10)
 h.bind(('2001:db8:78::1', 0))
-h.connect(('2001:db8:77::1', port))
+h.connect((daemon, port))
 h.sendall(b'zPING\0')
 print(len(held), h.recv(100))
 "#;
     for i in 0..40 {
         let s = Command::new("ip")
-            .args(["-n", &ns.0, "addr", "add"])
+            .args(["-n", lab.clients(), "addr", "add"])
             .arg(format!("2001:db8:77::{:x}/64", 0x100 + i))
             .args(["dev", "lo", "nodad"])
             .status()
@@ -385,8 +422,9 @@ print(len(held), h.recv(100))
         assert!(s.success());
     }
     let out = Command::new("ip")
-        .args(["netns", "exec", &ns.0, "python3", "-c", script])
+        .args(["netns", "exec", lab.clients(), "python3", "-c", script])
         .arg(port.to_string())
+        .arg(daemon.to_string())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -399,39 +437,28 @@ print(len(held), h.recv(100))
 /// tenant) connects from many /24s, each within its own client share, and
 /// holds the TCP share. The /24s of one /16 share
 /// `limits.max-connections-per-aggregate`; a client of another /16 is
-/// served. In a namespace of the test's own, with 10.7.0.0/16 and
-/// 10.8.0.0/16 on its loopback device (not loopback addresses: there they
-/// are ordinary ones).
+/// served. The clients in a network namespace of their own, with
+/// 10.7.0.0/16 and 10.8.0.0/16 on its loopback device, the daemon in
+/// another (`common::netns`).
 #[test]
 fn many_slash_24s_of_one_slash_16_share_one_aggregate() {
-    require_root!("it makes a network namespace");
+    require_root!("it makes network namespaces");
     require!(common::require::program("ip", "iproute2"));
     raise_fd_limit();
-    let name = "cs-shares-agg";
-    let _ = Command::new("ip").args(["netns", "del", name]).status();
-    let ok = |args: &[&str]| {
-        let s = Command::new("ip").args(args).status().unwrap();
-        assert!(s.success(), "ip {args:?}");
-    };
-    ok(&["netns", "add", name]);
-    let ns = Netns(name.to_string());
-    ok(&["-n", name, "link", "set", "lo", "up"]);
-    ok(&["-n", name, "addr", "add", "10.7.0.1/16", "dev", "lo"]);
-    ok(&["-n", name, "addr", "add", "10.8.0.1/16", "dev", "lo"]);
-    // On the loopback device, every address of each /16 is local (the
-    // kernel adds a local route for the whole prefix, as for 127.0.0.0/8).
+    let lab = Lab::build("cs-shares-agg", &["10.7.0.1/16", "10.8.0.1/16"]);
     let db = TestDb::new();
     let port = free_port();
+    let daemon = IpAddr::from(common::netns::DAEMON);
     let d = Daemon::launch_in(
         db.path(),
         &[
-            ("listen", &format!("tcp = [\"10.7.0.1:{port}\"]")),
+            ("listen", &format!("tcp = [\"{daemon}:{port}\"]")),
             ("listen", "tcp-allow = [\"10.7.0.0/16\", \"10.8.0.0/16\"]"),
             ("limits", "max-connections = 256"),
             ("limits", "max-connections-per-client = 4"),
             ("limits", "max-connections-per-aggregate = 16"),
         ],
-        &["ip", "netns", "exec", &ns.0],
+        &["ip", "netns", "exec", lab.daemon()],
     );
     // The flood: 40 /24s of 10.7.0.0/16, 4 busy sessions each (each within
     // its client's share), then an honest client of 10.8.0.0/16.
@@ -439,12 +466,12 @@ fn many_slash_24s_of_one_slash_16_share_one_aggregate() {
 import resource, socket, sys
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-port = int(sys.argv[1])
+port, daemon = int(sys.argv[1]), sys.argv[2]
 def session(src):
     s = socket.socket(socket.AF_INET)
     s.settimeout(10)
     s.bind((src, 0))
-    s.connect(('10.7.0.1', port))
+    s.connect((daemon, port))
     s.sendall(b'zIDSESSION\0zPING\0')
     return s if s.recv(100) == b'1: PONG\0' else None
 held = []
@@ -466,13 +493,14 @@ for s in held:
 h = socket.socket(socket.AF_INET)
 h.settimeout(10)
 h.bind(('10.8.0.1', 0))
-h.connect(('10.7.0.1', port))
+h.connect((daemon, port))
 h.sendall(b'zPING\0')
 print(alive, h.recv(100))
 "#;
     let out = Command::new("ip")
-        .args(["netns", "exec", &ns.0, "python3", "-c", script])
+        .args(["netns", "exec", lab.clients(), "python3", "-c", script])
         .arg(port.to_string())
+        .arg(daemon.to_string())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

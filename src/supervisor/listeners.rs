@@ -305,22 +305,19 @@ async fn accept_tcp(
             refuse(&refusals, addr, "address not in listen.tcp-allow");
             continue;
         }
-        // A loopback client is the local user who owns its socket; one the
-        // kernel cannot name (gone already) is refused, never given a
-        // shared key.
-        let local_uid = stream
-            .local_addr()
-            .ok()
-            .and_then(|ours| super::local_peer::uid_of(addr, ours));
-        if local_uid.is_none() && super::local_peer::is_loopback(addr.ip()) {
-            counted.count(&name);
-            refuse(
-                &refusals,
-                addr,
-                "loopback client whose owner the kernel does not name (it left, or its socket is bound to another device)",
-            );
-            continue;
-        }
+        // A client whose socket is on this host is the local user who owns
+        // it, whatever address it came from; one the kernel cannot name
+        // (gone already) is refused, never given a shared key.
+        let ours = stream.local_addr().unwrap_or(addr);
+        let local_uid = match super::local_peer::client(addr, ours) {
+            super::local_peer::Client::Local(uid) => Some(uid),
+            super::local_peer::Client::Remote => None,
+            super::local_peer::Client::Refused(why) => {
+                counted.count(&name);
+                refuse(&refusals, addr, why);
+                continue;
+            }
+        };
         let Ok(socket) = stream.into_std().map(OwnedFd::from) else {
             continue;
         };

@@ -1,39 +1,54 @@
-//! Which local user a loopback TCP client is, as the kernel knows it.
+//! Which local user a TCP client is, when its socket is on this host.
 //!
 //! Every TCP client is counted by its address prefix, and all of
 //! `127.0.0.0/8` and `::1` used to be one client: one local user holding
 //! `limits.max-connections-per-client` busy loopback sessions locked every
 //! other local user (a web application, an upload service) out of TCP. But
-//! a loopback connection's other end is a socket on this host, and the
-//! kernel records who made it. So root asks the kernel (`sock_diag`,
+//! when a connection's other end is a socket on this host, the kernel
+//! records who made it. So root asks the kernel (`sock_diag`,
 //! `NETLINK_SOCK_DIAG`, an exact lookup by the connection's four
 //! addresses) for the owner of the client's socket, and that local user is
 //! the client for every per-client limit and budget (`PeerKey::Uid`, one
 //! client with the user's Unix-socket connections).
 //!
+//! Every TCP client is looked up, not only loopback ones: a local program
+//! may connect from one of the host's other addresses (a LAN address,
+//! bound as its source even towards 127.0.0.1), and counted by that
+//! address it would be a second client beside its uid, spending the share
+//! of the remote clients of the same network (the fourth outside review's
+//! retry). A remote client's socket is not in this host's tables: the
+//! kernel answers "no such socket" (`ENOENT`) and the client is counted by
+//! its address. A socket bound to a device (`SO_BINDTODEVICE`) is found
+//! only under that device, so for a client whose address is one of the
+//! host's, every device is tried; a remote one costs one lookup.
+//!
 //! Nothing the client says is used: the addresses are the kernel's
 //! (`accept`, `getsockname`), and so is the answer. The answer is the
 //! socket's owner when it was created (`sk_uid`); a process that got a
 //! socket from another user speaks as that user, as with `SO_PEERCRED`.
-//! When the kernel names nobody — the client is already gone (a closed
-//! socket's remains report uid 0 and no inode, and are not believed), a
-//! kernel without `inet_diag` — the connection is refused: a shared
-//! fallback key would be one more client identity for whoever can make the
-//! lookup fail (the fourth outside review did, with `SO_BINDTODEVICE`,
-//! before the lookup named the loopback device).
+//! A socket of this host that no process holds any more (its client closed
+//! it: the remains report uid 0 and no inode) is refused, and so is a
+//! loopback client the kernel does not find: a shared fallback key would be
+//! one more client identity for whoever can make the lookup miss (the
+//! fourth outside review did, with `SO_BINDTODEVICE`, before the lookup
+//! named the devices). Only when the lookup itself fails (a kernel without
+//! `inet_diag`) is a non-loopback client counted by its address, rather
+//! than every TCP client refused. [`decide`] is that table, a pure
+//! function.
 //!
-//! Only loopback sources are looked up: a local process that connects to
-//! one of the host's other addresses is counted by that address's prefix.
 //! The request and the answer are built and read by pure functions below;
 //! the only I/O is a `send` and a `recv` on one netlink socket, made at
 //! start and shared (so that a lookup needs no descriptor when the daemon
-//! has run out of them), with a 250 ms receive timeout.
+//! has run out of them), with a 250 ms receive timeout, and the list of the
+//! host's interfaces and addresses, read at start and then at most every
+//! 10 s (a failed read keeps the last list).
 #![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use rustix::net::{
     netlink, recv, send, socket_with, sockopt, AddressFamily, RecvFlags, SendFlags, SocketFlags,
@@ -44,7 +59,6 @@ use crate::policy::peer::canonical;
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const NLM_F_REQUEST: u16 = 1;
-#[cfg(test)]
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_HDRLEN: usize = 16;
 /// `struct inet_diag_req_v2`: family, protocol, ext, pad, states, sockid.
@@ -68,25 +82,15 @@ pub fn is_loopback(ip: IpAddr) -> bool {
 
 /// The request for the client socket of the connection from `client` to
 /// `server` (both as this host's side of the connection sees them).
-pub fn request(client: SocketAddr, server: SocketAddr, seq: u32) -> Option<Vec<u8>> {
+#[cfg(test)]
+fn request(client: SocketAddr, server: SocketAddr, seq: u32) -> Option<Vec<u8>> {
     request_as(
         canonical(client.ip()),
         canonical(server.ip()),
         client,
         server,
-        seq,
+        (seq, LOOPBACK_IFINDEX),
     )
-}
-
-/// The request for a client socket of the IPv6 family that used
-/// IPv4-mapped addresses (an IPv6 socket connecting to `::ffff:127.0.0.1`):
-/// the kernel files it under IPv6 with the mapped addresses.
-pub fn request_mapped(client: SocketAddr, server: SocketAddr, seq: u32) -> Option<Vec<u8>> {
-    let to_v6 = |ip: IpAddr| match ip {
-        IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
-        v6 => v6,
-    };
-    request_as(to_v6(client.ip()), to_v6(server.ip()), client, server, seq)
 }
 
 fn request_as(
@@ -94,7 +98,7 @@ fn request_as(
     server_ip: IpAddr,
     client: SocketAddr,
     server: SocketAddr,
-    seq: u32,
+    (seq, ifindex): (u32, u32),
 ) -> Option<Vec<u8>> {
     let family = match (client_ip, server_ip) {
         (IpAddr::V4(_), IpAddr::V4(_)) => libc::AF_INET as u8,
@@ -124,28 +128,42 @@ fn request_as(
         }
         m.extend_from_slice(&a);
     }
-    m.extend_from_slice(&LOOPBACK_IFINDEX.to_ne_bytes());
+    m.extend_from_slice(&ifindex.to_ne_bytes());
     m.extend_from_slice(&NO_COOKIE.to_ne_bytes());
     m.extend_from_slice(&NO_COOKIE.to_ne_bytes());
     debug_assert_eq!(m.len(), len);
     Some(m)
 }
 
-/// The owner's uid in the kernel's answer to `request` (number `seq`), if
-/// it found that very socket alive: the answer names the same four
-/// addresses, and the socket still has an inode (a closed socket's remains
-/// report uid 0 and inode 0: not the client's owner).
-pub fn owner(answer: &[u8], request: &[u8], seq: u32) -> Option<u32> {
+/// What the kernel says of the client end of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// A live socket of this host, made by this user.
+    Owner(u32),
+    /// A socket of this host with those four addresses that no process
+    /// holds any more (closed: orphaned or in time-wait; the kernel reports
+    /// uid 0 and no inode). A local client that already left.
+    Left,
+    /// No socket of this host has those addresses: a remote client (or a
+    /// local one whose connection is already reset, unreadable).
+    Absent,
+}
+
+/// What the kernel's answer to `request` (number `seq`) says, if it is
+/// that answer and well formed: the socket found must name the same four
+/// addresses; "no such socket" is `ENOENT`. Anything else is no answer.
+pub fn found(answer: &[u8], request: &[u8], seq: u32) -> Option<Found> {
     let field = |at: usize| -> Option<[u8; 4]> { answer.get(at..at + 4)?.try_into().ok() };
     let len = u32::from_ne_bytes(field(0)?) as usize;
     let kind = u16::from_ne_bytes(answer.get(4..6)?.try_into().ok()?);
     if len > answer.len() || u32::from_ne_bytes(field(8)?) != seq {
         return None;
     }
-    if kind != SOCK_DIAG_BY_FAMILY {
-        return None;
+    if kind == NLMSG_ERROR {
+        let error = i32::from_ne_bytes(field(NLMSG_HDRLEN)?);
+        return (error == -libc::ENOENT).then_some(Found::Absent);
     }
-    if len < NLMSG_HDRLEN + UID_AT + 8 {
+    if kind != SOCK_DIAG_BY_FAMILY || len < NLMSG_HDRLEN + UID_AT + 8 {
         return None;
     }
     // Ports and addresses: 36 bytes after family, state, timer, retrans in
@@ -155,24 +173,61 @@ pub fn owner(answer: &[u8], request: &[u8], seq: u32) -> Option<u32> {
         return None;
     }
     if u32::from_ne_bytes(field(NLMSG_HDRLEN + UID_AT + 4)?) == 0 {
-        return None;
+        return Some(Found::Left);
     }
-    Some(u32::from_ne_bytes(field(NLMSG_HDRLEN + UID_AT)?))
+    Some(Found::Owner(u32::from_ne_bytes(field(
+        NLMSG_HDRLEN + UID_AT,
+    )?)))
 }
 
-/// Asks the kernel who owns the client end of the loopback connection from
-/// `client` to `server` (this host's addresses of an accepted connection).
-/// `None` if it is not loopback, or the kernel does not say.
-pub fn uid_of(client: SocketAddr, server: SocketAddr) -> Option<u32> {
-    if !is_loopback(client.ip()) {
-        return None;
+/// Who a TCP client is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    /// The local user that owns the client's socket.
+    Local(u32),
+    /// A client elsewhere: counted by its address.
+    Remote,
+    /// Not served: the reason, for the log.
+    Refused(&'static str),
+}
+
+/// The decision, from the client's address and the kernel's answer
+/// (`None`: the lookup failed). A socket of this host is its owner's,
+/// whatever address it came from (loopback, one of the host's other
+/// addresses, or one it may not even own, with `IP_FREEBIND`); one that
+/// left is refused, as is a loopback client the kernel does not find: a
+/// shared fallback key would be one more identity for whoever can make the
+/// lookup miss. Only a client the kernel does not know is remote; if the
+/// lookup itself fails (no `inet_diag` in the kernel), a non-loopback
+/// client is counted by its address rather than every TCP client being
+/// refused.
+pub fn decide(loopback: bool, answer: Option<Found>) -> Client {
+    match (answer, loopback) {
+        (Some(Found::Owner(uid)), _) => Client::Local(uid),
+        (Some(Found::Left), _) => Client::Refused("a local client that closed its socket already"),
+        (Some(Found::Absent), false) | (None, false) => Client::Remote,
+        (Some(Found::Absent), true) | (None, true) => {
+            Client::Refused("loopback client whose owner the kernel does not name")
+        }
     }
+}
+
+/// Who the client of the connection from `client` to `server` is (this
+/// host's addresses of an accepted connection), as the kernel says.
+pub fn client(client: SocketAddr, server: SocketAddr) -> Client {
+    decide(is_loopback(client.ip()), lookup(client, server))
+}
+
+/// Asks the kernel for the client end of the connection from `client` to
+/// `server`, under each device in turn (a socket bound to a device is
+/// found only under it); `None` if the lookup failed.
+fn lookup(client: SocketAddr, server: SocketAddr) -> Option<Found> {
     let mut nl = NETLINK.lock().unwrap_or_else(|e| e.into_inner());
     if nl.is_none() {
         *nl = open().ok();
     }
     let fd = nl.as_ref()?;
-    let ask = |req: Vec<u8>, seq: u32| -> Result<Option<u32>, ()> {
+    let ask = |req: Vec<u8>, seq: u32| -> Result<Option<Found>, ()> {
         send(fd, &req, SendFlags::empty()).map_err(drop)?;
         // The answer to this request; one left over from a request whose
         // answer came late is skipped.
@@ -181,22 +236,46 @@ pub fn uid_of(client: SocketAddr, server: SocketAddr) -> Option<u32> {
             let (n, _) = recv(fd, &mut buf, RecvFlags::empty()).map_err(drop)?;
             let answer = &buf[..n];
             if answer.get(8..12) == Some(&seq.to_ne_bytes()[..]) {
-                return Ok(owner(answer, &req, seq));
+                return Ok(found(answer, &req, seq));
             }
         }
         Err(())
     };
     let next = || SEQ.fetch_add(1, Ordering::Relaxed);
-    // An IPv4 client, or an IPv6 one; an IPv4 address of an IPv6 socket.
-    let (first, second) = (next(), next());
-    let found = request(client, server, first)
-        .map_or(Ok(None), |r| ask(r, first))
-        .and_then(|uid| match uid {
-            Some(uid) => Ok(Some(uid)),
-            None => request_mapped(client, server, second).map_or(Ok(None), |r| ask(r, second)),
-        });
-    match found {
-        Ok(uid) => uid,
+    let (c, s) = (canonical(client.ip()), canonical(server.ip()));
+    let to_v6 = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
+        v6 => v6,
+    };
+    let searched = (|| {
+        // An answer that is not about this socket (an IPv4 lookup that
+        // found an IPv6 socket names it by its mapped addresses): the next
+        // form is asked; if no form finds the socket, the lookup failed.
+        let mut unsure = false;
+        for ifindex in devices(client.ip()) {
+            // An IPv4 client, or an IPv6 one; and where our end is an IPv6
+            // socket, also an IPv6 client socket that used IPv4-mapped
+            // addresses (the kernel files it under IPv6).
+            let mut asks = vec![(c, s)];
+            if server.is_ipv6() && c.is_ipv4() {
+                asks.push((to_v6(c), to_v6(s)));
+            }
+            for (ci, si) in asks {
+                let seq = next();
+                let Some(req) = request_as(ci, si, client, server, (seq, ifindex)) else {
+                    continue;
+                };
+                match ask(req, seq)? {
+                    Some(Found::Absent) => {}
+                    Some(hit) => return Ok(Some(hit)),
+                    None => unsure = true,
+                }
+            }
+        }
+        Ok((!unsure).then_some(Found::Absent))
+    })();
+    match searched {
+        Ok(answer) => answer,
         Err(()) => {
             // The socket failed or answered nothing in time: a new one next
             // time.
@@ -217,6 +296,56 @@ pub fn prepare() {
     let mut nl = NETLINK.lock().unwrap_or_else(|e| e.into_inner());
     if nl.is_none() {
         *nl = open().ok();
+    }
+    refresh(&mut HOST.lock().unwrap_or_else(|e| e.into_inner()));
+}
+
+/// The host's interfaces and addresses, as last read (at start, then at
+/// most every 10 s; a failed read keeps the last list, so that a daemon
+/// out of descriptors still knows them).
+struct Host {
+    at: Instant,
+    devices: Vec<u32>,
+    addresses: Vec<IpAddr>,
+}
+
+static HOST: Mutex<Option<Host>> = Mutex::new(None);
+
+/// Reads the host's interfaces if the last read is older than 10 s.
+fn refresh(host: &mut Option<Host>) {
+    if host
+        .as_ref()
+        .is_some_and(|h| h.at.elapsed() < Duration::from_secs(10))
+    {
+        return;
+    }
+    if let Some((devices, addresses)) = crate::sys::interfaces() {
+        *host = Some(Host {
+            at: Instant::now(),
+            devices,
+            addresses: addresses.into_iter().map(canonical).collect(),
+        });
+    }
+}
+
+/// The devices to name in the lookup for a client from `ip`: the loopback
+/// device first (which also finds a socket bound to no device), then, for
+/// a client whose address is one of this host's (only such a client's
+/// handshake completes here: the replies to any other address leave the
+/// host), every other device, since a socket bound to a device
+/// (`SO_BINDTODEVICE`) is found only under it. A remote client costs one
+/// lookup.
+fn devices(ip: IpAddr) -> Vec<u32> {
+    let mut host = HOST.lock().unwrap_or_else(|e| e.into_inner());
+    refresh(&mut host);
+    let ip = canonical(ip);
+    match host.as_ref() {
+        Some(h) if ip.is_loopback() || h.addresses.contains(&ip) => {
+            let mut all = vec![LOOPBACK_IFINDEX];
+            all.extend(h.devices.iter().filter(|&&i| i != LOOPBACK_IFINDEX));
+            all
+        }
+        _ => vec![LOOPBACK_IFINDEX],
     }
 }
 
@@ -242,7 +371,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_loopback_sources_are_asked_about() {
+    fn loopback_sources_are_recognised() {
         for a in ["127.0.0.1", "127.3.2.1", "::1", "::ffff:127.0.0.1"] {
             assert!(is_loopback(a.parse().unwrap()), "{a}");
         }
@@ -301,49 +430,74 @@ mod tests {
         let uid_at = NLMSG_HDRLEN + UID_AT;
         ok[uid_at..uid_at + 4].copy_from_slice(&1000u32.to_ne_bytes());
         ok[uid_at + 4..uid_at + 8].copy_from_slice(&77u32.to_ne_bytes());
-        assert_eq!(owner(&ok, &req, 5), Some(1000));
-        assert_eq!(owner(&ok, &req, 6), None, "another request's answer");
-        assert_eq!(owner(&ok[..40], &req, 5), None, "short");
-        let mut err = ok.clone();
+        assert_eq!(found(&ok, &req, 5), Some(Found::Owner(1000)));
+        assert_eq!(found(&ok, &req, 6), None, "another request's answer");
+        assert_eq!(found(&ok[..40], &req, 5), None, "short");
+        // "No such socket" is an answer; any other error is not.
+        let mut err = vec![0u8; NLMSG_HDRLEN + 4 + 16];
+        let n = err.len() as u32;
+        err[0..4].copy_from_slice(&n.to_ne_bytes());
         err[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
-        assert_eq!(owner(&err, &req, 5), None);
+        err[8..12].copy_from_slice(&5u32.to_ne_bytes());
+        err[16..20].copy_from_slice(&(-libc::ENOENT).to_ne_bytes());
+        assert_eq!(found(&err, &req, 5), Some(Found::Absent));
+        err[16..20].copy_from_slice(&(-libc::EINVAL).to_ne_bytes());
+        assert_eq!(found(&err, &req, 5), None);
         let mut long = ok.clone();
         long[0..4].copy_from_slice(&(len + 1).to_ne_bytes());
-        assert_eq!(owner(&long, &req, 5), None, "claims more than it has");
-        assert_eq!(owner(&[], &req, 5), None);
+        assert_eq!(found(&long, &req, 5), None, "claims more than it has");
+        assert_eq!(found(&[], &req, 5), None);
         // Another socket's answer.
         let other = request("127.0.0.9:40001".parse().unwrap(), server, 5).unwrap();
-        assert_eq!(owner(&ok, &other, 5), None);
+        assert_eq!(found(&ok, &other, 5), None);
         // A closed socket's remains: no inode, uid 0.
         let mut gone = ok.clone();
         gone[uid_at..uid_at + 8].fill(0);
-        assert_eq!(owner(&gone, &req, 5), None);
+        assert_eq!(found(&gone, &req, 5), Some(Found::Left));
+    }
+
+    #[test]
+    fn who_the_client_is() {
+        use Client::*;
+        for loopback in [true, false] {
+            assert_eq!(decide(loopback, Some(Found::Owner(7))), Local(7));
+            assert!(matches!(decide(loopback, Some(Found::Left)), Refused(_)));
+        }
+        assert_eq!(decide(false, Some(Found::Absent)), Remote);
+        assert_eq!(decide(false, None), Remote, "no inet_diag: by address");
+        assert!(matches!(decide(true, Some(Found::Absent)), Refused(_)));
+        assert!(matches!(decide(true, None), Refused(_)));
     }
 
     #[test]
     fn the_kernel_names_the_owner_of_a_loopback_client() {
+        use Client::*;
+        let me_uid = || rustix::process::geteuid().as_raw();
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (s, from) = l.accept().unwrap();
         let me = s.local_addr().unwrap();
-        assert_eq!(uid_of(from, me), Some(rustix::process::geteuid().as_raw()));
+        assert_eq!(client(from, me), Local(me_uid()));
         // No such connection: nobody.
         let other = SocketAddr::new(from.ip(), from.port().wrapping_add(1));
-        assert_eq!(uid_of(other, me), None);
+        assert!(matches!(client(other, me), Refused(_)));
         drop(c);
-        // Not loopback: not asked.
-        assert_eq!(uid_of("192.0.2.1:1".parse().unwrap(), me), None);
+        // Not on this host: remote.
+        assert_eq!(client("192.0.2.1:1".parse().unwrap(), me), Remote);
         // A client bound to the loopback device is found too.
         let c = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         c.bind_device(Some(b"lo")).unwrap();
         c.connect(&l.local_addr().unwrap().into()).unwrap();
         let (s, from) = l.accept().unwrap();
         let me = s.local_addr().unwrap();
-        assert_eq!(uid_of(from, me), Some(rustix::process::geteuid().as_raw()));
+        assert_eq!(client(from, me), Local(me_uid()));
         // Once the client has closed, its socket's remains (orphaned: no
         // inode from the moment of close) name nobody.
         drop(c);
-        assert_eq!(uid_of(from, me), None, "a closed client is nobody");
+        assert!(
+            matches!(client(from, me), Refused(_)),
+            "a closed client is nobody"
+        );
         // An IPv6 socket that connects to an IPv4-mapped address.
         let l6 = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
         l6.set_only_v6(false).unwrap();
@@ -364,18 +518,14 @@ mod tests {
             from.as_socket().unwrap(),
             s.local_addr().unwrap().as_socket().unwrap(),
         );
-        assert_eq!(
-            uid_of(from, me),
-            Some(rustix::process::geteuid().as_raw()),
-            "{from} {me}"
-        );
+        assert_eq!(client(from, me), Local(me_uid()), "{from} {me}");
         drop(c6);
         // IPv6 loopback, where the host has it.
         if let Ok(l) = std::net::TcpListener::bind("[::1]:0") {
             let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
             let (s, from) = l.accept().unwrap();
             let me = s.local_addr().unwrap();
-            assert_eq!(uid_of(from, me), Some(rustix::process::geteuid().as_raw()));
+            assert_eq!(client(from, me), Local(me_uid()));
         }
     }
 }

@@ -174,13 +174,17 @@ pub fn talk_streaming(addr: &Addr, bytes: Vec<u8>, timeout: Duration) -> Vec<u8>
     out
 }
 
-/// Connects from a chosen local address (e.g. 127.0.0.2) to a TCP daemon.
+/// Connects from a chosen local address (e.g. 127.0.0.2) to a TCP daemon;
+/// in a network lab (`netns`), from the clients' namespace when `local` is
+/// one of its networks.
 pub fn connect_from(local: std::net::IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
-    let s = socket2::Socket::new(
-        socket2::Domain::for_address(to),
-        socket2::Type::STREAM,
-        None,
-    )?;
+    let s = super::netns::made_for(local, || {
+        socket2::Socket::new(
+            socket2::Domain::for_address(to),
+            socket2::Type::STREAM,
+            None,
+        )
+    })?;
     s.bind(&SocketAddr::new(local, 0).into())?;
     s.connect_timeout(&to.into(), Duration::from_secs(5))?;
     Ok(s.into())

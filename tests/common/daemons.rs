@@ -157,7 +157,13 @@ impl Daemon {
     ) -> Daemon {
         let dir = tempfile::Builder::new().prefix("cs-run").tempdir().unwrap();
         let unix = dir.path().join("clamsentry.sock");
-        let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        // In a network lab, where its remote clients can reach it.
+        let host = if super::netns::in_lab() {
+            std::net::IpAddr::from(super::netns::DAEMON)
+        } else {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        };
+        let tcp = SocketAddr::new(host, free_port());
         let config = write_config(dir.path(), db, &unix, tcp, settings);
         let launch = Launch {
             bin: PathBuf::from(env!("CARGO_BIN_EXE_clamsentry")),
