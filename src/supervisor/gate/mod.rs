@@ -454,8 +454,13 @@ pub struct Gate {
     /// Tenants whose connections wait for a worker while every worker is
     /// taken (`max-workers`), in order of arrival.
     queued: VecDeque<Tenant>,
-    /// Tenants with a connection now, or until when they count as active.
+    /// Tenants with a client's connection now, or until when they count as
+    /// active (the self-test's connections never make a tenant active).
     last_seen: BTreeMap<Tenant, Instant>,
+    /// The self-test's open connections per tenant (at most one or two):
+    /// in `per_tenant`, but not a client's, so not a reason for a share of
+    /// the scan threads.
+    selftests: BTreeMap<Tenant, usize>,
     /// Connections in the table per tenant (so that no event has to look
     /// at every connection: with 256 clients that was a visible share of
     /// the supervisor's time per connection).
@@ -482,6 +487,7 @@ impl Gate {
             wanted: BTreeMap::new(),
             queued: VecDeque::new(),
             last_seen: BTreeMap::new(),
+            selftests: BTreeMap::new(),
             per_tenant: BTreeMap::new(),
             leases,
             stopping: false,
@@ -702,10 +708,12 @@ impl Gate {
             },
         );
         *self.per_tenant.entry(tenant).or_insert(0) += 1;
-        if !selftest {
+        if selftest {
+            *self.selftests.entry(tenant).or_insert(0) += 1;
+        } else {
             self.idle_since = None;
+            self.last_seen.insert(tenant, now);
         }
-        self.last_seen.insert(tenant, now);
         self.place(id, now, out);
     }
 
@@ -1285,6 +1293,15 @@ impl Gate {
         };
         if last {
             self.per_tenant.remove(&c.tenant);
+        }
+        if c.selftest {
+            if let Some(n) = self.selftests.get_mut(&c.tenant) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.selftests.remove(&c.tenant);
+                }
+            }
+        } else {
             self.last_seen.insert(c.tenant, now);
         }
         // The self-test's own connections neither start nor restart the
@@ -1336,10 +1353,9 @@ impl Gate {
             self.release(w, out);
         }
         let linger = self.s.active_linger;
-        let open = &self.per_tenant;
-        self.last_seen.retain(|t, seen| {
-            open.contains_key(t) || now.saturating_duration_since(*seen) < linger
-        });
+        let clients = self.clients_per_tenant();
+        self.last_seen
+            .retain(|t, seen| clients.contains(t) || now.saturating_duration_since(*seen) < linger);
         if let (Some(after), Some(since)) = (self.exit_when_idle, self.idle_since) {
             if !self.stopping && now.saturating_duration_since(since) >= after {
                 self.idle_since = Some(now);
@@ -1377,13 +1393,26 @@ impl Gate {
         }
     }
 
-    /// Splits the scan threads between the tenants that have connections
-    /// (or had one within `active_linger`), and tells each serving worker
-    /// whose limit changed.
+    /// Tenants with a client's connection open now.
+    fn clients_per_tenant(&self) -> BTreeSet<Tenant> {
+        self.per_tenant
+            .iter()
+            .filter(|(t, n)| **n > self.selftests.get(t).copied().unwrap_or(0))
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    /// Splits the scan threads between the tenants that have a client's
+    /// connection (or had one within `active_linger`), and tells each
+    /// serving worker whose limit changed. The self-test's connection is
+    /// not a client's: it scans a few bytes every `selftest.interval`, and
+    /// counted as a tenant it halved a busy client's threads for
+    /// `active_linger` after each run (the latency benchmark at 16 clients
+    /// ran on one of two threads).
     fn update_threads(&mut self, now: Instant, out: &mut Vec<Action>) {
         let _ = now;
         let mut active: BTreeSet<Tenant> = self.last_seen.keys().copied().collect();
-        active.extend(self.per_tenant.keys().copied());
+        active.extend(self.clients_per_tenant());
         let limits = shares::split_threads(self.s.max_threads, &active);
         for (id, w) in self.workers.iter_mut() {
             if w.state != WState::Serving {

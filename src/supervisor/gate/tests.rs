@@ -450,6 +450,41 @@ fn threads_are_shared_between_clients_with_connections() {
 }
 
 #[test]
+fn the_selftest_takes_no_share_of_a_busy_clients_threads() {
+    let mut g = G::new();
+    g.accept(user(1000));
+    let a = g.up(1, Tenant::Uid(1000));
+    assert!(a.contains(&Action::Threads {
+        worker: 1,
+        limit: 10
+    }));
+    // The self-test's connection, as the executor hands it over.
+    let id = g.next;
+    g.next += 1;
+    let mut a = g.on(Event::Accepted {
+        id,
+        listener: ListenerKind::Tcp,
+        name: Arc::from(crate::ipc::observe::SELFTEST_LISTENER),
+        identity: Arc::new(Identity::tcp("[::]:0".parse().unwrap())),
+        own_process: false,
+    });
+    a.extend(g.up(2, Tenant::Network));
+    a.extend(g.report(2, Report::Closed(id)));
+    a.extend(g.later(1, Event::Tick));
+    assert!(
+        !a.iter()
+            .any(|x| matches!(x, Action::Threads { worker: 1, .. })),
+        "the client keeps every thread: {a:?}"
+    );
+    // A client's connection over TCP does take a share.
+    let (_, a) = g.accept(tcp("192.0.2.1"));
+    assert!(a.contains(&Action::Threads {
+        worker: 1,
+        limit: 5
+    }));
+}
+
+#[test]
 fn stream_memory_is_leased_per_client() {
     let mut g = G::new();
     g.accept(tcp("127.0.0.1"));
