@@ -10,10 +10,11 @@
 //! finished connection as a protocol violation).
 #![forbid(unsafe_code)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use crate::ipc::messages::{
     BrokerOp, BrokerReply, BrokerRequest, Entry, FileMeta, FromWorker, MAX_BATCH,
@@ -23,10 +24,47 @@ use crate::ipc::typed::{RecvError, Typed};
 /// The worker's end of the broker channel.
 pub type BrokerChannel = Typed<BrokerRequest, BrokerReply>;
 
-/// The worker's end of the broker channel, shared by all scanning threads
-/// (one request at a time).
+/// The worker's end of the broker channel, shared by all scanning threads.
+///
+/// Requests may be pipelined: [`BrokerClient::begin`] sends one and
+/// returns at once, [`Pending::wait`] takes its reply. The broker thread
+/// answers a worker's requests one at a time, in order, so replies come in
+/// the order the requests went; whichever thread reads the channel keeps
+/// the replies that are not its own for their owners. A walk asks for the
+/// next batch of files while it scans the current one, so the broker opens
+/// while the worker scans.
 pub struct BrokerClient {
-    channel: Mutex<BrokerChannel>,
+    channel: BrokerChannel,
+    /// Requests sent that expect a reply (sending and numbering are one
+    /// step under this lock).
+    sent: Mutex<u64>,
+    replies: Mutex<Replies>,
+    arrived: Condvar,
+}
+
+/// A broker reply, or why there is none.
+type Answer = io::Result<(BrokerReply, Vec<OwnedFd>)>;
+
+#[derive(Default)]
+struct Replies {
+    /// The number of the next reply to come off the channel.
+    next: u64,
+    /// A thread is reading the channel now.
+    reading: bool,
+    /// Replies read for a request whose owner has not taken them yet.
+    kept: BTreeMap<u64, Answer>,
+    /// Requests whose owner gave up waiting: their replies are dropped
+    /// (with their descriptors) when they come.
+    abandoned: BTreeSet<u64>,
+    /// The channel failed: every reply still to come fails.
+    broken: Option<(io::ErrorKind, String)>,
+}
+
+/// A request sent, whose reply has not been taken.
+pub struct Pending {
+    client: Arc<BrokerClient>,
+    seq: u64,
+    taken: bool,
 }
 
 impl BrokerClient {
@@ -34,23 +72,41 @@ impl BrokerClient {
         // An `OpenFiles` reply carries a descriptor per opened file.
         channel.allow_fds(MAX_BATCH);
         BrokerClient {
-            channel: Mutex::new(channel),
+            channel,
+            sent: Mutex::new(0),
+            replies: Mutex::default(),
+            arrived: Condvar::new(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BrokerChannel> {
-        self.channel
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Sends a request; its reply is taken with [`Pending::wait`].
+    pub fn begin(self: &Arc<Self>, conn: u64, op: BrokerOp) -> io::Result<Pending> {
+        let req = BrokerRequest { conn, op };
+        let mut sent = lock(&self.sent);
+        self.channel.send(&req, &[])?;
+        let seq = *sent;
+        *sent += 1;
+        Ok(Pending {
+            client: Arc::clone(self),
+            seq,
+            taken: false,
+        })
     }
 
-    fn call(&self, conn: u64, op: BrokerOp) -> io::Result<(BrokerReply, Vec<OwnedFd>)> {
+    fn call(self: &Arc<Self>, conn: u64, op: BrokerOp) -> Answer {
+        self.begin(conn, op)?.wait()
+    }
+
+    /// A request that has no reply (`CloseDir`).
+    fn tell(&self, conn: u64, op: BrokerOp) {
         let req = BrokerRequest { conn, op };
-        let ch = self.lock();
-        ch.send(&req, &[])?;
-        let received = ch.recv();
-        drop(ch);
-        let (reply, fds) = match received {
+        let _sent = lock(&self.sent);
+        let _ = self.channel.send(&req, &[]);
+    }
+
+    /// Reads one reply off the channel (outside the replies' lock).
+    fn read_one(&self) -> Answer {
+        let (reply, fds) = match self.channel.recv() {
             Ok(Some(m)) => (m.msg, m.fds),
             Ok(None) => {
                 return Err(io::Error::new(
@@ -74,11 +130,107 @@ impl BrokerClient {
         Ok((reply, fds))
     }
 
-    /// A request that has no reply (`CloseDir`).
-    fn tell(&self, conn: u64, op: BrokerOp) {
-        let req = BrokerRequest { conn, op };
-        let _ = self.lock().send(&req, &[]);
+    /// The reply to request `seq`, reading the channel (and keeping other
+    /// threads' replies for them) until it comes.
+    fn take(&self, seq: u64) -> Answer {
+        let mut r = lock(&self.replies);
+        loop {
+            if let Some(answer) = r.kept.remove(&seq) {
+                return answer;
+            }
+            if let Some((kind, text)) = &r.broken {
+                return Err(io::Error::new(*kind, text.clone()));
+            }
+            if r.reading {
+                r = self
+                    .arrived
+                    .wait(r)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                continue;
+            }
+            r.reading = true;
+            drop(r);
+            let answer = self.read_one();
+            r = lock(&self.replies);
+            r.reading = false;
+            let n = r.next;
+            r.next += 1;
+            match answer {
+                // A reply out of step would answer the wrong request: the
+                // channel is done.
+                Err(e) => r.broken = Some((e.kind(), e.to_string())),
+                Ok(a) if !r.abandoned.remove(&n) => {
+                    r.kept.insert(n, Ok(a));
+                }
+                Ok(_) => {}
+            }
+            self.arrived.notify_all();
+        }
     }
+
+    /// The owner of request `seq` no longer wants its reply.
+    fn abandon(&self, seq: u64) {
+        let mut r = lock(&self.replies);
+        if r.kept.remove(&seq).is_none() && seq >= r.next {
+            r.abandoned.insert(seq);
+        }
+    }
+}
+
+impl Pending {
+    /// Waits for the reply.
+    pub fn wait(mut self) -> Answer {
+        self.taken = true;
+        self.client.take(self.seq)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.taken {
+            self.client.abandon(self.seq);
+        }
+    }
+}
+
+/// Files asked of the broker ([`ConnFiles::begin_open_files`]).
+pub struct OpeningFiles {
+    pending: Pending,
+    count: usize,
+}
+
+impl OpeningFiles {
+    /// How many files were asked for.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// The opened files (or why each could not be), in the order asked.
+    pub fn wait(self) -> io::Result<Vec<io::Result<OpenedFile>>> {
+        let (reply, fds) = self.pending.wait()?;
+        let files = match reply {
+            BrokerReply::Files(files) if files.len() == self.count => files,
+            other => return Err(unexpected(other)),
+        };
+        let mut fds = fds.into_iter();
+        Ok(files
+            .into_iter()
+            .map(|r| match r {
+                Ok(FileMeta { size, dev: _ }) => fds
+                    .next()
+                    .map(|fd| OpenedFile {
+                        file: File::from(fd),
+                        size,
+                    })
+                    .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF)),
+                Err(e) => Err(io::Error::from_raw_os_error(e)),
+            })
+            .collect())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What all the work for one connection shares: its id, its log budget,
@@ -249,31 +401,23 @@ impl ConnFiles {
         dir: &DirHandle,
         names: &[&[u8]],
     ) -> io::Result<Vec<io::Result<OpenedFile>>> {
-        let (reply, fds) = self.client.call(
+        self.begin_open_files(dir, names)?.wait()
+    }
+
+    /// [`open_files`](Self::open_files), its reply taken later: the broker
+    /// opens while the caller scans.
+    pub fn begin_open_files(&self, dir: &DirHandle, names: &[&[u8]]) -> io::Result<OpeningFiles> {
+        let pending = self.client.begin(
             self.guard.id,
             BrokerOp::OpenFiles {
                 handle: dir.handle,
                 names: names.iter().map(|n| n.to_vec()).collect(),
             },
         )?;
-        let files = match reply {
-            BrokerReply::Files(files) if files.len() == names.len() => files,
-            other => return Err(unexpected(other)),
-        };
-        let mut fds = fds.into_iter();
-        Ok(files
-            .into_iter()
-            .map(|r| match r {
-                Ok(FileMeta { size, dev: _ }) => fds
-                    .next()
-                    .map(|fd| OpenedFile {
-                        file: File::from(fd),
-                        size,
-                    })
-                    .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF)),
-                Err(e) => Err(io::Error::from_raw_os_error(e)),
-            })
-            .collect())
+        Ok(OpeningFiles {
+            pending,
+            count: names.len(),
+        })
     }
 
     /// Opens the subdirectory `name` of `dir` and reads every entry of it.
@@ -330,6 +474,69 @@ impl ConnFiles {
                 }
                 other => return Err(unexpected(other)),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::typed::Typed;
+
+    /// A broker that answers each request with its connection id as the
+    /// error of a one-file `Files` reply, in order.
+    fn broker(end: Typed<BrokerReply, BrokerRequest>, n: usize) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            for _ in 0..n {
+                let Ok(Some(m)) = end.recv() else { return };
+                let reply = BrokerReply::Files(vec![Err(m.msg.conn as i32)]);
+                end.send(&reply, &[]).unwrap();
+            }
+        })
+    }
+
+    fn id_of(a: Answer) -> i32 {
+        match a.unwrap().0 {
+            BrokerReply::Files(f) => f[0].unwrap_err(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn op() -> BrokerOp {
+        BrokerOp::CloseDir { handle: 0 }
+    }
+
+    #[test]
+    fn pipelined_replies_reach_their_own_requests() {
+        let (ours, theirs) = Typed::pair().unwrap();
+        let client = Arc::new(BrokerClient::new(ours));
+        let b = broker(theirs, 7);
+        let first = client.begin(1, op()).unwrap();
+        let second = client.begin(2, op()).unwrap();
+        // Taken in the other order: the first reply is kept for its owner.
+        assert_eq!(id_of(second.wait()), 2);
+        assert_eq!(id_of(first.wait()), 1);
+        // A request given up: its reply is dropped, the next one's is not
+        // mistaken for it.
+        let dropped = client.begin(3, op()).unwrap();
+        drop(dropped);
+        assert_eq!(id_of(client.call(4, op())), 4);
+        // From several threads at once.
+        let threads: Vec<_> = (5..8)
+            .map(|id| {
+                let c = Arc::clone(&client);
+                std::thread::spawn(move || (id, id_of(c.call(id, op()))))
+            })
+            .collect();
+        for t in threads {
+            let (asked, got) = t.join().unwrap();
+            assert_eq!(asked as i32, got);
+        }
+        b.join().unwrap();
+        // The broker is gone: every later request fails, none hangs.
+        let late = client.begin(8, op());
+        if let Ok(p) = late {
+            assert!(p.wait().is_err());
         }
     }
 }

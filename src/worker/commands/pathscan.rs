@@ -38,7 +38,7 @@ use tokio::sync::mpsc::Sender;
 
 use std::collections::VecDeque;
 
-use super::super::files::{ConnFiles, DirHandle, Opened, OpenedFile};
+use super::super::files::{ConnFiles, DirHandle, Opened, OpenedFile, OpeningFiles};
 use super::super::pool::{Tag, TaskSlot, Ticket};
 use super::super::Shared;
 use super::{record, Ctx, QUEUE_FULL};
@@ -596,7 +596,10 @@ impl<'a> Walker<'a> {
         // clamd: files before directories, then lower inodes first.
         found.sort_by_key(|v| (v.is_dir, v.ino));
         // The files to open, in order, are opened in batches ahead of their
-        // visit: one broker round trip per batch instead of one per file.
+        // visit: one broker round trip per batch instead of one per file,
+        // and the next batch is asked for as soon as one arrives, so that
+        // the broker opens while this thread scans (at most two batches
+        // are open or on their way).
         let mut ahead = Ahead::default();
         for i in 0..found.len() {
             let flow = if found[i].is_dir {
@@ -608,20 +611,36 @@ impl<'a> Walker<'a> {
                 let source = if !self.wants_open(meta.as_ref()) {
                     Source::Skipped
                 } else {
-                    if ahead.opened.is_empty() && !self.gone() {
-                        let batch: Vec<&[u8]> = found[i..]
-                            .iter()
-                            .filter(|v| !v.is_dir && self.wants_open(v.meta.as_ref()))
-                            .take(ahead.next_batch())
-                            .map(|v| v.entry.as_slice())
-                            .collect();
-                        match self.files.open_files(dir, &batch) {
-                            Ok(results) => ahead.opened.extend(results),
-                            // Not answered (the client left, the channel
-                            // failed): every file of the batch gets it.
-                            Err(e) => ahead
-                                .opened
-                                .extend(batch.iter().map(|_| Err(copy_error(&e)))),
+                    if ahead.opened.is_empty() {
+                        if let Some(coming) = ahead.coming.take() {
+                            let n = coming.len();
+                            match coming.wait() {
+                                Ok(results) => ahead.opened.extend(results),
+                                Err(e) => ahead.opened.extend((0..n).map(|_| Err(copy_error(&e)))),
+                            }
+                        } else if !self.gone() {
+                            ahead.asked_to = ahead.asked_to.max(i);
+                            let batch = self.next_batch(&found, &mut ahead);
+                            match self.files.open_files(dir, &batch) {
+                                Ok(results) => ahead.opened.extend(results),
+                                // Not answered (the client left, the
+                                // channel failed): every file of the batch
+                                // gets it.
+                                Err(e) => ahead
+                                    .opened
+                                    .extend(batch.iter().map(|_| Err(copy_error(&e)))),
+                            }
+                        }
+                    }
+                    if ahead.coming.is_none() && !ahead.opened.is_empty() && !self.gone() {
+                        let from = ahead.asked_to;
+                        let batch = self.next_batch(&found, &mut ahead);
+                        if !batch.is_empty() {
+                            ahead.coming = self.files.begin_open_files(dir, &batch).ok();
+                            if ahead.coming.is_none() {
+                                // Not sent: asked for again when due.
+                                ahead.asked_to = from;
+                            }
                         }
                     }
                     Source::Batch(ahead.opened.pop_front())
@@ -634,6 +653,24 @@ impl<'a> Walker<'a> {
             }
         }
         Flow::Go
+    }
+
+    /// The names of the next files of `found` to open, from
+    /// `ahead.asked_to` on (directories and files not to open are left
+    /// out); moves `ahead.asked_to` past them.
+    fn next_batch<'v>(&self, found: &'v [Visit], ahead: &mut Ahead) -> Vec<&'v [u8]> {
+        let want = ahead.batch_size();
+        let mut batch = Vec::with_capacity(want);
+        let mut at = ahead.asked_to;
+        while at < found.len() && batch.len() < want {
+            let v = &found[at];
+            if !v.is_dir && self.wants_open(v.meta.as_ref()) {
+                batch.push(v.entry.as_slice());
+            }
+            at += 1;
+        }
+        ahead.asked_to = at;
+        batch
     }
 
     fn file_job(&self, name: &[u8], file: File, size: u64) -> FileJob {
@@ -787,13 +824,19 @@ const CHUNK_BYTES: u64 = 1 << 20;
 struct Ahead {
     opened: VecDeque<std::io::Result<OpenedFile>>,
     batches: u32,
+    /// The next batch, asked for while this one is scanned (dropped unread
+    /// if the walk stops: its descriptors close when its reply comes).
+    coming: Option<OpeningFiles>,
+    /// The index in the directory's sorted entries past the last file
+    /// asked for.
+    asked_to: usize,
 }
 
 impl Ahead {
     /// Batches grow from 8 files to [`MAX_BATCH`]: a directory of a few
     /// files, or a SCAN that stops at its first detection, opens little
     /// ahead; a large directory costs one round trip per 64 files.
-    fn next_batch(&mut self) -> usize {
+    fn batch_size(&mut self) -> usize {
         let n = 8usize << self.batches.min(3);
         self.batches += 1;
         n.min(MAX_BATCH)
