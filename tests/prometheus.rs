@@ -243,10 +243,11 @@ fn a_real_prometheus_sees_scans_reloads_crashes_and_a_failed_selftest() {
         |v| v == 1.0,
     );
 
-    // A worker killed: the one the TCP clients' scans run on (of the new
-    // generation: one more scan makes sure it is bound).
+    // A worker killed: the one the test's scans run on (its local user's,
+    // uid 0, over loopback TCP; of the new generation: one more scan makes
+    // sure it is bound).
     assert_eq!(scan(&d, &clean), b"stream: OK\0");
-    let victim = d.worker_of("network");
+    let victim = d.worker_of("uid=0");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(victim),
         nix::sys::signal::Signal::SIGKILL,
@@ -257,12 +258,12 @@ fn a_real_prometheus_sees_scans_reloads_crashes_and_a_failed_selftest() {
         "the crash",
         |v| v == 1.0,
     );
-    // The next TCP client gets a new worker, and the gauge shows it.
+    // The next scan gets a new worker, and the gauge shows it.
     assert_eq!(scan(&d, &clean), b"stream: OK\0");
-    assert_ne!(d.worker_of("network"), victim);
+    assert_ne!(d.worker_of("uid=0"), victim);
     prom.until(
         "clamsentry_workers{state=\"serving\"}",
-        "the network's worker and a standby serving",
+        "the test's worker and a standby serving",
         |v| v >= 2.0,
     );
     // Counters never went down across the reload and the crash.

@@ -266,17 +266,54 @@ fn a_local_user_is_one_client_from_any_of_the_hosts_addresses() {
         .unwrap();
     println!("{}", String::from_utf8_lossy(&bound.stderr));
     assert_eq!(bound.stdout, b"", "bound to d0, over its share");
+    // The fifth outside review: an IPv6 socket using IPv4-mapped addresses
+    // towards the IPv4 listener went unnamed and was counted as the /24.
+    let mapped = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(
+            "import socket, sys\nh, p = sys.argv[1].rsplit(':', 1)\n\
+             s = socket.socket(socket.AF_INET6)\ns.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n\
+             s.settimeout(10)\ns.bind(('::ffff:' + h, 0))\ns.connect(('::ffff:' + h, int(p)))\n\
+             s.sendall(b'zPING\\0')\nsys.stdout.buffer.write(s.recv(100))\n",
+        )
+        .arg(&tcp)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    println!("{}", String::from_utf8_lossy(&mapped.stderr));
+    assert_eq!(mapped.stdout, b"", "IPv4-mapped, over its share");
+    drop(attacker.stdin.take());
+    let _ = attacker.wait();
+    // Its sessions gone, the same mapped connection is its own and served.
+    let mapped = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(
+            "import socket, sys\nh, p = sys.argv[1].rsplit(':', 1)\n\
+             s = socket.socket(socket.AF_INET6)\ns.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n\
+             s.settimeout(10)\ns.connect(('::ffff:' + h, int(p)))\n\
+             s.sendall(b'zPING\\0')\nsys.stdout.buffer.write(s.recv(100))\n",
+        )
+        .arg(&tcp)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    assert_eq!(
+        mapped.stdout,
+        b"PONG\0",
+        "a dual-stack client is served: {}",
+        String::from_utf8_lossy(&mapped.stderr)
+    );
     let log = d.log();
     assert!(
-        log.matches(&format!("client=\"uid={NOBODY}\"")).count() >= 2,
+        log.matches(&format!("client=\"uid={NOBODY}\"")).count() >= 3,
         "the refusals name the local user: {log}"
     );
     assert!(
         !log.contains("10.255.0.0/24\" refused") && !log.contains("client=\"10.255.0.0/24\""),
         "the remote /24 was never charged: {log}"
     );
-    drop(attacker.stdin.take());
-    let _ = attacker.wait();
 }
 
 /// Attack (an outside review): the whole of 127.0.0.0/8 is local, and any

@@ -250,10 +250,16 @@ impl Children {
         let broker_ch = Arc::new(broker_ch);
         // Control messages: the first carries the kernel's word for the pid.
         let (ctl, tx) = (Arc::clone(&control), self.tx.clone());
+        let identities = Arc::clone(&broker.identities);
         tokio::spawn(async move {
             let mut budget = MessageBudget::new(message_budget::PER_SECOND, Instant::now());
             loop {
-                if let Some(wait) = budget.charge(Instant::now()) {
+                // Its own second, and its identity's (with its other
+                // workers).
+                let now = Instant::now();
+                let own = budget.charge(now);
+                let shared = identities.message(w, now);
+                if let Some(wait) = own.max(shared) {
                     tokio::time::sleep(wait).await;
                 }
                 let input = match ctl.recv().await {

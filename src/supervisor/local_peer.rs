@@ -75,11 +75,6 @@ const LOOPBACK_IFINDEX: u32 = 1;
 /// retrans (4), sockid (48), expires, rqueue, wqueue (12).
 const UID_AT: usize = 4 + SOCKID_LEN + 12;
 
-/// Is `ip` a loopback source whose owner is worth asking for?
-pub fn is_loopback(ip: IpAddr) -> bool {
-    canonical(ip).is_loopback()
-}
-
 /// The request for the client socket of the connection from `client` to
 /// `server` (both as this host's side of the connection sees them).
 #[cfg(test)]
@@ -168,8 +163,17 @@ pub fn found(answer: &[u8], request: &[u8], seq: u32) -> Option<Found> {
     }
     // Ports and addresses: 36 bytes after family, state, timer, retrans in
     // the answer, after family, protocol, ext, pad, states in the request.
-    let asked = request.get(NLMSG_HDRLEN + 8..NLMSG_HDRLEN + 8 + 36)?;
-    if answer.get(NLMSG_HDRLEN + 4..NLMSG_HDRLEN + 4 + 36)? != asked {
+    // An IPv6 socket that used IPv4-mapped addresses is found by an IPv4
+    // lookup and named by its IPv6 form: the same socket.
+    let asked = sockid(
+        *request.get(NLMSG_HDRLEN)?,
+        request.get(NLMSG_HDRLEN + 8..NLMSG_HDRLEN + 8 + 36)?,
+    )?;
+    let named = sockid(
+        *answer.get(NLMSG_HDRLEN)?,
+        answer.get(NLMSG_HDRLEN + 4..NLMSG_HDRLEN + 4 + 36)?,
+    )?;
+    if asked != named {
         return None;
     }
     if u32::from_ne_bytes(field(NLMSG_HDRLEN + UID_AT + 4)?) == 0 {
@@ -178,6 +182,24 @@ pub fn found(answer: &[u8], request: &[u8], seq: u32) -> Option<Found> {
     Some(Found::Owner(u32::from_ne_bytes(field(
         NLMSG_HDRLEN + UID_AT,
     )?)))
+}
+
+/// Ports and addresses of a `struct inet_diag_sockid` of `family`, the
+/// addresses canonical (an IPv4-mapped IPv6 address as IPv4).
+fn sockid(family: u8, id: &[u8]) -> Option<(u16, u16, IpAddr, IpAddr)> {
+    let port = |at: usize| Some(u16::from_be_bytes(id.get(at..at + 2)?.try_into().ok()?));
+    let addr = |at: usize| -> Option<IpAddr> {
+        Some(if i32::from(family) == libc::AF_INET {
+            let a: [u8; 4] = id.get(at..at + 4)?.try_into().ok()?;
+            IpAddr::from(a)
+        } else if i32::from(family) == libc::AF_INET6 {
+            let a: [u8; 16] = id.get(at..at + 16)?.try_into().ok()?;
+            canonical(IpAddr::from(a))
+        } else {
+            return None;
+        })
+    };
+    Some((port(0)?, port(2)?, addr(4)?, addr(20)?))
 }
 
 /// Who a TCP client is.
@@ -201,27 +223,60 @@ pub enum Client {
 /// lookup itself fails (no `inet_diag` in the kernel), a non-loopback
 /// client is counted by its address rather than every TCP client being
 /// refused.
-pub fn decide(loopback: bool, answer: Option<Found>) -> Client {
-    match (answer, loopback) {
+pub fn decide(source: Source, answer: Option<Found>) -> Client {
+    match (answer, source) {
         (Some(Found::Owner(uid)), _) => Client::Local(uid),
         (Some(Found::Left), _) => Client::Refused("a local client that closed its socket already"),
-        (Some(Found::Absent), false) | (None, false) => Client::Remote,
-        (Some(Found::Absent), true) | (None, true) => {
+        (Some(Found::Absent), Source::Loopback) => {
             Client::Refused("loopback client whose owner the kernel does not name")
         }
+        // A connection forwarded to one of the host's addresses from
+        // another network namespace (a container's, through NAT) is not
+        // in this namespace's tables: it is remote.
+        (Some(Found::Absent), Source::OwnAddress | Source::Elsewhere) => Client::Remote,
+        (None, Source::Loopback | Source::OwnAddress) => {
+            Client::Refused("local client whose owner the kernel could not be asked for")
+        }
+        (None, Source::Elsewhere) => Client::Remote,
     }
+}
+
+/// Where a TCP client's address is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// 127.0.0.0/8, `::1` (IPv4-mapped too).
+    Loopback,
+    /// One of this host's other addresses.
+    OwnAddress,
+    /// Any other address.
+    Elsewhere,
 }
 
 /// Who the client of the connection from `client` to `server` is (this
 /// host's addresses of an accepted connection), as the kernel says.
 pub fn client(client: SocketAddr, server: SocketAddr) -> Client {
-    decide(is_loopback(client.ip()), lookup(client, server))
+    let source = source_of(client.ip());
+    decide(source, lookup(client, server, source))
+}
+
+/// Where `ip` is, by the host's list of its addresses.
+fn source_of(ip: IpAddr) -> Source {
+    let ip = canonical(ip);
+    if ip.is_loopback() {
+        return Source::Loopback;
+    }
+    let mut host = HOST.lock().unwrap_or_else(|e| e.into_inner());
+    refresh(&mut host);
+    match host.as_ref() {
+        Some(h) if h.addresses.contains(&ip) => Source::OwnAddress,
+        _ => Source::Elsewhere,
+    }
 }
 
 /// Asks the kernel for the client end of the connection from `client` to
 /// `server`, under each device in turn (a socket bound to a device is
 /// found only under it); `None` if the lookup failed.
-fn lookup(client: SocketAddr, server: SocketAddr) -> Option<Found> {
+fn lookup(client: SocketAddr, server: SocketAddr, source: Source) -> Option<Found> {
     let mut nl = NETLINK.lock().unwrap_or_else(|e| e.into_inner());
     if nl.is_none() {
         *nl = open().ok();
@@ -252,12 +307,14 @@ fn lookup(client: SocketAddr, server: SocketAddr) -> Option<Found> {
         // found an IPv6 socket names it by its mapped addresses): the next
         // form is asked; if no form finds the socket, the lookup failed.
         let mut unsure = false;
-        for ifindex in devices(client.ip()) {
-            // An IPv4 client, or an IPv6 one; and where our end is an IPv6
-            // socket, also an IPv6 client socket that used IPv4-mapped
-            // addresses (the kernel files it under IPv6).
+        for ifindex in devices(source) {
+            // An IPv4 client, or an IPv6 one; for an IPv4 address, also in
+            // its IPv4-mapped form, as an IPv6 client socket that used it
+            // (the fifth outside review: asked only towards an IPv6
+            // listener, such a socket towards an IPv4 one went unnamed and
+            // was counted as a remote network).
             let mut asks = vec![(c, s)];
-            if server.is_ipv6() && c.is_ipv4() {
+            if c.is_ipv4() && s.is_ipv4() {
                 asks.push((to_v6(c), to_v6(s)));
             }
             for (ci, si) in asks {
@@ -333,20 +390,18 @@ fn refresh(host: &mut Option<Host>) {
 /// a client whose address is one of this host's (only such a client's
 /// handshake completes here: the replies to any other address leave the
 /// host), every other device, since a socket bound to a device
-/// (`SO_BINDTODEVICE`) is found only under it. A remote client costs one
-/// lookup.
-fn devices(ip: IpAddr) -> Vec<u32> {
-    let mut host = HOST.lock().unwrap_or_else(|e| e.into_inner());
-    refresh(&mut host);
-    let ip = canonical(ip);
-    match host.as_ref() {
-        Some(h) if ip.is_loopback() || h.addresses.contains(&ip) => {
-            let mut all = vec![LOOPBACK_IFINDEX];
-            all.extend(h.devices.iter().filter(|&&i| i != LOOPBACK_IFINDEX));
-            all
-        }
-        _ => vec![LOOPBACK_IFINDEX],
+/// (`SO_BINDTODEVICE`) is found only under it. A remote client costs two
+/// lookups (its address as IPv4 and as IPv4-mapped IPv6).
+fn devices(source: Source) -> Vec<u32> {
+    if source == Source::Elsewhere {
+        return vec![LOOPBACK_IFINDEX];
     }
+    let host = HOST.lock().unwrap_or_else(|e| e.into_inner());
+    let mut all = vec![LOOPBACK_IFINDEX];
+    if let Some(h) = host.as_ref() {
+        all.extend(h.devices.iter().filter(|&&i| i != LOOPBACK_IFINDEX));
+    }
+    all
 }
 
 /// A sock_diag socket whose answers come within 250 ms (a lookup never
@@ -371,12 +426,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn loopback_sources_are_recognised() {
+    fn sources_are_placed() {
         for a in ["127.0.0.1", "127.3.2.1", "::1", "::ffff:127.0.0.1"] {
-            assert!(is_loopback(a.parse().unwrap()), "{a}");
+            assert_eq!(source_of(a.parse().unwrap()), Source::Loopback, "{a}");
         }
-        for a in ["10.0.0.1", "192.0.2.1", "2001:db8::1", "::ffff:10.0.0.1"] {
-            assert!(!is_loopback(a.parse().unwrap()), "{a}");
+        for a in ["192.0.2.1", "2001:db8::1", "::ffff:198.51.100.1"] {
+            assert_eq!(source_of(a.parse().unwrap()), Source::Elsewhere, "{a}");
         }
     }
 
@@ -425,12 +480,29 @@ mod tests {
         ok[0..4].copy_from_slice(&len.to_ne_bytes());
         ok[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
         ok[8..12].copy_from_slice(&5u32.to_ne_bytes());
+        ok[NLMSG_HDRLEN] = libc::AF_INET as u8;
         ok[NLMSG_HDRLEN + 4..NLMSG_HDRLEN + 40]
             .copy_from_slice(&req[NLMSG_HDRLEN + 8..NLMSG_HDRLEN + 44]);
         let uid_at = NLMSG_HDRLEN + UID_AT;
         ok[uid_at..uid_at + 4].copy_from_slice(&1000u32.to_ne_bytes());
         ok[uid_at + 4..uid_at + 8].copy_from_slice(&77u32.to_ne_bytes());
         assert_eq!(found(&ok, &req, 5), Some(Found::Owner(1000)));
+        // The same socket named by its IPv6 form (an IPv6 socket that used
+        // IPv4-mapped addresses): the same answer.
+        let mut v6 = ok.clone();
+        v6[NLMSG_HDRLEN] = libc::AF_INET6 as u8;
+        let mapped = |ip: [u8; 4]| {
+            let mut a = [0u8; 16];
+            a[10] = 0xff;
+            a[11] = 0xff;
+            a[12..].copy_from_slice(&ip);
+            a
+        };
+        v6[NLMSG_HDRLEN + 8..NLMSG_HDRLEN + 24].copy_from_slice(&mapped([127, 0, 0, 9]));
+        v6[NLMSG_HDRLEN + 24..NLMSG_HDRLEN + 40].copy_from_slice(&mapped([127, 0, 0, 1]));
+        assert_eq!(found(&v6, &req, 5), Some(Found::Owner(1000)));
+        v6[NLMSG_HDRLEN + 8..NLMSG_HDRLEN + 24].copy_from_slice(&mapped([127, 0, 0, 8]));
+        assert_eq!(found(&v6, &req, 5), None, "another address");
         assert_eq!(found(&ok, &req, 6), None, "another request's answer");
         assert_eq!(found(&ok[..40], &req, 5), None, "short");
         // "No such socket" is an answer; any other error is not.
@@ -459,14 +531,22 @@ mod tests {
     #[test]
     fn who_the_client_is() {
         use Client::*;
-        for loopback in [true, false] {
-            assert_eq!(decide(loopback, Some(Found::Owner(7))), Local(7));
-            assert!(matches!(decide(loopback, Some(Found::Left)), Refused(_)));
+        use Source::*;
+        for source in [Loopback, OwnAddress, Elsewhere] {
+            assert_eq!(decide(source, Some(Found::Owner(7))), Local(7));
+            assert!(matches!(decide(source, Some(Found::Left)), Refused(_)));
         }
-        assert_eq!(decide(false, Some(Found::Absent)), Remote);
-        assert_eq!(decide(false, None), Remote, "no inet_diag: by address");
-        assert!(matches!(decide(true, Some(Found::Absent)), Refused(_)));
-        assert!(matches!(decide(true, None), Refused(_)));
+        assert_eq!(decide(Elsewhere, Some(Found::Absent)), Remote);
+        assert_eq!(
+            decide(OwnAddress, Some(Found::Absent)),
+            Remote,
+            "forwarded from a container"
+        );
+        assert_eq!(decide(Elsewhere, None), Remote, "no inet_diag: by address");
+        assert!(matches!(decide(Loopback, Some(Found::Absent)), Refused(_)));
+        // A lookup that failed never makes a local client remote.
+        assert!(matches!(decide(Loopback, None), Refused(_)));
+        assert!(matches!(decide(OwnAddress, None), Refused(_)));
     }
 
     #[test]
@@ -519,6 +599,18 @@ mod tests {
             s.local_addr().unwrap().as_socket().unwrap(),
         );
         assert_eq!(client(from, me), Local(me_uid()), "{from} {me}");
+        drop(c6);
+        // The fifth review: an IPv6 socket that uses IPv4-mapped addresses
+        // towards an IPv4 listener (the kernel files it under IPv4 and
+        // names it by its IPv6 form).
+        let l4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c6 = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
+        c6.set_only_v6(false).unwrap();
+        let to = format!("[::ffff:127.0.0.1]:{}", l4.local_addr().unwrap().port());
+        c6.connect(&to.parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        let (s, from) = l4.accept().unwrap();
+        assert_eq!(client(from, s.local_addr().unwrap()), Local(me_uid()));
         drop(c6);
         // IPv6 loopback, where the host has it.
         if let Ok(l) = std::net::TcpListener::bind("[::1]:0") {

@@ -119,6 +119,7 @@ impl Executor {
             handles_per_conn: (scan.max_directory_recursion as usize).clamp(1, 62) + 2,
             budgets: Arc::clone(&budgets),
             prefixes,
+            identities: Arc::default(),
         });
         let relay = Arc::new(super::logrelay::Relay {
             authority: Arc::clone(&authority),
@@ -604,6 +605,14 @@ impl Executor {
             A::KillZygote(g) => self.children.kill_zygote(g),
             A::Bound { worker, tenant } => {
                 tracing::debug!(worker, tenant = %tenant, "worker bound to its client");
+                // Its budgets are its client identity's, with that
+                // identity's other workers.
+                let key = match tenant {
+                    gate::Tenant::Uid(uid) => Some(crate::policy::PeerKey::Uid(uid)),
+                    gate::Tenant::Network => None,
+                    gate::Tenant::Connection(id) => self.gate.key_of(id),
+                };
+                self.broker.identities.bind(worker, key);
                 queue.push_back(Step::Gate(gate::Event::WorkerUp { worker, tenant }));
             }
             A::Drain(w) => {
@@ -617,6 +626,7 @@ impl Executor {
             }
             A::Forget(w) => {
                 self.children.forget_worker(w);
+                self.broker.identities.forget(w);
                 self.observing.metrics.gone(super::metrics::Proc::Worker(w));
                 self.worker_gone(w, queue);
             }

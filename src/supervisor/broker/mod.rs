@@ -52,6 +52,9 @@ pub struct Broker {
     pub budgets: Arc<PeerBudgets>,
     /// How TCP addresses group into clients, for those budgets.
     pub prefixes: crate::policy::Prefixes,
+    /// Each identity's budget of broker CPU time (and of control messages,
+    /// read by the executor), shared by its workers.
+    pub identities: Arc<crate::supervisor::message_budget::Identities>,
 }
 
 fn fs_identity(who: &Identity) -> FsIdentity {
@@ -129,6 +132,7 @@ pub fn serve(
             continue;
         }
         let who = fs_identity(&holder.identity);
+        let started = thread_cpu();
         let (reply, fds) = match creds::act_as(&own, &who) {
             Ok(_as_client) => handle(broker, &mut dirs, req.conn, &holder.identity, req.op)?,
             Err(e) => {
@@ -146,7 +150,25 @@ pub fn serve(
         if channel.send(&reply, &fds).is_err() {
             return Ok(());
         }
+        // Past its identity's second of broker CPU, this thread waits: the
+        // worker's next requests wait in the kernel.
+        let spent = thread_cpu().saturating_sub(started);
+        if let Some(wait) = broker
+            .identities
+            .broker_cpu(worker, std::time::Instant::now(), spent)
+        {
+            std::thread::sleep(wait);
+        }
     }
+}
+
+/// The CPU time this thread has used.
+fn thread_cpu() -> std::time::Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    std::time::Duration::new(
+        t.tv_sec.max(0) as u64,
+        t.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }
 
 /// A reply and the descriptors that travel with it.

@@ -11,7 +11,8 @@
 //!   the daemon's own processes and of the service user;
 //! * **which worker** holds it. Workers are partitioned by client
 //!   identity, the [`Tenant`]: a worker that holds one local user's
-//!   connections never holds another's, and TCP clients never share a
+//!   connections (over the Unix socket, or over TCP from a socket of this
+//!   host) never holds another's, and remote TCP clients never share a
 //!   worker with local ones (with `sandbox.isolation = "connection"`, each
 //!   connection has a worker of its own). A compromised worker therefore
 //!   reaches what the client that compromised it could reach, and nothing
@@ -74,9 +75,11 @@ pub type WorkerId = u64;
 /// Whose connections one worker may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Tenant {
-    /// One local user (Unix-socket clients of this uid).
+    /// One local user (its Unix-socket clients, and its TCP clients whose
+    /// socket is on this host).
     Uid(u32),
-    /// TCP clients: their file access is "others" alone, whoever they are.
+    /// Remote TCP clients: their file access is "others" alone, whoever
+    /// they are.
     Network,
     /// One connection (`sandbox.isolation = "connection"`).
     Connection(ConnId),
@@ -678,6 +681,18 @@ impl Gate {
         let tenant = match (self.s.isolation, &*identity) {
             (Isolation::Connection, _) => Tenant::Connection(id),
             (Isolation::Identity, Identity::Unix { uid, .. }) => Tenant::Uid(*uid),
+            // A TCP client whose socket is on this host is its local user
+            // (`local_peer`): that user's worker, never the one remote
+            // clients share (the fifth outside review took that worker
+            // through one local user's loopback stream and wrote into
+            // another's loopback connection).
+            (
+                Isolation::Identity,
+                Identity::Tcp {
+                    local_uid: Some(uid),
+                    ..
+                },
+            ) => Tenant::Uid(*uid),
             (Isolation::Identity, Identity::Tcp { .. }) => Tenant::Network,
         };
         let paths = self.profile(listener).allows_paths();
@@ -1427,6 +1442,11 @@ impl Gate {
                 out.push(Action::Threads { worker: *id, limit });
             }
         }
+    }
+
+    /// The client identity of connection `id`, if it is open.
+    pub fn key_of(&self, id: ConnId) -> Option<PeerKey> {
+        self.conns.get(&id).map(|c| c.key)
     }
 
     /// Open connections per listener name (the metrics).
