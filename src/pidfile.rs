@@ -83,6 +83,19 @@ impl PidFile {
         let me = rustix::process::geteuid().as_raw();
         let (dir, name) = safe_fs::split(path)?;
         let dir = safe_fs::open_dir(&dir, &[me], None).map_err(|e| fail(path, e))?;
+        // Whoever may write the directory could replace the PID file, and
+        // whatever reads it would signal their process.
+        if let Some(exposure @ safe_fs::Exposure::Writable { .. }) =
+            safe_fs::exposure(dir.meta()?, me, &[me])
+        {
+            return Err(fail(
+                path,
+                format!(
+                    "{} {exposure}, so another user could replace the file; nothing was changed: use a directory only root may write, such as /run",
+                    dir.path().display()
+                ),
+            ));
+        }
         let found = dir.stat(&name).map_err(|e| fail(path, e))?;
         match judge(found.as_ref().map(|st| (Meta::of(st), safe_fs::kind(st))), me) {
             Verdict::Write | Verdict::Replace => {}
@@ -233,6 +246,25 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         drop(f);
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn a_directory_others_may_write_is_refused() {
+        // Fifth outside review: a PID file in a directory of mode 0777
+        // (or group-writable) was accepted.
+        for mode in [0o777, 0o775] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+            let p = dir.path().join("clamd.pid");
+            let err = PidFile::create(&p).unwrap_err().to_string();
+            assert!(err.contains("may write it"), "{err}");
+            assert!(err.contains("service.pid-file"), "{err}");
+            assert!(!p.exists());
+        }
+        // Sticky, as /tmp: root's entry stays root's.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(PidFile::create(&dir.path().join("clamd.pid")).is_ok());
     }
 
     #[test]

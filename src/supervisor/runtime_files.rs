@@ -87,9 +87,26 @@ pub fn bind_unix(path: &Path, spec: &SocketSpec) -> io::Result<BoundUnix> {
     };
     let dir = safe_fs::open_dir(&dir, &[me, spec.uid], Some(&create))
         .map_err(|e| e.with_key("listen.unix"))?;
+    let dm = dir.meta()?;
+    // Whoever may write the directory could rename the socket away and
+    // bind one of theirs at its name: clients would talk to it (fifth
+    // outside review, with a directory of mode 0777). A directory of
+    // another single user (Debian's /run/clamav, clamav's) is what
+    // `open_dir` judged: root acts in it through descriptors only.
+    if let Some(exposure @ safe_fs::Exposure::Writable { .. }) =
+        safe_fs::exposure(dm, spec.uid, &[me, spec.uid])
+    {
+        return Err(error(
+            path,
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} {exposure}, so another user could put a socket of their own at this name and answer the clients (listen.unix): use a directory only root or the socket's owner may write, such as /run/clamsentry",
+                dir.path().display()
+            ),
+        ));
+    }
     // Files made in a set-group-ID directory get the directory's group,
     // whatever the creator's.
-    let dm = dir.meta()?;
     if dm.mode & 0o2000 != 0 && dm.gid != spec.gid {
         return Err(error(
             path,
@@ -385,5 +402,23 @@ mod tests {
         let err = bind_unix(&d.join("s"), &s).unwrap_err().to_string();
         assert!(err.contains("set-group-ID"), "{err}");
         assert!(!d.join("s").exists());
+    }
+
+    #[test]
+    fn a_directory_others_may_write_is_refused() {
+        // Fifth outside review: another user renamed the socket away and
+        // bound one of theirs; clients got its answers.
+        let t = dir();
+        for (name, mode) in [("w", 0o777), ("g", 0o775)] {
+            let d = t.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = bind_unix(&d.join("s"), &spec(0o666))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("may write it"), "{err}");
+            assert!(err.contains("listen.unix"), "{err}");
+            assert!(!d.join("s").exists());
+        }
     }
 }
