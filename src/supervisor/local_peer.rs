@@ -20,7 +20,13 @@
 //! kernel answers "no such socket" (`ENOENT`) and the client is counted by
 //! its address. A socket bound to a device (`SO_BINDTODEVICE`) is found
 //! only under that device, so for a client whose address is one of the
-//! host's, every device is tried; a remote one costs one lookup.
+//! host's, every device is tried; a remote one costs two lookups. An IPv6
+//! socket that used IPv4-mapped addresses is found by the IPv4 lookup and
+//! named in its IPv6 form: the same socket (the fifth outside review
+//! connected one towards an IPv4 listener, went unnamed, and was counted
+//! as the /24 of the host's own address). A connection forwarded to one of
+//! the host's addresses from another network namespace (a container's,
+//! through NAT) is not in this namespace's tables: remote.
 //!
 //! Nothing the client says is used: the addresses are the kernel's
 //! (`accept`, `getsockname`), and so is the answer. The answer is the
@@ -32,8 +38,9 @@
 //! one more client identity for whoever can make the lookup miss (the
 //! fourth outside review did, with `SO_BINDTODEVICE`, before the lookup
 //! named the devices). Only when the lookup itself fails (a kernel without
-//! `inet_diag`) is a non-loopback client counted by its address, rather
-//! than every TCP client refused. [`decide`] is that table, a pure
+//! `inet_diag`) is a client from an address that is not the host's counted
+//! by its address, rather than every TCP client refused; one from the
+//! host's own addresses is refused. [`decide`] is that table, a pure
 //! function.
 //!
 //! The request and the answer are built and read by pure functions below;
