@@ -198,18 +198,28 @@ fn answered(c: &Conn) -> bool {
 #[test]
 fn an_abandoned_scan_frees_its_thread_and_is_not_cached() {
     require!(common::require::program("python3", "python3"));
+    require_root!("the reference client is remote: a network namespace");
+    require!(common::require::program("ip", "iproute2"));
+    // The reference comes from a remote network, so that the remote
+    // clients' worker scans it (the test user's TCP clients from this host
+    // are its own worker's).
+    let _lab = common::netns::Lab::enter("cs-abandon");
     let db = TestDb::new();
     // One scan thread per worker: what follows an abandoned scan on the
     // same worker waits for that thread.
-    let d = Daemon::clamsentry(db.path(), &[("limits", "max-threads = 1")]);
+    let d = Daemon::clamsentry(
+        db.path(),
+        &[("limits", "max-threads = 1"), common::netns::ALLOW],
+    );
     let members = 9_000;
     let abandoned = archive(members, "abandoned", &eicar());
     let reference = archive(members, "reference", b"clean");
-    let (unix, tcp) = (d.unix_addr(), d.tcp_addr());
+    let unix = d.unix_addr();
 
     // The reference: the same kind of archive, sent first, scanned by the
-    // worker of the network clients (another process, its own thread).
-    let mut reference_client = Conn::open(&tcp).unwrap();
+    // worker of the remote clients (another process, its own thread).
+    let mut reference_client =
+        Conn::Tcp(common::client::connect_from(common::netns::Lab::addr(1, 5), d.tcp).unwrap());
     reference_client
         .send(&instream(b"zINSTREAM\0", &reference, 65536))
         .unwrap();

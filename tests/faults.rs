@@ -78,8 +78,21 @@ fn eventually_found(d: &Daemon, data: &[u8]) -> usize {
 }
 
 fn eventually_found_at(d: &Daemon, addr: &Addr, data: &[u8]) -> usize {
+    eventually_found_by(d, || stream_reply(addr, data))
+}
+
+/// A remote TCP client's stream (from the lab's network 1: the worker of
+/// the remote clients, not the test user's).
+fn remote_reply(d: &Daemon, data: &[u8]) -> String {
+    let s = common::client::connect_from(common::netns::Lab::addr(1, 5), d.tcp).unwrap();
+    let mut c = Conn::Tcp(s);
+    c.send(&instream(b"zINSTREAM\0", data, 4096)).unwrap();
+    show(&c.read_until(b"\0", T))
+}
+
+fn eventually_found_by(d: &Daemon, reply: impl Fn() -> String) -> usize {
     for errors in 0..40 {
-        let reply = stream_reply(addr, data);
+        let reply = reply();
         if reply.ends_with(" FOUND\\0") {
             return errors;
         }
@@ -113,6 +126,11 @@ fn zip() -> Vec<u8> {
 #[test]
 fn temporary_directory_missing_or_not_a_directory() {
     use std::os::unix::fs::PermissionsExt;
+    require_root!("remote TCP clients come from a network namespace");
+    require!(common::require::program("ip", "iproute2"));
+    // A remote client's worker, beside the test user's (its TCP clients
+    // from this host are its own).
+    let _lab = common::netns::Lab::enter("cs-faults-tmp");
     let db = TestDb::new();
     let scratch = tempfile::tempdir().unwrap();
     let tmp = scratch.path().join("tmp");
@@ -122,11 +140,16 @@ fn temporary_directory_missing_or_not_a_directory() {
     }
     let d = Daemon::clamsentry(
         db.path(),
-        &[(
-            "scan",
-            &format!("temporary-directory = {:?}", tmp.display().to_string()),
-        )],
+        &[
+            (
+                "scan",
+                &format!("temporary-directory = {:?}", tmp.display().to_string()),
+            ),
+            common::netns::ALLOW,
+        ],
     );
+    // The remote clients' worker is bound before the directories go.
+    assert_eq!(remote_reply(&d, b"clean"), "stream: OK\\0");
     let work = worker_tmps(&tmp);
     assert!(
         !work.is_empty(),
@@ -137,8 +160,8 @@ fn temporary_directory_missing_or_not_a_directory() {
         std::fs::remove_dir_all(w).unwrap();
     }
     assert!(eventually_found(&d, &zip()) > 0, "the first scans failed");
-    // Each client identity has its own worker: TCP clients' too.
-    assert!(eventually_found_at(&d, &d.tcp_addr(), &zip()) > 0);
+    // Each client identity has its own worker: remote TCP clients' too.
+    assert!(eventually_found_by(&d, || remote_reply(&d, &zip())) > 0);
     assert!(
         worker_tmps(&tmp).iter().all(|w| !work.contains(w)),
         "fresh directories"
@@ -160,7 +183,7 @@ fn temporary_directory_missing_or_not_a_directory() {
             break;
         }
         eventually_found(&d, &zip());
-        eventually_found_at(&d, &d.tcp_addr(), &zip());
+        eventually_found_by(&d, || remote_reply(&d, &zip()));
     }
     assert_eq!(ping(&d.unix_addr()), "PONG\\0");
     let log = d.log_when("the failed scan's lines", |log| {

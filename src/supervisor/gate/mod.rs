@@ -619,6 +619,12 @@ impl Gate {
         }
         let key = PeerKey::of(&identity, self.s.prefixes);
         let admin = listener == ListenerKind::Unix && self.s.admins.admits(&identity);
+        // The self-test (at most one every `selftest.interval`) is the
+        // daemon's own: outside the clients' shares, never refused for them
+        // nor closed to make room. Counted as a client, a flood that filled
+        // the table closed it, failed the self-test and made the daemon
+        // not ready: a load balancer would drain the node.
+        let selftest = &*name == crate::ipc::observe::SELFTEST_LISTENER;
         let newcomer = Newcomer {
             key,
             listener,
@@ -629,10 +635,13 @@ impl Gate {
         // gate) and the decision is made again. Each round marks one more
         // connection as spoken or ends, so this ends.
         let evict = loop {
+            if selftest {
+                break Vec::new();
+            }
             let open: Vec<Open> = self
                 .conns
                 .iter()
-                .filter(|(_, c)| !c.revoked)
+                .filter(|(_, c)| !c.revoked && !c.selftest)
                 .map(|(id, c)| Open {
                     id: *id,
                     key: c.key,
@@ -696,7 +705,6 @@ impl Gate {
             (Isolation::Identity, Identity::Tcp { .. }) => Tenant::Network,
         };
         let paths = self.profile(listener).allows_paths();
-        let selftest = &*name == crate::ipc::observe::SELFTEST_LISTENER;
         if !selftest {
             out.push(Action::Admitted {
                 name: Arc::clone(&name),

@@ -485,6 +485,49 @@ fn the_selftest_takes_no_share_of_a_busy_clients_threads() {
 }
 
 #[test]
+fn the_selftest_is_never_refused_nor_closed_to_make_room() {
+    let mut s = settings();
+    s.caps.max_connections = 4;
+    s.caps.unix_reserve = 0;
+    s.caps.admin_reserve = 0;
+    s.caps.per_client = 4;
+    let mut g = G::with(s);
+    let selftest = |g: &mut G| {
+        let id = g.next;
+        g.next += 1;
+        let a = g.on(Event::Accepted {
+            id,
+            listener: ListenerKind::Tcp,
+            name: Arc::from(crate::ipc::observe::SELFTEST_LISTENER),
+            identity: Arc::new(Identity::tcp("[::]:0".parse().unwrap())),
+            own_process: false,
+        });
+        (id, a)
+    };
+    // The table full of one client's idle connections: the self-test is
+    // admitted, and closes none of them.
+    for _ in 0..4 {
+        g.accept(tcp("192.0.2.1"));
+    }
+    let (st, a) = selftest(&mut g);
+    assert!(
+        !a.iter()
+            .any(|x| matches!(x, Action::Refuse { .. } | Action::Evict { .. })),
+        "{a:?}"
+    );
+    // A newcomer makes room by closing a client's idle connection, never
+    // the self-test's.
+    let (_, a) = g.accept(tcp("198.51.100.1"));
+    assert!(
+        !a.iter().any(|x| match x {
+            Action::Evict { id, .. } => *id == st,
+            _ => false,
+        }),
+        "{a:?}"
+    );
+}
+
+#[test]
 fn stream_memory_is_leased_per_client() {
     let mut g = G::new();
     g.accept(tcp("127.0.0.1"));
