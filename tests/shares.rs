@@ -316,6 +316,157 @@ fn a_local_user_is_one_client_from_any_of_the_hosts_addresses() {
     );
 }
 
+/// Attack (the fifth outside review's retry): any local user may bind
+/// another host's address (IP_FREEBIND) and leave a socket half open
+/// towards the daemon with the four addresses that host's connection will
+/// have; the owner lookup found it and that remote client became the local
+/// user (its stream in the user's worker). A client from an address that
+/// is not the host's is remote, never looked up. In a network lab: the
+/// remote client 2001:db8:ff::2 connects from a port nobody squats.
+#[test]
+fn a_local_socket_with_a_remote_clients_addresses_is_not_that_client() {
+    require_root!("it makes network namespaces, and the squatter runs as nobody");
+    require!(common::require::program("ip", "iproute2"));
+    let lab = Lab::enter("cs-shares-squat");
+    let db = TestDb::new();
+    let port = free_port();
+    let daemon6 = std::net::Ipv6Addr::from(common::netns::DAEMON6);
+    let d = Daemon::launch_in(
+        db.path(),
+        &[
+            ("listen", &format!("tcp = [\"[{daemon6}]:{port}\"]")),
+            ("listen", "tcp-allow = [\"2001:db8:ff::/64\"]"),
+        ],
+        &["env"],
+    );
+    let squat_port = 47_123;
+    // nobody's half-open socket: the remote's address, freebind.
+    let mut squatter = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(
+            "import socket, sys, time\n\
+             s = socket.socket(socket.AF_INET6)\n\
+             s.setsockopt(socket.SOL_IP, 15, 1)\n\
+             s.bind(('2001:db8:ff::2', int(sys.argv[2])))\n\
+             s.setblocking(False)\n\
+             try:\n    s.connect((sys.argv[1], int(sys.argv[3])))\n\
+             except BlockingIOError:\n    pass\n\
+             print('squatting', flush=True)\n\
+             time.sleep(60)\n",
+        )
+        .args([
+            daemon6.to_string(),
+            squat_port.to_string(),
+            port.to_string(),
+        ])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = [0u8; 10];
+    squatter
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut line)
+        .unwrap();
+    assert_eq!(&line, b"squatting\n");
+    // The remote client, from the squatted port.
+    let remote = Command::new("ip")
+        .args(["netns", "exec", lab.clients(), "python3", "-c"])
+        .arg(
+            "import socket, sys\n\
+             s = socket.socket(socket.AF_INET6)\n\
+             s.settimeout(10)\n\
+             s.bind(('2001:db8:ff::2', int(sys.argv[2])))\n\
+             s.connect((sys.argv[1], int(sys.argv[3])))\n\
+             s.sendall(b'zPING\\0')\n\
+             sys.stdout.buffer.write(s.recv(100))\n",
+        )
+        .args([
+            daemon6.to_string(),
+            squat_port.to_string(),
+            port.to_string(),
+        ])
+        .output()
+        .unwrap();
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    assert_eq!(
+        remote.stdout,
+        b"PONG\0",
+        "{}",
+        String::from_utf8_lossy(&remote.stderr)
+    );
+    let log = d.log();
+    assert!(
+        !log.contains(&format!("uid={NOBODY}")),
+        "the remote client was never the squatter: {log}"
+    );
+    assert!(
+        log.contains(&format!("peer=[2001:db8:ff::2]:{squat_port} listener=tcp")),
+        "the remote client is itself, not a local user: {log}"
+    );
+}
+
+/// Attack (the fifth outside review's retry): a local user sends a whole
+/// request from one of the host's own addresses and resets the connection
+/// at once (SO_LINGER 0): its socket is gone before the owner lookup, and
+/// the connection was counted by the address, spending a remote network's
+/// share and VirusEvent budget. Such a connection is refused, never keyed
+/// by the address. In a network lab: the daemon's host has 10.255.0.1.
+#[test]
+fn a_local_client_that_resets_at_once_is_never_its_addresss_network() {
+    require_root!("it makes network namespaces, and the client runs as nobody");
+    require!(common::require::program("ip", "iproute2"));
+    let _lab = Lab::enter("cs-shares-rst");
+    let db = TestDb::new();
+    let d = Daemon::clamsentry(db.path(), &[common::netns::ALLOW]);
+    let tcp = d.tcp.to_string();
+    // 40 refused SCANs (SCAN is not allowed over TCP), each reset at once.
+    let out = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(
+            "import socket, struct, sys\n\
+             h, p = sys.argv[1].rsplit(':', 1)\n\
+             for i in range(40):\n\
+             \x20   s = socket.socket()\n\
+             \x20   s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n\
+             \x20   s.connect((h, int(p)))\n\
+             \x20   s.sendall(b'zSCAN /etc/hostname\\0')\n\
+             \x20   s.close()\n\
+             print('done')\n",
+        )
+        .arg(&tcp)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "done",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A last one that waits for its answer, so the others were handled.
+    assert_eq!(ping_as(NOBODY, &tcp), b"PONG\0");
+    let log = d.log();
+    println!(
+        "{} refused as gone, {} as nobody",
+        log.matches("whose owner the kernel does not name").count(),
+        log.matches(&format!("client=\"uid={NOBODY}\"")).count()
+    );
+    // No connection here is a remote client's: the remote clients' worker
+    // is never bound (before, the reset ones were served by it, counted as
+    // 10.255.0.0/24).
+    assert!(
+        !log.contains("tenant=network"),
+        "a reset connection was counted by the host's address: {log}"
+    );
+}
+
 /// Attack (an outside review): the whole of 127.0.0.0/8 is local, and any
 /// local user may bind any address of it; with a share per /24, 16
 /// addresses of 16 /24s (and of several /16s) held 16 shares. A loopback

@@ -20,13 +20,25 @@
 //! kernel answers "no such socket" (`ENOENT`) and the client is counted by
 //! its address. A socket bound to a device (`SO_BINDTODEVICE`) is found
 //! only under that device, so for a client whose address is one of the
-//! host's, every device is tried; a remote one costs two lookups. An IPv6
+//! host's, every device is tried. A client from an address that is not
+//! one of the host's is remote and not looked up: only a socket of this
+//! host can complete a handshake from one of its addresses (the replies to
+//! any other address leave the host), and a socket of this host found
+//! under another host's address is an impostor — any user may bind any
+//! address with `IP_FREEBIND` and leave the socket half open, waiting for
+//! that host's connection (the fifth review's retry took a remote IPv6
+//! client's identity so); a found socket must also have completed its
+//! handshake. An IPv6
 //! socket that used IPv4-mapped addresses is found by the IPv4 lookup and
 //! named in its IPv6 form: the same socket (the fifth outside review
 //! connected one towards an IPv4 listener, went unnamed, and was counted
-//! as the /24 of the host's own address). A connection forwarded to one of
-//! the host's addresses from another network namespace (a container's,
-//! through NAT) is not in this namespace's tables: remote.
+//! as the /24 of the host's own address). A client from loopback or one of
+//! the host's addresses whose socket the kernel does not find is refused:
+//! a local client that reset its connection right after sending
+//! (`SO_LINGER` 0) is gone before the lookup, and counted by the address it
+//! would spend a remote network's share (the fifth review's retry); a
+//! connection forwarded to one of the host's addresses by NAT from
+//! elsewhere is refused too.
 //!
 //! Nothing the client says is used: the addresses are the kernel's
 //! (`accept`, `getsockname`), and so is the answer. The answer is the
@@ -37,11 +49,9 @@
 //! loopback client the kernel does not find: a shared fallback key would be
 //! one more client identity for whoever can make the lookup miss (the
 //! fourth outside review did, with `SO_BINDTODEVICE`, before the lookup
-//! named the devices). Only when the lookup itself fails (a kernel without
-//! `inet_diag`) is a client from an address that is not the host's counted
-//! by its address, rather than every TCP client refused; one from the
-//! host's own addresses is refused. [`decide`] is that table, a pure
-//! function.
+//! named the devices). If the lookup itself fails (a kernel without
+//! `inet_diag`), local clients are refused; remote ones are never looked
+//! up. [`decide`] is that table, a pure function.
 //!
 //! The request and the answer are built and read by pure functions below;
 //! the only I/O is a `send` and a `recv` on one netlink socket, made at
@@ -146,10 +156,18 @@ pub enum Found {
     /// holds any more (closed: orphaned or in time-wait; the kernel reports
     /// uid 0 and no inode). A local client that already left.
     Left,
-    /// No socket of this host has those addresses: a remote client (or a
-    /// local one whose connection is already reset, unreadable).
+    /// No socket of this host has those addresses: a remote client, or a
+    /// local one whose connection is already reset.
     Absent,
+    /// A socket of this host with those addresses that never completed a
+    /// handshake: not the client's.
+    Impostor,
 }
+
+/// TCP states of a socket that completed its handshake: ESTABLISHED,
+/// FIN_WAIT1, FIN_WAIT2, TIME_WAIT, CLOSE, CLOSE_WAIT, LAST_ACK, CLOSING
+/// (`include/net/tcp_states.h`).
+const HANDSHAKE_DONE: [u8; 8] = [1, 4, 5, 6, 7, 8, 9, 11];
 
 /// What the kernel's answer to `request` (number `seq`) says, if it is
 /// that answer and well formed: the socket found must name the same four
@@ -185,6 +203,14 @@ pub fn found(answer: &[u8], request: &[u8], seq: u32) -> Option<Found> {
     }
     if u32::from_ne_bytes(field(NLMSG_HDRLEN + UID_AT + 4)?) == 0 {
         return Some(Found::Left);
+    }
+    // The client end of a connection that was accepted has completed its
+    // handshake. A socket with those addresses that has not (SYN_SENT:
+    // one made with IP_FREEBIND for another host's address, waiting for
+    // that host's connection to take its place; the fifth review's retry)
+    // is not that client.
+    if !HANDSHAKE_DONE.contains(answer.get(NLMSG_HDRLEN + 1)?) {
+        return Some(Found::Impostor);
     }
     Some(Found::Owner(u32::from_ne_bytes(field(
         NLMSG_HDRLEN + UID_AT,
@@ -231,20 +257,25 @@ pub enum Client {
 /// client is counted by its address rather than every TCP client being
 /// refused.
 pub fn decide(source: Source, answer: Option<Found>) -> Client {
-    match (answer, source) {
-        (Some(Found::Owner(uid)), _) => Client::Local(uid),
-        (Some(Found::Left), _) => Client::Refused("a local client that closed its socket already"),
-        (Some(Found::Absent), Source::Loopback) => {
-            Client::Refused("loopback client whose owner the kernel does not name")
+    match (source, answer) {
+        // Only a socket of this host can complete a handshake from one of
+        // its addresses: the replies to any other address leave the host.
+        // A socket found for another address is an impostor (IP_FREEBIND
+        // binds any address without privilege), whatever it says.
+        (Source::Elsewhere, _) => Client::Remote,
+        (_, Some(Found::Owner(uid))) => Client::Local(uid),
+        (_, Some(Found::Left)) => Client::Refused("a local client that closed its socket already"),
+        (_, Some(Found::Impostor)) => {
+            Client::Refused("a local socket with the client's addresses that never connected")
         }
-        // A connection forwarded to one of the host's addresses from
-        // another network namespace (a container's, through NAT) is not
-        // in this namespace's tables: it is remote.
-        (Some(Found::Absent), Source::OwnAddress | Source::Elsewhere) => Client::Remote,
-        (None, Source::Loopback | Source::OwnAddress) => {
-            Client::Refused("local client whose owner the kernel could not be asked for")
+        // From the host's own address, the client's socket is gone: it
+        // reset its connection (SO_LINGER 0) after sending, to be counted
+        // by the address (the fifth review's retry). Refused, as from
+        // loopback.
+        (_, Some(Found::Absent)) => {
+            Client::Refused("local client whose owner the kernel does not name")
         }
-        (None, Source::Elsewhere) => Client::Remote,
+        (_, None) => Client::Refused("local client whose owner the kernel could not be asked for"),
     }
 }
 
@@ -262,8 +293,10 @@ pub enum Source {
 /// Who the client of the connection from `client` to `server` is (this
 /// host's addresses of an accepted connection), as the kernel says.
 pub fn client(client: SocketAddr, server: SocketAddr) -> Client {
-    let source = source_of(client.ip());
-    decide(source, lookup(client, server, source))
+    match source_of(client.ip()) {
+        Source::Elsewhere => Client::Remote,
+        source => decide(source, lookup(client, server)),
+    }
 }
 
 /// Where `ip` is, by the host's list of its addresses.
@@ -283,7 +316,7 @@ fn source_of(ip: IpAddr) -> Source {
 /// Asks the kernel for the client end of the connection from `client` to
 /// `server`, under each device in turn (a socket bound to a device is
 /// found only under it); `None` if the lookup failed.
-fn lookup(client: SocketAddr, server: SocketAddr, source: Source) -> Option<Found> {
+fn lookup(client: SocketAddr, server: SocketAddr) -> Option<Found> {
     let mut nl = NETLINK.lock().unwrap_or_else(|e| e.into_inner());
     if nl.is_none() {
         *nl = open().ok();
@@ -314,7 +347,7 @@ fn lookup(client: SocketAddr, server: SocketAddr, source: Source) -> Option<Foun
         // found an IPv6 socket names it by its mapped addresses): the next
         // form is asked; if no form finds the socket, the lookup failed.
         let mut unsure = false;
-        for ifindex in devices(source) {
+        for ifindex in devices() {
             // An IPv4 client, or an IPv6 one; for an IPv4 address, also in
             // its IPv4-mapped form, as an IPv6 client socket that used it
             // (the fifth outside review: asked only towards an IPv6
@@ -392,17 +425,11 @@ fn refresh(host: &mut Option<Host>) {
     }
 }
 
-/// The devices to name in the lookup for a client from `ip`: the loopback
-/// device first (which also finds a socket bound to no device), then, for
-/// a client whose address is one of this host's (only such a client's
-/// handshake completes here: the replies to any other address leave the
-/// host), every other device, since a socket bound to a device
-/// (`SO_BINDTODEVICE`) is found only under it. A remote client costs two
-/// lookups (its address as IPv4 and as IPv4-mapped IPv6).
-fn devices(source: Source) -> Vec<u32> {
-    if source == Source::Elsewhere {
-        return vec![LOOPBACK_IFINDEX];
-    }
+/// The devices to name in the lookup (for a client from loopback or one
+/// of the host's addresses): the loopback device first (which also finds a
+/// socket bound to no device), then every other device, since a socket
+/// bound to a device (`SO_BINDTODEVICE`) is found only under it.
+fn devices() -> Vec<u32> {
     let host = HOST.lock().unwrap_or_else(|e| e.into_inner());
     let mut all = vec![LOOPBACK_IFINDEX];
     if let Some(h) = host.as_ref() {
@@ -488,12 +515,18 @@ mod tests {
         ok[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
         ok[8..12].copy_from_slice(&5u32.to_ne_bytes());
         ok[NLMSG_HDRLEN] = libc::AF_INET as u8;
+        ok[NLMSG_HDRLEN + 1] = 1; // ESTABLISHED
         ok[NLMSG_HDRLEN + 4..NLMSG_HDRLEN + 40]
             .copy_from_slice(&req[NLMSG_HDRLEN + 8..NLMSG_HDRLEN + 44]);
         let uid_at = NLMSG_HDRLEN + UID_AT;
         ok[uid_at..uid_at + 4].copy_from_slice(&1000u32.to_ne_bytes());
         ok[uid_at + 4..uid_at + 8].copy_from_slice(&77u32.to_ne_bytes());
         assert_eq!(found(&ok, &req, 5), Some(Found::Owner(1000)));
+        // A socket that never completed its handshake (SYN_SENT) is not
+        // the client, whoever made it.
+        let mut squat = ok.clone();
+        squat[NLMSG_HDRLEN + 1] = 2;
+        assert_eq!(found(&squat, &req, 5), Some(Found::Impostor));
         // The same socket named by its IPv6 form (an IPv6 socket that used
         // IPv4-mapped addresses): the same answer.
         let mut v6 = ok.clone();
@@ -539,21 +572,29 @@ mod tests {
     fn who_the_client_is() {
         use Client::*;
         use Source::*;
-        for source in [Loopback, OwnAddress, Elsewhere] {
+        for source in [Loopback, OwnAddress] {
             assert_eq!(decide(source, Some(Found::Owner(7))), Local(7));
-            assert!(matches!(decide(source, Some(Found::Left)), Refused(_)));
+            for gone in [
+                Some(Found::Left),
+                Some(Found::Impostor),
+                // Reset before the lookup (fifth review's retry), or the
+                // lookup failed: never counted by the address.
+                Some(Found::Absent),
+                None,
+            ] {
+                assert!(matches!(decide(source, gone), Refused(_)), "{gone:?}");
+            }
         }
-        assert_eq!(decide(Elsewhere, Some(Found::Absent)), Remote);
-        assert_eq!(
-            decide(OwnAddress, Some(Found::Absent)),
-            Remote,
-            "forwarded from a container"
-        );
-        assert_eq!(decide(Elsewhere, None), Remote, "no inet_diag: by address");
-        assert!(matches!(decide(Loopback, Some(Found::Absent)), Refused(_)));
-        // A lookup that failed never makes a local client remote.
-        assert!(matches!(decide(Loopback, None), Refused(_)));
-        assert!(matches!(decide(OwnAddress, None), Refused(_)));
+        // From an address that is not the host's, a socket found is an
+        // impostor (IP_FREEBIND; fifth review's retry): remote, always.
+        for answer in [
+            Some(Found::Owner(7)),
+            Some(Found::Impostor),
+            Some(Found::Absent),
+            None,
+        ] {
+            assert_eq!(decide(Elsewhere, answer), Remote, "{answer:?}");
+        }
     }
 
     #[test]
@@ -569,7 +610,7 @@ mod tests {
         let other = SocketAddr::new(from.ip(), from.port().wrapping_add(1));
         assert!(matches!(client(other, me), Refused(_)));
         drop(c);
-        // Not on this host: remote.
+        // Not one of this host's addresses: remote, not asked.
         assert_eq!(client("192.0.2.1:1".parse().unwrap(), me), Remote);
         // A client bound to the loopback device is found too.
         let c = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
