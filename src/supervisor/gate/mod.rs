@@ -688,6 +688,11 @@ impl Gate {
             }
         }
         let tenant = match (self.s.isolation, &*identity) {
+            // The self-test has a worker of its own, forked for it and
+            // ended with it: on the remote clients' shared worker, a
+            // compromised remote client's code could stall it and make the
+            // whole node not ready (fifth review's third pass).
+            _ if selftest => Tenant::Connection(id),
             (Isolation::Connection, _) => Tenant::Connection(id),
             (Isolation::Identity, Identity::Unix { uid, .. }) => Tenant::Uid(*uid),
             // A TCP client whose socket is on this host is its local user

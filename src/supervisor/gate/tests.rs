@@ -468,7 +468,8 @@ fn the_selftest_takes_no_share_of_a_busy_clients_threads() {
         identity: Arc::new(Identity::tcp("[::]:0".parse().unwrap())),
         own_process: false,
     });
-    a.extend(g.up(2, Tenant::Network));
+    let tenant = needs(&a)[0];
+    a.extend(g.up(2, tenant));
     a.extend(g.report(2, Report::Closed(id)));
     a.extend(g.later(1, Event::Tick));
     assert!(
@@ -812,6 +813,8 @@ fn the_selftests_detection_runs_no_virus_event() {
     });
     assert!(!a.iter().any(|x| matches!(x, Action::Admitted { .. })));
     let tenant = needs(&a)[0];
+    // A worker of its own, never the remote clients' shared one.
+    assert_eq!(tenant, Tenant::Connection(id));
     assert_eq!(hands(&g.up(1, tenant)), vec![(id, 1)]);
     let found = |id| Report::Found {
         conn: id,
@@ -821,12 +824,13 @@ fn the_selftests_detection_runs_no_virus_event() {
     let a = g.report(1, found(id));
     assert!(!a.iter().any(|x| matches!(x, Action::VirusEvent { .. })));
     assert_eq!(violations(&a), 0);
-    // A client's detection on the same worker does run it.
+    // A client's detection does run it.
     let (c, a) = g.accept(tcp("192.0.2.1"));
     assert!(a.contains(&Action::Admitted {
         name: Arc::from("tcp")
     }));
-    let a = g.report(1, found(c));
+    g.up(2, Tenant::Network);
+    let a = g.report(2, found(c));
     assert!(a.iter().any(|x| matches!(x, Action::VirusEvent { .. })));
 }
 
