@@ -246,16 +246,13 @@ pub enum Client {
     Refused(&'static str),
 }
 
-/// The decision, from the client's address and the kernel's answer
-/// (`None`: the lookup failed). A socket of this host is its owner's,
-/// whatever address it came from (loopback, one of the host's other
-/// addresses, or one it may not even own, with `IP_FREEBIND`); one that
-/// left is refused, as is a loopback client the kernel does not find: a
-/// shared fallback key would be one more identity for whoever can make the
-/// lookup miss. Only a client the kernel does not know is remote; if the
-/// lookup itself fails (no `inet_diag` in the kernel), a non-loopback
-/// client is counted by its address rather than every TCP client being
-/// refused.
+/// The decision, from where the client's address is and the kernel's
+/// answer (`None`: the lookup failed). A client from an address that is
+/// not the host's is remote, whatever the kernel would say. From loopback
+/// or one of the host's addresses, a live socket that completed its
+/// handshake is its owner's; anything else (closed, reset, never
+/// connected, not found, not asked) is refused: a shared fallback key
+/// would be one more identity for whoever can make the lookup miss.
 pub fn decide(source: Source, answer: Option<Found>) -> Client {
     match (source, answer) {
         // Only a socket of this host can complete a handshake from one of
