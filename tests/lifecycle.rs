@@ -327,8 +327,9 @@ fn trickling_streams_cannot_pin_old_engines() {
         }
         // Let the trickles move to the new workers.
         std::thread::sleep(Duration::from_millis(500));
-        // Two identities (root on Unix, TCP) and a standby, per
-        // generation; two generations at most.
+        // Root's worker (Unix and loopback TCP: one local user), the
+        // self-test's while it runs, and a standby, per generation; two
+        // generations at most.
         let workers = d.workers().len();
         most = most.max(workers);
         assert!(
