@@ -251,54 +251,18 @@ fn a_local_user_is_one_client_from_any_of_the_hosts_addresses() {
     assert_eq!(tcp_ping(remote, d.tcp), b"PONG\0".to_vec());
     // nobody's newcomer is refused, bound to the veth device too.
     assert_eq!(ping_as(NOBODY, &tcp), b"", "over its share");
-    let bound = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(
-            "import socket, sys\nh, p = sys.argv[1].rsplit(':', 1)\n\
-             s = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'd0')\n\
-             s.settimeout(10)\ns.connect((h, int(p)))\ns.sendall(b'zPING\\0')\n\
-             sys.stdout.buffer.write(s.recv(100))\n",
-        )
-        .arg(&tcp)
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .output()
-        .unwrap();
+    let bound = ping_as_socket(NOBODY, &tcp, DEVICE_BOUND);
     println!("{}", String::from_utf8_lossy(&bound.stderr));
     assert_eq!(bound.stdout, b"", "bound to d0, over its share");
     // The fifth outside review: an IPv6 socket using IPv4-mapped addresses
     // towards the IPv4 listener went unnamed and was counted as the /24.
-    let mapped = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(
-            "import socket, sys\nh, p = sys.argv[1].rsplit(':', 1)\n\
-             s = socket.socket(socket.AF_INET6)\ns.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n\
-             s.settimeout(10)\ns.bind(('::ffff:' + h, 0))\ns.connect(('::ffff:' + h, int(p)))\n\
-             s.sendall(b'zPING\\0')\nsys.stdout.buffer.write(s.recv(100))\n",
-        )
-        .arg(&tcp)
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .output()
-        .unwrap();
+    let mapped = ping_as_socket(NOBODY, &tcp, MAPPED_FROM_HOST);
     println!("{}", String::from_utf8_lossy(&mapped.stderr));
     assert_eq!(mapped.stdout, b"", "IPv4-mapped, over its share");
     drop(attacker.stdin.take());
     let _ = attacker.wait();
     // Its sessions gone, the same mapped connection is its own and served.
-    let mapped = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(
-            "import socket, sys\nh, p = sys.argv[1].rsplit(':', 1)\n\
-             s = socket.socket(socket.AF_INET6)\ns.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n\
-             s.settimeout(10)\ns.connect(('::ffff:' + h, int(p)))\n\
-             s.sendall(b'zPING\\0')\nsys.stdout.buffer.write(s.recv(100))\n",
-        )
-        .arg(&tcp)
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .output()
-        .unwrap();
+    let mapped = ping_as_socket(NOBODY, &tcp, MAPPED);
     assert_eq!(
         mapped.stdout,
         b"PONG\0",
@@ -314,6 +278,36 @@ fn a_local_user_is_one_client_from_any_of_the_hosts_addresses() {
         !log.contains("10.255.0.0/24\" refused") && !log.contains("client=\"10.255.0.0/24\""),
         "the remote /24 was never charged: {log}"
     );
+}
+
+/// Sockets for [`ping_as_socket`]: python lines that make `s` for the
+/// address `h` (and bind it where needed).
+const DEVICE_BOUND: &str = "s = socket.socket()\n\
+     s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'd0')\na = (h, p)\n";
+/// An IPv6 socket using IPv4-mapped addresses, bound to the host's address.
+const MAPPED_FROM_HOST: &str = "s = socket.socket(socket.AF_INET6)\n\
+     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n\
+     s.bind(('::ffff:' + h, 0))\na = ('::ffff:' + h, p)\n";
+/// The same, its source left to the kernel.
+const MAPPED: &str = "s = socket.socket(socket.AF_INET6)\n\
+     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\na = ('::ffff:' + h, p)\n";
+
+/// A PING as `uid` to `tcp` (host:port) through the socket `make` makes;
+/// its stdout is the reply.
+fn ping_as_socket(uid: u32, tcp: &str, make: &str) -> std::process::Output {
+    let script = format!(
+        "import socket, sys\nh, p = sys.argv[1].rsplit(':', 1)\np = int(p)\n{make}\
+         s.settimeout(10)\ns.connect(a)\ns.sendall(b'zPING\\0')\n\
+         sys.stdout.buffer.write(s.recv(100))\n"
+    );
+    Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .arg(tcp)
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .unwrap()
 }
 
 /// Attack (the fifth outside review's retry): any local user may bind

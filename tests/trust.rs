@@ -761,53 +761,18 @@ fn one_clients_workers_flooding_together_share_one_bound() {
     const PER_SECOND: f64 = 10_000.0;
     const SLACK: f64 = 5_000.0; // each socket's buffer, generously
     let db = TestDb::new();
-    let d = Daemon::clamsentry(
-        db.path(),
-        &[
-            ("sandbox", "isolation = \"connection\""),
-            ("limits", "max-workers = 8"),
-        ],
-    );
+    let d = connection_mode_daemon(&db);
     let supervisor = d.pid();
-    let (uid, gid) = common::service_user();
-    let mut holders = Vec::new();
-    let mut flooders = Vec::new();
-    for _ in 0..3 {
-        let (holder, conn, w) = nobody_connection(&d);
-        let channels = take_channels(worker_pid(&d, w));
-        holders.push(holder);
-        flooders.push((conn, channels));
-    }
-    let flooders: Vec<_> = flooders
-        .into_iter()
-        .map(|(conn, channels)| {
-            let f = python_as(
-                uid,
-                gid,
-                FLOODER,
-                &[conn.to_string(), "4".to_string()],
-                &[channels.0.as_raw_fd()],
-            )
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-            drop(channels);
-            f
-        })
-        .collect();
-    let mut pongs = 0;
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(4) {
-        let r = talk(&d.unix_addr(), &[b"zPING\0"], T).unwrap();
-        assert_eq!(r, b"PONG\0");
-        pongs += 1;
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut flood = three_workers_flooding(
+        &d,
+        FLOODER,
+        |ch| &ch.0,
+        |conn| vec![conn.to_string(), "4".to_string()],
+    );
+    let pongs = pings_for(&d, Duration::from_secs(4));
     let (mut sent, mut seconds) = (0.0, 0.0f64);
-    for f in flooders {
-        let out = f.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut v = text.split_whitespace().map(|v| v.parse::<f64>().unwrap());
+    for out in flood.outputs() {
+        let mut v = out.split_whitespace().map(|v| v.parse::<f64>().unwrap());
         sent += v.next().unwrap();
         seconds = seconds.max(v.next().unwrap());
     }
@@ -819,11 +784,85 @@ fn one_clients_workers_flooding_together_share_one_bound() {
         "root read {sent} messages of one client's workers in {seconds:.1} s"
     );
     assert!(pongs > 0);
-    for mut h in holders {
-        let _ = h.kill();
-        let _ = h.wait();
-    }
+    drop(flood);
     still_serving(&d, supervisor);
+}
+
+/// A daemon with a worker per connection, where one client holds three.
+fn connection_mode_daemon(db: &TestDb) -> Daemon {
+    Daemon::clamsentry(
+        db.path(),
+        &[
+            ("sandbox", "isolation = \"connection\""),
+            ("limits", "max-workers = 8"),
+        ],
+    )
+}
+
+/// Three of nobody's connections, each on a worker of its own, whose
+/// channels (control, broker) a script run as the service user holds: the
+/// client's three workers, compromised.
+struct Flood {
+    holders: Vec<Child>,
+    flooders: Vec<Child>,
+}
+
+fn three_workers_flooding(
+    d: &Daemon,
+    script: &str,
+    channel: impl Fn(&(OwnedFd, OwnedFd)) -> &OwnedFd,
+    args: impl Fn(u64) -> Vec<String>,
+) -> Flood {
+    let (uid, gid) = common::service_user();
+    let mut taken = Vec::new();
+    let mut holders = Vec::new();
+    for _ in 0..3 {
+        let (holder, conn, w) = nobody_connection(d);
+        holders.push(holder);
+        taken.push((conn, take_channels(worker_pid(d, w))));
+    }
+    let flooders = taken
+        .iter()
+        .map(|(conn, ch)| {
+            python_as(uid, gid, script, &args(*conn), &[channel(ch).as_raw_fd()])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    Flood { holders, flooders }
+}
+
+impl Flood {
+    /// What each flooder printed, once it ended.
+    fn outputs(&mut self) -> Vec<String> {
+        self.flooders
+            .drain(..)
+            .map(|f| String::from_utf8_lossy(&f.wait_with_output().unwrap().stdout).into_owned())
+            .collect()
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        for c in self.holders.iter_mut().chain(self.flooders.iter_mut()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Root's own client asks PING every 50 ms for `how_long`, each answered;
+/// returns how many were.
+fn pings_for(d: &Daemon, how_long: Duration) -> usize {
+    let mut pongs = 0;
+    let started = Instant::now();
+    while started.elapsed() < how_long {
+        assert_eq!(talk(&d.unix_addr(), &[b"zPING\0"], T).unwrap(), b"PONG\0");
+        pongs += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pongs
 }
 
 /// A compromised worker asking the broker, without pause, to open a path
@@ -871,13 +910,7 @@ fn one_clients_broker_requests_use_at_most_one_core_of_root() {
     require_root!("pidfd_getfd on the daemon's workers, clients as nobody");
     const SECONDS: f64 = 4.0;
     let db = TestDb::new();
-    let d = Daemon::clamsentry(
-        db.path(),
-        &[
-            ("sandbox", "isolation = \"connection\""),
-            ("limits", "max-workers = 8"),
-        ],
-    );
+    let d = connection_mode_daemon(&db);
     let supervisor = d.pid();
     // 1,800 directories deep, everyone may search them.
     let top = tempfile::Builder::new()
@@ -898,49 +931,25 @@ fn one_clients_broker_requests_use_at_most_one_core_of_root() {
     std::fs::create_dir_all(&deep).unwrap();
     std::fs::write(deep.join("f"), b"x").unwrap();
     path.push_str("/f");
-    let (uid, gid) = common::service_user();
-    let mut holders = Vec::new();
-    let mut channels = Vec::new();
-    for _ in 0..3 {
-        let (holder, conn, w) = nobody_connection(&d);
-        holders.push(holder);
-        channels.push((conn, take_channels(worker_pid(&d, w))));
-    }
     let before = cpu_of(supervisor);
-    let flooders: Vec<_> = channels
-        .into_iter()
-        .map(|(conn, ch)| {
-            let f = python_as(
-                uid,
-                gid,
-                BROKER_FLOODER,
-                &[conn.to_string(), path.clone(), SECONDS.to_string()],
-                &[ch.1.as_raw_fd()],
-            )
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-            drop(ch);
-            f
-        })
-        .collect();
     let started = Instant::now();
-    let mut pongs = 0;
-    while started.elapsed() < Duration::from_secs_f64(SECONDS) {
-        assert_eq!(talk(&d.unix_addr(), &[b"zPING\0"], T).unwrap(), b"PONG\0");
-        pongs += 1;
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut answered = 0.0;
-    for f in flooders {
-        let out = f.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        answered += text
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    }
+    let mut flood = three_workers_flooding(
+        &d,
+        BROKER_FLOODER,
+        |ch| &ch.1,
+        |conn| vec![conn.to_string(), path.clone(), SECONDS.to_string()],
+    );
+    let pongs = pings_for(&d, Duration::from_secs_f64(SECONDS));
+    let answered: f64 = flood
+        .outputs()
+        .iter()
+        .map(|out| {
+            out.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        })
+        .sum();
     let used = cpu_of(supervisor).saturating_sub(before);
     let elapsed = started.elapsed();
     println!(
@@ -958,10 +967,7 @@ fn one_clients_broker_requests_use_at_most_one_core_of_root() {
         elapsed.as_secs_f64()
     );
     assert!(pongs > 0);
-    for mut h in holders {
-        let _ = h.kill();
-        let _ = h.wait();
-    }
+    drop(flood);
     still_serving(&d, supervisor);
 }
 
