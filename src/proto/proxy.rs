@@ -1,6 +1,6 @@
 //! The PROXY protocol, version 2, as a pure decoder (and the encoder its
 //! tests and fuzz target check it against): no I/O, no allocation beyond
-//! the returned header, `unsafe` forbidden.
+//! the returned header, safe Rust only (forbidden below).
 //!
 //! A load balancer (HAProxy's `send-proxy-v2`) writes this binary header at
 //! the start of each connection it opens to a backend, before any byte of
