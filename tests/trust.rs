@@ -199,6 +199,43 @@ def open_files(c, h, names):
             out.append('e%d' % struct.unpack('<i', data[at+1:at+5])[0]); at += 5
     return 'files:%s(fds=%d)' % (','.join(out), n)
 
+def list_dir(c, h, name, first):
+    msg = bytes([6]) + struct.pack('<QII', c, h, len(name)) + name + bytes([first])
+    try:
+        brk.sendmsg([msg])
+    except OSError as e:
+        return 'error:' + type(e).__name__
+    brk.settimeout(5)
+    try:
+        data, anc, flags, addr = brk.recvmsg(70000, socket.CMSG_SPACE(4 * 64))
+    except socket.timeout:
+        return 'closed'
+    except OSError as e:
+        return 'error:' + type(e).__name__
+    n = sum(len(d) // 4 for (l, t, d) in anc if t == socket.SCM_RIGHTS)
+    if not data and not n:
+        return 'closed'
+    if data[0] != 9:
+        return 'tag:%d(fds=%d)' % (data[0], n)
+    def stat(at):
+        return at + (18 if data[at] == 0 else 5)
+    count, at, names = struct.unpack('<I', data[14:18])[0], 18, []
+    for _ in range(count):
+        ln = struct.unpack('<I', data[at:at+4])[0]
+        names.append(data[at+4:at+4+ln]); at += 4 + ln + 8 + 1
+        at = stat(at)
+        at = stat(at + 1) if data[at] == 1 else at + 1
+    files, out = struct.unpack('<I', data[at:at+4])[0], []
+    at += 4
+    for _ in range(files):
+        index = struct.unpack('<I', data[at:at+4])[0]
+        if data[at+4] == 0:
+            res = 'ok'; at += 4 + 17
+        else:
+            res = 'e%d' % struct.unpack('<i', data[at+5:at+9])[0]; at += 4 + 5
+        out.append(names[index].decode() + ':' + res)
+    return 'listing:%s(fds=%d)' % (','.join(sorted(out)), n)
+
 def send_raw(sock, b):
     try:
         sock.send(b)
@@ -241,6 +278,18 @@ elif case == 'batch-bad-name':
 elif case == 'batch-too-many':
     h = dir_handle(conn, secret.rsplit(b'/', 1)[0])
     print(open_files(conn, h or 0, [b'x'] * 65))
+    print(open_path(conn, readable))
+elif case == 'listdir-as-client':
+    # The files' directory listed from its parent, with its first files
+    # opened: each as the client.
+    d = secret.rsplit(b'/', 1)[0]
+    h = dir_handle(conn, d.rsplit(b'/', 1)[0])
+    print('dir' if h else 'no-dir')
+    print(list_dir(conn, h or 0, d.rsplit(b'/', 1)[1], 8))
+elif case == 'listdir-too-many':
+    d = secret.rsplit(b'/', 1)[0]
+    h = dir_handle(conn, d.rsplit(b'/', 1)[0])
+    print(list_dir(conn, h or 0, d.rsplit(b'/', 1)[1], 9))
     print(open_path(conn, readable))
 elif case == 'batch-other-handle':
     print(open_files(conn, 4242, [readable.rsplit(b'/', 1)[1]]))
@@ -420,6 +469,8 @@ fn a_compromised_worker_gains_nothing() {
         "batch-as-client",
         "batch-bad-name",
         "batch-too-many",
+        "listdir-as-client",
+        "listdir-too-many",
         "batch-other-handle",
         "oversized",
         "malformed",
@@ -486,10 +537,16 @@ fn a_compromised_worker_gains_nothing() {
             )
             .unwrap();
             revoked_id = Some(conn);
-        } else if case == "batch-as-client" {
-            // A batch opens each file as the client: root's file is
-            // refused (EACCES), the readable one opens, one descriptor.
-            assert_eq!(lines, ["dir", "files:e13,ok(fds=1)"], "{case}");
+        } else if case == "batch-as-client" || case == "listdir-as-client" {
+            // A batch, or the files a listing opens with it, opens each
+            // file as the client: root's file is refused (EACCES), the
+            // readable one opens, one descriptor.
+            let expected = if case == "batch-as-client" {
+                "files:e13,ok(fds=1)"
+            } else {
+                "listing:readable:ok,secret:e13(fds=1)"
+            };
+            assert_eq!(lines, ["dir", expected], "{case}");
             nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
@@ -557,6 +614,7 @@ fn a_compromised_worker_gains_nothing() {
         "Reload for connection",
         "OpenFiles with a name that is not one directory entry",
         "broker request: field longer than allowed (65 bytes)",
+        "broker request: field longer than allowed (9 bytes)",
         "OpenFiles in unknown handle 4242",
     ] {
         assert!(log.contains(reason), "no log line for {reason:?}:\n{log}");

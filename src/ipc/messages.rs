@@ -397,9 +397,20 @@ pub enum BrokerOp {
     /// order, as `OpenEntry` opens one (a walk's next files).
     OpenFiles { handle: u32, names: Vec<Vec<u8>> },
     /// Open a subdirectory of an open directory, as `OpenEntry` with `dir`
-    /// does, and read its first page of entries in the same round trip.
-    ListDir { handle: u32, name: Vec<u8> },
+    /// does, and read its first page of entries in the same round trip;
+    /// then open up to `first_files` (at most [`MAX_FIRST_FILES`]) of that
+    /// page's non-empty regular files, lowest inode first, as `OpenFiles`
+    /// does (a directory entered costs one round trip, not two).
+    ListDir {
+        handle: u32,
+        name: Vec<u8>,
+        first_files: u8,
+    },
 }
+
+/// Most files a `ListDir` opens along with the listing (the walk's first
+/// batch).
+pub const MAX_FIRST_FILES: usize = 8;
 
 /// Most files one `OpenFiles` request names, and so most descriptors one
 /// `Files` reply carries (the kernel allows 253 per message, SCM_MAX_FD).
@@ -461,12 +472,16 @@ pub enum BrokerReply {
     /// `OpenFiles`: one result per name, in order; the descriptors of the
     /// opened ones travel along, in the same order.
     Files(Vec<Result<FileMeta, i32>>),
-    /// `ListDir`: the subdirectory's handle and its first page.
+    /// `ListDir`: the subdirectory's handle and its first page, and the
+    /// files opened with it: each names its entry by its index in
+    /// `entries`; the descriptors of the opened ones travel along, in the
+    /// same order.
     Listing {
         handle: u32,
         dev: u64,
         entries: Vec<Entry>,
         more: bool,
+        files: Vec<(u32, Result<FileMeta, i32>)>,
     },
 }
 
@@ -594,6 +609,12 @@ impl Out {
             Err(e) => self.u8(1).i32(*e),
         }
     }
+    fn file_meta(self, f: &Result<FileMeta, i32>) -> Out {
+        match f {
+            Ok(m) => self.u8(0).u64(m.size).u64(m.dev),
+            Err(e) => self.u8(1).i32(*e),
+        }
+    }
     fn entries(self, entries: &[Entry], more: bool) -> Out {
         let mut out = self.bool(more).u32(entries.len() as u32);
         for e in entries {
@@ -680,6 +701,16 @@ impl<'a> In<'a> {
     pub(super) fn stat(&mut self) -> Result<Result<Meta, i32>, DecodeError> {
         match self.u8()? {
             0 => Ok(Ok(self.meta()?)),
+            1 => Ok(Err(self.i32()?)),
+            _ => Err(DecodeError::BadValue),
+        }
+    }
+    fn file_meta(&mut self) -> Result<Result<FileMeta, i32>, DecodeError> {
+        match self.u8()? {
+            0 => Ok(Ok(FileMeta {
+                size: self.u64()?,
+                dev: self.u64()?,
+            })),
             1 => Ok(Err(self.i32()?)),
             _ => Err(DecodeError::BadValue),
         }
@@ -1171,9 +1202,15 @@ impl BrokerRequest {
                 }
                 out
             }
-            BrokerOp::ListDir { handle, name } => {
-                Out::new(6).u64(self.conn).u32(*handle).bytes(name)
-            }
+            BrokerOp::ListDir {
+                handle,
+                name,
+                first_files,
+            } => Out::new(6)
+                .u64(self.conn)
+                .u32(*handle)
+                .bytes(name)
+                .u8(*first_files),
         };
         out.0
     }
@@ -1204,10 +1241,19 @@ impl BrokerRequest {
                 }
                 BrokerOp::OpenFiles { handle, names }
             }
-            6 => BrokerOp::ListDir {
-                handle: r.u32()?,
-                name: r.path(MAX_NAME)?,
-            },
+            6 => {
+                let handle = r.u32()?;
+                let name = r.path(MAX_NAME)?;
+                let first_files = r.u8()?;
+                if usize::from(first_files) > MAX_FIRST_FILES {
+                    return Err(DecodeError::TooLong(first_files.into()));
+                }
+                BrokerOp::ListDir {
+                    handle,
+                    name,
+                    first_files,
+                }
+            }
             t => return Err(DecodeError::UnknownTag(t)),
         };
         r.end(BrokerRequest { conn, op })
@@ -1232,10 +1278,7 @@ impl BrokerReply {
             BrokerReply::Files(files) => {
                 let mut out = Out::new(8).u32(files.len() as u32);
                 for f in files {
-                    out = match f {
-                        Ok(m) => out.u8(0).u64(m.size).u64(m.dev),
-                        Err(e) => out.u8(1).i32(*e),
-                    };
+                    out = out.file_meta(f);
                 }
                 out
             }
@@ -1244,7 +1287,18 @@ impl BrokerReply {
                 dev,
                 entries,
                 more,
-            } => Out::new(9).u32(*handle).u64(*dev).entries(entries, *more),
+                files,
+            } => {
+                let mut out = Out::new(9)
+                    .u32(*handle)
+                    .u64(*dev)
+                    .entries(entries, *more)
+                    .u32(files.len() as u32);
+                for (index, f) in files {
+                    out = out.u32(*index).file_meta(f);
+                }
+                out
+            }
         }
         .0
     }
@@ -1254,6 +1308,7 @@ impl BrokerReply {
         match self {
             BrokerReply::File { .. } => 1,
             BrokerReply::Files(files) => files.iter().filter(|f| f.is_ok()).count(),
+            BrokerReply::Listing { files, .. } => files.iter().filter(|(_, f)| f.is_ok()).count(),
             _ => 0,
         }
     }
@@ -1283,14 +1338,7 @@ impl BrokerReply {
                 }
                 let mut files = Vec::with_capacity(n);
                 for _ in 0..n {
-                    files.push(match r.u8()? {
-                        0 => Ok(FileMeta {
-                            size: r.u64()?,
-                            dev: r.u64()?,
-                        }),
-                        1 => Err(r.i32()?),
-                        _ => return Err(DecodeError::BadValue),
-                    });
+                    files.push(r.file_meta()?);
                 }
                 BrokerReply::Files(files)
             }
@@ -1298,11 +1346,24 @@ impl BrokerReply {
                 let handle = r.u32()?;
                 let dev = r.u64()?;
                 let (entries, more) = r.entries()?;
+                let n = r.u32()? as usize;
+                if n > MAX_FIRST_FILES {
+                    return Err(DecodeError::TooLong(n));
+                }
+                let mut files = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let index = r.u32()?;
+                    if index as usize >= entries.len() {
+                        return Err(DecodeError::BadValue);
+                    }
+                    files.push((index, r.file_meta()?));
+                }
                 BrokerReply::Listing {
                     handle,
                     dev,
                     entries,
                     more,
+                    files,
                 }
             }
             t => return Err(DecodeError::UnknownTag(t)),
@@ -1505,6 +1566,7 @@ mod tests {
             BrokerOp::ListDir {
                 handle: 3,
                 name: b"sub".to_vec(),
+                first_files: 8,
             },
         ] {
             let m = BrokerRequest { conn: 7, op };
@@ -1547,6 +1609,7 @@ mod tests {
                     target: None,
                 }],
                 more: false,
+                files: vec![(0, Ok(FileMeta { size: 1, dev: 2 })), (0, Err(13))],
             },
         ] {
             assert_eq!(BrokerReply::decode(&m.encode()).unwrap(), m);

@@ -116,7 +116,7 @@ impl Executor {
                 scan.follow_file_symlinks,
             ),
             authority: Arc::clone(&authority),
-            handles_per_conn: (scan.max_directory_recursion as usize).clamp(1, 62) + 2,
+            handles_per_conn: 2 * (scan.max_directory_recursion as usize).clamp(1, 62) + 2,
             budgets: Arc::clone(&budgets),
             prefixes,
             identities: Arc::default(),

@@ -330,6 +330,98 @@ pub struct OpenedFile {
     pub size: u64,
 }
 
+/// A subdirectory opened and listed by [`ConnFiles::list_dir`].
+pub struct Listing {
+    pub dir: DirHandle,
+    pub entries: Vec<Entry>,
+    /// Files the broker opened with the listing, by entry name (`None` once
+    /// taken: the name stays, so that the walk never asks for it again).
+    pub opened: FirstFiles,
+}
+
+/// Files opened ahead of their visit, by their name in the directory.
+pub type FirstFiles = BTreeMap<Vec<u8>, Option<io::Result<OpenedFile>>>;
+
+/// A subdirectory asked for ([`ConnFiles::begin_list_dir`]). Dropped
+/// without [`wait`](Self::wait), it still takes its reply, so that the
+/// broker's handle for the directory is closed (never left open for the
+/// rest of the connection).
+pub struct ListingDir {
+    files: ConnFiles,
+    pending: Option<Pending>,
+    first_files: u8,
+}
+
+impl ListingDir {
+    /// The listing: every entry (the pages after the first are read now)
+    /// and the files opened with it.
+    pub fn wait(mut self) -> io::Result<Listing> {
+        let Some(pending) = self.pending.take() else {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        };
+        let (reply, fds) = pending.wait()?;
+        let (handle, dev, entries, more, files) = match reply {
+            BrokerReply::Listing {
+                handle,
+                dev,
+                entries,
+                more,
+                files,
+            } if files.len() <= usize::from(self.first_files) => {
+                (handle, dev, entries, more, files)
+            }
+            other => return Err(unexpected(other)),
+        };
+        let sub = DirHandle {
+            files: self.files.clone(),
+            handle,
+            dev,
+        };
+        let mut fds = fds.into_iter();
+        let mut opened = BTreeMap::new();
+        for (index, result) in files {
+            let name = entries[index as usize].name.clone();
+            let file = match result {
+                Ok(FileMeta { size, dev: _ }) => fds
+                    .next()
+                    .map(|fd| OpenedFile {
+                        file: File::from(fd),
+                        size,
+                    })
+                    .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF)),
+                Err(e) => Err(io::Error::from_raw_os_error(e)),
+            };
+            opened.insert(name, Some(file));
+        }
+        let mut all = entries;
+        if more && !all.is_empty() {
+            self.files.read_more(&sub, &mut all)?;
+        }
+        Ok(Listing {
+            dir: sub,
+            entries: all,
+            opened,
+        })
+    }
+}
+
+impl Drop for ListingDir {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            // The reply comes at once (the broker answers in order, and a
+            // connection whose client left is answered ECONNABORTED); its
+            // handle, if any, is closed as the DirHandle drops.
+            if let Ok((BrokerReply::Listing { handle, dev, .. }, _fds)) = pending.wait() {
+                drop(DirHandle {
+                    files: self.files.clone(),
+                    handle,
+                    dev,
+                });
+            }
+        }
+    }
+}
+
 fn unexpected(r: BrokerReply) -> io::Error {
     match r {
         BrokerReply::Errno(e) => io::Error::from_raw_os_error(e),
@@ -420,34 +512,34 @@ impl ConnFiles {
         })
     }
 
-    /// Opens the subdirectory `name` of `dir` and reads every entry of it.
-    pub fn list_dir(&self, dir: &DirHandle, name: &[u8]) -> io::Result<(DirHandle, Vec<Entry>)> {
-        let (reply, _) = self.client.call(
+    /// Opens the subdirectory `name` of `dir` and reads every entry of it;
+    /// the broker opens up to `first_files` of its files along with the
+    /// first page ([`Listing`]).
+    pub fn list_dir(&self, dir: &DirHandle, name: &[u8], first_files: u8) -> io::Result<Listing> {
+        self.begin_list_dir(dir, name, first_files)?.wait()
+    }
+
+    /// [`list_dir`](Self::list_dir), its reply taken later: a walk asks for
+    /// its next subdirectory while it scans the files before it.
+    pub fn begin_list_dir(
+        &self,
+        dir: &DirHandle,
+        name: &[u8],
+        first_files: u8,
+    ) -> io::Result<ListingDir> {
+        let pending = self.client.begin(
             self.guard.id,
             BrokerOp::ListDir {
                 handle: dir.handle,
                 name: name.to_vec(),
+                first_files,
             },
         )?;
-        let (handle, dev, entries, more) = match reply {
-            BrokerReply::Listing {
-                handle,
-                dev,
-                entries,
-                more,
-            } => (handle, dev, entries, more),
-            other => return Err(unexpected(other)),
-        };
-        let sub = DirHandle {
+        Ok(ListingDir {
             files: self.clone(),
-            handle,
-            dev,
-        };
-        let mut all = entries;
-        if more && !all.is_empty() {
-            self.read_more(&sub, &mut all)?;
-        }
-        Ok((sub, all))
+            pending: Some(pending),
+            first_files,
+        })
     }
 
     /// Every entry of `dir` (page by page; the broker keeps the position).
@@ -538,5 +630,52 @@ mod tests {
         if let Ok(p) = late {
             assert!(p.wait().is_err());
         }
+    }
+
+    /// A subdirectory asked for ahead and never visited (the walk stopped)
+    /// still has its reply taken and its handle closed in the broker; the
+    /// descriptors of the files opened with it close with the reply.
+    #[test]
+    fn a_listing_dropped_unread_closes_its_directory() {
+        let (ours, theirs) = Typed::pair().unwrap();
+        let client = Arc::new(BrokerClient::new(ours));
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let guard = Arc::new(ConnGuard::new(9, crate::policy::PeerKey::Uid(0), 10, tx));
+        let files = ConnFiles::new(client, guard);
+        let b = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while let Ok(Some(m)) = theirs.recv() {
+                match m.msg.op {
+                    BrokerOp::ListDir { first_files, .. } => {
+                        seen.push(format!("list({first_files})"));
+                        let reply = BrokerReply::Listing {
+                            handle: 5,
+                            dev: 1,
+                            entries: Vec::new(),
+                            more: false,
+                            files: Vec::new(),
+                        };
+                        theirs.send(&reply, &[]).unwrap();
+                    }
+                    BrokerOp::CloseDir { handle } => {
+                        seen.push(format!("close({handle})"));
+                        if handle == 1 {
+                            return seen;
+                        }
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            seen
+        });
+        let parent = DirHandle {
+            files: files.clone(),
+            handle: 1,
+            dev: 1,
+        };
+        let asked = files.begin_list_dir(&parent, b"sub", 8).unwrap();
+        drop(asked);
+        drop(parent);
+        assert_eq!(b.join().unwrap(), ["list(8)", "close(5)", "close(1)"]);
     }
 }

@@ -18,8 +18,10 @@ use crate::supervisor::gate::WorkerId;
 /// connections ask for.
 const MAX_HANDLES: usize = 4096;
 
-/// Room kept free in a page for the reply's own fields.
-const PAGE_MARGIN: usize = 64;
+/// Room kept free in a page for the reply's own fields (a `Listing` carries
+/// its handle and up to [`crate::ipc::messages::MAX_FIRST_FILES`] opened
+/// files, 21 bytes each, beside the entries).
+const PAGE_MARGIN: usize = 256;
 
 pub struct DirState {
     conn: u64,

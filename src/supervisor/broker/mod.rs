@@ -34,7 +34,10 @@ use self::dirs::Dirs;
 use self::resolve::{Found, Rules};
 use super::authority::Authority;
 use super::gate::WorkerId;
-use crate::ipc::messages::{BrokerOp, BrokerReply, BrokerRequest, FileMeta, MAX_BATCH, MAX_NAME};
+use crate::ipc::messages::{
+    BrokerOp, BrokerReply, BrokerRequest, Entry, FileKind, FileMeta, MAX_BATCH, MAX_FIRST_FILES,
+    MAX_NAME,
+};
 use crate::ipc::typed::{RecvError, Typed};
 use crate::log::limiter::{cost, Class, PeerBudgets};
 use crate::log::LogBytes;
@@ -273,25 +276,14 @@ fn handle(
             let parent = dirs
                 .get(conn, handle)
                 .ok_or_else(|| Violation(format!("OpenFiles in unknown handle {handle}")))?;
-            let mut files = Vec::with_capacity(names.len());
-            let mut fds = Vec::with_capacity(names.len());
-            for name in &names {
-                let opened = parent.fd().and_then(|fd| {
-                    resolve::open_entry(&broker.rules, fd, parent.path(), name, false)
-                });
-                files.push(match opened {
-                    Ok(Found::File { fd, size, dev }) => {
-                        fds.push(fd);
-                        Ok(FileMeta { size, dev })
-                    }
-                    // A symlink followed to something else: not a file.
-                    Ok(_) => Err(libc::EINVAL),
-                    Err(e) => Err(e.raw_os_error()),
-                });
-            }
+            let (files, fds) = open_files(&broker.rules, parent, &names);
             (BrokerReply::Files(files), fds)
         }
-        BrokerOp::ListDir { handle, name } => {
+        BrokerOp::ListDir {
+            handle,
+            name,
+            first_files,
+        } => {
             if !is_entry_name(&name) {
                 return Err(Violation(
                     "ListDir with a name that is not one directory entry".into(),
@@ -303,17 +295,16 @@ fn handle(
             let opened = parent
                 .fd()
                 .and_then(|fd| resolve::open_entry(&broker.rules, fd, parent.path(), &name, true));
-            let reply = match opened {
+            match opened {
                 Ok(Found::Dir { fd, dev, path }) => {
                     match dirs.open(conn, fd, path, broker.handles_per_conn) {
-                        Some(h) => listing(dirs, conn, h, dev, &broker.rules),
-                        None => BrokerReply::Errno(libc::EMFILE),
+                        Some(h) => listing(dirs, conn, h, dev, &broker.rules, first_files),
+                        None => (BrokerReply::Errno(libc::EMFILE), Vec::new()),
                     }
                 }
-                Ok(_) => BrokerReply::Errno(libc::ENOTDIR),
-                Err(e) => BrokerReply::Errno(e.raw_os_error()),
-            };
-            (reply, Vec::new())
+                Ok(_) => (BrokerReply::Errno(libc::ENOTDIR), Vec::new()),
+                Err(e) => (BrokerReply::Errno(e.raw_os_error()), Vec::new()),
+            }
         }
         // `serve` closes handles without taking an identity and without a
         // reply; reaching here would be a bug, never a panic in root.
@@ -325,7 +316,51 @@ fn handle(
     })
 }
 
-/// The first page of a directory just opened as `handle`; a directory that
+/// Opens the regular files `names` of `parent`, each as the client (this
+/// thread acts as the client): one result per name, and the descriptors of
+/// the opened ones in the same order.
+fn open_files(
+    rules: &Rules,
+    parent: &dirs::DirState,
+    names: &[Vec<u8>],
+) -> (Vec<Result<FileMeta, i32>>, Vec<std::os::fd::OwnedFd>) {
+    let mut files = Vec::with_capacity(names.len());
+    let mut fds = Vec::with_capacity(names.len());
+    for name in names {
+        let opened = parent
+            .fd()
+            .and_then(|fd| resolve::open_entry(rules, fd, parent.path(), name, false));
+        files.push(match opened {
+            Ok(Found::File { fd, size, dev }) => {
+                fds.push(fd);
+                Ok(FileMeta { size, dev })
+            }
+            // A symlink followed to something else: not a file.
+            Ok(_) => Err(libc::EINVAL),
+            Err(e) => Err(e.raw_os_error()),
+        });
+    }
+    (files, fds)
+}
+
+/// Which entries of a first page `ListDir` opens along with it: up to
+/// `max` of its non-empty regular files (as the client saw them, not
+/// following symlinks), lowest inode first, as the walk visits them. An
+/// index into `entries` each.
+pub fn first_files(entries: &[Entry], max: usize) -> Vec<u32> {
+    let mut files: Vec<(u64, u32)> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e.lstat, Ok(m) if m.kind == FileKind::File && m.size > 0))
+        .map(|(i, e)| (e.ino, i as u32))
+        .collect();
+    files.sort_unstable();
+    files.truncate(max);
+    files.into_iter().map(|(_, i)| i).collect()
+}
+
+/// The first page of a directory just opened as `handle`, and the first
+/// `first` of its files opened (see [`first_files`]); a directory that
 /// cannot be read is closed again and answered with its errno.
 fn listing(
     dirs: &mut Dirs,
@@ -333,21 +368,32 @@ fn listing(
     handle: u32,
     dev: u64,
     rules: &resolve::Rules,
-) -> BrokerReply {
-    let page = match dirs.get(conn, handle) {
-        Some(d) => d.page(rules),
-        None => BrokerReply::Errno(libc::EBADF),
+    first: u8,
+) -> Answer {
+    let Some(dir) = dirs.get(conn, handle) else {
+        return (BrokerReply::Errno(libc::EBADF), Vec::new());
     };
-    match page {
-        BrokerReply::Entries { entries, more } => BrokerReply::Listing {
-            handle,
-            dev,
-            entries,
-            more,
-        },
+    match dir.page(rules) {
+        BrokerReply::Entries { entries, more } => {
+            let chosen = first_files(&entries, usize::from(first).min(MAX_FIRST_FILES));
+            let names: Vec<Vec<u8>> = chosen
+                .iter()
+                .map(|&i| entries[i as usize].name.clone())
+                .collect();
+            let (opened, fds) = open_files(rules, dir, &names);
+            let files = chosen.into_iter().zip(opened).collect();
+            let reply = BrokerReply::Listing {
+                handle,
+                dev,
+                entries,
+                more,
+                files,
+            };
+            (reply, fds)
+        }
         other => {
             dirs.close(conn, handle);
-            other
+            (other, Vec::new())
         }
     }
 }
@@ -361,5 +407,44 @@ fn answer(dirs: &mut Dirs, conn: u64, found: Found, per_conn: usize) -> Answer {
         },
         Found::Link => (BrokerReply::Link, Vec::new()),
         Found::Special => (BrokerReply::Special, Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::messages::Meta;
+
+    fn entry(name: &str, ino: u64, kind: FileKind, size: u64) -> Entry {
+        Entry {
+            name: name.as_bytes().to_vec(),
+            ino,
+            hint: Some(kind),
+            lstat: Ok(Meta { kind, size, dev: 1 }),
+            target: None,
+        }
+    }
+
+    #[test]
+    fn a_listing_opens_its_first_non_empty_regular_files_by_inode() {
+        let mut entries = vec![
+            entry("c", 30, FileKind::File, 5),
+            entry("sub", 1, FileKind::Dir, 4096),
+            entry("empty", 2, FileKind::File, 0),
+            entry("link", 3, FileKind::Symlink, 7),
+            entry("fifo", 4, FileKind::Other, 0),
+            entry("a", 10, FileKind::File, 1),
+            entry("b", 20, FileKind::File, 9),
+        ];
+        entries.push(Entry {
+            lstat: Err(libc::EACCES),
+            ..entry("unseen", 5, FileKind::File, 1)
+        });
+        // Files only (never a directory, symlink, device or an empty or
+        // unreadable entry), lowest inode first, at most `max`.
+        assert_eq!(first_files(&entries, 8), [5, 6, 0]);
+        assert_eq!(first_files(&entries, 2), [5, 6]);
+        assert!(first_files(&entries, 0).is_empty());
+        assert!(first_files(&[], 8).is_empty());
     }
 }

@@ -38,12 +38,14 @@ use tokio::sync::mpsc::Sender;
 
 use std::collections::VecDeque;
 
-use super::super::files::{ConnFiles, DirHandle, Opened, OpenedFile, OpeningFiles};
+use super::super::files::{
+    ConnFiles, DirHandle, FirstFiles, ListingDir, Opened, OpenedFile, OpeningFiles,
+};
 use super::super::pool::{Tag, TaskSlot, Ticket};
 use super::super::Shared;
 use super::{record, Ctx, QUEUE_FULL};
 use crate::engine::{Engine, Verdict};
-use crate::ipc::messages::{Entry, FileKind, Meta, MAX_BATCH, MAX_PATH};
+use crate::ipc::messages::{Entry, FileKind, Meta, MAX_BATCH, MAX_FIRST_FILES, MAX_PATH};
 use crate::log::LogBytes;
 use crate::proto::reply::{self, ReplyTo};
 use crate::proto::CommandKind;
@@ -512,11 +514,50 @@ impl<'a> Walker<'a> {
             Ok(e) => e,
             Err(e) => return self.stat_failed(path, &e),
         };
-        self.walk_entries(dir, entries, path, depth)
+        self.walk_entries(dir, entries, FirstFiles::new(), path, depth)
     }
 
-    /// A subdirectory: opened and listed in one broker request.
-    fn walk_subdir(&mut self, parent: &DirHandle, entry: &[u8], name: &[u8], depth: i64) -> Flow {
+    /// How many of a subdirectory's files its listing opens along with
+    /// it: none where `scan.exclude-path` may leave some out, or on /proc
+    /// (what the walk would never open is not opened ahead).
+    fn first_files(&self, meta: Option<&Meta>) -> u8 {
+        let on_proc = !meta.is_some_and(|m| m.dev != self.shared.proc_dev);
+        if self.shared.excludes.is_empty() && !on_proc {
+            MAX_FIRST_FILES as u8
+        } else {
+            0
+        }
+    }
+
+    /// Asks the broker for the subdirectory `found[at]` ahead of its visit.
+    fn ask_listing(
+        &self,
+        dir: &DirHandle,
+        found: &[Visit],
+        at: Option<usize>,
+    ) -> Option<(usize, ListingDir)> {
+        let at = at?;
+        if self.gone() {
+            return None;
+        }
+        let v = &found[at];
+        let asked = self
+            .files
+            .begin_list_dir(dir, &v.entry, self.first_files(v.meta.as_ref()));
+        asked.ok().map(|l| (at, l))
+    }
+
+    /// A subdirectory: opened and listed in one broker request (`asked`
+    /// ahead of the visit, or now), which also opens its first files.
+    fn walk_subdir(
+        &mut self,
+        parent: &DirHandle,
+        entry: &[u8],
+        name: &[u8],
+        meta: Option<&Meta>,
+        asked: Option<ListingDir>,
+        depth: i64,
+    ) -> Flow {
         if depth < 0 {
             // As before: opened (a refusal is reported), then skipped.
             return match self.files.open_entry(parent, entry, true) {
@@ -525,8 +566,14 @@ impl<'a> Walker<'a> {
                 Err(e) => self.stat_failed(name, &e),
             };
         }
-        match self.files.list_dir(parent, entry) {
-            Ok((sub, entries)) => self.walk_entries(&sub, entries, name, depth),
+        let listed = match asked.map(ListingDir::wait) {
+            Some(Ok(listing)) => Ok(listing),
+            // Not asked ahead, or refused then (the connection's directory
+            // handles were all in use): asked now.
+            _ => self.files.list_dir(parent, entry, self.first_files(meta)),
+        };
+        match listed {
+            Ok(l) => self.walk_entries(&l.dir, l.entries, l.opened, name, depth),
             Err(e) => self.stat_failed(name, &e),
         }
     }
@@ -541,6 +588,7 @@ impl<'a> Walker<'a> {
         &mut self,
         dir: &DirHandle,
         entries: Vec<Entry>,
+        mut first: FirstFiles,
         path: &[u8],
         depth: i64,
     ) -> Flow {
@@ -599,17 +647,50 @@ impl<'a> Walker<'a> {
         // visit: one broker round trip per batch instead of one per file,
         // and the next batch is asked for as soon as one arrives, so that
         // the broker opens while this thread scans (at most two batches
-        // are open or on their way).
+        // are open or on their way). Files the listing came with
+        // (`first`) are taken from there and left out of the batches.
         let mut ahead = Ahead::default();
+        // Each subdirectory is asked for ahead of its visit: the first one
+        // before this directory's files are scanned, the next one before
+        // the walk goes down into the one before it (so at most two
+        // directory handles per level of depth).
+        let ask_ahead = depth > 0;
+        let mut asked = if ask_ahead {
+            self.ask_listing(dir, &found, next_dir(&found, 0))
+        } else {
+            None
+        };
         for i in 0..found.len() {
             let flow = if found[i].is_dir {
                 self.flush_jobs();
-                let (entry, name) = (&found[i].entry, &found[i].name);
-                self.walk_subdir(dir, entry, name, depth - 1)
+                let mine = match asked.take() {
+                    Some((at, listing)) if at == i => Some(listing),
+                    other => {
+                        asked = other;
+                        None
+                    }
+                };
+                if ask_ahead && asked.is_none() {
+                    asked = self.ask_listing(dir, &found, next_dir(&found, i + 1));
+                }
+                let (entry, name, meta) = (&found[i].entry, &found[i].name, found[i].meta.as_ref());
+                self.walk_subdir(dir, entry, name, meta, mine, depth - 1)
             } else {
                 let meta = found[i].meta;
                 let source = if !self.wants_open(meta.as_ref()) {
                     Source::Skipped
+                } else if let Some(slot) = first.get_mut(&found[i].entry) {
+                    match slot.take() {
+                        Some(opened) => Source::Batch(Some(opened)),
+                        // The same name twice in one listing (renamed
+                        // while it was read): opened on its own.
+                        None => Source::Batch(Some(
+                            self.files
+                                .open_files(dir, &[&found[i].entry])
+                                .and_then(|mut r| r.pop().ok_or_else(|| errno(libc::EIO)))
+                                .and_then(|r| r),
+                        )),
+                    }
                 } else {
                     if ahead.opened.is_empty() {
                         if let Some(coming) = ahead.coming.take() {
@@ -620,7 +701,7 @@ impl<'a> Walker<'a> {
                             }
                         } else if !self.gone() {
                             ahead.asked_to = ahead.asked_to.max(i);
-                            let batch = self.next_batch(&found, &mut ahead);
+                            let batch = self.next_batch(&found, &first, &mut ahead);
                             match self.files.open_files(dir, &batch) {
                                 Ok(results) => ahead.opened.extend(results),
                                 // Not answered (the client left, the
@@ -634,7 +715,7 @@ impl<'a> Walker<'a> {
                     }
                     if ahead.coming.is_none() && !ahead.opened.is_empty() && !self.gone() {
                         let from = ahead.asked_to;
-                        let batch = self.next_batch(&found, &mut ahead);
+                        let batch = self.next_batch(&found, &first, &mut ahead);
                         if !batch.is_empty() {
                             ahead.coming = self.files.begin_open_files(dir, &batch).ok();
                             if ahead.coming.is_none() {
@@ -656,15 +737,20 @@ impl<'a> Walker<'a> {
     }
 
     /// The names of the next files of `found` to open, from
-    /// `ahead.asked_to` on (directories and files not to open are left
-    /// out); moves `ahead.asked_to` past them.
-    fn next_batch<'v>(&self, found: &'v [Visit], ahead: &mut Ahead) -> Vec<&'v [u8]> {
+    /// `ahead.asked_to` on (directories, files not to open and files the
+    /// listing came with are left out); moves `ahead.asked_to` past them.
+    fn next_batch<'v>(
+        &self,
+        found: &'v [Visit],
+        first: &FirstFiles,
+        ahead: &mut Ahead,
+    ) -> Vec<&'v [u8]> {
         let want = ahead.batch_size();
         let mut batch = Vec::with_capacity(want);
         let mut at = ahead.asked_to;
         while at < found.len() && batch.len() < want {
             let v = &found[at];
-            if !v.is_dir && self.wants_open(v.meta.as_ref()) {
+            if !v.is_dir && self.wants_open(v.meta.as_ref()) && !first.contains_key(&v.entry) {
                 batch.push(v.entry.as_slice());
             }
             at += 1;
@@ -848,6 +934,11 @@ fn copy_error(e: &std::io::Error) -> std::io::Error {
         Some(code) => errno(code),
         None => std::io::Error::new(e.kind(), e.to_string()),
     }
+}
+
+/// The first subdirectory of `found` from `from` on.
+fn next_dir(found: &[Visit], from: usize) -> Option<usize> {
+    (from..found.len()).find(|&k| found[k].is_dir)
 }
 
 /// An entry of a directory to visit after the listing: what clamd sorts.
