@@ -38,6 +38,12 @@ pub struct BrokerClient {
     /// Requests sent that expect a reply (sending and numbering are one
     /// step under this lock).
     sent: Mutex<u64>,
+    /// `CloseDir`s not sent yet: each goes just before the next request
+    /// (or at [`flush`](Self::flush)), so that the broker thread wakes
+    /// once for both. A close that comes after its connection ended is
+    /// ignored by the broker, and the handle was closed with the
+    /// connection.
+    closing: Mutex<Vec<BrokerRequest>>,
     replies: Mutex<Replies>,
     arrived: Condvar,
 }
@@ -74,6 +80,7 @@ impl BrokerClient {
         BrokerClient {
             channel,
             sent: Mutex::new(0),
+            closing: Mutex::default(),
             replies: Mutex::default(),
             arrived: Condvar::new(),
         }
@@ -83,6 +90,7 @@ impl BrokerClient {
     pub fn begin(self: &Arc<Self>, conn: u64, op: BrokerOp) -> io::Result<Pending> {
         let req = BrokerRequest { conn, op };
         let mut sent = lock(&self.sent);
+        self.send_closes();
         self.channel.send(&req, &[])?;
         let seq = *sent;
         *sent += 1;
@@ -97,11 +105,23 @@ impl BrokerClient {
         self.begin(conn, op)?.wait()
     }
 
-    /// A request that has no reply (`CloseDir`).
+    /// A request that has no reply (`CloseDir`): sent with the next
+    /// request, or at [`flush`](Self::flush).
     fn tell(&self, conn: u64, op: BrokerOp) {
-        let req = BrokerRequest { conn, op };
+        lock(&self.closing).push(BrokerRequest { conn, op });
+    }
+
+    /// Sends the `CloseDir`s held back (a walk calls it as it ends).
+    pub fn flush(&self) {
         let _sent = lock(&self.sent);
-        let _ = self.channel.send(&req, &[]);
+        self.send_closes();
+    }
+
+    /// Sends the held-back closes; the caller holds `sent`.
+    fn send_closes(&self) {
+        for req in std::mem::take(&mut *lock(&self.closing)) {
+            let _ = self.channel.send(&req, &[]);
+        }
     }
 
     /// Reads one reply off the channel (outside the replies' lock).
@@ -437,6 +457,11 @@ impl ConnFiles {
         ConnFiles { client, guard }
     }
 
+    /// Sends the directory closes held back ([`BrokerClient::flush`]).
+    pub fn flush(&self) {
+        self.client.flush();
+    }
+
     /// The connection these files are for.
     pub fn conn(&self) -> &ConnGuard {
         &self.guard
@@ -676,6 +701,9 @@ mod tests {
         let asked = files.begin_list_dir(&parent, b"sub", 8).unwrap();
         drop(asked);
         drop(parent);
+        // Closes wait for the next request or a flush (the broker thread
+        // wakes once for several).
+        files.flush();
         assert_eq!(b.join().unwrap(), ["list(8)", "close(5)", "close(1)"]);
     }
 }

@@ -330,17 +330,25 @@ fn open_files(
         let opened = parent
             .fd()
             .and_then(|fd| resolve::open_entry(rules, fd, parent.path(), name, false));
-        files.push(match opened {
-            Ok(Found::File { fd, size, dev }) => {
-                fds.push(fd);
-                Ok(FileMeta { size, dev })
-            }
-            // A symlink followed to something else: not a file.
-            Ok(_) => Err(libc::EINVAL),
-            Err(e) => Err(e.raw_os_error()),
-        });
+        files.push(file_result(opened, &mut fds));
     }
     (files, fds)
+}
+
+/// One file of a batch: its size and device, its descriptor kept in `fds`.
+fn file_result(
+    opened: Result<Found, rustix::io::Errno>,
+    fds: &mut Vec<std::os::fd::OwnedFd>,
+) -> Result<FileMeta, i32> {
+    match opened {
+        Ok(Found::File { fd, size, dev }) => {
+            fds.push(fd);
+            Ok(FileMeta { size, dev })
+        }
+        // A symlink followed to something else: not a file.
+        Ok(_) => Err(libc::EINVAL),
+        Err(e) => Err(e.raw_os_error()),
+    }
 }
 
 /// Which entries of a first page `ListDir` opens along with it: up to
@@ -376,12 +384,18 @@ fn listing(
     match dir.page(rules) {
         BrokerReply::Entries { entries, more } => {
             let chosen = first_files(&entries, usize::from(first).min(MAX_FIRST_FILES));
-            let names: Vec<Vec<u8>> = chosen
-                .iter()
-                .map(|&i| entries[i as usize].name.clone())
-                .collect();
-            let (opened, fds) = open_files(rules, dir, &names);
-            let files = chosen.into_iter().zip(opened).collect();
+            // Opened as `open_files` does, from this page's own look at
+            // each entry (this thread's lstat, as the client, a moment ago).
+            let mut files = Vec::with_capacity(chosen.len());
+            let mut fds = Vec::with_capacity(chosen.len());
+            for i in chosen {
+                let e = &entries[i as usize];
+                let Ok(lstat) = e.lstat else { continue };
+                let opened = dir.fd().and_then(|fd| {
+                    resolve::open_looked_at(rules, fd, dir.path(), &e.name, false, lstat)
+                });
+                files.push((i, file_result(opened, &mut fds)));
+            }
             let reply = BrokerReply::Listing {
                 handle,
                 dev,

@@ -292,6 +292,8 @@ impl<'a> Walker<'a> {
                 return;
             }
             let _ = self.visit_top(&path, opened, top_is_original, max_depth);
+            // The walk's last directories are closed in the broker now.
+            self.files.flush();
         }
         self.flush_jobs();
         let (ok_count, errors, total) = match self.jobs.take() {
