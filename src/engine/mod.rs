@@ -14,14 +14,20 @@
 //! * ALLMATCH results come from the virus-found callback, which libclamav
 //!   calls once per match; other scans use the name libclamav returns.
 //! * A scan whose client has gone is abandoned at libclamav's next
-//!   `pre_cache` callback, which it makes before every layer it scans (the
-//!   file itself, each archive member, each embedded object): the callback
-//!   answers CL_VIRUS, which stops the scan and keeps it out of libclamav's
-//!   cache of clean files (libclamav 1.4 `cli_magic_scan` caches a layer
-//!   only when its verdict is clean; CL_BREAK there would mean "clean" and
-//!   be cached). The detection is discarded: [`Verdict::Abandoned`]. Within
-//!   one layer (the pattern match over a single large file) libclamav makes
-//!   no callback, so that layer finishes first.
+//!   `pre_cache` or `pre_scan` callback: it makes both for every layer it
+//!   scans (the file itself, each archive member, each embedded object),
+//!   `pre_cache` before the layer's hash, `pre_scan` after it and before
+//!   the pattern match. The callback answers CL_VIRUS, which stops the
+//!   scan and keeps it out of libclamav's cache of clean files (libclamav
+//!   1.4 `cli_magic_scan` caches a layer only when its verdict is clean,
+//!   and `clean_cache_add` adds nothing once the scan has an alert;
+//!   CL_BREAK there would mean "clean" and be cached). The detection is
+//!   discarded: [`Verdict::Abandoned`]. Within one layer (the pattern match
+//!   over a single large file) libclamav makes no callback, so that match
+//!   finishes first. Nothing stops it sooner without a risk to the cache:
+//!   a read that fails, or `CL_ENGINE_MAX_SCANTIME`, ends the match early
+//!   but libclamav then calls the layer clean and caches it under the hash
+//!   it took before (one client could make a virus answer OK for others).
 #![allow(unsafe_code)]
 
 mod options;
@@ -461,7 +467,8 @@ impl Engine {
         // SAFETY: installs plain function pointers; the engine is not shared.
         unsafe {
             sys::cl_engine_set_clcb_virus_found(self.raw.as_ptr(), Some(on_virus_found));
-            sys::cl_engine_set_clcb_pre_cache(self.raw.as_ptr(), Some(on_pre_cache));
+            sys::cl_engine_set_clcb_pre_cache(self.raw.as_ptr(), Some(on_layer));
+            sys::cl_engine_set_clcb_pre_scan(self.raw.as_ptr(), Some(on_layer));
         }
         Ok(())
     }
@@ -631,7 +638,7 @@ impl Engine {
         );
         let temp_failure = SCAN_TEMP_FAILURE.with(|f| f.take());
         if found.abandoned {
-            // Stopped by `on_pre_cache` with a detection of its own making:
+            // Stopped by `on_layer` with a detection of its own making:
             // whatever libclamav answered, it is not a verdict.
             return Verdict::Abandoned;
         }
@@ -694,7 +701,7 @@ struct Matches {
     limit: usize,
     /// Set when the client has gone (null: never abandoned).
     gone: *const AtomicBool,
-    /// `on_pre_cache` stopped the scan.
+    /// `on_layer` stopped the scan.
     abandoned: bool,
 }
 
@@ -804,10 +811,11 @@ fn temp_failure_code(message: &str) -> Option<u32> {
     }
 }
 
-/// Called by libclamav before each layer it scans, with the context of
-/// `scan_with`: a scan whose client has gone is stopped here, as a
-/// detection, so that nothing from it is cached as clean.
-unsafe extern "C" fn on_pre_cache(
+/// Called by libclamav twice for each layer it scans (`pre_cache` before
+/// its hash, `pre_scan` after it), with the context of `scan_with`: a scan
+/// whose client has gone is stopped here, as a detection, so that nothing
+/// from it is cached as clean.
+unsafe extern "C" fn on_layer(
     _fd: c_int,
     _type: *const c_char,
     context: *mut c_void,

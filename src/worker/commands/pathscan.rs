@@ -210,7 +210,16 @@ struct Walker<'a> {
     pending: Arc<std::sync::atomic::AtomicUsize>,
     /// The connection's listener (the metrics' label).
     listener: Arc<str>,
+    /// Subdirectories asked for ahead (one per level of the walk at most)
+    /// whose files come with them: their descriptors are held until the
+    /// walk gets there, so at most [`LISTINGS_AHEAD_WITH_FILES`] do.
+    listings_ahead: usize,
 }
+
+/// At most this many subdirectories asked for ahead of their visit come
+/// with their first files (descriptors held by the worker meanwhile: 8
+/// each); deeper ones come with their listing alone.
+const LISTINGS_AHEAD_WITH_FILES: usize = 4;
 
 fn errno(code: i32) -> std::io::Error {
     std::io::Error::from_raw_os_error(code)
@@ -248,6 +257,7 @@ impl<'a> Walker<'a> {
             chunk_bytes: 0,
             pending: Arc::default(),
             listener,
+            listings_ahead: 0,
         }
     }
 
@@ -532,21 +542,44 @@ impl<'a> Walker<'a> {
     }
 
     /// Asks the broker for the subdirectory `found[at]` ahead of its visit.
+    /// Its files come along only while fewer than
+    /// [`LISTINGS_AHEAD_WITH_FILES`] listings asked ahead hold some
+    /// (`AskedDir::with_files` says whether this one does).
     fn ask_listing(
-        &self,
+        &mut self,
         dir: &DirHandle,
         found: &[Visit],
         at: Option<usize>,
-    ) -> Option<(usize, ListingDir)> {
+    ) -> Option<AskedDir> {
         let at = at?;
         if self.gone() {
             return None;
         }
         let v = &found[at];
-        let asked = self
-            .files
-            .begin_list_dir(dir, &v.entry, self.first_files(v.meta.as_ref()));
-        asked.ok().map(|l| (at, l))
+        let first = if self.listings_ahead < LISTINGS_AHEAD_WITH_FILES {
+            self.first_files(v.meta.as_ref())
+        } else {
+            0
+        };
+        let listing = self.files.begin_list_dir(dir, &v.entry, first).ok()?;
+        let with_files = first > 0;
+        if with_files {
+            self.listings_ahead += 1;
+        }
+        Some(AskedDir {
+            at,
+            listing,
+            with_files,
+        })
+    }
+
+    /// A listing asked ahead is taken (or given up): its files are no
+    /// longer ahead of the walk.
+    fn taken(&mut self, asked: AskedDir) -> ListingDir {
+        if asked.with_files {
+            self.listings_ahead -= 1;
+        }
+        asked.listing
     }
 
     /// A subdirectory: opened and listed in one broker request (`asked`
@@ -662,11 +695,12 @@ impl<'a> Walker<'a> {
         } else {
             None
         };
+        let mut result = Flow::Go;
         for i in 0..found.len() {
             let flow = if found[i].is_dir {
                 self.flush_jobs();
                 let mine = match asked.take() {
-                    Some((at, listing)) if at == i => Some(listing),
+                    Some(a) if a.at == i => Some(self.taken(a)),
                     other => {
                         asked = other;
                         None
@@ -732,10 +766,16 @@ impl<'a> Walker<'a> {
                 self.visit_file(&name, meta, source)
             };
             if let Flow::Stop = flow {
-                return Flow::Stop;
+                result = Flow::Stop;
+                break;
             }
         }
-        Flow::Go
+        if let Some(a) = asked {
+            // The walk stopped before it: the reply is taken as it drops,
+            // and the directory closed.
+            drop(self.taken(a));
+        }
+        result
     }
 
     /// The names of the next files of `found` to open, from
@@ -936,6 +976,15 @@ fn copy_error(e: &std::io::Error) -> std::io::Error {
         Some(code) => errno(code),
         None => std::io::Error::new(e.kind(), e.to_string()),
     }
+}
+
+/// A subdirectory asked for ahead of its visit.
+struct AskedDir {
+    /// Its index in the directory's sorted entries.
+    at: usize,
+    listing: ListingDir,
+    /// Its first files come with it (counted in `Walker::listings_ahead`).
+    with_files: bool,
 }
 
 /// The first subdirectory of `found` from `from` on.
