@@ -200,7 +200,11 @@ fn connection_cap_refuses_extra_clients_and_recovers() {
     // Four busy connections (inside IDSESSION): over the cap a newcomer is
     // closed at once, no reply (the write may even fail if the close came
     // first).
-    // Each answered once inside its session, so the daemon knows it busy.
+    // Each answered once inside its session, and the supervisor has heard
+    // it is busy (the worker says so beside its reply, and the reply can
+    // reach the client first).
+    let active = |d: &Daemon| d.log().matches("connection active:").count();
+    let active_before = active(&d);
     let busy: Vec<Conn> = (0..4)
         .map(|_| {
             let mut c = Conn::open(&d.unix_addr()).unwrap();
@@ -210,10 +214,21 @@ fn connection_cap_refuses_extra_clients_and_recovers() {
             c
         })
         .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while active(&d) < active_before + 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the supervisor never heard the sessions were busy:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let refused = talk(&d.unix_addr(), &[b"zPING\0"], Duration::from_secs(3)).unwrap_or_default();
     assert_eq!(
-        refused, b"",
-        "over the cap the connection is closed at once"
+        refused,
+        b"",
+        "over the cap the connection is closed at once:\n{}",
+        d.log()
     );
     d.log_with("limit reached and no idle connection to close");
     drop(busy);

@@ -799,7 +799,16 @@ impl Executor {
                 errors,
                 healthy,
             }),
-            FromWorker::Active { conn } => report(gate::Report::Active(conn)),
+            FromWorker::Active { conn } => {
+                // Heard after the worker read the connection's first
+                // command, maybe after its first reply: until then the gate
+                // counts it idle, and may close it to make room.
+                tracing::debug!(
+                    id = conn,
+                    "connection active: no longer closed to make room"
+                );
+                report(gate::Report::Active(conn))
+            }
             FromWorker::Closed { conn } => report(gate::Report::Closed(conn)),
             FromWorker::Found {
                 conn,
