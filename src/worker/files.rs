@@ -6,8 +6,8 @@
 //! Directories are handles the broker holds ([`DirHandle`]); dropping one
 //! closes it in the broker. Everything that works for a connection holds its
 //! [`ConnGuard`], so the worker reports the connection finished only after
-//! the last broker request for it (the supervisor treats a request for a
-//! finished connection as a protocol violation).
+//! the last broker request for it (the broker refuses a request for a
+//! finished connection, `ECONNABORTED`, and ignores a late `CloseDir`).
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
