@@ -236,6 +236,57 @@ fn connection_cap_refuses_extra_clients_and_recovers() {
     still_serving(&d);
 }
 
+/// A tree 12 levels deep with a sibling directory at every level (so that a
+/// walk holds two directory handles per level) and a detection at the
+/// bottom: SCANs pipelined in one session, and a walk with no depth limit,
+/// each find it. The handles a connection may hold never run out for
+/// honest walks (sixth outside review: with a cap of 2 x depth + 2 per
+/// connection, concurrent walks of one session answered `Too many open
+/// files` for directories and then `OK`; with `max-directory-recursion =
+/// 0` one walk did).
+#[test]
+fn deep_walks_in_one_session_all_find_the_detection() {
+    let scratch = tempfile::tempdir().unwrap();
+    let top = scratch.path().join("deep");
+    let mut d = top.clone();
+    for level in 0..12 {
+        std::fs::create_dir_all(d.join("a-sibling")).unwrap();
+        std::fs::write(d.join("file"), b"clean").unwrap();
+        d = d.join(format!("level{level}"));
+    }
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("virus"), eicar()).unwrap();
+    for (extra, walks) in [
+        (vec![("limits", "idle-timeout = 30")], 3),
+        (
+            vec![
+                ("limits", "idle-timeout = 30"),
+                ("scan", "max-directory-recursion = 0"),
+            ],
+            1,
+        ),
+    ] {
+        let (daemon, _db) = daemon(&extra);
+        let mut c = Conn::open(&daemon.unix_addr()).unwrap();
+        let mut msg = b"zIDSESSION\0".to_vec();
+        for _ in 0..walks {
+            msg.extend(format!("zSCAN {}\0", top.display()).as_bytes());
+        }
+        msg.extend(b"zEND\0");
+        c.send(&msg).unwrap();
+        let reply = show(&c.read_all(Duration::from_secs(120)));
+        assert_eq!(
+            reply
+                .matches("virus: Win.Test.EICAR_HDB-1.UNOFFICIAL FOUND")
+                .count(),
+            walks,
+            "{extra:?}: {reply}\n{}",
+            daemon.log()
+        );
+        assert!(!reply.contains("ERROR"), "{extra:?}: {reply}");
+    }
+}
+
 #[test]
 fn memory_stays_bounded_under_many_streams() {
     let (d, _db) = daemon(&[("limits", "stream-max-length = \"1M\"")]);

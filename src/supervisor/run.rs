@@ -116,7 +116,10 @@ impl Executor {
                 scan.follow_file_symlinks,
             ),
             authority: Arc::clone(&authority),
-            handles_per_conn: 2 * (scan.max_directory_recursion as usize).clamp(1, 62) + 2,
+            handles_per_conn: super::broker::handles_per_conn(
+                scan.max_directory_recursion,
+                config.limits.max_threads,
+            ),
             budgets: Arc::clone(&budgets),
             prefixes,
             identities: Arc::default(),

@@ -16,7 +16,7 @@ use crate::supervisor::gate::WorkerId;
 
 /// Most handles one worker's thread keeps at once, whatever its
 /// connections ask for.
-const MAX_HANDLES: usize = 4096;
+pub const MAX_HANDLES: usize = 4096;
 
 /// Room kept free in a page for the reply's own fields (a `Listing` carries
 /// its handle and up to [`crate::ipc::messages::MAX_FIRST_FILES`] opened
@@ -176,6 +176,12 @@ impl Dirs {
         if self.open.len() < 64 {
             return;
         }
+        self.forget_all_finished(authority, worker);
+    }
+
+    /// Closes the handles of every connection that has ended, however few
+    /// are open (the thread's idle sweep).
+    pub fn forget_all_finished(&mut self, authority: &Authority, worker: WorkerId) {
         let dead: Vec<u64> = self
             .per_conn
             .keys()

@@ -60,6 +60,27 @@ pub struct Broker {
     pub identities: Arc<crate::supervisor::message_budget::Identities>,
 }
 
+/// Directory handles one connection may hold at once. A walk holds at
+/// most two per level (the directory it is in and the next one asked for
+/// ahead) plus the top; a session may run one walk per scanning thread at
+/// once (pipelined SCANs). `scan.max-directory-recursion` 0 (no limit) and
+/// depths past 62 count as 62. An honest walk never meets it (one that did
+/// would answer `Too many open files` for a directory, and could end `OK`
+/// with a detection below it unseen); [`dirs::MAX_HANDLES`] bounds a
+/// worker's handles whatever its connections hold.
+pub fn handles_per_conn(max_directory_recursion: u32, max_threads: u32) -> usize {
+    let depth = match max_directory_recursion {
+        0 => 62,
+        n => (n as usize).min(62),
+    };
+    (2 * depth + 2) * (max_threads as usize).max(1)
+}
+
+/// How long an idle broker channel waits before its thread lets go of the
+/// directories of connections that have ended (a worker that stops asking
+/// would otherwise keep them open in root until its next request).
+const IDLE_SWEEP: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn fs_identity(who: &Identity) -> FsIdentity {
     match who {
         Identity::Unix {
@@ -86,10 +107,24 @@ pub fn serve(
 ) -> Result<(), Violation> {
     let own = Own::capture().map_err(|e| Violation(format!("broker thread: {e}")))?;
     let mut dirs = Dirs::default();
+    let _ = rustix::net::sockopt::set_socket_timeout(
+        channel,
+        rustix::net::sockopt::Timeout::Recv,
+        Some(IDLE_SWEEP),
+    );
     loop {
         let req = match channel.recv() {
             Ok(Some(m)) => m.msg,
             Ok(None) => return Ok(()),
+            Err(RecvError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                dirs.forget_all_finished(&broker.authority, worker);
+                continue;
+            }
             // A revoked channel reads as closed or as an error: both end.
             Err(RecvError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
                 return Err(Violation(format!("broker channel: {e}")))
@@ -99,6 +134,19 @@ pub fn serve(
                 return Err(Violation("descriptors sent on the broker channel".into()))
             }
             Err(RecvError::Decode(e)) => return Err(Violation(format!("broker request: {e}"))),
+        };
+        // Every request is charged to the worker's identity, also one for a
+        // connection that is over (answered without acting as anyone).
+        let started = thread_cpu();
+        let charge = |since: std::time::Duration| {
+            let spent = thread_cpu().saturating_sub(since);
+            if let Some(wait) =
+                broker
+                    .identities
+                    .broker_cpu(worker, std::time::Instant::now(), spent)
+            {
+                std::thread::sleep(wait);
+            }
         };
         dirs.forget_finished(&broker.authority, worker);
         let holder = match broker.authority.lookup(req.conn, worker) {
@@ -112,12 +160,14 @@ pub fn serve(
             Err(_) => {
                 // The client left: nothing more is done for it.
                 if matches!(req.op, BrokerOp::CloseDir { .. }) {
+                    charge(started);
                     continue;
                 }
                 let reply = BrokerReply::Errno(libc::ECONNABORTED);
                 if channel.send(&reply, &[]).is_err() {
                     return Ok(());
                 }
+                charge(started);
                 continue;
             }
         };
@@ -132,10 +182,10 @@ pub fn serve(
             if !dirs.close(req.conn, handle) {
                 return Err(Violation(format!("CloseDir of unknown handle {handle}")));
             }
+            charge(started);
             continue;
         }
         let who = fs_identity(&holder.identity);
-        let started = thread_cpu();
         let (reply, fds) = match creds::act_as(&own, &who) {
             Ok(_as_client) => handle(broker, &mut dirs, req.conn, &holder.identity, req.op)?,
             Err(e) => {
@@ -155,13 +205,7 @@ pub fn serve(
         }
         // Past its identity's second of broker CPU, this thread waits: the
         // worker's next requests wait in the kernel.
-        let spent = thread_cpu().saturating_sub(started);
-        if let Some(wait) = broker
-            .identities
-            .broker_cpu(worker, std::time::Instant::now(), spent)
-        {
-            std::thread::sleep(wait);
-        }
+        charge(started);
     }
 }
 
