@@ -51,6 +51,12 @@ pub struct Rules {
     /// Where relative paths start (the daemon's working directory, as
     /// clamd resolves them), canonical.
     pub cwd: Vec<u8>,
+    /// The device of `/proc`, whose files and directories are never
+    /// opened: resolved in the root supervisor, `/proc/self` is root's own
+    /// process, and the kernel lets a process read its own entries
+    /// (`maps`, `fd/`, …) whatever its file identity. clamd skips /proc's
+    /// files in walks; the broker refuses them, and directories too.
+    pub proc_dev: Option<u64>,
 }
 
 impl Rules {
@@ -68,11 +74,13 @@ impl Rules {
         let cwd = std::env::current_dir()
             .map(|d| d.as_os_str().as_bytes().to_vec())
             .unwrap_or_else(|_| b"/".to_vec());
+        let proc_dev = rustix::fs::stat("/proc").ok().map(|st| st.st_dev);
         Rules {
             roots,
             follow_dirs,
             follow_files,
             cwd,
+            proc_dev,
         }
     }
 
@@ -133,6 +141,19 @@ impl Refused {
             errno: Errno::NOENT,
             why: "the file changed while it was opened",
         }
+    }
+    fn on_proc() -> Refused {
+        Refused {
+            errno: Errno::NOENT,
+            why: "on /proc (the root supervisor's own entries are there)",
+        }
+    }
+}
+
+impl Rules {
+    /// Is this device /proc's (never opened)?
+    fn is_proc(&self, dev: u64) -> bool {
+        self.proc_dev == Some(dev)
     }
 }
 
@@ -303,7 +324,10 @@ fn walk(rules: &Rules, path: &[u8], follow_last: bool) -> Result<End, Refused> {
 
 /// Opens what `end` names for reading, as the client: `O_NOFOLLOW` on its
 /// parent's descriptor, then checks it is the object the walk found.
-fn open_end(end: End) -> Result<Found, Refused> {
+fn open_end(rules: &Rules, end: End) -> Result<Found, Refused> {
+    if rules.is_proc(end.stat.st_dev) {
+        return Err(Refused::on_proc());
+    }
     let kind = FileType::from_raw_mode(end.stat.st_mode);
     let canonical = end.walk.canonical(end.name.as_deref());
     let found = match kind {
@@ -394,7 +418,7 @@ pub fn open_path(rules: &Rules, path: &[u8]) -> Result<Found, Refused> {
     if !rules.inside(&canonical) {
         return Err(Refused::outside());
     }
-    let found = open_end(end)?;
+    let found = open_end(rules, end)?;
     check_still_at(&found, &canonical)?;
     Ok(found)
 }
@@ -485,6 +509,9 @@ pub fn open_looked_at(
         FileKind::File if !want_dir => {}
         _ => return Err(Errno::INVAL),
     }
+    if rules.is_proc(lstat.dev) {
+        return Err(Errno::NOENT);
+    }
     let fd = rustix::fs::openat(dir, name, flags, Mode::empty())?;
     let st = rustix::fs::fstat(&fd)?;
     let found = match FileType::from_raw_mode(st.st_mode) {
@@ -509,7 +536,7 @@ fn open_path_following(rules: &Rules, path: &[u8]) -> Result<Found, Errno> {
     if !rules.inside(&canonical) {
         return Err(Errno::NOENT);
     }
-    let found = open_end(end).map_err(|r| r.errno)?;
+    let found = open_end(rules, end).map_err(|r| r.errno)?;
     check_still_at(&found, &canonical).map_err(|r| r.errno)?;
     Ok(found)
 }
@@ -539,6 +566,32 @@ mod tests {
 
     fn b(p: &Path) -> Vec<u8> {
         p.as_os_str().as_bytes().to_vec()
+    }
+
+    /// /proc resolved in the supervisor is the supervisor's own: never
+    /// opened, file or directory, by path or through a symlink.
+    #[test]
+    fn nothing_on_proc_is_opened() {
+        let r = rules(&[Path::new("/")]);
+        for p in [
+            "/proc/self/maps",
+            "/proc/self/fd",
+            "/proc",
+            "/proc/self/status",
+        ] {
+            let refused = open_path(&r, p.as_bytes())
+                .err()
+                .unwrap_or_else(|| panic!("{p} opened"));
+            assert_eq!(refused.errno, Errno::NOENT, "{p}");
+        }
+        let root =
+            rustix::fs::open("/", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        assert_eq!(
+            open_entry(&r, root.as_fd(), b"/", b"proc", true).err(),
+            Some(Errno::NOENT)
+        );
+        // Elsewhere, unchanged.
+        assert!(open_path(&r, b"/etc").is_ok());
     }
 
     #[test]

@@ -660,6 +660,9 @@ impl<'a> Walker<'a> {
                         return Flow::Stop;
                     }
                 }
+                // /proc is never opened by the broker (README, deliberate
+                // differences): not a directory to list here either.
+                Kind::Dir(Some(m)) if m.dev == self.shared.proc_dev => {}
                 Kind::Dir(meta) => found.push(Visit {
                     is_dir: true,
                     ino: entry.ino,
