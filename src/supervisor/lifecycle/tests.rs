@@ -653,3 +653,51 @@ fn an_engine_of_unknown_size_or_the_check_off_reloads_at_once() {
         .handle(Event::Reload("SIGHUP"), t)
         .contains(&Action::SpawnZygote(2)));
 }
+
+#[test]
+fn a_client_whose_workers_keep_retiring_has_at_most_two_draining() {
+    let t = Instant::now();
+    let (mut m, _) = serving(1, t);
+    let mut drained = Vec::new();
+    let mut killed = Vec::new();
+    // Workers forking (standbys and the client's): each says hello when
+    // the test gets to it.
+    let mut forking: Vec<WorkerId> = Vec::new();
+    for round in 0..5 {
+        let now = t + Duration::from_millis(round * 10);
+        // The client's next connection gets a worker (a standby, or a fork
+        // once it says hello); it says it retires.
+        let for_a = |a: &[Action]| bound(a).into_iter().find(|(_, t)| *t == A).map(|(w, _)| w);
+        let mut w = None;
+        for _ in 0..5 {
+            let a = m.handle(Event::Want(A), now);
+            forking.extend(forks(&a).into_iter().map(|(_, w)| w));
+            w = w.or(for_a(&a));
+            for fork in std::mem::take(&mut forking) {
+                let h = m.handle(Event::WorkerHello(fork), now);
+                forking.extend(forks(&h).into_iter().map(|(_, w)| w));
+                w = w.or(for_a(&h));
+            }
+            if w.is_some() {
+                break;
+            }
+        }
+        let w = w.expect("a worker for the client");
+        let a = m.handle(Event::WorkerRetire(w, RetireReason::ScanOverrun), now);
+        drained.extend(drains(&a));
+        if a.contains(&Action::Kill(w)) {
+            killed.push(w);
+        }
+        forking.extend(forks(&a).into_iter().map(|(_, w)| w));
+    }
+    // Two drain (each within limits.drain-timeout); the others are ended
+    // at once.
+    assert_eq!(drained.len(), MAX_DRAINING_PER_TENANT, "{drained:?}");
+    assert_eq!(killed.len(), 3, "{killed:?}");
+    let draining = m
+        .workers
+        .values()
+        .filter(|x| x.state == WState::Draining && x.tenant == Some(A))
+        .count();
+    assert_eq!(draining, MAX_DRAINING_PER_TENANT);
+}
