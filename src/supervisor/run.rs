@@ -123,6 +123,7 @@ impl Executor {
             budgets: Arc::clone(&budgets),
             prefixes,
             identities: Arc::default(),
+            max_threads: config.limits.max_threads,
         });
         let relay = Arc::new(super::logrelay::Relay {
             authority: Arc::clone(&authority),

@@ -24,6 +24,7 @@
 
 pub mod creds;
 mod dirs;
+mod in_flight;
 pub mod resolve;
 
 use std::os::fd::AsFd;
@@ -58,6 +59,9 @@ pub struct Broker {
     /// Each identity's budget of broker CPU time (and of control messages,
     /// read by the executor), shared by its workers.
     pub identities: Arc<crate::supervisor::message_budget::Identities>,
+    /// A worker's scanning threads (`limits.max-threads`): the descriptors
+    /// it may leave unread scale with them ([`in_flight`]).
+    pub max_threads: u32,
 }
 
 /// Directory handles one connection may hold at once. A walk holds at
@@ -107,6 +111,7 @@ pub fn serve(
 ) -> Result<(), Violation> {
     let own = Own::capture().map_err(|e| Violation(format!("broker thread: {e}")))?;
     let mut dirs = Dirs::default();
+    let mut in_flight = in_flight::InFlight::new(broker.max_threads);
     let _ = rustix::net::sockopt::set_socket_timeout(
         channel,
         rustix::net::sockopt::Timeout::Recv,
@@ -199,6 +204,9 @@ pub fn serve(
                 (BrokerReply::Errno(libc::ENOENT), Vec::new())
             }
         };
+        if !fds.is_empty() {
+            in_flight.room(channel, fds.len());
+        }
         let fds: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
         if channel.send(&reply, &fds).is_err() {
             return Ok(());
