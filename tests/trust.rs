@@ -291,6 +291,25 @@ elif case == 'listdir-too-many':
     h = dir_handle(conn, d.rsplit(b'/', 1)[0])
     print(list_dir(conn, h or 0, d.rsplit(b'/', 1)[1], 9))
     print(open_path(conn, readable))
+elif case == 'unread':
+    # Ask for the readable file 64 times a request, and never read a reply.
+    d, name = readable.rsplit(b'/', 1)
+    h = dir_handle(conn, d)
+    msg = bytes([5]) + struct.pack('<QII', conn, h or 0, 64)
+    for _ in range(64):
+        msg += struct.pack('<I', len(name)) + name
+    brk.settimeout(3)
+    sent = 0
+    for _ in range(400):
+        try:
+            brk.send(msg)
+            sent += 1
+        except socket.timeout:
+            break
+        except OSError as e:
+            print('error:' + type(e).__name__)
+            break
+    print('sent:%d' % sent)
 elif case == 'batch-other-handle':
     print(open_files(conn, 4242, [readable.rsplit(b'/', 1)[1]]))
     print(open_path(conn, readable))
@@ -313,6 +332,75 @@ elif case == 'reload':
     time.sleep(0.5)
     print(open_path(conn, readable))
 "#;
+
+/// A compromised worker asks for files and never reads the replies. The
+/// descriptors root has in flight to it (counted by the kernel against
+/// root's RLIMIT_NOFILE, past which every descriptor root sends fails)
+/// stay bounded: with root's limit lowered to 3,000, root still hands new
+/// connections to its workers and its broker still sends files (sixth
+/// outside review: about 6,000 in flight per worker, and then no new
+/// connection reached any worker).
+#[test]
+fn a_worker_that_never_reads_its_replies_holds_few_of_roots_descriptors() {
+    let db = TestDb::new();
+    let files = scratch();
+    let readable = files.path().join("readable");
+    std::fs::write(&readable, b"clean").unwrap();
+    std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let d = Daemon::clamsentry(db.path(), &[("limits", "standby-workers = 2")]);
+    let supervisor = d.pid();
+    let limited = Command::new("prlimit")
+        .args(["--pid", &supervisor.to_string(), "--nofile=3000:3000"])
+        .status()
+        .unwrap();
+    assert!(limited.success());
+    let (mut holder, conn, w) = nobody_connection(&d);
+    let pid = worker_pid(&d, w);
+    let channels = take_channels(pid);
+    let path = readable.display().to_string();
+    let lines = attack(
+        "unread",
+        &channels,
+        [
+            conn.to_string(),
+            "0".into(),
+            w.to_string(),
+            path.clone(),
+            path.clone(),
+        ],
+    );
+    println!("unread: {lines:?}");
+    let sent: usize = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("sent:"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    // Until its requests no longer fit in the channel: the broker stopped
+    // reading them once the replies' descriptors reached the bound.
+    assert!(sent >= 30, "the attacker sent only {sent} requests");
+    // Root's new connections still reach a worker, and its scans still get
+    // their files from the broker.
+    for _ in 0..3 {
+        let reply = talk(&d.unix_addr(), &[b"zPING\0"], T).unwrap_or_default();
+        assert_eq!(show(&reply), "PONG\\0", "{}", d.log());
+        let reply =
+            talk(&d.unix_addr(), &[format!("zSCAN {path}\0").as_bytes()], T).unwrap_or_default();
+        assert_eq!(show(&reply), format!("{path}: OK\\0"), "{}", d.log());
+    }
+    assert!(
+        !d.log().contains("Too many references"),
+        "root's descriptors ran out:\n{}",
+        d.log()
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    still_serving(&d, supervisor);
+}
 
 /// A connection of a nobody client, held open (inside IDSESSION) by a
 /// Python process: (the process, the connection's id, its worker).
