@@ -24,6 +24,10 @@
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
+/// While a broker thread waits for its worker to read, it still does its
+/// housekeeping this often (closing ended connections' directories).
+pub const SWEEP_EVERY: Duration = Duration::from_millis(500);
+
 /// Descriptors a worker may leave unread per scanning thread it has.
 pub const PER_THREAD: usize = 128;
 
@@ -43,16 +47,22 @@ impl InFlight {
         }
     }
 
-    /// Waits, if need be, until `n` more descriptors may go on `channel`.
-    pub fn room(&mut self, channel: impl AsFd, n: usize) {
+    /// Waits, if need be, until `n` more descriptors may go on `channel`,
+    /// calling `meanwhile` every [`SWEEP_EVERY`] while it waits.
+    pub fn room(&mut self, channel: impl AsFd, n: usize, mut meanwhile: impl FnMut()) {
         if self.sent + n <= self.bound {
             self.sent += n;
             return;
         }
         // Everything sent so far must be read first (or the worker gone:
         // its queue is dropped with it). Then count afresh.
+        let mut swept = std::time::Instant::now();
         while matches!(unread_bytes(&channel), Ok(b) if b > 0) {
             std::thread::sleep(Duration::from_millis(2));
+            if swept.elapsed() >= SWEEP_EVERY {
+                meanwhile();
+                swept = std::time::Instant::now();
+            }
         }
         self.sent = n;
     }
@@ -90,7 +100,7 @@ mod tests {
         let bound = PER_THREAD * 8;
         // Within the bound: no waiting, whatever is unread.
         a.send(b"reply").unwrap();
-        f.room(&a, bound);
+        f.room(&a, bound, || {});
         // Past it: waits until the reply is read (on another thread, a
         // moment later), then counts afresh.
         let reader = std::thread::spawn(move || {
@@ -100,7 +110,7 @@ mod tests {
             b
         });
         let started = std::time::Instant::now();
-        f.room(&a, 3);
+        f.room(&a, 3, || {});
         assert!(reader.is_finished(), "did not wait for the reader");
         assert!(started.elapsed() >= Duration::from_millis(40));
         let _b = reader.join().unwrap();

@@ -124,7 +124,9 @@ pub fn serve(
             Err(RecvError::Io(e))
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
                 ) =>
             {
                 dirs.forget_all_finished(&broker.authority, worker);
@@ -205,7 +207,11 @@ pub fn serve(
             }
         };
         if !fds.is_empty() {
-            in_flight.room(channel, fds.len());
+            // While it waits, ended connections' directories are still let
+            // go (sixth review's retry: a worker that never read kept them).
+            in_flight.room(channel, fds.len(), || {
+                dirs.forget_all_finished(&broker.authority, worker)
+            });
         }
         let fds: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
         if channel.send(&reply, &fds).is_err() {
@@ -436,18 +442,15 @@ fn listing(
     match dir.page(rules) {
         BrokerReply::Entries { entries, more } => {
             let chosen = first_files(&entries, usize::from(first).min(MAX_FIRST_FILES));
-            // Opened as `open_files` does, from this page's own look at
-            // each entry (this thread's lstat, as the client, a moment ago).
-            let mut files = Vec::with_capacity(chosen.len());
-            let mut fds = Vec::with_capacity(chosen.len());
-            for i in chosen {
-                let e = &entries[i as usize];
-                let Ok(lstat) = e.lstat else { continue };
-                let opened = dir.fd().and_then(|fd| {
-                    resolve::open_looked_at(rules, fd, dir.path(), &e.name, false, lstat)
-                });
-                files.push((i, file_result(opened, &mut fds)));
-            }
+            // Opened as `open_files` does, each looked at again just before
+            // its open (the page's look is older: a FIFO swapped in since
+            // would be opened; sixth review's retry).
+            let names: Vec<Vec<u8>> = chosen
+                .iter()
+                .map(|&i| entries[i as usize].name.clone())
+                .collect();
+            let (opened, fds) = open_files(rules, dir, &names);
+            let files = chosen.into_iter().zip(opened).collect();
             let reply = BrokerReply::Listing {
                 handle,
                 dev,

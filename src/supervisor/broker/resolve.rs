@@ -271,6 +271,11 @@ fn walk(rules: &Rules, path: &[u8], follow_last: bool) -> Result<End, Refused> {
         )
         .map_err(Refused::os)?;
         let stat = rustix::fs::fstat(&fd).map_err(Refused::os)?;
+        // Nothing on /proc, not even a symlink's existence (sixth review's
+        // retry: /proc/self/fd/N answered whether root had descriptor N).
+        if rules.is_proc(stat.st_dev) {
+            return Err(Refused::on_proc());
+        }
         match FileType::from_raw_mode(stat.st_mode) {
             FileType::Symlink if last && !follow_last => {
                 return Ok(End {
@@ -468,12 +473,12 @@ pub fn open_entry(
     open_looked_at(rules, dir, dir_path, name, want_dir, lstat)
 }
 
-/// [`open_entry`] for an entry this thread looked at (`lstat`, as the
-/// client) a moment ago, while listing its directory: opened as after its
-/// own look (a device, FIFO or socket is never opened; what is opened is
-/// checked to be a regular file or a directory, with `O_NOFOLLOW`), one
-/// system call fewer. Never given what a worker says an entry is.
-pub fn open_looked_at(
+/// [`open_entry`] after its look at the entry (`lstat`, as the client, just
+/// before): a device, FIFO or socket is not opened (only one swapped in
+/// between the look and the open could be, with `O_NONBLOCK`, as the
+/// client); what is opened is checked to be a regular file or a directory,
+/// with `O_NOFOLLOW`.
+fn open_looked_at(
     rules: &Rules,
     dir: BorrowedFd<'_>,
     dir_path: &[u8],
@@ -578,6 +583,9 @@ mod tests {
             "/proc/self/fd",
             "/proc",
             "/proc/self/status",
+            "/proc/self/fd/0",
+            "/proc/self/exe",
+            "/dev/fd/0",
         ] {
             let refused = open_path(&r, p.as_bytes())
                 .err()
