@@ -125,6 +125,7 @@ fn zip() -> Vec<u8> {
 /// fresh directory (Landlock ties each worker to its own).
 #[test]
 fn temporary_directory_missing_or_not_a_directory() {
+    let _serial = serial();
     use std::os::unix::fs::PermissionsExt;
     require_root!("remote TCP clients come from a network namespace");
     require!(common::require::program("ip", "iproute2"));
@@ -209,6 +210,7 @@ fn temporary_directory_missing_or_not_a_directory() {
 /// a message naming the key.
 #[test]
 fn missing_temporary_directory_at_start_is_an_error() {
+    let _serial = serial();
     let db = TestDb::new();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
@@ -285,6 +287,7 @@ fn marker_sig(data: &[u8]) -> String {
 /// answering. A good directory put back loads on the next reload.
 #[test]
 fn signature_directory_removed_or_unreadable_before_reload() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let db = own_db(root.path());
     let d = Daemon::clamsentry(&db, &[]);
@@ -347,6 +350,7 @@ fn signature_directory_removed_or_unreadable_before_reload() {
 /// signatures keep answering; the repaired file loads on the next reload.
 #[test]
 fn signature_file_truncated_mid_write_before_reload() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let db = own_db(root.path());
     let d = Daemon::clamsentry(&db, &[]);
@@ -411,6 +415,7 @@ fn wait_fds_at_most(pid: i32, n: usize) -> usize {
 /// connections, and keeps serving with no descriptor or memory left behind.
 #[test]
 fn clients_disconnecting_during_scans() {
+    let _serial = serial();
     let db = TestDb::new();
     let d = Daemon::clamsentry(
         db.path(),
@@ -490,6 +495,19 @@ fn clients_disconnecting_during_scans() {
     assert!(!d.log().contains("panicked"), "{}", d.log());
 }
 
+/// The tests of this file run one at a time: `descriptor_exhaustion`'s
+/// daemon has an RLIMIT_NOFILE of 40, and the kernel counts every
+/// descriptor root has in flight on any Unix socket (another test's
+/// daemons handing connections and files to their workers) against the
+/// sender's limit: past 40 its worker forks failed with ETOOMANYREFS (a
+/// loaded run).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// CPU time (user + system) of a process, in clock ticks.
 fn cpu_ticks(pid: i32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -506,6 +524,7 @@ fn cpu_ticks(pid: i32) -> u64 {
 /// out), and afterwards it answers PING and INSTREAM on both sockets.
 #[test]
 fn descriptor_exhaustion() {
+    let _serial = serial();
     let db = TestDb::new();
     // A sandboxed worker's limits cannot be changed from outside (not even
     // by root with prlimit), so the daemon starts with a low hard limit,
@@ -643,6 +662,7 @@ impl Drop for TinyFs {
 /// when space is freed.
 #[test]
 fn temporary_directory_full() {
+    let _serial = serial();
     let fs = require!(TinyFs::mount());
     let db = TestDb::new();
     let d = Daemon::clamsentry(
@@ -712,6 +732,7 @@ fn temporary_directory_full() {
 /// an empty cache), so the same bytes are found once space is back.
 #[test]
 fn temporary_directory_full_does_not_poison_the_clean_cache() {
+    let _serial = serial();
     let fs = require!(TinyFs::mount());
     let db = TestDb::new();
     let d = Daemon::clamsentry(

@@ -14,7 +14,12 @@
 //! component with descriptors, and what is opened is what is scanned
 //! ([`resolve`]). Directories stay in this thread as handles with their own
 //! read position, so listing a directory of n entries costs O(n) however
-//! many pages it takes ([`dirs`]).
+//! many pages it takes ([`dirs`]). A `ListDir` opens a subdirectory, lists
+//! its first page and opens its first few files in one request
+//! ([`first_files`]): a walk that asks for each subdirectory ahead of its
+//! visit never waits for a round trip when it enters one. Descriptors sent
+//! and not yet read by the worker are bounded ([`in_flight`]); nothing on
+//! /proc is ever opened (there, `/proc/self` is this root process).
 //!
 //! Answers to `OpenPath` refusals are always `ENOENT`, what a missing file
 //! answers, so a client learns nothing it could not find out itself; the
