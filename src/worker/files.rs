@@ -235,17 +235,26 @@ impl OpeningFiles {
         let mut fds = fds.into_iter();
         Ok(files
             .into_iter()
-            .map(|r| match r {
-                Ok(FileMeta { size, dev: _ }) => fds
-                    .next()
-                    .map(|fd| OpenedFile {
-                        file: File::from(fd),
-                        size,
-                    })
-                    .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF)),
-                Err(e) => Err(io::Error::from_raw_os_error(e)),
-            })
+            .map(|r| opened_file(r, &mut fds))
             .collect())
+    }
+}
+
+/// One file of a batch or listing reply: its descriptor is the next of
+/// `fds` (they come in the order of the opened files).
+fn opened_file(
+    result: Result<FileMeta, i32>,
+    fds: &mut impl Iterator<Item = OwnedFd>,
+) -> io::Result<OpenedFile> {
+    match result {
+        Ok(FileMeta { size, dev: _ }) => fds
+            .next()
+            .map(|fd| OpenedFile {
+                file: File::from(fd),
+                size,
+            })
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF)),
+        Err(e) => Err(io::Error::from_raw_os_error(e)),
     }
 }
 
@@ -401,17 +410,7 @@ impl ListingDir {
         let mut opened = BTreeMap::new();
         for (index, result) in files {
             let name = entries[index as usize].name.clone();
-            let file = match result {
-                Ok(FileMeta { size, dev: _ }) => fds
-                    .next()
-                    .map(|fd| OpenedFile {
-                        file: File::from(fd),
-                        size,
-                    })
-                    .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF)),
-                Err(e) => Err(io::Error::from_raw_os_error(e)),
-            };
-            opened.insert(name, Some(file));
+            opened.insert(name, Some(opened_file(result, &mut fds)));
         }
         let mut all = entries;
         if more && !all.is_empty() {
